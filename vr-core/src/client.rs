@@ -1,0 +1,215 @@
+//! The client proxy (§4, "client"): a sans-IO state machine that gives each
+//! request a number, sends it to the primary it believes in, retries to all
+//! replicas when no reply comes, and learns the view from replies.
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+
+use crate::config::Config;
+use crate::message::{ClientId, Message, ReplicaIndex, Reply, Request};
+use crate::time::Instant;
+
+/// What a client needs to know of the cluster, and its own tunables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ClientConfig {
+    /// The number of replicas.
+    pub replica_count: u8,
+    /// How long to wait for a reply before resending to every replica.
+    pub request_timeout_ns: u64,
+    /// Largest operation accepted, in bytes (the cluster's `op_size_max`).
+    pub op_size_max: u32,
+    /// Attempts (sends) per request before giving up with
+    /// [`ClientError::TimedOut`]; `0` retries forever.
+    pub request_attempts_max: u32,
+    /// The client's identifier. Pick it at random: two clients with the
+    /// same identifier would see each other's requests as duplicates.
+    pub client_id: ClientId,
+}
+
+impl ClientConfig {
+    /// A client of the cluster `config` with identifier `client_id`, a
+    /// 200 ms request timeout and unlimited retries.
+    pub fn new(config: &Config, client_id: ClientId) -> ClientConfig {
+        ClientConfig {
+            replica_count: config.replica_count,
+            request_timeout_ns: 2 * config.view_change_timeout_ns,
+            op_size_max: config.op_size_max,
+            request_attempts_max: 0,
+            client_id,
+        }
+    }
+}
+
+/// Why a request was refused or failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientError {
+    /// A request is already outstanding: the protocol allows one per client.
+    Busy,
+    /// The operation exceeds `op_size_max`.
+    TooLarge,
+    /// No reply after `request_attempts_max` attempts. The request may still
+    /// execute later: its outcome is unknown.
+    TimedOut,
+}
+
+impl core::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            ClientError::Busy => "a request is already outstanding",
+            ClientError::TooLarge => "operation larger than op_size_max",
+            ClientError::TimedOut => "no reply; the outcome is unknown",
+        })
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for ClientError {}
+
+/// An output of the client proxy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientAction {
+    /// Send `message` to replica `replica`.
+    Send {
+        /// The destination replica.
+        replica: ReplicaIndex,
+        /// The message (a Request).
+        message: Message,
+    },
+}
+
+/// A finished request: its number and the service's result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Completion {
+    /// The request-number.
+    pub request_number: u64,
+    /// The service's result.
+    pub result: Vec<u8>,
+}
+
+#[derive(Clone, Debug)]
+struct Outstanding {
+    request: Request,
+    deadline: Instant,
+    attempts: u32,
+}
+
+/// The client proxy. One request outstanding at a time (§4.1).
+pub struct Client {
+    config: ClientConfig,
+    /// The highest view heard of in a reply; its primary gets the first try.
+    view: u64,
+    request_number: u64,
+    outstanding: Option<Outstanding>,
+    outbox: VecDeque<ClientAction>,
+}
+
+impl Client {
+    /// A new client whose first request will be number `first_request_number`
+    /// + 1. A client restarting with the same id must continue above every
+    /// number it used before (§4.3 "client recovery"); a fresh id starts at 0.
+    pub fn new(config: ClientConfig, first_request_number: u64) -> Client {
+        Client {
+            config,
+            view: 0,
+            request_number: first_request_number,
+            outstanding: None,
+            outbox: VecDeque::new(),
+        }
+    }
+
+    /// The client's identifier.
+    pub fn client_id(&self) -> ClientId {
+        self.config.client_id
+    }
+
+    /// The view the client believes current.
+    pub fn view(&self) -> u64 {
+        self.view
+    }
+
+    /// The request-number of the outstanding request, if any.
+    pub fn outstanding(&self) -> Option<u64> {
+        self.outstanding.as_ref().map(|o| o.request.request_number)
+    }
+
+    /// Starts a request for `op` and returns its request-number.
+    pub fn request(&mut self, now: Instant, op: Vec<u8>) -> Result<u64, ClientError> {
+        if self.outstanding.is_some() {
+            return Err(ClientError::Busy);
+        }
+        if op.len() > self.config.op_size_max as usize {
+            return Err(ClientError::TooLarge);
+        }
+        self.request_number += 1;
+        let request = Request {
+            client_id: self.config.client_id,
+            request_number: self.request_number,
+            op,
+        };
+        let primary = (self.view % u64::from(self.config.replica_count)) as ReplicaIndex;
+        self.outbox.push_back(ClientAction::Send {
+            replica: primary,
+            message: Message::Request(request.clone()),
+        });
+        self.outstanding = Some(Outstanding {
+            request,
+            deadline: now + self.config.request_timeout_ns,
+            attempts: 1,
+        });
+        Ok(self.request_number)
+    }
+
+    /// Takes in a reply. Returns the completion when it answers the
+    /// outstanding request; replies to older requests (duplicates) are
+    /// dropped.
+    pub fn handle_reply(&mut self, _now: Instant, reply: Reply) -> Option<Completion> {
+        if reply.client_id != self.config.client_id {
+            return None;
+        }
+        // Any reply comes from the primary of its view.
+        self.view = self.view.max(reply.view);
+        let outstanding = self.outstanding.as_ref()?;
+        if outstanding.request.request_number != reply.request_number {
+            return None;
+        }
+        self.outstanding = None;
+        Some(Completion {
+            request_number: reply.request_number,
+            result: reply.result,
+        })
+    }
+
+    /// Resends the outstanding request to every replica when its deadline
+    /// passed: the primary may have changed (§4.1, "the client re-sends").
+    /// Returns the error when the request was abandoned.
+    pub fn handle_timeout(&mut self, now: Instant) -> Option<ClientError> {
+        let outstanding = self.outstanding.as_mut()?;
+        if outstanding.deadline > now {
+            return None;
+        }
+        if self.config.request_attempts_max != 0 && outstanding.attempts >= self.config.request_attempts_max {
+            self.outstanding = None;
+            return Some(ClientError::TimedOut);
+        }
+        outstanding.attempts += 1;
+        outstanding.deadline = now + self.config.request_timeout_ns;
+        for replica in 0..self.config.replica_count {
+            self.outbox.push_back(ClientAction::Send {
+                replica,
+                message: Message::Request(outstanding.request.clone()),
+            });
+        }
+        None
+    }
+
+    /// The next message to send, if any.
+    pub fn poll_action(&mut self) -> Option<ClientAction> {
+        self.outbox.pop_front()
+    }
+
+    /// When [`Client::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.outstanding.as_ref().map(|o| o.deadline)
+    }
+}

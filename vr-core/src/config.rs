@@ -1,0 +1,174 @@
+//! Cluster configuration: the parameters every replica and client of one
+//! cluster must agree on, plus the tunables of timers and bounds.
+
+/// Why a [`Config`] was rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    /// `replica_count` must be at least 1.
+    NoReplicas,
+    /// The replica index is not in `0..replica_count`.
+    ReplicaIndexOutOfRange,
+    /// A timeout or interval is zero, or the primary-silence timeout is not
+    /// longer than the heartbeat interval (backups would suspect a healthy
+    /// primary between two heartbeats).
+    BadTimeouts,
+    /// `prepare_window_max` must be at least 1.
+    ZeroWindow,
+    /// `message_size_max` cannot hold a Prepare of one `op_size_max` operation.
+    MessageTooSmall,
+}
+
+impl core::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let text = match self {
+            ConfigError::NoReplicas => "replica_count must be at least 1",
+            ConfigError::ReplicaIndexOutOfRange => "replica index out of range",
+            ConfigError::BadTimeouts => {
+                "timeouts must be non-zero and view_change_timeout_ns > heartbeat_interval_ns"
+            }
+            ConfigError::ZeroWindow => "prepare_window_max must be at least 1",
+            ConfigError::MessageTooSmall => "message_size_max cannot hold one maximal Prepare",
+        };
+        f.write_str(text)
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for ConfigError {}
+
+/// The configuration of one cluster (paper §4: "configuration"). Replicas are
+/// identified by their index `0..replica_count` in the sorted list of
+/// addresses, which the embedding keeps; the core never sees addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Config {
+    /// Identifies the cluster on the wire; frames of other clusters are rejected.
+    pub cluster: u64,
+    /// `n = 2f + 1` replicas (an even `n` works too: quorums are majorities).
+    pub replica_count: u8,
+    /// Seed of every replica's PRNG (mixed with the replica index), used for
+    /// timer jitter. Same seed, same behaviour.
+    pub seed: u64,
+    /// Pipelining: how many prepared but uncommitted operations the primary
+    /// keeps in flight. Further requests wait in a bounded queue.
+    pub prepare_window_max: u32,
+    /// Requests the primary queues while its window is full; more are dropped
+    /// (the client retries).
+    pub request_queue_max: u32,
+    /// Largest operation (request body) accepted, in bytes.
+    pub op_size_max: u32,
+    /// Largest frame, header included, that a replica sends; receivers reject
+    /// larger ones. Log suffixes in StartView and NewState are cut to fit.
+    pub message_size_max: u32,
+    /// An idle primary sends `Commit` this often (§4.1: heartbeats).
+    pub heartbeat_interval_ns: u64,
+    /// The primary resends unacknowledged Prepares this often.
+    pub prepare_timeout_ns: u64,
+    /// A backup that hears nothing from the primary for this long starts a
+    /// view change; a view change that does not finish within it moves on to
+    /// the next view (§4.2).
+    pub view_change_timeout_ns: u64,
+    /// A random extra delay in `0..timeout_jitter_ns` added to each view-change
+    /// timeout, so that replicas do not start competing view changes in lockstep.
+    pub timeout_jitter_ns: u64,
+    /// StartViewChange, DoViewChange and GetState are resent this often until
+    /// they have their effect.
+    pub resend_interval_ns: u64,
+}
+
+impl Config {
+    /// A configuration with defaults suited to a LAN: 10 ms heartbeats, a
+    /// 100 ms primary-silence timeout with up to 50 ms jitter, a window of
+    /// 256 prepares and 1 MiB frames.
+    pub fn new(cluster: u64, replica_count: u8) -> Config {
+        Config {
+            cluster,
+            replica_count,
+            seed: 0,
+            prepare_window_max: 256,
+            request_queue_max: 4096,
+            op_size_max: 64 * 1024,
+            message_size_max: 1024 * 1024,
+            heartbeat_interval_ns: 10_000_000,
+            prepare_timeout_ns: 20_000_000,
+            view_change_timeout_ns: 100_000_000,
+            timeout_jitter_ns: 50_000_000,
+            resend_interval_ns: 20_000_000,
+        }
+    }
+
+    /// Checks the configuration for values that cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.replica_count == 0 {
+            return Err(ConfigError::NoReplicas);
+        }
+        if self.heartbeat_interval_ns == 0
+            || self.prepare_timeout_ns == 0
+            || self.resend_interval_ns == 0
+            || self.view_change_timeout_ns <= self.heartbeat_interval_ns
+        {
+            return Err(ConfigError::BadTimeouts);
+        }
+        if self.prepare_window_max == 0 {
+            return Err(ConfigError::ZeroWindow);
+        }
+        let prepare_max = crate::codec::HEADER_SIZE
+            + 8 // commit_number
+            + crate::codec::LOG_ENTRY_FIXED_SIZE
+            + self.op_size_max as usize
+            + 64; // slack for fields a later version adds
+        if (self.message_size_max as usize) < prepare_max {
+            return Err(ConfigError::MessageTooSmall);
+        }
+        Ok(())
+    }
+
+    /// The number of replicas that form a quorum: a majority, `f + 1` for `n = 2f + 1`.
+    pub fn quorum(&self) -> usize {
+        usize::from(self.replica_count) / 2 + 1
+    }
+
+    /// The primary of `view`: `view mod n` (§4, no voting).
+    pub fn primary_index(&self, view: u64) -> crate::ReplicaIndex {
+        // The remainder is below replica_count, a u8, so the cast cannot truncate.
+        (view % u64::from(self.replica_count)) as crate::ReplicaIndex
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorum_is_a_majority() {
+        // §4: f + 1 of 2f + 1; for even n a majority keeps quorums intersecting.
+        let q = |n| Config::new(1, n).quorum();
+        assert_eq!(q(1), 1);
+        assert_eq!(q(2), 2);
+        assert_eq!(q(3), 2);
+        assert_eq!(q(4), 3);
+        assert_eq!(q(5), 3);
+    }
+
+    #[test]
+    fn primary_rotates_round_robin() {
+        let config = Config::new(1, 3);
+        let primaries: alloc::vec::Vec<_> = (0..6).map(|v| config.primary_index(v)).collect();
+        assert_eq!(primaries, [0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn validate_rejects_unworkable_values() {
+        assert_eq!(Config::new(1, 3).validate(), Ok(()));
+        assert_eq!(Config::new(1, 0).validate(), Err(ConfigError::NoReplicas));
+        let mut c = Config::new(1, 3);
+        c.view_change_timeout_ns = c.heartbeat_interval_ns;
+        assert_eq!(c.validate(), Err(ConfigError::BadTimeouts));
+        let mut c = Config::new(1, 3);
+        c.prepare_window_max = 0;
+        assert_eq!(c.validate(), Err(ConfigError::ZeroWindow));
+        let mut c = Config::new(1, 3);
+        c.message_size_max = 100;
+        assert_eq!(c.validate(), Err(ConfigError::MessageTooSmall));
+    }
+}

@@ -1,0 +1,276 @@
+//! The protocol's messages (paper §4, Figures 2–3), as plain data.
+//!
+//! Every message that crosses the network is a variant of [`Message`]. Field
+//! names follow the paper: `view` is the view-number, `op_number` the
+//! op-number, `commit_number` the commit-number. Integers have fixed widths
+//! so that the wire format ([`crate::codec`]) is exact.
+
+use alloc::vec::Vec;
+
+/// Index of a replica in the (sorted) configuration: `0..replica_count`.
+pub type ReplicaIndex = u8;
+
+/// A client's identifier. Clients pick it at random from a seeded PRNG; 128
+/// bits make collisions between independently started clients negligible.
+pub type ClientId = u128;
+
+/// One operation in the log: the client request it carries and the view in
+/// which a primary assigned it its op-number.
+///
+/// The op-number is stored with the entry so that every log suffix that
+/// travels (DoViewChange, StartView, NewState) is self-describing and its
+/// contiguity can be checked on receipt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct LogEntry {
+    /// The op-number this entry occupies.
+    pub op_number: u64,
+    /// The view in which the primary assigned `op_number` to this request.
+    /// Two entries with the same `op_number` and `view` are the same entry.
+    pub view: u64,
+    /// The client that sent the request.
+    pub client_id: ClientId,
+    /// The client's request-number for this request.
+    pub request_number: u64,
+    /// The operation, opaque to the protocol; the service interprets it.
+    pub op: Vec<u8>,
+}
+
+/// `Request(op, c, s)`: a client asks the primary to execute `op` (§4.1 step 1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Request {
+    /// The client's identifier.
+    pub client_id: ClientId,
+    /// Monotonically increasing per client, starting at 1.
+    pub request_number: u64,
+    /// The operation for the service.
+    pub op: Vec<u8>,
+}
+
+/// `Prepare(v, m, n, k)`: the primary asks backups to append an operation (§4.1 step 3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Prepare {
+    /// The primary's view-number.
+    pub view: u64,
+    /// The primary's commit-number when it sent this Prepare.
+    pub commit_number: u64,
+    /// The entry to append; its `op_number` is the paper's `n`.
+    pub entry: LogEntry,
+}
+
+/// `PrepareOk(v, n, i)`: backup `replica` holds every op up to `op_number` (§4.1 step 4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct PrepareOk {
+    /// The backup's view-number.
+    pub view: u64,
+    /// The highest op the backup holds; acknowledges every op up to it.
+    pub op_number: u64,
+    /// The backup's index.
+    pub replica: ReplicaIndex,
+}
+
+/// `Commit(v, k)`: the primary's heartbeat carrying its commit-number (§4.1 step 7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Commit {
+    /// The primary's view-number.
+    pub view: u64,
+    /// The primary's commit-number.
+    pub commit_number: u64,
+    /// The primary's op-number. Not in the paper: it lets a backup that lost
+    /// the last Prepares of an idle primary notice the gap and fetch them.
+    pub op_number: u64,
+}
+
+/// `Reply(v, s, x)`: the result of a client's request (§4.1 step 5).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Reply {
+    /// The view in which the primary replied; tells the client who the primary is.
+    pub view: u64,
+    /// The client the reply is for (so that an adapter can route it).
+    pub client_id: ClientId,
+    /// The request-number being answered.
+    pub request_number: u64,
+    /// The service's result.
+    pub result: Vec<u8>,
+}
+
+/// `StartViewChange(v, i)` (§4.2 step 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct StartViewChange {
+    /// The proposed new view-number.
+    pub view: u64,
+    /// The sender's index.
+    pub replica: ReplicaIndex,
+}
+
+/// `DoViewChange(v, l, v', n, k, i)` (§4.2 step 2).
+///
+/// Departs from the paper's full log: `log` holds only the entries after the
+/// sender's `commit_number` (§5.3 suggests this); the committed prefix is the
+/// same in every log and the new primary fetches what it lacks of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct DoViewChange {
+    /// The new view-number.
+    pub view: u64,
+    /// The latest view in which the sender's status was normal (`v'`).
+    pub last_normal_view: u64,
+    /// The sender's op-number.
+    pub op_number: u64,
+    /// The sender's commit-number.
+    pub commit_number: u64,
+    /// The sender's log entries `commit_number + 1 ..= op_number`.
+    pub log: Vec<LogEntry>,
+    /// The sender's index.
+    pub replica: ReplicaIndex,
+}
+
+/// `StartView(v, l, n, k)` (§4.2 step 4).
+///
+/// `log` is a suffix of the new primary's log ending at `op_number`; a
+/// replica whose commit-number is below the suffix's start fetches the rest
+/// with [`GetState`] before it installs the view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct StartView {
+    /// The new view-number.
+    pub view: u64,
+    /// The new primary's op-number.
+    pub op_number: u64,
+    /// The new primary's commit-number.
+    pub commit_number: u64,
+    /// A suffix of the new primary's log, ending at `op_number`.
+    pub log: Vec<LogEntry>,
+}
+
+/// `GetState(v, n, i)`: ask a peer for its log after `op_number` (§5.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct GetState {
+    /// The requester's view-number (the view whose log it wants).
+    pub view: u64,
+    /// The requester holds (or trusts) every op up to this one.
+    pub op_number: u64,
+    /// The requester's index.
+    pub replica: ReplicaIndex,
+}
+
+/// `NewState(v, l, n, k)`: the answer to [`GetState`] (§5.2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct NewState {
+    /// The sender's view-number.
+    pub view: u64,
+    /// The sender's op-number: how far its log goes, even when `log` stops
+    /// short of it because of the message size bound.
+    pub op_number: u64,
+    /// The sender's commit-number.
+    pub commit_number: u64,
+    /// Entries following the requested op-number, contiguous, possibly
+    /// truncated to fit a message.
+    pub log: Vec<LogEntry>,
+    /// The sender's index.
+    pub replica: ReplicaIndex,
+}
+
+/// Every message of the protocol.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[allow(missing_docs)]
+pub enum Message {
+    Request(Request),
+    Prepare(Prepare),
+    PrepareOk(PrepareOk),
+    Commit(Commit),
+    Reply(Reply),
+    StartViewChange(StartViewChange),
+    DoViewChange(DoViewChange),
+    StartView(StartView),
+    GetState(GetState),
+    NewState(NewState),
+}
+
+/// The command byte of a frame. Numbers are never reused once retired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[repr(u8)]
+#[allow(missing_docs)]
+pub enum Command {
+    Request = 1,
+    Prepare = 2,
+    PrepareOk = 3,
+    Commit = 4,
+    Reply = 5,
+    StartViewChange = 6,
+    DoViewChange = 7,
+    StartView = 8,
+    GetState = 9,
+    NewState = 10,
+}
+
+impl Command {
+    /// The command for a wire byte, if it names one.
+    pub fn from_u8(byte: u8) -> Option<Command> {
+        Some(match byte {
+            1 => Command::Request,
+            2 => Command::Prepare,
+            3 => Command::PrepareOk,
+            4 => Command::Commit,
+            5 => Command::Reply,
+            6 => Command::StartViewChange,
+            7 => Command::DoViewChange,
+            8 => Command::StartView,
+            9 => Command::GetState,
+            10 => Command::NewState,
+            _ => return None,
+        })
+    }
+}
+
+impl Message {
+    /// The message's command.
+    pub fn command(&self) -> Command {
+        match self {
+            Message::Request(_) => Command::Request,
+            Message::Prepare(_) => Command::Prepare,
+            Message::PrepareOk(_) => Command::PrepareOk,
+            Message::Commit(_) => Command::Commit,
+            Message::Reply(_) => Command::Reply,
+            Message::StartViewChange(_) => Command::StartViewChange,
+            Message::DoViewChange(_) => Command::DoViewChange,
+            Message::StartView(_) => Command::StartView,
+            Message::GetState(_) => Command::GetState,
+            Message::NewState(_) => Command::NewState,
+        }
+    }
+
+    /// The view-number the message carries; 0 for a client Request, which
+    /// carries none.
+    pub fn view(&self) -> u64 {
+        match self {
+            Message::Request(_) => 0,
+            Message::Prepare(m) => m.view,
+            Message::PrepareOk(m) => m.view,
+            Message::Commit(m) => m.view,
+            Message::Reply(m) => m.view,
+            Message::StartViewChange(m) => m.view,
+            Message::DoViewChange(m) => m.view,
+            Message::StartView(m) => m.view,
+            Message::GetState(m) => m.view,
+            Message::NewState(m) => m.view,
+        }
+    }
+}
+
+impl LogEntry {
+    /// Bytes this entry takes in an encoded message (see [`crate::codec`]).
+    pub fn encoded_size(&self) -> usize {
+        crate::codec::LOG_ENTRY_FIXED_SIZE + self.op.len()
+    }
+}

@@ -1,0 +1,450 @@
+//! The replica: the paper's server-side state machine (§4).
+//!
+//! Inputs are [`Replica::handle_message`] and [`Replica::handle_timeout`];
+//! outputs are drained with [`Replica::poll_action`], and
+//! [`Replica::poll_timeout`] says when to call `handle_timeout` next. After
+//! every input, drain every action before the next input.
+//!
+//! The handlers live in one module per protocol phase: [`normal`] (§4.1),
+//! [`view_change`] (§4.2) and [`state_transfer`] (§5.2).
+
+mod normal;
+mod state_transfer;
+mod view_change;
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::vec::Vec;
+
+use crate::client_table::ClientTable;
+use crate::config::{Config, ConfigError};
+use crate::message::{ClientId, DoViewChange, LogEntry, Message, Reply, ReplicaIndex, Request};
+use crate::prng::Prng;
+use crate::time::Instant;
+use crate::Service;
+
+/// A replica's status (§4: "status").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum Status {
+    /// Processing requests in the current view.
+    Normal,
+    /// Taking part in a view change to the current view, or fetching the
+    /// current view's log before it can take part in it.
+    ViewChange,
+}
+
+/// An output of the replica, for the embedding to carry out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send `message` to replica `replica`.
+    Send {
+        /// The destination replica.
+        replica: ReplicaIndex,
+        /// The message.
+        message: Message,
+    },
+    /// Send `reply` to the client `reply.client_id`.
+    Reply(Reply),
+}
+
+/// Counters an operator or a test can read. They only grow.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Stats {
+    /// Operations executed by the service upcall.
+    pub ops_executed: u64,
+    /// Requests answered from the client table instead of being executed.
+    pub requests_deduplicated: u64,
+    /// Requests dropped: not the primary, not normal, stale, in progress,
+    /// oversized, or the queue full.
+    pub requests_dropped: u64,
+    /// Messages from older views, dropped (§4: "drop the message").
+    pub messages_stale_view: u64,
+    /// Messages that made no sense in the current state (wrong replica index,
+    /// out-of-range numbers) and were dropped.
+    pub messages_invalid: u64,
+    /// View changes this replica started or joined.
+    pub view_changes_started: u64,
+    /// Views this replica entered in normal status after a view change.
+    pub view_changes_completed: u64,
+    /// GetState requests sent.
+    pub state_requests_sent: u64,
+    /// StartViewChange messages ignored because the primary was heard from
+    /// recently (see `docs/protocol.md`, "Departures").
+    pub start_view_changes_ignored: u64,
+}
+
+/// Deadlines of the replica's timers; `None` is disarmed.
+#[derive(Clone, Debug, Default)]
+struct Timers {
+    /// Primary: send a Commit heartbeat.
+    heartbeat: Option<Instant>,
+    /// Primary: resend unacknowledged Prepares.
+    prepare: Option<Instant>,
+    /// Backup: the primary has been silent too long. View change: the view
+    /// change has taken too long.
+    view_change: Option<Instant>,
+    /// View change: resend StartViewChange / DoViewChange.
+    view_change_resend: Option<Instant>,
+    /// State transfer: resend GetState.
+    repair: Option<Instant>,
+}
+
+/// A log being fetched before it is installed all at once (§5.2).
+///
+/// Installing piece by piece would leave the replica advertising a log that
+/// is neither its old one nor the new view's, which is how committed
+/// operations get lost (see `docs/protocol.md`, "State transfer").
+#[derive(Clone, Debug)]
+struct Sync {
+    /// The view whose log is being fetched.
+    view: u64,
+    /// The replica asked.
+    source: ReplicaIndex,
+    /// The fetched entries follow this op-number, the replica's own
+    /// commit-number when the fetch began.
+    base: u64,
+    /// Fetched entries, contiguous from `base + 1`.
+    entries: Vec<LogEntry>,
+    /// When the fetch is complete.
+    goal: SyncGoal,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SyncGoal {
+    /// A backup adopting view `view`'s log from its primary: complete when
+    /// the entries reach the primary's op-number.
+    PrimaryLog,
+    /// A new primary completing its view change: complete when the
+    /// committed entries reach this op-number.
+    CommittedTo(u64),
+}
+
+/// One replica of a VR cluster, running the service `S`.
+pub struct Replica<S: Service> {
+    config: Config,
+    replica: ReplicaIndex,
+    service: S,
+    prng: Prng,
+
+    // The paper's replica state (§4).
+    status: Status,
+    view: u64,
+    last_normal_view: u64,
+    op_number: u64,
+    /// Every op up to here is committed and has been executed here.
+    commit_number: u64,
+    /// The highest commit-number heard of; above `commit_number` while this
+    /// replica still lacks some committed ops.
+    commit_max: u64,
+    /// `log[i].op_number == i + 1`.
+    log: Vec<LogEntry>,
+    client_table: ClientTable,
+
+    // Primary state.
+    /// Per replica, the highest op-number it acknowledged in this view.
+    prepare_ok_op: Vec<u64>,
+    /// Requests accepted into the log but not yet executed, per client.
+    requests_in_progress: BTreeMap<ClientId, u64>,
+    /// Requests waiting for room in the prepare window.
+    request_queue: VecDeque<Request>,
+
+    // View-change state (§4.2).
+    start_view_change_from: ReplicaSet,
+    do_view_change_from: Vec<Option<DoViewChange>>,
+    /// The DoViewChange this replica sent for the current view, kept to resend.
+    do_view_change_sent: Option<DoViewChange>,
+    /// The highest view for which this replica sent a DoViewChange.
+    do_view_change_view_max: u64,
+    /// New primary: the StartView suffix starts after this op-number, the
+    /// smallest commit-number among the DoViewChanges it used.
+    start_view_suffix_from: u64,
+    /// When the primary of the current view was last heard from.
+    primary_heard_at: Instant,
+
+    sync: Option<Sync>,
+    timers: Timers,
+    outbox: VecDeque<Action>,
+    stats: Stats,
+}
+
+/// A set of replica indexes (at most 256 replicas).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct ReplicaSet([u64; 4]);
+
+impl ReplicaSet {
+    fn insert(&mut self, replica: ReplicaIndex) {
+        self.0[usize::from(replica / 64)] |= 1 << (replica % 64);
+    }
+    fn count(&self) -> usize {
+        self.0.iter().map(|w| w.count_ones() as usize).sum()
+    }
+}
+
+impl<S: Service> Replica<S> {
+    /// A replica with index `replica` starting in view 0 with an empty log,
+    /// as every replica of a new cluster does. `now` arms its first timers.
+    pub fn new(config: Config, replica: ReplicaIndex, service: S, now: Instant) -> Result<Self, ConfigError> {
+        config.validate()?;
+        if replica >= config.replica_count {
+            return Err(ConfigError::ReplicaIndexOutOfRange);
+        }
+        let n = usize::from(config.replica_count);
+        // Mix the index into the seed so replicas draw different jitter.
+        let prng = Prng::new(config.seed ^ (u64::from(replica) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut this = Replica {
+            replica,
+            service,
+            prng,
+            status: Status::Normal,
+            view: 0,
+            last_normal_view: 0,
+            op_number: 0,
+            commit_number: 0,
+            commit_max: 0,
+            log: Vec::new(),
+            client_table: ClientTable::new(),
+            prepare_ok_op: alloc::vec![0; n],
+            requests_in_progress: BTreeMap::new(),
+            request_queue: VecDeque::new(),
+            start_view_change_from: ReplicaSet::default(),
+            do_view_change_from: alloc::vec![None; n],
+            do_view_change_sent: None,
+            do_view_change_view_max: 0,
+            start_view_suffix_from: 0,
+            primary_heard_at: now,
+            sync: None,
+            timers: Timers::default(),
+            outbox: VecDeque::new(),
+            stats: Stats::default(),
+            config,
+        };
+        this.enter_normal_timers(now);
+        Ok(this)
+    }
+
+    // ---- Getters ----
+
+    /// This replica's index.
+    pub fn replica(&self) -> ReplicaIndex {
+        self.replica
+    }
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    /// The current view-number.
+    pub fn view(&self) -> u64 {
+        self.view
+    }
+    /// The latest view in which this replica's status was normal.
+    pub fn last_normal_view(&self) -> u64 {
+        self.last_normal_view
+    }
+    /// The current status.
+    pub fn status(&self) -> Status {
+        self.status
+    }
+    /// The op-number of the latest entry in the log.
+    pub fn op_number(&self) -> u64 {
+        self.op_number
+    }
+    /// The op-number of the latest operation committed and executed here.
+    pub fn commit_number(&self) -> u64 {
+        self.commit_number
+    }
+    /// Whether this replica is the primary of its view in normal status.
+    pub fn is_primary(&self) -> bool {
+        self.status == Status::Normal && self.primary_index() == self.replica
+    }
+    /// The primary of the current view.
+    pub fn primary_index(&self) -> ReplicaIndex {
+        self.config.primary_index(self.view)
+    }
+    /// The log (op-numbers `1..=op_number`).
+    pub fn log(&self) -> &[LogEntry] {
+        &self.log
+    }
+    /// The client table.
+    pub fn client_table(&self) -> &ClientTable {
+        &self.client_table
+    }
+    /// The service.
+    pub fn service(&self) -> &S {
+        &self.service
+    }
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    // ---- Inputs ----
+
+    /// Handles one message from a replica or a client. Messages that do not
+    /// apply in the current state are counted and dropped; none panics.
+    pub fn handle_message(&mut self, now: Instant, message: Message) {
+        match message {
+            Message::Request(m) => self.on_request(now, m),
+            Message::Prepare(m) => self.on_prepare(now, m),
+            Message::PrepareOk(m) => self.on_prepare_ok(now, m),
+            Message::Commit(m) => self.on_commit(now, m),
+            Message::StartViewChange(m) => self.on_start_view_change(now, m),
+            Message::DoViewChange(m) => self.on_do_view_change(now, m),
+            Message::StartView(m) => self.on_start_view(now, m),
+            Message::GetState(m) => self.on_get_state(now, m),
+            Message::NewState(m) => self.on_new_state(now, m),
+            // Replies travel to clients only.
+            Message::Reply(_) => self.stats.messages_invalid += 1,
+        }
+    }
+
+    /// Fires every timer whose deadline is at or before `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.timers.heartbeat.is_some_and(|t| t <= now) {
+            self.on_heartbeat_timeout(now);
+        }
+        if self.timers.prepare.is_some_and(|t| t <= now) {
+            self.on_prepare_timeout(now);
+        }
+        if self.timers.view_change_resend.is_some_and(|t| t <= now) {
+            self.on_view_change_resend_timeout(now);
+        }
+        if self.timers.repair.is_some_and(|t| t <= now) {
+            self.on_repair_timeout(now);
+        }
+        if self.timers.view_change.is_some_and(|t| t <= now) {
+            self.on_view_change_timeout(now);
+        }
+    }
+
+    // ---- Outputs ----
+
+    /// The next action to carry out, if any.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.outbox.pop_front()
+    }
+
+    /// When [`Replica::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let t = &self.timers;
+        [t.heartbeat, t.prepare, t.view_change, t.view_change_resend, t.repair]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    // ---- Helpers shared by the phases ----
+
+    fn send(&mut self, replica: ReplicaIndex, message: Message) {
+        debug_assert!(replica != self.replica, "a replica does not message itself");
+        self.outbox.push_back(Action::Send { replica, message });
+    }
+
+    fn send_to_others(&mut self, message: Message) {
+        for replica in 0..self.config.replica_count {
+            if replica != self.replica {
+                self.outbox.push_back(Action::Send {
+                    replica,
+                    message: message.clone(),
+                });
+            }
+        }
+    }
+
+    fn is_primary_of(&self, view: u64) -> bool {
+        self.config.primary_index(view) == self.replica
+    }
+
+    fn entry(&self, op_number: u64) -> &LogEntry {
+        debug_assert!(op_number >= 1 && op_number <= self.op_number);
+        &self.log[(op_number - 1) as usize]
+    }
+
+    /// Entries `after + 1 ..= until`, cut short so that a message carrying
+    /// them stays under `budget_bytes`.
+    fn log_slice_bounded(&self, after: u64, until: u64, budget_bytes: usize) -> Vec<LogEntry> {
+        let mut out = Vec::new();
+        let mut size = 0usize;
+        let mut op = after + 1;
+        while op <= until {
+            let entry = self.entry(op);
+            size += entry.encoded_size();
+            if size > budget_bytes {
+                break;
+            }
+            out.push(entry.clone());
+            op += 1;
+        }
+        out
+    }
+
+    /// The bytes a log suffix may take in a message with a small fixed part.
+    fn log_budget_bytes(&self) -> usize {
+        (self.config.message_size_max as usize).saturating_sub(crate::codec::HEADER_SIZE + 64)
+    }
+
+    fn jitter_ns(&mut self) -> u64 {
+        self.prng.below(self.config.timeout_jitter_ns)
+    }
+
+    /// Arms the timers of normal status for the replica's role.
+    fn enter_normal_timers(&mut self, now: Instant) {
+        self.timers = Timers::default();
+        if self.is_primary_of(self.view) {
+            self.timers.heartbeat = Some(now + self.config.heartbeat_interval_ns);
+            if self.op_number > self.commit_number {
+                self.timers.prepare = Some(now + self.config.prepare_timeout_ns);
+            }
+        } else {
+            self.primary_heard_at = now;
+            self.arm_view_change_timer(now);
+        }
+    }
+
+    fn arm_view_change_timer(&mut self, now: Instant) {
+        let jitter = self.jitter_ns();
+        self.timers.view_change = Some(now + self.config.view_change_timeout_ns + jitter);
+    }
+
+    /// Executes committed ops this replica holds, up to `commit`, in order,
+    /// exactly once each (§4.1 steps 5 and 7).
+    fn commit_to(&mut self, commit: u64) {
+        self.commit_max = self.commit_max.max(commit);
+        let target = commit.min(self.op_number);
+        while self.commit_number < target {
+            let op_number = self.commit_number + 1;
+            self.execute(op_number);
+            self.commit_number = op_number;
+        }
+    }
+
+    fn execute(&mut self, op_number: u64) {
+        let entry = &self.log[(op_number - 1) as usize];
+        let (client_id, request_number) = (entry.client_id, entry.request_number);
+        // The table is the same on every replica (it changes only here, in
+        // op order), so skipping a duplicate is itself deterministic.
+        let result = match self.client_table.lookup(client_id, request_number) {
+            crate::client_table::Lookup::New => {
+                let result = self.service.execute(op_number, &entry.op);
+                self.stats.ops_executed += 1;
+                self.client_table.record(client_id, request_number, op_number, result.clone());
+                Some(result)
+            }
+            _ => {
+                self.stats.requests_deduplicated += 1;
+                None
+            }
+        };
+        if self.requests_in_progress.get(&client_id).is_some_and(|&r| r <= request_number) {
+            self.requests_in_progress.remove(&client_id);
+        }
+        if let (Some(result), true) = (result, self.is_primary()) {
+            self.outbox.push_back(Action::Reply(Reply {
+                view: self.view,
+                client_id,
+                request_number,
+                result,
+            }));
+        }
+    }
+}

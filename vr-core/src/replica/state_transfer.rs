@@ -1,0 +1,184 @@
+//! State transfer (§5.2): GetState / NewState, for a backup that missed
+//! operations in its view, for a replica that missed a view's StartView, and
+//! for a new primary that lacks part of the committed prefix.
+
+use super::{Replica, Status, Sync, SyncGoal};
+use crate::message::{GetState, Message, NewState};
+use crate::time::Instant;
+use crate::Service;
+
+impl<S: Service> Replica<S> {
+    /// A backup in normal status saw a gap in its view: ask the primary for
+    /// what follows its log. At most one request is outstanding.
+    pub(super) fn request_state(&mut self, now: Instant) {
+        debug_assert!(self.status == Status::Normal);
+        if self.timers.repair.is_some() {
+            return;
+        }
+        let primary = self.primary_index();
+        self.send_get_state(now, primary, self.op_number);
+    }
+
+    /// This replica learned that `view` has formed (a StartView it could not
+    /// install, or a Prepare or Commit of that view) and must adopt that
+    /// view's log. It keeps its own log untouched, fetches the primary's log
+    /// after its commit-number, and installs it all at once when complete.
+    ///
+    /// The paper truncates the log to the commit-number first; doing that in
+    /// place is the step that can lose committed operations (Vanlightly's
+    /// TLA+ analysis), since a replica could then join a view change with the
+    /// truncated log.
+    pub(super) fn start_sync(&mut self, now: Instant, view: u64) {
+        let primary = self.config.primary_index(view);
+        if self
+            .sync
+            .as_ref()
+            .is_some_and(|s| s.view == view && s.goal == SyncGoal::PrimaryLog)
+        {
+            return; // Already fetching; the repair timer resends.
+        }
+        if view != self.view || self.status == Status::Normal {
+            self.stats.view_changes_started += 1;
+        }
+        self.reset_view_state(view);
+        self.status = Status::ViewChange;
+        self.arm_view_change_timer(now);
+        self.sync = Some(Sync {
+            view,
+            source: primary,
+            base: self.commit_number,
+            entries: alloc::vec::Vec::new(),
+            goal: SyncGoal::PrimaryLog,
+        });
+        self.send_get_state(now, primary, self.commit_number);
+    }
+
+    /// Resends the outstanding GetState.
+    pub(super) fn on_repair_timeout(&mut self, now: Instant) {
+        self.timers.repair = None;
+        if let Some(sync) = &self.sync {
+            let (source, next) = (sync.source, sync.base + sync.entries.len() as u64);
+            self.send_get_state(now, source, next);
+        } else if self.status == Status::Normal && !self.is_primary() && self.commit_max > self.op_number {
+            let primary = self.primary_index();
+            self.send_get_state(now, primary, self.op_number);
+        }
+    }
+
+    /// Serves a peer's GetState from this replica's log. In normal status the
+    /// log is the view's log, so any suffix may be served. While changing view
+    /// only committed entries are served: they are the same in every view.
+    pub(super) fn on_get_state(&mut self, _now: Instant, message: GetState) {
+        if message.replica >= self.config.replica_count || message.replica == self.replica {
+            self.stats.messages_invalid += 1;
+            return;
+        }
+        if message.view != self.view {
+            // An older view's log is of no use to the requester, and this
+            // replica cannot serve a newer view's.
+            self.stats.messages_stale_view += 1;
+            return;
+        }
+        let until = match self.status {
+            Status::Normal => self.op_number,
+            Status::ViewChange => self.commit_number,
+        };
+        let after = message.op_number.min(until);
+        let log = self.log_slice_bounded(after, until, self.log_budget_bytes());
+        self.send(
+            message.replica,
+            Message::NewState(NewState {
+                view: self.view,
+                op_number: until,
+                commit_number: self.commit_number,
+                log,
+                replica: self.replica,
+            }),
+        );
+    }
+
+    /// Takes in a NewState: into the staged log of a fetch in progress, or
+    /// straight into the log of a backup repairing a gap in its view.
+    pub(super) fn on_new_state(&mut self, now: Instant, message: NewState) {
+        let valid = message.replica < self.config.replica_count
+            && message.replica != self.replica
+            && message.commit_number <= message.op_number
+            && message.log.first().is_none_or(|e| {
+                super::view_change::is_contiguous_from(&message.log, e.op_number)
+                    && e.op_number >= 1
+                    && message.log.last().is_some_and(|l| l.op_number <= message.op_number)
+            });
+        if !valid {
+            self.stats.messages_invalid += 1;
+            return;
+        }
+        if self
+            .sync
+            .as_ref()
+            .is_some_and(|s| s.view == message.view && s.source == message.replica && s.view == self.view)
+        {
+            self.on_new_state_for_sync(now, message);
+        } else if self.status == Status::Normal
+            && message.view == self.view
+            && message.replica == self.primary_index()
+            && !self.is_primary()
+        {
+            self.on_new_state_in_view(now, message);
+        } else {
+            self.stats.messages_stale_view += 1;
+        }
+    }
+
+    fn on_new_state_in_view(&mut self, now: Instant, message: NewState) {
+        let before = self.op_number;
+        for entry in message.log {
+            if entry.op_number == self.op_number + 1 {
+                self.log.push(entry);
+                self.op_number += 1;
+            }
+        }
+        if self.op_number > before {
+            self.send_prepare_ok();
+        }
+        self.commit_to(message.commit_number);
+        self.timers.repair = None;
+        if message.op_number > self.op_number {
+            self.request_state(now);
+        }
+    }
+
+    fn on_new_state_for_sync(&mut self, now: Instant, message: NewState) {
+        // The caller checked that a sync is in progress.
+        let Some(sync) = self.sync.as_mut() else { return };
+        let limit = match sync.goal {
+            SyncGoal::PrimaryLog => message.op_number,
+            // Only committed entries may be taken from a replica that is
+            // itself changing view.
+            SyncGoal::CommittedTo(target) => target.min(message.commit_number),
+        };
+        for entry in message.log {
+            let next = sync.base + sync.entries.len() as u64 + 1;
+            if entry.op_number == next && entry.op_number <= limit {
+                sync.entries.push(entry);
+            }
+        }
+        let have = sync.base + sync.entries.len() as u64;
+        let complete = match sync.goal {
+            SyncGoal::PrimaryLog => have == message.op_number,
+            SyncGoal::CommittedTo(target) => have >= target,
+        };
+        if !complete {
+            let source = sync.source;
+            self.send_get_state(now, source, have);
+            return;
+        }
+        let Some(sync) = self.sync.take() else { return };
+        match sync.goal {
+            SyncGoal::PrimaryLog => {
+                let view = sync.view;
+                self.install_view(now, view, sync.base, sync.entries, message.op_number, message.commit_number);
+            }
+            SyncGoal::CommittedTo(_) => self.complete_view_change(now, sync.entries),
+        }
+    }
+}

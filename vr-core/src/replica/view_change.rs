@@ -1,0 +1,380 @@
+//! View changes (§4.2): StartViewChange → DoViewChange → StartView.
+
+use alloc::vec::Vec;
+
+use super::{Replica, ReplicaSet, Status, Sync, SyncGoal};
+use crate::message::{DoViewChange, GetState, LogEntry, Message, StartView, StartViewChange};
+use crate::time::Instant;
+use crate::Service;
+
+/// Whether `entries` are numbered `first, first + 1, …` without a gap.
+pub(super) fn is_contiguous_from(entries: &[LogEntry], first: u64) -> bool {
+    entries
+        .iter()
+        .enumerate()
+        .all(|(i, e)| e.op_number == first + i as u64)
+}
+
+impl<S: Service> Replica<S> {
+    /// A backup's primary was silent too long, or the view change to the
+    /// current view took too long: try the next view (§4.2 step 1).
+    pub(super) fn on_view_change_timeout(&mut self, now: Instant) {
+        self.timers.view_change = None;
+        if self.is_primary() {
+            return;
+        }
+        self.start_view_change(now, self.view + 1);
+    }
+
+    /// Moves to `view` in view-change status and announces it.
+    pub(super) fn start_view_change(&mut self, now: Instant, view: u64) {
+        debug_assert!(view > self.view || self.status == Status::Normal);
+        self.reset_view_state(view);
+        self.status = Status::ViewChange;
+        self.stats.view_changes_started += 1;
+        self.arm_view_change_timer(now);
+        self.timers.view_change_resend = Some(now + self.config.resend_interval_ns);
+        self.send_to_others(Message::StartViewChange(StartViewChange {
+            view,
+            replica: self.replica,
+        }));
+        self.check_start_view_change_quorum(now);
+    }
+
+    /// Forgets everything that belonged to the previous view: votes, staged
+    /// logs, the primary's queues (clients retry) and all timers.
+    pub(super) fn reset_view_state(&mut self, view: u64) {
+        self.view = view;
+        self.start_view_change_from = ReplicaSet::default();
+        self.do_view_change_from.iter_mut().for_each(|d| *d = None);
+        self.do_view_change_sent = None;
+        self.sync = None;
+        self.request_queue.clear();
+        self.requests_in_progress.clear();
+        self.prepare_ok_op.iter_mut().for_each(|a| *a = 0);
+        self.timers = super::Timers::default();
+    }
+
+    /// Whether this replica, changing view to a view that has not formed, may
+    /// go back to `view`, an older view whose primary is running. That is safe
+    /// only if it never promised its log to a view after `view` (it sent no
+    /// DoViewChange for one) and its log is not from a later view. Without it,
+    /// a replica whose messages reach others but who hears nothing back keeps
+    /// raising its view, and once healed never rejoins (the asymmetric
+    /// partition livelock in `docs/protocol.md`).
+    pub(super) fn may_rejoin(&self, view: u64) -> bool {
+        self.status == Status::ViewChange
+            && view < self.view
+            && view >= self.last_normal_view
+            && view >= self.do_view_change_view_max
+            && !self.is_primary_of(view)
+    }
+
+    fn primary_heard_recently(&self, now: Instant) -> bool {
+        self.is_primary()
+            || (self.status == Status::Normal
+                && now.saturating_since(self.primary_heard_at) < self.config.view_change_timeout_ns)
+    }
+
+    /// §4.2 step 1–2.
+    pub(super) fn on_start_view_change(&mut self, now: Instant, message: StartViewChange) {
+        if message.replica >= self.config.replica_count || message.replica == self.replica {
+            self.stats.messages_invalid += 1;
+            return;
+        }
+        if message.view < self.view {
+            self.stats.messages_stale_view += 1;
+            return;
+        }
+        if message.view > self.view {
+            if self.primary_heard_recently(now) {
+                // Departure: a replica that still hears its primary does not
+                // join, so one replica cut off from the primary alone cannot
+                // depose it. f+1 replicas that lost the primary still do.
+                self.stats.start_view_changes_ignored += 1;
+                return;
+            }
+            self.start_view_change(now, message.view);
+        }
+        if self.status == Status::Normal {
+            // The sender missed the StartView of this view.
+            if self.is_primary() {
+                self.send_start_view(message.replica);
+            }
+            return;
+        }
+        if self.sync.is_some() {
+            // This view has already formed; this replica is fetching its log.
+            return;
+        }
+        self.start_view_change_from.insert(message.replica);
+        self.check_start_view_change_quorum(now);
+    }
+
+    /// §4.2 step 2: with StartViewChange from f others, send DoViewChange to
+    /// the new primary, once.
+    fn check_start_view_change_quorum(&mut self, now: Instant) {
+        if self.do_view_change_sent.is_some()
+            || self.start_view_change_from.count() + 1 < self.config.quorum()
+        {
+            return;
+        }
+        let log = self.log[self.commit_number as usize..].to_vec();
+        let message = DoViewChange {
+            view: self.view,
+            last_normal_view: self.last_normal_view,
+            op_number: self.op_number,
+            commit_number: self.commit_number,
+            log,
+            replica: self.replica,
+        };
+        self.do_view_change_sent = Some(message.clone());
+        self.do_view_change_view_max = self.view;
+        let primary = self.primary_index();
+        if primary == self.replica {
+            self.record_do_view_change(now, message);
+        } else {
+            self.send(primary, Message::DoViewChange(message));
+        }
+    }
+
+    /// Resends this replica's StartViewChange and DoViewChange until the view
+    /// change completes, since either may have been lost.
+    pub(super) fn on_view_change_resend_timeout(&mut self, now: Instant) {
+        self.timers.view_change_resend = None;
+        if self.status != Status::ViewChange || self.sync.is_some() {
+            return;
+        }
+        self.send_to_others(Message::StartViewChange(StartViewChange {
+            view: self.view,
+            replica: self.replica,
+        }));
+        if let Some(message) = self.do_view_change_sent.clone() {
+            let primary = self.primary_index();
+            if primary != self.replica {
+                self.send(primary, Message::DoViewChange(message));
+            }
+        }
+        self.timers.view_change_resend = Some(now + self.config.resend_interval_ns);
+    }
+
+    /// §4.2 step 3.
+    pub(super) fn on_do_view_change(&mut self, now: Instant, message: DoViewChange) {
+        if message.replica >= self.config.replica_count
+            || message.replica == self.replica
+            || !self.is_primary_of(message.view)
+            || message.commit_number > message.op_number
+            || message.last_normal_view >= message.view
+            || message.log.len() as u64 != message.op_number - message.commit_number
+            || !is_contiguous_from(&message.log, message.commit_number + 1)
+        {
+            self.stats.messages_invalid += 1;
+            return;
+        }
+        if message.view < self.view {
+            self.stats.messages_stale_view += 1;
+            return;
+        }
+        if message.view > self.view {
+            // A DoViewChange is sent only after f StartViewChanges: the view
+            // change has a quorum behind it, so join without stickiness.
+            self.start_view_change(now, message.view);
+        }
+        if self.status == Status::Normal {
+            if self.is_primary() {
+                self.send_start_view(message.replica);
+            }
+            return;
+        }
+        if self.sync.is_some() {
+            return;
+        }
+        self.record_do_view_change(now, message);
+    }
+
+    fn record_do_view_change(&mut self, now: Instant, message: DoViewChange) {
+        let from = usize::from(message.replica);
+        self.do_view_change_from[from] = Some(message);
+        let count = self.do_view_change_from.iter().flatten().count();
+        let own = self.do_view_change_from[usize::from(self.replica)].is_some();
+        if own && count >= self.config.quorum() {
+            self.choose_log(now);
+        }
+    }
+
+    /// The DoViewChange whose log the new view adopts: the largest
+    /// last-normal-view, ties broken by the largest op-number (§4.2 step 3).
+    /// Not the largest view: that is a classic bug.
+    pub(super) fn best_do_view_change(&self) -> &DoViewChange {
+        self.do_view_change_from
+            .iter()
+            .flatten()
+            .max_by_key(|d| (d.last_normal_view, d.op_number))
+            // choose_log runs only with a quorum recorded, so one exists.
+            .expect("a quorum of DoViewChange is recorded")
+    }
+
+    /// The new primary has its quorum. If its own committed prefix is shorter
+    /// than the chosen log's, it first fetches the missing committed entries
+    /// from the chosen replica (the DoViewChange carried only the uncommitted
+    /// suffix).
+    fn choose_log(&mut self, now: Instant) {
+        let best = self.best_do_view_change();
+        let (best_replica, best_commit) = (best.replica, best.commit_number);
+        if self.commit_number >= best_commit {
+            self.complete_view_change(now, Vec::new());
+            return;
+        }
+        self.sync = Some(Sync {
+            view: self.view,
+            source: best_replica,
+            base: self.commit_number,
+            entries: Vec::new(),
+            goal: SyncGoal::CommittedTo(best_commit),
+        });
+        self.send_get_state(now, best_replica, self.commit_number);
+    }
+
+    /// Installs the new view's log and becomes its primary (§4.2 step 3).
+    /// `staged` holds the committed entries after this replica's own
+    /// commit-number fetched from the chosen replica.
+    pub(super) fn complete_view_change(&mut self, now: Instant, staged: Vec<LogEntry>) {
+        let best = self.best_do_view_change().clone();
+        let commit_max = self.do_view_change_from.iter().flatten().map(|d| d.commit_number).max().unwrap_or(0);
+        let commit_min = self.do_view_change_from.iter().flatten().map(|d| d.commit_number).min().unwrap_or(0);
+        let keep = self.commit_number.min(best.commit_number);
+        self.log.truncate(keep as usize);
+        self.log.extend(staged.into_iter().take((best.commit_number - keep) as usize));
+        debug_assert_eq!(self.log.len() as u64, best.commit_number, "committed prefix complete");
+        self.log.extend(best.log);
+        debug_assert!(is_contiguous_from(&self.log, 1));
+        self.op_number = best.op_number;
+        self.last_normal_view = self.view;
+        self.status = Status::Normal;
+        self.sync = None;
+        self.start_view_change_from = ReplicaSet::default();
+        self.do_view_change_from.iter_mut().for_each(|d| *d = None);
+        self.do_view_change_sent = None;
+        self.prepare_ok_op.iter_mut().for_each(|a| *a = 0);
+        self.prepare_ok_op[usize::from(self.replica)] = self.op_number;
+        self.requests_in_progress.clear();
+        for entry in &self.log[self.commit_number as usize..] {
+            self.requests_in_progress.insert(entry.client_id, entry.request_number);
+        }
+        self.stats.view_changes_completed += 1;
+        self.enter_normal_timers(now);
+        // Executes the ops that are now known to be committed and replies to
+        // their clients, as the paper's step 3 says.
+        self.commit_to(commit_max);
+        // Backups that sent a DoViewChange hold everything up to their commit
+        // number; the suffix from the smallest of those covers them all.
+        self.start_view_suffix_from = commit_min;
+        for replica in 0..self.config.replica_count {
+            if replica != self.replica {
+                self.send_start_view(replica);
+            }
+        }
+    }
+
+    /// Sends the StartView of the current view to one replica: the log suffix
+    /// after `start_view_suffix_from`, cut to fit a message. A replica that
+    /// needs more fetches it with GetState.
+    pub(super) fn send_start_view(&mut self, replica: crate::ReplicaIndex) {
+        debug_assert!(self.is_primary());
+        let budget = self.log_budget_bytes();
+        let mut first = self.op_number + 1;
+        let mut size = 0usize;
+        while first > self.start_view_suffix_from + 1 {
+            size += self.entry(first - 1).encoded_size();
+            if size > budget {
+                break;
+            }
+            first -= 1;
+        }
+        let log = self.log[(first - 1) as usize..].to_vec();
+        self.send(
+            replica,
+            Message::StartView(StartView {
+                view: self.view,
+                op_number: self.op_number,
+                commit_number: self.commit_number,
+                log,
+            }),
+        );
+    }
+
+    /// §4.2 step 5: a backup adopts the new view's log.
+    pub(super) fn on_start_view(&mut self, now: Instant, message: StartView) {
+        let first = (message.op_number + 1).checked_sub(message.log.len() as u64);
+        let valid = first.is_some_and(|first| first >= 1 && is_contiguous_from(&message.log, first))
+            && message.commit_number <= message.op_number
+            && !self.is_primary_of(message.view);
+        let Some(first) = first.filter(|_| valid) else {
+            self.stats.messages_invalid += 1;
+            return;
+        };
+        if message.view < self.view && !self.may_rejoin(message.view) {
+            self.stats.messages_stale_view += 1;
+            return;
+        }
+        if message.view == self.view && self.status == Status::Normal {
+            return; // A duplicate.
+        }
+        if self.commit_number + 1 >= first {
+            // Everything before the suffix is committed here, so identical in
+            // the new view's log.
+            self.install_view(now, message.view, first - 1, message.log, message.op_number, message.commit_number);
+        } else {
+            self.start_sync(now, message.view);
+        }
+    }
+
+    /// Replaces the log after op `keep` with `entries`, ending at `op_number`,
+    /// and enters `view` in normal status as a backup. `keep` must not exceed
+    /// the commit-number: only committed entries are known to be the same in
+    /// every view's log.
+    pub(super) fn install_view(
+        &mut self,
+        now: Instant,
+        view: u64,
+        keep: u64,
+        entries: Vec<LogEntry>,
+        op_number: u64,
+        commit_number: u64,
+    ) {
+        debug_assert!(keep <= self.commit_number, "only the committed prefix is kept");
+        debug_assert!(
+            self.log[keep as usize..self.commit_number as usize]
+                .iter()
+                .zip(&entries)
+                .all(|(mine, theirs)| mine.op_number == theirs.op_number && mine.view == theirs.view),
+            "committed entries agree across views"
+        );
+        let was_changing = self.status == Status::ViewChange;
+        self.reset_view_state(view);
+        self.log.truncate(keep as usize);
+        self.log.extend(entries);
+        self.op_number = op_number;
+        self.last_normal_view = view;
+        self.status = Status::Normal;
+        if was_changing {
+            self.stats.view_changes_completed += 1;
+        }
+        self.enter_normal_timers(now);
+        self.commit_to(commit_number);
+        self.send_prepare_ok();
+    }
+
+    pub(super) fn send_get_state(&mut self, now: Instant, to: crate::ReplicaIndex, op_number: u64) {
+        self.stats.state_requests_sent += 1;
+        self.send(
+            to,
+            Message::GetState(GetState {
+                view: self.view,
+                op_number,
+                replica: self.replica,
+            }),
+        );
+        self.timers.repair = Some(now + self.config.resend_interval_ns);
+    }
+}

@@ -1,0 +1,3 @@
+//! tmp
+pub mod history;
+pub mod linearizability;

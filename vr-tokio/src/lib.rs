@@ -1,0 +1,1 @@
+//! Runtime adapter for tokio: not yet built (issue 4). This crate is an empty placeholder.
