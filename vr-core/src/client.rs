@@ -106,7 +106,7 @@ pub struct Client {
 
 impl Client {
     /// A new client whose first request will be number `first_request_number`
-    /// + 1. A client restarting with the same id must continue above every
+    /// plus one. A client restarting with the same id must continue above every
     /// number it used before (§4.3 "client recovery"); a fresh id starts at 0.
     pub fn new(config: ClientConfig, first_request_number: u64) -> Client {
         Client {
@@ -188,7 +188,9 @@ impl Client {
         if outstanding.deadline > now {
             return None;
         }
-        if self.config.request_attempts_max != 0 && outstanding.attempts >= self.config.request_attempts_max {
+        if self.config.request_attempts_max != 0
+            && outstanding.attempts >= self.config.request_attempts_max
+        {
             self.outstanding = None;
             return Some(ClientError::TimedOut);
         }

@@ -59,7 +59,13 @@ impl ClientTable {
     }
 
     /// Records the execution of a request.
-    pub fn record(&mut self, client_id: ClientId, request_number: u64, op_number: u64, result: Vec<u8>) {
+    pub fn record(
+        &mut self,
+        client_id: ClientId,
+        request_number: u64,
+        op_number: u64,
+        result: Vec<u8>,
+    ) {
         debug_assert!(
             self.entries
                 .get(&client_id)

@@ -74,6 +74,23 @@ pub struct Config {
     /// StartViewChange, DoViewChange and GetState are resent this often until
     /// they have their effect.
     pub resend_interval_ns: u64,
+    /// Test-only: a deliberate protocol bug, for showing that a checker
+    /// catches it. `None` in every real configuration.
+    #[cfg(feature = "bug-injection")]
+    pub injected_bug: Option<InjectedBug>,
+}
+
+/// Deliberate protocol bugs, for tests of checkers; they can be switched on
+/// only with the feature `bug-injection`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum InjectedBug {
+    /// The primary commits an operation as soon as it is in its own log,
+    /// without waiting for a quorum of PrepareOks (breaks §4.1 step 5).
+    CommitWithoutQuorum,
+    /// The new primary adopts the DoViewChange log with the largest
+    /// op-number, ignoring last-normal-view (breaks §4.2 step 3).
+    ChooseLogByOpNumberOnly,
 }
 
 impl Config {
@@ -94,6 +111,8 @@ impl Config {
             view_change_timeout_ns: 100_000_000,
             timeout_jitter_ns: 50_000_000,
             resend_interval_ns: 20_000_000,
+            #[cfg(feature = "bug-injection")]
+            injected_bug: None,
         }
     }
 
@@ -126,6 +145,18 @@ impl Config {
     /// The number of replicas that form a quorum: a majority, `f + 1` for `n = 2f + 1`.
     pub fn quorum(&self) -> usize {
         usize::from(self.replica_count) / 2 + 1
+    }
+
+    /// Whether the test-only bug `bug` is switched on.
+    pub(crate) fn has_bug(&self, bug: InjectedBug) -> bool {
+        #[cfg(feature = "bug-injection")]
+        let on = self.injected_bug == Some(bug);
+        #[cfg(not(feature = "bug-injection"))]
+        let on = {
+            let _ = bug;
+            false
+        };
+        on
     }
 
     /// The primary of `view`: `view mod n` (§4, no voting).

@@ -77,6 +77,7 @@ pub mod replica;
 pub mod time;
 
 pub use client::{Client, ClientAction, ClientConfig, ClientError, Completion};
+pub use config::InjectedBug;
 pub use config::{Config, ConfigError};
 pub use message::{ClientId, LogEntry, Message, ReplicaIndex};
 pub use replica::{Action, Replica, Stats, Status};

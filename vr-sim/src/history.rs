@@ -221,7 +221,13 @@ impl Event {
     /// # Panics
     ///
     /// If `output` is not an output of `input`'s function (a programming error).
-    pub fn ok(process: u64, time: u64, key: impl Into<String>, input: &Input, output: &Output) -> Event {
+    pub fn ok(
+        process: u64,
+        time: u64,
+        key: impl Into<String>,
+        input: &Input,
+        output: &Output,
+    ) -> Event {
         assert_eq!(
             input.function(),
             output.function(),
@@ -311,7 +317,9 @@ impl Input {
             (Function::Write, v) => scalar(v, "write").map(Input::Write),
             (Function::Append, v) => scalar(v, "append").map(Input::Append),
             (Function::Incr, Value::Int(d)) => Ok(Input::Incr(*d)),
-            (Function::Incr, v) => Err(format!("an incr is invoked with an integer delta, not {v:?}")),
+            (Function::Incr, v) => Err(format!(
+                "an incr is invoked with an integer delta, not {v:?}"
+            )),
             (Function::Cas, Value::Pair(from, to)) => Ok(Input::Cas {
                 from: from.clone(),
                 to: to.clone(),
@@ -461,7 +469,11 @@ impl Operation {
 
 impl fmt::Display for Operation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{} process {} key {:?}: {}", self.id, self.process, self.key, self.input)?;
+        write!(
+            f,
+            "#{} process {} key {:?}: {}",
+            self.id, self.process, self.key, self.input
+        )?;
         match &self.outcome {
             Outcome::Ok(o) => write!(f, " -> {o}")?,
             Outcome::Fail => write!(f, " -> fail")?,
@@ -498,7 +510,11 @@ impl History {
         History::build(events, lines, initial)
     }
 
-    fn build(events: Vec<Event>, lines: Vec<usize>, initial: Option<String>) -> Result<History, ParseError> {
+    fn build(
+        events: Vec<Event>,
+        lines: Vec<usize>,
+        initial: Option<String>,
+    ) -> Result<History, ParseError> {
         debug_assert_eq!(events.len(), lines.len());
         let mut operations: Vec<Operation> = Vec::new();
         let mut outstanding: HashMap<u64, usize> = HashMap::new();
@@ -548,7 +564,9 @@ impl History {
                 continue;
             }
             let Some(op) = outstanding.remove(&e.process) else {
-                return Err(err(ParseErrorKind::CompletionWithoutInvocation { process: e.process }));
+                return Err(err(ParseErrorKind::CompletionWithoutInvocation {
+                    process: e.process,
+                }));
             };
             let op = &mut operations[op];
             if op.input.function() != e.f || op.key != e.key {
@@ -672,7 +690,9 @@ impl FromStr for Format {
             "jsonl" => Ok(Format::Jsonl),
             "jepsen-etcd" => Ok(Format::JepsenEtcd),
             "porcupine-kv" => Ok(Format::PorcupineKv),
-            _ => Err(format!("unknown history format {s:?} (jsonl, jepsen-etcd, porcupine-kv)")),
+            _ => Err(format!(
+                "unknown history format {s:?} (jsonl, jepsen-etcd, porcupine-kv)"
+            )),
         }
     }
 }
@@ -827,7 +847,9 @@ fn parse_jsonl_line(line: &str) -> Result<Option<Event>, ParseErrorKind> {
     }
     let json: J = serde_json::from_str(line).map_err(|e| ParseErrorKind::Syntax(e.to_string()))?;
     let J::Object(obj) = json else {
-        return Err(ParseErrorKind::Syntax("a line must be a JSON object".into()));
+        return Err(ParseErrorKind::Syntax(
+            "a line must be a JSON object".into(),
+        ));
     };
     let field = |name: &'static str| obj.get(name).ok_or(ParseErrorKind::MissingField(name));
     let invalid = |field: &'static str, reason: &str| ParseErrorKind::InvalidField {
@@ -838,11 +860,15 @@ fn parse_jsonl_line(line: &str) -> Result<Option<Event>, ParseErrorKind> {
         .as_u64()
         .ok_or_else(|| invalid("process", "must be an integer in 0..=2^64-1"))?;
     let kind = match field("type")? {
-        J::String(s) => EventKind::from_name(s).ok_or_else(|| ParseErrorKind::UnknownType(s.clone()))?,
+        J::String(s) => {
+            EventKind::from_name(s).ok_or_else(|| ParseErrorKind::UnknownType(s.clone()))?
+        }
         _ => return Err(invalid("type", "must be a string")),
     };
     let f = match field("f")? {
-        J::String(s) => Function::from_name(s).ok_or_else(|| ParseErrorKind::UnknownFunction(s.clone()))?,
+        J::String(s) => {
+            Function::from_name(s).ok_or_else(|| ParseErrorKind::UnknownFunction(s.clone()))?
+        }
         _ => return Err(invalid("f", "must be a string")),
     };
     let key = match field("key")? {
@@ -874,7 +900,12 @@ fn parse_jsonl_line(line: &str) -> Result<Option<Event>, ParseErrorKind> {
         ),
         J::Array(a) if a.len() == 2 => match (scalar(&a[0]), scalar(&a[1])) {
             (Some(from), Some(to)) => Value::Pair(from, to),
-            _ => return Err(invalid("value", "[from, to] must hold strings, integers or null")),
+            _ => {
+                return Err(invalid(
+                    "value",
+                    "[from, to] must hold strings, integers or null",
+                ))
+            }
         },
         _ => {
             return Err(invalid(
@@ -932,7 +963,10 @@ impl<'a> EdnReader<'a> {
     }
 
     fn err<T>(&self, what: &str) -> Result<T, ParseErrorKind> {
-        Err(ParseErrorKind::Syntax(format!("{what} at column {}", self.pos + 1)))
+        Err(ParseErrorKind::Syntax(format!(
+            "{what} at column {}",
+            self.pos + 1
+        )))
     }
 
     fn value(&mut self) -> Result<Edn, ParseErrorKind> {
@@ -976,7 +1010,9 @@ impl<'a> EdnReader<'a> {
             ']' | '}' => self.err(&format!("unexpected {c:?}")),
             _ => {
                 let end = rest
-                    .find(|c: char| c.is_whitespace() || matches!(c, ',' | ']' | '}' | '[' | '{' | '"'))
+                    .find(|c: char| {
+                        c.is_whitespace() || matches!(c, ',' | ']' | '}' | '[' | '{' | '"')
+                    })
                     .unwrap_or(rest.len());
                 let token = &rest[..end];
                 let value = if let Some(kw) = token.strip_prefix(':') {
@@ -1060,7 +1096,11 @@ fn edn_value(v: &Edn) -> Result<Option<Value>, String> {
         Edn::Keyword(_) => return Ok(None),
         Edn::Vector(items) if items.len() == 2 => match (scalar(&items[0]), scalar(&items[1])) {
             (Some(a), Some(b)) => Value::Pair(a, b),
-            _ => return Err(format!("[FROM TO] must hold nil, integers or strings, not {v:?}")),
+            _ => {
+                return Err(format!(
+                    "[FROM TO] must hold nil, integers or strings, not {v:?}"
+                ))
+            }
         },
         v => return Err(format!("unsupported value {v:?}")),
     }))
@@ -1076,7 +1116,10 @@ fn edn_event(
     value: &Edn,
     time: u64,
 ) -> Result<Event, ParseErrorKind> {
-    let value = edn_value(value).map_err(|reason| ParseErrorKind::InvalidField { field: "value", reason })?;
+    let value = edn_value(value).map_err(|reason| ParseErrorKind::InvalidField {
+        field: "value",
+        reason,
+    })?;
     let mut event = Event {
         process,
         kind,
@@ -1163,7 +1206,9 @@ fn parse_kv_line(line: &str, time: u64) -> Result<Option<Event>, ParseErrorKind>
         _ => return Err(invalid("process", "must be a non-negative integer")),
     };
     let kind = match get("type")? {
-        Edn::Keyword(k) => EventKind::from_name(k).ok_or_else(|| ParseErrorKind::UnknownType(format!(":{k}")))?,
+        Edn::Keyword(k) => {
+            EventKind::from_name(k).ok_or_else(|| ParseErrorKind::UnknownType(format!(":{k}")))?
+        }
         _ => return Err(invalid("type", "must be a keyword")),
     };
     let f = match get("f")? {
@@ -1258,7 +1303,10 @@ mod tests {
 "#;
         let h = parse(Format::Jsonl, text).unwrap();
         assert_eq!(h.operations().len(), 4);
-        assert_eq!(h.operations()[2].output(), Some(&Output::Read(Some("b".into()))));
+        assert_eq!(
+            h.operations()[2].output(),
+            Some(&Output::Read(Some("b".into())))
+        );
         assert_eq!(h.operations()[3].outcome, Outcome::Unknown);
     }
 
@@ -1272,7 +1320,10 @@ mod tests {
         );
         let h = parse(Format::Jsonl, &text).unwrap();
         assert_eq!(h.lines(), &[2, 4, 5, 6]);
-        assert_eq!(h.operations()[1].output(), Some(&Output::Read(Some("5".into()))));
+        assert_eq!(
+            h.operations()[1].output(),
+            Some(&Output::Read(Some("5".into())))
+        );
         assert_eq!(h.operations()[1].call_line, 5);
     }
 
@@ -1282,31 +1333,74 @@ mod tests {
             (format!("{W}\nnot json"), 2, "syntax error"),
             (format!("{W}\n[1,2]"), 2, "JSON object"),
             (W.replace("\"process\":1,", ""), 1, "missing field process"),
-            (W.replace("\"process\":1", "\"process\":-1"), 1, "invalid process"),
+            (
+                W.replace("\"process\":1", "\"process\":-1"),
+                1,
+                "invalid process",
+            ),
             (W.replace("\"time\":1", "\"time\":1.5"), 1, "invalid time"),
             (W.replace(",\"time\":1", ""), 1, "missing field time"),
             (W.replace("\"key\":\"x\"", "\"key\":3"), 1, "invalid key"),
-            (W.replace("invoke", "start"), 1, "unknown event type \"start\""),
-            (W.replace("write", "delete"), 1, "unknown operation \"delete\""),
+            (
+                W.replace("invoke", "start"),
+                1,
+                "unknown event type \"start\"",
+            ),
+            (
+                W.replace("write", "delete"),
+                1,
+                "unknown operation \"delete\"",
+            ),
             (W.replace("\"a\"", "{}"), 1, "invalid value"),
             (W.replace("\"a\"", "1e3"), 1, "invalid value"),
             (W.replace("\"a\"", "null"), 1, "invalid value: a write"),
-            (W.replace("\"write\"", "\"incr\""), 1, "invalid value: an incr"),
+            (
+                W.replace("\"write\"", "\"incr\""),
+                1,
+                "invalid value: an incr",
+            ),
             (W.replace("\"write\"", "\"cas\""), 1, "invalid value: a cas"),
-            (W.replace("\"write\"", "\"read\""), 1, "invalid value: a read"),
-            (W.replace("\"value\":\"a\"", "\"value\":[\"a\",[]]"), 1, "invalid value"),
-            (W.replace("\"time\":1", "\"time\":1,\"swapped\":true"), 1, "invalid swapped"),
-            (format!("{W}\n{W}"), 2, "invokes again while its operation from line 1"),
+            (
+                W.replace("\"write\"", "\"read\""),
+                1,
+                "invalid value: a read",
+            ),
+            (
+                W.replace("\"value\":\"a\"", "\"value\":[\"a\",[]]"),
+                1,
+                "invalid value",
+            ),
+            (
+                W.replace("\"time\":1", "\"time\":1,\"swapped\":true"),
+                1,
+                "invalid swapped",
+            ),
+            (
+                format!("{W}\n{W}"),
+                2,
+                "invokes again while its operation from line 1",
+            ),
             (W_OK.to_string(), 1, "no operation outstanding"),
-            (format!("{W}\n{}", W_OK.replace("\"x\"", "\"y\"")), 2, "on key \"y\""),
-            (format!("{W}\n{}", W_OK.replace("write", "append")), 2, "completes append"),
+            (
+                format!("{W}\n{}", W_OK.replace("\"x\"", "\"y\"")),
+                2,
+                "on key \"y\"",
+            ),
+            (
+                format!("{W}\n{}", W_OK.replace("write", "append")),
+                2,
+                "completes append",
+            ),
             (
                 format!("{W}\n{}", W_OK.replace("\"time\":2", "\"time\":0")),
                 2,
                 "time 0 is before the previous line's 1",
             ),
             (
-                format!("{W}\n{}", W_OK.replace("\"time\":2", "\"time\":2,\"swapped\":false")),
+                format!(
+                    "{W}\n{}",
+                    W_OK.replace("\"time\":2", "\"time\":2,\"swapped\":false")
+                ),
                 2,
                 "invalid swapped",
             ),
@@ -1314,7 +1408,8 @@ mod tests {
                 format!(
                     "{}\n{}",
                     W.replace("\"write\"", "\"read\"").replace("\"a\"", "null"),
-                    W_OK.replace("\"write\"", "\"read\"").replace("\"a\"", "[\"a\",\"b\"]")
+                    W_OK.replace("\"write\"", "\"read\"")
+                        .replace("\"a\"", "[\"a\",\"b\"]")
                 ),
                 2,
                 "a read returns",
@@ -1349,7 +1444,15 @@ mod tests {
 
     #[test]
     fn jsonl_survives_garbage() {
-        for text in ["\u{0}", "{", "}", "{\"process\":", "\"\\u12\"", "{\"a\":1}\n\u{feff}", "🦀"] {
+        for text in [
+            "\u{0}",
+            "{",
+            "}",
+            "{\"process\":",
+            "\"\\u12\"",
+            "{\"a\":1}\n\u{feff}",
+            "🦀",
+        ] {
             assert!(parse(Format::Jsonl, text).is_err(), "{text:?}");
         }
         assert_eq!(parse(Format::Jsonl, "").unwrap().operations().len(), 0);
@@ -1399,21 +1502,64 @@ INFO  jepsen.util - 5\t:invoke\t:write\t1
     fn jepsen_malformed_lines() {
         let cases = [
             ("INFO  jepsen.util - 0\t:invoke\t:read", 1, "syntax error"),
-            ("x\nINFO  jepsen.util - 0\t:start\t:read\tnil", 2, "unknown event type \":start\""),
-            ("INFO  jepsen.util - 0\t:invoke\t:add\t1", 1, "unknown operation \":add\""),
-            ("INFO  jepsen.util - 0\t:invoke\t:write\t[1", 1, "syntax error"),
-            ("INFO  jepsen.util - 0\t:invoke\t:write\t1 2", 1, "trailing characters"),
-            ("INFO  jepsen.util - 0\t:invoke\t:write\t:x", 1, "keyword is only allowed"),
-            ("INFO  jepsen.util - 0\t:invoke\t:cas\t[1 2 3]", 1, "invalid value"),
-            ("INFO  jepsen.util - 0\t:invoke\t:cas\t5", 1, "a cas is invoked"),
-            ("INFO  jepsen.util - 0x\t:invoke\t:read\tnil", 1, "invalid process"),
-            ("INFO  jepsen.util - 0\t:invoke\t:write\t99999999999999999999", 1, "bad integer"),
-            ("INFO  jepsen.util - 0\t:ok\t:read\tnil", 1, "no operation outstanding"),
+            (
+                "x\nINFO  jepsen.util - 0\t:start\t:read\tnil",
+                2,
+                "unknown event type \":start\"",
+            ),
+            (
+                "INFO  jepsen.util - 0\t:invoke\t:add\t1",
+                1,
+                "unknown operation \":add\"",
+            ),
+            (
+                "INFO  jepsen.util - 0\t:invoke\t:write\t[1",
+                1,
+                "syntax error",
+            ),
+            (
+                "INFO  jepsen.util - 0\t:invoke\t:write\t1 2",
+                1,
+                "trailing characters",
+            ),
+            (
+                "INFO  jepsen.util - 0\t:invoke\t:write\t:x",
+                1,
+                "keyword is only allowed",
+            ),
+            (
+                "INFO  jepsen.util - 0\t:invoke\t:cas\t[1 2 3]",
+                1,
+                "invalid value",
+            ),
+            (
+                "INFO  jepsen.util - 0\t:invoke\t:cas\t5",
+                1,
+                "a cas is invoked",
+            ),
+            (
+                "INFO  jepsen.util - 0x\t:invoke\t:read\tnil",
+                1,
+                "invalid process",
+            ),
+            (
+                "INFO  jepsen.util - 0\t:invoke\t:write\t99999999999999999999",
+                1,
+                "bad integer",
+            ),
+            (
+                "INFO  jepsen.util - 0\t:ok\t:read\tnil",
+                1,
+                "no operation outstanding",
+            ),
         ];
         for (text, line, needle) in cases {
             let e = err(Format::JepsenEtcd, text);
             assert_eq!(e.line, line, "{text}: {e}");
-            assert!(e.to_string().contains(needle), "{text}: {e} lacks {needle:?}");
+            assert!(
+                e.to_string().contains(needle),
+                "{text}: {e} lacks {needle:?}"
+            );
         }
     }
 
@@ -1430,7 +1576,10 @@ INFO  jepsen.util - 5\t:invoke\t:write\t1
         let ops = h.operations();
         assert_eq!(ops.len(), 3);
         assert_eq!(ops[0].input, Input::Append("x 0 0 y".into()));
-        assert_eq!(ops[1].output(), Some(&Output::Read(Some("x \"q\" \\ y".into()))));
+        assert_eq!(
+            ops[1].output(),
+            Some(&Output::Read(Some("x \"q\" \\ y".into())))
+        );
         assert_eq!(ops[2].input, Input::Write("v".into()));
         assert_eq!(ops[2].key, "5");
         assert_eq!(ops[2].call_line, 6);
@@ -1444,21 +1593,36 @@ INFO  jepsen.util - 5\t:invoke\t:write\t1
             (format!("{ok}\nhello"), 2, "unexpected token"),
             (format!("{ok}\n[1 2]"), 2, "must be a map"),
             (ok.replace(", :key \"0\"", ""), 1, "missing field key"),
-            (ok.replace(":process 0", ":process -1"), 1, "invalid process"),
+            (
+                ok.replace(":process 0", ":process -1"),
+                1,
+                "invalid process",
+            ),
             (ok.replace(":get", ":cas"), 1, "unknown operation \":cas\""),
-            (ok.replace(":invoke", ":begin"), 1, "unknown event type \":begin\""),
+            (
+                ok.replace(":invoke", ":begin"),
+                1,
+                "unknown event type \":begin\"",
+            ),
             (ok.replace("\"0\"", "\"0"), 1, "unterminated string"),
             (ok.replace("nil}", "nil"), 1, "unexpected end of line"),
             (ok.replace("nil}", "}"), 1, "odd number of forms"),
             (ok.replace("nil", "\"a\\q\""), 1, "unknown escape"),
             (ok.replace(":get", "get"), 1, "unexpected token"),
             (format!("{ok} x"), 1, "trailing characters"),
-            (ok.replace("nil", "\"v\""), 1, "a read is invoked with value null"),
+            (
+                ok.replace("nil", "\"v\""),
+                1,
+                "a read is invoked with value null",
+            ),
         ];
         for (text, line, needle) in cases {
             let e = err(Format::PorcupineKv, &text);
             assert_eq!(e.line, line, "{text}: {e}");
-            assert!(e.to_string().contains(needle), "{text}: {e} lacks {needle:?}");
+            assert!(
+                e.to_string().contains(needle),
+                "{text}: {e} lacks {needle:?}"
+            );
         }
     }
 

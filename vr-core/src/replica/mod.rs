@@ -17,7 +17,7 @@ use alloc::vec::Vec;
 
 use crate::client_table::ClientTable;
 use crate::config::{Config, ConfigError};
-use crate::message::{ClientId, DoViewChange, LogEntry, Message, Reply, ReplicaIndex, Request};
+use crate::message::{ClientId, DoViewChange, LogEntry, Message, ReplicaIndex, Reply, Request};
 use crate::prng::Prng;
 use crate::time::Instant;
 use crate::Service;
@@ -184,14 +184,20 @@ impl ReplicaSet {
 impl<S: Service> Replica<S> {
     /// A replica with index `replica` starting in view 0 with an empty log,
     /// as every replica of a new cluster does. `now` arms its first timers.
-    pub fn new(config: Config, replica: ReplicaIndex, service: S, now: Instant) -> Result<Self, ConfigError> {
+    pub fn new(
+        config: Config,
+        replica: ReplicaIndex,
+        service: S,
+        now: Instant,
+    ) -> Result<Self, ConfigError> {
         config.validate()?;
         if replica >= config.replica_count {
             return Err(ConfigError::ReplicaIndexOutOfRange);
         }
         let n = usize::from(config.replica_count);
         // Mix the index into the seed so replicas draw different jitter.
-        let prng = Prng::new(config.seed ^ (u64::from(replica) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let prng =
+            Prng::new(config.seed ^ (u64::from(replica) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let mut this = Replica {
             replica,
             service,
@@ -327,10 +333,16 @@ impl<S: Service> Replica<S> {
     /// When [`Replica::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let t = &self.timers;
-        [t.heartbeat, t.prepare, t.view_change, t.view_change_resend, t.repair]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            t.heartbeat,
+            t.prepare,
+            t.view_change,
+            t.view_change_resend,
+            t.repair,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     // ---- Helpers shared by the phases ----
@@ -427,7 +439,8 @@ impl<S: Service> Replica<S> {
             crate::client_table::Lookup::New => {
                 let result = self.service.execute(op_number, &entry.op);
                 self.stats.ops_executed += 1;
-                self.client_table.record(client_id, request_number, op_number, result.clone());
+                self.client_table
+                    .record(client_id, request_number, op_number, result.clone());
                 Some(result)
             }
             _ => {
@@ -435,7 +448,11 @@ impl<S: Service> Replica<S> {
                 None
             }
         };
-        if self.requests_in_progress.get(&client_id).is_some_and(|&r| r <= request_number) {
+        if self
+            .requests_in_progress
+            .get(&client_id)
+            .is_some_and(|&r| r <= request_number)
+        {
             self.requests_in_progress.remove(&client_id);
         }
         if let (Some(result), true) = (result, self.is_primary()) {

@@ -16,7 +16,10 @@ impl<S: Service> Replica<S> {
             self.stats.requests_dropped += 1;
             return;
         }
-        match self.client_table.lookup(request.client_id, request.request_number) {
+        match self
+            .client_table
+            .lookup(request.client_id, request.request_number)
+        {
             Lookup::Stale => {
                 self.stats.requests_dropped += 1;
                 return;
@@ -182,7 +185,13 @@ impl<S: Service> Replica<S> {
         let quorum = self.config.quorum();
         let mut acked = self.prepare_ok_op.clone();
         acked.sort_unstable_by(|a, b| b.cmp(a));
-        let committable = acked[quorum - 1];
+        let mut committable = acked[quorum - 1];
+        if self
+            .config
+            .has_bug(crate::config::InjectedBug::CommitWithoutQuorum)
+        {
+            committable = self.op_number;
+        }
         if committable <= self.commit_number {
             return;
         }
@@ -197,7 +206,10 @@ impl<S: Service> Replica<S> {
             let Some(request) = self.request_queue.pop_front() else {
                 break;
             };
-            match self.client_table.lookup(request.client_id, request.request_number) {
+            match self
+                .client_table
+                .lookup(request.client_id, request.request_number)
+            {
                 Lookup::New => self.prepare_request(now, request),
                 _ => self.stats.requests_dropped += 1,
             }

@@ -59,7 +59,10 @@ impl<S: Service> Replica<S> {
         if let Some(sync) = &self.sync {
             let (source, next) = (sync.source, sync.base + sync.entries.len() as u64);
             self.send_get_state(now, source, next);
-        } else if self.status == Status::Normal && !self.is_primary() && self.commit_max > self.op_number {
+        } else if self.status == Status::Normal
+            && !self.is_primary()
+            && self.commit_max > self.op_number
+        {
             let primary = self.primary_index();
             self.send_get_state(now, primary, self.op_number);
         }
@@ -106,17 +109,18 @@ impl<S: Service> Replica<S> {
             && message.log.first().is_none_or(|e| {
                 super::view_change::is_contiguous_from(&message.log, e.op_number)
                     && e.op_number >= 1
-                    && message.log.last().is_some_and(|l| l.op_number <= message.op_number)
+                    && message
+                        .log
+                        .last()
+                        .is_some_and(|l| l.op_number <= message.op_number)
             });
         if !valid {
             self.stats.messages_invalid += 1;
             return;
         }
-        if self
-            .sync
-            .as_ref()
-            .is_some_and(|s| s.view == message.view && s.source == message.replica && s.view == self.view)
-        {
+        if self.sync.as_ref().is_some_and(|s| {
+            s.view == message.view && s.source == message.replica && s.view == self.view
+        }) {
             self.on_new_state_for_sync(now, message);
         } else if self.status == Status::Normal
             && message.view == self.view
@@ -149,7 +153,9 @@ impl<S: Service> Replica<S> {
 
     fn on_new_state_for_sync(&mut self, now: Instant, message: NewState) {
         // The caller checked that a sync is in progress.
-        let Some(sync) = self.sync.as_mut() else { return };
+        let Some(sync) = self.sync.as_mut() else {
+            return;
+        };
         let limit = match sync.goal {
             SyncGoal::PrimaryLog => message.op_number,
             // Only committed entries may be taken from a replica that is
@@ -176,7 +182,14 @@ impl<S: Service> Replica<S> {
         match sync.goal {
             SyncGoal::PrimaryLog => {
                 let view = sync.view;
-                self.install_view(now, view, sync.base, sync.entries, message.op_number, message.commit_number);
+                self.install_view(
+                    now,
+                    view,
+                    sync.base,
+                    sync.entries,
+                    message.op_number,
+                    message.commit_number,
+                );
             }
             SyncGoal::CommittedTo(_) => self.complete_view_change(now, sync.entries),
         }

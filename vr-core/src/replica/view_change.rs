@@ -206,6 +206,17 @@ impl<S: Service> Replica<S> {
     /// last-normal-view, ties broken by the largest op-number (§4.2 step 3).
     /// Not the largest view: that is a classic bug.
     pub(super) fn best_do_view_change(&self) -> &DoViewChange {
+        if self
+            .config
+            .has_bug(crate::config::InjectedBug::ChooseLogByOpNumberOnly)
+        {
+            return self
+                .do_view_change_from
+                .iter()
+                .flatten()
+                .max_by_key(|d| d.op_number)
+                .expect("a quorum of DoViewChange is recorded");
+        }
         self.do_view_change_from
             .iter()
             .flatten()
@@ -240,12 +251,32 @@ impl<S: Service> Replica<S> {
     /// commit-number fetched from the chosen replica.
     pub(super) fn complete_view_change(&mut self, now: Instant, staged: Vec<LogEntry>) {
         let best = self.best_do_view_change().clone();
-        let commit_max = self.do_view_change_from.iter().flatten().map(|d| d.commit_number).max().unwrap_or(0);
-        let commit_min = self.do_view_change_from.iter().flatten().map(|d| d.commit_number).min().unwrap_or(0);
+        let commit_max = self
+            .do_view_change_from
+            .iter()
+            .flatten()
+            .map(|d| d.commit_number)
+            .max()
+            .unwrap_or(0);
+        let commit_min = self
+            .do_view_change_from
+            .iter()
+            .flatten()
+            .map(|d| d.commit_number)
+            .min()
+            .unwrap_or(0);
         let keep = self.commit_number.min(best.commit_number);
         self.log.truncate(keep as usize);
-        self.log.extend(staged.into_iter().take((best.commit_number - keep) as usize));
-        debug_assert_eq!(self.log.len() as u64, best.commit_number, "committed prefix complete");
+        self.log.extend(
+            staged
+                .into_iter()
+                .take((best.commit_number - keep) as usize),
+        );
+        debug_assert_eq!(
+            self.log.len() as u64,
+            best.commit_number,
+            "committed prefix complete"
+        );
         self.log.extend(best.log);
         debug_assert!(is_contiguous_from(&self.log, 1));
         self.op_number = best.op_number;
@@ -259,7 +290,8 @@ impl<S: Service> Replica<S> {
         self.prepare_ok_op[usize::from(self.replica)] = self.op_number;
         self.requests_in_progress.clear();
         for entry in &self.log[self.commit_number as usize..] {
-            self.requests_in_progress.insert(entry.client_id, entry.request_number);
+            self.requests_in_progress
+                .insert(entry.client_id, entry.request_number);
         }
         self.stats.view_changes_completed += 1;
         self.enter_normal_timers(now);
@@ -306,7 +338,8 @@ impl<S: Service> Replica<S> {
     /// §4.2 step 5: a backup adopts the new view's log.
     pub(super) fn on_start_view(&mut self, now: Instant, message: StartView) {
         let first = (message.op_number + 1).checked_sub(message.log.len() as u64);
-        let valid = first.is_some_and(|first| first >= 1 && is_contiguous_from(&message.log, first))
+        let valid = first
+            .is_some_and(|first| first >= 1 && is_contiguous_from(&message.log, first))
             && message.commit_number <= message.op_number
             && !self.is_primary_of(message.view);
         let Some(first) = first.filter(|_| valid) else {
@@ -323,7 +356,14 @@ impl<S: Service> Replica<S> {
         if self.commit_number + 1 >= first {
             // Everything before the suffix is committed here, so identical in
             // the new view's log.
-            self.install_view(now, message.view, first - 1, message.log, message.op_number, message.commit_number);
+            self.install_view(
+                now,
+                message.view,
+                first - 1,
+                message.log,
+                message.op_number,
+                message.commit_number,
+            );
         } else {
             self.start_sync(now, message.view);
         }
@@ -342,12 +382,17 @@ impl<S: Service> Replica<S> {
         op_number: u64,
         commit_number: u64,
     ) {
-        debug_assert!(keep <= self.commit_number, "only the committed prefix is kept");
+        debug_assert!(
+            keep <= self.commit_number,
+            "only the committed prefix is kept"
+        );
         debug_assert!(
             self.log[keep as usize..self.commit_number as usize]
                 .iter()
                 .zip(&entries)
-                .all(|(mine, theirs)| mine.op_number == theirs.op_number && mine.view == theirs.view),
+                .all(
+                    |(mine, theirs)| mine.op_number == theirs.op_number && mine.view == theirs.view
+                ),
             "committed entries agree across views"
         );
         let was_changing = self.status == Status::ViewChange;

@@ -1,0 +1,327 @@
+//! A small deterministic in-memory harness: N replicas and some clients
+//! exchanging messages through one queue, in FIFO or seeded random order,
+//! with a filter that can drop messages (loss, partitions). Time moves only
+//! when the queue is empty, straight to the next deadline.
+#![allow(dead_code)]
+
+use vr_core::prng::Prng;
+use vr_core::{
+    Action, Client, ClientAction, ClientConfig, Completion, Config, Instant, Message, Replica,
+    Service,
+};
+
+/// A service that records what it executed and returns the op-number and the
+/// op, so tests can check order and exactly-once execution.
+#[derive(Default)]
+pub struct Recorder {
+    pub executed: Vec<(u64, Vec<u8>)>,
+}
+
+impl Service for Recorder {
+    fn execute(&mut self, op_number: u64, op: &[u8]) -> Vec<u8> {
+        self.executed.push((op_number, op.to_vec()));
+        let mut result = op_number.to_le_bytes().to_vec();
+        result.extend_from_slice(op);
+        result
+    }
+}
+
+/// Where a message in flight goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Node {
+    Replica(u8),
+    Client(usize),
+}
+
+#[derive(Clone, Debug)]
+pub struct Envelope {
+    pub from: Node,
+    pub to: Node,
+    pub message: Message,
+}
+
+pub struct Cluster {
+    pub config: Config,
+    pub replicas: Vec<Replica<Recorder>>,
+    /// A crashed replica receives nothing and fires no timers.
+    pub crashed: Vec<bool>,
+    pub clients: Vec<Client>,
+    pub now: Instant,
+    pub in_flight: Vec<Envelope>,
+    /// Deliver in random order instead of FIFO.
+    pub reorder: bool,
+    /// Returns false for a message that must be dropped.
+    pub filter: Box<dyn FnMut(&Envelope) -> bool>,
+    pub prng: Prng,
+    pub completions: Vec<(usize, Completion)>,
+    /// Replies sent by each replica (backups must never reply, §4.1).
+    pub replies_sent_by: Vec<u64>,
+    /// Every delivered envelope, for determinism checks.
+    pub delivered: Vec<String>,
+}
+
+impl Cluster {
+    pub fn new(replica_count: u8, client_count: usize, seed: u64) -> Cluster {
+        let mut config = Config::new(7, replica_count);
+        config.seed = seed;
+        Cluster::with_config(config, client_count)
+    }
+
+    pub fn with_config(config: Config, client_count: usize) -> Cluster {
+        let now = Instant::ZERO;
+        let replicas = (0..config.replica_count)
+            .map(|i| {
+                Replica::new(config.clone(), i, Recorder::default(), now).expect("valid config")
+            })
+            .collect();
+        let clients = (0..client_count)
+            .map(|i| Client::new(ClientConfig::new(&config, 1000 + i as u128), 0))
+            .collect();
+        Cluster {
+            replicas,
+            crashed: vec![false; usize::from(config.replica_count)],
+            clients,
+            now,
+            in_flight: Vec::new(),
+            reorder: false,
+            filter: Box::new(|_| true),
+            prng: Prng::new(config.seed),
+            completions: Vec::new(),
+            replies_sent_by: vec![0; usize::from(config.replica_count)],
+            delivered: Vec::new(),
+            config,
+        }
+    }
+
+    /// Starts a request on a client.
+    pub fn submit(&mut self, client: usize, op: &[u8]) -> u64 {
+        let number = self.clients[client]
+            .request(self.now, op.to_vec())
+            .expect("client idle");
+        self.drain_client(client);
+        number
+    }
+
+    fn drain_client(&mut self, client: usize) {
+        while let Some(ClientAction::Send { replica, message }) = self.clients[client].poll_action()
+        {
+            self.push(Node::Client(client), Node::Replica(replica), message);
+        }
+    }
+
+    fn drain_replica(&mut self, replica: u8) {
+        while let Some(action) = self.replicas[usize::from(replica)].poll_action() {
+            match action {
+                Action::Send {
+                    replica: to,
+                    message,
+                } => self.push(Node::Replica(replica), Node::Replica(to), message),
+                Action::Reply(reply) => {
+                    self.replies_sent_by[usize::from(replica)] += 1;
+                    let client = (reply.client_id - 1000) as usize;
+                    self.push(
+                        Node::Replica(replica),
+                        Node::Client(client),
+                        Message::Reply(reply),
+                    );
+                }
+            }
+        }
+    }
+
+    fn push(&mut self, from: Node, to: Node, message: Message) {
+        let envelope = Envelope { from, to, message };
+        if (self.filter)(&envelope) {
+            self.in_flight.push(envelope);
+        }
+    }
+
+    /// Inject a message as if `from` had sent it.
+    pub fn inject(&mut self, from: Node, to: Node, message: Message) {
+        self.in_flight.push(Envelope { from, to, message });
+    }
+
+    /// Delivers one message; false if none was in flight.
+    pub fn deliver_one(&mut self) -> bool {
+        if self.in_flight.is_empty() {
+            return false;
+        }
+        let index = if self.reorder {
+            self.prng.below(self.in_flight.len() as u64) as usize
+        } else {
+            0
+        };
+        let envelope = self.in_flight.remove(index);
+        self.delivered.push(format!(
+            "{:?}->{:?} {:?}",
+            envelope.from,
+            envelope.to,
+            envelope.message.command()
+        ));
+        match envelope.to {
+            Node::Replica(i) => {
+                if self.crashed[usize::from(i)] {
+                    return true;
+                }
+                self.replicas[usize::from(i)].handle_message(self.now, envelope.message);
+                self.drain_replica(i);
+            }
+            Node::Client(c) => {
+                if let Message::Reply(reply) = envelope.message {
+                    if let Some(completion) = self.clients[c].handle_reply(self.now, reply) {
+                        self.completions.push((c, completion));
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// The earliest deadline of any live replica or client.
+    fn next_deadline(&self) -> Option<Instant> {
+        let replicas = self
+            .replicas
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.crashed[*i])
+            .filter_map(|(_, r)| r.poll_timeout());
+        let clients = self.clients.iter().filter_map(|c| c.poll_timeout());
+        replicas.chain(clients).min()
+    }
+
+    /// Delivers messages until none is in flight, then jumps to the next
+    /// deadline and fires it; stops at `until`.
+    pub fn run_until(&mut self, until: Instant) {
+        let mut steps = 0u64;
+        loop {
+            steps += 1;
+            assert!(steps < 10_000_000, "runaway simulation");
+            if self.deliver_one() {
+                continue;
+            }
+            let Some(deadline) = self.next_deadline() else {
+                break;
+            };
+            if deadline > until {
+                break;
+            }
+            self.now = self.now.max(deadline);
+            self.fire_timers();
+        }
+        self.now = self.now.max(until);
+    }
+
+    pub fn run_for_ms(&mut self, ms: u64) {
+        let until = self.now + ms * 1_000_000;
+        self.run_until(until);
+    }
+
+    fn fire_timers(&mut self) {
+        for i in 0..self.replicas.len() {
+            if !self.crashed[i]
+                && self.replicas[i]
+                    .poll_timeout()
+                    .is_some_and(|t| t <= self.now)
+            {
+                self.replicas[i].handle_timeout(self.now);
+                self.drain_replica(i as u8);
+            }
+        }
+        for c in 0..self.clients.len() {
+            if self.clients[c]
+                .poll_timeout()
+                .is_some_and(|t| t <= self.now)
+            {
+                self.clients[c].handle_timeout(self.now);
+                self.drain_client(c);
+            }
+        }
+    }
+
+    /// Runs until `client` has completed request `number` or `ms_max` passes.
+    pub fn await_completion(
+        &mut self,
+        client: usize,
+        number: u64,
+        ms_max: u64,
+    ) -> Option<Completion> {
+        let until = self.now + ms_max * 1_000_000;
+        while self.now < until {
+            if let Some((_, c)) = self
+                .completions
+                .iter()
+                .find(|(cl, c)| *cl == client && c.request_number == number)
+            {
+                return Some(c.clone());
+            }
+            if !self.deliver_one() {
+                let Some(deadline) = self.next_deadline() else {
+                    break;
+                };
+                if deadline > until {
+                    break;
+                }
+                self.now = self.now.max(deadline);
+                self.fire_timers();
+            }
+        }
+        self.completions
+            .iter()
+            .find(|(cl, c)| *cl == client && c.request_number == number)
+            .map(|(_, c)| c.clone())
+    }
+
+    /// Submits `op` from `client` and waits for its completion.
+    pub fn execute(&mut self, client: usize, op: &[u8]) -> Completion {
+        let number = self.submit(client, op);
+        self.await_completion(client, number, 10_000)
+            .unwrap_or_else(|| panic!("request {number} of client {client} did not complete"))
+    }
+
+    pub fn crash(&mut self, replica: u8) {
+        self.crashed[usize::from(replica)] = true;
+    }
+
+    /// Drops every message to or from `replica` (both directions).
+    pub fn isolate(&mut self, replica: u8) {
+        self.filter =
+            Box::new(move |e| e.from != Node::Replica(replica) && e.to != Node::Replica(replica));
+    }
+
+    pub fn heal(&mut self) {
+        self.filter = Box::new(|_| true);
+    }
+
+    /// The ops executed by a replica, in order.
+    pub fn executed(&self, replica: u8) -> Vec<Vec<u8>> {
+        self.replicas[usize::from(replica)]
+            .service()
+            .executed
+            .iter()
+            .map(|(_, op)| op.clone())
+            .collect()
+    }
+
+    /// Asserts the agreement invariant: every replica's executed sequence of
+    /// (op-number, op) is a prefix of the longest one, in increasing op order.
+    pub fn assert_agreement(&self) {
+        let longest = self
+            .replicas
+            .iter()
+            .map(|r| r.service().executed.clone())
+            .max_by_key(|e| e.len())
+            .unwrap_or_default();
+        for (r, replica) in self.replicas.iter().enumerate() {
+            let executed = &replica.service().executed;
+            assert!(
+                executed.windows(2).all(|w| w[0].0 < w[1].0),
+                "replica {r} executed out of order"
+            );
+            assert_eq!(
+                executed[..],
+                longest[..executed.len()],
+                "replica {r} diverged"
+            );
+        }
+    }
+}
