@@ -24,7 +24,10 @@ use super::model::{Model, StateId};
 use crate::history::{Input, Operation, Output};
 
 const NIL: u32 = u32::MAX;
-const HEAD: u32 = 0;
+/// Head of the list of `ok` operations' invocations and returns.
+const MAIN: u32 = 0;
+/// Head of the list of unknown operations' invocations.
+const OPEN: u32 = 1;
 
 /// An entry of the list: the invocation or the return of an operation.
 #[derive(Clone, Copy)]
@@ -109,50 +112,10 @@ impl Cache {
 /// subtracting what it spent.
 pub(super) fn search(ops: &[&Operation], initial: Option<String>, budget: &mut u64) -> Verdict {
     let n = ops.len();
-    assert!(n < NIL as usize / 2, "too many operations on one key");
+    assert!(n < (NIL as usize - 2) / 2, "too many operations on one key");
     let io: Vec<(&Input, Option<&Output>)> = ops.iter().map(|o| (&o.input, o.output())).collect();
     let mut model = Model::new(initial, &io);
-
-    // Entries in real-time order: (event index, op, is_call).
-    let mut order: Vec<(usize, u32, bool)> = Vec::with_capacity(2 * n);
-    for (i, op) in ops.iter().enumerate() {
-        order.push((op.call_event, i as u32, true));
-        if op.output().is_some() {
-            let ret = op.return_event.expect("an ok operation has a return event");
-            order.push((ret, i as u32, false));
-        }
-    }
-    order.sort_unstable();
-    let mut nodes = vec![
-        Node {
-            op: NIL,
-            ret: NIL,
-            is_call: false,
-            prev: NIL,
-            next: NIL,
-        };
-        order.len() + 1
-    ];
-    let mut ret_node = vec![NIL; n];
-    for (k, &(_, op, is_call)) in order.iter().enumerate() {
-        let id = k as u32 + 1;
-        nodes[id as usize] = Node {
-            op,
-            ret: NIL,
-            is_call,
-            prev: id - 1,
-            next: if k + 1 < order.len() { id + 1 } else { NIL },
-        };
-        if !is_call {
-            ret_node[op as usize] = id;
-        }
-    }
-    nodes[HEAD as usize].next = if order.is_empty() { NIL } else { 1 };
-    for node in nodes.iter_mut().skip(1) {
-        if node.is_call {
-            node.ret = ret_node[node.op as usize];
-        }
-    }
+    let mut nodes = build_lists(ops);
 
     let words = n.div_ceil(64).max(1);
     let zobrist: Vec<u64> = (0..n as u64).map(mix64).collect();
@@ -161,90 +124,151 @@ pub(super) fn search(ops: &[&Operation], initial: Option<String>, budget: &mut u
     let mut cache = Cache::new(words);
     let mut remaining = ops.iter().filter(|o| o.output().is_some()).count();
     let mut state: StateId = 0;
-    // (call node, state before it)
-    let mut stack: Vec<(u32, StateId)> = Vec::new();
+    // (call node, state before it, bound when it was tried)
+    let mut stack: Vec<(u32, StateId, u32)> = Vec::new();
     let mut deepest: Option<Deepest> = None;
-    let mut entry = nodes[HEAD as usize].next;
+    // The candidates for the next linearization point, in the order tried:
+    // first the `ok` operations invoked before the first return in the main
+    // list (phase 1, `bound == NIL`), then the unknown ones invoked before it
+    // (phase 2, `bound` = that return's node; node ids follow real time).
+    let mut entry = nodes[MAIN as usize].next;
+    let mut bound = NIL;
 
     loop {
         if remaining == 0 {
             return Verdict::Linearizable;
         }
-        let node = if entry == NIL {
-            None
+        let candidate = if bound == NIL {
+            assert!(entry != NIL, "an ok operation's return is in the list until it is linearized");
+            if !nodes[entry as usize].is_call {
+                bound = entry;
+                entry = nodes[OPEN as usize].next;
+                continue;
+            }
+            true
         } else {
-            Some(nodes[entry as usize])
+            entry != NIL && entry < bound
         };
-        match node {
-            Some(node) if node.is_call => {
-                if *budget == 0 {
-                    return Verdict::OutOfBudget;
-                }
-                *budget -= 1;
-                let op = node.op as usize;
-                if let Some(next_state) = model.step(state, node.op) {
-                    let (word, bit) = (op / 64, 1u64 << (op % 64));
-                    set[word] |= bit;
-                    let h = set_hash ^ zobrist[op];
-                    let key = h ^ mix64(u64::from(next_state) ^ 0xa076_1d64_78bd_642f);
-                    if cache.insert(key, &set, next_state) {
-                        stack.push((entry, state));
-                        state = next_state;
-                        set_hash = h;
-                        lift(&mut nodes, entry);
-                        if node.ret != NIL {
-                            remaining -= 1;
-                        }
-                        entry = nodes[HEAD as usize].next;
-                        continue;
-                    }
-                    set[word] &= !bit;
-                }
-                entry = node.next;
+        if candidate {
+            let node = nodes[entry as usize];
+            if *budget == 0 {
+                return Verdict::OutOfBudget;
             }
-            _ => {
-                // A return (or, defensively, the end of the list): some
-                // operation had to be linearized by now and could not be.
-                let deeper = match &deepest {
-                    None => true,
-                    Some(d) => stack.len() > d.prefix.len(),
-                };
-                if node.is_some() && deeper {
-                    let mut pending = Vec::new();
-                    let mut e = nodes[HEAD as usize].next;
-                    while e != entry {
-                        if nodes[e as usize].is_call {
-                            pending.push(nodes[e as usize].op as usize);
-                        }
-                        e = nodes[e as usize].next;
+            *budget -= 1;
+            let op = node.op as usize;
+            if let Some(next_state) = model.step(state, node.op) {
+                let (word, bit) = (op / 64, 1u64 << (op % 64));
+                set[word] |= bit;
+                let h = set_hash ^ zobrist[op];
+                let key = h ^ mix64(u64::from(next_state) ^ 0xa076_1d64_78bd_642f);
+                if cache.insert(key, &set, next_state) {
+                    stack.push((entry, state, bound));
+                    state = next_state;
+                    set_hash = h;
+                    lift(&mut nodes, entry);
+                    if node.ret != NIL {
+                        remaining -= 1;
                     }
-                    deepest = Some(Deepest {
-                        prefix: stack
-                            .iter()
-                            .map(|&(c, _)| nodes[c as usize].op as usize)
-                            .collect(),
-                        state: model.value(state).clone(),
-                        blocked: nodes[entry as usize].op as usize,
-                        pending,
-                    });
+                    entry = nodes[MAIN as usize].next;
+                    bound = NIL;
+                    continue;
                 }
-                let Some((call, previous)) = stack.pop() else {
-                    let deepest = deepest.expect("a return was reached before giving up");
-                    return Verdict::NotLinearizable(deepest);
-                };
-                let c = nodes[call as usize];
-                let op = c.op as usize;
-                set[op / 64] &= !(1u64 << (op % 64));
-                set_hash ^= zobrist[op];
-                state = previous;
-                unlift(&mut nodes, call);
-                if c.ret != NIL {
-                    remaining += 1;
-                }
-                entry = nodes[call as usize].next;
+                set[word] &= !bit;
             }
+            entry = node.next;
+            continue;
+        }
+
+        // Dead end: the operation returning at `bound` had to be linearized
+        // by now, and no candidate leads anywhere new.
+        let deeper = match &deepest {
+            None => true,
+            Some(d) => stack.len() > d.prefix.len(),
+        };
+        if deeper {
+            let mut pending = Vec::new();
+            for head in [MAIN, OPEN] {
+                let mut e = nodes[head as usize].next;
+                while e != NIL && e < bound {
+                    if nodes[e as usize].is_call {
+                        pending.push(nodes[e as usize].op as usize);
+                    }
+                    e = nodes[e as usize].next;
+                }
+            }
+            pending.sort_unstable();
+            deepest = Some(Deepest {
+                prefix: stack.iter().map(|&(c, _, _)| nodes[c as usize].op as usize).collect(),
+                state: model.value(state).clone(),
+                blocked: nodes[bound as usize].op as usize,
+                pending,
+            });
+        }
+        let Some((call, previous, previous_bound)) = stack.pop() else {
+            let deepest = deepest.expect("recorded at the first dead end");
+            return Verdict::NotLinearizable(deepest);
+        };
+        let c = nodes[call as usize];
+        let op = c.op as usize;
+        set[op / 64] &= !(1u64 << (op % 64));
+        set_hash ^= zobrist[op];
+        state = previous;
+        unlift(&mut nodes, call);
+        if c.ret != NIL {
+            remaining += 1;
+        }
+        entry = nodes[call as usize].next;
+        bound = previous_bound;
+    }
+}
+
+/// Lays out the entries of `ops` in real-time order in two lists: the main
+/// list (headed by node `MAIN`) holds the invocations and returns of the `ok`
+/// operations, the other (headed by `OPEN`) the invocations of the operations
+/// whose outcome is unknown. Node ids increase in real-time order.
+fn build_lists(ops: &[&Operation]) -> Vec<Node> {
+    // (event index, op, is_call)
+    let mut order: Vec<(usize, u32, bool)> = Vec::with_capacity(2 * ops.len());
+    for (i, op) in ops.iter().enumerate() {
+        order.push((op.call_event, i as u32, true));
+        if op.output().is_some() {
+            let ret = op.return_event.expect("an ok operation has a return event");
+            order.push((ret, i as u32, false));
         }
     }
+    order.sort_unstable();
+    let sentinel = Node {
+        op: NIL,
+        ret: NIL,
+        is_call: false,
+        prev: NIL,
+        next: NIL,
+    };
+    let mut nodes = vec![sentinel; order.len() + 2];
+    let mut tail = [MAIN, OPEN];
+    let mut ret_node = vec![NIL; ops.len()];
+    for (k, &(_, op, is_call)) in order.iter().enumerate() {
+        let id = k as u32 + 2;
+        let list = usize::from(is_call && ops[op as usize].output().is_none());
+        nodes[id as usize] = Node {
+            op,
+            ret: NIL,
+            is_call,
+            prev: tail[list],
+            next: NIL,
+        };
+        nodes[tail[list] as usize].next = id;
+        tail[list] = id;
+        if !is_call {
+            ret_node[op as usize] = id;
+        }
+    }
+    for node in nodes.iter_mut().skip(2) {
+        if node.is_call {
+            node.ret = ret_node[node.op as usize];
+        }
+    }
+    nodes
 }
 
 /// Removes invocation `call` and its return (if any) from the list.
