@@ -646,3 +646,27 @@ fn new_primary_fetches_committed_prefix_it_lacks() {
     assert_eq!(primary.log(), &[entry(1), entry(2), entry(3), entry(4)][..]);
     assert_eq!(primary.service().executed.len(), 3);
 }
+
+/// Liveness under an asymmetric partition (VR-NOTES, "where implementations
+/// go wrong"): the primary's messages reach the backups but nothing reaches
+/// the primary. The backups keep hearing heartbeats, so only the primary can
+/// notice; it gives up its view and the cluster moves on without it.
+#[test]
+fn primary_that_hears_nobody_steps_down() {
+    let mut cluster = Cluster::new(3, 1, 14);
+    cluster.execute(0, &op(0));
+    cluster.filter = Box::new(|e| e.to != Node::Replica(0));
+    let done = cluster.execute(0, &op(1));
+    assert_eq!(&done.result[8..], &op(1)[..]);
+    assert!(cluster.replicas[0].stats().primary_abdications >= 1);
+    assert!(cluster.replicas[1].is_primary() || cluster.replicas[2].is_primary());
+    cluster.heal();
+    cluster.run_for_ms(500);
+    assert_eq!(
+        cluster.replicas[0].status(),
+        Status::Normal,
+        "the old primary rejoined"
+    );
+    assert_eq!(cluster.replicas[0].commit_number(), 2);
+    cluster.assert_agreement();
+}

@@ -63,6 +63,9 @@ pub struct Stats {
     /// Messages that made no sense in the current state (wrong replica index,
     /// out-of-range numbers) and were dropped.
     pub messages_invalid: u64,
+    /// Times this replica, as primary, stopped hearing from a quorum and
+    /// started a view change itself.
+    pub primary_abdications: u64,
     /// View changes this replica started or joined.
     pub view_changes_started: u64,
     /// Views this replica entered in normal status after a view change.
@@ -144,6 +147,8 @@ pub struct Replica<S: Service> {
     // Primary state.
     /// Per replica, the highest op-number it acknowledged in this view.
     prepare_ok_op: Vec<u64>,
+    /// Per replica, when the primary last heard a PrepareOk from it.
+    prepare_ok_heard_at: Vec<Instant>,
     /// Requests accepted into the log but not yet executed, per client.
     requests_in_progress: BTreeMap<ClientId, u64>,
     /// Requests waiting for room in the prepare window.
@@ -211,6 +216,7 @@ impl<S: Service> Replica<S> {
             log: Vec::new(),
             client_table: ClientTable::new(),
             prepare_ok_op: alloc::vec![0; n],
+            prepare_ok_heard_at: alloc::vec![now; n],
             requests_in_progress: BTreeMap::new(),
             request_queue: VecDeque::new(),
             start_view_change_from: ReplicaSet::default(),
@@ -403,6 +409,7 @@ impl<S: Service> Replica<S> {
     fn enter_normal_timers(&mut self, now: Instant) {
         self.timers = Timers::default();
         if self.is_primary_of(self.view) {
+            self.prepare_ok_heard_at.iter_mut().for_each(|t| *t = now);
             self.timers.heartbeat = Some(now + self.config.heartbeat_interval_ns);
             if self.op_number > self.commit_number {
                 self.timers.prepare = Some(now + self.config.prepare_timeout_ns);

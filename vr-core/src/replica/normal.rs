@@ -121,6 +121,9 @@ impl<S: Service> Replica<S> {
             self.request_state(now);
         }
         self.commit_to(commit.commit_number);
+        // Answering the heartbeat lets the primary tell that a quorum still
+        // hears it (see `on_heartbeat_timeout`).
+        self.send_prepare_ok();
     }
 
     /// Common checks for a Prepare or Commit of `view`: returns whether a
@@ -173,6 +176,7 @@ impl<S: Service> Replica<S> {
             self.stats.messages_invalid += 1;
             return;
         }
+        self.prepare_ok_heard_at[usize::from(prepare_ok.replica)] = now;
         let acked = &mut self.prepare_ok_op[usize::from(prepare_ok.replica)];
         *acked = (*acked).max(prepare_ok.op_number);
         self.advance_commit_from_acks(now);
@@ -246,9 +250,27 @@ impl<S: Service> Replica<S> {
     }
 
     /// An idle primary tells backups it is alive and how far it committed.
+    ///
+    /// It first checks that a quorum still answers it. A primary whose
+    /// messages reach the backups but who hears nothing back (an asymmetric
+    /// partition) would otherwise keep every backup from timing out while
+    /// committing nothing; instead it starts a view change itself, stops
+    /// sending heartbeats, and the backups' own timers move them on.
     pub(super) fn on_heartbeat_timeout(&mut self, now: Instant) {
         self.timers.heartbeat = None;
         if !self.is_primary() {
+            return;
+        }
+        let heard = (0..self.config.replica_count)
+            .filter(|&r| {
+                r == self.replica
+                    || now.saturating_since(self.prepare_ok_heard_at[usize::from(r)])
+                        < self.config.view_change_timeout_ns
+            })
+            .count();
+        if heard < self.config.quorum() {
+            self.stats.primary_abdications += 1;
+            self.start_view_change(now, self.view + 1);
             return;
         }
         self.send_to_others(Message::Commit(Commit {
