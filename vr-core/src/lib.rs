@@ -72,6 +72,7 @@ pub mod client_table;
 pub mod codec;
 pub mod config;
 pub mod message;
+pub mod node;
 pub mod prng;
 pub mod replica;
 pub mod time;

@@ -5,8 +5,8 @@
 //! [`Replica::poll_timeout`] says when to call `handle_timeout` next. After
 //! every input, drain every action before the next input.
 //!
-//! The handlers live in one module per protocol phase: [`normal`] (§4.1),
-//! [`view_change`] (§4.2) and [`state_transfer`] (§5.2).
+//! The handlers live in one module per protocol phase: `normal` (§4.1),
+//! `view_change` (§4.2) and `state_transfer` (§5.2).
 
 mod normal;
 mod state_transfer;

@@ -1,0 +1,490 @@
+//! Frames in, frames out: the part of an embedding that every runtime
+//! adapter would otherwise write again.
+//!
+//! A [`ReplicaNode`] wraps a [`Replica`] with the wire codec, routes replies
+//! back to the connection their client's request came in on, counts what it
+//! rejects, and reports status changes as [`NodeEvent`]s. An adapter then only
+//! moves bytes between sockets and the node, and calls the timer; it never
+//! looks inside a message. [`ClientNode`] does the same for a [`Client`].
+//!
+//! Framing: the adapter keeps a receive buffer per connection and calls
+//! [`ReplicaNode::handle_bytes`] with it; the node consumes whole frames from
+//! the front and says how many bytes it used. A [`DecodeError`] other than
+//! [`DecodeError::Truncated`] means the peer is broken or hostile: close the
+//! connection.
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::vec::Vec;
+
+use crate::client::{Client, ClientAction, ClientError, Completion};
+use crate::codec::{self, DecodeError};
+use crate::message::{ClientId, Message, ReplicaIndex};
+use crate::replica::{Action, Replica, Status};
+use crate::time::Instant;
+use crate::Service;
+
+/// An adapter's name for one connection (its token or slot number).
+pub type ConnectionId = u64;
+
+/// Where a frame must go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Destination {
+    /// To replica `i` at the address in the configuration.
+    Replica(ReplicaIndex),
+    /// Back on an existing connection: a reply to a client.
+    Connection(ConnectionId),
+}
+
+/// One encoded frame to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where it goes.
+    pub destination: Destination,
+    /// The whole frame, header included.
+    pub frame: Vec<u8>,
+}
+
+/// Something an operator wants to see, for the adapter to log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// The replica's view or status changed.
+    StatusChanged {
+        /// The new view-number.
+        view: u64,
+        /// The new status.
+        status: Status,
+        /// Whether it is now the primary.
+        primary: bool,
+    },
+    /// A connection sent a frame that could not be decoded.
+    FrameRejected {
+        /// The connection, which the adapter should close.
+        connection: ConnectionId,
+        /// Why.
+        error: DecodeError,
+    },
+}
+
+/// Why frames were rejected, counted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct RejectCounts {
+    /// Bad magic or unsupported version: not our protocol.
+    pub foreign: u64,
+    /// Larger than the frame size limit.
+    pub oversized: u64,
+    /// From another cluster.
+    pub wrong_cluster: u64,
+    /// Checksum mismatch.
+    pub bad_checksum: u64,
+    /// Unknown command or malformed body.
+    pub malformed: u64,
+}
+
+/// Frames and bytes exchanged with one peer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Traffic {
+    /// Frames sent.
+    pub frames_out: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+}
+
+/// A snapshot of what a replica node has done.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct NodeStats {
+    /// Frames accepted and bytes they took.
+    pub frames_in: u64,
+    /// Bytes of accepted frames.
+    pub bytes_in: u64,
+    /// Outgoing traffic per replica index (its own slot stays zero).
+    pub to_replicas: Vec<Traffic>,
+    /// Outgoing traffic to clients, all together.
+    pub to_clients: Traffic,
+    /// Rejected frames, by reason.
+    pub rejected: RejectCounts,
+    /// Replies for clients whose connection was unknown or gone.
+    pub replies_unroutable: u64,
+    /// The replica's view-number.
+    pub view: u64,
+    /// The replica's status.
+    pub status: Option<Status>,
+    /// The replica's op-number.
+    pub op_number: u64,
+    /// The replica's commit-number.
+    pub commit_number: u64,
+    /// The replica's protocol counters.
+    pub replica: crate::replica::Stats,
+}
+
+/// A replica with the codec and client routing around it.
+pub struct ReplicaNode<S: Service> {
+    replica: Replica<S>,
+    frame_size_max: usize,
+    /// The connection each client's latest request came in on. Bounded: on
+    /// overflow the oldest route is forgotten (that client's next retry
+    /// re-creates it).
+    routes: BTreeMap<ClientId, (ConnectionId, u64)>,
+    routes_max: usize,
+    route_clock: u64,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<NodeEvent>,
+    last_status: (u64, Status, bool),
+    stats: NodeStats,
+}
+
+impl<S: Service> ReplicaNode<S> {
+    /// Wraps `replica`. Frames larger than the configuration's
+    /// `message_size_max` are rejected; replies are routed for at most
+    /// `routes_max` clients at a time.
+    pub fn new(replica: Replica<S>, routes_max: usize) -> Self {
+        let n = usize::from(replica.config().replica_count);
+        let last_status = (replica.view(), replica.status(), replica.is_primary());
+        let mut node = ReplicaNode {
+            frame_size_max: replica.config().message_size_max as usize,
+            replica,
+            routes: BTreeMap::new(),
+            routes_max: routes_max.max(1),
+            route_clock: 0,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            last_status,
+            stats: NodeStats::default(),
+        };
+        node.stats.to_replicas = alloc::vec![Traffic::default(); n];
+        node
+    }
+
+    /// The replica inside.
+    pub fn replica(&self) -> &Replica<S> {
+        &self.replica
+    }
+
+    /// Consumes whole frames from the front of `bytes`, received on
+    /// `connection`, and returns how many bytes were used; the rest is an
+    /// incomplete frame to keep for later. An error means the connection
+    /// sent something that is not a valid frame for this cluster: it was
+    /// counted and reported as an event, and the adapter should close it.
+    pub fn handle_bytes(
+        &mut self,
+        now: Instant,
+        connection: ConnectionId,
+        bytes: &[u8],
+    ) -> Result<usize, DecodeError> {
+        let cluster = self.replica.config().cluster;
+        let mut used = 0;
+        while used < bytes.len() {
+            match codec::decode(&bytes[used..], cluster, self.frame_size_max) {
+                Ok((message, size)) => {
+                    used += size;
+                    self.stats.frames_in += 1;
+                    self.stats.bytes_in += size as u64;
+                    if let Message::Request(request) = &message {
+                        self.route(request.client_id, connection);
+                    }
+                    self.replica.handle_message(now, message);
+                    self.drain();
+                }
+                Err(DecodeError::Truncated { .. }) => break,
+                Err(error) => {
+                    self.count_reject(&error);
+                    self.events.push_back(NodeEvent::FrameRejected {
+                        connection,
+                        error: error.clone(),
+                    });
+                    return Err(error);
+                }
+            }
+        }
+        Ok(used)
+    }
+
+    /// Fires the replica's timers that are due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.replica.handle_timeout(now);
+        self.drain();
+    }
+
+    /// When [`ReplicaNode::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.replica.poll_timeout()
+    }
+
+    /// The next frame to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event to log.
+    pub fn poll_event(&mut self) -> Option<NodeEvent> {
+        self.events.pop_front()
+    }
+
+    /// Forgets the client routes through a closed connection.
+    pub fn connection_closed(&mut self, connection: ConnectionId) {
+        self.routes.retain(|_, (c, _)| *c != connection);
+    }
+
+    /// A snapshot of the counters and the replica's numbers.
+    pub fn stats(&self) -> NodeStats {
+        let mut stats = self.stats.clone();
+        stats.view = self.replica.view();
+        stats.status = Some(self.replica.status());
+        stats.op_number = self.replica.op_number();
+        stats.commit_number = self.replica.commit_number();
+        stats.replica = self.replica.stats().clone();
+        stats
+    }
+
+    fn route(&mut self, client_id: ClientId, connection: ConnectionId) {
+        self.route_clock += 1;
+        if !self.routes.contains_key(&client_id) && self.routes.len() >= self.routes_max {
+            // Evict the least recently used route. Linear, but only on
+            // overflow, and bounded by routes_max.
+            if let Some(oldest) = self
+                .routes
+                .iter()
+                .min_by_key(|(_, (_, t))| *t)
+                .map(|(c, _)| *c)
+            {
+                self.routes.remove(&oldest);
+            }
+        }
+        self.routes
+            .insert(client_id, (connection, self.route_clock));
+    }
+
+    fn count_reject(&mut self, error: &DecodeError) {
+        let r = &mut self.stats.rejected;
+        match error {
+            DecodeError::BadMagic | DecodeError::UnsupportedVersion(_) => r.foreign += 1,
+            DecodeError::Oversized { .. } => r.oversized += 1,
+            DecodeError::WrongCluster { .. } => r.wrong_cluster += 1,
+            DecodeError::BadChecksum => r.bad_checksum += 1,
+            DecodeError::UnknownCommand(_)
+            | DecodeError::Malformed(_)
+            | DecodeError::Truncated { .. } => r.malformed += 1,
+        }
+    }
+
+    fn drain(&mut self) {
+        let cluster = self.replica.config().cluster;
+        while let Some(action) = self.replica.poll_action() {
+            let (destination, message) = match action {
+                Action::Send { replica, message } => (Destination::Replica(replica), message),
+                Action::Reply(reply) => match self.routes.get(&reply.client_id) {
+                    Some(&(connection, _)) => {
+                        (Destination::Connection(connection), Message::Reply(reply))
+                    }
+                    None => {
+                        self.stats.replies_unroutable += 1;
+                        continue;
+                    }
+                },
+            };
+            let mut frame = Vec::with_capacity(codec::encoded_size(&message));
+            codec::encode(&message, cluster, &mut frame);
+            let traffic = match destination {
+                Destination::Replica(i) => &mut self.stats.to_replicas[usize::from(i)],
+                Destination::Connection(_) => &mut self.stats.to_clients,
+            };
+            traffic.frames_out += 1;
+            traffic.bytes_out += frame.len() as u64;
+            self.transmits.push_back(Transmit { destination, frame });
+        }
+        let status = (
+            self.replica.view(),
+            self.replica.status(),
+            self.replica.is_primary(),
+        );
+        if status != self.last_status {
+            self.last_status = status;
+            self.events.push_back(NodeEvent::StatusChanged {
+                view: status.0,
+                status: status.1,
+                primary: status.2,
+            });
+        }
+    }
+}
+
+/// A client proxy with the codec around it.
+pub struct ClientNode {
+    client: Client,
+    cluster: u64,
+    frame_size_max: usize,
+    transmits: VecDeque<(ReplicaIndex, Vec<u8>)>,
+}
+
+impl ClientNode {
+    /// Wraps `client` for the cluster `cluster`; replies larger than
+    /// `frame_size_max` are rejected.
+    pub fn new(client: Client, cluster: u64, frame_size_max: usize) -> ClientNode {
+        ClientNode {
+            client,
+            cluster,
+            frame_size_max,
+            transmits: VecDeque::new(),
+        }
+    }
+
+    /// The client inside.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Starts a request; see [`Client::request`].
+    pub fn request(&mut self, now: Instant, op: Vec<u8>) -> Result<u64, ClientError> {
+        let number = self.client.request(now, op)?;
+        self.drain();
+        Ok(number)
+    }
+
+    /// Consumes whole frames from the front of `bytes` and returns the bytes
+    /// used and the completion, if one of them answered the outstanding
+    /// request. Frames other than replies are ignored.
+    pub fn handle_bytes(
+        &mut self,
+        now: Instant,
+        bytes: &[u8],
+    ) -> Result<(usize, Option<Completion>), DecodeError> {
+        let mut used = 0;
+        let mut completion = None;
+        while used < bytes.len() {
+            match codec::decode(&bytes[used..], self.cluster, self.frame_size_max) {
+                Ok((message, size)) => {
+                    used += size;
+                    if let Message::Reply(reply) = message {
+                        if let Some(done) = self.client.handle_reply(now, reply) {
+                            completion = Some(done);
+                        }
+                    }
+                }
+                Err(DecodeError::Truncated { .. }) => break,
+                Err(error) => return Err(error),
+            }
+        }
+        Ok((used, completion))
+    }
+
+    /// Resends on timeout; returns an error when the request was abandoned.
+    pub fn handle_timeout(&mut self, now: Instant) -> Option<ClientError> {
+        let error = self.client.handle_timeout(now);
+        self.drain();
+        error
+    }
+
+    /// When [`ClientNode::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.client.poll_timeout()
+    }
+
+    /// The next frame to send, and to which replica.
+    pub fn poll_transmit(&mut self) -> Option<(ReplicaIndex, Vec<u8>)> {
+        self.transmits.pop_front()
+    }
+
+    fn drain(&mut self) {
+        while let Some(ClientAction::Send { replica, message }) = self.client.poll_action() {
+            let mut frame = Vec::with_capacity(codec::encoded_size(&message));
+            codec::encode(&message, self.cluster, &mut frame);
+            self.transmits.push_back((replica, frame));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::ClientConfig;
+    use crate::config::Config;
+
+    struct Echo;
+    impl Service for Echo {
+        fn execute(&mut self, _op_number: u64, op: &[u8]) -> Vec<u8> {
+            op.to_vec()
+        }
+    }
+
+    #[test]
+    fn frames_flow_between_client_and_single_replica_node() {
+        let config = Config::new(3, 1);
+        let now = Instant::ZERO;
+        let mut node = ReplicaNode::new(Replica::new(config.clone(), 0, Echo, now).unwrap(), 16);
+        let mut client = ClientNode::new(Client::new(ClientConfig::new(&config, 9), 0), 3, 1 << 20);
+        client.request(now, b"hi".to_vec()).unwrap();
+        let (to, frame) = client.poll_transmit().unwrap();
+        assert_eq!(to, 0);
+        // Deliver in two pieces: the first is an incomplete frame.
+        assert_eq!(node.handle_bytes(now, 77, &frame[..10]), Ok(0));
+        assert_eq!(node.handle_bytes(now, 77, &frame), Ok(frame.len()));
+        let transmit = node.poll_transmit().unwrap();
+        assert_eq!(transmit.destination, Destination::Connection(77));
+        let (used, done) = client.handle_bytes(now, &transmit.frame).unwrap();
+        assert_eq!(used, transmit.frame.len());
+        assert_eq!(done.unwrap().result, b"hi");
+        assert_eq!(node.stats().to_clients.frames_out, 1);
+    }
+
+    #[test]
+    fn garbage_is_rejected_counted_and_reported() {
+        let config = Config::new(3, 1);
+        let now = Instant::ZERO;
+        let mut node = ReplicaNode::new(Replica::new(config.clone(), 0, Echo, now).unwrap(), 16);
+        let garbage = [0xFFu8; 64];
+        assert_eq!(
+            node.handle_bytes(now, 5, &garbage),
+            Err(DecodeError::BadMagic)
+        );
+        assert_eq!(node.stats().rejected.foreign, 1);
+        assert!(matches!(
+            node.poll_event(),
+            Some(NodeEvent::FrameRejected {
+                connection: 5,
+                error: DecodeError::BadMagic
+            })
+        ));
+        // Another cluster's frame.
+        let mut other = Vec::new();
+        codec::encode(
+            &Message::Request(crate::message::Request {
+                client_id: 1,
+                request_number: 1,
+                op: Vec::new(),
+            }),
+            4,
+            &mut other,
+        );
+        assert!(matches!(
+            node.handle_bytes(now, 6, &other),
+            Err(DecodeError::WrongCluster { .. })
+        ));
+        assert_eq!(node.stats().rejected.wrong_cluster, 1);
+        assert_eq!(node.replica().op_number(), 0, "nothing reached the replica");
+    }
+
+    #[test]
+    fn routes_are_bounded() {
+        let config = Config::new(3, 1);
+        let now = Instant::ZERO;
+        let mut node = ReplicaNode::new(Replica::new(config, 0, Echo, now).unwrap(), 2);
+        for client_id in 0..5u128 {
+            let mut frame = Vec::new();
+            let request = crate::message::Request {
+                client_id,
+                request_number: 1,
+                op: Vec::new(),
+            };
+            codec::encode(&Message::Request(request), 3, &mut frame);
+            node.handle_bytes(now, client_id as u64, &frame).unwrap();
+        }
+        assert_eq!(node.routes.len(), 2);
+        assert_eq!(
+            node.stats().replies_unroutable,
+            0,
+            "each reply went out before its route was evicted"
+        );
+    }
+}
