@@ -1,1 +1,4 @@
-//! Benchmarks of the prepare/commit path: not yet built (issue 9). This crate is an empty placeholder.
+//! Benchmarks of the prepare/commit path across runtimes: not built yet
+//! (issue 9). For now this crate holds the cross-runtime interoperability
+//! test (`tests/interop.rs`), since it is the one crate that depends on every
+//! adapter.

@@ -159,7 +159,8 @@ pub struct Replica<S: Service> {
     do_view_change_from: Vec<Option<DoViewChange>>,
     /// The DoViewChange this replica sent for the current view, kept to resend.
     do_view_change_sent: Option<DoViewChange>,
-    /// The highest view for which this replica sent a DoViewChange.
+    /// The highest view for which this replica sent a DoViewChange to
+    /// another replica (a promise not to rejoin an older view).
     do_view_change_view_max: u64,
     /// New primary: the StartView suffix starts after this op-number, the
     /// smallest commit-number among the DoViewChanges it used.

@@ -129,11 +129,16 @@ impl<S: Service> Replica<S> {
             replica: self.replica,
         };
         self.do_view_change_sent = Some(message.clone());
-        self.do_view_change_view_max = self.view;
         let primary = self.primary_index();
         if primary == self.replica {
+            // A promise to itself binds nothing: only this replica can form
+            // this view, and once it leaves the view unformed its recorded
+            // DoViewChanges are dropped, so the view never forms. Counting
+            // it would bar the replica from rejoining the running view for
+            // good (vr-sim seed 54).
             self.record_do_view_change(now, message);
         } else {
+            self.do_view_change_view_max = self.view;
             self.send(primary, Message::DoViewChange(message));
         }
     }

@@ -1,0 +1,618 @@
+//! A replica on its own glommio executor thread.
+//!
+//! Tasks, all on that one thread and sharing the node through a `RefCell`
+//! (never borrowed across an await):
+//!
+//! - the acceptor, which spawns one task per inbound connection (peers and
+//!   clients alike);
+//! - one task per peer, which opens the outbound connection when the node
+//!   first has a frame for that peer and re-opens it with backoff;
+//! - the timer task, which sleeps until the node's next deadline;
+//! - the root task, which answers [`ReplicaHandle::stats`] and stops
+//!   everything when the handle closes its mailbox.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::rc::Rc;
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::future;
+use glommio::net::{TcpListener, TcpStream};
+use glommio::task::JoinHandle;
+use glommio::{spawn_local, ExecutorJoinHandle};
+use tracing::{info, warn};
+use vr_core::codec::DecodeError;
+use vr_core::node::{ConnectionId, Destination, NodeEvent, NodeStats, ReplicaNode};
+use vr_core::{Config, Instant, Replica, ReplicaIndex, Service};
+
+use crate::connection::{run_connection, Closed, Outbox};
+use crate::sync::{CloseOnDrop, Mailbox, Notify};
+use crate::{invalid_input, spawn_executor, CONNECT_TIMEOUT};
+
+/// How long the acceptor pauses after `accept` fails (e.g. out of file
+/// descriptors) before trying again, so that it does not spin.
+const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(10);
+
+/// A pause on stop that lets glommio's reactor hand the cancellations of
+/// pending operations to the kernel before the sockets close.
+const CANCEL_FLUSH_DELAY: Duration = Duration::from_millis(1);
+
+/// How to run one replica.
+#[derive(Clone, Debug)]
+pub struct ReplicaOptions {
+    /// The cluster's configuration, the same on every replica.
+    pub config: Config,
+    /// Replica `i` listens on `addresses[i]`; one address per replica.
+    pub addresses: Vec<SocketAddr>,
+    /// This replica's index.
+    pub replica: ReplicaIndex,
+    /// Bound on the bytes queued for one connection (to a peer or a client);
+    /// frames beyond it are dropped and counted, and VR resends. Must be at
+    /// least `config.message_size_max`, or the largest frames never fit.
+    pub peer_queue_bytes_max: usize,
+    /// First delay before re-opening a failed connection to a peer.
+    pub reconnect_backoff_min: Duration,
+    /// The delay doubles after each failure up to this.
+    pub reconnect_backoff_max: Duration,
+    /// Clients whose reply route (the connection of their latest request)
+    /// is remembered at once.
+    pub client_routes_max: usize,
+    /// Inbound connections (peers and clients) open at once; more are
+    /// closed as soon as they are accepted.
+    pub client_connections_max: usize,
+}
+
+impl ReplicaOptions {
+    /// Options for replica `replica` of `config` with queues of four
+    /// maximal frames per connection, a 10 ms to 500 ms reconnect backoff,
+    /// 4096 client routes and 1024 inbound connections.
+    pub fn new(config: Config, addresses: Vec<SocketAddr>, replica: ReplicaIndex) -> Self {
+        let peer_queue_bytes_max = 4 * config.message_size_max as usize;
+        ReplicaOptions {
+            config,
+            addresses,
+            replica,
+            peer_queue_bytes_max,
+            reconnect_backoff_min: Duration::from_millis(10),
+            reconnect_backoff_max: Duration::from_millis(500),
+            client_routes_max: 4096,
+            client_connections_max: 1024,
+        }
+    }
+}
+
+/// One open connection, as [`AdapterStats`] shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionStats {
+    /// The adapter's name for it, as the node sees it.
+    pub id: ConnectionId,
+    /// The other end's address, if the socket could tell.
+    pub remote: Option<SocketAddr>,
+    /// `Some(i)` for this replica's outbound connection to replica `i`;
+    /// `None` for an inbound connection (a peer's or a client's).
+    pub peer: Option<ReplicaIndex>,
+    /// Bytes of whole frames received and accepted on it.
+    pub bytes_in: u64,
+    /// Frames written to it.
+    pub frames_out: u64,
+    /// Bytes written to it.
+    pub bytes_out: u64,
+    /// Write calls that carried those frames: fewer than the frames when
+    /// frames queued together went out together.
+    pub writes: u64,
+}
+
+/// What a running replica has done; see [`ReplicaHandle::stats`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AdapterStats {
+    /// The node's counters: view, status, op and commit numbers, frames and
+    /// bytes out per replica, rejected frames by reason.
+    pub node: NodeStats,
+    /// The connections open now.
+    pub connections: Vec<ConnectionStats>,
+    /// Inbound connections accepted.
+    pub connections_accepted: u64,
+    /// Inbound connections closed at once because
+    /// [`ReplicaOptions::client_connections_max`] were open.
+    pub connections_refused: u64,
+    /// Connections closed because they sent something that is not a valid
+    /// frame for this cluster (the reason is in `node.rejected`).
+    pub connections_closed_bad_input: u64,
+    /// Connections the other end closed in the middle of a frame.
+    pub connections_closed_mid_frame: u64,
+    /// Frames dropped because their connection's queue was full.
+    pub frames_dropped_queue_full: u64,
+    /// Frames dropped because their connection was gone or could not be
+    /// opened.
+    pub frames_dropped_unconnected: u64,
+    /// Failed attempts to open a connection to a peer.
+    pub connect_failures: u64,
+    /// Connections to peers opened again after a failure or a close.
+    pub reconnects: u64,
+}
+
+/// A request from the handle to the replica's thread.
+enum Control {
+    Stats(SyncSender<AdapterStats>),
+}
+
+/// A running replica. Dropping it stops the replica, like
+/// [`ReplicaHandle::stop`].
+pub struct ReplicaHandle {
+    control: Arc<Mailbox<Control>>,
+    thread: Option<ExecutorJoinHandle<()>>,
+    local_addr: SocketAddr,
+}
+
+impl ReplicaHandle {
+    /// The address the replica listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A snapshot of the replica's counters, taken on its thread. Empty if
+    /// the replica's thread has died (a bug, reported when it is stopped).
+    pub fn stats(&self) -> AdapterStats {
+        let (reply, answer) = sync_channel(1);
+        if self.control.send(Control::Stats(reply)).is_err() {
+            return AdapterStats::default();
+        }
+        answer.recv().unwrap_or_default()
+    }
+
+    /// Stops the replica: closes the listener and every connection, drops
+    /// the service, and returns once its thread has ended.
+    ///
+    /// # Panics
+    ///
+    /// If the replica's thread panicked, the panic is passed on here.
+    pub fn stop(mut self) {
+        if let Err(error) = self.shutdown() {
+            match error {
+                glommio::GlommioError::BuilderError(glommio::BuilderErrorKind::ThreadPanic(
+                    panic,
+                )) => std::panic::resume_unwind(panic),
+                error => warn!(%error, "replica thread failed"),
+            }
+        }
+    }
+
+    fn shutdown(&mut self) -> glommio::Result<(), ()> {
+        self.control.close();
+        match self.thread.take() {
+            Some(thread) => thread.join(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ReplicaHandle {
+    fn drop(&mut self) {
+        if let Err(error) = self.shutdown() {
+            warn!(%error, "replica thread failed");
+        }
+    }
+}
+
+/// Starts replica `options.replica` listening on its address in
+/// `options.addresses`, on a new thread running a glommio executor.
+pub fn start_replica<S: Service + Send + 'static>(
+    options: ReplicaOptions,
+    service: S,
+) -> io::Result<ReplicaHandle> {
+    let address = *options
+        .addresses
+        .get(usize::from(options.replica))
+        .ok_or_else(|| invalid_input("no address for this replica index"))?;
+    let listener = std::net::TcpListener::bind(address)?;
+    start_replica_with_listener(options, listener, service)
+}
+
+/// Like [`start_replica`] with a listener the caller bound already (tests
+/// bind port 0 to learn free addresses first).
+pub fn start_replica_with_listener<S: Service + Send + 'static>(
+    options: ReplicaOptions,
+    listener: std::net::TcpListener,
+    service: S,
+) -> io::Result<ReplicaHandle> {
+    if options.addresses.len() != usize::from(options.config.replica_count) {
+        return Err(invalid_input("one address per replica is needed"));
+    }
+    if options.peer_queue_bytes_max < options.config.message_size_max as usize {
+        return Err(invalid_input(
+            "peer_queue_bytes_max must hold at least one frame of message_size_max",
+        ));
+    }
+    // The node's clock: nanoseconds since the replica started.
+    let origin = std::time::Instant::now();
+    let replica = Replica::new(
+        options.config.clone(),
+        options.replica,
+        service,
+        Instant::ZERO,
+    )
+    .map_err(|error| invalid_input(&error.to_string()))?;
+    let node = ReplicaNode::new(replica, options.client_routes_max);
+    listener.set_nonblocking(true)?;
+    let local_addr = listener.local_addr()?;
+    let control = Arc::new(Mailbox::new());
+    let thread = spawn_executor(&format!("vr-replica-{}", options.replica), {
+        let control = control.clone();
+        move || run(options, node, origin, listener, control)
+    })?;
+    Ok(ReplicaHandle {
+        control,
+        thread: Some(thread),
+        local_addr,
+    })
+}
+
+/// The root task: starts the others, answers the handle, and cancels
+/// everything once the handle closes the mailbox.
+async fn run<S: Service + 'static>(
+    options: ReplicaOptions,
+    node: ReplicaNode<S>,
+    origin: std::time::Instant,
+    listener: std::net::TcpListener,
+    control: Arc<Mailbox<Control>>,
+) {
+    let _release_waiters = CloseOnDrop(&control);
+    // SAFETY: the descriptor comes from a bound, listening listener that we
+    // own, and `into_raw_fd` hands its ownership over exactly once.
+    let listener = Rc::new(unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) });
+    let replica = options.replica;
+    let replica_count = options.config.replica_count;
+    let shared = Rc::new(RefCell::new(Shared::new(options, node, origin)));
+    let mut tasks = vec![
+        spawn_local(accept(shared.clone(), listener.clone())).detach(),
+        spawn_local(fire_timers(shared.clone())).detach(),
+    ];
+    for peer in (0..replica_count).filter(|&peer| peer != replica) {
+        tasks.push(spawn_local(connect_peer(shared.clone(), peer)).detach());
+    }
+    info!(replica, "replica started");
+    while let Some(Control::Stats(reply)) = control.recv().await {
+        // The handle may have given up waiting; nothing to do then.
+        let _ = reply.send(shared.borrow().stats());
+    }
+    let connections: Vec<_> = shared
+        .borrow_mut()
+        .connections
+        .drain()
+        .filter_map(|(_, connection)| connection.task)
+        .collect();
+    tasks.extend(connections);
+    for task in &tasks {
+        task.cancel();
+    }
+    for task in tasks {
+        task.await;
+    }
+    // The cancelled accept is still in the kernel's hands, holding the
+    // listening socket open, until the reactor submits its cancellation.
+    // One trip through the reactor does that; closing the socket after it
+    // releases the port before `stop` returns.
+    glommio::timer::sleep(CANCEL_FLUSH_DELAY).await;
+    drop(listener);
+    info!(replica, "replica stopped");
+}
+
+/// The state every task of one replica shares.
+struct Shared<S: Service> {
+    node: ReplicaNode<S>,
+    origin: std::time::Instant,
+    options: ReplicaOptions,
+    /// The queue of the outbound connection to each peer; `None` for itself.
+    peers: Vec<Option<Rc<Outbox>>>,
+    connections: HashMap<ConnectionId, Connection>,
+    inbound_open: usize,
+    next_connection: ConnectionId,
+    /// The counters of [`AdapterStats`] (its `node` and `connections` are
+    /// filled in by [`Shared::stats`]).
+    counters: AdapterStats,
+    /// Wakes the timer task when the node's deadline moves earlier.
+    timer: Rc<Notify>,
+    /// The deadline the timer task sleeps until.
+    timer_armed: Option<Instant>,
+}
+
+struct Connection {
+    outbox: Rc<Outbox>,
+    remote: Option<SocketAddr>,
+    peer: Option<ReplicaIndex>,
+    bytes_in: u64,
+    /// The task serving an inbound connection, cancelled on stop.
+    task: Option<JoinHandle<()>>,
+}
+
+impl<S: Service> Shared<S> {
+    fn new(options: ReplicaOptions, node: ReplicaNode<S>, origin: std::time::Instant) -> Self {
+        let peers = (0..options.config.replica_count)
+            .map(|peer| {
+                (peer != options.replica)
+                    .then(|| Rc::new(Outbox::new(options.peer_queue_bytes_max)))
+            })
+            .collect();
+        Shared {
+            node,
+            origin,
+            options,
+            peers,
+            connections: HashMap::new(),
+            inbound_open: 0,
+            next_connection: 0,
+            counters: AdapterStats::default(),
+            timer: Rc::new(Notify::default()),
+            timer_armed: None,
+        }
+    }
+
+    fn now(&self) -> Instant {
+        // u64 nanoseconds last 584 years.
+        Instant::from_nanos(self.origin.elapsed().as_nanos() as u64)
+    }
+
+    fn stats(&self) -> AdapterStats {
+        let mut stats = self.counters.clone();
+        stats.node = self.node.stats();
+        stats.connections = self
+            .connections
+            .iter()
+            .map(|(&id, connection)| ConnectionStats {
+                id,
+                remote: connection.remote,
+                peer: connection.peer,
+                bytes_in: connection.bytes_in,
+                frames_out: connection.outbox.written.get().frames,
+                bytes_out: connection.outbox.written.get().bytes,
+                writes: connection.outbox.written.get().writes,
+            })
+            .collect();
+        stats.connections.sort_by_key(|connection| connection.id);
+        stats
+    }
+
+    fn open_connection(
+        &mut self,
+        remote: Option<SocketAddr>,
+        peer: Option<ReplicaIndex>,
+        outbox: Rc<Outbox>,
+    ) -> ConnectionId {
+        let id = self.next_connection;
+        self.next_connection += 1;
+        if peer.is_none() {
+            self.inbound_open += 1;
+        }
+        let connection = Connection {
+            outbox,
+            remote,
+            peer,
+            bytes_in: 0,
+            task: None,
+        };
+        self.connections.insert(id, connection);
+        id
+    }
+
+    fn close_connection(&mut self, id: ConnectionId, closed: &Closed) {
+        let replica = self.options.replica;
+        let Some(connection) = self.connections.remove(&id) else {
+            return;
+        };
+        if connection.peer.is_none() {
+            self.inbound_open -= 1;
+        }
+        self.node.connection_closed(id);
+        let remote = connection.remote;
+        match closed {
+            Closed::Eof { partial_bytes: 0 } => {
+                info!(replica, connection = id, ?remote, "connection closed");
+            }
+            Closed::Eof { partial_bytes } => {
+                self.counters.connections_closed_mid_frame += 1;
+                info!(
+                    replica,
+                    connection = id,
+                    ?remote,
+                    partial_bytes,
+                    "connection closed in the middle of a frame"
+                );
+            }
+            Closed::Io(error) => {
+                info!(replica, connection = id, ?remote, %error, "connection failed");
+            }
+            Closed::BadInput(error) => {
+                self.counters.connections_closed_bad_input += 1;
+                // The frame itself was logged as a warning when rejected.
+                info!(replica, connection = id, ?remote, %error, "closed a connection that sent a bad frame");
+            }
+        }
+    }
+
+    fn on_bytes(&mut self, id: ConnectionId, bytes: &[u8]) -> Result<usize, DecodeError> {
+        let now = self.now();
+        let result = self.node.handle_bytes(now, id, bytes);
+        if let (Ok(used), Some(connection)) = (&result, self.connections.get_mut(&id)) {
+            connection.bytes_in += *used as u64;
+        }
+        self.dispatch();
+        result
+    }
+
+    /// Carries out what the node has to say after an input: queues its
+    /// frames, logs its events, and re-arms the timer if needed.
+    fn dispatch(&mut self) {
+        let replica = self.options.replica;
+        while let Some(transmit) = self.node.poll_transmit() {
+            let outbox = match transmit.destination {
+                Destination::Replica(peer) => {
+                    self.peers.get(usize::from(peer)).and_then(Option::as_ref)
+                }
+                Destination::Connection(id) => self.connections.get(&id).map(|c| &c.outbox),
+            };
+            match outbox {
+                Some(outbox) => {
+                    if !outbox.push(transmit.frame) {
+                        self.counters.frames_dropped_queue_full += 1;
+                    }
+                }
+                None => self.counters.frames_dropped_unconnected += 1,
+            }
+        }
+        while let Some(event) = self.node.poll_event() {
+            match event {
+                NodeEvent::StatusChanged {
+                    view,
+                    status,
+                    primary,
+                } => info!(replica, view, ?status, primary, "status changed"),
+                NodeEvent::FrameRejected { connection, error } => {
+                    warn!(replica, connection, %error, "rejected a frame; closing its connection");
+                }
+            }
+        }
+        let deadline = self.node.poll_timeout();
+        if deadline.is_some() && (self.timer_armed.is_none() || deadline < self.timer_armed) {
+            self.timer.notify();
+        }
+    }
+}
+
+/// Accepts inbound connections and spawns a task for each.
+async fn accept<S: Service + 'static>(shared: Rc<RefCell<Shared<S>>>, listener: Rc<TcpListener>) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => serve_inbound(&shared, stream),
+            Err(error) => {
+                warn!(replica = shared.borrow().options.replica, %error, "accept failed");
+                glommio::timer::sleep(ACCEPT_RETRY_DELAY).await;
+            }
+        }
+    }
+}
+
+fn serve_inbound<S: Service + 'static>(shared: &Rc<RefCell<Shared<S>>>, mut stream: TcpStream) {
+    let remote = stream.peer_addr().ok();
+    let mut state = shared.borrow_mut();
+    let replica = state.options.replica;
+    if state.inbound_open >= state.options.client_connections_max {
+        state.counters.connections_refused += 1;
+        info!(replica, ?remote, "refused a connection: too many open");
+        return;
+    }
+    state.counters.connections_accepted += 1;
+    // Frames are small and latency matters; batching is done by the queue.
+    if let Err(error) = stream.set_nodelay(true) {
+        info!(replica, ?remote, %error, "could not set TCP_NODELAY");
+    }
+    let outbox = Rc::new(Outbox::new(state.options.peer_queue_bytes_max));
+    let id = state.open_connection(remote, None, outbox.clone());
+    drop(state);
+    let task = spawn_local({
+        let shared = shared.clone();
+        async move {
+            let closed = run_connection(&mut stream, &outbox, |bytes| {
+                shared.borrow_mut().on_bytes(id, bytes)
+            })
+            .await;
+            shared.borrow_mut().close_connection(id, &closed);
+        }
+    })
+    .detach();
+    if let Some(connection) = shared.borrow_mut().connections.get_mut(&id) {
+        connection.task = Some(task);
+    }
+}
+
+/// Keeps the outbound connection to `peer`: opens it when a frame is queued,
+/// serves it, and after a failure drops the queue (VR resends what still
+/// matters) and waits a growing backoff before trying again.
+async fn connect_peer<S: Service + 'static>(shared: Rc<RefCell<Shared<S>>>, peer: ReplicaIndex) {
+    let (replica, address, outbox, backoff_min, backoff_max) = {
+        let state = shared.borrow();
+        let options = &state.options;
+        let Some(outbox) = state.peers[usize::from(peer)].clone() else {
+            return;
+        };
+        let address = options.addresses[usize::from(peer)];
+        let backoff = (options.reconnect_backoff_min, options.reconnect_backoff_max);
+        (options.replica, address, outbox, backoff.0, backoff.1)
+    };
+    let mut backoff = backoff_min;
+    let mut failed_before = false;
+    loop {
+        while outbox.is_empty() {
+            outbox.queued.notified().await;
+        }
+        let mut stream = match TcpStream::connect_timeout(address, CONNECT_TIMEOUT).await {
+            Ok(stream) => stream,
+            Err(error) => {
+                info!(replica, peer, %address, %error, ?backoff, "connecting to peer failed");
+                {
+                    let counters = &mut shared.borrow_mut().counters;
+                    counters.connect_failures += 1;
+                    counters.frames_dropped_unconnected += outbox.clear() as u64;
+                }
+                glommio::timer::sleep(backoff).await;
+                backoff = backoff.saturating_mul(2).min(backoff_max);
+                failed_before = true;
+                continue;
+            }
+        };
+        backoff = backoff_min;
+        if let Err(error) = stream.set_nodelay(true) {
+            info!(replica, peer, %error, "could not set TCP_NODELAY");
+        }
+        let id = {
+            let mut state = shared.borrow_mut();
+            if failed_before {
+                state.counters.reconnects += 1;
+            }
+            state.open_connection(Some(address), Some(peer), outbox.clone())
+        };
+        info!(replica, peer, %address, connection = id, "connected to peer");
+        // Peers send nothing back on this connection, but reading it is how
+        // a close is noticed before the next write fails.
+        let closed = run_connection(&mut stream, &outbox, |bytes| {
+            shared.borrow_mut().on_bytes(id, bytes)
+        })
+        .await;
+        drop(stream);
+        shared.borrow_mut().close_connection(id, &closed);
+        failed_before = true;
+        glommio::timer::sleep(backoff).await;
+    }
+}
+
+/// Sleeps until the node's next deadline, or until an input moves it
+/// earlier, and fires the node's timers when due.
+async fn fire_timers<S: Service + 'static>(shared: Rc<RefCell<Shared<S>>>) {
+    let moved = shared.borrow().timer.clone();
+    loop {
+        let wait = {
+            let mut state = shared.borrow_mut();
+            let now = state.now();
+            let deadline = state.node.poll_timeout();
+            if deadline.is_some_and(|deadline| deadline <= now) {
+                state.node.handle_timeout(now);
+                state.dispatch();
+                None
+            } else {
+                state.timer_armed = deadline;
+                Some(deadline.map(|deadline| Duration::from_nanos(deadline.saturating_since(now))))
+            }
+        };
+        match wait {
+            // Fired: let the other tasks run before looking again, so that
+            // even a deadline that failed to move cannot starve them.
+            None => future::yield_now().await,
+            Some(Some(wait)) => future::or(moved.notified(), glommio::timer::sleep(wait)).await,
+            Some(None) => moved.notified().await,
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! A blocking client: a [`ClientNode`] on a small mio loop of its own.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant as StdInstant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use tracing::{debug, info, warn};
+use vr_core::node::ClientNode;
+use vr_core::{ClientConfig, ReplicaIndex};
+
+use crate::conn::{CloseReason, Conn, ReadOutcome};
+
+/// Largest reply accepted: the default `Config::message_size_max`.
+const FRAME_SIZE_MAX: usize = 1024 * 1024;
+
+/// Bound on the frames queued per replica. One request is outstanding at a
+/// time, so only resends of it queue up behind a slow connection.
+const QUEUE_BYTES_MAX: usize = 4 * FRAME_SIZE_MAX;
+
+/// A connect still pending after this is abandoned and tried again on the
+/// next send to that replica.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why [`Client::submit`] failed.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The client proxy refused the request (`Busy`, `TooLarge`) or gave up
+    /// after `request_attempts_max` attempts (`TimedOut`: the operation may
+    /// still execute; its outcome is unknown).
+    Request(vr_core::ClientError),
+    /// The client's event loop failed.
+    Io(io::Error),
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Request(e) => e.fmt(f),
+            ClientError::Io(e) => write!(f, "client event loop: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ClientError::Request(e) => Some(e),
+            ClientError::Io(e) => Some(e),
+        }
+    }
+}
+
+impl From<io::Error> for ClientError {
+    fn from(e: io::Error) -> Self {
+        ClientError::Io(e)
+    }
+}
+
+struct Connection {
+    conn: Conn,
+    started: StdInstant,
+}
+
+/// A blocking client of a VR cluster: one operation at a time, resent on
+/// the client proxy's timer until a reply comes (or the attempts run out).
+///
+/// Connections to replicas are opened when a request is first sent to them
+/// and opened again after a failure.
+pub struct Client {
+    node: ClientNode,
+    addresses: Vec<SocketAddr>,
+    poll: Poll,
+    events: Events,
+    /// Indexed by replica; the token of replica `i` is `Token(i)`.
+    connections: Vec<Option<Connection>>,
+    origin: StdInstant,
+    scratch: Vec<u8>,
+}
+
+impl Client {
+    /// A client of the cluster `cluster` whose replica `i` listens on
+    /// `addresses[i]`. No connection is opened until the first request.
+    pub fn connect(
+        addresses: Vec<SocketAddr>,
+        config: ClientConfig,
+        cluster: u64,
+    ) -> io::Result<Client> {
+        if addresses.len() != usize::from(config.replica_count) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "addresses.len() must equal replica_count",
+            ));
+        }
+        let client = vr_core::Client::new(config, 0);
+        Ok(Client {
+            node: ClientNode::new(client, cluster, FRAME_SIZE_MAX),
+            connections: addresses.iter().map(|_| None).collect(),
+            addresses,
+            poll: Poll::new()?,
+            events: Events::with_capacity(16),
+            origin: StdInstant::now(),
+            scratch: vec![0; 64 * 1024],
+        })
+    }
+
+    /// Submits `op` and blocks until its result arrives, or until the
+    /// client proxy gives up ([`vr_core::ClientError::TimedOut`]).
+    pub fn submit(&mut self, op: Vec<u8>) -> Result<Vec<u8>, ClientError> {
+        let now = StdInstant::now();
+        self.node
+            .request(self.core_time(now), op)
+            .map_err(ClientError::Request)?;
+        loop {
+            let now = StdInstant::now();
+            self.dispatch(now);
+            // With a request outstanding the proxy always has a deadline;
+            // the fallback only bounds the sleep if that ever changes.
+            let timeout = self
+                .node
+                .poll_timeout()
+                .map_or(Duration::from_secs(1), |t| {
+                    crate::std_time(self.origin, t).saturating_duration_since(now)
+                });
+            if let Err(e) = self.poll.poll(&mut self.events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e.into());
+                }
+            }
+            let ready: Vec<(usize, bool)> = self
+                .events
+                .iter()
+                .map(|e| (e.token().0, e.is_writable()))
+                .collect();
+            let now = StdInstant::now();
+            // Every event is handled before returning: an edge not acted on
+            // (an EOF, say) would not be reported again.
+            let mut result = None;
+            for (i, writable) in ready {
+                if let Some(done) = self.on_ready(i, writable, now) {
+                    result = Some(done);
+                }
+            }
+            if let Some(result) = result {
+                return Ok(result);
+            }
+            let core_now = self.core_time(now);
+            if self.node.poll_timeout().is_some_and(|t| t <= core_now) {
+                if let Some(error) = self.node.handle_timeout(core_now) {
+                    return Err(ClientError::Request(error));
+                }
+            }
+        }
+    }
+
+    fn core_time(&self, now: StdInstant) -> vr_core::Instant {
+        crate::core_time(self.origin, now)
+    }
+
+    /// Queues the proxy's frames on their connections (opening them as
+    /// needed) and writes them.
+    fn dispatch(&mut self, now: StdInstant) {
+        while let Some((replica, frame)) = self.node.poll_transmit() {
+            let i = usize::from(replica);
+            let stale = self
+                .connections
+                .get(i)
+                .and_then(Option::as_ref)
+                .is_some_and(|c| {
+                    !c.conn.connected && now.duration_since(c.started) > CONNECT_TIMEOUT
+                });
+            if stale {
+                self.close(i, CloseReason::Io(io::ErrorKind::TimedOut.into()));
+            }
+            if self.connections.get(i).is_some_and(Option::is_none) {
+                self.open(replica, now);
+            }
+            if let Some(Some(c)) = self.connections.get_mut(i) {
+                // A full queue means the replica is not reading; the proxy
+                // resends to everyone, so dropping here loses nothing.
+                let _ = c.conn.outbox.push(frame, QUEUE_BYTES_MAX);
+            }
+        }
+        for i in 0..self.connections.len() {
+            self.flush(i);
+        }
+    }
+
+    fn open(&mut self, replica: ReplicaIndex, now: StdInstant) {
+        let i = usize::from(replica);
+        let address = self.addresses[i];
+        let opened = TcpStream::connect(address).and_then(|mut stream| {
+            self.poll.registry().register(
+                &mut stream,
+                Token(i),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            Ok(stream)
+        });
+        match opened {
+            Ok(stream) => {
+                self.connections[i] = Some(Connection {
+                    conn: Conn::new(stream, address, false),
+                    started: now,
+                });
+            }
+            Err(e) => info!(replica, %address, %e, "client connect failed"),
+        }
+    }
+
+    /// Handles readiness of replica `i`'s connection; returns the result
+    /// when a reply completes the outstanding request.
+    fn on_ready(&mut self, i: usize, writable: bool, now: StdInstant) -> Option<Vec<u8>> {
+        let c = self.connections.get_mut(i)?.as_mut()?;
+        if !c.conn.connected {
+            match c.conn.finish_connect() {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(e) => {
+                    self.close(i, CloseReason::Io(e));
+                    return None;
+                }
+            }
+        }
+        if writable {
+            self.flush(i);
+        }
+        let core_now = self.core_time(now);
+        let mut result = None;
+        loop {
+            let c = self.connections.get_mut(i)?.as_mut()?;
+            let node = &mut self.node;
+            let outcome = c.conn.read(
+                &mut self.scratch,
+                |bytes| {
+                    let (used, completion) = node.handle_bytes(core_now, bytes)?;
+                    if let Some(done) = completion {
+                        result = Some(done.result);
+                    }
+                    Ok(used)
+                },
+                CloseReason::BadInput,
+            );
+            match outcome {
+                ReadOutcome::Drained => break,
+                // The client has nothing else to be fair to: read on, since
+                // an edge-triggered socket would not report the rest again.
+                ReadOutcome::MoreLater => {}
+                ReadOutcome::Closed(reason) => {
+                    self.close(i, reason);
+                    break;
+                }
+            }
+        }
+        result
+    }
+
+    fn flush(&mut self, i: usize) {
+        let Some(Some(c)) = self.connections.get_mut(i) else {
+            return;
+        };
+        if let Err(e) = c.conn.flush() {
+            self.close(i, CloseReason::Io(e));
+        }
+    }
+
+    fn close(&mut self, i: usize, reason: CloseReason) {
+        let Some(mut c) = self.connections.get_mut(i).and_then(Option::take) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut c.conn.stream);
+        match reason {
+            CloseReason::BadInput(e) => {
+                warn!(replica = i, peer = %c.conn.peer, reason = %e, "bad frame from replica; closing")
+            }
+            CloseReason::Io(e) => info!(replica = i, peer = %c.conn.peer, %e, "connection failed"),
+            CloseReason::Eof { .. } => debug!(replica = i, peer = %c.conn.peer, "replica closed"),
+        }
+    }
+}

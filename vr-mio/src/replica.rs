@@ -1,0 +1,590 @@
+//! The replica's event loop: one thread, one `mio::Poll`.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::{Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant as StdInstant};
+
+use mio::event::Event;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use tracing::{debug, error, info, warn};
+use vr_core::node::{Destination, NodeEvent, ReplicaNode, Transmit};
+use vr_core::{ReplicaIndex, Service};
+
+use crate::conn::{CloseReason, Conn, ReadOutcome};
+use crate::{AdapterStats, ConnectionStats, ReplicaOptions};
+
+const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+/// Connection tokens count up from here and are never reused, so that a
+/// reply routed to a closed connection can never reach a new one.
+const FIRST_CONNECTION: usize = 2;
+
+/// An outbound connect that has not completed by then is abandoned: a peer
+/// behind a black hole would otherwise hold the slot for the kernel's
+/// minutes-long SYN retries.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Size of the shared read buffer.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Requests from other threads, delivered through the waker.
+enum Command {
+    Stats(Sender<AdapterStats>),
+    Stop,
+}
+
+/// Binds `options.addresses[options.replica]` and starts the replica on a
+/// thread of its own.
+pub fn start_replica<S: Service + Send + 'static>(
+    options: ReplicaOptions,
+    service: S,
+) -> io::Result<ReplicaHandle> {
+    let address = *options
+        .addresses
+        .get(usize::from(options.replica))
+        .ok_or_else(|| invalid("replica index out of range of addresses"))?;
+    let listener = std::net::TcpListener::bind(address)?;
+    start_replica_with_listener(options, listener, service)
+}
+
+/// Starts the replica on a thread of its own, accepting on `listener` (which
+/// tests bind to port 0 beforehand to learn free addresses).
+pub fn start_replica_with_listener<S: Service + Send + 'static>(
+    options: ReplicaOptions,
+    listener: std::net::TcpListener,
+    service: S,
+) -> io::Result<ReplicaHandle> {
+    if options.addresses.len() != usize::from(options.config.replica_count) {
+        return Err(invalid("addresses.len() must equal config.replica_count"));
+    }
+    if options.reconnect_backoff_min.is_zero()
+        || options.reconnect_backoff_min > options.reconnect_backoff_max
+    {
+        return Err(invalid(
+            "need 0 < reconnect_backoff_min <= reconnect_backoff_max",
+        ));
+    }
+    let origin = StdInstant::now();
+    let replica = vr_core::Replica::new(
+        options.config.clone(),
+        options.replica,
+        service,
+        vr_core::Instant::ZERO,
+    )
+    .map_err(|e| invalid(&e.to_string()))?;
+    let node = ReplicaNode::new(replica, options.client_routes_max);
+
+    listener.set_nonblocking(true)?;
+    let address = listener.local_addr()?;
+    let mut listener = TcpListener::from_std(listener);
+    let poll = Poll::new()?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    let waker = Waker::new(poll.registry(), WAKER)?;
+    let (commands_tx, commands) = mpsc::channel();
+
+    let n = options.addresses.len();
+    let backoff = options.reconnect_backoff_min;
+    let mut event_loop = Loop {
+        node,
+        poll,
+        listener,
+        commands,
+        origin,
+        conns: HashMap::new(),
+        peers: (0..n)
+            .map(|_| Peer {
+                token: None,
+                connect_deadline: None,
+                retry_at: origin,
+                backoff,
+                attempted: false,
+            })
+            .collect(),
+        next_token: FIRST_CONNECTION,
+        inbound: 0,
+        dirty: Vec::new(),
+        read_again: Vec::new(),
+        scratch: vec![0; READ_CHUNK_BYTES],
+        stats: AdapterStats::default(),
+        options,
+    };
+    let replica_index = event_loop.options.replica;
+    let thread = std::thread::Builder::new()
+        .name(format!("vr-mio-replica-{replica_index}"))
+        .spawn(move || {
+            if let Err(e) = event_loop.run() {
+                error!(replica = replica_index, %e, "event loop failed");
+            }
+        })?;
+    Ok(ReplicaHandle {
+        commands: commands_tx,
+        waker,
+        thread: Some(thread),
+        address,
+        last_stats: Mutex::new(AdapterStats::default()),
+    })
+}
+
+fn invalid(why: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, why.to_string())
+}
+
+/// A running replica. Dropping it stops the replica, like [`ReplicaHandle::stop`].
+pub struct ReplicaHandle {
+    commands: Sender<Command>,
+    waker: Waker,
+    thread: Option<JoinHandle<()>>,
+    address: SocketAddr,
+    /// The last snapshot received, returned if the loop has died.
+    last_stats: Mutex<AdapterStats>,
+}
+
+impl ReplicaHandle {
+    /// The address the replica accepts connections on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// A snapshot of the replica's counters, taken by its loop between two
+    /// events. If the loop has ended (it failed or panicked), the last
+    /// snapshot taken.
+    pub fn stats(&self) -> AdapterStats {
+        let (reply_tx, reply) = mpsc::channel();
+        let mut last = self
+            .last_stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.commands.send(Command::Stats(reply_tx)).is_ok() && self.waker.wake().is_ok() {
+            // Fails only when the loop ends without answering.
+            if let Ok(stats) = reply.recv() {
+                *last = stats;
+            }
+        }
+        last.clone()
+    }
+
+    /// Stops the replica: closes the listener and every connection, ends the
+    /// thread, and returns once it has ended.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        // If the loop has already ended, both fail and the join returns at once.
+        let _ = self.commands.send(Command::Stop);
+        let _ = self.waker.wake();
+        if thread.join().is_err() {
+            error!(address = %self.address, "replica thread panicked");
+        }
+    }
+}
+
+impl Drop for ReplicaHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A connection and what the loop knows about it.
+struct Entry {
+    conn: Conn,
+    /// Set for a connection this replica opened to that peer.
+    replica: Option<ReplicaIndex>,
+    /// Queued frames since the last flush (it is in `Loop::dirty`).
+    dirty: bool,
+}
+
+/// The outbound side of one peer.
+struct Peer {
+    token: Option<Token>,
+    /// While a connect is in progress: when to give up on it.
+    connect_deadline: Option<StdInstant>,
+    /// No connect before this, after a failure.
+    retry_at: StdInstant,
+    backoff: Duration,
+    attempted: bool,
+}
+
+impl Peer {
+    /// Records a failed or lost connection: no new attempt for `backoff`,
+    /// which doubles up to `max`.
+    fn back_off(&mut self, now: StdInstant, max: Duration) {
+        self.retry_at = later(now, self.backoff);
+        self.backoff = self.backoff.saturating_mul(2).min(max);
+    }
+}
+
+/// `now + delay`, or `now` plus a year if that overflows (absurd options).
+fn later(now: StdInstant, delay: Duration) -> StdInstant {
+    now.checked_add(delay)
+        .or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
+struct Loop<S: Service> {
+    node: ReplicaNode<S>,
+    poll: Poll,
+    listener: TcpListener,
+    commands: Receiver<Command>,
+    options: ReplicaOptions,
+    /// `vr_core::Instant::ZERO`.
+    origin: StdInstant,
+    conns: HashMap<Token, Entry>,
+    peers: Vec<Peer>,
+    next_token: usize,
+    /// Accepted connections open now.
+    inbound: usize,
+    /// Connections with frames queued since the last flush.
+    dirty: Vec<Token>,
+    /// Connections that hit the per-event read bound with data left.
+    read_again: Vec<Token>,
+    scratch: Vec<u8>,
+    stats: AdapterStats,
+}
+
+impl<S: Service> Loop<S> {
+    fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(256);
+        loop {
+            let timeout = self.poll_timeout(StdInstant::now());
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = StdInstant::now();
+            let mut woken = false;
+            for token in std::mem::take(&mut self.read_again) {
+                self.read(token, now);
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    WAKER => woken = true,
+                    token => self.on_ready(token, event, now),
+                }
+            }
+            if woken && self.handle_commands() {
+                return Ok(());
+            }
+            self.expire_connects(now);
+            let deadline = self.node.poll_timeout();
+            if deadline.is_some_and(|d| d <= self.core_time(now)) {
+                self.node.handle_timeout(self.core_time(now));
+            }
+            self.dispatch(now);
+            self.flush_dirty(now);
+        }
+    }
+
+    fn core_time(&self, now: StdInstant) -> vr_core::Instant {
+        crate::core_time(self.origin, now)
+    }
+
+    /// Sleep until the core's next deadline or a connect timeout, whichever
+    /// comes first; not at all if a connection has unread data.
+    fn poll_timeout(&self, now: StdInstant) -> Option<Duration> {
+        if !self.read_again.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let core = self
+            .node
+            .poll_timeout()
+            .map(|t| crate::std_time(self.origin, t));
+        let connects = self.peers.iter().filter_map(|p| p.connect_deadline);
+        core.into_iter()
+            .chain(connects)
+            .min()
+            .map(|deadline| deadline.saturating_duration_since(now))
+    }
+
+    /// Answers requests from other threads; true when asked to stop.
+    fn handle_commands(&mut self) -> bool {
+        loop {
+            match self.commands.try_recv() {
+                Ok(Command::Stats(reply)) => {
+                    // The asker may have given up; nothing to do then.
+                    let _ = reply.send(self.snapshot());
+                }
+                Ok(Command::Stop) | Err(TryRecvError::Disconnected) => return true,
+                Err(TryRecvError::Empty) => return false,
+            }
+        }
+    }
+
+    fn snapshot(&self) -> AdapterStats {
+        let mut stats = self.stats.clone();
+        stats.node = self.node.stats();
+        stats.connections = self
+            .conns
+            .iter()
+            .map(|(token, e)| ConnectionStats {
+                id: token.0 as u64,
+                peer: e.conn.peer,
+                replica: e.replica,
+                connected: e.conn.connected,
+                bytes_in: e.conn.bytes_in,
+                bytes_out: e.conn.bytes_out,
+                queued_bytes: e.conn.outbox.bytes(),
+            })
+            .collect();
+        stats
+    }
+
+    fn add(&mut self, stream: TcpStream, entry_of: impl FnOnce(TcpStream) -> Entry) -> Token {
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        let mut entry = entry_of(stream);
+        // Edge-triggered: register both once, never re-register.
+        let registered = self.poll.registry().register(
+            &mut entry.conn.stream,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        self.conns.insert(token, entry);
+        if let Err(e) = registered {
+            self.close(token, CloseReason::Io(e), StdInstant::now());
+        }
+        token
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let (stream, peer) = match self.listener.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // E.g. out of file descriptors: the next connection's
+                    // arrival is a new edge, so accepting resumes then.
+                    warn!(replica = self.options.replica, %e, "accept failed");
+                    return;
+                }
+            };
+            if self.inbound >= self.options.client_connections_max {
+                self.stats.connections_refused += 1;
+                warn!(replica = self.options.replica, %peer, "too many connections; refused");
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            self.inbound += 1;
+            self.stats.connections_accepted += 1;
+            debug!(replica = self.options.replica, %peer, "accepted");
+            self.add(stream, |stream| Entry {
+                conn: Conn::new(stream, peer, true),
+                replica: None,
+                dirty: false,
+            });
+        }
+    }
+
+    fn on_ready(&mut self, token: Token, event: &Event, now: StdInstant) {
+        let Some(entry) = self.conns.get_mut(&token) else {
+            return; // Closed earlier in this round.
+        };
+        if !entry.conn.connected {
+            match entry.conn.finish_connect() {
+                Ok(false) => return,
+                Ok(true) => {
+                    if let Some(i) = entry.replica {
+                        debug!(replica = self.options.replica, to = i, "connected");
+                        let peer = &mut self.peers[usize::from(i)];
+                        peer.connect_deadline = None;
+                        peer.backoff = self.options.reconnect_backoff_min;
+                    }
+                    self.flush(token, now);
+                }
+                Err(e) => {
+                    self.close(token, CloseReason::Io(e), now);
+                    return;
+                }
+            }
+        } else if event.is_writable() {
+            self.flush(token, now);
+        }
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            self.read(token, now);
+        }
+    }
+
+    fn read(&mut self, token: Token, now: StdInstant) {
+        let core_now = self.core_time(now);
+        let Some(entry) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let node = &mut self.node;
+        let id = token.0 as u64;
+        let outcome = entry.conn.read(
+            &mut self.scratch,
+            |bytes| node.handle_bytes(core_now, id, bytes),
+            CloseReason::BadInput,
+        );
+        match outcome {
+            ReadOutcome::Drained => {}
+            ReadOutcome::MoreLater => self.read_again.push(token),
+            ReadOutcome::Closed(reason) => self.close(token, reason, now),
+        }
+    }
+
+    fn close(&mut self, token: Token, reason: CloseReason, now: StdInstant) {
+        let Some(mut entry) = self.conns.remove(&token) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut entry.conn.stream);
+        self.node.connection_closed(token.0 as u64);
+        let (me, peer) = (self.options.replica, entry.conn.peer);
+        match &reason {
+            CloseReason::BadInput(e) => {
+                self.stats.connections_closed_bad_input += 1;
+                warn!(replica = me, %peer, reason = %e, "rejected frame; closing connection");
+            }
+            CloseReason::Eof { mid_frame: true } => {
+                self.stats.connections_closed_mid_frame += 1;
+                warn!(replica = me, %peer, "peer closed in the middle of a frame");
+            }
+            CloseReason::Eof { mid_frame: false } => debug!(replica = me, %peer, "peer closed"),
+            CloseReason::Io(e) => info!(replica = me, %peer, %e, "connection failed"),
+        }
+        match entry.replica {
+            Some(i) => {
+                if !entry.conn.connected {
+                    self.stats.connect_failures += 1;
+                }
+                let p = &mut self.peers[usize::from(i)];
+                p.token = None;
+                p.connect_deadline = None;
+                p.back_off(now, self.options.reconnect_backoff_max);
+            }
+            None => self.inbound -= 1,
+        }
+    }
+
+    /// The connection to peer `i`, opened now if there is none and its
+    /// backoff has passed.
+    fn peer_connection(&mut self, i: ReplicaIndex, now: StdInstant) -> Option<Token> {
+        let peer = &mut self.peers[usize::from(i)];
+        if peer.token.is_some() || now < peer.retry_at {
+            return peer.token;
+        }
+        self.stats.connects += 1;
+        if peer.attempted {
+            self.stats.reconnects += 1;
+        }
+        peer.attempted = true;
+        let address = self.options.addresses[usize::from(i)];
+        match TcpStream::connect(address) {
+            Ok(stream) => {
+                let token = self.add(stream, |stream| Entry {
+                    conn: Conn::new(stream, address, false),
+                    replica: Some(i),
+                    dirty: false,
+                });
+                // `add` closes it again if registration failed.
+                let open = self.conns.contains_key(&token);
+                let peer = &mut self.peers[usize::from(i)];
+                peer.token = open.then_some(token);
+                peer.connect_deadline = open.then(|| later(now, CONNECT_TIMEOUT));
+                peer.token
+            }
+            Err(e) => {
+                info!(replica = self.options.replica, to = i, %e, "connect failed");
+                self.stats.connect_failures += 1;
+                let max = self.options.reconnect_backoff_max;
+                self.peers[usize::from(i)].back_off(now, max);
+                None
+            }
+        }
+    }
+
+    fn expire_connects(&mut self, now: StdInstant) {
+        let expired: Vec<Token> = self
+            .peers
+            .iter()
+            .filter(|p| p.connect_deadline.is_some_and(|d| d <= now))
+            .filter_map(|p| p.token)
+            .collect();
+        for token in expired {
+            let timed_out = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+            self.close(token, CloseReason::Io(timed_out), now);
+        }
+    }
+
+    /// Drains the node's events and frames; frames go to their connection's
+    /// queue, to be written together by `flush_dirty`.
+    fn dispatch(&mut self, now: StdInstant) {
+        while let Some(event) = self.node.poll_event() {
+            match event {
+                NodeEvent::StatusChanged {
+                    view,
+                    status,
+                    primary,
+                } => info!(
+                    replica = self.options.replica,
+                    view,
+                    ?status,
+                    primary,
+                    "status changed"
+                ),
+                // Logged with the peer's address when the connection is closed.
+                NodeEvent::FrameRejected { .. } => {}
+            }
+        }
+        while let Some(Transmit { destination, frame }) = self.node.poll_transmit() {
+            let token = match destination {
+                Destination::Replica(i) => {
+                    let valid = i != self.options.replica && usize::from(i) < self.peers.len();
+                    debug_assert!(valid, "the node sent to replica {i}");
+                    if !valid {
+                        continue;
+                    }
+                    self.peer_connection(i, now)
+                }
+                Destination::Connection(id) => usize::try_from(id).ok().map(Token),
+            };
+            let Some(entry) = token.and_then(|t| self.conns.get_mut(&t)) else {
+                self.stats.frames_dropped_disconnected += 1;
+                continue;
+            };
+            if !entry
+                .conn
+                .outbox
+                .push(frame, self.options.peer_queue_bytes_max)
+            {
+                self.stats.frames_dropped_queue_full += 1;
+                debug!(replica = self.options.replica, peer = %entry.conn.peer, "queue full; frame dropped");
+            } else if !entry.dirty {
+                entry.dirty = true;
+                self.dirty.extend(token);
+            }
+        }
+    }
+
+    fn flush_dirty(&mut self, now: StdInstant) {
+        for token in std::mem::take(&mut self.dirty) {
+            if let Some(entry) = self.conns.get_mut(&token) {
+                entry.dirty = false;
+                self.flush(token, now);
+            }
+        }
+    }
+
+    fn flush(&mut self, token: Token, now: StdInstant) {
+        let Some(entry) = self.conns.get_mut(&token) else {
+            return;
+        };
+        match entry.conn.flush() {
+            Ok(writes) => self.stats.writes += writes,
+            Err(e) => self.close(token, CloseReason::Io(e), now),
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! The async client: a [`ClientNode`] driven from the caller's runtime.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use vr_core::node::ClientNode;
+use vr_core::{ClientConfig, ClientError, Completion, Instant};
+
+use crate::link::{self, Backoff, LinkCounters, LinkEvent, Outbox};
+
+/// Frame size limit of [`Client::connect`]: `Config::new`'s `message_size_max`.
+pub const FRAME_SIZE_MAX_DEFAULT: usize = 1024 * 1024;
+/// Connection events waiting for the client; a full channel makes the
+/// connection tasks wait.
+const EVENTS_QUEUED_MAX: usize = 64;
+/// Reconnects are rare for a client: it resends only on its request timer.
+const BACKOFF: Backoff = Backoff {
+    min: Duration::from_millis(5),
+    max: Duration::from_millis(500),
+};
+
+/// One connection to a replica, opened when the first frame is queued.
+struct Link {
+    /// Names this link's events; a new link to the same replica gets a new
+    /// key, so that bytes of an abandoned connection are never mixed in.
+    key: u64,
+    outbox: Outbox,
+    task: JoinHandle<()>,
+    /// Bytes of an incomplete reply.
+    buffer: Vec<u8>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        // Closes the socket even if the task is in the middle of a connect.
+        self.task.abort();
+    }
+}
+
+/// A client of a VR cluster, submitting one operation at a time.
+///
+/// It runs in the caller's tokio runtime: connection tasks are spawned on it
+/// and must not outlive it.
+pub struct Client {
+    node: ClientNode,
+    addresses: Vec<SocketAddr>,
+    links: Vec<Option<Link>>,
+    key_next: u64,
+    events_tx: mpsc::Sender<LinkEvent>,
+    events: mpsc::Receiver<LinkEvent>,
+    frame_size_max: usize,
+    counters: Arc<LinkCounters>,
+    origin: std::time::Instant,
+}
+
+impl Client {
+    /// A client of the cluster `cluster` whose replica `i` is at
+    /// `addresses[i]`. Connections are opened when there is something to
+    /// send, so this succeeds even while replicas are down; it fails only
+    /// if the addresses do not match `config.replica_count`. Replies up to
+    /// [`FRAME_SIZE_MAX_DEFAULT`] are accepted.
+    pub async fn connect(
+        addresses: Vec<SocketAddr>,
+        config: ClientConfig,
+        cluster: u64,
+    ) -> io::Result<Client> {
+        Client::connect_with_frame_size_max(addresses, config, cluster, FRAME_SIZE_MAX_DEFAULT)
+            .await
+    }
+
+    /// [`Client::connect`] for a cluster whose `message_size_max` is
+    /// `frame_size_max`.
+    pub async fn connect_with_frame_size_max(
+        addresses: Vec<SocketAddr>,
+        config: ClientConfig,
+        cluster: u64,
+        frame_size_max: usize,
+    ) -> io::Result<Client> {
+        if addresses.len() != usize::from(config.replica_count) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "one address per replica is needed",
+            ));
+        }
+        let (events_tx, events) = mpsc::channel(EVENTS_QUEUED_MAX);
+        let client = vr_core::Client::new(config, 0);
+        Ok(Client {
+            node: ClientNode::new(client, cluster, frame_size_max),
+            links: addresses.iter().map(|_| None).collect(),
+            addresses,
+            key_next: 0,
+            events_tx,
+            events,
+            frame_size_max,
+            counters: Arc::default(),
+            origin: std::time::Instant::now(),
+        })
+    }
+
+    /// Submits `op` and waits for its result. Resends on the client's timer
+    /// until a reply comes, or fails with [`ClientError::TimedOut`] after
+    /// `request_attempts_max` attempts (the outcome is then unknown).
+    ///
+    /// If an earlier `submit` was cancelled (its future dropped), its request
+    /// is still outstanding: this waits for it to finish first and discards
+    /// its result, since the protocol allows one request at a time.
+    pub async fn submit(&mut self, op: Vec<u8>) -> Result<Vec<u8>, ClientError> {
+        if self.node.client().outstanding().is_some() {
+            // Its outcome belonged to the cancelled caller.
+            let _ = self.wait().await;
+        }
+        self.node.request(self.now(), op)?;
+        self.wait().await.map(|completion| completion.result)
+    }
+
+    /// Runs the outstanding request to completion or abandonment.
+    async fn wait(&mut self) -> Result<Completion, ClientError> {
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
+        loop {
+            self.drain();
+            let Some(deadline) = self.node.poll_timeout() else {
+                debug_assert!(false, "waiting without an outstanding request");
+                return Err(ClientError::TimedOut);
+            };
+            let at = self.origin + Duration::from_nanos(deadline.as_nanos());
+            timer.as_mut().reset(tokio::time::Instant::from_std(at));
+            tokio::select! {
+                // Never `None`: the client holds a sender.
+                Some(event) = self.events.recv() => {
+                    if let Some(completion) = self.on_event(event) {
+                        return Ok(completion);
+                    }
+                }
+                () = &mut timer => {
+                    if let Some(error) = self.node.handle_timeout(self.now()) {
+                        return Err(error);
+                    }
+                }
+            }
+        }
+    }
+
+    fn now(&self) -> Instant {
+        // u64 nanoseconds last 584 years.
+        Instant::from_nanos(self.origin.elapsed().as_nanos() as u64)
+    }
+
+    fn on_event(&mut self, event: LinkEvent) -> Option<Completion> {
+        let now = self.now();
+        let key = match &event {
+            LinkEvent::Data { key, .. } | LinkEvent::Closed { key, .. } => *key,
+        };
+        // Events of a link dropped after a bad frame may still be queued.
+        let index = self
+            .links
+            .iter()
+            .position(|l| l.as_ref().is_some_and(|l| l.key == key))?;
+        let link = self.links[index].as_mut()?;
+        let bytes = match event {
+            LinkEvent::Data { bytes, .. } => bytes,
+            LinkEvent::Closed { error, .. } => {
+                tracing::debug!(replica = index, %error, "connection lost");
+                link.buffer.clear();
+                return None;
+            }
+        };
+        link.buffer.extend_from_slice(&bytes);
+        match self.node.handle_bytes(now, &link.buffer) {
+            Ok((used, completion)) => {
+                link.buffer.drain(..used);
+                completion
+            }
+            Err(error) => {
+                // A replica of this cluster never sends that: drop the
+                // connection; the next frame for it opens a new one.
+                tracing::warn!(replica = index, %error, "closing connection: rejected frame");
+                self.links[index] = None;
+                None
+            }
+        }
+    }
+
+    /// Queues the node's frames on their links, opening links on demand.
+    fn drain(&mut self) {
+        while let Some((replica, frame)) = self.node.poll_transmit() {
+            let index = usize::from(replica);
+            let Some(address) = self.addresses.get(index).copied() else {
+                continue;
+            };
+            let Some(slot) = self.links.get_mut(index) else {
+                continue;
+            };
+            let link = slot.get_or_insert_with(|| {
+                let key = self.key_next;
+                self.key_next += 1;
+                // A few resends of one request; more is a backlog not worth keeping.
+                let (outbox, inbox) = link::queue(2 * self.frame_size_max);
+                let events = Some((self.events_tx.clone(), key));
+                let task = tokio::spawn(link::run_outbound(
+                    address,
+                    inbox,
+                    events,
+                    BACKOFF,
+                    self.counters.clone(),
+                ));
+                Link {
+                    key,
+                    outbox,
+                    task,
+                    buffer: Vec::new(),
+                }
+            });
+            // A dropped frame is resent on the client's timer.
+            if let Err(error) = link.outbox.push(frame) {
+                tracing::debug!(replica, ?error, "request frame dropped");
+            }
+        }
+    }
+}

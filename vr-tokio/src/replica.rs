@@ -1,0 +1,439 @@
+//! A replica: one thread, one current-thread runtime, one task owning the
+//! [`ReplicaNode`], and one task per connection owning its socket.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use vr_core::codec;
+use vr_core::node::{ConnectionId, Destination, NodeEvent, ReplicaNode, Transmit};
+use vr_core::{Instant, Replica, ReplicaIndex, Service};
+
+use crate::link::{self, Backoff, Events, LinkCounters, LinkEvent, Outbox, PushError};
+use crate::{AdapterStats, ConnectionStats, ReplicaOptions};
+
+/// Connection events waiting for the node's task; a full channel makes
+/// connection tasks wait, which stops them reading from their sockets.
+const EVENTS_QUEUED_MAX: usize = 256;
+/// After a failed `accept` (out of file descriptors, typically), wait this
+/// long before the next rather than spinning.
+const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(10);
+
+/// Starts replica `options.replica`, listening on its address.
+pub fn start_replica<S: Service + Send + 'static>(
+    options: ReplicaOptions,
+    service: S,
+) -> io::Result<ReplicaHandle> {
+    let address = *options
+        .addresses
+        .get(usize::from(options.replica))
+        .ok_or_else(|| invalid_input("replica index out of range of the addresses"))?;
+    let listener = std::net::TcpListener::bind(address)?;
+    start_replica_with_listener(options, listener, service)
+}
+
+/// Starts replica `options.replica` on a listener bound by the caller (tests
+/// bind port 0 to learn free addresses first).
+pub fn start_replica_with_listener<S: Service + Send + 'static>(
+    options: ReplicaOptions,
+    listener: std::net::TcpListener,
+    service: S,
+) -> io::Result<ReplicaHandle> {
+    if options.addresses.len() != usize::from(options.config.replica_count) {
+        return Err(invalid_input("one address per replica is needed"));
+    }
+    let origin = std::time::Instant::now();
+    let replica = Replica::new(
+        options.config.clone(),
+        options.replica,
+        service,
+        Instant::ZERO,
+    )
+    .map_err(|error| invalid_input(&error.to_string()))?;
+    let node = ReplicaNode::new(replica, options.client_routes_max);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    listener.set_nonblocking(true)?;
+    let address = listener.local_addr()?;
+    // Registering with the reactor needs the runtime's context.
+    let listener = {
+        let _context = runtime.enter();
+        TcpListener::from_std(listener)?
+    };
+    let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+    let index = options.replica;
+    let thread = std::thread::Builder::new()
+        .name(format!("vr-replica-{index}"))
+        .spawn(move || {
+            let (events_tx, events_rx) = mpsc::channel(EVENTS_QUEUED_MAX);
+            let state = Loop {
+                node,
+                peers: (0..options.addresses.len()).map(|_| None).collect(),
+                options,
+                origin,
+                inbound: HashMap::new(),
+                connection_next: 0,
+                events_tx,
+                counters: Arc::default(),
+                stats: AdapterStats::default(),
+            };
+            runtime.block_on(state.run(listener, commands_rx, events_rx));
+            // Dropping the runtime drops every connection task, and with
+            // them every socket.
+            drop(runtime);
+            tracing::info!(replica = index, "replica stopped");
+        })?;
+    Ok(ReplicaHandle {
+        address,
+        commands: commands_tx,
+        thread: Some(thread),
+        stats_last: Mutex::default(),
+    })
+}
+
+fn invalid_input(why: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, why.to_string())
+}
+
+enum Command {
+    Stats(std::sync::mpsc::SyncSender<AdapterStats>),
+    Stop,
+}
+
+/// A running replica. Dropping it stops the replica, like [`ReplicaHandle::stop`].
+pub struct ReplicaHandle {
+    address: SocketAddr,
+    commands: mpsc::UnboundedSender<Command>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Returned by `stats` if the loop can no longer answer.
+    stats_last: Mutex<AdapterStats>,
+}
+
+impl ReplicaHandle {
+    /// The address the replica listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// A snapshot of the counters, taken by the replica's own loop between
+    /// two inputs (so it is consistent). Callable from any thread, including
+    /// a tokio runtime's: it blocks only until the loop answers.
+    pub fn stats(&self) -> AdapterStats {
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        let last = || match self.stats_last.lock() {
+            Ok(last) => last.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        if self.commands.send(Command::Stats(reply)).is_err() {
+            return last();
+        }
+        match answer.recv() {
+            Ok(stats) => {
+                if let Ok(mut last) = self.stats_last.lock() {
+                    *last = stats.clone();
+                }
+                stats
+            }
+            Err(_) => last(),
+        }
+    }
+
+    /// Stops the replica: closes the listener and every connection, joins
+    /// the thread. A panic of the replica's thread (a bug) is re-raised here.
+    pub fn stop(mut self) {
+        if let Err(panic) = self.shutdown() {
+            std::panic::resume_unwind(panic);
+        }
+    }
+
+    fn shutdown(&mut self) -> std::thread::Result<()> {
+        // Fails only if the loop has already ended.
+        let _ = self.commands.send(Command::Stop);
+        match self.thread.take() {
+            Some(thread) => thread.join(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ReplicaHandle {
+    fn drop(&mut self) {
+        if self.shutdown().is_err() {
+            tracing::error!(address = %self.address, "replica thread panicked");
+        }
+    }
+}
+
+/// An accepted connection, as the node's task keeps it.
+struct Inbound {
+    outbox: Outbox,
+    task: JoinHandle<()>,
+    /// Bytes received but not yet consumed: the start of an incomplete
+    /// frame. Bounded by the node, which rejects an oversized frame from its
+    /// header, so this holds at most one frame plus one read.
+    buffer: Vec<u8>,
+    stats: ConnectionStats,
+}
+
+/// The node's task: everything the replica owns.
+struct Loop<S: Service> {
+    node: ReplicaNode<S>,
+    options: ReplicaOptions,
+    /// The clock's origin: `vr_core::Instant` counts nanoseconds from here.
+    origin: std::time::Instant,
+    /// Outbound links to peers, opened when the first frame for them comes.
+    peers: Vec<Option<Outbox>>,
+    inbound: HashMap<ConnectionId, Inbound>,
+    connection_next: ConnectionId,
+    events_tx: mpsc::Sender<LinkEvent>,
+    counters: Arc<LinkCounters>,
+    /// The adapter's own counters (`node` and `inbound` filled on request).
+    stats: AdapterStats,
+}
+
+impl<S: Service> Loop<S> {
+    async fn run(
+        mut self,
+        listener: TcpListener,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut events: mpsc::Receiver<LinkEvent>,
+    ) {
+        let replica = self.options.replica;
+        let address = listener.local_addr().ok();
+        tracing::info!(replica, ?address, "replica listening");
+        let (accepted_tx, mut accepted) = mpsc::channel(16);
+        // Accepting in a task of its own lets it pause after an error
+        // without delaying the node.
+        tokio::spawn(accept_loop(listener, accepted_tx));
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
+        let mut timer_armed: Option<Instant> = None;
+        loop {
+            let deadline = self.node.poll_timeout();
+            if let Some(at) = deadline.filter(|&at| Some(at) != timer_armed) {
+                let at_std = self.origin + Duration::from_nanos(at.as_nanos());
+                timer.as_mut().reset(tokio::time::Instant::from_std(at_std));
+            }
+            timer_armed = deadline;
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(Command::Stats(reply)) => {
+                        // The caller may have given up waiting; nothing to do then.
+                        let _ = reply.send(self.snapshot());
+                    }
+                    Some(Command::Stop) | None => return,
+                },
+                Some((stream, peer)) = accepted.recv() => self.on_accept(stream, peer),
+                Some(event) = events.recv() => self.on_event(event),
+                () = &mut timer, if deadline.is_some() => {
+                    self.node.handle_timeout(self.now());
+                    // Re-arm even if the deadline is unchanged: it has fired.
+                    timer_armed = None;
+                }
+            }
+            self.drain();
+        }
+    }
+
+    fn now(&self) -> Instant {
+        // u64 nanoseconds last 584 years.
+        Instant::from_nanos(self.origin.elapsed().as_nanos() as u64)
+    }
+
+    fn on_accept(&mut self, stream: TcpStream, peer: SocketAddr) {
+        if self.inbound.len() >= self.options.client_connections_max {
+            self.stats.connections_refused += 1;
+            tracing::warn!(%peer, open = self.inbound.len(), "refusing connection: too many open");
+            return;
+        }
+        self.stats.connections_accepted += 1;
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, %error, "set_nodelay failed");
+        }
+        let connection = self.connection_next;
+        self.connection_next += 1;
+        let (outbox, inbox) = link::queue(self.options.peer_queue_bytes_max);
+        let events: Events = Some((self.events_tx.clone(), connection));
+        let task = tokio::spawn(link::run_inbound(stream, inbox, events));
+        tracing::debug!(%peer, connection, "connection accepted");
+        let stats = ConnectionStats {
+            connection,
+            peer,
+            frames_in: 0,
+            bytes_in: 0,
+        };
+        self.inbound.insert(
+            connection,
+            Inbound {
+                outbox,
+                task,
+                buffer: Vec::new(),
+                stats,
+            },
+        );
+    }
+
+    fn on_event(&mut self, event: LinkEvent) {
+        match event {
+            LinkEvent::Data { key, bytes } => self.on_data(key, bytes),
+            LinkEvent::Closed { key, error } => {
+                let Some(inbound) = self.inbound.remove(&key) else {
+                    return;
+                };
+                let peer = inbound.stats.peer;
+                if !inbound.buffer.is_empty() {
+                    self.stats.connections_closed_mid_frame += 1;
+                    let bytes = inbound.buffer.len();
+                    tracing::warn!(%peer, connection = key, bytes, "connection ended mid-frame");
+                } else if error.kind() == io::ErrorKind::UnexpectedEof {
+                    // The peer closed between frames: how clients leave.
+                    tracing::debug!(%peer, connection = key, "connection closed");
+                } else {
+                    tracing::info!(%peer, connection = key, %error, "connection failed");
+                }
+                self.node.connection_closed(key);
+            }
+        }
+    }
+
+    fn on_data(&mut self, connection: ConnectionId, bytes: Vec<u8>) {
+        let now = self.now();
+        // Events of a connection closed for bad input may still be queued.
+        let Some(inbound) = self.inbound.get_mut(&connection) else {
+            return;
+        };
+        if inbound.buffer.is_empty() {
+            inbound.buffer = bytes;
+        } else {
+            inbound.buffer.extend_from_slice(&bytes);
+        }
+        match self.node.handle_bytes(now, connection, &inbound.buffer) {
+            Ok(used) => {
+                debug_assert!(
+                    used <= inbound.buffer.len(),
+                    "the node used bytes it was given"
+                );
+                inbound.stats.frames_in += count_frames(&inbound.buffer[..used]);
+                inbound.stats.bytes_in += used as u64;
+                inbound.buffer.drain(..used);
+            }
+            Err(error) => {
+                self.stats.connections_closed_bad_input += 1;
+                let peer = inbound.stats.peer;
+                tracing::warn!(%peer, connection, %error, "closing connection: rejected frame");
+                if let Some(inbound) = self.inbound.remove(&connection) {
+                    // Dropping the task drops its socket: the peer sees the close.
+                    inbound.task.abort();
+                }
+                self.node.connection_closed(connection);
+            }
+        }
+    }
+
+    /// Carries out everything the node produced since the last input.
+    fn drain(&mut self) {
+        while let Some(Transmit { destination, frame }) = self.node.poll_transmit() {
+            let pushed = match destination {
+                Destination::Replica(to) => match self.peer(to) {
+                    Some(outbox) => outbox.push(frame),
+                    None => Err(PushError::Closed),
+                },
+                Destination::Connection(id) => match self.inbound.get(&id) {
+                    Some(inbound) => inbound.outbox.push(frame),
+                    None => Err(PushError::Closed),
+                },
+            };
+            match pushed {
+                Ok(()) => {}
+                Err(PushError::Full) => self.stats.frames_dropped_queue_full += 1,
+                Err(PushError::Closed) => self.stats.frames_dropped_disconnected += 1,
+            }
+        }
+        while let Some(event) = self.node.poll_event() {
+            match event {
+                NodeEvent::StatusChanged {
+                    view,
+                    status,
+                    primary,
+                } => {
+                    let replica = self.options.replica;
+                    tracing::info!(replica, view, ?status, primary, "status changed");
+                }
+                // Logged with the peer's address where the connection is closed.
+                NodeEvent::FrameRejected { .. } => {}
+            }
+        }
+    }
+
+    /// The outbound link to replica `to`, opened on first use.
+    fn peer(&mut self, to: ReplicaIndex) -> Option<&Outbox> {
+        let index = usize::from(to);
+        let address = *self.options.addresses.get(index)?;
+        let slot = self.peers.get_mut(index)?;
+        if slot.is_none() {
+            let (outbox, inbox) = link::queue(self.options.peer_queue_bytes_max);
+            let backoff = Backoff {
+                min: self.options.reconnect_backoff_min,
+                max: self.options.reconnect_backoff_max,
+            };
+            // Detached: it ends when its outbox is dropped, with the loop.
+            tokio::spawn(link::run_outbound(
+                address,
+                inbox,
+                None,
+                backoff,
+                self.counters.clone(),
+            ));
+            *slot = Some(outbox);
+        }
+        slot.as_ref()
+    }
+
+    fn snapshot(&self) -> AdapterStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut stats = self.stats.clone();
+        stats.node = self.node.stats();
+        stats.inbound = self.inbound.values().map(|c| c.stats.clone()).collect();
+        stats.inbound.sort_by_key(|c| c.connection);
+        stats.reconnects = self.counters.reconnects.load(Relaxed);
+        stats.connect_failures = self.counters.connect_failures.load(Relaxed);
+        stats.frames_dropped_disconnected +=
+            self.counters.frames_dropped_disconnected.load(Relaxed);
+        stats
+    }
+}
+
+/// Accepts connections and hands them to the node's task until it is gone.
+async fn accept_loop(listener: TcpListener, accepted: mpsc::Sender<(TcpStream, SocketAddr)>) {
+    loop {
+        match listener.accept().await {
+            Ok(connection) => {
+                if accepted.send(connection).await.is_err() {
+                    return;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(ACCEPT_RETRY_DELAY).await;
+            }
+        }
+    }
+}
+
+/// Frames in `bytes`, a run of whole frames the node has just accepted.
+fn count_frames(mut bytes: &[u8]) -> u64 {
+    let mut frames = 0;
+    while let Some(header) = codec::peek_header(bytes) {
+        let size = usize::try_from(header.frame_size()).map_or(bytes.len(), |s| s.min(bytes.len()));
+        bytes = &bytes[size..];
+        frames += 1;
+    }
+    frames
+}
