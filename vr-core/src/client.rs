@@ -205,6 +205,14 @@ impl Client {
         None
     }
 
+    /// Gives up on the outstanding request, whose outcome is then unknown (it
+    /// may still execute), and returns its number. For an embedding whose
+    /// caller cancelled the wait; the next request gets a new number, so a
+    /// late reply to the abandoned one is ignored.
+    pub fn abandon(&mut self) -> Option<u64> {
+        self.outstanding.take().map(|o| o.request.request_number)
+    }
+
     /// The next message to send, if any.
     pub fn poll_action(&mut self) -> Option<ClientAction> {
         self.outbox.pop_front()
@@ -213,5 +221,69 @@ impl Client {
     /// When [`Client::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.outstanding.as_ref().map(|o| o.deadline)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    fn reply(view: u64, request_number: u64) -> Reply {
+        Reply {
+            view,
+            client_id: 1,
+            request_number,
+            result: vec![request_number as u8],
+        }
+    }
+
+    #[test]
+    fn one_request_at_a_time_and_late_replies_ignored() {
+        let config = Config::new(1, 3);
+        let mut client = Client::new(ClientConfig::new(&config, 1), 0);
+        let now = Instant::ZERO;
+        assert_eq!(client.request(now, vec![1]), Ok(1));
+        assert_eq!(client.request(now, vec![2]), Err(ClientError::Busy));
+        assert_eq!(client.abandon(), Some(1));
+        assert_eq!(client.request(now, vec![2]), Ok(2));
+        assert_eq!(
+            client.handle_reply(now, reply(0, 1)),
+            None,
+            "reply to the abandoned request"
+        );
+        assert_eq!(
+            client
+                .handle_reply(now, reply(4, 2))
+                .map(|c| c.request_number),
+            Some(2)
+        );
+        assert_eq!(client.view(), 4, "learned the view from replies");
+    }
+
+    #[test]
+    fn gives_up_after_its_attempts() {
+        let config = Config::new(1, 3);
+        let mut client_config = ClientConfig::new(&config, 1);
+        client_config.request_attempts_max = 2;
+        let timeout = client_config.request_timeout_ns;
+        let mut client = Client::new(client_config, 0);
+        client.request(Instant::ZERO, vec![1]).unwrap();
+        assert_eq!(
+            core::iter::from_fn(|| client.poll_action()).count(),
+            1,
+            "first try: the primary"
+        );
+        assert_eq!(client.handle_timeout(Instant::from_nanos(timeout)), None);
+        assert_eq!(
+            core::iter::from_fn(|| client.poll_action()).count(),
+            3,
+            "retry: every replica"
+        );
+        assert_eq!(
+            client.handle_timeout(Instant::from_nanos(2 * timeout)),
+            Some(ClientError::TimedOut)
+        );
+        assert_eq!(client.outstanding(), None);
     }
 }

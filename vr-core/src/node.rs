@@ -342,6 +342,11 @@ impl ClientNode {
         Ok(number)
     }
 
+    /// Gives up on the outstanding request; see [`Client::abandon`].
+    pub fn abandon(&mut self) -> Option<u64> {
+        self.client.abandon()
+    }
+
     /// Consumes whole frames from the front of `bytes` and returns the bytes
     /// used and the completion, if one of them answered the outstanding
     /// request. Frames other than replies are ignored.

@@ -127,13 +127,13 @@ impl Client {
     /// fails with [`ClientError::TimedOut`] after `request_attempts_max`
     /// attempts (the outcome is then unknown).
     ///
-    /// Dropping the returned future before it finishes leaves the request
-    /// outstanding, and every later `submit` fails with
-    /// [`ClientError::Busy`]: the protocol allows one request at a time, and
-    /// its outcome is not known yet.
+    /// Dropping the returned future before it finishes abandons the request:
+    /// it may still execute, and the next `submit` starts a new one (the
+    /// protocol allows one request at a time).
     pub async fn submit(&mut self, op: Vec<u8>) -> Result<Vec<u8>, ClientError> {
         let shared = &self.shared;
         shared.completion.take();
+        shared.node.borrow_mut().abandon();
         let now = shared.now();
         shared.node.borrow_mut().request(now, op)?;
         shared.flush();
