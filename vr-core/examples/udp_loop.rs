@@ -26,13 +26,23 @@ fn main() -> std::io::Result<()> {
     let origin = StdInstant::now();
     let now = || Instant::from_nanos(origin.elapsed().as_nanos() as u64);
 
-    let sockets: Vec<UdpSocket> = (0..3).map(|_| UdpSocket::bind("127.0.0.1:0")).collect::<Result<_, _>>()?;
-    let addresses: Vec<SocketAddr> = sockets.iter().map(|s| s.local_addr()).collect::<Result<_, _>>()?;
+    let sockets: Vec<UdpSocket> = (0..3)
+        .map(|_| UdpSocket::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    let addresses: Vec<SocketAddr> = sockets
+        .iter()
+        .map(|s| s.local_addr())
+        .collect::<Result<_, _>>()?;
     for socket in &sockets {
         socket.set_nonblocking(true)?;
     }
     let mut nodes: Vec<ReplicaNode<Sum>> = (0..3)
-        .map(|i| ReplicaNode::new(Replica::new(config.clone(), i, Sum(0), now()).expect("valid config"), 64))
+        .map(|i| {
+            ReplicaNode::new(
+                Replica::new(config.clone(), i, Sum(0), now()).expect("valid config"),
+                64,
+            )
+        })
         .collect();
 
     let client_socket = UdpSocket::bind("127.0.0.1:0")?;
@@ -58,7 +68,10 @@ fn main() -> std::io::Result<()> {
         while let Ok((len, _)) = client_socket.recv_from(&mut buffer) {
             if let Ok((_, Some(done))) = client.handle_bytes(now(), &buffer[..len]) {
                 let total = u64::from_le_bytes(done.result.try_into().expect("8 bytes"));
-                println!("request {} committed, sum is now {total}", done.request_number);
+                println!(
+                    "request {} committed, sum is now {total}",
+                    done.request_number
+                );
             }
         }
         if client.poll_timeout().is_some_and(|t| t <= now()) {
@@ -78,7 +91,9 @@ fn main() -> std::io::Result<()> {
             while let Some(transmit) = node.poll_transmit() {
                 let to = match transmit.destination {
                     Destination::Replica(r) => addresses[usize::from(r)],
-                    Destination::Connection(port) => SocketAddr::from(([127, 0, 0, 1], port as u16)),
+                    Destination::Connection(port) => {
+                        SocketAddr::from(([127, 0, 0, 1], port as u16))
+                    }
                 };
                 sockets[i].send_to(&transmit.frame, to)?;
             }

@@ -50,7 +50,7 @@
 //! | `PrepareOk`       | `op_number`, `replica`                                             |
 //! | `Commit`          | `commit_number`, `op_number`                                       |
 //! | `Reply`           | `client_id`, `request_number`, `result`                            |
-//! | `StartViewChange` | `replica`                                                          |
+//! | `StartViewChange` | `promised_view`, `replica`                                         |
 //! | `DoViewChange`    | `last_normal_view`, `op_number`, `commit_number`, `log`, `replica` |
 //! | `StartView`       | `op_number`, `commit_number`, `log`                                |
 //! | `GetState`        | `op_number`, `replica`                                             |
@@ -256,7 +256,7 @@ fn body_size(message: &Message) -> usize {
         Message::PrepareOk(_) => U64 + U8,
         Message::Commit(_) => U64 + U64,
         Message::Reply(m) => U128 + U64 + LEN + m.result.len(),
-        Message::StartViewChange(_) => U8,
+        Message::StartViewChange(_) => U64 + U8,
         Message::DoViewChange(m) => 3 * U64 + log_size(&m.log) + U8,
         Message::StartView(m) => 2 * U64 + log_size(&m.log),
         Message::GetState(_) => U64 + U8,
@@ -369,7 +369,10 @@ fn put_body(message: &Message, out: &mut Vec<u8>) {
             put_u64(out, m.request_number);
             put_bytes(out, &m.result);
         }
-        Message::StartViewChange(m) => put_u8(out, m.replica),
+        Message::StartViewChange(m) => {
+            put_u64(out, m.promised_view);
+            put_u8(out, m.replica);
+        }
         Message::DoViewChange(m) => {
             put_u64(out, m.last_normal_view);
             put_u64(out, m.op_number);
@@ -495,6 +498,7 @@ fn decode_body(command: Command, view: u64, body: &[u8]) -> Result<Message, Deco
         }),
         Command::StartViewChange => Message::StartViewChange(StartViewChange {
             view,
+            promised_view: r.u64()?,
             replica: r.u8()?,
         }),
         Command::DoViewChange => Message::DoViewChange(DoViewChange {

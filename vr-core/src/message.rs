@@ -99,12 +99,17 @@ pub struct Reply {
     pub result: Vec<u8>,
 }
 
-/// `StartViewChange(v, i)` (§4.2 step 1).
+/// `StartViewChange(v, i)` (§4.2 step 1), plus the sender's promise.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct StartViewChange {
     /// The proposed new view-number.
     pub view: u64,
+    /// Not in the paper: the highest view for which the sender has sent a
+    /// DoViewChange to another replica. It can take part in no view below
+    /// this one any more, so a cluster running a lower view must move up to
+    /// let it back in (see `docs/protocol.md`, departure 2).
+    pub promised_view: u64,
     /// The sender's index.
     pub replica: ReplicaIndex,
 }

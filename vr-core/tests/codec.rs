@@ -119,6 +119,7 @@ fn samples() -> Vec<Message> {
         }),
         Message::StartViewChange(StartViewChange {
             view: 4,
+            promised_view: 3,
             replica: u8::MAX,
         }),
         Message::DoViewChange(DoViewChange {
@@ -595,10 +596,13 @@ fn arb_message() -> impl Strategy<Value = Message> {
                 })
             }
         ),
-        (u(), any::<u8>()).prop_map(|(view, replica)| Message::StartViewChange(StartViewChange {
-            view,
-            replica
-        })),
+        (u(), u(), any::<u8>()).prop_map(
+            |(view, promised_view, replica)| Message::StartViewChange(StartViewChange {
+                view,
+                promised_view,
+                replica
+            })
+        ),
         (u(), u(), u(), u(), arb_log(), any::<u8>()).prop_map(
             |(view, last_normal_view, op_number, commit_number, log, replica)| {
                 Message::DoViewChange(DoViewChange {

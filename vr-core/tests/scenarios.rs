@@ -364,6 +364,7 @@ fn replica_changing_view_rejects_old_prepares() {
         later,
         Message::StartViewChange(StartViewChange {
             view: 1,
+            promised_view: 0,
             replica: 1,
         }),
     );
@@ -407,7 +408,11 @@ fn new_primary_chooses_largest_last_normal_view_then_op_number() {
     for replica in [2, 3] {
         primary.handle_message(
             later,
-            Message::StartViewChange(StartViewChange { view: 6, replica }),
+            Message::StartViewChange(StartViewChange {
+                view: 6,
+                promised_view: 0,
+                replica,
+            }),
         );
     }
     // Its own DoViewChange (empty log, last normal view 0) is now recorded;
@@ -467,6 +472,7 @@ fn equal_last_normal_views_break_ties_by_op_number() {
         later,
         Message::StartViewChange(StartViewChange {
             view: 1,
+            promised_view: 0,
             replica: 2,
         }),
     );
@@ -599,6 +605,7 @@ fn new_primary_fetches_committed_prefix_it_lacks() {
         later,
         Message::StartViewChange(StartViewChange {
             view: 1,
+            promised_view: 0,
             replica: 2,
         }),
     );

@@ -7,5 +7,14 @@
 //!   Porcupine's key-value logs);
 //! * [`linearizability`] — a linearizability checker for those histories,
 //!   independent of the protocol code it checks.
+pub mod checks;
 pub mod history;
+pub mod kv;
 pub mod linearizability;
+pub mod network;
+pub mod plan;
+pub mod simulator;
+pub mod trace;
+pub mod workload;
+pub use simulator::{run_plan, run_seed, Options, SeedReport, Simulator};
+pub mod batch;

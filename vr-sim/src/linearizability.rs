@@ -12,25 +12,35 @@
 //! checked on their own, with a depth-first search over linearization points
 //! memoising the (set of linearized operations, register value) pairs already
 //! explored (Wing & Gong, Lowe, Porcupine's `checkSingle`). Unknown reads have
-//! no effect and no constrained output, so they are dropped before searching.
+//! no effect and no constrained output, so they are dropped before searching,
+//! and so are unknown writes and appends that no read can have observed (on
+//! keys with only reads, writes and appends). The search also prunes
+//! (set, value) pairs dominated by explored ones and tries interchangeable
+//! unknown operations in one order only; see `search.rs` for why each is
+//! sound.
 //!
 //! The search is exhaustive, so [`CheckResult::Linearizable`] and
 //! [`CheckResult::NotLinearizable`] are definite; when the step budget runs out
 //! first the result is [`CheckResult::Unknown`].
 
 mod hash;
+mod lookahead;
 mod model;
 mod search;
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::history::{show, History, Input, Operation, Outcome};
+use crate::history::{show, History, Input, Operation, Outcome, Output};
+
+/// The memory a key's search may use (for its tables of explored states and
+/// register values) before it gives up with [`CheckResult::Unknown`]: 1 GiB.
+pub const MAX_MEMORY_BYTES: usize = search::MAX_MEMORY_BYTES;
 
 /// The default step budget per key of [`check`]: one step is one attempt to
-/// apply an operation to the model. Histories of a few hundred operations per
-/// key usually need thousands; the hardest of Porcupine's test histories
-/// needs about 1.2 million (≈ 50 ms in a release build).
+/// apply an operation to the model. None of Porcupine's test histories needs
+/// more than about 3,000; a step costs roughly 0.05 to 2 µs in a release
+/// build (more with long values), so running out takes seconds.
 pub const DEFAULT_STEP_LIMIT: u64 = 20_000_000;
 
 /// The verdict on a history.
@@ -39,10 +49,12 @@ pub enum CheckResult {
     /// Every key's operations have a linearization.
     Linearizable,
     /// The operations on `key` have no linearization. The search's furthest
-    /// point explains why: after `longest_prefix` (a linearization of some of
-    /// the operations, leaving the key at `state_after_prefix`), none of
-    /// `pending` could take effect next, yet `blocked` (one of them) had
-    /// returned `ok`, so it must have taken effect by then.
+    /// point explains why: `longest_prefix` is a linearization of some of the
+    /// operations (leaving the key at `state_after_prefix`) that no other
+    /// path of the search got beyond, and from there `blocked`, which
+    /// completed `ok` and so must be linearized, cannot be: no order of the
+    /// `pending` operations (the candidates to go next) lets it return what it
+    /// returned before it returned.
     NotLinearizable {
         /// The key (the first, in key order, whose operations are not linearizable).
         key: String,
@@ -50,19 +62,21 @@ pub enum CheckResult {
         longest_prefix: Vec<Operation>,
         /// The key's value after `longest_prefix` (`None`: nil).
         state_after_prefix: Option<String>,
-        /// An `ok` operation that no extension of `longest_prefix` can include
-        /// before its return.
+        /// An `ok` operation that no extension of `longest_prefix` can
+        /// include: a read that can no longer see its value, or an operation
+        /// whose return was reached with no candidate able to go next.
         blocked: Box<Operation>,
-        /// The operations invoked before `blocked` returned that are not in
-        /// `longest_prefix` (including `blocked`).
+        /// The operations not in `longest_prefix` that were candidates to go
+        /// next (including `blocked`), in invocation order.
         pending: Vec<Operation>,
     },
-    /// No key is known not to be linearizable, but the search on `key` used
-    /// up its budget of `steps` steps without a verdict.
+    /// No key is known not to be linearizable, but the search on `key` gave
+    /// up without a verdict: it used up its step budget, or its tables grew
+    /// past the memory limit ([`MAX_MEMORY_BYTES`]).
     Unknown {
-        /// The first key (in key order) whose search ran out of budget.
+        /// The first key (in key order) whose search gave up.
         key: String,
-        /// The budget that ran out.
+        /// The steps it had taken.
         steps: u64,
     },
 }
@@ -80,7 +94,8 @@ impl fmt::Display for CheckResult {
             CheckResult::Linearizable => f.write_str("linearizable"),
             CheckResult::Unknown { key, steps } => write!(
                 f,
-                "unknown: the search on key {key:?} ran out of its budget of {steps} steps"
+                "unknown: the search on key {key:?} gave up after {steps} steps \
+                 (out of step budget or memory)"
             ),
             CheckResult::NotLinearizable {
                 key,
@@ -91,18 +106,19 @@ impl fmt::Display for CheckResult {
             } => {
                 writeln!(
                     f,
-                    "not linearizable on key {key:?}: after the longest linearizable prefix found \
-                     ({} operations, leaving the value {}), no pending operation can take effect next, \
-                     but operation #{} completed ok and so must have taken effect by then.",
+                    "not linearizable on key {key:?}: operation #{} completed ok but cannot be \
+                     linearized after the longest linearizable prefix found ({} operations, \
+                     leaving the value {}), whatever else goes next.",
+                    blocked.id,
                     longest_prefix.len(),
                     show(state_after_prefix),
-                    blocked.id
                 )?;
+                writeln!(f, "blocked:\n  {blocked}")?;
                 writeln!(f, "prefix, in linearization order:")?;
                 for op in longest_prefix {
                     writeln!(f, "  {op}")?;
                 }
-                writeln!(f, "pending:")?;
+                writeln!(f, "candidates to go next:")?;
                 for op in pending {
                     writeln!(f, "  {op}")?;
                 }
@@ -151,7 +167,8 @@ pub fn check_with_stats(history: &History, max_steps: u64) -> (CheckResult, Chec
     }
     let initial = history.initial_value().map(str::to_owned);
     let mut unknown = None;
-    for (key, ops) in by_key {
+    for (key, mut ops) in by_key {
+        drop_unobservable(&mut ops);
         let mut budget = max_steps;
         let verdict = search::search(&ops, initial.clone(), &mut budget);
         let spent = max_steps - budget;
@@ -176,7 +193,7 @@ pub fn check_with_stats(history: &History, max_steps: u64) -> (CheckResult, Chec
                 if unknown.is_none() {
                     unknown = Some(CheckResult::Unknown {
                         key: key.to_string(),
-                        steps: max_steps,
+                        steps: spent,
                     });
                 }
             }
@@ -184,3 +201,40 @@ pub fn check_with_stats(history: &History, max_steps: u64) -> (CheckResult, Chec
     }
     (unknown.unwrap_or(CheckResult::Linearizable), stats)
 }
+
+/// Removes unknown writes and appends that no read can have observed, on
+/// keys that have only reads, writes and appends.
+///
+/// Such an operation's string appears in the value from its linearization
+/// point until the next write, so every read linearized in between returns a
+/// value containing it. If no `ok` read returning after its invocation
+/// contains it, no read lies in between; appends have no output, so leaving
+/// the operation out (it need not take effect) keeps any linearization valid.
+/// With increments or compare-and-sets on the key the value matters to more
+/// than reads, and nothing is removed.
+fn drop_unobservable(ops: &mut Vec<&Operation>) {
+    let only_rwa = ops
+        .iter()
+        .all(|o| matches!(o.input, Input::Read | Input::Write(_) | Input::Append(_)));
+    if !only_rwa {
+        return;
+    }
+    let reads: Vec<(usize, &str)> = ops
+        .iter()
+        .filter_map(|o| match o.output() {
+            Some(Output::Read(Some(v))) => Some((o.return_event.unwrap_or(usize::MAX), v.as_str())),
+            _ => None,
+        })
+        .collect();
+    ops.retain(|o| {
+        let (Outcome::Unknown, Input::Write(x) | Input::Append(x)) = (&o.outcome, &o.input) else {
+            return true;
+        };
+        reads
+            .iter()
+            .any(|&(ret, v)| ret > o.call_event && v.contains(x.as_str()))
+    });
+}
+
+#[cfg(test)]
+mod tests;

@@ -30,6 +30,10 @@ impl<S: Service> Replica<S> {
     /// truncated log.
     pub(super) fn start_sync(&mut self, now: Instant, view: u64) {
         let primary = self.config.primary_index(view);
+        // Every caller got a message from that view's primary: while the
+        // fetch lasts this replica hears its primary, and ignores a lone
+        // StartViewChange as a normal backup would (departure 2).
+        self.primary_heard_at = now;
         if self
             .sync
             .as_ref()
@@ -71,7 +75,7 @@ impl<S: Service> Replica<S> {
     /// Serves a peer's GetState from this replica's log. In normal status the
     /// log is the view's log, so any suffix may be served. While changing view
     /// only committed entries are served: they are the same in every view.
-    pub(super) fn on_get_state(&mut self, _now: Instant, message: GetState) {
+    pub(super) fn on_get_state(&mut self, now: Instant, message: GetState) {
         if message.replica >= self.config.replica_count || message.replica == self.replica {
             self.stats.messages_invalid += 1;
             return;
@@ -81,6 +85,14 @@ impl<S: Service> Replica<S> {
             // replica cannot serve a newer view's.
             self.stats.messages_stale_view += 1;
             return;
+        }
+        if self.is_primary() {
+            // A backup fetching this view's log hears this primary: count it
+            // for the quorum check of `on_heartbeat_timeout`. Otherwise a
+            // primary abdicates while a backup it needs for a quorum is
+            // still catching up, and the fetch restarts in the next view,
+            // forever (vr-sim regression seed 1585).
+            self.prepare_ok_heard_at[usize::from(message.replica)] = now;
         }
         let until = match self.status {
             Status::Normal => self.op_number,
@@ -152,6 +164,20 @@ impl<S: Service> Replica<S> {
     }
 
     fn on_new_state_for_sync(&mut self, now: Instant, message: NewState) {
+        // A replica that was normal in the view it fetches holds a prefix of
+        // that view's log, which only grows: a NewState ending before this
+        // replica's op-number was sent earlier in the view and is stale.
+        // Installing it would drop entries this replica acknowledged, which
+        // may be committed (vr-sim regression seed 28293).
+        let stale = self.sync.as_ref().is_some_and(|s| {
+            s.goal == SyncGoal::PrimaryLog
+                && s.view == self.last_normal_view
+                && message.op_number < self.op_number
+        });
+        if stale {
+            self.stats.messages_stale_view += 1;
+            return;
+        }
         // The caller checked that a sync is in progress.
         let Some(sync) = self.sync.as_mut() else {
             return;
@@ -162,12 +188,14 @@ impl<S: Service> Replica<S> {
             // itself changing view.
             SyncGoal::CommittedTo(target) => target.min(message.commit_number),
         };
+        let had = sync.entries.len();
         for entry in message.log {
             let next = sync.base + sync.entries.len() as u64 + 1;
             if entry.op_number == next && entry.op_number <= limit {
                 sync.entries.push(entry);
             }
         }
+        let progressed = sync.entries.len() > had;
         let have = sync.base + sync.entries.len() as u64;
         let complete = match sync.goal {
             SyncGoal::PrimaryLog => have == message.op_number,
@@ -175,6 +203,14 @@ impl<S: Service> Replica<S> {
         };
         if !complete {
             let source = sync.source;
+            if progressed {
+                // The source answers and the fetch advances: give it another
+                // view-change timeout. Otherwise a log that takes longer to
+                // fetch than one timeout (small frames, a long way behind)
+                // is abandoned and refetched from scratch forever (vr-sim
+                // regression seed 613).
+                self.arm_view_change_timer(now);
+            }
             self.send_get_state(now, source, have);
             return;
         }

@@ -36,6 +36,7 @@ impl<S: Service> Replica<S> {
         self.timers.view_change_resend = Some(now + self.config.resend_interval_ns);
         self.send_to_others(Message::StartViewChange(StartViewChange {
             view,
+            promised_view: self.do_view_change_view_max,
             replica: self.replica,
         }));
         self.check_start_view_change_quorum(now);
@@ -71,8 +72,17 @@ impl<S: Service> Replica<S> {
     }
 
     fn primary_heard_recently(&self, now: Instant) -> bool {
+        // A replica fetching its view's log from that view's primary hears
+        // it too; joining another view would throw the fetch away, and a
+        // lone replica's StartViewChange every resend interval would then
+        // keep it from ever completing (vr-sim regression seed 25238).
+        let listening = self.status == Status::Normal
+            || self
+                .sync
+                .as_ref()
+                .is_some_and(|s| s.goal == SyncGoal::PrimaryLog && s.view == self.view);
         self.is_primary()
-            || (self.status == Status::Normal
+            || (listening
                 && now.saturating_since(self.primary_heard_at) < self.config.view_change_timeout_ns)
     }
 
@@ -87,10 +97,14 @@ impl<S: Service> Replica<S> {
             return;
         }
         if message.view > self.view {
-            if self.primary_heard_recently(now) {
+            if self.primary_heard_recently(now) && message.promised_view <= self.view {
                 // Departure: a replica that still hears its primary does not
                 // join, so one replica cut off from the primary alone cannot
                 // depose it. f+1 replicas that lost the primary still do.
+                // But a sender that promised a view above this one (its
+                // DoViewChange went to a view that never formed) can never
+                // come back to this view: moving up is the only way to let
+                // it back in (vr-sim seed 80).
                 self.stats.start_view_changes_ignored += 1;
                 return;
             }
@@ -135,7 +149,7 @@ impl<S: Service> Replica<S> {
             // this view, and once it leaves the view unformed its recorded
             // DoViewChanges are dropped, so the view never forms. Counting
             // it would bar the replica from rejoining the running view for
-            // good (vr-sim seed 54).
+            // good (vr-sim regression seed 2416).
             self.record_do_view_change(now, message);
         } else {
             self.do_view_change_view_max = self.view;
@@ -152,6 +166,7 @@ impl<S: Service> Replica<S> {
         }
         self.send_to_others(Message::StartViewChange(StartViewChange {
             view: self.view,
+            promised_view: self.do_view_change_view_max,
             replica: self.replica,
         }));
         if let Some(message) = self.do_view_change_sent.clone() {
@@ -358,6 +373,16 @@ impl<S: Service> Replica<S> {
         if message.view == self.view && self.status == Status::Normal {
             return; // A duplicate.
         }
+        if message.view == self.last_normal_view {
+            // This replica was already normal in that view (it is going back
+            // to it, or fetching its log): a StartView is the log as the view
+            // began, older than what this replica acknowledged and committed
+            // in it since. Installing it would drop acknowledged, even
+            // committed, entries (vr-sim regression seed 572: a StartView delayed
+            // by reordering). Fetch the primary's current log instead.
+            self.start_sync(now, message.view);
+            return;
+        }
         if self.commit_number + 1 >= first {
             // Everything before the suffix is committed here, so identical in
             // the new view's log.
@@ -404,6 +429,10 @@ impl<S: Service> Replica<S> {
         self.reset_view_state(view);
         self.log.truncate(keep as usize);
         self.log.extend(entries);
+        debug_assert!(
+            self.log.len() as u64 == op_number && op_number >= self.commit_number,
+            "an installed log is contiguous and holds every committed op"
+        );
         self.op_number = op_number;
         self.last_normal_view = view;
         self.status = Status::Normal;

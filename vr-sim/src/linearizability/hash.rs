@@ -4,7 +4,7 @@
 
 use std::hash::{BuildHasherDefault, Hasher};
 
-/// The multiplicative hash of rustc (`FxHasher`).
+/// The multiplicative hash of rustc (`FxHasher`), with a final rotation.
 #[derive(Default, Clone, Copy)]
 pub(super) struct FxHasher {
     hash: u64,
@@ -56,7 +56,9 @@ impl Hasher for FxHasher {
 
     #[inline]
     fn finish(&self) -> u64 {
-        self.hash
+        // A multiply only carries entropy upwards, and hash tables index by
+        // the low bits: fold the high bits down.
+        self.hash.rotate_left(26)
     }
 }
 

@@ -84,6 +84,8 @@ pub(super) struct Model<'a> {
     states: Vec<Option<String>>,
     ids: HashMap<Option<String>, StateId, FxBuildHasher>,
     memo: HashMap<u64, Option<StateId>, FxBuildHasher>,
+    /// Bytes of the interned values.
+    value_bytes: usize,
 }
 
 impl<'a> Model<'a> {
@@ -94,6 +96,7 @@ impl<'a> Model<'a> {
             states: Vec::new(),
             ids: HashMap::default(),
             memo: HashMap::default(),
+            value_bytes: 0,
         };
         m.intern(initial);
         m
@@ -104,9 +107,16 @@ impl<'a> Model<'a> {
             return id;
         }
         let id = StateId::try_from(self.states.len()).expect("fewer than 2^32 states");
+        // Stored twice: in `states` and as a key of `ids`.
+        self.value_bytes += 2 * (32 + v.as_ref().map_or(0, String::len));
         self.states.push(v.clone());
         self.ids.insert(v, id);
         id
+    }
+
+    /// Bytes used, roughly.
+    pub(super) fn bytes(&self) -> usize {
+        self.value_bytes + self.ids.capacity() * 8 + self.memo.capacity() * 24
     }
 
     /// The value of state `id`.

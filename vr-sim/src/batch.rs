@@ -1,0 +1,191 @@
+//! Summaries of many seeds: the totals line block of `vr-sim --seeds N`
+//! and the one-line account of a failing seed.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::checks::ViolationKind;
+use crate::plan::{PartitionShape, SECOND};
+use crate::simulator::{LinearizabilityVerdict, SeedReport};
+
+/// Totals over a batch of seeds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Seeds run.
+    pub seeds: u64,
+    /// Seeds with at least one violation.
+    pub failed: u64,
+    /// Simulated time, summed.
+    pub simulated_ns: u64,
+    /// Client operations invoked.
+    pub ops_invoked: u64,
+    /// Client operations completed.
+    pub ops_completed: u64,
+    /// Operations committed.
+    pub ops_committed: u64,
+    /// Messages sent.
+    pub messages: u64,
+    /// Messages lost at random.
+    pub lost: u64,
+    /// Messages duplicated.
+    pub duplicated: u64,
+    /// Messages corrupted.
+    pub corrupted: u64,
+    /// Frames the decoder rejected.
+    pub rejected: u64,
+    /// Messages delayed (reordered).
+    pub delayed: u64,
+    /// Messages dropped by cut links.
+    pub partition_drops: u64,
+    /// Partitions, by shape.
+    pub partitions: BTreeMap<PartitionShape, u64>,
+    /// Pauses.
+    pub pauses: u64,
+    /// Crashes.
+    pub crashes: u64,
+    /// Replicas with a skewed clock.
+    pub skewed_clocks: u64,
+    /// Views formed after view 0.
+    pub views_formed: u64,
+    /// The longest time from heal to the last completion.
+    pub liveness_ns_max: u64,
+    /// Violations, by kind.
+    pub violations: BTreeMap<ViolationKind, u64>,
+    /// Histories the checker could not decide within its budget.
+    pub linearizability_unknown: u64,
+    /// Seeds by cluster size.
+    pub by_replica_count: BTreeMap<u8, u64>,
+}
+
+impl Totals {
+    /// Adds one seed.
+    pub fn add(&mut self, report: &SeedReport) {
+        let s = &report.stats;
+        self.seeds += 1;
+        if !report.passed() {
+            self.failed += 1;
+        }
+        self.simulated_ns += s.simulated_ns;
+        self.ops_invoked += s.ops_invoked;
+        self.ops_completed += s.ops_completed;
+        self.ops_committed += s.ops_committed;
+        self.messages += s.network.sent;
+        self.lost += s.network.lost;
+        self.duplicated += s.network.duplicated;
+        self.corrupted += s.network.corrupted;
+        self.rejected += s.frames_rejected;
+        self.delayed += s.network.delayed;
+        self.partition_drops += s.network.partition_drops;
+        for (shape, count) in &s.partitions {
+            *self.partitions.entry(*shape).or_default() += count;
+        }
+        self.pauses += s.pauses;
+        self.crashes += s.crashes;
+        self.skewed_clocks += s.skewed_clocks;
+        self.views_formed += s.views_formed;
+        self.liveness_ns_max = self.liveness_ns_max.max(s.liveness_ns);
+        for v in &report.violations {
+            *self.violations.entry(v.kind).or_default() += 1;
+        }
+        if report.linearizability == LinearizabilityVerdict::Unknown {
+            self.linearizability_unknown += 1;
+        }
+        *self
+            .by_replica_count
+            .entry(report.plan.config.replica_count)
+            .or_default() += 1;
+    }
+
+    /// The totals as a few lines of text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let sizes: Vec<String> = self
+            .by_replica_count
+            .iter()
+            .map(|(n, c)| format!("n={n}: {c}"))
+            .collect();
+        let partitions: Vec<String> = self
+            .partitions
+            .iter()
+            .map(|(shape, c)| format!("{} {c}", shape.name()))
+            .collect();
+        let violations: Vec<String> = self
+            .violations
+            .iter()
+            .map(|(kind, c)| format!("{kind} {c}"))
+            .collect();
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            out,
+            "seeds: {} ({}), passed {}, failed {}",
+            self.seeds,
+            sizes.join(", "),
+            self.seeds - self.failed,
+            self.failed
+        );
+        let _ = writeln!(
+            out,
+            "simulated: {:.1} s; client ops: {} invoked, {} completed; {} ops committed",
+            self.simulated_ns as f64 / SECOND as f64,
+            self.ops_invoked,
+            self.ops_completed,
+            self.ops_committed
+        );
+        let _ = writeln!(
+            out,
+            "faults: {} messages: {} lost, {} duplicated, {} corrupted ({} frames rejected), {} delayed, \
+             {} dropped by partitions; partitions: [{}]; {} pauses; {} crashes; {} skewed clocks",
+            self.messages,
+            self.lost,
+            self.duplicated,
+            self.corrupted,
+            self.rejected,
+            self.delayed,
+            self.partition_drops,
+            partitions.join(", "),
+            self.pauses,
+            self.crashes,
+            self.skewed_clocks
+        );
+        let _ = writeln!(
+            out,
+            "view changes: {} views formed; slowest recovery after heal: {:.3} s",
+            self.views_formed,
+            self.liveness_ns_max as f64 / SECOND as f64
+        );
+        let _ = write!(
+            out,
+            "violations: {} [{}]; linearizability undecided (checker budget): {}",
+            self.violations.values().sum::<u64>(),
+            violations.join(", "),
+            self.linearizability_unknown
+        );
+        out
+    }
+}
+
+/// One line about a failing seed: its seed, the kinds of violation, the
+/// first violation (cut short) and the plan.
+pub fn failure_line(report: &SeedReport) -> String {
+    let mut kinds: Vec<&str> = report.violations.iter().map(|v| v.kind.name()).collect();
+    kinds.dedup();
+    let first = report
+        .violations
+        .first()
+        .map(|v| {
+            let text = v.to_string().replace('\n', " | ");
+            if text.chars().count() > 300 {
+                format!("{}…", text.chars().take(300).collect::<String>())
+            } else {
+                text
+            }
+        })
+        .unwrap_or_default();
+    format!(
+        "FAIL seed {} [{}] {} -- {}",
+        report.seed,
+        kinds.join(","),
+        first,
+        report.plan.summary()
+    )
+}

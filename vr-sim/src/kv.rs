@@ -1,0 +1,377 @@
+//! The replicated service of the simulator: a small deterministic key-value
+//! store implementing [`vr_core::Service`], with its own binary operation
+//! encoding.
+//!
+//! Keys are numbered `0..key_count` and come in two kinds so that every
+//! operation the workload issues is well defined in the checker's model (a
+//! register holding nil or a string, where `incr` on a non-integer is
+//! illegal): even keys are *counters* (read, write of an integer, incr) and
+//! odd keys are *strings* (read, write, append).
+//!
+//! Every operation carries a [`Tag`], the issuing client's index and its
+//! request-number, so that the service can tell when the same client request
+//! is executed twice: vr-core promises exactly-once execution through its
+//! client table, and the service checks that promise independently.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use vr_core::Service;
+
+/// Identifies one client request: (client index in the simulation, request-number).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Tag {
+    /// The client's index in the simulation (not its 128-bit id).
+    pub client: u32,
+    /// The request-number the client proxy gave the request.
+    pub request_number: u64,
+}
+
+/// A key-value operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KvOp {
+    /// Returns the key's value.
+    Read,
+    /// Sets the key's value.
+    Write(String),
+    /// Adds to a counter key; returns the new value.
+    Incr(i64),
+    /// Appends to a string key.
+    Append(String),
+}
+
+/// An operation on a key, tagged with the request that carries it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaggedOp {
+    /// Which request this is.
+    pub tag: Tag,
+    /// The key index.
+    pub key: u8,
+    /// The operation.
+    pub op: KvOp,
+}
+
+/// What an operation returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KvResult {
+    /// A read: the value, `None` for a key never written.
+    Value(Option<String>),
+    /// A write or append completed.
+    Done,
+    /// An incr: the counter's new value.
+    Counter(i64),
+    /// The service could not execute the operation (undecodable, or an incr
+    /// on a value that is not an integer). The workload never issues such an
+    /// operation, so the simulator reports this as a violation.
+    Error(String),
+}
+
+const OP_READ: u8 = 1;
+const OP_WRITE: u8 = 2;
+const OP_INCR: u8 = 3;
+const OP_APPEND: u8 = 4;
+/// kind (1) + key (1) + client (4) + request-number (8).
+const OP_HEADER_SIZE: usize = 14;
+
+const RESULT_NIL: u8 = 0;
+const RESULT_VALUE: u8 = 1;
+const RESULT_DONE: u8 = 2;
+const RESULT_COUNTER: u8 = 3;
+const RESULT_ERROR: u8 = 0xFF;
+
+/// The name of key `index` in histories.
+pub fn key_name(index: u8) -> String {
+    format!("k{index}")
+}
+
+/// Whether key `index` is a counter (even) rather than a string (odd) key.
+pub fn is_counter_key(index: u8) -> bool {
+    index & 1 == 0
+}
+
+impl TaggedOp {
+    /// The operation as request bytes:
+    /// `kind u8, key u8, client u32 LE, request-number u64 LE, argument`,
+    /// where the argument is the string's UTF-8 bytes (write, append), an
+    /// `i64` LE (incr) or nothing (read).
+    pub fn encode(&self) -> Vec<u8> {
+        let (kind, arg): (u8, Vec<u8>) = match &self.op {
+            KvOp::Read => (OP_READ, Vec::new()),
+            KvOp::Write(s) => (OP_WRITE, s.as_bytes().to_vec()),
+            KvOp::Incr(d) => (OP_INCR, d.to_le_bytes().to_vec()),
+            KvOp::Append(s) => (OP_APPEND, s.as_bytes().to_vec()),
+        };
+        let mut out = Vec::with_capacity(OP_HEADER_SIZE + arg.len());
+        out.push(kind);
+        out.push(self.key);
+        out.extend_from_slice(&self.tag.client.to_le_bytes());
+        out.extend_from_slice(&self.tag.request_number.to_le_bytes());
+        out.extend_from_slice(&arg);
+        out
+    }
+
+    /// Decodes [`TaggedOp::encode`]'s bytes; `None` if they are not an operation.
+    pub fn decode(bytes: &[u8]) -> Option<TaggedOp> {
+        if bytes.len() < OP_HEADER_SIZE {
+            return None;
+        }
+        let client = u32::from_le_bytes(bytes[2..6].try_into().ok()?);
+        let request_number = u64::from_le_bytes(bytes[6..14].try_into().ok()?);
+        let arg = &bytes[OP_HEADER_SIZE..];
+        let text = || String::from_utf8(arg.to_vec()).ok();
+        let op = match bytes[0] {
+            OP_READ if arg.is_empty() => KvOp::Read,
+            OP_WRITE => KvOp::Write(text()?),
+            OP_INCR => KvOp::Incr(i64::from_le_bytes(arg.try_into().ok()?)),
+            OP_APPEND => KvOp::Append(text()?),
+            _ => return None,
+        };
+        Some(TaggedOp {
+            tag: Tag {
+                client,
+                request_number,
+            },
+            key: bytes[1],
+            op,
+        })
+    }
+}
+
+impl KvResult {
+    /// The result as reply bytes: a kind byte, then the value's UTF-8 bytes,
+    /// an `i64` LE or an error text.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            KvResult::Value(None) => vec![RESULT_NIL],
+            KvResult::Value(Some(s)) => [&[RESULT_VALUE][..], s.as_bytes()].concat(),
+            KvResult::Done => vec![RESULT_DONE],
+            KvResult::Counter(n) => [&[RESULT_COUNTER][..], &n.to_le_bytes()[..]].concat(),
+            KvResult::Error(why) => [&[RESULT_ERROR][..], why.as_bytes()].concat(),
+        }
+    }
+
+    /// Decodes [`KvResult::encode`]'s bytes; undecodable bytes become an
+    /// [`KvResult::Error`].
+    pub fn decode(bytes: &[u8]) -> KvResult {
+        let bad = || KvResult::Error(format!("undecodable result {bytes:?}"));
+        let Some((&kind, rest)) = bytes.split_first() else {
+            return bad();
+        };
+        match kind {
+            RESULT_NIL if rest.is_empty() => KvResult::Value(None),
+            RESULT_VALUE => match String::from_utf8(rest.to_vec()) {
+                Ok(s) => KvResult::Value(Some(s)),
+                Err(_) => bad(),
+            },
+            RESULT_DONE if rest.is_empty() => KvResult::Done,
+            RESULT_COUNTER => match rest.try_into() {
+                Ok(b) => KvResult::Counter(i64::from_le_bytes(b)),
+                Err(_) => bad(),
+            },
+            RESULT_ERROR => KvResult::Error(String::from_utf8_lossy(rest).into_owned()),
+            _ => bad(),
+        }
+    }
+}
+
+/// Something the service saw that must never happen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServiceFault {
+    /// The request `tag` was executed a second time, at `op_number`.
+    Duplicate {
+        /// The request executed twice.
+        tag: Tag,
+        /// Where it was executed first.
+        first_op_number: u64,
+        /// Where it was executed again.
+        op_number: u64,
+    },
+    /// Operations were executed out of op-number order (or one twice).
+    OutOfOrder {
+        /// The op-number executed before.
+        after: u64,
+        /// The op-number executed.
+        got: u64,
+    },
+    /// The operation could not be executed.
+    Rejected {
+        /// Its op-number.
+        op_number: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The key-value store. Every replica runs one.
+#[derive(Clone, Debug, Default)]
+pub struct Kv {
+    values: BTreeMap<u8, String>,
+    /// Every request executed, with its op-number: the exactly-once check.
+    executed: BTreeMap<Tag, u64>,
+    /// The op-number of the last executed operation.
+    last_op_number: u64,
+    faults: Vec<ServiceFault>,
+}
+
+impl Kv {
+    /// An empty store.
+    pub fn new() -> Kv {
+        Kv::default()
+    }
+
+    /// The current values (keys never written are absent).
+    pub fn values(&self) -> &BTreeMap<u8, String> {
+        &self.values
+    }
+
+    /// The number of requests executed.
+    pub fn executed_count(&self) -> usize {
+        self.executed.len()
+    }
+
+    /// The requests executed.
+    pub fn executed_tags(&self) -> BTreeSet<Tag> {
+        self.executed.keys().copied().collect()
+    }
+
+    /// Every fault seen, in order. The simulator reads the new ones after
+    /// each step (the replica owns the service, so it cannot take them).
+    pub fn faults(&self) -> &[ServiceFault] {
+        &self.faults
+    }
+
+    fn apply(&mut self, key: u8, op: &KvOp) -> Result<KvResult, String> {
+        Ok(match op {
+            KvOp::Read => KvResult::Value(self.values.get(&key).cloned()),
+            KvOp::Write(s) => {
+                self.values.insert(key, s.clone());
+                KvResult::Done
+            }
+            KvOp::Append(s) => {
+                self.values.entry(key).or_default().push_str(s);
+                KvResult::Done
+            }
+            KvOp::Incr(d) => {
+                let current = match self.values.get(&key).map(String::as_str) {
+                    None | Some("") => 0,
+                    Some(v) => v
+                        .parse::<i64>()
+                        .map_err(|_| format!("incr on the non-integer value {v:?}"))?,
+                };
+                let new = current
+                    .checked_add(*d)
+                    .ok_or_else(|| "incr overflows".to_string())?;
+                self.values.insert(key, new.to_string());
+                KvResult::Counter(new)
+            }
+        })
+    }
+}
+
+impl Service for Kv {
+    fn execute(&mut self, op_number: u64, op: &[u8]) -> Vec<u8> {
+        // Gaps are legitimate: the core skips log entries that repeat an
+        // executed request (its client table says so) without an upcall.
+        if op_number <= self.last_op_number {
+            self.faults.push(ServiceFault::OutOfOrder {
+                after: self.last_op_number,
+                got: op_number,
+            });
+        }
+        self.last_op_number = op_number;
+        let Some(tagged) = TaggedOp::decode(op) else {
+            let reason = format!("undecodable operation {op:?}");
+            self.faults.push(ServiceFault::Rejected {
+                op_number,
+                reason: reason.clone(),
+            });
+            return KvResult::Error(reason).encode();
+        };
+        if let Some(&first_op_number) = self.executed.get(&tagged.tag) {
+            // Executed again: report it, and do not apply it a second time so
+            // that later checks see the state the protocol should have made.
+            self.faults.push(ServiceFault::Duplicate {
+                tag: tagged.tag,
+                first_op_number,
+                op_number,
+            });
+            return KvResult::Error("duplicate".into()).encode();
+        }
+        self.executed.insert(tagged.tag, op_number);
+        match self.apply(tagged.key, &tagged.op) {
+            Ok(result) => result.encode(),
+            Err(reason) => {
+                self.faults.push(ServiceFault::Rejected {
+                    op_number,
+                    reason: reason.clone(),
+                });
+                KvResult::Error(reason).encode()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tagged(op: KvOp) -> TaggedOp {
+        TaggedOp {
+            tag: Tag {
+                client: 3,
+                request_number: 9,
+            },
+            key: 1,
+            op,
+        }
+    }
+
+    #[test]
+    fn ops_and_results_round_trip() {
+        for op in [
+            KvOp::Read,
+            KvOp::Write("w".into()),
+            KvOp::Incr(-4),
+            KvOp::Append("a;".into()),
+        ] {
+            let t = tagged(op);
+            assert_eq!(TaggedOp::decode(&t.encode()), Some(t));
+        }
+        for r in [
+            KvResult::Value(None),
+            KvResult::Value(Some("x".into())),
+            KvResult::Done,
+            KvResult::Counter(-7),
+            KvResult::Error("e".into()),
+        ] {
+            assert_eq!(KvResult::decode(&r.encode()), r);
+        }
+    }
+
+    #[test]
+    fn executes_and_reports_duplicates() {
+        let mut kv = Kv::new();
+        let incr = TaggedOp {
+            tag: Tag {
+                client: 0,
+                request_number: 1,
+            },
+            key: 0,
+            op: KvOp::Incr(2),
+        };
+        assert_eq!(
+            KvResult::decode(&kv.execute(1, &incr.encode())),
+            KvResult::Counter(2)
+        );
+        assert!(kv.faults().is_empty());
+        kv.execute(2, &incr.encode());
+        assert_eq!(
+            kv.faults(),
+            [ServiceFault::Duplicate {
+                tag: incr.tag,
+                first_op_number: 1,
+                op_number: 2
+            }]
+        );
+        assert_eq!(kv.values().get(&0).map(String::as_str), Some("2"));
+    }
+}

@@ -1,0 +1,245 @@
+//! The simulated network: frames in flight ordered by delivery time, random
+//! message faults (loss, duplication, corruption, delay and reordering) and
+//! directed link cuts (partitions).
+//!
+//! Frames are the bytes of [`vr_core::codec::encode`]; the simulator decodes
+//! them on delivery, so a corrupted frame meets the real decoder.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use vr_core::prng::Prng;
+
+use crate::plan::{between, chance, LinkFaults};
+use crate::trace::{Fnv64, Trace, TraceKind};
+
+/// A node of the simulation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Addr {
+    /// Replica `i`.
+    Replica(u8),
+    /// Client `i` (its index in the simulation).
+    Client(u8),
+}
+
+impl Addr {
+    /// A number identifying the node in trace hashes.
+    pub fn code(self) -> u64 {
+        match self {
+            Addr::Replica(i) => u64::from(i),
+            Addr::Client(i) => 0x100 + u64::from(i),
+        }
+    }
+}
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Addr::Replica(i) => write!(f, "r{i}"),
+            Addr::Client(i) => write!(f, "c{i}"),
+        }
+    }
+}
+
+/// A frame in flight.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Packet {
+    /// The sender.
+    pub from: Addr,
+    /// The destination.
+    pub to: Addr,
+    /// The encoded message, possibly corrupted.
+    pub frame: Vec<u8>,
+    /// Whether the network changed a byte of it.
+    pub corrupted: bool,
+}
+
+/// Counters of what the network did. They only grow.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetworkStats {
+    /// Frames handed to the network.
+    pub sent: u64,
+    /// Frames that reached their destination node.
+    pub delivered: u64,
+    /// Frames lost at random.
+    pub lost: u64,
+    /// Extra copies made.
+    pub duplicated: u64,
+    /// Frames with a byte changed.
+    pub corrupted: u64,
+    /// Frames given an extra (reordering) delay.
+    pub delayed: u64,
+    /// Frames dropped because their link was cut when they arrived.
+    pub partition_drops: u64,
+    /// Frames dropped because the network held too many in flight.
+    pub overflow_drops: u64,
+}
+
+/// Frames in flight beyond this are dropped: a bound on memory, and on the
+/// work a run can create for itself.
+pub const IN_FLIGHT_MAX: usize = 200_000;
+
+/// The network.
+#[derive(Clone, Debug)]
+pub struct Network {
+    in_flight: BTreeMap<(u64, u64), Packet>,
+    next_seq: u64,
+    /// Directed links that are cut: `(from, to)`.
+    cut: BTreeSet<(Addr, Addr)>,
+    faults: LinkFaults,
+    prng: Prng,
+    stats: NetworkStats,
+}
+
+impl Network {
+    /// A network with the given faults, drawing its randomness from `seed`.
+    pub fn new(faults: LinkFaults, seed: u64) -> Network {
+        Network {
+            in_flight: BTreeMap::new(),
+            next_seq: 0,
+            cut: BTreeSet::new(),
+            faults,
+            prng: Prng::new(seed),
+            stats: NetworkStats::default(),
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &NetworkStats {
+        &self.stats
+    }
+
+    /// Replaces the message faults (the simulator cleans the network for the
+    /// liveness phase). Frames already in flight keep their fate.
+    pub fn set_faults(&mut self, faults: LinkFaults) {
+        self.faults = faults;
+    }
+
+    /// Cuts the directed link `from → to`.
+    pub fn cut(&mut self, from: Addr, to: Addr) {
+        self.cut.insert((from, to));
+    }
+
+    /// Restores every link.
+    pub fn heal_all(&mut self) {
+        self.cut.clear();
+    }
+
+    /// Whether `from → to` is cut.
+    pub fn is_cut(&self, from: Addr, to: Addr) -> bool {
+        self.cut.contains(&(from, to))
+    }
+
+    /// The cut links, for traces.
+    pub fn cut_links(&self) -> impl Iterator<Item = &(Addr, Addr)> {
+        self.cut.iter()
+    }
+
+    /// Frames in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Sends `frame` at `now`: it may be lost, duplicated, corrupted or
+    /// delayed. Whether its link is cut is decided on arrival, so frames in
+    /// flight when a partition starts are lost too.
+    pub fn send(&mut self, now: u64, from: Addr, to: Addr, frame: Vec<u8>, trace: &mut Trace) {
+        self.stats.sent += 1;
+        if chance(&mut self.prng, self.faults.loss_ppm) {
+            self.stats.lost += 1;
+            trace.record(now, TraceKind::Drop, &[from.code(), to.code(), 0], || {
+                format!("{from} -> {to}: lost")
+            });
+            return;
+        }
+        let copies = if chance(&mut self.prng, self.faults.duplicate_ppm) {
+            self.stats.duplicated += 1;
+            trace.record(now, TraceKind::Duplicate, &[from.code(), to.code()], || {
+                format!("{from} -> {to}: duplicated")
+            });
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let mut frame = frame.clone();
+            let mut corrupted = false;
+            if !frame.is_empty() && chance(&mut self.prng, self.faults.corrupt_ppm) {
+                let at = self.prng.below(frame.len() as u64) as usize;
+                // A non-zero mask, so the byte really changes.
+                let mask = 1 + self.prng.below(255) as u8;
+                frame[at] ^= mask;
+                corrupted = true;
+                self.stats.corrupted += 1;
+                trace.record(
+                    now,
+                    TraceKind::Corrupt,
+                    &[from.code(), to.code(), at as u64],
+                    || format!("{from} -> {to}: byte {at} of {} changed", frame.len()),
+                );
+            }
+            let mut delay = between(
+                &mut self.prng,
+                self.faults.latency_min_ns,
+                self.faults.latency_max_ns,
+            );
+            if chance(&mut self.prng, self.faults.reorder_ppm) {
+                self.stats.delayed += 1;
+                delay += between(&mut self.prng, 0, self.faults.reorder_delay_max_ns);
+            }
+            if self.in_flight.len() >= IN_FLIGHT_MAX {
+                self.stats.overflow_drops += 1;
+                continue;
+            }
+            self.next_seq += 1;
+            self.in_flight.insert(
+                (now + delay, self.next_seq),
+                Packet {
+                    from,
+                    to,
+                    frame,
+                    corrupted,
+                },
+            );
+        }
+    }
+
+    /// Puts a frame back in flight, to arrive at `at` unchanged (frames held
+    /// by a paused replica are handed back when it resumes).
+    pub fn redeliver(&mut self, at: u64, packet: Packet) {
+        self.next_seq += 1;
+        self.in_flight.insert((at, self.next_seq), packet);
+    }
+
+    /// When the next frame arrives.
+    pub fn next_arrival(&self) -> Option<u64> {
+        self.in_flight.keys().next().map(|&(at, _)| at)
+    }
+
+    /// Takes the next frame due at or before `now` whose link is not cut;
+    /// frames whose link is cut are dropped on the way.
+    pub fn pop_due(&mut self, now: u64, trace: &mut Trace) -> Option<Packet> {
+        while let Some(entry) = self.in_flight.first_entry() {
+            if entry.key().0 > now {
+                return None;
+            }
+            let packet = entry.remove();
+            if self.is_cut(packet.from, packet.to) {
+                self.stats.partition_drops += 1;
+                let (from, to) = (packet.from, packet.to);
+                trace.record(now, TraceKind::Drop, &[from.code(), to.code(), 1], || {
+                    format!("{from} -> {to}: link cut")
+                });
+                continue;
+            }
+            self.stats.delivered += 1;
+            return Some(packet);
+        }
+        None
+    }
+
+    /// A hash of a frame, for traces.
+    pub fn frame_hash(frame: &[u8]) -> u64 {
+        Fnv64::of(frame)
+    }
+}
