@@ -1,0 +1,71 @@
+//! The pure parts of a replicated key-value server that will speak the Redis
+//! protocol (RESP2) on top of `vr-core`.
+//!
+//! # What exists
+//!
+//! - [`resp`]: a RESP2 codec. [`resp::parse_command`] reads client commands
+//!   (RESP arrays of bulk strings, and inline commands as typed into
+//!   `telnet`) incrementally and within [`resp::Limits`];
+//!   [`resp::Reply::encode`] writes replies.
+//! - [`command`]: the command table (`GET SET DEL EXISTS INCR INCRBY APPEND
+//!   MGET MSET PING ECHO`), arity, [`command::is_read_only`] and
+//!   [`command::is_known`], and Redis's wording for the errors it gives
+//!   before running a command.
+//! - [`batch`]: the bytes of a replicated operation (a batch of commands,
+//!   so one connection's pipeline is one VR operation) and of its result
+//!   (one RESP reply per command).
+//! - [`store`]: [`Store`], the deterministic state machine, a
+//!   [`vr_core::Service`]. It runs a batch in order, keeps going after a
+//!   failed command as a Redis pipeline does, answers any bytes without
+//!   panicking, and serves reads from local state ([`Store::read`]).
+//!
+//! Nothing here does IO, starts a thread or reads a clock.
+//!
+//! # What does not exist yet
+//!
+//! The server itself: no listener, no connections, no wiring to a runtime
+//! adapter or to `vr_core::Client`, no forwarding of writes from a backup to
+//! the primary, no `READONLY` command handling, no binary and no CLI. Key
+//! expiry (`EX`, `PX`, `EXPIRE`) is not supported.
+//!
+//! # How the pieces fit
+//!
+//! What a server will do with one connection's bytes, minus the network:
+//!
+//! ```
+//! use vr_core::Service;
+//! use vr_kv::batch::{decode_results, encode_batch, BatchResult};
+//! use vr_kv::resp::{parse_command, Limits};
+//! use vr_kv::Store;
+//!
+//! // Two pipelined commands from one client.
+//! let mut received: &[u8] = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\nGET k\r\n";
+//! let mut commands = Vec::new();
+//! while let Some((args, used)) = parse_command(received, &Limits::default()).unwrap() {
+//!     if !args.is_empty() {
+//!         commands.push(args);
+//!     }
+//!     received = &received[used..];
+//! }
+//!
+//! // One VR operation; every replica's Store executes it when committed.
+//! let op = encode_batch(&commands);
+//! let mut store = Store::new();
+//! let result = store.execute(1, &op);
+//!
+//! // The client gets the replies, in order.
+//! let BatchResult::Replies(replies) = decode_results(&result).unwrap() else {
+//!     panic!("our own batch is well formed");
+//! };
+//! assert_eq!(replies.concat(), b"+OK\r\n$1\r\nv\r\n");
+//! ```
+#![warn(missing_docs)]
+
+pub mod batch;
+pub mod command;
+pub mod resp;
+pub mod store;
+
+pub use command::{is_known, is_read_only, Command};
+pub use resp::{parse_command, Limits, Reply, RespError};
+pub use store::Store;
