@@ -187,9 +187,16 @@ impl<S: Service> Replica<S> {
     /// append in order.
     fn advance_commit_from_acks(&mut self, now: Instant) {
         let quorum = self.config.quorum();
-        let mut acked = self.prepare_ok_op.clone();
-        acked.sort_unstable_by(|a, b| b.cmp(a));
-        let mut committable = acked[quorum - 1];
+        // The quorum-th largest acknowledgement: the highest op that at
+        // least `quorum` replicas hold. O(n²) over a handful of replicas, and
+        // no allocation on the commit path.
+        let acks = &self.prepare_ok_op;
+        let mut committable = acks
+            .iter()
+            .copied()
+            .filter(|&op| acks.iter().filter(|&&other| other >= op).count() >= quorum)
+            .max()
+            .unwrap_or(0);
         if self
             .config
             .has_bug(crate::config::InjectedBug::CommitWithoutQuorum)
