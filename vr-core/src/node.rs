@@ -26,6 +26,77 @@ use crate::Service;
 /// An adapter's name for one connection (its token or slot number).
 pub type ConnectionId = u64;
 
+/// How a runtime adapter runs one replica: the same options for every
+/// adapter (`vr-tokio`, `vr-mio`, `vr-glommio`), so that switching runtimes
+/// changes one import.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaOptions {
+    /// The cluster's configuration, the same on every replica.
+    pub config: crate::Config,
+    /// Replica `i` listens on `addresses[i]`; as many as `config.replica_count`.
+    pub addresses: Vec<core::net::SocketAddr>,
+    /// This replica's index.
+    pub replica: ReplicaIndex,
+    /// Bound on each connection's queue of unsent frames, in bytes. Frames
+    /// beyond it are dropped and counted (the protocol retransmits what
+    /// matters); an empty queue takes one frame of any size.
+    pub peer_queue_bytes_max: usize,
+    /// First wait before reconnecting to a peer after a failure.
+    pub reconnect_backoff_min: core::time::Duration,
+    /// The wait doubles after each failure up to this.
+    pub reconnect_backoff_max: core::time::Duration,
+    /// Clients whose replies the node can route at a time.
+    pub client_routes_max: usize,
+    /// Inbound connections (peers and clients) open at a time; more are
+    /// accepted and closed at once.
+    pub client_connections_max: usize,
+}
+
+impl ReplicaOptions {
+    /// Options for replica `replica` with defaults for a LAN: queues of four
+    /// maximal frames, reconnects after 10 ms growing to 1 s, 4096 client
+    /// routes and 1024 inbound connections.
+    pub fn new(
+        config: crate::Config,
+        addresses: Vec<core::net::SocketAddr>,
+        replica: ReplicaIndex,
+    ) -> Self {
+        let peer_queue_bytes_max = 4 * config.message_size_max as usize;
+        ReplicaOptions {
+            config,
+            addresses,
+            replica,
+            peer_queue_bytes_max,
+            reconnect_backoff_min: core::time::Duration::from_millis(10),
+            reconnect_backoff_max: core::time::Duration::from_secs(1),
+            client_routes_max: 4096,
+            client_connections_max: 1024,
+        }
+    }
+
+    /// Checks what no adapter can run with, and says why.
+    pub fn validate(&self) -> Result<(), &'static str> {
+        self.config
+            .validate()
+            .map_err(|_| "invalid cluster configuration")?;
+        if self.addresses.len() != usize::from(self.config.replica_count) {
+            return Err("one address per replica is needed");
+        }
+        if self.replica >= self.config.replica_count {
+            return Err("replica index out of range");
+        }
+        if self.reconnect_backoff_min.is_zero()
+            || self.reconnect_backoff_min > self.reconnect_backoff_max
+        {
+            return Err("reconnect backoff must satisfy 0 < min <= max");
+        }
+        if self.client_routes_max == 0 || self.client_connections_max == 0 {
+            return Err("client_routes_max and client_connections_max must be positive");
+        }
+        Ok(())
+    }
+}
+
 /// Where a frame must go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Destination {
@@ -468,6 +539,25 @@ mod tests {
         ));
         assert_eq!(node.stats().rejected.wrong_cluster, 1);
         assert_eq!(node.replica().op_number(), 0, "nothing reached the replica");
+    }
+
+    #[test]
+    fn replica_options_validate() {
+        let config = Config::new(3, 3);
+        let addresses: Vec<core::net::SocketAddr> = (0..3u16)
+            .map(|i| core::net::SocketAddr::from(([127, 0, 0, 1], 7000 + i)))
+            .collect();
+        let options = ReplicaOptions::new(config.clone(), addresses.clone(), 2);
+        assert_eq!(options.validate(), Ok(()));
+        let mut bad = options.clone();
+        bad.addresses.pop();
+        assert!(bad.validate().is_err());
+        let mut bad = options.clone();
+        bad.replica = 3;
+        assert!(bad.validate().is_err());
+        let mut bad = options;
+        bad.reconnect_backoff_min = bad.reconnect_backoff_max * 2;
+        assert!(bad.validate().is_err());
     }
 
     #[test]

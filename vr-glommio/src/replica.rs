@@ -28,7 +28,7 @@ use glommio::{spawn_local, ExecutorJoinHandle};
 use tracing::{info, warn};
 use vr_core::codec::DecodeError;
 use vr_core::node::{ConnectionId, Destination, NodeEvent, NodeStats, ReplicaNode};
-use vr_core::{Config, Instant, Replica, ReplicaIndex, Service};
+use vr_core::{Instant, Replica, ReplicaIndex, Service};
 
 use crate::connection::{run_connection, Closed, Outbox};
 use crate::sync::{CloseOnDrop, Mailbox, Notify};
@@ -42,49 +42,7 @@ const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(10);
 /// pending operations to the kernel before the sockets close.
 const CANCEL_FLUSH_DELAY: Duration = Duration::from_millis(1);
 
-/// How to run one replica.
-#[derive(Clone, Debug)]
-pub struct ReplicaOptions {
-    /// The cluster's configuration, the same on every replica.
-    pub config: Config,
-    /// Replica `i` listens on `addresses[i]`; one address per replica.
-    pub addresses: Vec<SocketAddr>,
-    /// This replica's index.
-    pub replica: ReplicaIndex,
-    /// Bound on the bytes queued for one connection (to a peer or a client);
-    /// frames beyond it are dropped and counted, and VR resends. Must be at
-    /// least `config.message_size_max`, or the largest frames never fit.
-    pub peer_queue_bytes_max: usize,
-    /// First delay before re-opening a failed connection to a peer.
-    pub reconnect_backoff_min: Duration,
-    /// The delay doubles after each failure up to this.
-    pub reconnect_backoff_max: Duration,
-    /// Clients whose reply route (the connection of their latest request)
-    /// is remembered at once.
-    pub client_routes_max: usize,
-    /// Inbound connections (peers and clients) open at once; more are
-    /// closed as soon as they are accepted.
-    pub client_connections_max: usize,
-}
-
-impl ReplicaOptions {
-    /// Options for replica `replica` of `config` with queues of four
-    /// maximal frames per connection, a 10 ms to 500 ms reconnect backoff,
-    /// 4096 client routes and 1024 inbound connections.
-    pub fn new(config: Config, addresses: Vec<SocketAddr>, replica: ReplicaIndex) -> Self {
-        let peer_queue_bytes_max = 4 * config.message_size_max as usize;
-        ReplicaOptions {
-            config,
-            addresses,
-            replica,
-            peer_queue_bytes_max,
-            reconnect_backoff_min: Duration::from_millis(10),
-            reconnect_backoff_max: Duration::from_millis(500),
-            client_routes_max: 4096,
-            client_connections_max: 1024,
-        }
-    }
-}
+pub use vr_core::node::ReplicaOptions;
 
 /// One open connection, as [`AdapterStats`] shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -220,9 +178,7 @@ pub fn start_replica_with_listener<S: Service + Send + 'static>(
     listener: std::net::TcpListener,
     service: S,
 ) -> io::Result<ReplicaHandle> {
-    if options.addresses.len() != usize::from(options.config.replica_count) {
-        return Err(invalid_input("one address per replica is needed"));
-    }
+    options.validate().map_err(invalid_input)?;
     if options.peer_queue_bytes_max < options.config.message_size_max as usize {
         return Err(invalid_input(
             "peer_queue_bytes_max must hold at least one frame of message_size_max",

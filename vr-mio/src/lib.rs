@@ -62,53 +62,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use vr_core::node::{ConnectionId, NodeStats};
-use vr_core::{Config, ReplicaIndex};
+use vr_core::ReplicaIndex;
 
 pub use client::{Client, ClientError};
 pub use replica::{start_replica, start_replica_with_listener, ReplicaHandle};
 
-/// How to run one replica.
-#[derive(Clone, Debug)]
-pub struct ReplicaOptions {
-    /// The cluster's configuration, the same on every replica.
-    pub config: Config,
-    /// Replica `i` listens on `addresses[i]`; as many as `config.replica_count`.
-    pub addresses: Vec<SocketAddr>,
-    /// This replica's index.
-    pub replica: ReplicaIndex,
-    /// Bound on each connection's queue of unsent frames, in bytes. Frames
-    /// beyond it are dropped and counted ([`AdapterStats::frames_dropped_queue_full`]);
-    /// an empty queue takes one frame of any size.
-    pub peer_queue_bytes_max: usize,
-    /// First wait before reconnecting to a peer after a failure.
-    pub reconnect_backoff_min: Duration,
-    /// The wait doubles after each failure up to this.
-    pub reconnect_backoff_max: Duration,
-    /// Clients whose replies the node can route at a time.
-    pub client_routes_max: usize,
-    /// Inbound connections (peers and clients) open at a time; more are
-    /// accepted and closed at once.
-    pub client_connections_max: usize,
-}
-
-impl ReplicaOptions {
-    /// Options for replica `replica` with defaults for a LAN: queues of four
-    /// maximal frames, reconnects after 10 ms growing to 1 s, 4096 client
-    /// routes and 1024 inbound connections.
-    pub fn new(config: Config, addresses: Vec<SocketAddr>, replica: ReplicaIndex) -> Self {
-        let peer_queue_bytes_max = 4 * config.message_size_max as usize;
-        ReplicaOptions {
-            config,
-            addresses,
-            replica,
-            peer_queue_bytes_max,
-            reconnect_backoff_min: Duration::from_millis(10),
-            reconnect_backoff_max: Duration::from_secs(1),
-            client_routes_max: 4096,
-            client_connections_max: 1024,
-        }
-    }
-}
+pub use vr_core::node::ReplicaOptions;
 
 /// One open connection, as seen by the replica.
 #[derive(Clone, Debug, PartialEq, Eq)]

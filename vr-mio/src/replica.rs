@@ -59,16 +59,7 @@ pub fn start_replica_with_listener<S: Service + Send + 'static>(
     listener: std::net::TcpListener,
     service: S,
 ) -> io::Result<ReplicaHandle> {
-    if options.addresses.len() != usize::from(options.config.replica_count) {
-        return Err(invalid("addresses.len() must equal config.replica_count"));
-    }
-    if options.reconnect_backoff_min.is_zero()
-        || options.reconnect_backoff_min > options.reconnect_backoff_max
-    {
-        return Err(invalid(
-            "need 0 < reconnect_backoff_min <= reconnect_backoff_max",
-        ));
-    }
+    options.validate().map_err(invalid)?;
     let origin = StdInstant::now();
     let replica = vr_core::Replica::new(
         options.config.clone(),

@@ -53,57 +53,14 @@ mod link;
 mod replica;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use vr_core::node::{ConnectionId, NodeStats};
-use vr_core::Config;
 
 pub use client::{Client, FRAME_SIZE_MAX_DEFAULT};
 pub use replica::{start_replica, start_replica_with_listener, ReplicaHandle};
 pub use vr_core::ClientError;
 
-/// How to run one replica.
-#[derive(Clone, Debug)]
-pub struct ReplicaOptions {
-    /// The cluster's configuration, the same on every replica.
-    pub config: Config,
-    /// Replica `i` listens on `addresses[i]`; one per replica.
-    pub addresses: Vec<SocketAddr>,
-    /// This replica's index.
-    pub replica: u8,
-    /// Bound on the bytes queued for each connection (to a peer, or back to
-    /// a client). Frames beyond it are dropped and counted: VR resends what
-    /// matters, so a slow peer costs retransmissions rather than memory.
-    pub peer_queue_bytes_max: usize,
-    /// First delay before re-opening a failed connection to a peer.
-    pub reconnect_backoff_min: Duration,
-    /// The delay doubles after each failure up to this.
-    pub reconnect_backoff_max: Duration,
-    /// Clients whose replies are routed at a time (see `ReplicaNode::new`).
-    pub client_routes_max: usize,
-    /// Inbound connections (peers and clients) open at a time; further
-    /// connections are closed as soon as they are accepted.
-    pub client_connections_max: usize,
-}
-
-impl ReplicaOptions {
-    /// Options for replica `replica` with queues of four maximal frames,
-    /// reconnects backing off from 5 ms to 500 ms, 4096 client routes and
-    /// 1024 inbound connections.
-    pub fn new(config: Config, addresses: Vec<SocketAddr>, replica: u8) -> ReplicaOptions {
-        let frame_bytes_max = config.message_size_max as usize;
-        ReplicaOptions {
-            config,
-            addresses,
-            replica,
-            peer_queue_bytes_max: 4 * frame_bytes_max,
-            reconnect_backoff_min: Duration::from_millis(5),
-            reconnect_backoff_max: Duration::from_millis(500),
-            client_routes_max: 4096,
-            client_connections_max: 1024,
-        }
-    }
-}
+pub use vr_core::node::ReplicaOptions;
 
 /// What one inbound connection has delivered so far.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -45,9 +45,7 @@ pub fn start_replica_with_listener<S: Service + Send + 'static>(
     listener: std::net::TcpListener,
     service: S,
 ) -> io::Result<ReplicaHandle> {
-    if options.addresses.len() != usize::from(options.config.replica_count) {
-        return Err(invalid_input("one address per replica is needed"));
-    }
+    options.validate().map_err(invalid_input)?;
     let origin = std::time::Instant::now();
     let replica = Replica::new(
         options.config.clone(),
