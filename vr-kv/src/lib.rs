@@ -19,14 +19,21 @@
 //!   failed command as a Redis pipeline does, answers any bytes without
 //!   panicking, and serves reads from local state ([`Store::read`]).
 //!
-//! Nothing here does IO, starts a thread or reads a clock.
+//! - [`server`]: the server on tokio: [`server::start_node`] runs one
+//!   replica (through `vr-tokio`) and a RESP front end whose connections
+//!   each submit their pipelined commands, as one batch, through a
+//!   `vr_tokio::Client` connected to every replica (so a backup forwards to
+//!   the primary); [`server::start_local`] runs a whole cluster on loopback.
+//!   `READONLY` connections read the local store; `VR.STATUS` and `INFO
+//!   replication` report the replica's view and numbers.
+//!
+//! Apart from [`server`], nothing here does IO, starts a thread or reads a
+//! clock.
 //!
 //! # What does not exist yet
 //!
-//! The server itself: no listener, no connections, no wiring to a runtime
-//! adapter or to `vr_core::Client`, no forwarding of writes from a backup to
-//! the primary, no `READONLY` command handling, no binary and no CLI. Key
-//! expiry (`EX`, `PX`, `EXPIRE`) is not supported.
+//! Runtimes other than tokio for the server (mio, glommio). Key expiry
+//! (`EX`, `PX`, `EXPIRE`) is not supported. Replicas keep no durable state.
 //!
 //! # How the pieces fit
 //!
@@ -64,6 +71,7 @@
 pub mod batch;
 pub mod command;
 pub mod resp;
+pub mod server;
 pub mod store;
 
 pub use command::{is_known, is_read_only, Command};

@@ -1,0 +1,153 @@
+//! `vr-kv`: a replicated key-value server speaking the Redis protocol.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use vr_kv::server::{start_local_with, start_node, NodeOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "vr-kv",
+    version,
+    about = "A replicated key-value store speaking RESP2, on Viewstamped Replication"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Mode,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Runtime {
+    Tokio,
+    Mio,
+    Glommio,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Runs one replica of a cluster and its RESP listener.
+    Node {
+        /// Every replica's VR address, in replica order, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        cluster: Vec<SocketAddr>,
+        /// This node's index in --cluster.
+        #[arg(long)]
+        replica: u8,
+        /// Where to listen for Redis clients.
+        #[arg(long)]
+        listen_resp: SocketAddr,
+        /// The cluster id, the same on every replica.
+        #[arg(long, default_value_t = 1)]
+        cluster_id: u64,
+        /// The runtime adapter (only tokio is supported yet).
+        #[arg(long, value_enum, default_value_t = Runtime::Tokio)]
+        runtime: Runtime,
+    },
+    /// Runs a whole cluster on 127.0.0.1 in this process.
+    Local {
+        /// How many replicas.
+        #[arg(long, default_value_t = 3)]
+        replicas: u8,
+        /// The cluster id.
+        #[arg(long, default_value_t = 1)]
+        cluster_id: u64,
+        /// The runtime adapter (only tokio is supported yet).
+        #[arg(long, value_enum, default_value_t = Runtime::Tokio)]
+        runtime: Runtime,
+    },
+}
+
+fn check_runtime(runtime: Runtime) -> Result<(), String> {
+    match runtime {
+        Runtime::Tokio => Ok(()),
+        Runtime::Mio => Err("--runtime mio is not supported yet (only tokio)".to_owned()),
+        Runtime::Glommio => Err("--runtime glommio is not supported yet (only tokio)".to_owned()),
+    }
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+fn wait_for_signal() -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                result = tokio::signal::ctrl_c() => result,
+                _ = term.recv() => Ok(()),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c().await
+        }
+    })
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Mode::Node {
+            cluster,
+            replica,
+            listen_resp,
+            cluster_id,
+            runtime,
+        } => {
+            check_runtime(runtime)?;
+            if usize::from(replica) >= cluster.len() {
+                return Err(format!(
+                    "--replica {replica} is out of range: --cluster lists {} addresses",
+                    cluster.len()
+                ));
+            }
+            if cluster.len() > usize::from(u8::MAX) {
+                return Err("at most 255 replicas".to_owned());
+            }
+            let options = NodeOptions::new(cluster_id, cluster, replica, listen_resp);
+            let node = start_node(options).map_err(|e| format!("cannot start: {e}"))?;
+            println!(
+                "replica {replica}: VR on {}, redis-cli -h {} -p {}",
+                node.replica_addr(),
+                node.resp_addr().ip(),
+                node.resp_addr().port()
+            );
+            wait_for_signal().map_err(|e| e.to_string())?;
+            eprintln!("vr-kv: stopping");
+            node.stop();
+            eprintln!("vr-kv: stopped");
+            Ok(())
+        }
+        Mode::Local {
+            replicas,
+            cluster_id,
+            runtime,
+        } => {
+            check_runtime(runtime)?;
+            let cluster =
+                start_local_with(cluster_id, replicas).map_err(|e| format!("cannot start: {e}"))?;
+            for (i, address) in cluster.resp_addrs().iter().enumerate() {
+                println!("replica {i}: redis-cli -p {}", address.port());
+            }
+            wait_for_signal().map_err(|e| e.to_string())?;
+            eprintln!("vr-kv: stopping");
+            cluster.stop();
+            eprintln!("vr-kv: stopped");
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("vr-kv: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,412 @@
+//! The server end to end: a local cluster, spoken to with the `redis` crate
+//! and raw sockets.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::{Commands, Connection, RedisResult, Value};
+use vr_kv::server::{start_local, LocalCluster};
+
+fn connect(address: SocketAddr) -> Connection {
+    let client = redis::Client::open(format!("redis://{address}/")).unwrap();
+    let connection = client
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .unwrap();
+    connection
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    connection
+}
+
+/// Waits until some replica reports itself the primary of a normal view.
+fn wait_for_primary(cluster: &LocalCluster) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        for (i, address) in cluster.resp_addrs().iter().enumerate() {
+            if cluster.node(i).is_none() {
+                continue;
+            }
+            let mut c = connect(*address);
+            let status: String = redis::cmd("VR.STATUS").query(&mut c).unwrap();
+            if status.contains("role:primary") {
+                return i;
+            }
+        }
+        assert!(Instant::now() < deadline, "no primary");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn round_trips(c: &mut Connection, prefix: &str) {
+    let k = |s: &str| format!("{prefix}:{s}");
+    let _: () = c.set(k("a"), "1").unwrap();
+    assert_eq!(
+        c.get::<_, Option<String>>(k("a")).unwrap(),
+        Some("1".into())
+    );
+    assert_eq!(c.get::<_, Option<String>>(k("nope")).unwrap(), None);
+    assert_eq!(c.incr::<_, _, i64>(k("a"), 1).unwrap(), 2);
+    let n: i64 = redis::cmd("INCR").arg(k("a")).query(c).unwrap();
+    assert_eq!(n, 3);
+    let n: i64 = redis::cmd("INCRBY").arg(k("a")).arg(-10).query(c).unwrap();
+    assert_eq!(n, -7);
+    assert_eq!(c.append::<_, _, i64>(k("s"), "foo").unwrap(), 3);
+    assert_eq!(c.append::<_, _, i64>(k("s"), "bar").unwrap(), 6);
+    assert_eq!(c.get::<_, String>(k("s")).unwrap(), "foobar");
+    let _: () = c.mset(&[(k("m1"), "x"), (k("m2"), "y")]).unwrap();
+    let got: Vec<Option<String>> = c.mget(&[k("m1"), k("zz"), k("m2")]).unwrap();
+    assert_eq!(got, vec![Some("x".into()), None, Some("y".into())]);
+    let n: i64 = redis::cmd("EXISTS")
+        .arg(k("m1"))
+        .arg(k("zz"))
+        .arg(k("m2"))
+        .query(c)
+        .unwrap();
+    assert_eq!(n, 2);
+    assert_eq!(c.del::<_, i64>(&[k("m1"), k("zz")]).unwrap(), 1);
+    assert!(!c.exists::<_, bool>(k("m1")).unwrap());
+    let pong: String = redis::cmd("PING").query(c).unwrap();
+    assert_eq!(pong, "PONG");
+    let echo: String = redis::cmd("ECHO").arg("hi").query(c).unwrap();
+    assert_eq!(echo, "hi");
+    // An error inside the store: not an integer.
+    let _: () = c.set(k("t"), "text").unwrap();
+    let err = c.incr::<_, _, i64>(k("t"), 1).unwrap_err();
+    assert!(err.to_string().contains("not an integer"), "{err}");
+}
+
+#[test]
+fn commands_round_trip_through_primary_and_backup() {
+    let cluster = start_local(3).unwrap();
+    let primary = wait_for_primary(&cluster);
+    let backup = (primary + 1) % 3;
+    let mut at_primary = connect(cluster.resp_addrs()[primary]);
+    let mut at_backup = connect(cluster.resp_addrs()[backup]);
+    round_trips(&mut at_primary, "p");
+    round_trips(&mut at_backup, "b");
+    // Linearizable: a write through one is read through the other.
+    let _: () = at_backup.set("shared", "from-backup").unwrap();
+    assert_eq!(
+        at_primary.get::<_, String>("shared").unwrap(),
+        "from-backup"
+    );
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query(&mut at_backup)
+        .unwrap();
+    assert!(info.starts_with("# Replication\r\n"), "{info}");
+    assert!(info.contains("role:backup\r\n"), "{info}");
+    assert!(info.contains("epoch:0\r\n"), "{info}");
+    assert!(info.contains("commit_number:"), "{info}");
+    cluster.stop();
+}
+
+#[test]
+fn wrong_arity_and_unknown_commands_are_errors() {
+    let cluster = start_local(3).unwrap();
+    let mut c = connect(cluster.resp_addrs()[1]);
+    let err = redis::cmd("GET").query::<Value>(&mut c).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("wrong number of arguments for 'get' command"),
+        "{err}"
+    );
+    let err = redis::cmd("MSET")
+        .arg("a")
+        .arg("b")
+        .arg("c")
+        .query::<Value>(&mut c)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("wrong number of arguments"),
+        "{err}"
+    );
+    let err = redis::cmd("FLUBBER")
+        .arg("x")
+        .query::<Value>(&mut c)
+        .unwrap_err();
+    assert!(err.to_string().contains("unknown command"), "{err}");
+    // The connection still works.
+    let _: () = c.set("after", "1").unwrap();
+    assert_eq!(c.get::<_, String>("after").unwrap(), "1");
+    cluster.stop();
+}
+
+#[test]
+fn pipeline_of_100_commands_is_answered_in_order() {
+    let cluster = start_local(3).unwrap();
+    let mut c = connect(cluster.resp_addrs()[2]);
+    let mut pipe = redis::pipe();
+    for i in 0..100 {
+        match i % 4 {
+            0 => pipe.cmd("INCR").arg("counter"),
+            1 => pipe.cmd("PING"),
+            2 => pipe.cmd("GET").arg("counter"),
+            _ => pipe.cmd("NOSUCHCOMMAND"),
+        };
+    }
+    let replies: Vec<RedisResult<Value>> = {
+        // Send raw so that the error replies are kept in place.
+        let mut bytes = Vec::new();
+        for cmd in pipe.cmd_iter() {
+            bytes.extend_from_slice(&cmd.get_packed_command());
+        }
+        let mut raw = TcpStream::connect(cluster.resp_addrs()[2]).unwrap();
+        raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        raw.write_all(&bytes).unwrap();
+        let mut parser = redis::Parser::new();
+        let mut reader = std::io::BufReader::new(raw);
+        (0..100).map(|_| parser.parse_value(&mut reader)).collect()
+    };
+    let mut counter = 0;
+    for (i, reply) in replies.into_iter().enumerate() {
+        match i % 4 {
+            0 => {
+                counter += 1;
+                assert_eq!(reply.unwrap(), Value::Int(counter), "reply {i}");
+            }
+            1 => assert_eq!(reply.unwrap(), Value::SimpleString("PONG".into())),
+            2 => assert_eq!(
+                reply.unwrap(),
+                Value::BulkString(counter.to_string().into_bytes()),
+                "reply {i}"
+            ),
+            _ => {
+                let text = format!("{reply:?}");
+                assert!(text.contains("unknown command"), "reply {i}: {text}");
+            }
+        }
+    }
+    // And through the redis crate's own pipeline API.
+    let mut pipe = redis::pipe();
+    for i in 0..100 {
+        pipe.cmd("SET").arg(format!("p{i}")).arg(i).ignore();
+    }
+    for i in 0..100 {
+        pipe.cmd("GET").arg(format!("p{i}"));
+    }
+    let values: Vec<i64> = pipe.query(&mut c).unwrap();
+    assert_eq!(values, (0..100).collect::<Vec<i64>>());
+    cluster.stop();
+}
+
+#[test]
+fn readonly_reads_at_a_backup_eventually_see_a_write() {
+    let cluster = start_local(3).unwrap();
+    let primary = wait_for_primary(&cluster);
+    let backup = (primary + 1) % 3;
+    let mut writer = connect(cluster.resp_addrs()[primary]);
+    let mut reader = connect(cluster.resp_addrs()[backup]);
+    let ok: String = redis::cmd("READONLY").query(&mut reader).unwrap();
+    assert_eq!(ok, "OK");
+    let _: () = writer.set("ro", "v1").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got: Option<String> = reader.get("ro").unwrap();
+        if got.as_deref() == Some("v1") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the backup never applied the write"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Writes on a READONLY connection still go through the cluster.
+    let _: () = reader.set("ro2", "w").unwrap();
+    assert_eq!(writer.get::<_, String>("ro2").unwrap(), "w");
+    let ok: String = redis::cmd("READWRITE").query(&mut reader).unwrap();
+    assert_eq!(ok, "OK");
+    assert_eq!(reader.get::<_, String>("ro2").unwrap(), "w");
+    cluster.stop();
+}
+
+#[test]
+fn acknowledged_writes_survive_the_primary_stopping() {
+    let mut cluster = start_local(3).unwrap();
+    let primary = wait_for_primary(&cluster);
+    assert_eq!(primary, 0, "view 0's primary is replica 0");
+    let stop = Arc::new(AtomicBool::new(false));
+    let acks = Arc::new(AtomicU64::new(0));
+    let mut threads = Vec::new();
+    for t in 0..4 {
+        let address = cluster.resp_addrs()[1 + t % 2];
+        let stop = stop.clone();
+        let acks = acks.clone();
+        threads.push(std::thread::spawn(move || {
+            let mut c = connect(address);
+            let mut acknowledged = Vec::new();
+            let mut uncertain = 0;
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("t{t}:k{i}");
+                let value = format!("v{t}-{i}");
+                match c.set::<_, _, String>(&key, &value) {
+                    Ok(ok) => {
+                        assert_eq!(ok, "OK");
+                        acks.fetch_add(1, Ordering::Relaxed);
+                        acknowledged.push((key, value));
+                    }
+                    Err(error) => {
+                        assert_eq!(error.code(), Some("UNCERTAIN"), "{error}");
+                        uncertain += 1;
+                    }
+                }
+                i += 1;
+            }
+            (acknowledged, uncertain)
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let acks_before = acks.load(Ordering::Relaxed);
+    cluster.stop_node(0);
+    std::thread::sleep(Duration::from_millis(1200));
+    stop.store(true, Ordering::Relaxed);
+    let acks_after = acks.load(Ordering::Relaxed) - acks_before;
+    assert!(
+        acks_after > 20,
+        "the workload did not go on after the failover"
+    );
+    let mut acknowledged = Vec::new();
+    let mut uncertain = 0;
+    for thread in threads {
+        let (a, u) = thread.join().unwrap();
+        acknowledged.extend(a);
+        uncertain += u;
+    }
+    assert!(
+        acknowledged.len() > 20,
+        "too few writes: {}",
+        acknowledged.len()
+    );
+    let new_primary = wait_for_primary(&cluster);
+    assert_ne!(new_primary, 0);
+    let mut c = connect(cluster.resp_addrs()[1]);
+    // Writes after the failover succeed too.
+    let _: () = c.set("after-failover", "yes").unwrap();
+    for chunk in acknowledged.chunks(200) {
+        let keys: Vec<&String> = chunk.iter().map(|(k, _)| k).collect();
+        let values: Vec<Option<String>> = c.mget(&keys).unwrap();
+        for ((key, value), got) in chunk.iter().zip(values) {
+            assert_eq!(
+                got.as_ref(),
+                Some(value),
+                "acknowledged write of {key} lost"
+            );
+        }
+    }
+    eprintln!(
+        "{} acknowledged writes checked ({acks_after} after the stop), {uncertain} uncertain",
+        acknowledged.len()
+    );
+    cluster.stop();
+}
+
+#[test]
+fn malformed_resp_gets_an_error_and_the_connection_is_closed() {
+    let cluster = start_local(3).unwrap();
+    for bad in [
+        &b"*2\r\n$3\r\nGET\r\n:1\r\n"[..],
+        b"*abc\r\n",
+        b"*1\r\n$-5\r\n",
+        b"SET \"unbalanced k\r\n",
+    ] {
+        let mut raw = TcpStream::connect(cluster.resp_addrs()[1]).unwrap();
+        raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        raw.write_all(b"PING\r\n").unwrap();
+        raw.write_all(bad).unwrap();
+        let mut answer = Vec::new();
+        // read_to_end returns once the server closes the connection.
+        raw.read_to_end(&mut answer).unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("+PONG\r\n-ERR Protocol error: "),
+            "{bad:?}: {answer:?}"
+        );
+        assert!(answer.ends_with("\r\n"));
+    }
+    // The server keeps serving.
+    let mut c = connect(cluster.resp_addrs()[1]);
+    let _: () = c.set("still", "here").unwrap();
+    assert_eq!(c.get::<_, String>("still").unwrap(), "here");
+    cluster.stop();
+}
+
+#[test]
+fn without_a_majority_a_write_is_uncertain_not_failed() {
+    let mut cluster = start_local(3).unwrap();
+    let mut c = connect(cluster.resp_addrs()[2]);
+    let _: () = c.set("before", "1").unwrap();
+    let _: () = redis::cmd("READONLY").query(&mut c).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while c.get::<_, Option<String>>("before").unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "replica 2 never applied the write"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cluster.stop_node(0);
+    cluster.stop_node(1);
+    // A pipeline of two: each command gets its own UNCERTAIN reply.
+    let started = Instant::now();
+    let mut raw = TcpStream::connect(cluster.resp_addrs()[2]).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    raw.write_all(b"SET k v\r\nINCR n\r\nPING\r\n").unwrap();
+    let expected = format!(
+        "-{}\r\n-{}\r\n+PONG\r\n",
+        vr_kv::server::UNCERTAIN,
+        vr_kv::server::UNCERTAIN
+    );
+    let mut answer = vec![0u8; expected.len()];
+    raw.read_exact(&mut answer).unwrap();
+    assert_eq!(String::from_utf8_lossy(&answer), expected);
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(10), "gave up after {waited:?}");
+    // READONLY reads still answer from the local store.
+    assert_eq!(c.get::<_, String>("before").unwrap(), "1");
+    cluster.stop();
+}
+
+#[test]
+fn start_node_runs_a_single_replica_and_bounds_connections() {
+    let replica = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let replicas = vec![replica.local_addr().unwrap()];
+    let mut options =
+        vr_kv::server::NodeOptions::new(9, replicas, 0, "127.0.0.1:0".parse().unwrap());
+    options.replica_listener = Some(replica);
+    options.resp_connections_max = 2;
+    let node = vr_kv::server::start_node(options).unwrap();
+    let mut first = connect(node.resp_addr());
+    let _: () = first.set("solo", "1").unwrap();
+    let mut second = connect(node.resp_addr());
+    assert_eq!(second.get::<_, String>("solo").unwrap(), "1");
+    let mut third = TcpStream::connect(node.resp_addr()).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut answer = Vec::new();
+    third.read_to_end(&mut answer).unwrap();
+    assert_eq!(answer, b"-ERR max number of clients reached\r\n");
+    // A slot frees up when a connection closes.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut c = TcpStream::connect(node.resp_addr()).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(b"PING\r\n").unwrap();
+        let mut reply = [0u8; 7];
+        c.read_exact(&mut reply).unwrap();
+        if &reply == b"+PONG\r\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slot was never freed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let status: String = redis::cmd("VR.STATUS").query(&mut second).unwrap();
+    assert!(status.contains("role:primary\r\n"), "{status}");
+    node.stop();
+}
