@@ -1,5 +1,5 @@
-//! The pure parts of a replicated key-value server that will speak the Redis
-//! protocol (RESP2) on top of `vr-core`.
+//! A replicated key-value server speaking the Redis protocol (RESP2) on top
+//! of `vr-core`; `docs/kv.md` says what each reply means.
 //!
 //! # What exists
 //!
@@ -37,7 +37,7 @@
 //!
 //! # How the pieces fit
 //!
-//! What a server will do with one connection's bytes, minus the network:
+//! What the server does with one connection's bytes, minus the network:
 //!
 //! ```
 //! use vr_core::Service;
