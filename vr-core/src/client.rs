@@ -19,6 +19,9 @@ pub struct ClientConfig {
     pub request_timeout_ns: u64,
     /// Largest operation accepted, in bytes (the cluster's `op_size_max`).
     pub op_size_max: u32,
+    /// Largest frame accepted from a replica (the cluster's
+    /// `message_size_max`); larger replies are rejected by the decoder.
+    pub message_size_max: u32,
     /// Attempts (sends) per request before giving up with
     /// [`ClientError::TimedOut`]; `0` retries forever.
     pub request_attempts_max: u32,
@@ -35,6 +38,7 @@ impl ClientConfig {
             replica_count: config.replica_count,
             request_timeout_ns: 2 * config.view_change_timeout_ns,
             op_size_max: config.op_size_max,
+            message_size_max: config.message_size_max,
             request_attempts_max: 0,
             client_id,
         }

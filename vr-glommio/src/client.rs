@@ -22,15 +22,11 @@ use crate::connection::{run_connection, Closed, Outbox};
 use crate::sync::{CloseOnDrop, Mailbox, Notify};
 use crate::{invalid_input, spawn_executor, CONNECT_TIMEOUT};
 
-/// Largest reply frame a client accepts. [`ClientConfig`] does not carry the
-/// cluster's `message_size_max`, so this is the default of
-/// [`vr_core::Config::new`].
-pub const CLIENT_FRAME_SIZE_MAX: usize = 1024 * 1024;
-
-/// Bound on the bytes queued for one replica. The client has one request
-/// outstanding and sends it at most once per replica per timeout, so this
-/// is never reached unless a replica stops reading.
-const CLIENT_QUEUE_BYTES_MAX: usize = 4 * CLIENT_FRAME_SIZE_MAX;
+/// Bound on the bytes queued for one replica, in frames of the cluster's
+/// `message_size_max`. The client has one request outstanding and sends it
+/// at most once per replica per timeout, so this is never reached unless a
+/// replica stops reading.
+const CLIENT_QUEUE_FRAMES_MAX: usize = 4;
 
 /// A client of a VR cluster, for use inside a glommio executor. It opens a
 /// connection to a replica when it first has something to send there, and
@@ -95,15 +91,12 @@ impl Client {
         cluster: u64,
     ) -> io::Result<Client> {
         check_addresses(&addresses, &config)?;
+        let frame_size_max = config.message_size_max as usize;
         let outboxes: Vec<_> = addresses
             .iter()
-            .map(|_| Rc::new(Outbox::new(CLIENT_QUEUE_BYTES_MAX)))
+            .map(|_| Rc::new(Outbox::new(CLIENT_QUEUE_FRAMES_MAX * frame_size_max)))
             .collect();
-        let node = ClientNode::new(
-            vr_core::Client::new(config, 0),
-            cluster,
-            CLIENT_FRAME_SIZE_MAX,
-        );
+        let node = ClientNode::new(vr_core::Client::new(config, 0), cluster, frame_size_max);
         let shared = Rc::new(ClientShared {
             node: RefCell::new(node),
             origin: std::time::Instant::now(),

@@ -79,7 +79,7 @@ use std::time::Duration;
 
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
-pub use client::{BlockingClient, Client, CLIENT_FRAME_SIZE_MAX};
+pub use client::{BlockingClient, Client};
 pub use replica::{
     start_replica, start_replica_with_listener, AdapterStats, ConnectionStats, ReplicaHandle,
     ReplicaOptions,

@@ -13,12 +13,10 @@ use vr_core::{ClientConfig, ReplicaIndex};
 
 use crate::conn::{CloseReason, Conn, ReadOutcome};
 
-/// Largest reply accepted: the default `Config::message_size_max`.
-const FRAME_SIZE_MAX: usize = 1024 * 1024;
-
-/// Bound on the frames queued per replica. One request is outstanding at a
-/// time, so only resends of it queue up behind a slow connection.
-const QUEUE_BYTES_MAX: usize = 4 * FRAME_SIZE_MAX;
+/// Bound on the frames queued per replica, in frames of the cluster's
+/// `message_size_max`. One request is outstanding at a time, so only resends
+/// of it queue up behind a slow connection.
+const QUEUE_FRAMES_MAX: usize = 4;
 
 /// A connect still pending after this is abandoned and tried again on the
 /// next send to that replica.
@@ -78,6 +76,8 @@ pub struct Client {
     connections: Vec<Option<Connection>>,
     origin: StdInstant,
     scratch: Vec<u8>,
+    /// Bound on the bytes queued per replica.
+    queue_bytes_max: usize,
 }
 
 impl Client {
@@ -94,9 +94,11 @@ impl Client {
                 "addresses.len() must equal replica_count",
             ));
         }
+        let frame_size_max = config.message_size_max as usize;
         let client = vr_core::Client::new(config, 0);
         Ok(Client {
-            node: ClientNode::new(client, cluster, FRAME_SIZE_MAX),
+            queue_bytes_max: QUEUE_FRAMES_MAX * frame_size_max,
+            node: ClientNode::new(client, cluster, frame_size_max),
             connections: addresses.iter().map(|_| None).collect(),
             addresses,
             poll: Poll::new()?,
@@ -180,7 +182,7 @@ impl Client {
             if let Some(Some(c)) = self.connections.get_mut(i) {
                 // A full queue means the replica is not reading; the proxy
                 // resends to everyone, so dropping here loses nothing.
-                let _ = c.conn.outbox.push(frame, QUEUE_BYTES_MAX);
+                let _ = c.conn.outbox.push(frame, self.queue_bytes_max);
             }
         }
         for i in 0..self.connections.len() {

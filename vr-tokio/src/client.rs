@@ -13,8 +13,6 @@ use vr_core::{ClientConfig, ClientError, Completion, Instant};
 
 use crate::link::{self, Backoff, LinkCounters, LinkEvent, Outbox};
 
-/// Frame size limit of [`Client::connect`]: `Config::new`'s `message_size_max`.
-pub const FRAME_SIZE_MAX_DEFAULT: usize = 1024 * 1024;
 /// Connection events waiting for the client; a full channel makes the
 /// connection tasks wait.
 const EVENTS_QUEUED_MAX: usize = 64;
@@ -63,24 +61,13 @@ impl Client {
     /// `addresses[i]`. Connections are opened when there is something to
     /// send, so this succeeds even while replicas are down; it fails only
     /// if the addresses do not match `config.replica_count`. Replies up to
-    /// [`FRAME_SIZE_MAX_DEFAULT`] are accepted.
+    /// `config.message_size_max` are accepted.
     pub async fn connect(
         addresses: Vec<SocketAddr>,
         config: ClientConfig,
         cluster: u64,
     ) -> io::Result<Client> {
-        Client::connect_with_frame_size_max(addresses, config, cluster, FRAME_SIZE_MAX_DEFAULT)
-            .await
-    }
-
-    /// [`Client::connect`] for a cluster whose `message_size_max` is
-    /// `frame_size_max`.
-    pub async fn connect_with_frame_size_max(
-        addresses: Vec<SocketAddr>,
-        config: ClientConfig,
-        cluster: u64,
-        frame_size_max: usize,
-    ) -> io::Result<Client> {
+        let frame_size_max = config.message_size_max as usize;
         if addresses.len() != usize::from(config.replica_count) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,

@@ -56,7 +56,7 @@ use std::net::SocketAddr;
 
 use vr_core::node::{ConnectionId, NodeStats};
 
-pub use client::{Client, FRAME_SIZE_MAX_DEFAULT};
+pub use client::Client;
 pub use replica::{start_replica, start_replica_with_listener, ReplicaHandle};
 pub use vr_core::ClientError;
 
