@@ -149,7 +149,8 @@ pub struct Replica<S: Service> {
     prepare_ok_op: Vec<u64>,
     /// Per replica, when the primary last heard a PrepareOk from it.
     prepare_ok_heard_at: Vec<Instant>,
-    /// Requests accepted into the log but not yet executed, per client.
+    /// Per client, the highest request number queued or in the log and not
+    /// yet executed: one lookup tells a retry from a new request.
     requests_in_progress: BTreeMap<ClientId, u64>,
     /// Requests waiting for room in the prepare window.
     request_queue: VecDeque<Request>,

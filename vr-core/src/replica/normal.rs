@@ -39,11 +39,7 @@ impl<S: Service> Replica<S> {
             Lookup::New => {}
         }
         let in_progress = self.requests_in_progress.get(&request.client_id).copied();
-        if in_progress.is_some_and(|r| r >= request.request_number)
-            || self.request_queue.iter().any(|q| {
-                q.client_id == request.client_id && q.request_number >= request.request_number
-            })
-        {
+        if in_progress.is_some_and(|r| r >= request.request_number) {
             // Already in the log or queued: the reply will come when it commits.
             self.stats.requests_dropped += 1;
             return;
@@ -52,11 +48,22 @@ impl<S: Service> Replica<S> {
             if self.request_queue.len() >= self.config.request_queue_max as usize {
                 self.stats.requests_dropped += 1;
             } else {
+                self.mark_in_progress(request.client_id, request.request_number);
                 self.request_queue.push_back(request);
             }
             return;
         }
         self.prepare_request(now, request);
+    }
+
+    /// Records that a request is queued or in the log. Only ever raises the
+    /// number: a client's newer request may be queued behind an older one.
+    pub(super) fn mark_in_progress(&mut self, client_id: crate::ClientId, request_number: u64) {
+        let entry = self
+            .requests_in_progress
+            .entry(client_id)
+            .or_insert(request_number);
+        *entry = (*entry).max(request_number);
     }
 
     fn window_full(&self) -> bool {
@@ -74,8 +81,7 @@ impl<S: Service> Replica<S> {
             request_number: request.request_number,
             op: request.op,
         };
-        self.requests_in_progress
-            .insert(entry.client_id, entry.request_number);
+        self.mark_in_progress(entry.client_id, entry.request_number);
         self.log.push(entry.clone());
         self.prepare_ok_op[usize::from(self.replica)] = self.op_number;
         self.send_to_others(Message::Prepare(Prepare {

@@ -309,9 +309,10 @@ impl<S: Service> Replica<S> {
         self.prepare_ok_op.iter_mut().for_each(|a| *a = 0);
         self.prepare_ok_op[usize::from(self.replica)] = self.op_number;
         self.requests_in_progress.clear();
-        for entry in &self.log[self.commit_number as usize..] {
-            self.requests_in_progress
-                .insert(entry.client_id, entry.request_number);
+        for op_number in self.commit_number + 1..=self.op_number {
+            let entry = self.entry(op_number);
+            let (client_id, request_number) = (entry.client_id, entry.request_number);
+            self.mark_in_progress(client_id, request_number);
         }
         self.stats.view_changes_completed += 1;
         self.enter_normal_timers(now);
