@@ -20,6 +20,15 @@ impl Service for Recorder {
     fn execute(&mut self, _op_number: u64, op: &[u8]) -> Vec<u8> {
         self.0.lock().unwrap().push(op.to_vec());
         op.to_vec()
+    } // The state is the list of operations: one page each.
+    fn page_count(&self) -> u64 {
+        self.0.lock().unwrap().len() as u64
+    }
+    fn read_page(&self, index: u64, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.0.lock().unwrap()[index as usize]);
+    }
+    fn install_pages(&mut self, pages: &[&[u8]]) {
+        *self.0.lock().unwrap() = pages.iter().map(|p| p.to_vec()).collect();
     }
 }
 

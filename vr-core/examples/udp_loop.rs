@@ -19,6 +19,16 @@ impl Service for Sum {
         self.0 += op.iter().map(|&b| u64::from(b)).sum::<u64>();
         self.0.to_le_bytes().to_vec()
     }
+    // The whole state fits one page.
+    fn page_count(&self) -> u64 {
+        1
+    }
+    fn read_page(&self, _index: u64, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.0.to_le_bytes());
+    }
+    fn install_pages(&mut self, pages: &[&[u8]]) {
+        self.0 = pages[0].try_into().map(u64::from_le_bytes).unwrap_or(0);
+    }
 }
 
 fn main() -> std::io::Result<()> {

@@ -34,18 +34,57 @@ pub enum Lookup<'a> {
 /// replica's table is the same function of the committed prefix. That is what
 /// lets a new primary answer a retried request without executing it again.
 ///
-/// Bounded by the number of distinct clients; evicting idle clients needs a
-/// deterministic rule all replicas agree on, which is future work noted in
-/// `docs/protocol.md`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Bounded: past `table_max` clients, recording a new client evicts the one
+/// whose latest request executed longest ago. The rule depends only on the
+/// committed prefix, so every replica evicts the same client. An evicted
+/// client that retries its last request has it executed again; a client
+/// idle for `table_max` other clients' requests is assumed gone (see
+/// `docs/protocol.md`, "Bounded memory").
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientTable {
     entries: BTreeMap<ClientId, ClientEntry>,
+    /// `op_number -> client`, to find the eviction victim without a scan.
+    by_op_number: BTreeMap<u64, ClientId>,
+    table_max: usize,
+}
+
+impl Default for ClientTable {
+    fn default() -> ClientTable {
+        ClientTable::with_max(usize::MAX)
+    }
 }
 
 impl ClientTable {
-    /// An empty table.
+    /// An empty, unbounded table.
     pub fn new() -> ClientTable {
         ClientTable::default()
+    }
+
+    /// An empty table holding at most `table_max` clients (at least one).
+    pub fn with_max(table_max: usize) -> ClientTable {
+        ClientTable {
+            entries: BTreeMap::new(),
+            by_op_number: BTreeMap::new(),
+            table_max: table_max.max(1),
+        }
+    }
+
+    /// A table from its entries (installed from a checkpoint).
+    pub fn from_entries(entries: BTreeMap<ClientId, ClientEntry>, table_max: usize) -> ClientTable {
+        let by_op_number = entries
+            .iter()
+            .map(|(&client, entry)| (entry.op_number, client))
+            .collect();
+        ClientTable {
+            entries,
+            by_op_number,
+            table_max: table_max.max(1),
+        }
+    }
+
+    /// The entries in client-id order.
+    pub fn iter(&self) -> impl Iterator<Item = (&ClientId, &ClientEntry)> {
+        self.entries.iter()
     }
 
     /// How `request_number` from `client_id` relates to what was executed.
@@ -72,7 +111,7 @@ impl ClientTable {
                 .is_none_or(|e| e.request_number < request_number),
             "client table must only move forward"
         );
-        self.entries.insert(
+        let previous = self.entries.insert(
             client_id,
             ClientEntry {
                 request_number,
@@ -80,6 +119,18 @@ impl ClientTable {
                 result,
             },
         );
+        match previous {
+            Some(previous) => {
+                self.by_op_number.remove(&previous.op_number);
+            }
+            None if self.entries.len() > self.table_max => {
+                if let Some((_, victim)) = self.by_op_number.pop_first() {
+                    self.entries.remove(&victim);
+                }
+            }
+            None => {}
+        }
+        self.by_op_number.insert(op_number, client_id);
     }
 
     /// The entry of one client, if any.
@@ -117,5 +168,17 @@ mod tests {
         }
         assert_eq!(table.lookup(7, 3), Lookup::New);
         assert_eq!(table.lookup(8, 1), Lookup::New);
+    }
+
+    #[test]
+    fn a_full_table_evicts_the_client_idle_longest() {
+        let mut table = ClientTable::with_max(2);
+        table.record(1, 1, 1, vec![]);
+        table.record(2, 1, 2, vec![]);
+        table.record(1, 2, 3, vec![]);
+        table.record(3, 1, 4, vec![]);
+        assert_eq!(table.len(), 2);
+        assert!(table.get(2).is_none(), "client 2 executed longest ago");
+        assert!(table.get(1).is_some() && table.get(3).is_some());
     }
 }

@@ -39,6 +39,14 @@
 //! | `Vec<u8>`       | `u32` LE length, then the bytes                            |
 //! | [`LogEntry`]    | `op_number` u64, `view` u64, `client_id` u128, `request_number` u64, `op` (`Vec<u8>`) |
 //! | `Vec<LogEntry>` | `u32` LE count, then the entries                           |
+//! | `CrashVector`   | `u8` count, then `u64` LE each                             |
+//! | `Vec<u64>`      | `u32` LE count, then `u64` LE each                         |
+//! | `Digest`        | 32 bytes                                                   |
+//! | `Vec<Digest>`   | `u32` LE count, then the digests                           |
+//! | `CheckpointSummary` | `op_number` u64, `page_count` u64, `service_page_count` u64, `root` |
+//! | `Option<T>`     | `u8` 0 (none) or 1 (some), then `T`                        |
+//! | `PageChunk`     | `page` u64, `offset` u64, `size` u64, `data` (`Vec<u8>`)   |
+//! | `Vec<PageChunk>`| `u32` LE count, then the chunks                            |
 //!
 //! A [`LogEntry`] therefore takes [`LOG_ENTRY_FIXED_SIZE`] bytes plus its
 //! `op`. Per message, after the header:
@@ -47,14 +55,20 @@
 //! |-------------------|--------------------------------------------------------------------|
 //! | `Request`         | `client_id`, `request_number`, `op`                                |
 //! | `Prepare`         | `commit_number`, `entry`                                           |
-//! | `PrepareOk`       | `op_number`, `replica`                                             |
+//! | `PrepareOk`       | `op_number`, `replica`, `crash_vector`                             |
 //! | `Commit`          | `commit_number`, `op_number`                                       |
 //! | `Reply`           | `client_id`, `request_number`, `result`                            |
-//! | `StartViewChange` | `promised_view`, `replica`                                         |
-//! | `DoViewChange`    | `last_normal_view`, `op_number`, `commit_number`, `log`, `replica` |
+//! | `StartViewChange` | `promised_view`, `replica`, `crash_vector`                         |
+//! | `DoViewChange`    | `last_normal_view`, `op_number`, `commit_number`, `log`, `replica`, `crash_vector` |
 //! | `StartView`       | `op_number`, `commit_number`, `log`                                |
 //! | `GetState`        | `op_number`, `replica`                                             |
-//! | `NewState`        | `op_number`, `commit_number`, `log`, `replica`                     |
+//! | `NewState`        | `op_number`, `commit_number`, `log`, `replica`, `checkpoint` (`Option<CheckpointSummary>`) |
+//! | `Recovery`        | `replica`, `nonce`, `incarnation` (view in the header is 0)        |
+//! | `RecoveryResponse`| `nonce`, `status` u8, `op_number`, `commit_number`, `crash_vector`, `replica` |
+//! | `GetCheckpointTree` | `root`, `level` u8, `parents` (`Vec<u64>`), `replica`            |
+//! | `CheckpointTree`  | `summary`, `level` u8, `parents` (`Vec<u64>`), `digests`, `replica` |
+//! | `GetCheckpointPages` | `root`, `pages` (`Vec<u64>`), `offset`, `replica`               |
+//! | `CheckpointPages` | `summary`, `chunks`, `replica`                                     |
 //!
 //! # Decoding
 //!
@@ -70,8 +84,10 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use crate::message::{
-    Command, Commit, DoViewChange, GetState, LogEntry, Message, NewState, Prepare, PrepareOk,
-    Reply, Request, StartView, StartViewChange,
+    CheckpointPages, CheckpointSummary, CheckpointTree, Command, Commit, CrashVector, Digest,
+    DoViewChange, GetCheckpointPages, GetCheckpointTree, GetState, LogEntry, Message, NewState,
+    PageChunk, Prepare, PrepareOk, Recovery, RecoveryResponse, RecoveryStatus, Reply, Request,
+    StartView, StartViewChange,
 };
 
 /// The first two bytes of every frame; a cheap guard against a peer that
@@ -247,20 +263,37 @@ fn body_size(message: &Message) -> usize {
     const U64: usize = 8;
     const U128: usize = 16;
     const LEN: usize = 4;
+    const DIGEST: usize = 32;
+    const SUMMARY: usize = 3 * U64 + DIGEST;
     fn log_size(log: &[LogEntry]) -> usize {
         LEN + log.iter().map(LogEntry::encoded_size).sum::<usize>()
+    }
+    fn cv_size(cv: &CrashVector) -> usize {
+        U8 + U64 * cv.len()
     }
     match message {
         Message::Request(m) => U128 + U64 + LEN + m.op.len(),
         Message::Prepare(m) => U64 + m.entry.encoded_size(),
-        Message::PrepareOk(_) => U64 + U8,
+        Message::PrepareOk(m) => U64 + U8 + cv_size(&m.crash_vector),
         Message::Commit(_) => U64 + U64,
         Message::Reply(m) => U128 + U64 + LEN + m.result.len(),
-        Message::StartViewChange(_) => U64 + U8,
-        Message::DoViewChange(m) => 3 * U64 + log_size(&m.log) + U8,
+        Message::StartViewChange(m) => U64 + U8 + cv_size(&m.crash_vector),
+        Message::DoViewChange(m) => 3 * U64 + log_size(&m.log) + U8 + cv_size(&m.crash_vector),
         Message::StartView(m) => 2 * U64 + log_size(&m.log),
         Message::GetState(_) => U64 + U8,
-        Message::NewState(m) => 2 * U64 + log_size(&m.log) + U8,
+        Message::NewState(m) => {
+            2 * U64 + log_size(&m.log) + U8 + U8 + m.checkpoint.map_or(0, |_| SUMMARY)
+        }
+        Message::Recovery(_) => U8 + 2 * U64,
+        Message::RecoveryResponse(m) => U64 + U8 + 2 * U64 + cv_size(&m.crash_vector) + U8,
+        Message::GetCheckpointTree(m) => DIGEST + U8 + LEN + U64 * m.parents.len() + U8,
+        Message::CheckpointTree(m) => {
+            SUMMARY + U8 + LEN + U64 * m.parents.len() + LEN + DIGEST * m.digests.len() + U8
+        }
+        Message::GetCheckpointPages(m) => DIGEST + LEN + U64 * m.pages.len() + U64 + U8,
+        Message::CheckpointPages(m) => {
+            SUMMARY + LEN + m.chunks.iter().map(PageChunk::encoded_size).sum::<usize>() + U8
+        }
     }
 }
 
@@ -336,6 +369,27 @@ fn put_entry(out: &mut Vec<u8>, entry: &LogEntry) {
     put_bytes(out, &entry.op);
 }
 
+fn put_crash_vector(out: &mut Vec<u8>, cv: &CrashVector) {
+    put_u8(out, u8::try_from(cv.len()).expect("at most 255 replicas"));
+    for &incarnation in cv {
+        put_u64(out, incarnation);
+    }
+}
+
+fn put_u64s(out: &mut Vec<u8>, values: &[u64]) {
+    put_u32(out, length(values.len()));
+    for &value in values {
+        put_u64(out, value);
+    }
+}
+
+fn put_summary(out: &mut Vec<u8>, summary: &CheckpointSummary) {
+    put_u64(out, summary.op_number);
+    put_u64(out, summary.page_count);
+    put_u64(out, summary.service_page_count);
+    out.extend_from_slice(&summary.root);
+}
+
 fn put_log(out: &mut Vec<u8>, log: &[LogEntry]) {
     put_u32(out, length(log.len()));
     for entry in log {
@@ -359,6 +413,7 @@ fn put_body(message: &Message, out: &mut Vec<u8>) {
         Message::PrepareOk(m) => {
             put_u64(out, m.op_number);
             put_u8(out, m.replica);
+            put_crash_vector(out, &m.crash_vector);
         }
         Message::Commit(m) => {
             put_u64(out, m.commit_number);
@@ -372,6 +427,7 @@ fn put_body(message: &Message, out: &mut Vec<u8>) {
         Message::StartViewChange(m) => {
             put_u64(out, m.promised_view);
             put_u8(out, m.replica);
+            put_crash_vector(out, &m.crash_vector);
         }
         Message::DoViewChange(m) => {
             put_u64(out, m.last_normal_view);
@@ -379,6 +435,7 @@ fn put_body(message: &Message, out: &mut Vec<u8>) {
             put_u64(out, m.commit_number);
             put_log(out, &m.log);
             put_u8(out, m.replica);
+            put_crash_vector(out, &m.crash_vector);
         }
         Message::StartView(m) => {
             put_u64(out, m.op_number);
@@ -394,9 +451,72 @@ fn put_body(message: &Message, out: &mut Vec<u8>) {
             put_u64(out, m.commit_number);
             put_log(out, &m.log);
             put_u8(out, m.replica);
+            match &m.checkpoint {
+                None => put_u8(out, 0),
+                Some(summary) => {
+                    put_u8(out, 1);
+                    put_summary(out, summary);
+                }
+            }
+        }
+        Message::Recovery(m) => {
+            put_u8(out, m.replica);
+            put_u64(out, m.nonce);
+            put_u64(out, m.incarnation);
+        }
+        Message::RecoveryResponse(m) => {
+            put_u64(out, m.nonce);
+            put_u8(out, m.status as u8);
+            put_u64(out, m.op_number);
+            put_u64(out, m.commit_number);
+            put_crash_vector(out, &m.crash_vector);
+            put_u8(out, m.replica);
+        }
+        Message::GetCheckpointTree(m) => {
+            out.extend_from_slice(&m.root);
+            put_u8(out, m.level);
+            put_u64s(out, &m.parents);
+            put_u8(out, m.replica);
+        }
+        Message::CheckpointTree(m) => {
+            put_summary(out, &m.summary);
+            put_u8(out, m.level);
+            put_u64s(out, &m.parents);
+            put_u32(out, length(m.digests.len()));
+            for digest in &m.digests {
+                out.extend_from_slice(digest);
+            }
+            put_u8(out, m.replica);
+        }
+        Message::GetCheckpointPages(m) => {
+            out.extend_from_slice(&m.root);
+            put_u64s(out, &m.pages);
+            put_u64(out, m.offset);
+            put_u8(out, m.replica);
+        }
+        Message::CheckpointPages(m) => {
+            put_summary(out, &m.summary);
+            put_u32(out, length(m.chunks.len()));
+            for chunk in &m.chunks {
+                put_u64(out, chunk.page);
+                put_u64(out, chunk.offset);
+                put_u64(out, chunk.size);
+                put_bytes(out, &chunk.data);
+            }
+            put_u8(out, m.replica);
         }
     }
 }
+
+impl PageChunk {
+    /// Bytes this chunk takes in an encoded [`CheckpointPages`].
+    pub fn encoded_size(&self) -> usize {
+        PAGE_CHUNK_FIXED_SIZE + self.data.len()
+    }
+}
+
+/// Bytes a [`PageChunk`] takes besides its data: page, offset, size, length.
+pub const PAGE_CHUNK_FIXED_SIZE: usize = 28;
 
 /// Decodes the frame at the start of `bytes`, which must come from a peer of
 /// `cluster` and be at most `frame_size_max` bytes long (header included).
@@ -484,6 +604,7 @@ fn decode_body(command: Command, view: u64, body: &[u8]) -> Result<Message, Deco
             view,
             op_number: r.u64()?,
             replica: r.u8()?,
+            crash_vector: r.crash_vector()?,
         }),
         Command::Commit => Message::Commit(Commit {
             view,
@@ -500,6 +621,7 @@ fn decode_body(command: Command, view: u64, body: &[u8]) -> Result<Message, Deco
             view,
             promised_view: r.u64()?,
             replica: r.u8()?,
+            crash_vector: r.crash_vector()?,
         }),
         Command::DoViewChange => Message::DoViewChange(DoViewChange {
             view,
@@ -508,6 +630,7 @@ fn decode_body(command: Command, view: u64, body: &[u8]) -> Result<Message, Deco
             commit_number: r.u64()?,
             log: r.log()?,
             replica: r.u8()?,
+            crash_vector: r.crash_vector()?,
         }),
         Command::StartView => Message::StartView(StartView {
             view,
@@ -525,6 +648,82 @@ fn decode_body(command: Command, view: u64, body: &[u8]) -> Result<Message, Deco
             op_number: r.u64()?,
             commit_number: r.u64()?,
             log: r.log()?,
+            replica: r.u8()?,
+            checkpoint: match r.u8()? {
+                0 => None,
+                1 => Some(r.summary()?),
+                _ => return Err(DecodeError::Malformed("option tag neither 0 nor 1")),
+            },
+        }),
+        Command::Recovery => {
+            if view != 0 {
+                return Err(DecodeError::Malformed("recovery with a non-zero view"));
+            }
+            Message::Recovery(Recovery {
+                replica: r.u8()?,
+                nonce: r.u64()?,
+                incarnation: r.u64()?,
+            })
+        }
+        Command::RecoveryResponse => Message::RecoveryResponse(RecoveryResponse {
+            view,
+            nonce: r.u64()?,
+            status: match r.u8()? {
+                0 => RecoveryStatus::Normal,
+                1 => RecoveryStatus::ViewChange,
+                2 => RecoveryStatus::Recovering,
+                _ => return Err(DecodeError::Malformed("unknown recovery status")),
+            },
+            op_number: r.u64()?,
+            commit_number: r.u64()?,
+            crash_vector: r.crash_vector()?,
+            replica: r.u8()?,
+        }),
+        Command::GetCheckpointTree => Message::GetCheckpointTree(GetCheckpointTree {
+            view,
+            root: r.digest()?,
+            level: r.u8()?,
+            parents: r.u64s()?,
+            replica: r.u8()?,
+        }),
+        Command::CheckpointTree => Message::CheckpointTree(CheckpointTree {
+            view,
+            summary: r.summary()?,
+            level: r.u8()?,
+            parents: r.u64s()?,
+            digests: {
+                let count = r.len(32, "digest count exceeds the body")?;
+                let mut digests = Vec::with_capacity(count);
+                for _ in 0..count {
+                    digests.push(r.digest()?);
+                }
+                digests
+            },
+            replica: r.u8()?,
+        }),
+        Command::GetCheckpointPages => Message::GetCheckpointPages(GetCheckpointPages {
+            view,
+            root: r.digest()?,
+            pages: r.u64s()?,
+            offset: r.u64()?,
+            replica: r.u8()?,
+        }),
+        Command::CheckpointPages => Message::CheckpointPages(CheckpointPages {
+            view,
+            summary: r.summary()?,
+            chunks: {
+                let count = r.len(PAGE_CHUNK_FIXED_SIZE, "chunk count exceeds the body")?;
+                let mut chunks = Vec::with_capacity(count);
+                for _ in 0..count {
+                    chunks.push(PageChunk {
+                        page: r.u64()?,
+                        offset: r.u64()?,
+                        size: r.u64()?,
+                        data: r.bytes()?,
+                    });
+                }
+                chunks
+            },
             replica: r.u8()?,
         }),
     };
@@ -591,6 +790,40 @@ impl Reader<'_> {
             request_number: self.u64()?,
             op: self.bytes()?,
         })
+    }
+
+    fn digest(&mut self) -> Result<Digest, DecodeError> {
+        self.take()
+    }
+
+    fn summary(&mut self) -> Result<CheckpointSummary, DecodeError> {
+        Ok(CheckpointSummary {
+            op_number: self.u64()?,
+            page_count: self.u64()?,
+            service_page_count: self.u64()?,
+            root: self.digest()?,
+        })
+    }
+
+    fn crash_vector(&mut self) -> Result<CrashVector, DecodeError> {
+        let count = usize::from(self.u8()?);
+        if count > self.rest.len() / 8 {
+            return Err(DecodeError::Malformed("crash vector exceeds the body"));
+        }
+        let mut cv = CrashVector::with_capacity(count);
+        for _ in 0..count {
+            cv.push(self.u64()?);
+        }
+        Ok(cv)
+    }
+
+    fn u64s(&mut self) -> Result<Vec<u64>, DecodeError> {
+        let count = self.len(8, "count exceeds the body")?;
+        let mut values = Vec::with_capacity(count);
+        for _ in 0..count {
+            values.push(self.u64()?);
+        }
+        Ok(values)
     }
 
     fn log(&mut self) -> Result<Vec<LogEntry>, DecodeError> {

@@ -16,6 +16,8 @@ pub enum ConfigError {
     ZeroWindow,
     /// `message_size_max` cannot hold a Prepare of one `op_size_max` operation.
     MessageTooSmall,
+    /// `checkpoint_interval_ops` and `client_table_max` must be at least 1.
+    ZeroCheckpointInterval,
 }
 
 impl core::fmt::Display for ConfigError {
@@ -28,6 +30,9 @@ impl core::fmt::Display for ConfigError {
             }
             ConfigError::ZeroWindow => "prepare_window_max must be at least 1",
             ConfigError::MessageTooSmall => "message_size_max cannot hold one maximal Prepare",
+            ConfigError::ZeroCheckpointInterval => {
+                "checkpoint_interval_ops and client_table_max must be at least 1"
+            }
         };
         f.write_str(text)
     }
@@ -74,6 +79,17 @@ pub struct Config {
     /// StartViewChange, DoViewChange and GetState are resent this often until
     /// they have their effect.
     pub resend_interval_ns: u64,
+    /// A replica takes a checkpoint (§5.1) every this many committed ops and
+    /// drops the log before it, but for `log_tail_ops`.
+    pub checkpoint_interval_ops: u64,
+    /// Log entries kept below the latest checkpoint, so that a peer lagging
+    /// by fewer ops catches up from the log instead of by checkpoint
+    /// transfer. The log holds at most `log_tail_ops +
+    /// checkpoint_interval_ops + prepare_window_max` entries.
+    pub log_tail_ops: u64,
+    /// Clients the client table remembers; past it, the client idle longest
+    /// is forgotten (the same one on every replica).
+    pub client_table_max: u32,
     /// Test-only: a deliberate protocol bug, for showing that a checker
     /// catches it. `None` in every real configuration.
     #[cfg(feature = "bug-injection")]
@@ -91,12 +107,22 @@ pub enum InjectedBug {
     /// The new primary adopts the DoViewChange log with the largest
     /// op-number, ignoring last-normal-view (breaks §4.2 step 3).
     ChooseLogByOpNumberOnly,
+    /// Recovery as the paper has it, without crash vectors: messages a
+    /// replica sent before it crashed still count after it recovered (the
+    /// flaw of §4.3 shown by Michael et al., DISC 2017).
+    RecoveryWithoutCrashVectors,
+    /// State transfer as the paper has it: a replica that learns of a newer
+    /// view truncates its log to its commit-number in place and takes the
+    /// new view as its last normal view before the fetched log arrives (the
+    /// §5.2 flaw found by Vanlightly's TLA+ model).
+    TruncateLogOnNewView,
 }
 
 impl Config {
     /// A configuration with defaults suited to a LAN: 10 ms heartbeats, a
     /// 100 ms primary-silence timeout with up to 50 ms jitter, a window of
-    /// 256 prepares and 1 MiB frames.
+    /// 256 prepares, 1 MiB frames, a checkpoint every 4096 ops with a log
+    /// tail of 1024, and 8192 clients remembered.
     pub fn new(cluster: u64, replica_count: u8) -> Config {
         Config {
             cluster,
@@ -111,6 +137,9 @@ impl Config {
             view_change_timeout_ns: 100_000_000,
             timeout_jitter_ns: 50_000_000,
             resend_interval_ns: 20_000_000,
+            checkpoint_interval_ops: 4096,
+            log_tail_ops: 1024,
+            client_table_max: 8192,
             #[cfg(feature = "bug-injection")]
             injected_bug: None,
         }
@@ -130,6 +159,9 @@ impl Config {
         }
         if self.prepare_window_max == 0 {
             return Err(ConfigError::ZeroWindow);
+        }
+        if self.checkpoint_interval_ops == 0 || self.client_table_max == 0 {
+            return Err(ConfigError::ZeroCheckpointInterval);
         }
         let prepare_max = crate::codec::HEADER_SIZE
             + 8 // commit_number

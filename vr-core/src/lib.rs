@@ -31,6 +31,16 @@
 //!         self.0 += u64::from(op[0]);
 //!         self.0.to_le_bytes().to_vec()
 //!     }
+//!     // The whole state is one page (see `Service` for larger states).
+//!     fn page_count(&self) -> u64 {
+//!         1
+//!     }
+//!     fn read_page(&self, _index: u64, out: &mut Vec<u8>) {
+//!         out.extend_from_slice(&self.0.to_le_bytes());
+//!     }
+//!     fn install_pages(&mut self, pages: &[&[u8]]) {
+//!         self.0 = pages[0].try_into().map(u64::from_le_bytes).unwrap_or(0);
+//!     }
 //! }
 //!
 //! let config = Config::new(1, 3);
@@ -67,6 +77,7 @@
 
 extern crate alloc;
 
+pub mod checkpoint;
 pub mod client;
 pub mod client_table;
 pub mod codec;
@@ -89,8 +100,36 @@ pub use time::Instant;
 /// `execute` is called once for every committed operation, in op-number
 /// order, on every replica. It must be deterministic: the same sequence of
 /// operations must give the same results and the same state everywhere.
+///
+/// For checkpoints and state transfer (§5.1–5.2) the service also shows its
+/// state as a list of *pages*: byte strings, numbered from 0, that together
+/// hold the whole state. Replicas that executed the same operations must
+/// produce the same pages, byte for byte. A replica that falls behind
+/// receives only the pages whose digests differ from its own, so pages
+/// should be small (a few KiB) and a write should change few of them:
+/// fixed-size slices of an array, or hash buckets of a map, not one
+/// serialization of everything.
 pub trait Service {
     /// Executes `op`, the operation committed at `op_number`, and returns the
     /// result for the client.
     fn execute(&mut self, op_number: u64, op: &[u8]) -> alloc::vec::Vec<u8>;
+
+    /// How many pages the state has now.
+    fn page_count(&self) -> u64;
+
+    /// Appends page `index` (below [`Service::page_count`]) to `out`.
+    fn read_page(&self, index: u64, out: &mut alloc::vec::Vec<u8>);
+
+    /// Replaces the whole state with `pages`, as read by [`Service::read_page`]
+    /// on a replica that executed the same operations. The pages were checked
+    /// against their digests before this call.
+    fn install_pages(&mut self, pages: &[&[u8]]);
+
+    /// Optional: appends to `changed` the pages changed since the last call
+    /// and returns `true`, so that a checkpoint rereads only those. The
+    /// default returns `false`: every page is reread at each checkpoint.
+    fn take_changed_pages(&mut self, changed: &mut alloc::vec::Vec<u64>) -> bool {
+        let _ = changed;
+        false
+    }
 }

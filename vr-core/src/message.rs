@@ -7,6 +7,15 @@
 
 use alloc::vec::Vec;
 
+pub use crate::checkpoint::{CheckpointSummary, Digest};
+
+/// Per replica, the latest incarnation the sender knows of (a *crash
+/// vector*, Michael et al., DISC 2017). A replica's incarnation grows each
+/// time it recovers; votes carry the vector so that a vote sent before a
+/// crash is never counted with knowledge of the recovery (see
+/// `docs/protocol.md`, "Recovery"). Inline up to 8 replicas.
+pub type CrashVector = smallvec::SmallVec<[u64; 8]>;
+
 /// Index of a replica in the (sorted) configuration: `0..replica_count`.
 pub type ReplicaIndex = u8;
 
@@ -61,7 +70,7 @@ pub struct Prepare {
 }
 
 /// `PrepareOk(v, n, i)`: backup `replica` holds every op up to `op_number` (§4.1 step 4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct PrepareOk {
     /// The backup's view-number.
@@ -70,6 +79,8 @@ pub struct PrepareOk {
     pub op_number: u64,
     /// The backup's index.
     pub replica: ReplicaIndex,
+    /// The backup's crash vector.
+    pub crash_vector: CrashVector,
 }
 
 /// `Commit(v, k)`: the primary's heartbeat carrying its commit-number (§4.1 step 7).
@@ -100,7 +111,7 @@ pub struct Reply {
 }
 
 /// `StartViewChange(v, i)` (§4.2 step 1), plus the sender's promise.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct StartViewChange {
     /// The proposed new view-number.
@@ -112,6 +123,8 @@ pub struct StartViewChange {
     pub promised_view: u64,
     /// The sender's index.
     pub replica: ReplicaIndex,
+    /// The sender's crash vector.
+    pub crash_vector: CrashVector,
 }
 
 /// `DoViewChange(v, l, v', n, k, i)` (§4.2 step 2).
@@ -134,6 +147,8 @@ pub struct DoViewChange {
     pub log: Vec<LogEntry>,
     /// The sender's index.
     pub replica: ReplicaIndex,
+    /// The sender's crash vector when it made this vote.
+    pub crash_vector: CrashVector,
 }
 
 /// `StartView(v, l, n, k)` (§4.2 step 4).
@@ -182,6 +197,142 @@ pub struct NewState {
     pub log: Vec<LogEntry>,
     /// The sender's index.
     pub replica: ReplicaIndex,
+    /// Set when the sender's log no longer reaches back to the requested
+    /// op-number: its latest checkpoint, to fetch instead (§5.2).
+    pub checkpoint: Option<CheckpointSummary>,
+}
+
+/// `Recovery(i, x)`: a replica restarted without its state asks for it (§4.3).
+///
+/// Sent twice per recovery: first with `incarnation == 0` to learn the
+/// highest incarnation of the sender anyone knows, then with the new
+/// incarnation, one higher, which every responder records before it answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Recovery {
+    /// The recovering replica.
+    pub replica: ReplicaIndex,
+    /// Fresh for every recovery attempt; responses echo it.
+    pub nonce: u64,
+    /// `0` to ask, else the sender's new incarnation.
+    pub incarnation: u64,
+}
+
+/// What a replica answering a [`Recovery`] is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[repr(u8)]
+pub enum RecoveryStatus {
+    /// Normal in `view`: its answer counts toward the recovery quorum.
+    Normal = 0,
+    /// Changing view: its answer only reports incarnations.
+    ViewChange = 1,
+    /// Recovering itself: its answer counts toward forming a new cluster
+    /// when every replica is recovering.
+    Recovering = 2,
+}
+
+/// `RecoveryResponse(v, x, n, k, j)` (§4.3). Unlike the paper's, no log
+/// travels here: the recovering replica fetches the primary's state with
+/// state transfer afterwards, since a whole state does not fit one message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct RecoveryResponse {
+    /// The responder's view-number.
+    pub view: u64,
+    /// The nonce of the Recovery answered.
+    pub nonce: u64,
+    /// The responder's status.
+    pub status: RecoveryStatus,
+    /// The responder's op-number.
+    pub op_number: u64,
+    /// The responder's commit-number.
+    pub commit_number: u64,
+    /// The responder's crash vector, after it recorded the Recovery.
+    pub crash_vector: CrashVector,
+    /// The responder's index.
+    pub replica: ReplicaIndex,
+}
+
+/// Asks for the children of some nodes of a checkpoint's Merkle tree (§5.2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct GetCheckpointTree {
+    /// The requester's view-number.
+    pub view: u64,
+    /// The checkpoint's root.
+    pub root: Digest,
+    /// The level of the parents; the tree's height names the root.
+    pub level: u8,
+    /// The parents whose children are wanted.
+    pub parents: Vec<u64>,
+    /// The requester's index.
+    pub replica: ReplicaIndex,
+}
+
+/// The answer to [`GetCheckpointTree`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct CheckpointTree {
+    /// The sender's view-number.
+    pub view: u64,
+    /// The sender's latest checkpoint. When its root is not the one asked
+    /// for, the sender no longer has that checkpoint and nothing else is
+    /// sent.
+    pub summary: CheckpointSummary,
+    /// The level of the parents.
+    pub level: u8,
+    /// The parents answered (a prefix of those asked, to fit a message).
+    pub parents: Vec<u64>,
+    /// The children of each parent in turn.
+    pub digests: Vec<Digest>,
+    /// The sender's index.
+    pub replica: ReplicaIndex,
+}
+
+/// Asks for pages of a checkpoint (§5.2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct GetCheckpointPages {
+    /// The requester's view-number.
+    pub view: u64,
+    /// The checkpoint's root.
+    pub root: Digest,
+    /// The pages wanted, in order.
+    pub pages: Vec<u64>,
+    /// Where to start in the first page (the requester holds its beginning).
+    pub offset: u64,
+    /// The requester's index.
+    pub replica: ReplicaIndex,
+}
+
+/// A piece of one page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct PageChunk {
+    /// The page.
+    pub page: u64,
+    /// Where `data` starts in the page.
+    pub offset: u64,
+    /// The page's whole size.
+    pub size: u64,
+    /// The bytes.
+    pub data: Vec<u8>,
+}
+
+/// The answer to [`GetCheckpointPages`]: pages in the order asked, the last
+/// possibly cut short to fit a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct CheckpointPages {
+    /// The sender's view-number.
+    pub view: u64,
+    /// The sender's latest checkpoint (see [`CheckpointTree::summary`]).
+    pub summary: CheckpointSummary,
+    /// The pieces.
+    pub chunks: Vec<PageChunk>,
+    /// The sender's index.
+    pub replica: ReplicaIndex,
 }
 
 /// Every message of the protocol.
@@ -199,6 +350,12 @@ pub enum Message {
     StartView(StartView),
     GetState(GetState),
     NewState(NewState),
+    Recovery(Recovery),
+    RecoveryResponse(RecoveryResponse),
+    GetCheckpointTree(GetCheckpointTree),
+    CheckpointTree(CheckpointTree),
+    GetCheckpointPages(GetCheckpointPages),
+    CheckpointPages(CheckpointPages),
 }
 
 /// The command byte of a frame. Numbers are never reused once retired.
@@ -217,6 +374,12 @@ pub enum Command {
     StartView = 8,
     GetState = 9,
     NewState = 10,
+    Recovery = 11,
+    RecoveryResponse = 12,
+    GetCheckpointTree = 13,
+    CheckpointTree = 14,
+    GetCheckpointPages = 15,
+    CheckpointPages = 16,
 }
 
 impl Command {
@@ -233,6 +396,12 @@ impl Command {
             8 => Command::StartView,
             9 => Command::GetState,
             10 => Command::NewState,
+            11 => Command::Recovery,
+            12 => Command::RecoveryResponse,
+            13 => Command::GetCheckpointTree,
+            14 => Command::CheckpointTree,
+            15 => Command::GetCheckpointPages,
+            16 => Command::CheckpointPages,
             _ => return None,
         })
     }
@@ -252,11 +421,17 @@ impl Message {
             Message::StartView(_) => Command::StartView,
             Message::GetState(_) => Command::GetState,
             Message::NewState(_) => Command::NewState,
+            Message::Recovery(_) => Command::Recovery,
+            Message::RecoveryResponse(_) => Command::RecoveryResponse,
+            Message::GetCheckpointTree(_) => Command::GetCheckpointTree,
+            Message::CheckpointTree(_) => Command::CheckpointTree,
+            Message::GetCheckpointPages(_) => Command::GetCheckpointPages,
+            Message::CheckpointPages(_) => Command::CheckpointPages,
         }
     }
 
-    /// The view-number the message carries; 0 for a client Request, which
-    /// carries none.
+    /// The view-number the message carries; 0 for a client Request and a
+    /// Recovery, which carry none.
     pub fn view(&self) -> u64 {
         match self {
             Message::Request(_) => 0,
@@ -269,6 +444,12 @@ impl Message {
             Message::StartView(m) => m.view,
             Message::GetState(m) => m.view,
             Message::NewState(m) => m.view,
+            Message::Recovery(_) => 0,
+            Message::RecoveryResponse(m) => m.view,
+            Message::GetCheckpointTree(m) => m.view,
+            Message::CheckpointTree(m) => m.view,
+            Message::GetCheckpointPages(m) => m.view,
+            Message::CheckpointPages(m) => m.view,
         }
     }
 }

@@ -10,8 +10,10 @@ use vr_core::codec::{
     LOG_ENTRY_FIXED_SIZE, MAGIC, VERSION,
 };
 use vr_core::message::{
-    Command, Commit, DoViewChange, GetState, LogEntry, Message, NewState, Prepare, PrepareOk,
-    Reply, Request, StartView, StartViewChange,
+    CheckpointPages, CheckpointSummary, CheckpointTree, Command, Commit, CrashVector, DoViewChange,
+    GetCheckpointPages, GetCheckpointTree, GetState, LogEntry, Message, NewState, PageChunk,
+    Prepare, PrepareOk, Recovery, RecoveryResponse, RecoveryStatus, Reply, Request, StartView,
+    StartViewChange,
 };
 
 const CLUSTER: u64 = 0x0123_4567_89ab_cdef;
@@ -99,6 +101,7 @@ fn samples() -> Vec<Message> {
             view: 3,
             op_number: 5,
             replica: 2,
+            crash_vector: [0, 3, u64::MAX].into_iter().collect(),
         }),
         Message::Commit(Commit {
             view: 3,
@@ -121,6 +124,7 @@ fn samples() -> Vec<Message> {
             view: 4,
             promised_view: 3,
             replica: u8::MAX,
+            crash_vector: CrashVector::new(),
         }),
         Message::DoViewChange(DoViewChange {
             view: 4,
@@ -129,6 +133,7 @@ fn samples() -> Vec<Message> {
             commit_number: 4,
             log: log.clone(),
             replica: 1,
+            crash_vector: [1, 2, 3, 4, 5, 6, 7, 8, 9].into_iter().collect(),
         }),
         Message::DoViewChange(DoViewChange {
             view: 4,
@@ -137,6 +142,7 @@ fn samples() -> Vec<Message> {
             commit_number: 4,
             log: vec![],
             replica: 0,
+            crash_vector: [0; 3].into_iter().collect(),
         }),
         Message::StartView(StartView {
             view: 4,
@@ -161,6 +167,7 @@ fn samples() -> Vec<Message> {
             commit_number: 7,
             log,
             replica: 0,
+            checkpoint: None,
         }),
         Message::NewState(NewState {
             view: 4,
@@ -168,8 +175,73 @@ fn samples() -> Vec<Message> {
             commit_number: 4,
             log: vec![],
             replica: 0,
+            checkpoint: Some(summary()),
+        }),
+        Message::Recovery(Recovery {
+            replica: 2,
+            nonce: u64::MAX,
+            incarnation: 0,
+        }),
+        Message::RecoveryResponse(RecoveryResponse {
+            view: 9,
+            nonce: 77,
+            status: RecoveryStatus::Recovering,
+            op_number: 10,
+            commit_number: 8,
+            crash_vector: [0, 1, 0].into_iter().collect(),
+            replica: 1,
+        }),
+        Message::GetCheckpointTree(GetCheckpointTree {
+            view: 2,
+            root: [7; 32],
+            level: 3,
+            parents: vec![0, 5, u64::MAX],
+            replica: 1,
+        }),
+        Message::CheckpointTree(CheckpointTree {
+            view: 2,
+            summary: summary(),
+            level: 3,
+            parents: vec![5],
+            digests: vec![[1; 32], [2; 32]],
+            replica: 0,
+        }),
+        Message::GetCheckpointPages(GetCheckpointPages {
+            view: 2,
+            root: [7; 32],
+            pages: vec![],
+            offset: 4096,
+            replica: 2,
+        }),
+        Message::CheckpointPages(CheckpointPages {
+            view: 2,
+            summary: summary(),
+            chunks: vec![
+                PageChunk {
+                    page: 3,
+                    offset: 0,
+                    size: 5,
+                    data: b"hello".to_vec(),
+                },
+                PageChunk {
+                    page: 9,
+                    offset: 100,
+                    size: 200,
+                    data: vec![],
+                },
+            ],
+            replica: 1,
         }),
     ]
+}
+
+fn summary() -> CheckpointSummary {
+    CheckpointSummary {
+        op_number: 4096,
+        page_count: 17,
+        service_page_count: 16,
+        root: [0xab; 32],
+    }
 }
 
 #[test]
@@ -180,7 +252,7 @@ fn every_variant_round_trips() {
     commands.dedup();
     assert_eq!(
         commands,
-        (1..=10).collect::<Vec<u8>>(),
+        (1..=16).collect::<Vec<u8>>(),
         "a variant is missing"
     );
     for message in &samples {
@@ -269,6 +341,7 @@ fn peek_header_reads_the_raw_fields() {
         view: 9,
         op_number: 5,
         replica: 2,
+        crash_vector: [0, 0, 1].into_iter().collect(),
     });
     let bytes = frame(&message);
     assert_eq!(peek_header(&bytes[..HEADER_SIZE - 1]), None);
@@ -276,7 +349,8 @@ fn peek_header_reads_the_raw_fields() {
     assert_eq!(header.magic, MAGIC);
     assert_eq!(header.version, VERSION);
     assert_eq!(header.command, Command::PrepareOk as u8);
-    assert_eq!(header.body_size, 9);
+    // op_number (8) + replica (1) + crash vector (1 + 3 * 8)
+    assert_eq!(header.body_size, 34);
     assert_eq!(header.cluster, CLUSTER);
     assert_eq!(header.view, 9);
     assert_eq!(header.epoch, 0);
@@ -406,7 +480,7 @@ fn error_bad_checksum() {
 
 #[test]
 fn error_unknown_command() {
-    for command in [0, 11, 255] {
+    for command in [0, 17, 255] {
         let mut bytes = frame(&samples()[0]);
         bytes[3] = command;
         reseal(&mut bytes);
@@ -572,11 +646,12 @@ fn arb_message() -> impl Strategy<Value = Message> {
                 entry,
             })
         }),
-        (u(), u(), any::<u8>()).prop_map(|(view, op_number, replica)| {
+        (u(), u(), any::<u8>(), arb_cv()).prop_map(|(view, op_number, replica, crash_vector)| {
             Message::PrepareOk(PrepareOk {
                 view,
                 op_number,
                 replica,
+                crash_vector,
             })
         }),
         (u(), u(), u()).prop_map(|(view, commit_number, op_number)| {
@@ -596,15 +671,18 @@ fn arb_message() -> impl Strategy<Value = Message> {
                 })
             }
         ),
-        (u(), u(), any::<u8>()).prop_map(
-            |(view, promised_view, replica)| Message::StartViewChange(StartViewChange {
-                view,
-                promised_view,
-                replica
-            })
+        (u(), u(), any::<u8>(), arb_cv()).prop_map(
+            |(view, promised_view, replica, crash_vector)| Message::StartViewChange(
+                StartViewChange {
+                    view,
+                    promised_view,
+                    replica,
+                    crash_vector,
+                }
+            )
         ),
-        (u(), u(), u(), u(), arb_log(), any::<u8>()).prop_map(
-            |(view, last_normal_view, op_number, commit_number, log, replica)| {
+        (u(), u(), u(), u(), arb_log(), any::<u8>(), arb_cv()).prop_map(
+            |(view, last_normal_view, op_number, commit_number, log, replica, crash_vector)| {
                 Message::DoViewChange(DoViewChange {
                     view,
                     last_normal_view,
@@ -612,6 +690,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
                     commit_number,
                     log,
                     replica,
+                    crash_vector,
                 })
             }
         ),
@@ -630,18 +709,133 @@ fn arb_message() -> impl Strategy<Value = Message> {
                 replica,
             })
         }),
-        (u(), u(), u(), arb_log(), any::<u8>()).prop_map(
-            |(view, op_number, commit_number, log, replica)| {
-                Message::NewState(NewState {
+        (
+            u(),
+            u(),
+            u(),
+            arb_log(),
+            any::<u8>(),
+            proptest::option::of(arb_summary())
+        )
+            .prop_map(
+                |(view, op_number, commit_number, log, replica, checkpoint)| {
+                    Message::NewState(NewState {
+                        view,
+                        op_number,
+                        commit_number,
+                        log,
+                        replica,
+                        checkpoint,
+                    })
+                }
+            ),
+        (any::<u8>(), u(), u()).prop_map(|(replica, nonce, incarnation)| {
+            Message::Recovery(Recovery {
+                replica,
+                nonce,
+                incarnation,
+            })
+        }),
+        (u(), u(), 0u8..3, u(), u(), arb_cv(), any::<u8>()).prop_map(
+            |(view, nonce, status, op_number, commit_number, crash_vector, replica)| {
+                Message::RecoveryResponse(RecoveryResponse {
                     view,
+                    nonce,
+                    status: [
+                        RecoveryStatus::Normal,
+                        RecoveryStatus::ViewChange,
+                        RecoveryStatus::Recovering,
+                    ][usize::from(status)],
                     op_number,
                     commit_number,
-                    log,
+                    crash_vector,
                     replica,
                 })
             }
         ),
+        (
+            u(),
+            any::<[u8; 32]>(),
+            any::<u8>(),
+            vec(u(), 0..20),
+            any::<u8>()
+        )
+            .prop_map(|(view, root, level, parents, replica)| {
+                Message::GetCheckpointTree(GetCheckpointTree {
+                    view,
+                    root,
+                    level,
+                    parents,
+                    replica,
+                })
+            }),
+        (
+            u(),
+            arb_summary(),
+            any::<u8>(),
+            vec(u(), 0..20),
+            vec(any::<[u8; 32]>(), 0..20),
+            any::<u8>()
+        )
+            .prop_map(|(view, summary, level, parents, digests, replica)| {
+                Message::CheckpointTree(CheckpointTree {
+                    view,
+                    summary,
+                    level,
+                    parents,
+                    digests,
+                    replica,
+                })
+            }),
+        (u(), any::<[u8; 32]>(), vec(u(), 0..20), u(), any::<u8>()).prop_map(
+            |(view, root, pages, offset, replica)| {
+                Message::GetCheckpointPages(GetCheckpointPages {
+                    view,
+                    root,
+                    pages,
+                    offset,
+                    replica,
+                })
+            }
+        ),
+        (
+            u(),
+            arb_summary(),
+            vec((u(), u(), u(), arb_bytes()), 0..5),
+            any::<u8>()
+        )
+            .prop_map(|(view, summary, chunks, replica)| {
+                Message::CheckpointPages(CheckpointPages {
+                    view,
+                    summary,
+                    chunks: chunks
+                        .into_iter()
+                        .map(|(page, offset, size, data)| PageChunk {
+                            page,
+                            offset,
+                            size,
+                            data,
+                        })
+                        .collect(),
+                    replica,
+                })
+            }),
     ]
+}
+
+fn arb_cv() -> impl Strategy<Value = CrashVector> {
+    vec(any::<u64>(), 0..9).prop_map(|v| v.into_iter().collect())
+}
+
+fn arb_summary() -> impl Strategy<Value = CheckpointSummary> {
+    (any::<u64>(), any::<u64>(), any::<u64>(), any::<[u8; 32]>()).prop_map(
+        |(op_number, page_count, service_page_count, root)| CheckpointSummary {
+            op_number,
+            page_count,
+            service_page_count,
+            root,
+        },
+    )
 }
 
 /// What a decoder may say about a frame whose byte `at` was changed, given

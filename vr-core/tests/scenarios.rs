@@ -366,6 +366,7 @@ fn replica_changing_view_rejects_old_prepares() {
             view: 1,
             promised_view: 0,
             replica: 1,
+            crash_vector: common::cv(3),
         }),
     );
     assert_eq!(backup.status(), Status::ViewChange);
@@ -412,6 +413,7 @@ fn new_primary_chooses_largest_last_normal_view_then_op_number() {
                 view: 6,
                 promised_view: 0,
                 replica,
+                crash_vector: common::cv(5),
             }),
         );
     }
@@ -424,6 +426,7 @@ fn new_primary_chooses_largest_last_normal_view_then_op_number() {
         commit_number: 0,
         log: vec![entry(1, 3, "a"), entry(2, 3, "b")],
         replica: 2,
+        crash_vector: common::cv(5),
     };
     let from_3 = DoViewChange {
         view: 6,
@@ -437,6 +440,7 @@ fn new_primary_chooses_largest_last_normal_view_then_op_number() {
             entry(4, 1, "z"),
         ],
         replica: 3,
+        crash_vector: common::cv(5),
     };
     primary.handle_message(later, Message::DoViewChange(from_3));
     assert_eq!(
@@ -474,6 +478,7 @@ fn equal_last_normal_views_break_ties_by_op_number() {
             view: 1,
             promised_view: 0,
             replica: 2,
+            crash_vector: common::cv(3),
         }),
     );
     let longer = DoViewChange {
@@ -489,6 +494,7 @@ fn equal_last_normal_views_break_ties_by_op_number() {
             op: b"k".to_vec(),
         }],
         replica: 2,
+        crash_vector: common::cv(3),
     };
     primary.handle_message(later, Message::DoViewChange(longer.clone()));
     assert!(primary.is_primary());
@@ -607,6 +613,7 @@ fn new_primary_fetches_committed_prefix_it_lacks() {
             view: 1,
             promised_view: 0,
             replica: 2,
+            crash_vector: common::cv(3),
         }),
     );
     primary.handle_message(
@@ -618,6 +625,7 @@ fn new_primary_fetches_committed_prefix_it_lacks() {
             commit_number: 3,
             log: vec![entry(4)],
             replica: 2,
+            crash_vector: common::cv(3),
         }),
     );
     assert_eq!(
@@ -641,6 +649,7 @@ fn new_primary_fetches_committed_prefix_it_lacks() {
             commit_number: 3,
             log: vec![entry(1), entry(2), entry(3)],
             replica: 2,
+            checkpoint: None,
         }),
     );
     assert!(primary.is_primary());

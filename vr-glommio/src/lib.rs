@@ -23,6 +23,12 @@
 //!     fn execute(&mut self, _op_number: u64, op: &[u8]) -> Vec<u8> {
 //!         op.to_vec()
 //!     }
+//!     // Stateless: no pages to checkpoint.
+//!     fn page_count(&self) -> u64 {
+//!         0
+//!     }
+//!     fn read_page(&self, _index: u64, _out: &mut Vec<u8>) {}
+//!     fn install_pages(&mut self, _pages: &[&[u8]]) {}
 //! }
 //!
 //! let listener = TcpListener::bind("127.0.0.1:0")?;

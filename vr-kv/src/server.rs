@@ -102,6 +102,18 @@ impl Service for SharedStore {
     fn execute(&mut self, op_number: u64, op: &[u8]) -> Vec<u8> {
         lock(&self.0).execute(op_number, op)
     }
+    fn page_count(&self) -> u64 {
+        lock(&self.0).page_count()
+    }
+    fn read_page(&self, index: u64, out: &mut Vec<u8>) {
+        lock(&self.0).read_page(index, out);
+    }
+    fn install_pages(&mut self, pages: &[&[u8]]) {
+        lock(&self.0).install_pages(pages);
+    }
+    fn take_changed_pages(&mut self, changed: &mut Vec<u64>) -> bool {
+        lock(&self.0).take_changed_pages(changed)
+    }
 }
 
 fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
@@ -556,6 +568,7 @@ impl Connection<'_> {
         let status = match stats.status {
             Some(Status::Normal) => "normal",
             Some(Status::ViewChange) => "view-change",
+            Some(Status::Recovering) => "recovering",
             None => "unknown",
         };
         let primary = stats.status == Some(Status::Normal)

@@ -12,7 +12,7 @@
 //! the wrong kind of value` cannot happen here; it will when another type
 //! does.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::batch::{decode_batch, encode_rejected, encode_results};
 use crate::command::{
@@ -28,7 +28,7 @@ pub const VALUE_BYTES_MAX_DEFAULT: usize = 512 * 1024 * 1024;
 /// are batches of Redis commands ([`crate::batch`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Store {
-    data: BTreeMap<Vec<u8>, Vec<u8>>,
+    data: Buckets,
     /// Part of the replicated behaviour: every replica must use the same.
     value_bytes_max: usize,
     /// The op number of the last operation executed, 0 before the first.
@@ -53,7 +53,7 @@ impl Store {
     /// their states diverge.
     pub fn with_value_bytes_max(value_bytes_max: usize) -> Store {
         Store {
-            data: BTreeMap::new(),
+            data: Buckets::new(),
             value_bytes_max,
             op_number: 0,
         }
@@ -231,6 +231,95 @@ impl Store {
     }
 }
 
+/// Pages of the state (checkpoints, state transfer): one per hash bucket of
+/// keys, then one for the op-number. A write changes one bucket's page, so a
+/// lagging replica receives only the buckets written since its checkpoint.
+pub const BUCKETS: u64 = 1024;
+
+/// The map, split into [`BUCKETS`] maps by a fixed hash of the key (FNV-1a:
+/// the same on every machine and every run, unlike `std`'s seeded hasher).
+#[derive(Clone, Debug)]
+struct Buckets {
+    maps: Vec<BTreeMap<Vec<u8>, Vec<u8>>>,
+    len: usize,
+    /// Buckets changed since the last checkpoint.
+    dirty: BTreeSet<u64>,
+}
+
+impl PartialEq for Buckets {
+    fn eq(&self, other: &Buckets) -> bool {
+        self.maps == other.maps
+    }
+}
+
+impl Eq for Buckets {}
+
+fn bucket_of(key: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &byte in key {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash % BUCKETS
+}
+
+impl Buckets {
+    fn new() -> Buckets {
+        Buckets {
+            maps: vec![BTreeMap::new(); BUCKETS as usize],
+            len: 0,
+            dirty: BTreeSet::new(),
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&Vec<u8>> {
+        self.maps[bucket_of(key) as usize].get(key)
+    }
+
+    fn contains_key(&self, key: &[u8]) -> bool {
+        self.get(key).is_some()
+    }
+
+    fn get_mut(&mut self, key: &[u8]) -> Option<&mut Vec<u8>> {
+        let bucket = bucket_of(key);
+        let value = self.maps[bucket as usize].get_mut(key)?;
+        self.dirty.insert(bucket);
+        Some(value)
+    }
+
+    fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        let bucket = bucket_of(&key);
+        self.dirty.insert(bucket);
+        if self.maps[bucket as usize].insert(key, value).is_none() {
+            self.len += 1;
+        }
+    }
+
+    fn remove(&mut self, key: &[u8]) -> Option<Vec<u8>> {
+        let bucket = bucket_of(key);
+        let removed = self.maps[bucket as usize].remove(key)?;
+        self.dirty.insert(bucket);
+        self.len -= 1;
+        Some(removed)
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Reads a `u32` length and that many bytes from `page` at `at`.
+fn take_bytes<'a>(page: &'a [u8], at: &mut usize) -> Option<&'a [u8]> {
+    let len = u32::from_le_bytes(page.get(*at..*at + 4)?.try_into().ok()?) as usize;
+    let bytes = page.get(*at + 4..(*at + 4).checked_add(len)?)?;
+    *at += 4 + len;
+    Some(bytes)
+}
+
 impl vr_core::Service for Store {
     /// Decodes the batch, runs each command in order and returns one reply
     /// per command ([`crate::batch::encode_results`]). A command that fails
@@ -253,6 +342,60 @@ impl vr_core::Service for Store {
             }
             Err(e) => encode_rejected(&format!("malformed operation: {e}")),
         }
+    }
+
+    fn page_count(&self) -> u64 {
+        BUCKETS + 1
+    }
+
+    /// A bucket's page: its entries in key order, each a `u32` length and
+    /// the key, a `u32` length and the value. The last page: the op-number.
+    fn read_page(&self, index: u64, out: &mut Vec<u8>) {
+        if index == BUCKETS {
+            out.extend_from_slice(&self.op_number.to_le_bytes());
+            return;
+        }
+        let Some(map) = self.data.maps.get(index as usize) else {
+            return;
+        };
+        for (key, value) in map {
+            out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            out.extend_from_slice(key);
+            out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            out.extend_from_slice(value);
+        }
+    }
+
+    fn install_pages(&mut self, pages: &[&[u8]]) {
+        let mut data = Buckets::new();
+        for (index, page) in pages.iter().enumerate().take(BUCKETS as usize) {
+            let mut at = 0;
+            while at < page.len() {
+                // Pages were checked against their digests: a malformed one
+                // is a bug in the writer; keep what parses.
+                let (Some(key), Some(value)) =
+                    (take_bytes(page, &mut at), take_bytes(page, &mut at))
+                else {
+                    tracing::error!(page = index, "malformed store page");
+                    break;
+                };
+                data.maps[index].insert(key.to_vec(), value.to_vec());
+                data.len += 1;
+            }
+        }
+        self.data = data;
+        self.op_number = pages
+            .get(BUCKETS as usize)
+            .and_then(|p| p.get(..8))
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_le_bytes);
+    }
+
+    fn take_changed_pages(&mut self, changed: &mut Vec<u64>) -> bool {
+        changed.extend(std::mem::take(&mut self.data.dirty));
+        // The op-number page changes with every operation.
+        changed.push(BUCKETS);
+        true
     }
 }
 

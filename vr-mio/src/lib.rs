@@ -35,6 +35,16 @@
 //!         self.0.lock().unwrap().push(op.to_vec());
 //!         op.to_vec()
 //!     }
+//!     // For checkpoints and state transfer: one page per operation.
+//!     fn page_count(&self) -> u64 {
+//!         self.0.lock().unwrap().len() as u64
+//!     }
+//!     fn read_page(&self, index: u64, out: &mut Vec<u8>) {
+//!         out.extend_from_slice(&self.0.lock().unwrap()[index as usize]);
+//!     }
+//!     fn install_pages(&mut self, pages: &[&[u8]]) {
+//!         *self.0.lock().unwrap() = pages.iter().map(|p| p.to_vec()).collect();
+//!     }
 //! }
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -308,7 +308,76 @@ impl Service for Kv {
             }
         }
     }
+
+    /// Pages: one per key (by key index), one per client's executed tags
+    /// (by client index, modulo [`PAGE_GROUPS`]), and the last op-number.
+    /// The faults are the simulator's observations, not state.
+    fn page_count(&self) -> u64 {
+        2 * PAGE_GROUPS + 1
+    }
+
+    fn read_page(&self, index: u64, out: &mut Vec<u8>) {
+        if index < PAGE_GROUPS {
+            for (&key, value) in &self.values {
+                if u64::from(key) % PAGE_GROUPS == index {
+                    out.push(key);
+                    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+                    out.extend_from_slice(value.as_bytes());
+                }
+            }
+        } else if index < 2 * PAGE_GROUPS {
+            for (tag, &op_number) in &self.executed {
+                if u64::from(tag.client) % PAGE_GROUPS == index - PAGE_GROUPS {
+                    out.extend_from_slice(&tag.client.to_le_bytes());
+                    out.extend_from_slice(&tag.request_number.to_le_bytes());
+                    out.extend_from_slice(&op_number.to_le_bytes());
+                }
+            }
+        } else {
+            out.extend_from_slice(&self.last_op_number.to_le_bytes());
+        }
+    }
+
+    fn install_pages(&mut self, pages: &[&[u8]]) {
+        self.values.clear();
+        self.executed.clear();
+        for (index, page) in pages.iter().enumerate() {
+            let index = index as u64;
+            let mut rest: &[u8] = page;
+            if index < PAGE_GROUPS {
+                while let Some((&key, tail)) = rest.split_first() {
+                    let Some((len, tail)) = tail.split_first_chunk::<4>() else {
+                        break;
+                    };
+                    let len = u32::from_le_bytes(*len) as usize;
+                    let Some((value, tail)) = tail.split_at_checked(len) else {
+                        break;
+                    };
+                    self.values
+                        .insert(key, String::from_utf8_lossy(value).into_owned());
+                    rest = tail;
+                }
+            } else if index < 2 * PAGE_GROUPS {
+                while let Some((record, tail)) = rest.split_first_chunk::<20>() {
+                    let tag = Tag {
+                        client: u32::from_le_bytes(record[..4].try_into().unwrap_or_default()),
+                        request_number: u64::from_le_bytes(
+                            record[4..12].try_into().unwrap_or_default(),
+                        ),
+                    };
+                    let op_number = u64::from_le_bytes(record[12..].try_into().unwrap_or_default());
+                    self.executed.insert(tag, op_number);
+                    rest = tail;
+                }
+            } else if let Some(bytes) = rest.first_chunk::<8>() {
+                self.last_op_number = u64::from_le_bytes(*bytes);
+            }
+        }
+    }
 }
+
+/// Keys and clients are spread over this many pages each.
+pub const PAGE_GROUPS: u64 = 8;
 
 #[cfg(test)]
 mod tests {

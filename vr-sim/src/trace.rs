@@ -241,6 +241,40 @@ pub fn describe(message: &Message) -> String {
             m.log.len(),
             m.replica
         ),
+        Message::Recovery(m) => format!(
+            "Recovery from r{} nonce {:x} incarnation {}",
+            m.replica, m.nonce, m.incarnation
+        ),
+        Message::RecoveryResponse(m) => format!(
+            "RecoveryResponse v{} {:?} op {} commit {} cv {:?} from r{}",
+            m.view, m.status, m.op_number, m.commit_number, m.crash_vector, m.replica
+        ),
+        Message::GetCheckpointTree(m) => format!(
+            "GetCheckpointTree level {} ({} parents) from r{}",
+            m.level,
+            m.parents.len(),
+            m.replica
+        ),
+        Message::CheckpointTree(m) => format!(
+            "CheckpointTree op {} level {} ({} digests) from r{}",
+            m.summary.op_number,
+            m.level,
+            m.digests.len(),
+            m.replica
+        ),
+        Message::GetCheckpointPages(m) => format!(
+            "GetCheckpointPages ({} pages, offset {}) from r{}",
+            m.pages.len(),
+            m.offset,
+            m.replica
+        ),
+        Message::CheckpointPages(m) => format!(
+            "CheckpointPages op {} ({} chunks, {} bytes) from r{}",
+            m.summary.op_number,
+            m.chunks.len(),
+            m.chunks.iter().map(|c| c.data.len()).sum::<usize>(),
+            m.replica
+        ),
     }
 }
 

@@ -6,21 +6,31 @@
 //! every input, drain every action before the next input.
 //!
 //! The handlers live in one module per protocol phase: `normal` (§4.1),
-//! `view_change` (§4.2) and `state_transfer` (§5.2).
+//! `view_change` (§4.2), `recovery` (§4.3), `state_transfer` (§5.2) and
+//! `checkpoint` (§5.1 and the checkpoint half of §5.2).
 
+mod checkpoint;
 mod normal;
+mod recovery;
 mod state_transfer;
 mod view_change;
 
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 
+use crate::checkpoint::{Checkpoint, CheckpointSummary};
 use crate::client_table::ClientTable;
 use crate::config::{Config, ConfigError};
-use crate::message::{ClientId, DoViewChange, LogEntry, Message, ReplicaIndex, Reply, Request};
+use crate::message::{
+    ClientId, CrashVector, DoViewChange, LogEntry, Message, ReplicaIndex, Reply, Request,
+};
 use crate::prng::Prng;
 use crate::time::Instant;
 use crate::Service;
+
+use checkpoint::CheckpointFetch;
+pub use checkpoint::CheckpointFetchStats;
+use recovery::RecoveryState;
 
 /// A replica's status (§4: "status").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,6 +41,9 @@ pub enum Status {
     /// Taking part in a view change to the current view, or fetching the
     /// current view's log before it can take part in it.
     ViewChange,
+    /// Restarted without its state (§4.3): learning the latest view and
+    /// fetching its state; takes no part in requests or view changes.
+    Recovering,
 }
 
 /// An output of the replica, for the embedding to carry out.
@@ -75,6 +88,21 @@ pub struct Stats {
     /// StartViewChange messages ignored because the primary was heard from
     /// recently (see `docs/protocol.md`, "Departures").
     pub start_view_changes_ignored: u64,
+    /// Votes dropped because they came from an incarnation of their sender
+    /// older than one this replica knows (crash vectors, §4.3).
+    pub messages_stale_incarnation: u64,
+    /// Messages ignored while recovering.
+    pub messages_ignored_recovering: u64,
+    /// Checkpoints taken (§5.1).
+    pub checkpoints_taken: u64,
+    /// Checkpoints installed from a peer (§5.2).
+    pub checkpoints_installed: u64,
+    /// Checkpoint pages received and kept, and their bytes.
+    pub checkpoint_pages_received: u64,
+    /// Bytes of checkpoint pages received and kept.
+    pub checkpoint_bytes_received: u64,
+    /// Recoveries completed (§4.3), including the forming of a new cluster.
+    pub recoveries_completed: u64,
 }
 
 /// Deadlines of the replica's timers; `None` is disarmed.
@@ -89,7 +117,7 @@ struct Timers {
     view_change: Option<Instant>,
     /// View change: resend StartViewChange / DoViewChange.
     view_change_resend: Option<Instant>,
-    /// State transfer: resend GetState.
+    /// State transfer: resend GetState. Recovery: resend Recovery.
     repair: Option<Instant>,
 }
 
@@ -111,6 +139,12 @@ struct Sync {
     entries: Vec<LogEntry>,
     /// When the fetch is complete.
     goal: SyncGoal,
+    /// A checkpoint being fetched because the source's log no longer
+    /// reaches back to `base`.
+    fetch: Option<CheckpointFetch>,
+    /// A fetched checkpoint, installed with the entries when the sync is
+    /// complete; `base` is then its op-number.
+    staged_checkpoint: Option<Checkpoint>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,9 +174,20 @@ pub struct Replica<S: Service> {
     /// The highest commit-number heard of; above `commit_number` while this
     /// replica still lacks some committed ops.
     commit_max: u64,
-    /// `log[i].op_number == i + 1`.
+    /// `log[i].op_number == log_base + i + 1`.
     log: Vec<LogEntry>,
+    /// The op-number before the first entry of `log`: entries up to it were
+    /// dropped after a checkpoint. Never above `commit_number`.
+    log_base: u64,
     client_table: ClientTable,
+    /// The latest checkpoint, served to peers that need state the log no
+    /// longer holds.
+    checkpoint: Checkpoint,
+    /// Per replica, the latest incarnation known; this replica's own entry
+    /// is its incarnation (§4.3, crash vectors).
+    crash_vector: CrashVector,
+    /// While recovering: the recovery in progress.
+    recovery: Option<RecoveryState>,
 
     // Primary state.
     /// Per replica, the highest op-number it acknowledged in this view.
@@ -183,6 +228,9 @@ impl ReplicaSet {
     fn insert(&mut self, replica: ReplicaIndex) {
         self.0[usize::from(replica / 64)] |= 1 << (replica % 64);
     }
+    fn remove(&mut self, replica: ReplicaIndex) {
+        self.0[usize::from(replica / 64)] &= !(1 << (replica % 64));
+    }
     fn count(&self) -> usize {
         self.0.iter().map(|w| w.count_ones() as usize).sum()
     }
@@ -191,21 +239,65 @@ impl ReplicaSet {
 impl<S: Service> Replica<S> {
     /// A replica with index `replica` starting in view 0 with an empty log,
     /// as every replica of a new cluster does. `now` arms its first timers.
+    ///
+    /// Only for forming a new cluster: a replica that restarts after a crash
+    /// must use [`Replica::recover`], since it may have promised things it
+    /// no longer remembers.
     pub fn new(
         config: Config,
         replica: ReplicaIndex,
         service: S,
         now: Instant,
     ) -> Result<Self, ConfigError> {
+        let mut this = Replica::blank(config, replica, service, now, 0)?;
+        this.take_checkpoint(0);
+        this.enter_normal_timers(now);
+        Ok(this)
+    }
+
+    /// A replica restarted without its state (§4.3): it runs the recovery
+    /// protocol, fetches the current state from the primary and then
+    /// serves. `service` must be empty, as after a fresh start.
+    ///
+    /// `nonce` must differ on every restart (take it from the operating
+    /// system's random source): responses to an earlier incarnation's
+    /// recovery must not be mistaken for answers to this one. When every
+    /// replica of the cluster is recovering at once, they form a new
+    /// cluster with an empty state, so a whole cluster started with
+    /// `recover` bootstraps itself.
+    pub fn recover(
+        config: Config,
+        replica: ReplicaIndex,
+        service: S,
+        now: Instant,
+        nonce: u64,
+    ) -> Result<Self, ConfigError> {
+        let mut this = Replica::blank(config, replica, service, now, nonce)?;
+        this.take_checkpoint(0);
+        this.start_recovery(now);
+        Ok(this)
+    }
+
+    fn blank(
+        config: Config,
+        replica: ReplicaIndex,
+        service: S,
+        now: Instant,
+        nonce: u64,
+    ) -> Result<Self, ConfigError> {
         config.validate()?;
         if replica >= config.replica_count {
             return Err(ConfigError::ReplicaIndexOutOfRange);
         }
         let n = usize::from(config.replica_count);
-        // Mix the index into the seed so replicas draw different jitter.
-        let prng =
-            Prng::new(config.seed ^ (u64::from(replica) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let mut this = Replica {
+        // Mix the index into the seed so replicas draw different jitter,
+        // and the nonce so that a restarted replica draws new numbers.
+        let prng = Prng::new(
+            config.seed
+                ^ (u64::from(replica) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                ^ nonce.rotate_left(17),
+        );
+        Ok(Replica {
             replica,
             service,
             prng,
@@ -216,7 +308,11 @@ impl<S: Service> Replica<S> {
             commit_number: 0,
             commit_max: 0,
             log: Vec::new(),
-            client_table: ClientTable::new(),
+            log_base: 0,
+            client_table: ClientTable::with_max(config.client_table_max as usize),
+            checkpoint: Checkpoint::empty(),
+            crash_vector: core::iter::repeat_n(0, n).collect(),
+            recovery: None,
             prepare_ok_op: alloc::vec![0; n],
             prepare_ok_heard_at: alloc::vec![now; n],
             requests_in_progress: BTreeMap::new(),
@@ -232,9 +328,7 @@ impl<S: Service> Replica<S> {
             outbox: VecDeque::new(),
             stats: Stats::default(),
             config,
-        };
-        this.enter_normal_timers(now);
-        Ok(this)
+        })
     }
 
     // ---- Getters ----
@@ -275,9 +369,31 @@ impl<S: Service> Replica<S> {
     pub fn primary_index(&self) -> ReplicaIndex {
         self.config.primary_index(self.view)
     }
-    /// The log (op-numbers `1..=op_number`).
+    /// The log held: op-numbers `log_base() + 1 ..= op_number()`. Entries up
+    /// to `log_base()` were dropped after a checkpoint.
     pub fn log(&self) -> &[LogEntry] {
         &self.log
+    }
+    /// The op-number before the first entry of [`Replica::log`].
+    pub fn log_base(&self) -> u64 {
+        self.log_base
+    }
+    /// The latest checkpoint's summary (§5.1).
+    pub fn checkpoint(&self) -> &CheckpointSummary {
+        &self.checkpoint.summary
+    }
+    /// Bytes of page data the latest checkpoint holds.
+    pub fn checkpoint_size_bytes(&self) -> usize {
+        self.checkpoint.size_bytes()
+    }
+    /// This replica's incarnation: how many times it recovered, as far as
+    /// the cluster knows (§4.3).
+    pub fn incarnation(&self) -> u64 {
+        self.crash_vector[usize::from(self.replica)]
+    }
+    /// The crash vector: per replica, the latest incarnation known.
+    pub fn crash_vector(&self) -> &[u64] {
+        &self.crash_vector
     }
     /// The client table.
     pub fn client_table(&self) -> &ClientTable {
@@ -297,6 +413,10 @@ impl<S: Service> Replica<S> {
     /// Handles one message from a replica or a client. Messages that do not
     /// apply in the current state are counted and dropped; none panics.
     pub fn handle_message(&mut self, now: Instant, message: Message) {
+        if self.status == Status::Recovering {
+            self.handle_message_recovering(now, message);
+            return;
+        }
         match message {
             Message::Request(m) => self.on_request(now, m),
             Message::Prepare(m) => self.on_prepare(now, m),
@@ -307,8 +427,27 @@ impl<S: Service> Replica<S> {
             Message::StartView(m) => self.on_start_view(now, m),
             Message::GetState(m) => self.on_get_state(now, m),
             Message::NewState(m) => self.on_new_state(now, m),
+            Message::Recovery(m) => self.on_recovery(now, m),
+            Message::RecoveryResponse(_) => self.stats.messages_stale_view += 1,
+            Message::GetCheckpointTree(m) => self.on_get_checkpoint_tree(m),
+            Message::CheckpointTree(m) => self.on_checkpoint_tree(now, m),
+            Message::GetCheckpointPages(m) => self.on_get_checkpoint_pages(m),
+            Message::CheckpointPages(m) => self.on_checkpoint_pages(now, m),
             // Replies travel to clients only.
             Message::Reply(_) => self.stats.messages_invalid += 1,
+        }
+    }
+
+    /// While recovering, only recovery and state transfer go on (§4.3: "the
+    /// replica does not participate in request processing or view changes").
+    fn handle_message_recovering(&mut self, now: Instant, message: Message) {
+        match message {
+            Message::Recovery(m) => self.on_recovery(now, m),
+            Message::RecoveryResponse(m) => self.on_recovery_response(now, m),
+            Message::NewState(m) => self.on_new_state(now, m),
+            Message::CheckpointTree(m) => self.on_checkpoint_tree(now, m),
+            Message::CheckpointPages(m) => self.on_checkpoint_pages(now, m),
+            _ => self.stats.messages_ignored_recovering += 1,
         }
     }
 
@@ -376,8 +515,22 @@ impl<S: Service> Replica<S> {
     }
 
     fn entry(&self, op_number: u64) -> &LogEntry {
-        debug_assert!(op_number >= 1 && op_number <= self.op_number);
-        &self.log[(op_number - 1) as usize]
+        debug_assert!(op_number > self.log_base && op_number <= self.op_number);
+        &self.log[(op_number - self.log_base - 1) as usize]
+    }
+
+    /// The entries after op `after` (at least `log_base`).
+    fn log_after(&self, after: u64) -> &[LogEntry] {
+        debug_assert!(after >= self.log_base);
+        let from = (after.saturating_sub(self.log_base) as usize).min(self.log.len());
+        &self.log[from..]
+    }
+
+    /// Drops the entries after op `keep` (at least `log_base`).
+    fn truncate_log(&mut self, keep: u64) {
+        debug_assert!(keep >= self.log_base);
+        self.log
+            .truncate(keep.saturating_sub(self.log_base) as usize);
     }
 
     /// Entries `after + 1 ..= until`, cut short so that a message carrying
@@ -385,7 +538,7 @@ impl<S: Service> Replica<S> {
     fn log_slice_bounded(&self, after: u64, until: u64, budget_bytes: usize) -> Vec<LogEntry> {
         let mut out = Vec::new();
         let mut size = 0usize;
-        let mut op = after + 1;
+        let mut op = after.max(self.log_base) + 1;
         while op <= until {
             let entry = self.entry(op);
             size += entry.encoded_size();
@@ -436,15 +589,37 @@ impl<S: Service> Replica<S> {
             let op_number = self.commit_number + 1;
             self.execute(op_number);
             self.commit_number = op_number;
+            if op_number % self.config.checkpoint_interval_ops == 0 {
+                self.take_checkpoint(op_number);
+            }
         }
     }
 
     fn execute(&mut self, op_number: u64) {
-        let entry = &self.log[(op_number - 1) as usize];
+        let entry = &self.log[(op_number - self.log_base - 1) as usize];
         let (client_id, request_number) = (entry.client_id, entry.request_number);
         // The table is the same on every replica (it changes only here, in
         // op order), so skipping a duplicate is itself deterministic.
-        let result = match self.client_table.lookup(client_id, request_number) {
+        let lookup = if request_number == 0 {
+            // A recovering client asks for its latest request-number (§4.3,
+            // "client recovery"); answered in log order, never recorded.
+            let latest = self
+                .client_table
+                .get(client_id)
+                .map_or(0, |e| e.request_number);
+            if self.is_primary() {
+                self.outbox.push_back(Action::Reply(Reply {
+                    view: self.view,
+                    client_id,
+                    request_number: 0,
+                    result: latest.to_le_bytes().to_vec(),
+                }));
+            }
+            return;
+        } else {
+            self.client_table.lookup(client_id, request_number)
+        };
+        let result = match lookup {
             crate::client_table::Lookup::New => {
                 let result = self.service.execute(op_number, &entry.op);
                 self.stats.ops_executed += 1;

@@ -16,6 +16,12 @@ impl<S: Service> Replica<S> {
             self.stats.requests_dropped += 1;
             return;
         }
+        if request.request_number == 0 {
+            // Client recovery: a query for the latest request-number, which
+            // goes through the log so that it sees every earlier request.
+            self.admit_request(now, request);
+            return;
+        }
         match self
             .client_table
             .lookup(request.client_id, request.request_number)
@@ -44,6 +50,11 @@ impl<S: Service> Replica<S> {
             self.stats.requests_dropped += 1;
             return;
         }
+        self.admit_request(now, request);
+    }
+
+    /// Prepares the request now, or queues it while the window is full.
+    fn admit_request(&mut self, now: Instant, request: Request) {
         if self.window_full() {
             if self.request_queue.len() >= self.config.request_queue_max as usize {
                 self.stats.requests_dropped += 1;
@@ -163,6 +174,7 @@ impl<S: Service> Replica<S> {
                 view: self.view,
                 op_number: self.op_number,
                 replica: self.replica,
+                crash_vector: self.crash_vector.clone(),
             }),
         );
     }
@@ -180,6 +192,9 @@ impl<S: Service> Replica<S> {
             || prepare_ok.op_number > self.op_number
         {
             self.stats.messages_invalid += 1;
+            return;
+        }
+        if !self.admit_crash_vector(prepare_ok.replica, &prepare_ok.crash_vector) {
             return;
         }
         self.prepare_ok_heard_at[usize::from(prepare_ok.replica)] = now;
@@ -227,6 +242,7 @@ impl<S: Service> Replica<S> {
                 .client_table
                 .lookup(request.client_id, request.request_number)
             {
+                _ if request.request_number == 0 => self.prepare_request(now, request),
                 Lookup::New => self.prepare_request(now, request),
                 _ => self.stats.requests_dropped += 1,
             }

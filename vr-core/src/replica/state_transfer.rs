@@ -44,6 +44,19 @@ impl<S: Service> Replica<S> {
         if view != self.view || self.status == Status::Normal {
             self.stats.view_changes_started += 1;
         }
+        if view > self.view
+            && self
+                .config
+                .has_bug(crate::config::InjectedBug::TruncateLogOnNewView)
+        {
+            // The unprotected §5.2 step: drop the uncommitted suffix in
+            // place and take the new view as the last normal one before its
+            // log has arrived. A view change before the fetch completes then
+            // offers this short log with the newest last-normal-view.
+            self.truncate_log(self.commit_number);
+            self.op_number = self.commit_number;
+            self.last_normal_view = view;
+        }
         self.reset_view_state(view);
         self.status = Status::ViewChange;
         self.arm_view_change_timer(now);
@@ -53,6 +66,8 @@ impl<S: Service> Replica<S> {
             base: self.commit_number,
             entries: alloc::vec::Vec::new(),
             goal: SyncGoal::PrimaryLog,
+            fetch: None,
+            staged_checkpoint: None,
         });
         self.send_get_state(now, primary, self.commit_number);
     }
@@ -60,9 +75,10 @@ impl<S: Service> Replica<S> {
     /// Resends the outstanding GetState.
     pub(super) fn on_repair_timeout(&mut self, now: Instant) {
         self.timers.repair = None;
-        if let Some(sync) = &self.sync {
-            let (source, next) = (sync.source, sync.base + sync.entries.len() as u64);
-            self.send_get_state(now, source, next);
+        if self.status == Status::Recovering {
+            self.on_recovery_resend_timeout(now);
+        } else if self.sync.is_some() {
+            self.resend_sync_request(now);
         } else if self.status == Status::Normal
             && !self.is_primary()
             && self.commit_max > self.op_number
@@ -96,10 +112,18 @@ impl<S: Service> Replica<S> {
         }
         let until = match self.status {
             Status::Normal => self.op_number,
-            Status::ViewChange => self.commit_number,
+            Status::ViewChange | Status::Recovering => self.commit_number,
         };
         let after = message.op_number.min(until);
-        let log = self.log_slice_bounded(after, until, self.log_budget_bytes());
+        let (log, checkpoint) = if after < self.log_base {
+            // The log no longer reaches back that far: offer the checkpoint.
+            (alloc::vec::Vec::new(), Some(self.checkpoint.summary))
+        } else {
+            (
+                self.log_slice_bounded(after, until, self.log_budget_bytes()),
+                None,
+            )
+        };
         self.send(
             message.replica,
             Message::NewState(NewState {
@@ -108,6 +132,7 @@ impl<S: Service> Replica<S> {
                 commit_number: self.commit_number,
                 log,
                 replica: self.replica,
+                checkpoint,
             }),
         );
     }
@@ -118,6 +143,9 @@ impl<S: Service> Replica<S> {
         let valid = message.replica < self.config.replica_count
             && message.replica != self.replica
             && message.commit_number <= message.op_number
+            && message
+                .checkpoint
+                .is_none_or(|c| c.op_number <= message.commit_number && message.log.is_empty())
             && message.log.first().is_none_or(|e| {
                 super::view_change::is_contiguous_from(&message.log, e.op_number)
                     && e.op_number >= 1
@@ -146,6 +174,14 @@ impl<S: Service> Replica<S> {
     }
 
     fn on_new_state_in_view(&mut self, now: Instant, message: NewState) {
+        if message.checkpoint.is_some() {
+            // Too far behind for the primary's log: fetch its state into a
+            // staging area (leaving normal status meanwhile), checkpoint first.
+            self.timers.repair = None;
+            let view = self.view;
+            self.start_sync(now, view);
+            return;
+        }
         let before = self.op_number;
         for entry in message.log {
             if entry.op_number == self.op_number + 1 {
@@ -178,10 +214,18 @@ impl<S: Service> Replica<S> {
             self.stats.messages_stale_view += 1;
             return;
         }
+        if let Some(summary) = message.checkpoint {
+            self.start_checkpoint_fetch(now, summary);
+            return;
+        }
         // The caller checked that a sync is in progress.
         let Some(sync) = self.sync.as_mut() else {
             return;
         };
+        if sync.fetch.is_some() {
+            // A late answer from before the checkpoint fetch began.
+            return;
+        }
         let limit = match sync.goal {
             SyncGoal::PrimaryLog => message.op_number,
             // Only committed entries may be taken from a replica that is
@@ -214,7 +258,15 @@ impl<S: Service> Replica<S> {
             self.send_get_state(now, source, have);
             return;
         }
-        let Some(sync) = self.sync.take() else { return };
+        let Some(mut sync) = self.sync.take() else {
+            return;
+        };
+        if let Some(checkpoint) = sync.staged_checkpoint.take() {
+            if !self.install_checkpoint(checkpoint) {
+                self.stats.messages_invalid += 1;
+                return;
+            }
+        }
         match sync.goal {
             SyncGoal::PrimaryLog => {
                 let view = sync.view;

@@ -20,6 +20,10 @@ impl<S: Service> Replica<S> {
     /// current view took too long: try the next view (§4.2 step 1).
     pub(super) fn on_view_change_timeout(&mut self, now: Instant) {
         self.timers.view_change = None;
+        if self.status == Status::Recovering {
+            self.on_recovery_timeout(now);
+            return;
+        }
         if self.is_primary() {
             return;
         }
@@ -38,6 +42,7 @@ impl<S: Service> Replica<S> {
             view,
             promised_view: self.do_view_change_view_max,
             replica: self.replica,
+            crash_vector: self.crash_vector.clone(),
         }));
         self.check_start_view_change_quorum(now);
     }
@@ -92,6 +97,9 @@ impl<S: Service> Replica<S> {
             self.stats.messages_invalid += 1;
             return;
         }
+        if !self.admit_crash_vector(message.replica, &message.crash_vector) {
+            return;
+        }
         if message.view < self.view {
             self.stats.messages_stale_view += 1;
             return;
@@ -133,7 +141,7 @@ impl<S: Service> Replica<S> {
         {
             return;
         }
-        let log = self.log[self.commit_number as usize..].to_vec();
+        let log = self.log_after(self.commit_number).to_vec();
         let message = DoViewChange {
             view: self.view,
             last_normal_view: self.last_normal_view,
@@ -141,6 +149,7 @@ impl<S: Service> Replica<S> {
             commit_number: self.commit_number,
             log,
             replica: self.replica,
+            crash_vector: self.crash_vector.clone(),
         };
         self.do_view_change_sent = Some(message.clone());
         let primary = self.primary_index();
@@ -168,6 +177,7 @@ impl<S: Service> Replica<S> {
             view: self.view,
             promised_view: self.do_view_change_view_max,
             replica: self.replica,
+            crash_vector: self.crash_vector.clone(),
         }));
         if let Some(message) = self.do_view_change_sent.clone() {
             let primary = self.primary_index();
@@ -189,6 +199,9 @@ impl<S: Service> Replica<S> {
             || !is_contiguous_from(&message.log, message.commit_number + 1)
         {
             self.stats.messages_invalid += 1;
+            return;
+        }
+        if !self.admit_crash_vector(message.replica, &message.crash_vector) {
             return;
         }
         if message.view < self.view {
@@ -262,6 +275,8 @@ impl<S: Service> Replica<S> {
             base: self.commit_number,
             entries: Vec::new(),
             goal: SyncGoal::CommittedTo(best_commit),
+            fetch: None,
+            staged_checkpoint: None,
         });
         self.send_get_state(now, best_replica, self.commit_number);
     }
@@ -286,19 +301,19 @@ impl<S: Service> Replica<S> {
             .min()
             .unwrap_or(0);
         let keep = self.commit_number.min(best.commit_number);
-        self.log.truncate(keep as usize);
+        self.truncate_log(keep);
         self.log.extend(
             staged
                 .into_iter()
                 .take((best.commit_number - keep) as usize),
         );
         debug_assert_eq!(
-            self.log.len() as u64,
+            self.log_base + self.log.len() as u64,
             best.commit_number,
             "committed prefix complete"
         );
         self.log.extend(best.log);
-        debug_assert!(is_contiguous_from(&self.log, 1));
+        debug_assert!(is_contiguous_from(&self.log, self.log_base + 1));
         self.op_number = best.op_number;
         self.last_normal_view = self.view;
         self.status = Status::Normal;
@@ -337,14 +352,14 @@ impl<S: Service> Replica<S> {
         let budget = self.log_budget_bytes();
         let mut first = self.op_number + 1;
         let mut size = 0usize;
-        while first > self.start_view_suffix_from + 1 {
+        while first > self.start_view_suffix_from.max(self.log_base) + 1 {
             size += self.entry(first - 1).encoded_size();
             if size > budget {
                 break;
             }
             first -= 1;
         }
-        let log = self.log[(first - 1) as usize..].to_vec();
+        let log = self.log_after(first - 1).to_vec();
         self.send(
             replica,
             Message::StartView(StartView {
@@ -418,8 +433,9 @@ impl<S: Service> Replica<S> {
             "only the committed prefix is kept"
         );
         debug_assert!(
-            self.log[keep as usize..self.commit_number as usize]
+            self.log_after(keep)
                 .iter()
+                .take((self.commit_number - keep) as usize)
                 .zip(&entries)
                 .all(
                     |(mine, theirs)| mine.op_number == theirs.op_number && mine.view == theirs.view
@@ -427,13 +443,17 @@ impl<S: Service> Replica<S> {
             "committed entries agree across views"
         );
         let was_changing = self.status == Status::ViewChange;
+        let was_recovering = self.status == Status::Recovering;
         self.reset_view_state(view);
-        self.log.truncate(keep as usize);
+        self.truncate_log(keep);
         self.log.extend(entries);
         debug_assert!(
-            self.log.len() as u64 == op_number && op_number >= self.commit_number,
+            self.log_base + self.log.len() as u64 == op_number && op_number >= self.commit_number,
             "an installed log is contiguous and holds every committed op"
         );
+        if was_recovering {
+            self.finish_recovery();
+        }
         self.op_number = op_number;
         self.last_normal_view = view;
         self.status = Status::Normal;

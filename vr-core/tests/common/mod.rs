@@ -24,6 +24,29 @@ impl Service for Recorder {
         result.extend_from_slice(op);
         result
     }
+    // One page per executed op: its op-number, then the op.
+    fn page_count(&self) -> u64 {
+        self.executed.len() as u64
+    }
+    fn read_page(&self, index: u64, out: &mut Vec<u8>) {
+        let (op_number, op) = &self.executed[index as usize];
+        out.extend_from_slice(&op_number.to_le_bytes());
+        out.extend_from_slice(op);
+    }
+    fn install_pages(&mut self, pages: &[&[u8]]) {
+        self.executed = pages
+            .iter()
+            .map(|p| {
+                let (n, op) = p.split_at(8);
+                (u64::from_le_bytes(n.try_into().unwrap()), op.to_vec())
+            })
+            .collect();
+    }
+}
+
+/// A crash vector of `n` zeros: every replica in its first incarnation.
+pub fn cv(n: usize) -> vr_core::message::CrashVector {
+    std::iter::repeat_n(0, n).collect()
 }
 
 /// Where a message in flight goes.

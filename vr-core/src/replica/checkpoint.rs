@@ -1,0 +1,528 @@
+//! Checkpoints (§5.1) and checkpoint transfer (§5.2).
+//!
+//! Every `checkpoint_interval_ops` committed ops a replica reads the
+//! service's pages (only the changed ones, when the service tracks them),
+//! appends the client table's, builds the Merkle tree and keeps the result
+//! as its checkpoint; the log before it is dropped but for a tail.
+//!
+//! A peer whose log no longer reaches back far enough for a requester answers
+//! its GetState with the checkpoint's summary instead. The requester walks
+//! the source's tree from the root down, level by level, asking only for the
+//! children of nodes whose digest differs from its own checkpoint's, then
+//! fetches the differing pages in chunks that fit a message. Every digest is
+//! checked against its parent and every page against its digest, so a
+//! response from a stale checkpoint, or a corrupt one, is never installed.
+//! Requests are resent on the repair timer: lost chunks are asked again.
+//! The fetched checkpoint is staged and installed, with the log that follows
+//! it, only when the whole sync is complete.
+
+use alloc::collections::VecDeque;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use super::{Replica, SyncGoal};
+use crate::checkpoint::{
+    child_count, client_table_from_pages, client_table_pages, page_digest, Checkpoint,
+    CheckpointSummary, Digest, MerkleTree, FANOUT,
+};
+use crate::message::{
+    CheckpointPages, CheckpointTree, GetCheckpointPages, GetCheckpointTree, Message, PageChunk,
+};
+use crate::time::Instant;
+use crate::Service;
+
+/// Counters of one checkpoint fetch, for tests and operators.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointFetchStats {
+    /// Pages reused from this replica's own checkpoint.
+    pub pages_reused: u64,
+    /// Pages fetched from the source.
+    pub pages_fetched: u64,
+}
+
+/// A checkpoint being fetched.
+#[derive(Clone, Debug)]
+pub(crate) struct CheckpointFetch {
+    summary: CheckpointSummary,
+    /// Every page, once known: reused from this replica's checkpoint or
+    /// fetched and checked.
+    pages: Vec<Option<Arc<[u8]>>>,
+    /// Nodes whose children are still to be asked for: `(level, index,
+    /// digest)`, level by level; `level == height` is the root.
+    nodes_wanted: VecDeque<(usize, u64, Digest)>,
+    /// Pages to fetch, with their digests.
+    pages_wanted: VecDeque<(u64, Digest)>,
+    /// The beginning of the first wanted page, as received so far.
+    partial: Vec<u8>,
+    stats: CheckpointFetchStats,
+}
+
+impl CheckpointFetch {
+    fn new(summary: CheckpointSummary) -> CheckpointFetch {
+        let height = crate::checkpoint::level_sizes(summary.page_count).len();
+        let mut nodes_wanted = VecDeque::new();
+        nodes_wanted.push_back((height, 0, summary.root));
+        CheckpointFetch {
+            summary,
+            pages: alloc::vec![None; summary.page_count as usize],
+            nodes_wanted,
+            pages_wanted: VecDeque::new(),
+            partial: Vec::new(),
+            stats: CheckpointFetchStats::default(),
+        }
+    }
+}
+
+impl<S: Service> Replica<S> {
+    /// Takes a checkpoint of the state after op `op_number` and drops the
+    /// log before it but for the configured tail (§5.1).
+    pub(super) fn take_checkpoint(&mut self, op_number: u64) {
+        let mut changed = Vec::new();
+        let tracked = self.service.take_changed_pages(&mut changed);
+        changed.sort_unstable();
+        let count = self.service.page_count();
+        let old = &self.checkpoint;
+        let old_count = old.summary.service_page_count;
+        let mut pages: Vec<Arc<[u8]>> = Vec::with_capacity(count as usize);
+        let mut leaves: Vec<Digest> = Vec::with_capacity(count as usize);
+        let mut buffer = Vec::new();
+        for index in 0..count {
+            let unchanged = tracked && index < old_count && changed.binary_search(&index).is_err();
+            if unchanged {
+                pages.push(old.pages[index as usize].clone());
+                leaves.push(old.tree.leaves()[index as usize]);
+                continue;
+            }
+            buffer.clear();
+            self.service.read_page(index, &mut buffer);
+            let digest = page_digest(&buffer);
+            // An unchanged page keeps sharing the previous checkpoint's copy.
+            if index < old_count && old.tree.leaves()[index as usize] == digest {
+                pages.push(old.pages[index as usize].clone());
+            } else {
+                pages.push(Arc::from(&buffer[..]));
+            }
+            leaves.push(digest);
+        }
+        for page in client_table_pages(&self.client_table) {
+            leaves.push(page_digest(&page));
+            pages.push(page);
+        }
+        let tree = MerkleTree::build(leaves);
+        self.checkpoint = Checkpoint {
+            summary: CheckpointSummary {
+                op_number,
+                page_count: pages.len() as u64,
+                service_page_count: count,
+                root: tree.root(),
+            },
+            pages,
+            tree,
+        };
+        self.stats.checkpoints_taken += 1;
+        // Keep `log_tail_ops` entries below the checkpoint for peers that lag
+        // a little; `log_base` never passes the commit-number.
+        let new_base = op_number
+            .saturating_sub(self.config.log_tail_ops)
+            .min(self.commit_number);
+        if new_base > self.log_base {
+            let drop = (new_base - self.log_base) as usize;
+            self.log.drain(..drop.min(self.log.len()));
+            self.log_base = new_base;
+        }
+    }
+
+    /// Replaces the state with a fetched checkpoint: the service's pages,
+    /// the client table, and an empty log after the checkpoint's op-number.
+    pub(super) fn install_checkpoint(&mut self, checkpoint: Checkpoint) -> bool {
+        let split = checkpoint.summary.service_page_count as usize;
+        let Some(table) = client_table_from_pages(
+            &checkpoint.pages[split..],
+            self.config.client_table_max as usize,
+        ) else {
+            return false;
+        };
+        let service_pages: Vec<&[u8]> = checkpoint.pages[..split].iter().map(|p| &p[..]).collect();
+        self.service.install_pages(&service_pages);
+        // Changes are counted from the installed state on.
+        let mut ignored = Vec::new();
+        self.service.take_changed_pages(&mut ignored);
+        self.client_table = table;
+        let op_number = checkpoint.summary.op_number;
+        self.log.clear();
+        self.log_base = op_number;
+        self.op_number = op_number;
+        self.commit_number = op_number;
+        self.commit_max = self.commit_max.max(op_number);
+        self.checkpoint = checkpoint;
+        self.stats.checkpoints_installed += 1;
+        true
+    }
+
+    // ---- Serving ----
+
+    /// Answers with the children of the asked nodes of the latest
+    /// checkpoint's tree, as many as fit a message.
+    pub(super) fn on_get_checkpoint_tree(&mut self, message: GetCheckpointTree) {
+        if message.replica >= self.config.replica_count || message.replica == self.replica {
+            self.stats.messages_invalid += 1;
+            return;
+        }
+        let summary = self.checkpoint.summary;
+        let mut reply = CheckpointTree {
+            view: self.view,
+            summary,
+            level: message.level,
+            parents: Vec::new(),
+            digests: Vec::new(),
+            replica: self.replica,
+        };
+        if message.root == summary.root {
+            let budget = self.log_budget_bytes();
+            let mut size = 0usize;
+            let level = usize::from(message.level);
+            for &parent in &message.parents {
+                let children = self.checkpoint.tree.children(level, parent);
+                size += 8 + 32 * children.len();
+                if size > budget {
+                    break;
+                }
+                reply.parents.push(parent);
+                reply.digests.extend_from_slice(children);
+            }
+        }
+        self.send(message.replica, Message::CheckpointTree(reply));
+    }
+
+    /// Answers with the asked pages of the latest checkpoint, in order, as
+    /// many bytes as fit a message.
+    pub(super) fn on_get_checkpoint_pages(&mut self, message: GetCheckpointPages) {
+        if message.replica >= self.config.replica_count || message.replica == self.replica {
+            self.stats.messages_invalid += 1;
+            return;
+        }
+        let summary = self.checkpoint.summary;
+        let mut chunks = Vec::new();
+        if message.root == summary.root {
+            let mut budget = self.log_budget_bytes();
+            let mut offset = message.offset;
+            for &page in &message.pages {
+                let Some(bytes) = usize::try_from(page)
+                    .ok()
+                    .and_then(|p| self.checkpoint.pages.get(p))
+                else {
+                    break;
+                };
+                let start = usize::try_from(offset)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
+                let room = budget.saturating_sub(crate::codec::PAGE_CHUNK_FIXED_SIZE);
+                if room == 0 || (start < bytes.len() && room < 64 && !chunks.is_empty()) {
+                    break;
+                }
+                let end = bytes.len().min(start + room);
+                chunks.push(PageChunk {
+                    page,
+                    offset: start as u64,
+                    size: bytes.len() as u64,
+                    data: bytes[start..end].to_vec(),
+                });
+                budget = budget.saturating_sub(crate::codec::PAGE_CHUNK_FIXED_SIZE + end - start);
+                if end < bytes.len() {
+                    break;
+                }
+                offset = 0;
+            }
+        }
+        self.send(
+            message.replica,
+            Message::CheckpointPages(CheckpointPages {
+                view: self.view,
+                summary,
+                chunks,
+                replica: self.replica,
+            }),
+        );
+    }
+
+    // ---- Fetching ----
+
+    /// The sync's source cannot serve the log from the sync's base: fetch
+    /// its checkpoint `summary` first.
+    pub(super) fn start_checkpoint_fetch(&mut self, now: Instant, summary: CheckpointSummary) {
+        let Some(sync) = self.sync.as_mut() else {
+            return;
+        };
+        let have = sync
+            .staged_checkpoint
+            .as_ref()
+            .map_or(sync.base, |c| c.summary.op_number);
+        if summary.op_number <= have
+            || sync
+                .fetch
+                .as_ref()
+                .is_some_and(|f| f.summary.op_number >= summary.op_number)
+        {
+            return;
+        }
+        if let SyncGoal::CommittedTo(target) = sync.goal {
+            if summary.op_number > target {
+                // A new primary may take only what the chosen log commits.
+                return;
+            }
+        }
+        sync.fetch = Some(CheckpointFetch::new(summary));
+        self.arm_view_change_timer(now);
+        self.send_checkpoint_request(now);
+    }
+
+    /// Sends the next request of the checkpoint fetch: children of wanted
+    /// nodes of one level, else wanted pages.
+    fn send_checkpoint_request(&mut self, now: Instant) {
+        let budget = self.log_budget_bytes();
+        let Some(sync) = self.sync.as_ref() else {
+            return;
+        };
+        let Some(fetch) = sync.fetch.as_ref() else {
+            return;
+        };
+        let source = sync.source;
+        let message = if let Some(&(level, _, _)) = fetch.nodes_wanted.front() {
+            // Children of as many parents as one answer can carry.
+            let per_parent = 8 + 32 * FANOUT;
+            let max = (budget / per_parent).max(1);
+            let parents = fetch
+                .nodes_wanted
+                .iter()
+                .take_while(|(l, _, _)| *l == level)
+                .take(max)
+                .map(|&(_, index, _)| index)
+                .collect();
+            Message::GetCheckpointTree(GetCheckpointTree {
+                view: self.view,
+                root: fetch.summary.root,
+                level: u8::try_from(level).unwrap_or(u8::MAX),
+                parents,
+                replica: self.replica,
+            })
+        } else {
+            let max = (budget / 4096).clamp(1, 1024);
+            Message::GetCheckpointPages(GetCheckpointPages {
+                view: self.view,
+                root: fetch.summary.root,
+                pages: fetch
+                    .pages_wanted
+                    .iter()
+                    .take(max)
+                    .map(|&(page, _)| page)
+                    .collect(),
+                offset: fetch.partial.len() as u64,
+                replica: self.replica,
+            })
+        };
+        self.stats.state_requests_sent += 1;
+        self.send(source, message);
+        self.timers.repair = Some(now + self.config.resend_interval_ns);
+    }
+
+    /// Resends whatever the sync is waiting for (the repair timer).
+    pub(super) fn resend_sync_request(&mut self, now: Instant) {
+        let Some(sync) = &self.sync else {
+            return;
+        };
+        if sync.fetch.is_some() {
+            self.send_checkpoint_request(now);
+        } else {
+            let (source, next) = (sync.source, sync.base + sync.entries.len() as u64);
+            self.send_get_state(now, source, next);
+        }
+    }
+
+    /// Whether a checkpoint answer belongs to the fetch in progress; a newer
+    /// checkpoint at the source restarts the fetch with it.
+    fn fetch_matches(&mut self, now: Instant, from: u8, summary: &CheckpointSummary) -> bool {
+        let Some(sync) = self.sync.as_ref() else {
+            self.stats.messages_stale_view += 1;
+            return false;
+        };
+        let Some(fetch) = sync.fetch.as_ref() else {
+            self.stats.messages_stale_view += 1;
+            return false;
+        };
+        if sync.source != from {
+            self.stats.messages_stale_view += 1;
+            return false;
+        }
+        if summary.root == fetch.summary.root {
+            return true;
+        }
+        if summary.op_number > fetch.summary.op_number {
+            // The source moved to a newer checkpoint and dropped this one.
+            if let Some(sync) = self.sync.as_mut() {
+                sync.fetch = None;
+            }
+            self.start_checkpoint_fetch(now, *summary);
+        } else {
+            self.stats.messages_stale_view += 1;
+        }
+        false
+    }
+
+    pub(super) fn on_checkpoint_tree(&mut self, now: Instant, message: CheckpointTree) {
+        if !self.fetch_matches(now, message.replica, &message.summary) {
+            return;
+        }
+        let own = &self.checkpoint;
+        let Some(fetch) = self.sync.as_mut().and_then(|s| s.fetch.as_mut()) else {
+            return;
+        };
+        let page_count = fetch.summary.page_count;
+        let level = usize::from(message.level);
+        let mut digests = &message.digests[..];
+        let mut progressed = false;
+        for &parent in &message.parents {
+            // Only the wanted node at the front, in order: anything else is a
+            // duplicate or a late answer.
+            let Some(&(want_level, want_index, want_digest)) = fetch.nodes_wanted.front() else {
+                break;
+            };
+            if want_level != level || want_index != parent {
+                break;
+            }
+            let count = child_count(page_count, level, parent) as usize;
+            if digests.len() < count {
+                self.stats.messages_invalid += 1;
+                return;
+            }
+            let (children, rest) = digests.split_at(count);
+            digests = rest;
+            if crate::checkpoint::node_digest(children) != want_digest {
+                self.stats.messages_invalid += 1;
+                return;
+            }
+            fetch.nodes_wanted.pop_front();
+            progressed = true;
+            let height = crate::checkpoint::level_sizes(page_count).len();
+            for (j, &digest) in children.iter().enumerate() {
+                let index = if level == height {
+                    j as u64
+                } else {
+                    parent * FANOUT as u64 + j as u64
+                };
+                let child_level = level - 1;
+                if own.tree.node(child_level, index) == Some(&digest) {
+                    // Same digest, same subtree: reuse this replica's pages.
+                    let span = (FANOUT as u64).pow(child_level as u32);
+                    let first = index * span;
+                    let last = ((index + 1) * span).min(page_count);
+                    for page in first..last {
+                        if let Some(bytes) = own.pages.get(page as usize) {
+                            fetch.pages[page as usize] = Some(bytes.clone());
+                            fetch.stats.pages_reused += 1;
+                        }
+                    }
+                } else if child_level == 0 {
+                    fetch.pages_wanted.push_back((index, digest));
+                } else {
+                    fetch.nodes_wanted.push_back((child_level, index, digest));
+                }
+            }
+        }
+        if progressed {
+            self.after_fetch_progress(now);
+        }
+    }
+
+    pub(super) fn on_checkpoint_pages(&mut self, now: Instant, message: CheckpointPages) {
+        if !self.fetch_matches(now, message.replica, &message.summary) {
+            return;
+        }
+        let Some(fetch) = self.sync.as_mut().and_then(|s| s.fetch.as_mut()) else {
+            return;
+        };
+        if !fetch.nodes_wanted.is_empty() {
+            return;
+        }
+        let mut progressed = false;
+        let mut received = 0u64;
+        for chunk in message.chunks {
+            let Some(&(page, digest)) = fetch.pages_wanted.front() else {
+                break;
+            };
+            if chunk.page != page || chunk.offset != fetch.partial.len() as u64 {
+                break;
+            }
+            fetch.partial.extend_from_slice(&chunk.data);
+            progressed |= !chunk.data.is_empty();
+            if (fetch.partial.len() as u64) < chunk.size {
+                continue;
+            }
+            let bytes = core::mem::take(&mut fetch.partial);
+            if bytes.len() as u64 != chunk.size || page_digest(&bytes) != digest {
+                // Not the page the tree promised: ask for it again.
+                self.stats.messages_invalid += 1;
+                break;
+            }
+            received += bytes.len() as u64;
+            fetch.pages[page as usize] = Some(Arc::from(bytes));
+            fetch.pages_wanted.pop_front();
+            fetch.stats.pages_fetched += 1;
+            self.stats.checkpoint_pages_received += 1;
+        }
+        self.stats.checkpoint_bytes_received += received;
+        if progressed {
+            self.after_fetch_progress(now);
+        }
+    }
+
+    /// After a fetch step: ask for more, or stage the complete checkpoint and
+    /// go on with the log after it.
+    fn after_fetch_progress(&mut self, now: Instant) {
+        // The source answers: give the fetch another timeout (a large state
+        // takes longer than one).
+        self.arm_view_change_timer(now);
+        let done = self
+            .sync
+            .as_ref()
+            .and_then(|s| s.fetch.as_ref())
+            .is_some_and(|f| f.nodes_wanted.is_empty() && f.pages_wanted.is_empty());
+        if !done {
+            self.send_checkpoint_request(now);
+            return;
+        }
+        let Some(sync) = self.sync.as_mut() else {
+            return;
+        };
+        let Some(fetch) = sync.fetch.take() else {
+            return;
+        };
+        let complete: Option<Vec<Arc<[u8]>>> = fetch.pages.into_iter().collect();
+        let checkpoint = complete.map(|pages| {
+            Checkpoint::from_pages(
+                fetch.summary.op_number,
+                pages,
+                fetch.summary.service_page_count,
+            )
+        });
+        match checkpoint {
+            Some(checkpoint) if checkpoint.summary == fetch.summary => {
+                sync.base = fetch.summary.op_number;
+                sync.entries.clear();
+                sync.staged_checkpoint = Some(checkpoint);
+                let source = sync.source;
+                self.send_get_state(now, source, fetch.summary.op_number);
+            }
+            _ => {
+                // Cannot happen with checked pages; start the sync's request
+                // over rather than install something wrong.
+                self.stats.messages_invalid += 1;
+                self.resend_sync_request(now);
+            }
+        }
+    }
+
+    /// Pages reused and fetched by the checkpoint fetch in progress.
+    pub fn checkpoint_fetch_stats(&self) -> Option<CheckpointFetchStats> {
+        self.sync.as_ref()?.fetch.as_ref().map(|f| f.stats)
+    }
+}

@@ -1,0 +1,359 @@
+//! Recovery (§4.3), made safe with crash vectors (Michael, Ports, Sharma and
+//! Szekeres, "Recovering Shared Objects Without Stable Storage", DISC 2017).
+//!
+//! A replica restarted without its state must not act on anything it said
+//! before the crash: it may have acknowledged a Prepare or promised its log
+//! to a view change, and forgotten it. The paper's recovery asks a quorum for
+//! the current state, but a vote the replica sent before the crash can still
+//! be in flight, or be sitting in some replica's tally, and be counted next
+//! to votes sent after the recovery. Together they can make a quorum that
+//! never existed at any one time, and lose a committed operation.
+//!
+//! So each replica has an *incarnation*, raised by every recovery, and every
+//! vote (PrepareOk, StartViewChange, DoViewChange, RecoveryResponse) carries
+//! the sender's *crash vector*: the latest incarnation it knows of every
+//! replica. A receiver drops a vote from an incarnation older than one it
+//! knows, and when a vector tells it of a newer incarnation it discards the
+//! votes it holds from the older one. Recovery itself runs in two rounds:
+//!
+//! 1. `Recovery(incarnation = 0)`: learn the highest incarnation of this
+//!    replica that f+1 others know; any earlier recovery completed only once
+//!    f+1 others had recorded its incarnation, and two sets of f+1 of the 2f
+//!    others intersect, so this is at least the latest one.
+//! 2. `Recovery(incarnation = k)`, with `k` one higher: each responder
+//!    records `k` (and from then on drops the older incarnation's votes)
+//!    before it answers. With f+1 answers from normal replicas, including the
+//!    primary of the latest view among them, the replica fetches that
+//!    primary's state (state transfer, possibly by checkpoint) and only then
+//!    becomes a normal backup.
+//!
+//! When every other replica answers that it is recovering too, the whole
+//! cluster lost its state at once (or is new): they form view 0 afresh.
+
+use alloc::vec::Vec;
+
+use super::{Replica, Status, Sync, SyncGoal};
+use crate::message::{
+    CrashVector, Message, Recovery, RecoveryResponse, RecoveryStatus, ReplicaIndex,
+};
+use crate::time::Instant;
+use crate::Service;
+
+/// A recovery in progress.
+#[derive(Clone, Debug)]
+pub(crate) struct RecoveryState {
+    /// Echoed by responses; a new one for each attempt.
+    nonce: u64,
+    /// `0` while learning the incarnation (round 1), else the new one.
+    incarnation: u64,
+    /// Per replica, its response to this attempt.
+    responses: Vec<Option<RecoveryResponse>>,
+}
+
+impl<S: Service> Replica<S> {
+    /// Starts (or restarts) recovery from round 1.
+    pub(super) fn start_recovery(&mut self, now: Instant) {
+        let n = usize::from(self.config.replica_count);
+        self.reset_view_state(self.view);
+        self.status = Status::Recovering;
+        self.recovery = Some(RecoveryState {
+            nonce: self.prng.next_u64(),
+            incarnation: 0,
+            responses: alloc::vec![None; n],
+        });
+        if n == 1 {
+            // Alone, the replica is the whole cluster: it lost everything.
+            self.form_new_cluster(now);
+            return;
+        }
+        self.send_recovery(now);
+    }
+
+    fn send_recovery(&mut self, now: Instant) {
+        let Some(recovery) = &self.recovery else {
+            return;
+        };
+        let message = Recovery {
+            replica: self.replica,
+            nonce: recovery.nonce,
+            incarnation: recovery.incarnation,
+        };
+        // Round 1 asks whoever has not answered. Round 2 asks everyone again
+        // each time: answers are replaced by newer ones, so the recovering
+        // replica follows view changes while it waits for a live primary.
+        let missing: Vec<ReplicaIndex> = (0..self.config.replica_count)
+            .filter(|&r| {
+                r != self.replica
+                    && (recovery.incarnation != 0 || recovery.responses[usize::from(r)].is_none())
+            })
+            .collect();
+        for replica in missing {
+            self.send(replica, Message::Recovery(message));
+        }
+        self.timers.repair = Some(now + self.config.resend_interval_ns);
+    }
+
+    /// The repair timer while recovering: resend Recovery to the replicas
+    /// that have not answered, or resend the state request.
+    pub(super) fn on_recovery_resend_timeout(&mut self, now: Instant) {
+        if self.sync.is_some() {
+            self.resend_sync_request(now);
+        } else {
+            self.send_recovery(now);
+        }
+    }
+
+    /// The view-change timer while recovering: the state fetch stalled (its
+    /// source failed, or the view changed). Start over with a new nonce.
+    pub(super) fn on_recovery_timeout(&mut self, now: Instant) {
+        let incarnation = self.recovery.as_ref().map_or(0, |r| r.incarnation);
+        self.sync = None;
+        self.start_recovery(now);
+        if let Some(recovery) = &mut self.recovery {
+            // Responders recorded this incarnation already; asking again
+            // with it is idempotent and skips round 1.
+            recovery.incarnation = incarnation;
+        }
+    }
+
+    /// §4.3 step 2, at any replica: answer a recovering replica. Unlike the
+    /// paper, replicas that are not normal answer too, saying so: their
+    /// answers carry incarnations (round 1) and let a cluster in which every
+    /// replica is recovering start afresh.
+    pub(super) fn on_recovery(&mut self, now: Instant, message: Recovery) {
+        let _ = now;
+        let from = message.replica;
+        if from >= self.config.replica_count || from == self.replica {
+            self.stats.messages_invalid += 1;
+            return;
+        }
+        if message.incarnation > self.crash_vector[usize::from(from)] && !self.crash_vectors_off() {
+            self.crash_vector[usize::from(from)] = message.incarnation;
+            self.fence(from);
+        }
+        let status = match self.status {
+            Status::Normal => RecoveryStatus::Normal,
+            Status::ViewChange => RecoveryStatus::ViewChange,
+            Status::Recovering => RecoveryStatus::Recovering,
+        };
+        self.send(
+            from,
+            Message::RecoveryResponse(RecoveryResponse {
+                view: self.view,
+                nonce: message.nonce,
+                status,
+                op_number: self.op_number,
+                commit_number: self.commit_number,
+                crash_vector: self.crash_vector.clone(),
+                replica: self.replica,
+            }),
+        );
+    }
+
+    /// §4.3 step 3, at the recovering replica.
+    pub(super) fn on_recovery_response(&mut self, now: Instant, message: RecoveryResponse) {
+        let n = usize::from(self.config.replica_count);
+        let from = message.replica;
+        if from >= self.config.replica_count
+            || from == self.replica
+            || message.crash_vector.len() != n
+            || message.commit_number > message.op_number
+        {
+            self.stats.messages_invalid += 1;
+            return;
+        }
+        let Some(recovery) = &self.recovery else {
+            self.stats.messages_stale_view += 1;
+            return;
+        };
+        if message.nonce != recovery.nonce || self.sync.is_some() {
+            self.stats.messages_stale_view += 1;
+            return;
+        }
+        if !self.admit_crash_vector(from, &message.crash_vector) {
+            return;
+        }
+        let me = usize::from(self.replica);
+        let known = message.crash_vector[me];
+        let unchecked = self.crash_vectors_off();
+        let Some(recovery) = &mut self.recovery else {
+            return;
+        };
+        if recovery.incarnation == 0 {
+            recovery.responses[usize::from(from)] = Some(message);
+            self.check_incarnation_quorum(now);
+        } else if known > recovery.incarnation {
+            // Someone knows a later incarnation of this replica than the
+            // one chosen (an earlier attempt's round 2 reached it): go above.
+            recovery.incarnation = known + 1;
+            recovery.responses.iter_mut().for_each(|r| *r = None);
+            self.crash_vector[me] = known + 1;
+            self.send_recovery(now);
+        } else if known == recovery.incarnation || unchecked {
+            recovery.responses[usize::from(from)] = Some(message);
+            self.check_recovery_quorum(now);
+        }
+    }
+
+    /// Round 1 done with f+1 answers: choose the new incarnation.
+    fn check_incarnation_quorum(&mut self, now: Instant) {
+        let f_plus_1 = self.config.quorum();
+        let me = usize::from(self.replica);
+        let Some(recovery) = &mut self.recovery else {
+            return;
+        };
+        let answered: Vec<&RecoveryResponse> = recovery.responses.iter().flatten().collect();
+        // With n = 2f + 1, f + 1 others; with an even n, a majority of
+        // everyone but this replica, so that the sets still intersect.
+        let needed = f_plus_1.min(usize::from(self.config.replica_count) - 1);
+        if answered.len() < needed {
+            return;
+        }
+        let highest = answered
+            .iter()
+            .map(|r| r.crash_vector[me])
+            .max()
+            .unwrap_or(0)
+            .max(self.crash_vector[me]);
+        recovery.incarnation = highest + 1;
+        recovery.responses.iter_mut().for_each(|r| *r = None);
+        self.crash_vector[me] = highest + 1;
+        self.send_recovery(now);
+    }
+
+    /// Round 2: with f+1 normal answers including the latest view's primary,
+    /// fetch that primary's state; with every other replica recovering, form
+    /// a new cluster.
+    fn check_recovery_quorum(&mut self, now: Instant) {
+        let Some(recovery) = &self.recovery else {
+            return;
+        };
+        let others = usize::from(self.config.replica_count) - 1;
+        let answered: Vec<&RecoveryResponse> = recovery.responses.iter().flatten().collect();
+        if answered.len() == others
+            && answered
+                .iter()
+                .all(|r| r.status == RecoveryStatus::Recovering)
+        {
+            self.form_new_cluster(now);
+            return;
+        }
+        let normal: Vec<&RecoveryResponse> = answered
+            .iter()
+            .copied()
+            .filter(|r| r.status == RecoveryStatus::Normal)
+            .collect();
+        let needed = self.config.quorum().min(others);
+        if normal.len() < needed {
+            return;
+        }
+        let view = normal.iter().map(|r| r.view).max().unwrap_or(0);
+        let primary = self.config.primary_index(view);
+        let primary_answered = normal
+            .iter()
+            .any(|r| r.replica == primary && r.view == view);
+        if !primary_answered {
+            // The primary of the latest view has not answered, or is this
+            // replica (its backups will time out and change view): wait,
+            // resending, for answers in a view with a live primary.
+            return;
+        }
+        // Fetch the primary's state into a staging area; install it, and
+        // become normal in `view`, only once it is all here.
+        self.view = view;
+        self.primary_heard_at = now;
+        self.arm_view_change_timer(now);
+        self.sync = Some(Sync {
+            view,
+            source: primary,
+            base: self.commit_number,
+            entries: Vec::new(),
+            goal: SyncGoal::PrimaryLog,
+            fetch: None,
+            staged_checkpoint: None,
+        });
+        self.send_get_state(now, primary, self.commit_number);
+    }
+
+    /// Every replica lost its state: start view 0 with an empty log.
+    fn form_new_cluster(&mut self, now: Instant) {
+        self.recovery = None;
+        self.view = 0;
+        self.last_normal_view = 0;
+        self.status = Status::Normal;
+        self.stats.recoveries_completed += 1;
+        self.enter_normal_timers(now);
+    }
+
+    /// Called when the recovering replica installed the primary's state.
+    pub(super) fn finish_recovery(&mut self) {
+        if self.recovery.take().is_some() {
+            self.stats.recoveries_completed += 1;
+        }
+    }
+
+    /// Whether crash vectors are switched off by the test-only bug.
+    pub(super) fn crash_vectors_off(&self) -> bool {
+        self.config
+            .has_bug(crate::config::InjectedBug::RecoveryWithoutCrashVectors)
+    }
+
+    /// Checks the crash vector of a vote from `from` and learns from it.
+    /// Returns `false` (and counts it) when the vote must be dropped: it
+    /// comes from an incarnation of `from` older than one this replica
+    /// knows, or the vector is malformed.
+    pub(super) fn admit_crash_vector(&mut self, from: ReplicaIndex, cv: &CrashVector) -> bool {
+        if self.crash_vectors_off() {
+            return true;
+        }
+        if cv.len() != self.crash_vector.len() {
+            self.stats.messages_invalid += 1;
+            return false;
+        }
+        if cv[usize::from(from)] < self.crash_vector[usize::from(from)] {
+            self.stats.messages_stale_incarnation += 1;
+            return false;
+        }
+        for replica in 0..self.config.replica_count {
+            let k = usize::from(replica);
+            if replica != self.replica && cv[k] > self.crash_vector[k] {
+                self.crash_vector[k] = cv[k];
+                self.fence(replica);
+            }
+        }
+        true
+    }
+
+    /// `replica` has a newer incarnation than the one whose votes this
+    /// replica may hold: forget those votes, so that no quorum mixes votes
+    /// from before and after its crash.
+    fn fence(&mut self, replica: ReplicaIndex) {
+        let k = usize::from(replica);
+        let incarnation = self.crash_vector[k];
+        self.start_view_change_from.remove(replica);
+        if self.do_view_change_from[k]
+            .as_ref()
+            .is_some_and(|d| d.crash_vector.get(k).is_some_and(|&i| i < incarnation))
+        {
+            self.do_view_change_from[k] = None;
+            if self
+                .sync
+                .as_ref()
+                .is_some_and(|s| matches!(s.goal, SyncGoal::CommittedTo(_)))
+            {
+                // The log being completed was chosen with that vote.
+                self.sync = None;
+                self.timers.repair = None;
+            }
+        }
+        self.prepare_ok_op[k] = 0;
+        if let Some(recovery) = &mut self.recovery {
+            if recovery.responses[k]
+                .as_ref()
+                .is_some_and(|r| r.crash_vector[k] < incarnation)
+            {
+                recovery.responses[k] = None;
+            }
+        }
+    }
+}
