@@ -261,12 +261,13 @@ mod tests {
             let tree = MerkleTree::build(digests(n));
             let sizes = level_sizes(n as u64);
             assert_eq!(tree.height(), sizes.len(), "n = {n}");
-            for level in 1..=tree.height() {
-                let parents = if level == tree.height() {
-                    1
-                } else {
-                    sizes[level]
-                };
+            for (level, &size) in sizes
+                .iter()
+                .enumerate()
+                .skip(1)
+                .chain([(tree.height(), &1)])
+            {
+                let parents = size;
                 for index in 0..parents {
                     let children = tree.children(level, index);
                     assert_eq!(children.len() as u64, child_count(n as u64, level, index));

@@ -92,7 +92,7 @@ impl Store {
             Command::Del => integer(
                 args[1..]
                     .iter()
-                    .filter(|key| self.data.remove(*key).is_some())
+                    .filter(|key| self.data.remove(key).is_some())
                     .count(),
             ),
             Command::Incr => self.incr_by(&args[1], 1),
@@ -104,7 +104,7 @@ impl Store {
             Command::MSet => {
                 // The table says "at least 3"; pairs are checked here, with
                 // the same arity error, as in Redis's msetGenericCommand.
-                if args.len() % 2 == 0 {
+                if args.len().is_multiple_of(2) {
                     return wrong_arity(command);
                 }
                 for pair in args[1..].chunks_exact(2) {
@@ -147,7 +147,7 @@ impl Store {
             Command::Exists => integer(
                 args[1..]
                     .iter()
-                    .filter(|key| self.data.contains_key(*key))
+                    .filter(|key| self.data.contains_key(key))
                     .count(),
             ),
             Command::Ping => match args.len() {

@@ -589,7 +589,7 @@ impl<S: Service> Replica<S> {
             let op_number = self.commit_number + 1;
             self.execute(op_number);
             self.commit_number = op_number;
-            if op_number % self.config.checkpoint_interval_ops == 0 {
+            if op_number.is_multiple_of(self.config.checkpoint_interval_ops) {
                 self.take_checkpoint(op_number);
             }
         }
