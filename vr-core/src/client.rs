@@ -122,6 +122,47 @@ impl Client {
         }
     }
 
+    /// A client restarting with an identifier it used before and no memory
+    /// of its request-numbers (§4.3, "client recovery"). It first asks the
+    /// cluster for the latest request-number executed for it; that query
+    /// goes through the log, so it sees every earlier request. Its next
+    /// request is numbered two above the answer: one request of the old
+    /// incarnation may still be in flight and execute later, and must not
+    /// be mistaken for a new one.
+    ///
+    /// Until the answer arrives the client is busy; the answer completes
+    /// with request-number 0 (see [`Client::handle_reply`]).
+    pub fn recover(config: ClientConfig, now: Instant) -> Client {
+        let mut client = Client::new(config, 0);
+        let request = Request {
+            client_id: client.config.client_id,
+            request_number: 0,
+            op: Vec::new(),
+        };
+        client.send_first(now, request);
+        client
+    }
+
+    /// Whether the client is still learning its request-numbers.
+    pub fn is_recovering(&self) -> bool {
+        self.outstanding
+            .as_ref()
+            .is_some_and(|o| o.request.request_number == 0)
+    }
+
+    fn send_first(&mut self, now: Instant, request: Request) {
+        let primary = (self.view % u64::from(self.config.replica_count)) as ReplicaIndex;
+        self.outbox.push_back(ClientAction::Send {
+            replica: primary,
+            message: Message::Request(request.clone()),
+        });
+        self.outstanding = Some(Outstanding {
+            request,
+            deadline: now + self.config.request_timeout_ns,
+            attempts: 1,
+        });
+    }
+
     /// The client's identifier.
     pub fn client_id(&self) -> ClientId {
         self.config.client_id
@@ -151,22 +192,15 @@ impl Client {
             request_number: self.request_number,
             op,
         };
-        let primary = (self.view % u64::from(self.config.replica_count)) as ReplicaIndex;
-        self.outbox.push_back(ClientAction::Send {
-            replica: primary,
-            message: Message::Request(request.clone()),
-        });
-        self.outstanding = Some(Outstanding {
-            request,
-            deadline: now + self.config.request_timeout_ns,
-            attempts: 1,
-        });
+        self.send_first(now, request);
         Ok(self.request_number)
     }
 
     /// Takes in a reply. Returns the completion when it answers the
     /// outstanding request; replies to older requests (duplicates) are
-    /// dropped.
+    /// dropped. For a recovering client the completion has request-number 0
+    /// and the latest request-number executed (`u64` little-endian) as its
+    /// result; the client then continues two above it.
     pub fn handle_reply(&mut self, _now: Instant, reply: Reply) -> Option<Completion> {
         if reply.client_id != self.config.client_id {
             return None;
@@ -178,6 +212,14 @@ impl Client {
             return None;
         }
         self.outstanding = None;
+        if reply.request_number == 0 {
+            let latest = reply
+                .result
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u64::from_le_bytes);
+            self.request_number = self.request_number.max(latest.saturating_add(1));
+        }
         Some(Completion {
             request_number: reply.request_number,
             result: reply.result,

@@ -50,6 +50,13 @@ pub struct ReplicaOptions {
     /// Inbound connections (peers and clients) open at a time; more are
     /// accepted and closed at once.
     pub client_connections_max: usize,
+    /// `None`: the replica is a member of a new cluster and starts in view 0
+    /// ([`crate::Replica::new`]). `Some(nonce)`: it restarts without its
+    /// state and recovers it from the others ([`crate::Replica::recover`];
+    /// the nonce must be fresh on every start, e.g. from the OS's random
+    /// source). A process that may be restarting after a crash must use
+    /// `Some`; when every replica starts that way they form the cluster.
+    pub recovery_nonce: Option<u64>,
 }
 
 impl ReplicaOptions {
@@ -71,6 +78,22 @@ impl ReplicaOptions {
             reconnect_backoff_max: core::time::Duration::from_secs(1),
             client_routes_max: 4096,
             client_connections_max: 1024,
+            recovery_nonce: None,
+        }
+    }
+
+    /// The replica these options describe, starting at `now`: new, or
+    /// recovering when `recovery_nonce` is set.
+    pub fn build_replica<S: crate::Service>(
+        &self,
+        service: S,
+        now: crate::Instant,
+    ) -> Result<crate::Replica<S>, crate::ConfigError> {
+        match self.recovery_nonce {
+            None => crate::Replica::new(self.config.clone(), self.replica, service, now),
+            Some(nonce) => {
+                crate::Replica::recover(self.config.clone(), self.replica, service, now, nonce)
+            }
         }
     }
 

@@ -28,7 +28,7 @@ use glommio::{spawn_local, ExecutorJoinHandle};
 use tracing::{info, warn};
 use vr_core::codec::DecodeError;
 use vr_core::node::{ConnectionId, Destination, NodeEvent, NodeStats, ReplicaNode};
-use vr_core::{Instant, Replica, ReplicaIndex, Service};
+use vr_core::{Instant, ReplicaIndex, Service};
 
 use crate::connection::{run_connection, Closed, Outbox};
 use crate::sync::{CloseOnDrop, Mailbox, Notify};
@@ -186,13 +186,9 @@ pub fn start_replica_with_listener<S: Service + Send + 'static>(
     }
     // The node's clock: nanoseconds since the replica started.
     let origin = std::time::Instant::now();
-    let replica = Replica::new(
-        options.config.clone(),
-        options.replica,
-        service,
-        Instant::ZERO,
-    )
-    .map_err(|error| invalid_input(&error.to_string()))?;
+    let replica = options
+        .build_replica(service, vr_core::Instant::ZERO)
+        .map_err(|error| invalid_input(&error.to_string()))?;
     let node = ReplicaNode::new(replica, options.client_routes_max);
     listener.set_nonblocking(true)?;
     let local_addr = listener.local_addr()?;

@@ -108,7 +108,14 @@ fn run(cli: Cli) -> Result<(), String> {
             if cluster.len() > usize::from(u8::MAX) {
                 return Err("at most 255 replicas".to_owned());
             }
-            let options = NodeOptions::new(cluster_id, cluster, replica, listen_resp);
+            let mut options = NodeOptions::new(cluster_id, cluster, replica, listen_resp);
+            // A node may be restarting after a crash with nothing in memory:
+            // it always recovers its state from the others (§4.3). Started
+            // together, the nodes of a new cluster find each other
+            // recovering and form it.
+            let mut nonce = [0u8; 8];
+            getrandom::getrandom(&mut nonce).map_err(|e| format!("no random source: {e}"))?;
+            options.recovery_nonce = Some(u64::from_le_bytes(nonce));
             let node = start_node(options).map_err(|e| format!("cannot start: {e}"))?;
             println!(
                 "replica {replica}: VR on {}, redis-cli -h {} -p {}",

@@ -64,6 +64,11 @@ pub struct NodeOptions {
     pub resp_connections_max: usize,
     /// Bytes a RESP connection may buffer without a complete command.
     pub read_buffer_max: usize,
+    /// `Some(nonce)` when the node may be restarting after a crash: its
+    /// replica recovers its state from the others (§4.3) instead of
+    /// starting a new cluster. The nonce must be fresh on every start.
+    /// When every node of a cluster starts this way they form the cluster.
+    pub recovery_nonce: Option<u64>,
 }
 
 impl NodeOptions {
@@ -90,6 +95,7 @@ impl NodeOptions {
             request_attempts_max: 15,
             resp_connections_max: 1024,
             read_buffer_max,
+            recovery_nonce: None,
         }
     }
 }
@@ -206,6 +212,7 @@ pub fn start_node(options: NodeOptions) -> io::Result<NodeHandle> {
         request_attempts_max,
         resp_connections_max,
         read_buffer_max,
+        recovery_nonce,
     } = options;
     if resp_connections_max == 0 || read_buffer_max == 0 {
         return Err(io::Error::new(
@@ -227,7 +234,8 @@ pub fn start_node(options: NodeOptions) -> io::Result<NodeHandle> {
         }
     };
     let store = Arc::new(Mutex::new(Store::new()));
-    let replica_options = ReplicaOptions::new(config.clone(), replicas.clone(), replica);
+    let mut replica_options = ReplicaOptions::new(config.clone(), replicas.clone(), replica);
+    replica_options.recovery_nonce = recovery_nonce;
     let handle = vr_tokio::start_replica_with_listener(
         replica_options,
         replica_listener,

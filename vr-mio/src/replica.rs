@@ -61,13 +61,9 @@ pub fn start_replica_with_listener<S: Service + Send + 'static>(
 ) -> io::Result<ReplicaHandle> {
     options.validate().map_err(invalid)?;
     let origin = StdInstant::now();
-    let replica = vr_core::Replica::new(
-        options.config.clone(),
-        options.replica,
-        service,
-        vr_core::Instant::ZERO,
-    )
-    .map_err(|e| invalid(&e.to_string()))?;
+    let replica = options
+        .build_replica(service, vr_core::Instant::ZERO)
+        .map_err(|error| invalid(&error.to_string()))?;
     let node = ReplicaNode::new(replica, options.client_routes_max);
 
     listener.set_nonblocking(true)?;

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use vr_core::codec;
 use vr_core::node::{ConnectionId, Destination, NodeEvent, ReplicaNode, Transmit};
-use vr_core::{Instant, Replica, ReplicaIndex, Service};
+use vr_core::{Instant, ReplicaIndex, Service};
 
 use crate::link::{self, Backoff, Events, LinkCounters, LinkEvent, Outbox, PushError};
 use crate::{AdapterStats, ConnectionStats, ReplicaOptions};
@@ -47,13 +47,9 @@ pub fn start_replica_with_listener<S: Service + Send + 'static>(
 ) -> io::Result<ReplicaHandle> {
     options.validate().map_err(invalid_input)?;
     let origin = std::time::Instant::now();
-    let replica = Replica::new(
-        options.config.clone(),
-        options.replica,
-        service,
-        Instant::ZERO,
-    )
-    .map_err(|error| invalid_input(&error.to_string()))?;
+    let replica = options
+        .build_replica(service, vr_core::Instant::ZERO)
+        .map_err(|error| invalid_input(&error.to_string()))?;
     let node = ReplicaNode::new(replica, options.client_routes_max);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

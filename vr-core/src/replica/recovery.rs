@@ -27,8 +27,9 @@
 //!    primary's state (state transfer, possibly by checkpoint) and only then
 //!    becomes a normal backup.
 //!
-//! When every other replica answers that it is recovering too, the whole
-//! cluster lost its state at once (or is new): they form view 0 afresh.
+//! When every other replica answers that it is recovering too (or that it
+//! holds no op at all: it formed the cluster a moment earlier), the whole
+//! cluster lost its state at once, or is new: they form view 0 afresh.
 
 use alloc::vec::Vec;
 
@@ -230,10 +231,13 @@ impl<S: Service> Replica<S> {
         };
         let others = usize::from(self.config.replica_count) - 1;
         let answered: Vec<&RecoveryResponse> = recovery.responses.iter().flatten().collect();
+        // Every other replica is recovering, or holds nothing at all (it
+        // formed the cluster a moment before this replica asked): no op was
+        // ever committed, so starting empty loses nothing.
         if answered.len() == others
             && answered
                 .iter()
-                .all(|r| r.status == RecoveryStatus::Recovering)
+                .all(|r| r.status == RecoveryStatus::Recovering || r.op_number == 0)
         {
             self.form_new_cluster(now);
             return;

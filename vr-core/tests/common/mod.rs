@@ -63,9 +63,9 @@ pub struct Envelope {
     pub message: Message,
 }
 
-pub struct Cluster {
+pub struct Cluster<S: Service = Recorder> {
     pub config: Config,
-    pub replicas: Vec<Replica<Recorder>>,
+    pub replicas: Vec<Replica<S>>,
     /// A crashed replica receives nothing and fires no timers.
     pub crashed: Vec<bool>,
     pub clients: Vec<Client>,
@@ -81,9 +81,11 @@ pub struct Cluster {
     pub replies_sent_by: Vec<u64>,
     /// Every delivered envelope, for determinism checks.
     pub delivered: Vec<String>,
+    /// Encoded bytes of the messages delivered to each replica.
+    pub bytes_to: Vec<u64>,
 }
 
-impl Cluster {
+impl Cluster<Recorder> {
     pub fn new(replica_count: u8, client_count: usize, seed: u64) -> Cluster {
         let mut config = Config::new(7, replica_count);
         config.seed = seed;
@@ -91,11 +93,20 @@ impl Cluster {
     }
 
     pub fn with_config(config: Config, client_count: usize) -> Cluster {
+        Cluster::with_services(config, client_count, |_| Recorder::default())
+    }
+}
+
+impl<S: Service> Cluster<S> {
+    /// A new cluster whose replica `i` runs `service(i)`.
+    pub fn with_services(
+        config: Config,
+        client_count: usize,
+        mut service: impl FnMut(u8) -> S,
+    ) -> Cluster<S> {
         let now = Instant::ZERO;
         let replicas = (0..config.replica_count)
-            .map(|i| {
-                Replica::new(config.clone(), i, Recorder::default(), now).expect("valid config")
-            })
+            .map(|i| Replica::new(config.clone(), i, service(i), now).expect("valid config"))
             .collect();
         let clients = (0..client_count)
             .map(|i| Client::new(ClientConfig::new(&config, 1000 + i as u128), 0))
@@ -112,8 +123,19 @@ impl Cluster {
             completions: Vec::new(),
             replies_sent_by: vec![0; usize::from(config.replica_count)],
             delivered: Vec::new(),
+            bytes_to: vec![0; usize::from(config.replica_count)],
             config,
         }
+    }
+
+    /// Restarts replica `replica` with its memory wiped: a fresh `service`
+    /// and the recovery protocol (§4.3).
+    pub fn restart(&mut self, replica: u8, service: S, nonce: u64) {
+        let i = usize::from(replica);
+        self.replicas[i] = Replica::recover(self.config.clone(), replica, service, self.now, nonce)
+            .expect("valid config");
+        self.crashed[i] = false;
+        self.drain_replica(replica);
     }
 
     /// Starts a request on a client.
@@ -125,7 +147,7 @@ impl Cluster {
         number
     }
 
-    fn drain_client(&mut self, client: usize) {
+    pub fn drain_client(&mut self, client: usize) {
         while let Some(ClientAction::Send { replica, message }) = self.clients[client].poll_action()
         {
             self.push(Node::Client(client), Node::Replica(replica), message);
@@ -186,6 +208,8 @@ impl Cluster {
                 if self.crashed[usize::from(i)] {
                     return true;
                 }
+                self.bytes_to[usize::from(i)] +=
+                    vr_core::codec::encoded_size(&envelope.message) as u64;
                 self.replicas[usize::from(i)].handle_message(self.now, envelope.message);
                 self.drain_replica(i);
             }
@@ -314,7 +338,9 @@ impl Cluster {
     pub fn heal(&mut self) {
         self.filter = Box::new(|_| true);
     }
+}
 
+impl Cluster<Recorder> {
     /// The ops executed by a replica, in order.
     pub fn executed(&self, replica: u8) -> Vec<Vec<u8>> {
         self.replicas[usize::from(replica)]

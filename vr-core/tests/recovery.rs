@@ -1,0 +1,169 @@
+//! Recovery (§4.3), with crash vectors (Michael et al., DISC 2017), and
+//! client recovery, on the in-memory harness.
+
+mod common;
+
+use common::{Cluster, Node, Recorder};
+use vr_core::message::{Message, PrepareOk};
+use vr_core::{Client, ClientConfig, Config, Status};
+
+fn op(i: u64) -> Vec<u8> {
+    format!("op-{i}").into_bytes()
+}
+
+/// Reference: §4.3. A backup restarted with nothing recovers the primary's
+/// state, becomes a normal backup again, and executes exactly what the
+/// others executed.
+#[test]
+fn restarted_backup_recovers_its_state_and_serves() {
+    for n in [3u8, 5] {
+        let mut cluster = Cluster::new(n, 2, 11);
+        for i in 0..20 {
+            cluster.execute((i % 2) as usize, &op(i));
+        }
+        cluster.crash(2);
+        cluster.execute(0, &op(20));
+        cluster.restart(2, Recorder::default(), 0xfeed);
+        assert_eq!(cluster.replicas[2].status(), Status::Recovering);
+        cluster.run_for_ms(200);
+        let recovered = &cluster.replicas[2];
+        assert_eq!(recovered.status(), Status::Normal, "n={n}");
+        assert_eq!(recovered.incarnation(), 1, "one recovery, one incarnation");
+        assert_eq!(recovered.stats().recoveries_completed, 1);
+        // Everyone learned the new incarnation.
+        for r in &cluster.replicas {
+            assert_eq!(r.crash_vector()[2], 1);
+        }
+        for i in 21..30 {
+            cluster.execute((i % 2) as usize, &op(i));
+        }
+        cluster.run_for_ms(100);
+        assert_eq!(cluster.replicas[2].commit_number(), 30);
+        assert_eq!(cluster.executed(2), cluster.executed(0));
+        cluster.assert_agreement();
+    }
+}
+
+/// Reference: §4.3. A restarted primary cannot recover in its own view (it
+/// would need its own answer); the backups change view and it recovers as a
+/// backup of the new view, losing nothing that was committed.
+#[test]
+fn restarted_primary_recovers_as_a_backup_of_a_later_view() {
+    let mut cluster = Cluster::new(3, 1, 12);
+    for i in 0..10 {
+        cluster.execute(0, &op(i));
+    }
+    let committed = cluster.executed(0);
+    cluster.crash(0);
+    cluster.restart(0, Recorder::default(), 7);
+    for i in 10..15 {
+        cluster.execute(0, &op(i));
+    }
+    cluster.run_for_ms(300);
+    let recovered = &cluster.replicas[0];
+    assert_eq!(recovered.status(), Status::Normal);
+    assert!(recovered.view() >= 1);
+    assert!(!recovered.is_primary());
+    assert_eq!(&cluster.executed(0)[..10], &committed[..]);
+    assert_eq!(cluster.executed(0).len(), 15);
+    cluster.assert_agreement();
+}
+
+/// Reference: §4.3 ("waits to receive at least f + 1 RecoveryResponse
+/// messages"). With another replica down, a recovering replica of three
+/// hears one normal replica: not enough, so it stays recovering, takes no
+/// part in the protocol, and the survivor does not commit with it.
+#[test]
+fn recovery_waits_for_f_plus_one_normal_answers() {
+    let mut cluster = Cluster::new(3, 1, 13);
+    cluster.execute(0, &op(0));
+    cluster.crash(1);
+    cluster.crash(2);
+    cluster.restart(2, Recorder::default(), 9);
+    let number = cluster.submit(0, &op(1));
+    assert!(cluster.await_completion(0, number, 2_000).is_none());
+    assert_eq!(cluster.replicas[2].status(), Status::Recovering);
+    assert_eq!(cluster.replicas[0].commit_number(), 1);
+    assert!(cluster.replicas[2].stats().messages_ignored_recovering > 0);
+}
+
+/// When every replica starts with `recover` (a new cluster, or one that lost
+/// all its state at once) they find each other recovering and form view 0.
+#[test]
+fn a_cluster_that_starts_recovering_forms_itself() {
+    let config = Config::new(7, 3);
+    let mut cluster = Cluster::with_config(config, 1);
+    for i in 0..3 {
+        cluster.restart(i, Recorder::default(), 100 + u64::from(i));
+    }
+    cluster.run_for_ms(100);
+    for r in &cluster.replicas {
+        assert_eq!(r.status(), Status::Normal);
+        assert_eq!(r.view(), 0);
+    }
+    cluster.execute(0, &op(1));
+    cluster.run_for_ms(50);
+    cluster.assert_agreement();
+    assert_eq!(cluster.executed(2), vec![op(1)]);
+}
+
+/// Crash vectors: a PrepareOk that a replica sent before it crashed is not
+/// counted once the primary knows of its recovery. Without this a vote from
+/// before the crash could complete a quorum with votes from after it, for an
+/// op the recovered replica does not hold (Michael et al., DISC 2017).
+#[test]
+fn a_vote_from_before_a_crash_is_not_counted_after_recovery() {
+    let mut cluster = Cluster::new(3, 1, 14);
+    cluster.execute(0, &op(0));
+    // A PrepareOk of replica 2's first incarnation, held up in the network
+    // while replica 2 crashes and recovers.
+    let stale = PrepareOk {
+        view: 0,
+        op_number: 1,
+        replica: 2,
+        crash_vector: common::cv(3),
+    };
+    cluster.crash(2);
+    cluster.restart(2, Recorder::default(), 5);
+    cluster.run_for_ms(100);
+    assert_eq!(cluster.replicas[2].status(), Status::Normal);
+    assert_eq!(cluster.replicas[0].crash_vector()[2], 1);
+    let stale_before = cluster.replicas[0].stats().messages_stale_incarnation;
+    cluster.inject(
+        Node::Replica(2),
+        Node::Replica(0),
+        Message::PrepareOk(stale),
+    );
+    cluster.run_for_ms(10);
+    assert_eq!(
+        cluster.replicas[0].stats().messages_stale_incarnation,
+        stale_before + 1,
+        "the old incarnation's vote was recognised and dropped"
+    );
+    cluster.assert_agreement();
+}
+
+/// Reference: §4.3, client recovery. A client that restarts with its old
+/// identifier learns its latest request-number and continues two above it;
+/// its next request is executed, not mistaken for a duplicate.
+#[test]
+fn restarted_client_continues_above_its_old_request_numbers() {
+    let mut cluster = Cluster::new(3, 1, 15);
+    for i in 0..5 {
+        cluster.execute(0, &op(i));
+    }
+    let config = ClientConfig::new(&cluster.config, 1000);
+    cluster.clients[0] = Client::recover(config, cluster.now);
+    assert!(cluster.clients[0].is_recovering());
+    cluster.drain_client(0);
+    let answer = cluster
+        .await_completion(0, 0, 1_000)
+        .expect("the cluster answers the recovery query");
+    assert_eq!(answer.result, 5u64.to_le_bytes());
+    assert!(!cluster.clients[0].is_recovering());
+    let number = cluster.submit(0, b"after restart");
+    assert_eq!(number, 7, "two above the latest executed");
+    let completion = cluster.await_completion(0, number, 1_000).unwrap();
+    assert!(completion.result.ends_with(b"after restart"));
+    assert_eq!(cluster.executed(0).len(), 6);
+}
