@@ -18,6 +18,8 @@
 //!   [`vr_core::Service`]. It runs a batch in order, keeps going after a
 //!   failed command as a Redis pipeline does, answers any bytes without
 //!   panicking, and serves reads from local state ([`Store::read`]).
+//! - [`service`]: [`service::SharedStore`], the store as the replica's
+//!   service, shared with the front end for `READONLY` reads.
 //!
 //! - [`server`]: the server on tokio: [`server::start_node`] runs one
 //!   replica (through `vr-tokio`) and a RESP front end whose connections
@@ -72,6 +74,7 @@ pub mod batch;
 pub mod command;
 pub mod resp;
 pub mod server;
+pub mod service;
 pub mod store;
 
 pub use command::{is_known, is_read_only, Command};

@@ -19,12 +19,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, Semaphore};
 
-use vr_core::{ClientConfig, ClientError, Config, Service, Status};
+use vr_core::{ClientConfig, ClientError, Config, Status};
 use vr_tokio::{Client, ReplicaHandle, ReplicaOptions};
 
 use crate::batch::{decode_results, encode_batch, encoded_batch_len, Args, BatchResult};
 use crate::command::{is_read_only, Command};
 use crate::resp::{parse_command, Limits, Reply};
+use crate::service::{lock, SharedStore};
 use crate::store::Store;
 
 /// The reply to each command of a batch whose outcome is unknown: the VR
@@ -92,24 +93,6 @@ impl NodeOptions {
             read_buffer_max,
         }
     }
-}
-
-/// The service the replica runs: the [`Store`], shared with the front end
-/// for `READONLY` reads.
-struct SharedStore(Arc<Mutex<Store>>);
-
-impl Service for SharedStore {
-    fn execute(&mut self, op_number: u64, op: &[u8]) -> Vec<u8> {
-        lock(&self.0).execute(op_number, op)
-    }
-}
-
-fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
-    // The store never panics mid-command; a poisoned lock still holds a
-    // consistent state.
-    store
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A running node. Dropping it stops it too, without re-raising panics.
