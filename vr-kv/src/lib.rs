@@ -75,6 +75,7 @@ pub mod command;
 pub mod resp;
 pub mod server;
 pub mod service;
+pub mod session;
 pub mod store;
 
 pub use command::{is_known, is_read_only, Command};
