@@ -500,7 +500,9 @@ mod tests {
     use crate::batch::decode_batch;
     use vr_core::Service;
 
-    fn view(op_size_max: u32, read_buffer_max: usize) -> NodeView {
+    /// Replica 1 of 3 in view 4, and a new session that has received
+    /// `bytes`.
+    fn start(op_size_max: u32, read_buffer_max: usize, bytes: &[u8]) -> (NodeView, Session) {
         let mut config = Config::new(1, 3);
         config.op_size_max = op_size_max;
         let stats = NodeStats {
@@ -510,39 +512,58 @@ mod tests {
             commit_number: 6,
             ..NodeStats::default()
         };
-        NodeView::new(
+        let node = NodeView::new(
             Arc::new(Mutex::new(Store::new())),
             config,
             1,
             read_buffer_max,
             Box::new(move || stats.clone()),
-        )
+        );
+        let mut session = Session::new();
+        session.receive(bytes);
+        (node, session)
     }
 
-    /// Runs the session until it is idle or closed, executing every batch
-    /// on `store` as the cluster would; returns the output and the batches.
-    fn run(session: &mut Session, node: &NodeView, store: &mut Store) -> (Step, Vec<Vec<Args>>) {
+    /// [`start`] with a 64 KiB `op_size_max` and a 1 MiB buffer.
+    fn started(bytes: &[u8]) -> (NodeView, Session) {
+        start(64 * 1024, 1 << 20, bytes)
+    }
+
+    /// Checks the whole output.
+    #[track_caller]
+    fn assert_output(session: &Session, want: &str) {
+        assert_eq!(String::from_utf8_lossy(session.output()), want);
+    }
+
+    /// Runs the session until it stops at `last` (idle or closed),
+    /// committing every batch on the node's store as the cluster would
+    /// (this replica applies it before the reply comes); returns the
+    /// batches.
+    #[track_caller]
+    fn run(session: &mut Session, node: &NodeView, last: Step) -> Vec<Vec<Args>> {
         let mut batches = Vec::new();
-        let mut op_number = 0;
         loop {
             match session.poll(node) {
                 Step::Submit(op) => {
                     batches.push(decode_batch(&op).unwrap());
-                    op_number += 1;
-                    session.complete(Ok(store.execute(op_number, &op)));
+                    let mut store = lock(&node.store);
+                    let op_number = store.op_number() + 1;
+                    let result = store.execute(op_number, &op);
+                    drop(store);
+                    session.complete(Ok(result));
                 }
-                step => return (step, batches),
+                step => {
+                    assert_eq!(step, last);
+                    return batches;
+                }
             }
         }
     }
 
     #[test]
     fn a_pipeline_is_one_batch_and_replies_keep_their_order() {
-        let node = view(64 * 1024, 1 << 20);
-        let mut session = Session::new();
-        session.receive(b"SET k 1\r\nPING\r\nINCR k\r\nNOPE\r\nGET k\r\n");
-        let (step, batches) = run(&mut session, &node, &mut Store::new());
-        assert_eq!(step, Step::Idle);
+        let (node, mut session) = started(b"SET k 1\r\nPING\r\nINCR k\r\nNOPE\r\nGET k\r\n");
+        let batches = run(&mut session, &node, Step::Idle);
         assert_eq!(batches.len(), 1);
         assert_eq!(
             batches[0].len(),
@@ -559,63 +580,37 @@ mod tests {
 
     #[test]
     fn a_batch_never_exceeds_op_size_max() {
-        let node = view(64, 1 << 20);
-        let mut session = Session::new();
-        for i in 0..10 {
-            session.receive(format!("SET key{i} value{i}\r\n").as_bytes());
-        }
-        let (step, batches) = run(&mut session, &node, &mut Store::new());
-        assert_eq!(step, Step::Idle);
+        let pipeline: String = (0..10)
+            .map(|i| format!("SET key{i} value{i}\r\n"))
+            .collect();
+        let (node, mut session) = start(64, 1 << 20, pipeline.as_bytes());
+        let batches = run(&mut session, &node, Step::Idle);
         assert!(batches.len() > 1);
         for batch in &batches {
             assert!(crate::batch::encoded_batch_len(batch) <= 64);
         }
         assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 10);
-        assert_eq!(session.output(), "+OK\r\n".repeat(10).as_bytes());
+        assert_output(&session, &"+OK\r\n".repeat(10));
         // A command too large on its own is refused without being sent.
         session.clear_output();
         session.receive(format!("SET big {}\r\nPING\r\n", "x".repeat(60)).as_bytes());
-        let (_, batches) = run(&mut session, &node, &mut Store::new());
+        let batches = run(&mut session, &node, Step::Idle);
         assert!(batches.is_empty());
-        assert_eq!(
-            session.output(),
-            format!("-{ERR_TOO_LARGE}\r\n+PONG\r\n").as_bytes()
-        );
+        assert_output(&session, &format!("-{ERR_TOO_LARGE}\r\n+PONG\r\n"));
     }
 
     #[test]
     fn a_readonly_read_sees_the_writes_pipelined_before_it() {
-        let node = view(64 * 1024, 1 << 20);
-        let mut session = Session::new();
-        session.receive(b"READONLY\r\nSET k v\r\nGET k\r\nGET k\r\n");
-        let mut store = Store::new();
-        let mut op_number = 0;
-        loop {
-            match session.poll(&node) {
-                Step::Submit(op) => {
-                    // Committed and applied by this replica before the reply.
-                    op_number += 1;
-                    let result = lock(&node.store).execute(op_number, &op);
-                    let _ = store.execute(op_number, &op);
-                    session.complete(Ok(result));
-                }
-                step => {
-                    assert_eq!(step, Step::Idle);
-                    break;
-                }
-            }
-        }
-        assert_eq!(op_number, 1, "the reads are local");
-        assert_eq!(session.output(), b"+OK\r\n+OK\r\n$1\r\nv\r\n$1\r\nv\r\n");
+        let (node, mut session) = started(b"READONLY\r\nSET k v\r\nGET k\r\nGET k\r\n");
+        let batches = run(&mut session, &node, Step::Idle);
+        assert_eq!(batches.len(), 1, "the reads are local");
+        assert_output(&session, "+OK\r\n+OK\r\n$1\r\nv\r\n$1\r\nv\r\n");
     }
 
     #[test]
     fn bad_input_answers_what_came_before_then_closes() {
-        let node = view(64 * 1024, 1 << 20);
-        let mut session = Session::new();
-        session.receive(b"SET a 1\r\n*1\r\n$-5\r\nPING\r\n");
-        let (step, batches) = run(&mut session, &node, &mut Store::new());
-        assert_eq!(step, Step::Close);
+        let (node, mut session) = started(b"SET a 1\r\n*1\r\n$-5\r\nPING\r\n");
+        let batches = run(&mut session, &node, Step::Close);
         assert_eq!(batches.len(), 1);
         let out = String::from_utf8_lossy(session.output()).into_owned();
         assert!(out.starts_with("+OK\r\n-ERR Protocol error: "), "{out}");
@@ -625,42 +620,34 @@ mod tests {
 
     #[test]
     fn a_full_buffer_without_a_command_is_refused() {
-        let node = view(64 * 1024, 100);
-        let mut session = Session::new();
-        assert_eq!(session.read_room(&node), 100);
-        session.receive(b"*2\r\n$3\r\nGET\r\n$200\r\n");
+        let header = b"*2\r\n$3\r\nGET\r\n$200\r\n";
+        let (node, mut session) = start(64 * 1024, 100, header);
         assert_eq!(session.poll(&node), Step::Idle);
         let room = session.read_room(&node);
+        assert_eq!(room, 100 - header.len());
         session.receive(&vec![b'x'; room]);
         assert_eq!(session.poll(&node), Step::Close);
-        assert_eq!(
-            session.output(),
-            format!("-{ERR_REQUEST_TOO_LARGE}\r\n").as_bytes()
-        );
+        assert_output(&session, &format!("-{ERR_REQUEST_TOO_LARGE}\r\n"));
     }
 
     #[test]
     fn an_unknown_outcome_is_uncertain_for_every_command_of_the_batch() {
-        let node = view(64 * 1024, 1 << 20);
-        let mut session = Session::new();
-        session.receive(b"SET k v\r\nINCR n\r\nPING\r\n");
+        let (node, mut session) = started(b"SET k v\r\nINCR n\r\nPING\r\n");
         let Step::Submit(_) = session.poll(&node) else {
             panic!("the writes are replicated");
         };
         assert_eq!(session.read_room(&node), 0);
         session.complete(Err(SubmitError::Client(ClientError::TimedOut)));
         assert_eq!(session.poll(&node), Step::Idle);
-        assert_eq!(
-            session.output(),
-            format!("-{UNCERTAIN}\r\n-{UNCERTAIN}\r\n+PONG\r\n").as_bytes()
+        assert_output(
+            &session,
+            &format!("-{UNCERTAIN}\r\n-{UNCERTAIN}\r\n+PONG\r\n"),
         );
     }
 
     #[test]
     fn status_is_reported_from_the_view() {
-        let node = view(64 * 1024, 1 << 20);
-        let mut session = Session::new();
-        session.receive(b"VR.STATUS\r\nINFO replication\r\nINFO keyspace\r\n");
+        let (node, mut session) = started(b"VR.STATUS\r\nINFO replication\r\nINFO keyspace\r\n");
         assert_eq!(session.poll(&node), Step::Idle);
         let out = String::from_utf8_lossy(session.output()).into_owned();
         // View 4 of 3 replicas: replica 1 is the primary.

@@ -39,6 +39,14 @@ fn wait_for_primary(cluster: &LocalCluster) -> usize {
     primary.expect("found above")
 }
 
+/// A 3-replica cluster on `runtime` once it has a primary; returns it, the
+/// primary's index and a backup's.
+fn start_with_primary(runtime: Runtime) -> (LocalCluster, usize, usize) {
+    let cluster = start_local_on(runtime, 1, 3).unwrap();
+    let primary = wait_for_primary(&cluster);
+    (cluster, primary, (primary + 1) % 3)
+}
+
 /// Waits until `done` holds, polling; fails after 30 s, far beyond what
 /// any of these waits takes on a loaded machine.
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
@@ -88,9 +96,7 @@ fn round_trips(c: &mut Connection, prefix: &str) {
 }
 
 fn commands_round_trip_through_primary_and_backup(runtime: Runtime) {
-    let cluster = start_local_on(runtime, 1, 3).unwrap();
-    let primary = wait_for_primary(&cluster);
-    let backup = (primary + 1) % 3;
+    let (cluster, primary, backup) = start_with_primary(runtime);
     let mut at_primary = connect(cluster.resp_addrs()[primary]);
     let mut at_backup = connect(cluster.resp_addrs()[backup]);
     round_trips(&mut at_primary, "p");
@@ -200,9 +206,7 @@ fn pipeline_of_100_commands_is_answered_in_order(runtime: Runtime) {
 }
 
 fn a_pipeline_is_replicated_as_one_operation_not_one_per_command(runtime: Runtime) {
-    let cluster = start_local_on(runtime, 1, 3).unwrap();
-    let primary = wait_for_primary(&cluster);
-    let backup = (primary + 1) % 3;
+    let (cluster, primary, backup) = start_with_primary(runtime);
     let op_number = || cluster.node(primary).unwrap().stats().op_number;
     let before = op_number();
     // 200 commands in one write: the server reads them in one or a few
@@ -251,9 +255,7 @@ fn a_request_that_fills_the_buffer_is_refused(runtime: Runtime) {
 }
 
 fn readonly_reads_at_a_backup_eventually_see_a_write(runtime: Runtime) {
-    let cluster = start_local_on(runtime, 1, 3).unwrap();
-    let primary = wait_for_primary(&cluster);
-    let backup = (primary + 1) % 3;
+    let (cluster, primary, backup) = start_with_primary(runtime);
     let mut writer = connect(cluster.resp_addrs()[primary]);
     let mut reader = connect(cluster.resp_addrs()[backup]);
     let ok: String = redis::cmd("READONLY").query(&mut reader).unwrap();

@@ -44,6 +44,52 @@ pub(crate) trait VrClient: Sized {
     async fn submit(&mut self, op: Vec<u8>) -> Result<Vec<u8>, ClientError>;
 }
 
+/// Implements [`RespStream`] for a runtime's TCP stream and [`VrClient`] for
+/// its VR client: both runtimes name the methods alike, through their own
+/// extension traits, so only the paths differ.
+///
+/// `close` is the runtime's method that shuts the write side.
+macro_rules! impl_async_runtime {
+    (
+        stream: $stream:ty,
+        read: $read:path,
+        write: $write:path,
+        close: $close:ident,
+        client: $client:ty $(,)?
+    ) => {
+        impl $crate::server::async_conn::RespStream for $stream {
+            async fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+                <Self as $read>::read(self, buffer).await
+            }
+
+            async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+                <Self as $write>::write_all(self, bytes).await
+            }
+
+            async fn shutdown(&mut self) {
+                // The connection closes right after; a failure changes
+                // nothing.
+                let _ = <Self as $write>::$close(self).await;
+            }
+        }
+
+        impl $crate::server::async_conn::VrClient for $client {
+            async fn connect(
+                addresses: Vec<std::net::SocketAddr>,
+                config: vr_core::ClientConfig,
+                cluster: u64,
+            ) -> std::io::Result<Self> {
+                <$client>::connect(addresses, config, cluster).await
+            }
+
+            async fn submit(&mut self, op: Vec<u8>) -> Result<Vec<u8>, vr_core::ClientError> {
+                <$client>::submit(self, op).await
+            }
+        }
+    };
+}
+pub(crate) use impl_async_runtime;
+
 /// Serves one RESP connection until the client leaves or sends bad input.
 /// The VR client `C` is connected when the first batch needs it.
 pub(crate) async fn serve<C: VrClient>(

@@ -5,21 +5,17 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::task::JoinHandle;
 use glommio::{spawn_local, LocalExecutorBuilder, Placement};
 
-use vr_core::{ClientConfig, ClientError};
-
-use super::async_conn::{refuse, serve, ConnectionSlots, RespStream, StopSignal, VrClient};
+use super::async_conn::{impl_async_runtime, refuse, serve, ConnectionSlots, StopSignal};
 use super::{FrontEnd, Shared};
 
 /// glommio's `io_memory` for the front end's executor: its minimum, as
@@ -40,35 +36,13 @@ const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(10);
 /// pending operations to the kernel before the sockets close.
 const CANCEL_FLUSH_DELAY: Duration = Duration::from_millis(1);
 
-impl RespStream for TcpStream {
-    async fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
-        AsyncReadExt::read(self, buffer).await
-    }
-
-    async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        AsyncWriteExt::write_all(self, bytes).await
-    }
-
-    async fn shutdown(&mut self) {
-        // Shuts the write side; the connection closes right after, so a
-        // failure changes nothing.
-        let _ = AsyncWriteExt::close(self).await;
-    }
-}
-
-impl VrClient for vr_glommio::Client {
-    async fn connect(
-        addresses: Vec<SocketAddr>,
-        config: ClientConfig,
-        cluster: u64,
-    ) -> io::Result<Self> {
-        vr_glommio::Client::connect(addresses, config, cluster).await
-    }
-
-    async fn submit(&mut self, op: Vec<u8>) -> Result<Vec<u8>, ClientError> {
-        vr_glommio::Client::submit(self, op).await
-    }
-}
+impl_async_runtime!(
+    stream: TcpStream,
+    read: futures_lite::io::AsyncReadExt,
+    write: futures_lite::io::AsyncWriteExt,
+    close: close,
+    client: vr_glommio::Client,
+);
 
 /// The tasks serving connections, by a number of the acceptor's, so that
 /// stopping can cancel them.

@@ -2,51 +2,26 @@
 //! local task per connection, and a `vr_tokio::Client` per connection.
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::LocalSet;
 
-use vr_core::{ClientConfig, ClientError};
-
-use super::async_conn::{refuse, serve, ConnectionSlots, RespStream, StopSignal, VrClient};
+use super::async_conn::{impl_async_runtime, refuse, serve, ConnectionSlots, StopSignal};
 use super::{FrontEnd, Shared};
 
 /// How long the acceptor pauses after `accept` fails (out of file
 /// descriptors, say) so that it does not spin.
 const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(10);
 
-impl RespStream for TcpStream {
-    async fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
-        AsyncReadExt::read(self, buffer).await
-    }
-
-    async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        AsyncWriteExt::write_all(self, bytes).await
-    }
-
-    async fn shutdown(&mut self) {
-        // The connection closes right after; nothing to do if this fails.
-        let _ = AsyncWriteExt::shutdown(self).await;
-    }
-}
-
-impl VrClient for vr_tokio::Client {
-    async fn connect(
-        addresses: Vec<SocketAddr>,
-        config: ClientConfig,
-        cluster: u64,
-    ) -> io::Result<Self> {
-        vr_tokio::Client::connect(addresses, config, cluster).await
-    }
-
-    async fn submit(&mut self, op: Vec<u8>) -> Result<Vec<u8>, ClientError> {
-        vr_tokio::Client::submit(self, op).await
-    }
-}
+impl_async_runtime!(
+    stream: TcpStream,
+    read: tokio::io::AsyncReadExt,
+    write: tokio::io::AsyncWriteExt,
+    close: shutdown,
+    client: vr_tokio::Client,
+);
 
 /// Starts the front end on a thread of its own, accepting on `listener`.
 pub(super) fn start(listener: std::net::TcpListener, shared: Arc<Shared>) -> io::Result<FrontEnd> {
