@@ -363,7 +363,10 @@ impl Session {
     /// must be replicated before it (it would not fit, or it is a local read
     /// that must see the batch's effects).
     fn push(&mut self, args: Args, node: &NodeView) -> Option<Args> {
-        let name = &args[0];
+        let Some(name) = args.first() else {
+            // `poll` skips empty commands, as Redis does.
+            return None;
+        };
         if name.eq_ignore_ascii_case(b"READONLY") || name.eq_ignore_ascii_case(b"READWRITE") {
             if args.len() != 1 {
                 let lower = String::from_utf8_lossy(name).to_ascii_lowercase();
