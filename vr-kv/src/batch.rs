@@ -85,11 +85,20 @@ impl std::error::Error for BatchError {}
 /// The size [`encode_batch`] will produce for `commands`, so a server can
 /// check a batch against `vr_core::Config::op_size_max` before building it.
 pub fn encoded_batch_len(commands: &[Args]) -> usize {
-    1 + 4
+    BATCH_HEADER_LEN
         + commands
             .iter()
-            .map(|args| 4 + args.iter().map(|arg| 4 + arg.len()).sum::<usize>())
+            .map(|args| encoded_command_len(args))
             .sum::<usize>()
+}
+
+/// The bytes of a batch before its first command: the format and the count.
+pub const BATCH_HEADER_LEN: usize = 1 + 4;
+
+/// The bytes one command adds to a batch, so that a server growing a batch
+/// command by command can keep its size without encoding it again.
+pub fn encoded_command_len(args: &[Vec<u8>]) -> usize {
+    4 + args.iter().map(|arg| 4 + arg.len()).sum::<usize>()
 }
 
 /// Encodes commands as one operation.

@@ -18,22 +18,29 @@
 //!   [`vr_core::Service`]. It runs a batch in order, keeps going after a
 //!   failed command as a Redis pipeline does, answers any bytes without
 //!   panicking, and serves reads from local state ([`Store::read`]).
-//!
-//! - [`server`]: the server on tokio: [`server::start_node`] runs one
-//!   replica (through `vr-tokio`) and a RESP front end whose connections
-//!   each submit their pipelined commands, as one batch, through a
-//!   `vr_tokio::Client` connected to every replica (so a backup forwards to
-//!   the primary); [`server::start_local`] runs a whole cluster on loopback.
-//!   `READONLY` connections read the local store; `VR.STATUS` and `INFO
-//!   replication` report the replica's view and numbers.
+//! - [`service`]: [`service::SharedStore`], the store as the replica's
+//!   service on every runtime, shared with the front end for `READONLY`
+//!   reads.
+//! - [`session`]: one RESP connection without the network: parsing,
+//!   batching (a connection's pipeline becomes one VR operation, within
+//!   `op_size_max`), the commands answered locally (`READONLY`,
+//!   `VR.STATUS`, `INFO`, errors), reply order, bad input and buffer
+//!   bounds. Every runtime's front end drives the same [`session::Session`].
+//! - [`server`]: the server on tokio, mio or glommio
+//!   ([`server::Runtime`]): [`server::start_node`] runs one replica
+//!   (through `vr-tokio`, `vr-mio` or `vr-glommio`) and a RESP front end on
+//!   the same runtime whose connections each submit their batches through a
+//!   VR client proxy of their own connected to every replica (so a backup
+//!   forwards to the primary); [`server::start_local_on`] runs a whole
+//!   cluster on loopback.
 //!
 //! Apart from [`server`], nothing here does IO, starts a thread or reads a
 //! clock.
 //!
 //! # What does not exist yet
 //!
-//! Runtimes other than tokio for the server (mio, glommio). Key expiry
-//! (`EX`, `PX`, `EXPIRE`) is not supported. Replicas keep no durable state.
+//! Key expiry (`EX`, `PX`, `EXPIRE`) is not supported. Replicas keep no
+//! durable state.
 //!
 //! # How the pieces fit
 //!
@@ -72,6 +79,8 @@ pub mod batch;
 pub mod command;
 pub mod resp;
 pub mod server;
+pub mod service;
+pub mod session;
 pub mod store;
 
 pub use command::{is_known, is_read_only, Command};

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use vr_kv::server::{start_local_with, start_node, NodeOptions};
+use vr_kv::server::{start_local_on, start_node, NodeOptions};
 
 #[derive(Parser)]
 #[command(
@@ -18,11 +18,27 @@ struct Cli {
     command: Mode,
 }
 
+/// `--runtime`: which adapter runs the replica and the RESP front end. All
+/// three serve the same commands with the same replies and speak one wire
+/// protocol, so the replicas of one cluster may mix them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Runtime {
+    /// vr-tokio; the front end on a current-thread tokio runtime.
     Tokio,
+    /// vr-mio; the front end on one mio event loop.
     Mio,
+    /// vr-glommio (io_uring, Linux 5.8 or later); the front end on a glommio executor.
     Glommio,
+}
+
+impl From<Runtime> for vr_kv::server::Runtime {
+    fn from(runtime: Runtime) -> Self {
+        match runtime {
+            Runtime::Tokio => vr_kv::server::Runtime::Tokio,
+            Runtime::Mio => vr_kv::server::Runtime::Mio,
+            Runtime::Glommio => vr_kv::server::Runtime::Glommio,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -41,11 +57,11 @@ enum Mode {
         /// The cluster id, the same on every replica.
         #[arg(long, default_value_t = 1)]
         cluster_id: u64,
-        /// The runtime adapter (only tokio is supported yet).
+        /// The runtime of the replica and of its RESP front end.
         #[arg(long, value_enum, default_value_t = Runtime::Tokio)]
         runtime: Runtime,
     },
-    /// Runs a whole cluster on 127.0.0.1 in this process.
+    /// Runs a whole cluster on 127.0.0.1 in this process, every replica on --runtime.
     Local {
         /// How many replicas.
         #[arg(long, default_value_t = 3)]
@@ -53,18 +69,10 @@ enum Mode {
         /// The cluster id.
         #[arg(long, default_value_t = 1)]
         cluster_id: u64,
-        /// The runtime adapter (only tokio is supported yet).
+        /// The runtime of the replica and of its RESP front end.
         #[arg(long, value_enum, default_value_t = Runtime::Tokio)]
         runtime: Runtime,
     },
-}
-
-fn check_runtime(runtime: Runtime) -> Result<(), String> {
-    match runtime {
-        Runtime::Tokio => Ok(()),
-        Runtime::Mio => Err("--runtime mio is not supported yet (only tokio)".to_owned()),
-        Runtime::Glommio => Err("--runtime glommio is not supported yet (only tokio)".to_owned()),
-    }
 }
 
 /// Waits for Ctrl-C or SIGTERM.
@@ -98,7 +106,6 @@ fn run(cli: Cli) -> Result<(), String> {
             cluster_id,
             runtime,
         } => {
-            check_runtime(runtime)?;
             if usize::from(replica) >= cluster.len() {
                 return Err(format!(
                     "--replica {replica} is out of range: --cluster lists {} addresses",
@@ -109,6 +116,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 return Err("at most 255 replicas".to_owned());
             }
             let mut options = NodeOptions::new(cluster_id, cluster, replica, listen_resp);
+            options.runtime = runtime.into();
             // A node may be restarting after a crash with nothing in memory:
             // it always recovers its state from the others (§4.3). Started
             // together, the nodes of a new cluster find each other
@@ -134,9 +142,8 @@ fn run(cli: Cli) -> Result<(), String> {
             cluster_id,
             runtime,
         } => {
-            check_runtime(runtime)?;
-            let cluster =
-                start_local_with(cluster_id, replicas).map_err(|e| format!("cannot start: {e}"))?;
+            let cluster = start_local_on(runtime.into(), cluster_id, replicas)
+                .map_err(|e| format!("cannot start: {e}"))?;
             for (i, address) in cluster.resp_addrs().iter().enumerate() {
                 println!("replica {i}: redis-cli -p {}", address.port());
             }

@@ -304,54 +304,53 @@ fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
             return Some(args);
         }
         let mut current = Vec::new();
-        let (mut in_double, mut in_single, mut done) = (false, false, false);
+        // The quote the argument is inside, if any.
+        let mut quote: Option<u8> = None;
+        let mut done = false;
         while !done {
             let c = at(p);
-            if in_double {
-                if c == b'\\' && at(p + 1) == b'x' && is_hex(at(p + 2)) && is_hex(at(p + 3)) {
-                    current.push(hex_value(at(p + 2)) * 16 + hex_value(at(p + 3)));
-                    p += 3;
-                } else if c == b'\\' && at(p + 1) != 0 {
-                    p += 1;
-                    current.push(match at(p) {
-                        b'n' => b'\n',
-                        b'r' => b'\r',
-                        b't' => b'\t',
-                        b'b' => 0x08,
-                        b'a' => 0x07,
-                        other => other,
-                    });
-                } else if c == b'"' {
-                    if at(p + 1) != 0 && !is_c_space(at(p + 1)) {
+            match quote {
+                Some(q) => {
+                    let double = q == b'"';
+                    if double
+                        && c == b'\\'
+                        && at(p + 1) == b'x'
+                        && is_hex(at(p + 2))
+                        && is_hex(at(p + 3))
+                    {
+                        current.push(hex_value(at(p + 2)) * 16 + hex_value(at(p + 3)));
+                        p += 3;
+                    } else if double && c == b'\\' && at(p + 1) != 0 {
+                        p += 1;
+                        current.push(match at(p) {
+                            b'n' => b'\n',
+                            b'r' => b'\r',
+                            b't' => b'\t',
+                            b'b' => 0x08,
+                            b'a' => 0x07,
+                            other => other,
+                        });
+                    } else if !double && c == b'\\' && at(p + 1) == b'\'' {
+                        p += 1;
+                        current.push(b'\'');
+                    } else if c == q {
+                        // A closing quote must end the argument.
+                        if at(p + 1) != 0 && !is_c_space(at(p + 1)) {
+                            return None;
+                        }
+                        done = true;
+                    } else if c == 0 {
+                        // The line ended inside the quotes.
                         return None;
+                    } else {
+                        current.push(c);
                     }
-                    done = true;
-                } else if c == 0 {
-                    return None;
-                } else {
-                    current.push(c);
                 }
-            } else if in_single {
-                if c == b'\\' && at(p + 1) == b'\'' {
-                    p += 1;
-                    current.push(b'\'');
-                } else if c == b'\'' {
-                    if at(p + 1) != 0 && !is_c_space(at(p + 1)) {
-                        return None;
-                    }
-                    done = true;
-                } else if c == 0 {
-                    return None;
-                } else {
-                    current.push(c);
-                }
-            } else {
-                match c {
+                None => match c {
                     b' ' | b'\n' | b'\r' | b'\t' | 0 => done = true,
-                    b'"' => in_double = true,
-                    b'\'' => in_single = true,
+                    b'"' | b'\'' => quote = Some(c),
                     _ => current.push(c),
-                }
+                },
             }
             if at(p) != 0 {
                 p += 1;
