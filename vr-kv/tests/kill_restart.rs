@@ -248,7 +248,21 @@ fn check_history(writes: &[Vec<Write>], reads: &[Read]) {
 }
 
 #[test]
-fn killed_nodes_restart_empty_recover_and_lose_no_acknowledged_write() {
+fn killed_nodes_restart_empty_recover_and_lose_no_acknowledged_write_tokio() {
+    kill_and_restart("tokio");
+}
+
+#[test]
+fn killed_nodes_restart_empty_recover_and_lose_no_acknowledged_write_mio() {
+    kill_and_restart("mio");
+}
+
+#[test]
+fn killed_nodes_restart_empty_recover_and_lose_no_acknowledged_write_glommio() {
+    kill_and_restart("glommio");
+}
+
+fn kill_and_restart(runtime: &str) {
     let vr = free_addresses(3);
     let resp = free_addresses(3);
     let cluster = vr
@@ -268,6 +282,8 @@ fn killed_nodes_restart_empty_recover_and_lose_no_acknowledged_write() {
                 resp[i].to_string(),
                 "--cluster-id".into(),
                 "77".into(),
+                "--runtime".into(),
+                runtime.into(),
             ],
             child: None,
         })
@@ -380,7 +396,7 @@ fn killed_nodes_restart_empty_recover_and_lose_no_acknowledged_write() {
         .filter(|w| w.acked.is_none())
         .count();
     println!(
-        "{acked_total} writes acknowledged, {unknown} with unknown outcome, {} reads checked",
+        "{runtime}: {acked_total} writes acknowledged, {unknown} with unknown outcome, {} reads checked",
         reads.len()
     );
     assert!(acked_total >= 450, "{acked_total} writes acknowledged");
