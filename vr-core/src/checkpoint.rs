@@ -28,6 +28,11 @@ pub type Digest = [u8; 32];
 /// that one changed page costs few sibling digests.
 pub const FANOUT: usize = 16;
 
+/// The most pages a checkpoint may have (service and client table): 16 Mi
+/// pages, 64 GiB of 4 KiB pages. A peer's summary announcing more is
+/// refused, so that a corrupt one cannot make a replica allocate for it.
+pub const PAGES_MAX: u64 = 1 << 24;
+
 /// The client table travels as pages of this size after the service's pages.
 pub const CLIENT_TABLE_PAGE_SIZE: usize = 4096;
 

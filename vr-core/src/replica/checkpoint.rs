@@ -257,6 +257,14 @@ impl<S: Service> Replica<S> {
             .staged_checkpoint
             .as_ref()
             .map_or(sync.base, |c| c.summary.op_number);
+        if summary.page_count > crate::checkpoint::PAGES_MAX
+            || summary.service_page_count > summary.page_count
+        {
+            // More pages than any replica takes: a corrupt summary. Refuse
+            // it rather than allocate for it.
+            self.stats.messages_invalid += 1;
+            return;
+        }
         if summary.op_number <= have
             || sync
                 .fetch
@@ -466,6 +474,8 @@ impl<S: Service> Replica<S> {
             received += bytes.len() as u64;
             fetch.pages[page as usize] = Some(Arc::from(bytes));
             fetch.pages_wanted.pop_front();
+            // An empty page completes without bytes: still progress.
+            progressed = true;
             fetch.stats.pages_fetched += 1;
             self.stats.checkpoint_pages_received += 1;
         }
