@@ -62,6 +62,9 @@ pub const ERR_TOO_LARGE: &str =
     "ERR command too large to replicate (larger than the cluster's op_size_max)";
 /// The reply when a connection's buffer fills without a whole command.
 pub const ERR_REQUEST_TOO_LARGE: &str = "ERR Protocol error: request too large";
+/// The reply to a `READONLY` read while this replica is recovering its
+/// state (Redis's reply while a replica loads its dataset).
+pub const ERR_LOADING: &str = "LOADING VR replica is recovering its state from the cluster";
 
 /// Longest inline command (and `*N` / `$N` header line), as Redis's
 /// `PROTO_INLINE_MAX_SIZE`.
@@ -418,7 +421,14 @@ impl Session {
             if !self.batch.is_empty() {
                 return Some(args);
             }
-            let reply = lock(&node.store).read(&args);
+            // A replica restarted empty has nothing to read until recovery
+            // has installed the state: answer as a Redis replica still
+            // loading its dataset does, rather than with an empty store.
+            let reply = if (node.status)().status == Some(Status::Recovering) {
+                Reply::Error(ERR_LOADING.to_owned())
+            } else {
+                lock(&node.store).read(&args)
+            };
             self.local(reply);
             return None;
         }
@@ -609,6 +619,25 @@ mod tests {
         let batches = run(&mut session, &node, Step::Idle);
         assert_eq!(batches.len(), 1, "the reads are local");
         assert_output(&session, "+OK\r\n+OK\r\n$1\r\nv\r\n$1\r\nv\r\n");
+    }
+
+    #[test]
+    fn a_readonly_read_while_recovering_is_refused_not_empty() {
+        let node = NodeView::new(
+            Arc::new(Mutex::new(Store::new())),
+            Config::new(1, 3),
+            1,
+            1 << 20,
+            Box::new(|| NodeStats {
+                status: Some(Status::Recovering),
+                ..NodeStats::default()
+            }),
+        );
+        let mut session = Session::new();
+        session.receive(b"READONLY\r\nGET k\r\n");
+        let batches = run(&mut session, &node, Step::Idle);
+        assert!(batches.is_empty());
+        assert_output(&session, &format!("+OK\r\n-{ERR_LOADING}\r\n"));
     }
 
     #[test]

@@ -38,7 +38,9 @@ use crate::service::SharedStore;
 use crate::session::NodeView;
 use crate::store::Store;
 
-pub use crate::session::{ERR_MAX_CLIENTS, ERR_REQUEST_TOO_LARGE, ERR_TOO_LARGE, UNCERTAIN};
+pub use crate::session::{
+    ERR_LOADING, ERR_MAX_CLIENTS, ERR_REQUEST_TOO_LARGE, ERR_TOO_LARGE, UNCERTAIN,
+};
 
 /// The runtime a node's replica and RESP front end run on. Replicas on
 /// different runtimes form one cluster: the wire protocol is the same.
