@@ -6,7 +6,7 @@ use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
 use crate::config::Config;
-use crate::message::{ClientId, Message, ReplicaIndex, Reply, Request};
+use crate::message::{ClientId, Message, ReadRequest, ReplicaIndex, Reply, Request};
 use crate::time::Instant;
 
 /// What a client needs to know of the cluster, and its own tunables.
@@ -87,13 +87,17 @@ pub enum ClientAction {
 pub struct Completion {
     /// The request-number.
     pub request_number: u64,
+    /// The op-number the result reflects (see [`Reply::op_number`]).
+    pub op_number: u64,
     /// The service's result.
     pub result: Vec<u8>,
 }
 
 #[derive(Clone, Debug)]
 struct Outstanding {
-    request: Request,
+    request_number: u64,
+    /// The Request or ReadRequest to resend.
+    message: Message,
     deadline: Instant,
     attempts: u32,
 }
@@ -104,6 +108,9 @@ pub struct Client {
     /// The highest view heard of in a reply; its primary gets the first try.
     view: u64,
     request_number: u64,
+    /// The highest op-number seen in a reply: a backup read must reflect at
+    /// least this (read-your-writes, monotonic reads).
+    op_number_seen: u64,
     outstanding: Option<Outstanding>,
     outbox: VecDeque<ClientAction>,
 }
@@ -117,6 +124,7 @@ impl Client {
             config,
             view: 0,
             request_number: first_request_number,
+            op_number_seen: 0,
             outstanding: None,
             outbox: VecDeque::new(),
         }
@@ -139,7 +147,8 @@ impl Client {
             request_number: 0,
             op: Vec::new(),
         };
-        client.send_first(now, request);
+        let primary = client.primary();
+        client.send_first(now, primary, 0, Message::Request(request));
         client
     }
 
@@ -147,20 +156,65 @@ impl Client {
     pub fn is_recovering(&self) -> bool {
         self.outstanding
             .as_ref()
-            .is_some_and(|o| o.request.request_number == 0)
+            .is_some_and(|o| o.request_number == 0)
     }
 
-    fn send_first(&mut self, now: Instant, request: Request) {
-        let primary = (self.view % u64::from(self.config.replica_count)) as ReplicaIndex;
+    fn primary(&self) -> ReplicaIndex {
+        (self.view % u64::from(self.config.replica_count)) as ReplicaIndex
+    }
+
+    fn send_first(
+        &mut self,
+        now: Instant,
+        to: ReplicaIndex,
+        request_number: u64,
+        message: Message,
+    ) {
         self.outbox.push_back(ClientAction::Send {
-            replica: primary,
-            message: Message::Request(request.clone()),
+            replica: to,
+            message: message.clone(),
         });
         self.outstanding = Some(Outstanding {
-            request,
+            request_number,
+            message,
             deadline: now + self.config.request_timeout_ns,
             attempts: 1,
         });
+    }
+
+    /// The highest op-number this client has seen in a reply.
+    pub fn op_number_seen(&self) -> u64 {
+        self.op_number_seen
+    }
+
+    /// Starts a read of the read-only `op` at replica `replica`, typically a
+    /// backup (§6, "reads at backups"), and returns its request-number. The
+    /// replica answers from its own state once it has executed every op this
+    /// client has seen, so the answer may be stale but never older than the
+    /// client's own writes and earlier reads. A retry goes to every replica;
+    /// any of them may answer.
+    pub fn read_at(
+        &mut self,
+        now: Instant,
+        replica: ReplicaIndex,
+        op: Vec<u8>,
+    ) -> Result<u64, ClientError> {
+        if self.outstanding.is_some() {
+            return Err(ClientError::Busy);
+        }
+        if op.len() > self.config.op_size_max as usize {
+            return Err(ClientError::TooLarge);
+        }
+        self.request_number += 1;
+        let read = ReadRequest {
+            client_id: self.config.client_id,
+            request_number: self.request_number,
+            op_number_min: self.op_number_seen,
+            op,
+        };
+        let to = replica.min(self.config.replica_count.saturating_sub(1));
+        self.send_first(now, to, self.request_number, Message::ReadRequest(read));
+        Ok(self.request_number)
     }
 
     /// The client's identifier.
@@ -175,7 +229,7 @@ impl Client {
 
     /// The request-number of the outstanding request, if any.
     pub fn outstanding(&self) -> Option<u64> {
-        self.outstanding.as_ref().map(|o| o.request.request_number)
+        self.outstanding.as_ref().map(|o| o.request_number)
     }
 
     /// Starts a request for `op` and returns its request-number.
@@ -192,7 +246,8 @@ impl Client {
             request_number: self.request_number,
             op,
         };
-        self.send_first(now, request);
+        let primary = self.primary();
+        self.send_first(now, primary, self.request_number, Message::Request(request));
         Ok(self.request_number)
     }
 
@@ -205,12 +260,14 @@ impl Client {
         if reply.client_id != self.config.client_id {
             return None;
         }
-        // Any reply comes from the primary of its view.
+        // A reply to a Request comes from the primary of its view (a backup
+        // read's reply names the view its replica is in, which is no newer).
         self.view = self.view.max(reply.view);
         let outstanding = self.outstanding.as_ref()?;
-        if outstanding.request.request_number != reply.request_number {
+        if outstanding.request_number != reply.request_number {
             return None;
         }
+        self.op_number_seen = self.op_number_seen.max(reply.op_number);
         self.outstanding = None;
         if reply.request_number == 0 {
             let latest = reply
@@ -222,6 +279,7 @@ impl Client {
         }
         Some(Completion {
             request_number: reply.request_number,
+            op_number: reply.op_number,
             result: reply.result,
         })
     }
@@ -242,10 +300,14 @@ impl Client {
         }
         outstanding.attempts += 1;
         outstanding.deadline = now + self.config.request_timeout_ns;
+        if let Message::ReadRequest(read) = &mut outstanding.message {
+            // Later replies may have raised what this read must reflect.
+            read.op_number_min = read.op_number_min.max(self.op_number_seen);
+        }
         for replica in 0..self.config.replica_count {
             self.outbox.push_back(ClientAction::Send {
                 replica,
-                message: Message::Request(outstanding.request.clone()),
+                message: outstanding.message.clone(),
             });
         }
         None
@@ -256,7 +318,7 @@ impl Client {
     /// caller cancelled the wait; the next request gets a new number, so a
     /// late reply to the abandoned one is ignored.
     pub fn abandon(&mut self) -> Option<u64> {
-        self.outstanding.take().map(|o| o.request.request_number)
+        self.outstanding.take().map(|o| o.request_number)
     }
 
     /// The next message to send, if any.
@@ -280,6 +342,7 @@ mod tests {
             view,
             client_id: 1,
             request_number,
+            op_number: request_number,
             result: vec![request_number as u8],
         }
     }

@@ -54,10 +54,10 @@
 //! | command           | body                                                               |
 //! |-------------------|--------------------------------------------------------------------|
 //! | `Request`         | `client_id`, `request_number`, `op`                                |
-//! | `Prepare`         | `commit_number`, `entry`                                           |
-//! | `PrepareOk`       | `op_number`, `replica`, `crash_vector`                             |
-//! | `Commit`          | `commit_number`, `op_number`                                       |
-//! | `Reply`           | `client_id`, `request_number`, `result`                            |
+//! | `Prepare`         | `commit_number`, `timestamp_ns`, `entries` (`Vec<LogEntry>`)       |
+//! | `PrepareOk`       | `op_number`, `replica`, `timestamp_ns`, `crash_vector`             |
+//! | `Commit`          | `commit_number`, `op_number`, `timestamp_ns`                       |
+//! | `Reply`           | `client_id`, `request_number`, `op_number`, `result`               |
 //! | `StartViewChange` | `promised_view`, `replica`, `crash_vector`                         |
 //! | `DoViewChange`    | `last_normal_view`, `op_number`, `commit_number`, `log`, `replica`, `crash_vector` |
 //! | `StartView`       | `op_number`, `commit_number`, `log`                                |
@@ -69,6 +69,7 @@
 //! | `CheckpointTree`  | `summary`, `level` u8, `parents` (`Vec<u64>`), `digests`, `replica` |
 //! | `GetCheckpointPages` | `root`, `pages` (`Vec<u64>`), `offset`, `replica`               |
 //! | `CheckpointPages` | `summary`, `chunks`, `replica`                                     |
+//! | `ReadRequest`     | `client_id`, `request_number`, `op_number_min`, `op` (view 0)     |
 //!
 //! # Decoding
 //!
@@ -86,8 +87,8 @@ use core::fmt;
 use crate::message::{
     CheckpointPages, CheckpointSummary, CheckpointTree, Command, Commit, CrashVector, Digest,
     DoViewChange, GetCheckpointPages, GetCheckpointTree, GetState, LogEntry, Message, NewState,
-    PageChunk, Prepare, PrepareOk, Recovery, RecoveryResponse, RecoveryStatus, Reply, Request,
-    StartView, StartViewChange,
+    PageChunk, Prepare, PrepareOk, ReadRequest, Recovery, RecoveryResponse, RecoveryStatus, Reply,
+    Request, StartView, StartViewChange,
 };
 
 /// The first two bytes of every frame; a cheap guard against a peer that
@@ -273,10 +274,11 @@ fn body_size(message: &Message) -> usize {
     }
     match message {
         Message::Request(m) => U128 + U64 + LEN + m.op.len(),
-        Message::Prepare(m) => U64 + m.entry.encoded_size(),
-        Message::PrepareOk(m) => U64 + U8 + cv_size(&m.crash_vector),
-        Message::Commit(_) => U64 + U64,
-        Message::Reply(m) => U128 + U64 + LEN + m.result.len(),
+        Message::Prepare(m) => 2 * U64 + log_size(&m.entries),
+        Message::PrepareOk(m) => U64 + U8 + U64 + cv_size(&m.crash_vector),
+        Message::Commit(_) => 3 * U64,
+        Message::Reply(m) => U128 + 2 * U64 + LEN + m.result.len(),
+        Message::ReadRequest(m) => U128 + 2 * U64 + LEN + m.op.len(),
         Message::StartViewChange(m) => U64 + U8 + cv_size(&m.crash_vector),
         Message::DoViewChange(m) => 3 * U64 + log_size(&m.log) + U8 + cv_size(&m.crash_vector),
         Message::StartView(m) => 2 * U64 + log_size(&m.log),
@@ -408,21 +410,31 @@ fn put_body(message: &Message, out: &mut Vec<u8>) {
         }
         Message::Prepare(m) => {
             put_u64(out, m.commit_number);
-            put_entry(out, &m.entry);
+            put_u64(out, m.timestamp_ns);
+            put_log(out, &m.entries);
         }
         Message::PrepareOk(m) => {
             put_u64(out, m.op_number);
             put_u8(out, m.replica);
+            put_u64(out, m.timestamp_ns);
             put_crash_vector(out, &m.crash_vector);
         }
         Message::Commit(m) => {
             put_u64(out, m.commit_number);
             put_u64(out, m.op_number);
+            put_u64(out, m.timestamp_ns);
         }
         Message::Reply(m) => {
             put_u128(out, m.client_id);
             put_u64(out, m.request_number);
+            put_u64(out, m.op_number);
             put_bytes(out, &m.result);
+        }
+        Message::ReadRequest(m) => {
+            put_u128(out, m.client_id);
+            put_u64(out, m.request_number);
+            put_u64(out, m.op_number_min);
+            put_bytes(out, &m.op);
         }
         Message::StartViewChange(m) => {
             put_u64(out, m.promised_view);
@@ -598,25 +610,40 @@ fn decode_body(command: Command, view: u64, body: &[u8]) -> Result<Message, Deco
         Command::Prepare => Message::Prepare(Prepare {
             view,
             commit_number: r.u64()?,
-            entry: r.entry()?,
+            timestamp_ns: r.u64()?,
+            entries: r.log()?,
         }),
         Command::PrepareOk => Message::PrepareOk(PrepareOk {
             view,
             op_number: r.u64()?,
             replica: r.u8()?,
+            timestamp_ns: r.u64()?,
             crash_vector: r.crash_vector()?,
         }),
         Command::Commit => Message::Commit(Commit {
             view,
             commit_number: r.u64()?,
             op_number: r.u64()?,
+            timestamp_ns: r.u64()?,
         }),
         Command::Reply => Message::Reply(Reply {
             view,
             client_id: r.u128()?,
             request_number: r.u64()?,
+            op_number: r.u64()?,
             result: r.bytes()?,
         }),
+        Command::ReadRequest => {
+            if view != 0 {
+                return Err(DecodeError::Malformed("read request with a non-zero view"));
+            }
+            Message::ReadRequest(ReadRequest {
+                client_id: r.u128()?,
+                request_number: r.u64()?,
+                op_number_min: r.u64()?,
+                op: r.bytes()?,
+            })
+        }
         Command::StartViewChange => Message::StartViewChange(StartViewChange {
             view,
             promised_view: r.u64()?,

@@ -8,11 +8,12 @@ pub enum ConfigError {
     NoReplicas,
     /// The replica index is not in `0..replica_count`.
     ReplicaIndexOutOfRange,
-    /// A timeout or interval is zero, or the primary-silence timeout is not
+    /// A timeout or interval is zero, the primary-silence timeout is not
     /// longer than the heartbeat interval (backups would suspect a healthy
-    /// primary between two heartbeats).
+    /// primary between two heartbeats), or the clock drift bound is not
+    /// shorter than the lease.
     BadTimeouts,
-    /// `prepare_window_max` must be at least 1.
+    /// `prepare_window_max` and `batch_ops_max` must be at least 1.
     ZeroWindow,
     /// `message_size_max` cannot hold a Prepare of one `op_size_max` operation.
     MessageTooSmall,
@@ -28,7 +29,7 @@ impl core::fmt::Display for ConfigError {
             ConfigError::BadTimeouts => {
                 "timeouts must be non-zero and view_change_timeout_ns > heartbeat_interval_ns"
             }
-            ConfigError::ZeroWindow => "prepare_window_max must be at least 1",
+            ConfigError::ZeroWindow => "prepare_window_max and batch_ops_max must be at least 1",
             ConfigError::MessageTooSmall => "message_size_max cannot hold one maximal Prepare",
             ConfigError::ZeroCheckpointInterval => {
                 "checkpoint_interval_ops and client_table_max must be at least 1"
@@ -90,6 +91,31 @@ pub struct Config {
     /// Clients the client table remembers; past it, the client idle longest
     /// is forgotten (the same one on every replica).
     pub client_table_max: u32,
+    /// Batching (§6): the most requests one Prepare carries. `1` switches
+    /// batching off.
+    pub batch_ops_max: u32,
+    /// Batching: the most bytes of entries one Prepare carries (also cut to
+    /// fit `message_size_max`).
+    pub batch_bytes_max: u32,
+    /// Batching: how long the primary may hold a batch that is not full. `0`
+    /// (the default) holds it only until the embedding drains the outputs
+    /// of the current input, so a lone request is never delayed and requests
+    /// that arrive together (one socket read) share a Prepare.
+    pub batch_delay_ns: u64,
+    /// Leased reads at the primary (§6): how long a backup promises, after
+    /// hearing from the primary, not to start or join a view change, and so
+    /// how long the primary may answer read-only operations from its own
+    /// state. `0` switches leases off: every operation goes through the log.
+    pub lease_duration_ns: u64,
+    /// Leased reads: the most by which two replicas' clocks may disagree in
+    /// measuring one `lease_duration_ns`. The primary's lease is shortened by
+    /// it. Loosely synchronized clock *rates* are an assumption of leases:
+    /// with drift beyond this bound a deposed primary can serve a stale read.
+    pub clock_drift_max_ns: u64,
+    /// Reads at backups (§6): how many reads a replica parks while it has
+    /// not yet executed up to the client's op-number. `0` switches backup
+    /// reads off (read requests are dropped).
+    pub backup_reads_max: u32,
     /// Test-only: a deliberate protocol bug, for showing that a checker
     /// catches it. `None` in every real configuration.
     #[cfg(feature = "bug-injection")]
@@ -122,7 +148,8 @@ impl Config {
     /// A configuration with defaults suited to a LAN: 10 ms heartbeats, a
     /// 100 ms primary-silence timeout with up to 50 ms jitter, a window of
     /// 256 prepares, 1 MiB frames, a checkpoint every 4096 ops with a log
-    /// tail of 1024, and 8192 clients remembered.
+    /// tail of 1024, 8192 clients remembered, batches of up to 64 requests
+    /// without added delay, backup reads on, and leases off.
     pub fn new(cluster: u64, replica_count: u8) -> Config {
         Config {
             cluster,
@@ -140,6 +167,12 @@ impl Config {
             checkpoint_interval_ops: 4096,
             log_tail_ops: 1024,
             client_table_max: 8192,
+            batch_ops_max: 64,
+            batch_bytes_max: 256 * 1024,
+            batch_delay_ns: 0,
+            lease_duration_ns: 0,
+            clock_drift_max_ns: 0,
+            backup_reads_max: 1024,
             #[cfg(feature = "bug-injection")]
             injected_bug: None,
         }
@@ -162,6 +195,12 @@ impl Config {
         }
         if self.checkpoint_interval_ops == 0 || self.client_table_max == 0 {
             return Err(ConfigError::ZeroCheckpointInterval);
+        }
+        if self.batch_ops_max == 0 {
+            return Err(ConfigError::ZeroWindow);
+        }
+        if self.lease_duration_ns != 0 && self.clock_drift_max_ns >= self.lease_duration_ns {
+            return Err(ConfigError::BadTimeouts);
         }
         let prepare_max = crate::codec::HEADER_SIZE
             + 8 // commit_number

@@ -132,4 +132,21 @@ pub trait Service {
         let _ = changed;
         false
     }
+
+    /// Whether `op` only reads the state. Read-only operations may be
+    /// answered with [`Service::query`] without going through the log: by
+    /// the primary under a lease, and by any replica for a backup read
+    /// (§6). The default says no operation is read-only.
+    fn is_read_only(&self, op: &[u8]) -> bool {
+        let _ = op;
+        false
+    }
+
+    /// Answers the read-only `op` from the current state, as
+    /// [`Service::execute`] would, without changing it. Called only for ops
+    /// that [`Service::is_read_only`] accepts.
+    fn query(&self, op: &[u8]) -> alloc::vec::Vec<u8> {
+        let _ = op;
+        alloc::vec::Vec::new()
+    }
 }

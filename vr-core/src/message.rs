@@ -57,7 +57,9 @@ pub struct Request {
     pub op: Vec<u8>,
 }
 
-/// `Prepare(v, m, n, k)`: the primary asks backups to append an operation (§4.1 step 3).
+/// `Prepare(v, m, n, k)`: the primary asks backups to append operations
+/// (§4.1 step 3). Carries a batch of consecutive entries (§6 "batching"):
+/// the paper's one operation is a batch of one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Prepare {
@@ -65,8 +67,12 @@ pub struct Prepare {
     pub view: u64,
     /// The primary's commit-number when it sent this Prepare.
     pub commit_number: u64,
-    /// The entry to append; its `op_number` is the paper's `n`.
-    pub entry: LogEntry,
+    /// The primary's clock when it sent this Prepare; backups echo it in
+    /// PrepareOk so that the primary can time its read lease from it.
+    pub timestamp_ns: u64,
+    /// The entries to append, with consecutive op-numbers; the last one's is
+    /// the paper's `n`.
+    pub entries: Vec<LogEntry>,
 }
 
 /// `PrepareOk(v, n, i)`: backup `replica` holds every op up to `op_number` (§4.1 step 4).
@@ -79,6 +85,10 @@ pub struct PrepareOk {
     pub op_number: u64,
     /// The backup's index.
     pub replica: ReplicaIndex,
+    /// The latest `timestamp_ns` the backup received from the primary (of a
+    /// Prepare or a Commit): it promised not to join a view change for a
+    /// lease period since then.
+    pub timestamp_ns: u64,
     /// The backup's crash vector.
     pub crash_vector: CrashVector,
 }
@@ -94,6 +104,8 @@ pub struct Commit {
     /// The primary's op-number. Not in the paper: it lets a backup that lost
     /// the last Prepares of an idle primary notice the gap and fetch them.
     pub op_number: u64,
+    /// The primary's clock when it sent this Commit (see [`Prepare`]).
+    pub timestamp_ns: u64,
 }
 
 /// `Reply(v, s, x)`: the result of a client's request (§4.1 step 5).
@@ -106,8 +118,29 @@ pub struct Reply {
     pub client_id: ClientId,
     /// The request-number being answered.
     pub request_number: u64,
+    /// The op-number the result reflects: a write's own op-number, or for a
+    /// read the last op executed before it. A client passes the highest it
+    /// has seen to a backup read, for read-your-writes.
+    pub op_number: u64,
     /// The service's result.
     pub result: Vec<u8>,
+}
+
+/// A read-only operation sent to any replica, typically a backup (§6, "reads
+/// at backups"): answered from the replica's own state once it has executed
+/// up to `op_number_min`. Possibly stale, never older than what the client
+/// has seen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ReadRequest {
+    /// The client's identifier.
+    pub client_id: ClientId,
+    /// The client's request-number for this read.
+    pub request_number: u64,
+    /// The highest op-number the client has seen in a reply.
+    pub op_number_min: u64,
+    /// The read-only operation.
+    pub op: Vec<u8>,
 }
 
 /// `StartViewChange(v, i)` (§4.2 step 1), plus the sender's promise.
@@ -356,6 +389,7 @@ pub enum Message {
     CheckpointTree(CheckpointTree),
     GetCheckpointPages(GetCheckpointPages),
     CheckpointPages(CheckpointPages),
+    ReadRequest(ReadRequest),
 }
 
 /// The command byte of a frame. Numbers are never reused once retired.
@@ -380,6 +414,7 @@ pub enum Command {
     CheckpointTree = 14,
     GetCheckpointPages = 15,
     CheckpointPages = 16,
+    ReadRequest = 17,
 }
 
 impl Command {
@@ -402,6 +437,7 @@ impl Command {
             14 => Command::CheckpointTree,
             15 => Command::GetCheckpointPages,
             16 => Command::CheckpointPages,
+            17 => Command::ReadRequest,
             _ => return None,
         })
     }
@@ -427,11 +463,12 @@ impl Message {
             Message::CheckpointTree(_) => Command::CheckpointTree,
             Message::GetCheckpointPages(_) => Command::GetCheckpointPages,
             Message::CheckpointPages(_) => Command::CheckpointPages,
+            Message::ReadRequest(_) => Command::ReadRequest,
         }
     }
 
-    /// The view-number the message carries; 0 for a client Request and a
-    /// Recovery, which carry none.
+    /// The view-number the message carries; 0 for a client Request or
+    /// ReadRequest and a Recovery, which carry none.
     pub fn view(&self) -> u64 {
         match self {
             Message::Request(_) => 0,
@@ -450,6 +487,7 @@ impl Message {
             Message::CheckpointTree(m) => m.view,
             Message::GetCheckpointPages(m) => m.view,
             Message::CheckpointPages(m) => m.view,
+            Message::ReadRequest(_) => 0,
         }
     }
 }

@@ -275,14 +275,19 @@ impl<S: Service> ReplicaNode<S> {
                     used += size;
                     self.stats.frames_in += 1;
                     self.stats.bytes_in += size as u64;
-                    if let Message::Request(request) = &message {
-                        self.route(request.client_id, connection);
+                    match &message {
+                        Message::Request(request) => self.route(request.client_id, connection),
+                        Message::ReadRequest(read) => self.route(read.client_id, connection),
+                        _ => {}
                     }
+                    // Outputs are drained once for all the frames of this
+                    // call: requests that arrived together leave in one
+                    // Prepare (batching, §6).
                     self.replica.handle_message(now, message);
-                    self.drain();
                 }
                 Err(DecodeError::Truncated { .. }) => break,
                 Err(error) => {
+                    self.drain();
                     self.count_reject(&error);
                     self.events.push_back(NodeEvent::FrameRejected {
                         connection,
@@ -292,6 +297,7 @@ impl<S: Service> ReplicaNode<S> {
                 }
             }
         }
+        self.drain();
         Ok(used)
     }
 

@@ -12,8 +12,8 @@ use vr_core::codec::{
 use vr_core::message::{
     CheckpointPages, CheckpointSummary, CheckpointTree, Command, Commit, CrashVector, DoViewChange,
     GetCheckpointPages, GetCheckpointTree, GetState, LogEntry, Message, NewState, PageChunk,
-    Prepare, PrepareOk, Recovery, RecoveryResponse, RecoveryStatus, Reply, Request, StartView,
-    StartViewChange,
+    Prepare, PrepareOk, ReadRequest, Recovery, RecoveryResponse, RecoveryStatus, Reply, Request,
+    StartView, StartViewChange,
 };
 
 const CLUSTER: u64 = 0x0123_4567_89ab_cdef;
@@ -90,35 +90,47 @@ fn samples() -> Vec<Message> {
         Message::Prepare(Prepare {
             view: 3,
             commit_number: 4,
-            entry: entry(5, b"set x 1"),
+            timestamp_ns: 123,
+            entries: vec![entry(5, b"set x 1")],
         }),
         Message::Prepare(Prepare {
             view: u64::MAX,
             commit_number: 0,
-            entry: entry(1, b""),
+            timestamp_ns: u64::MAX,
+            entries: vec![entry(1, b""), entry(2, b"two"), entry(3, &[0; 100])],
         }),
         Message::PrepareOk(PrepareOk {
             view: 3,
             op_number: 5,
             replica: 2,
+            timestamp_ns: 122,
             crash_vector: [0, 3, u64::MAX].into_iter().collect(),
         }),
         Message::Commit(Commit {
             view: 3,
             commit_number: 5,
             op_number: 7,
+            timestamp_ns: 0,
         }),
         Message::Reply(Reply {
             view: 3,
             client_id: 42,
             request_number: 9,
+            op_number: 77,
             result: b"ok".to_vec(),
         }),
         Message::Reply(Reply {
             view: 0,
             client_id: 0,
             request_number: 0,
+            op_number: 0,
             result: vec![],
+        }),
+        Message::ReadRequest(ReadRequest {
+            client_id: 5,
+            request_number: 3,
+            op_number_min: 1000,
+            op: b"get x".to_vec(),
         }),
         Message::StartViewChange(StartViewChange {
             view: 4,
@@ -252,7 +264,7 @@ fn every_variant_round_trips() {
     commands.dedup();
     assert_eq!(
         commands,
-        (1..=16).collect::<Vec<u8>>(),
+        (1..=17).collect::<Vec<u8>>(),
         "a variant is missing"
     );
     for message in &samples {
@@ -266,19 +278,21 @@ fn layout_matches_the_documented_table() {
         view: 7,
         commit_number: 5,
         op_number: 6,
+        timestamp_ns: 9,
     });
     let bytes = frame(&message);
     let mut expected = Vec::new();
     expected.extend_from_slice(b"VR");
     expected.push(1); // version
     expected.push(Command::Commit as u8);
-    expected.extend_from_slice(&16u32.to_le_bytes()); // body size
+    expected.extend_from_slice(&24u32.to_le_bytes()); // body size
     expected.extend_from_slice(&CLUSTER.to_le_bytes());
     expected.extend_from_slice(&7u64.to_le_bytes()); // view
     expected.extend_from_slice(&0u32.to_le_bytes()); // epoch
     expected.extend_from_slice(&[0; 4]); // checksum, checked below
     expected.extend_from_slice(&5u64.to_le_bytes()); // commit_number
     expected.extend_from_slice(&6u64.to_le_bytes()); // op_number
+    expected.extend_from_slice(&9u64.to_le_bytes()); // timestamp_ns
     let mut covered = expected[..28].to_vec();
     covered.extend_from_slice(&expected[HEADER_SIZE..]);
     expected[CHECKSUM_FIELD].copy_from_slice(&crc32fast::hash(&covered).to_le_bytes());
@@ -341,6 +355,7 @@ fn peek_header_reads_the_raw_fields() {
         view: 9,
         op_number: 5,
         replica: 2,
+        timestamp_ns: 1,
         crash_vector: [0, 0, 1].into_iter().collect(),
     });
     let bytes = frame(&message);
@@ -349,8 +364,8 @@ fn peek_header_reads_the_raw_fields() {
     assert_eq!(header.magic, MAGIC);
     assert_eq!(header.version, VERSION);
     assert_eq!(header.command, Command::PrepareOk as u8);
-    // op_number (8) + replica (1) + crash vector (1 + 3 * 8)
-    assert_eq!(header.body_size, 34);
+    // op_number (8) + replica (1) + timestamp (8) + crash vector (1 + 3 * 8)
+    assert_eq!(header.body_size, 42);
     assert_eq!(header.cluster, CLUSTER);
     assert_eq!(header.view, 9);
     assert_eq!(header.epoch, 0);
@@ -480,7 +495,7 @@ fn error_bad_checksum() {
 
 #[test]
 fn error_unknown_command() {
-    for command in [0, 17, 255] {
+    for command in [0, 18, 255] {
         let mut bytes = frame(&samples()[0]);
         bytes[3] = command;
         reseal(&mut bytes);
@@ -639,35 +654,51 @@ fn arb_message() -> impl Strategy<Value = Message> {
                 op,
             })
         }),
-        (u(), u(), arb_entry()).prop_map(|(view, commit_number, entry)| {
+        (u(), u(), u(), arb_log()).prop_map(|(view, commit_number, timestamp_ns, entries)| {
             Message::Prepare(Prepare {
                 view,
                 commit_number,
-                entry,
+                timestamp_ns,
+                entries,
             })
         }),
-        (u(), u(), any::<u8>(), arb_cv()).prop_map(|(view, op_number, replica, crash_vector)| {
-            Message::PrepareOk(PrepareOk {
-                view,
-                op_number,
-                replica,
-                crash_vector,
-            })
-        }),
-        (u(), u(), u()).prop_map(|(view, commit_number, op_number)| {
+        (u(), u(), any::<u8>(), u(), arb_cv()).prop_map(
+            |(view, op_number, replica, timestamp_ns, crash_vector)| {
+                Message::PrepareOk(PrepareOk {
+                    view,
+                    op_number,
+                    replica,
+                    timestamp_ns,
+                    crash_vector,
+                })
+            }
+        ),
+        (u(), u(), u(), u()).prop_map(|(view, commit_number, op_number, timestamp_ns)| {
             Message::Commit(Commit {
                 view,
                 commit_number,
                 op_number,
+                timestamp_ns,
             })
         }),
-        (u(), any::<u128>(), u(), arb_bytes()).prop_map(
-            |(view, client_id, request_number, result)| {
+        (u(), any::<u128>(), u(), u(), arb_bytes()).prop_map(
+            |(view, client_id, request_number, op_number, result)| {
                 Message::Reply(Reply {
                     view,
                     client_id,
                     request_number,
+                    op_number,
                     result,
+                })
+            }
+        ),
+        (any::<u128>(), u(), u(), arb_bytes()).prop_map(
+            |(client_id, request_number, op_number_min, op)| {
+                Message::ReadRequest(ReadRequest {
+                    client_id,
+                    request_number,
+                    op_number_min,
+                    op,
                 })
             }
         ),

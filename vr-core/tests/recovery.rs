@@ -121,6 +121,7 @@ fn a_vote_from_before_a_crash_is_not_counted_after_recovery() {
         view: 0,
         op_number: 1,
         replica: 2,
+        timestamp_ns: 0,
         crash_vector: common::cv(3),
     };
     cluster.crash(2);

@@ -251,7 +251,8 @@ fn messages_from_old_views_are_ignored() {
         Message::Prepare(Prepare {
             view: 0,
             commit_number: 3,
-            entry: stale,
+            timestamp_ns: 0,
+            entries: vec![stale],
         }),
     );
     cluster.inject(
@@ -261,6 +262,7 @@ fn messages_from_old_views_are_ignored() {
             view: 0,
             commit_number: 3,
             op_number: 3,
+            timestamp_ns: 0,
         }),
     );
     cluster.deliver_one();
@@ -317,7 +319,8 @@ fn backup_does_not_acknowledge_across_a_gap() {
         Message::Prepare(Prepare {
             view: 0,
             commit_number: 0,
-            entry: entry(2),
+            timestamp_ns: 0,
+            entries: vec![entry(2)],
         }),
     );
     let actions: Vec<_> = std::iter::from_fn(|| backup.poll_action()).collect();
@@ -340,7 +343,8 @@ fn backup_does_not_acknowledge_across_a_gap() {
         Message::Prepare(Prepare {
             view: 0,
             commit_number: 0,
-            entry: entry(1),
+            timestamp_ns: 0,
+            entries: vec![entry(1)],
         }),
     );
     let actions: Vec<_> = std::iter::from_fn(|| backup.poll_action()).collect();
@@ -376,13 +380,14 @@ fn replica_changing_view_rejects_old_prepares() {
         Message::Prepare(Prepare {
             view: 0,
             commit_number: 0,
-            entry: LogEntry {
+            timestamp_ns: 0,
+            entries: vec![LogEntry {
                 op_number: 1,
                 view: 0,
                 client_id: 1,
                 request_number: 1,
                 op: op(1),
-            },
+            }],
         }),
     );
     assert_eq!(backup.op_number(), 0);

@@ -191,12 +191,12 @@ pub fn describe(message: &Message) -> String {
             m.op.len()
         ),
         Message::Prepare(m) => format!(
-            "Prepare v{} op {} commit {} (client {:x} req {})",
+            "Prepare v{} ops {}..={} commit {} ({} entries)",
             m.view,
-            m.entry.op_number,
+            m.entries.first().map_or(0, |e| e.op_number),
+            m.entries.last().map_or(0, |e| e.op_number),
             m.commit_number,
-            short_id(m.entry.client_id),
-            m.entry.request_number
+            m.entries.len()
         ),
         Message::PrepareOk(m) => format!(
             "PrepareOk v{} op {} from r{}",
@@ -267,6 +267,12 @@ pub fn describe(message: &Message) -> String {
             m.pages.len(),
             m.offset,
             m.replica
+        ),
+        Message::ReadRequest(m) => format!(
+            "ReadRequest client {:x} req {} min op {}",
+            short_id(m.client_id),
+            m.request_number,
+            m.op_number_min
         ),
         Message::CheckpointPages(m) => format!(
             "CheckpointPages op {} ({} chunks, {} bytes) from r{}",

@@ -3,7 +3,7 @@
 
 use super::{Replica, Status};
 use crate::client_table::Lookup;
-use crate::message::{Commit, LogEntry, Message, Prepare, PrepareOk, Reply, Request};
+use crate::message::{Commit, LogEntry, Message, Prepare, PrepareOk, ReadRequest, Reply, Request};
 use crate::time::Instant;
 use crate::Service;
 
@@ -14,6 +14,23 @@ impl<S: Service> Replica<S> {
             // Backups never answer clients; the client retries to all
             // replicas and so finds the primary.
             self.stats.requests_dropped += 1;
+            return;
+        }
+        if self.config.lease_duration_ns != 0
+            && self.service.is_read_only(&request.op)
+            && self.lease_valid(now)
+        {
+            // §6, leased reads: no backup can be in a newer view yet, so
+            // this state is the latest; no round of prepares is needed.
+            let result = self.service.query(&request.op);
+            self.stats.leased_reads += 1;
+            self.outbox.push_back(super::Action::Reply(Reply {
+                view: self.view,
+                client_id: request.client_id,
+                request_number: request.request_number,
+                op_number: self.commit_number,
+                result,
+            }));
             return;
         }
         if request.request_number == 0 {
@@ -36,6 +53,7 @@ impl<S: Service> Replica<S> {
                     view: self.view,
                     client_id: request.client_id,
                     request_number: request.request_number,
+                    op_number: entry.op_number,
                     result: entry.result.clone(),
                 };
                 self.stats.requests_deduplicated += 1;
@@ -81,27 +99,34 @@ impl<S: Service> Replica<S> {
         self.op_number - self.commit_number >= u64::from(self.config.prepare_window_max)
     }
 
-    /// Appends a request to the log and sends Prepare to the backups.
+    /// Appends a request to the log and adds it to the batch for the backups
+    /// (§6, batching): the batch leaves when it is full, when the embedding
+    /// drains the outputs (no delay configured), or when the batch timer
+    /// fires.
     fn prepare_request(&mut self, now: Instant, request: Request) {
         debug_assert!(self.is_primary());
-        self.op_number += 1;
         let entry = LogEntry {
-            op_number: self.op_number,
+            op_number: self.op_number + 1,
             view: self.view,
             client_id: request.client_id,
             request_number: request.request_number,
             op: request.op,
         };
+        let size = entry.encoded_size();
+        let bytes_max = (self.config.batch_bytes_max as usize).min(self.log_budget_bytes());
+        if self.unsent_from < self.op_number && self.batch_bytes + size > bytes_max {
+            self.flush_batch();
+        }
+        self.op_number += 1;
         self.mark_in_progress(entry.client_id, entry.request_number);
-        self.log.push(entry.clone());
+        self.log.push(entry);
+        self.batch_bytes += size;
         self.prepare_ok_op[usize::from(self.replica)] = self.op_number;
-        self.send_to_others(Message::Prepare(Prepare {
-            view: self.view,
-            commit_number: self.commit_number,
-            entry,
-        }));
-        // A Prepare is a heartbeat too.
-        self.timers.heartbeat = Some(now + self.config.heartbeat_interval_ns);
+        if self.op_number - self.unsent_from >= u64::from(self.config.batch_ops_max) {
+            self.flush_batch();
+        } else if self.config.batch_delay_ns != 0 && self.timers.batch.is_none() {
+            self.timers.batch = Some(now + self.config.batch_delay_ns);
+        }
         if self.timers.prepare.is_none() {
             self.timers.prepare = Some(now + self.config.prepare_timeout_ns);
         }
@@ -109,24 +134,141 @@ impl<S: Service> Replica<S> {
         self.advance_commit_from_acks(now);
     }
 
-    /// §4.1 step 4: a backup appends the op if it holds every earlier one.
+    /// Sends the batch built since the last one: one Prepare per backup.
+    pub(super) fn flush_batch(&mut self) {
+        self.timers.batch = None;
+        self.batch_bytes = 0;
+        if self.unsent_from >= self.op_number || !self.is_primary() {
+            self.unsent_from = self.unsent_from.max(self.op_number);
+            return;
+        }
+        let entries = self.log_after(self.unsent_from).to_vec();
+        self.unsent_from = self.op_number;
+        self.stats.prepare_batches += 1;
+        self.stats.prepare_batch_entries += entries.len() as u64;
+        if self.config.replica_count > 1 {
+            self.send_to_others(Message::Prepare(Prepare {
+                view: self.view,
+                commit_number: self.commit_number,
+                timestamp_ns: self.last_now.as_nanos(),
+                entries,
+            }));
+        }
+        // A Prepare is a heartbeat too.
+        self.timers.heartbeat = Some(self.last_now + self.config.heartbeat_interval_ns);
+    }
+
+    /// §4.1 step 4: a backup appends the ops if it holds every earlier one.
     pub(super) fn on_prepare(&mut self, now: Instant, prepare: Prepare) {
+        let first = prepare.entries.first().map(|e| e.op_number);
+        let Some(first) = first.filter(|&first| {
+            first >= 1 && super::view_change::is_contiguous_from(&prepare.entries, first)
+        }) else {
+            self.stats.messages_invalid += 1;
+            return;
+        };
         if !self.accept_from_primary(now, prepare.view) {
             return;
         }
-        let op_number = prepare.entry.op_number;
-        if op_number == self.op_number + 1 {
-            self.log.push(prepare.entry);
-            self.op_number = op_number;
-            self.send_prepare_ok();
-        } else if op_number <= self.op_number {
-            // A retransmission: our PrepareOk may have been lost.
-            self.send_prepare_ok();
-        } else {
+        self.note_primary_timestamp(now, prepare.timestamp_ns);
+        if first > self.op_number + 1 {
             // A gap: never acknowledge an op while an earlier one is missing.
             self.request_state(now);
+        } else {
+            for entry in prepare.entries {
+                if entry.op_number == self.op_number + 1 {
+                    self.op_number = entry.op_number;
+                    self.log.push(entry);
+                }
+            }
+            // New entries, or a retransmission whose PrepareOk was lost.
+            self.send_prepare_ok();
         }
         self.commit_to(prepare.commit_number);
+    }
+
+    /// A backup heard its primary: it echoes the primary's timestamp and
+    /// promises not to start or join a view change for a lease (§6).
+    fn note_primary_timestamp(&mut self, now: Instant, timestamp_ns: u64) {
+        self.primary_timestamp_ns = self.primary_timestamp_ns.max(timestamp_ns);
+        if self.config.lease_duration_ns != 0 {
+            let until = now + self.config.lease_duration_ns;
+            self.lease_promise_until = self.lease_promise_until.max(until);
+        }
+    }
+
+    /// Whether the primary holds a read lease at `now`: a quorum (itself
+    /// included) echoed a timestamp of this view no older than a lease,
+    /// shortened by the clock-drift bound, and every op it began the view
+    /// with is committed.
+    pub(super) fn lease_valid(&self, now: Instant) -> bool {
+        let lease = self.config.lease_duration_ns;
+        if lease == 0 || !self.is_primary() || self.commit_number < self.view_start_op {
+            return false;
+        }
+        let me = usize::from(self.replica);
+        let acked = |r: usize| {
+            if r == me {
+                now.as_nanos()
+            } else {
+                self.lease_acked_ns[r]
+            }
+        };
+        let n = self.lease_acked_ns.len();
+        // The quorum-th largest timestamp: a quorum promised since then.
+        let since = (0..n)
+            .map(acked)
+            .filter(|&t| (0..n).filter(|&r| acked(r) >= t).count() >= self.config.quorum())
+            .max()
+            .unwrap_or(0);
+        since != 0
+            && now.as_nanos()
+                < since.saturating_add(lease - self.config.clock_drift_max_ns.min(lease))
+    }
+
+    /// §6, reads at backups: answer a read-only operation from this
+    /// replica's state once it has executed up to the client's op-number.
+    pub(super) fn on_read_request(&mut self, now: Instant, read: ReadRequest) {
+        let _ = now;
+        if self.config.backup_reads_max == 0
+            || self.status != Status::Normal
+            || read.op.len() > self.config.op_size_max as usize
+            || !self.service.is_read_only(&read.op)
+        {
+            self.stats.requests_dropped += 1;
+            return;
+        }
+        if read.op_number_min <= self.commit_number {
+            self.answer_read(read);
+        } else if self.parked_reads.len() < self.config.backup_reads_max as usize {
+            self.parked_reads.push_back(read);
+        } else {
+            self.stats.requests_dropped += 1;
+        }
+    }
+
+    fn answer_read(&mut self, read: ReadRequest) {
+        let result = self.service.query(&read.op);
+        self.stats.backup_reads += 1;
+        self.outbox.push_back(super::Action::Reply(Reply {
+            view: self.view,
+            client_id: read.client_id,
+            request_number: read.request_number,
+            op_number: self.commit_number,
+            result,
+        }));
+    }
+
+    /// Answers the parked reads that the commit-number has caught up with.
+    pub(super) fn answer_parked_reads(&mut self) {
+        let commit = self.commit_number;
+        for read in core::mem::take(&mut self.parked_reads) {
+            if read.op_number_min <= commit {
+                self.answer_read(read);
+            } else {
+                self.parked_reads.push_back(read);
+            }
+        }
     }
 
     /// §4.1 step 7: a backup learns the commit-number from a heartbeat.
@@ -134,6 +276,7 @@ impl<S: Service> Replica<S> {
         if !self.accept_from_primary(now, commit.view) {
             return;
         }
+        self.note_primary_timestamp(now, commit.timestamp_ns);
         if commit.op_number > self.op_number {
             self.request_state(now);
         }
@@ -174,6 +317,7 @@ impl<S: Service> Replica<S> {
                 view: self.view,
                 op_number: self.op_number,
                 replica: self.replica,
+                timestamp_ns: self.primary_timestamp_ns,
                 crash_vector: self.crash_vector.clone(),
             }),
         );
@@ -198,6 +342,10 @@ impl<S: Service> Replica<S> {
             return;
         }
         self.prepare_ok_heard_at[usize::from(prepare_ok.replica)] = now;
+        // An echo of this primary's own clock, never ahead of it.
+        let echoed = prepare_ok.timestamp_ns.min(self.last_now.as_nanos());
+        let lease = &mut self.lease_acked_ns[usize::from(prepare_ok.replica)];
+        *lease = (*lease).max(echoed);
         let acked = &mut self.prepare_ok_op[usize::from(prepare_ok.replica)];
         *acked = (*acked).max(prepare_ok.op_number);
         self.advance_commit_from_acks(now);
@@ -261,16 +409,28 @@ impl<S: Service> Replica<S> {
             }
             let acked = self.prepare_ok_op[usize::from(replica)];
             // A backup behind the commit point fetches the committed part
-            // itself (it sees the gap); resend only the uncommitted ops.
-            let first = acked.max(self.commit_number) + 1;
-            for op_number in first..=self.op_number {
-                let entry = self.entry(op_number).clone();
+            // itself (it sees the gap); resend only the uncommitted ops, in
+            // batches.
+            let mut first = acked.max(self.commit_number) + 1;
+            while first <= self.op_number {
+                let mut entries = alloc::vec::Vec::new();
+                let mut bytes = 0usize;
+                let bytes_max = (self.config.batch_bytes_max as usize).min(self.log_budget_bytes());
+                while first <= self.op_number
+                    && entries.len() < self.config.batch_ops_max as usize
+                    && (entries.is_empty() || bytes + self.entry(first).encoded_size() <= bytes_max)
+                {
+                    bytes += self.entry(first).encoded_size();
+                    entries.push(self.entry(first).clone());
+                    first += 1;
+                }
                 self.send(
                     replica,
                     Message::Prepare(Prepare {
                         view: self.view,
                         commit_number: self.commit_number,
-                        entry,
+                        timestamp_ns: now.as_nanos(),
+                        entries,
                     }),
                 );
             }
@@ -306,6 +466,7 @@ impl<S: Service> Replica<S> {
             view: self.view,
             commit_number: self.commit_number,
             op_number: self.op_number,
+            timestamp_ns: now.as_nanos(),
         }));
         self.timers.heartbeat = Some(now + self.config.heartbeat_interval_ns);
     }

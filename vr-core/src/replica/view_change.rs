@@ -27,6 +27,10 @@ impl<S: Service> Replica<S> {
         if self.is_primary() {
             return;
         }
+        if self.lease_forbids_view_change(now) {
+            self.timers.view_change = Some(self.lease_promise_until);
+            return;
+        }
         self.start_view_change(now, self.view + 1);
     }
 
@@ -58,7 +62,20 @@ impl<S: Service> Replica<S> {
         self.request_queue.clear();
         self.requests_in_progress.clear();
         self.prepare_ok_op.iter_mut().for_each(|a| *a = 0);
+        self.lease_acked_ns.iter_mut().for_each(|t| *t = 0);
+        self.primary_timestamp_ns = 0;
+        self.batch_bytes = 0;
         self.timers = super::Timers::default();
+    }
+
+    /// Whether this replica promised the primary, by acknowledging it, not to
+    /// start or join a view change yet (leased reads, §6). Counts a refusal.
+    fn lease_forbids_view_change(&mut self, now: Instant) -> bool {
+        if now < self.lease_promise_until {
+            self.stats.view_changes_deferred_by_lease += 1;
+            return true;
+        }
+        false
     }
 
     /// Whether this replica, changing view to a view that has not formed, may
@@ -105,6 +122,9 @@ impl<S: Service> Replica<S> {
             return;
         }
         if message.view > self.view {
+            if self.lease_forbids_view_change(now) {
+                return;
+            }
             if self.primary_heard_recently(now) && message.promised_view <= self.view {
                 // Departure: a replica that still hears its primary does not
                 // join, so one replica cut off from the primary alone cannot
@@ -209,6 +229,9 @@ impl<S: Service> Replica<S> {
             return;
         }
         if message.view > self.view {
+            if self.lease_forbids_view_change(now) {
+                return;
+            }
             // A DoViewChange is sent only after f StartViewChanges: the view
             // change has a quorum behind it, so join without stickiness.
             self.start_view_change(now, message.view);
@@ -323,6 +346,9 @@ impl<S: Service> Replica<S> {
         self.do_view_change_sent = None;
         self.prepare_ok_op.iter_mut().for_each(|a| *a = 0);
         self.prepare_ok_op[usize::from(self.replica)] = self.op_number;
+        // No leased read until this view has committed everything it began
+        // with: ops the old primary acknowledged may be among them.
+        self.view_start_op = self.op_number;
         self.requests_in_progress.clear();
         for op_number in self.commit_number + 1..=self.op_number {
             let entry = self.entry(op_number);
