@@ -28,6 +28,12 @@ impl Service for SharedStore {
     fn take_changed_pages(&mut self, changed: &mut Vec<u64>) -> bool {
         lock(&self.0).take_changed_pages(changed)
     }
+    fn is_read_only(&self, op: &[u8]) -> bool {
+        lock(&self.0).is_read_only(op)
+    }
+    fn query(&self, op: &[u8]) -> Vec<u8> {
+        lock(&self.0).query(op)
+    }
 }
 
 /// Locks the store. The store never panics mid-command, so a lock poisoned

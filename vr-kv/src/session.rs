@@ -145,6 +145,17 @@ impl NodeView {
             stats.op_number,
             stats.commit_number,
         ));
+        let counters = &stats.replica;
+        text.push_str(&format!(
+            "recoveries_completed:{}\r\nleased_reads:{}\r\nbackup_reads:{}\r\nprepare_batches:{}\r\nprepare_batch_entries:{}\r\ncheckpoints_taken:{}\r\ncheckpoints_installed:{}\r\n",
+            counters.recoveries_completed,
+            counters.leased_reads,
+            counters.backup_reads,
+            counters.prepare_batches,
+            counters.prepare_batch_entries,
+            counters.checkpoints_taken,
+            counters.checkpoints_installed,
+        ));
         Reply::Bulk(Some(text.into_bytes()))
     }
 }

@@ -397,6 +397,29 @@ impl vr_core::Service for Store {
         changed.push(BUCKETS);
         true
     }
+
+    /// A batch is read-only when every command in it is (`GET`, `MGET`,
+    /// `EXISTS`, `PING`, `ECHO`): the primary may then answer it under its
+    /// lease, and a backup may answer it for a backup read.
+    fn is_read_only(&self, op: &[u8]) -> bool {
+        decode_batch(op).is_ok_and(|commands| {
+            !commands.is_empty()
+                && commands
+                    .iter()
+                    .all(|args| crate::command::is_read_only(args))
+        })
+    }
+
+    /// The replies `execute` would give, without changing anything.
+    fn query(&self, op: &[u8]) -> Vec<u8> {
+        match decode_batch(op) {
+            Ok(commands) => {
+                let replies: Vec<Reply> = commands.iter().map(|args| self.read(args)).collect();
+                encode_results(&replies)
+            }
+            Err(e) => encode_rejected(&format!("malformed operation: {e}")),
+        }
+    }
 }
 
 fn error(message: &str) -> Reply {

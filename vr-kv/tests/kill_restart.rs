@@ -1,7 +1,13 @@
-//! Real processes: three `vr-kv node`s on loopback; the primary, then a
-//! backup, is killed with SIGKILL while clients write, restarted empty with
-//! the same arguments, recovers (§4.3) and serves again. The history of
-//! every key stays linearizable and no acknowledged write is lost.
+//! Real processes: three `vr-kv node`s on loopback while clients write and
+//! read through every node.
+//!
+//! - The primary, then a backup, is killed with SIGKILL, restarted empty
+//!   with the same arguments, recovers (§4.3) and serves again.
+//! - The primary is paused with SIGSTOP for longer than its read lease,
+//!   replaced by a view change, and resumed with SIGCONT (§6, leases).
+//!
+//! Either way the history of every key stays linearizable (no stale read)
+//! and no acknowledged write is lost.
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
@@ -26,6 +32,17 @@ fn free_addresses(n: usize) -> Vec<SocketAddr> {
 struct Node {
     args: Vec<String>,
     child: Option<Child>,
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to a node's process.
+fn signal(node: &Node, signal: &str) {
+    let pid = node.child.as_ref().expect("running").id();
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success());
 }
 
 impl Node {
@@ -59,12 +76,24 @@ impl Drop for Node {
 }
 
 fn connect(address: SocketAddr) -> Option<redis::Connection> {
-    let client = redis::Client::open(format!("redis://{address}/")).ok()?;
-    let connection = client
-        .get_connection_with_timeout(Duration::from_secs(2))
-        .ok()?;
+    // The redis crate's connection handshake reads without a timeout: a
+    // node frozen with SIGSTOP would block it for as long as it is frozen.
+    // Connect on a helper thread and give up after a while (the thread
+    // finishes, and drops the connection, once the node thaws).
+    let (sender, receiver) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let connection = redis::Client::open(format!("redis://{address}/"))
+            .ok()
+            .and_then(|client| {
+                client
+                    .get_connection_with_timeout(Duration::from_secs(2))
+                    .ok()
+            });
+        let _ = sender.send(connection);
+    });
+    let connection = receiver.recv_timeout(Duration::from_secs(3)).ok()??;
     connection
-        .set_read_timeout(Some(Duration::from_secs(15)))
+        .set_read_timeout(Some(Duration::from_secs(5)))
         .ok()?;
     Some(connection)
 }
@@ -262,97 +291,197 @@ fn killed_nodes_restart_empty_recover_and_lose_no_acknowledged_write_glommio() {
     kill_and_restart("glommio");
 }
 
-fn kill_and_restart(runtime: &str) {
-    let vr = free_addresses(3);
-    let resp = free_addresses(3);
-    let cluster = vr
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut nodes: Vec<Node> = (0..3)
-        .map(|i| Node {
-            args: vec![
-                "node".into(),
-                "--cluster".into(),
-                cluster.clone(),
-                "--replica".into(),
-                i.to_string(),
-                "--listen-resp".into(),
-                resp[i].to_string(),
-                "--cluster-id".into(),
-                "77".into(),
-                "--runtime".into(),
-                runtime.into(),
-            ],
-            child: None,
-        })
-        .collect();
-    // Every node starts recovering; finding each other so, they form the
-    // cluster.
-    for node in &mut nodes {
-        node.start();
-    }
-    wait_until("a primary", Duration::from_secs(20), || {
-        primary_of(&resp).is_some()
-    });
+#[test]
+fn a_paused_primary_serves_no_stale_read_after_its_lease() {
+    pause_primary("tokio");
+}
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let writes = Arc::new(Mutex::new(vec![Vec::new(); WRITERS]));
-    let reads = Arc::new(Mutex::new(Vec::new()));
-    let mut threads = Vec::new();
-    for w in 0..WRITERS {
-        let (resp, stop, writes) = (resp.clone(), stop.clone(), writes.clone());
-        threads.push(thread::spawn(move || writer(w, resp, stop, writes)));
+/// A cluster of three node processes with writers and readers running.
+struct Run {
+    runtime: String,
+    nodes: Vec<Node>,
+    resp: Vec<SocketAddr>,
+    stop: Arc<AtomicBool>,
+    writes: Arc<Mutex<Vec<Vec<Write>>>>,
+    reads: Arc<Mutex<Vec<Read>>>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl Run {
+    fn start(runtime: &str) -> Run {
+        let vr = free_addresses(3);
+        let resp = free_addresses(3);
+        let cluster = vr
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes: Vec<Node> = (0..3)
+            .map(|i| Node {
+                args: vec![
+                    "node".into(),
+                    "--cluster".into(),
+                    cluster.clone(),
+                    "--replica".into(),
+                    i.to_string(),
+                    "--listen-resp".into(),
+                    resp[i].to_string(),
+                    "--cluster-id".into(),
+                    "77".into(),
+                    "--runtime".into(),
+                    runtime.into(),
+                ],
+                child: None,
+            })
+            .collect();
+        // Every node starts recovering; finding each other so, they form
+        // the cluster.
+        for node in &mut nodes {
+            node.start();
+        }
+        wait_until("a primary", Duration::from_secs(20), || {
+            primary_of(&resp).is_some()
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let writes = Arc::new(Mutex::new(vec![Vec::new(); WRITERS]));
+        let reads = Arc::new(Mutex::new(Vec::new()));
+        let mut threads = Vec::new();
+        for w in 0..WRITERS {
+            let (resp, stop, writes) = (resp.clone(), stop.clone(), writes.clone());
+            threads.push(thread::spawn(move || writer(w, resp, stop, writes)));
+        }
+        for r in 0..READERS {
+            let (resp, stop, reads) = (resp.clone(), stop.clone(), reads.clone());
+            threads.push(thread::spawn(move || reader(r, resp, stop, reads)));
+        }
+        let run = Run {
+            runtime: runtime.to_owned(),
+            nodes,
+            resp,
+            stop,
+            writes,
+            reads,
+            threads,
+        };
+        run.await_writes("writes before the first fault", 50);
+        run
     }
-    for r in 0..READERS {
-        let (resp, stop, reads) = (resp.clone(), stop.clone(), reads.clone());
-        threads.push(thread::spawn(move || reader(r, resp, stop, reads)));
-    }
-    let acked = |writes: &Mutex<Vec<Vec<Write>>>| {
-        writes
+
+    fn acked(&self) -> usize {
+        self.writes
             .lock()
             .unwrap()
             .iter()
             .flatten()
             .filter(|w| w.acked.is_some())
             .count()
-    };
-    wait_until(
-        "writes before the first kill",
-        Duration::from_secs(20),
-        || acked(&writes) >= 50,
-    );
+    }
 
-    // The primary first, then a backup.
-    let primary = primary_of(&resp).expect("a primary");
-    let victims = [primary, (primary + 1) % 3];
-    for victim in victims {
-        nodes[victim].kill();
-        let before = acked(&writes);
-        wait_until(
-            "writes while a node is down",
-            Duration::from_secs(30),
-            || acked(&writes) >= before + 100,
-        );
-        nodes[victim].start();
-        wait_until(
-            "the restarted node to recover",
-            Duration::from_secs(30),
-            || {
-                status(resp[victim])
-                    .is_some_and(|s| field(&s, "status").as_deref() == Some("normal"))
-            },
-        );
-        let before = acked(&writes);
-        wait_until("writes after recovery", Duration::from_secs(30), || {
-            acked(&writes) >= before + 100
+    /// Waits for `more` writes to be acknowledged from now on.
+    fn await_writes(&self, what: &str, more: usize) {
+        let before = self.acked();
+        wait_until(what, Duration::from_secs(30), || {
+            self.acked() >= before + more
         });
     }
 
+    fn await_normal(&self, node: usize) {
+        wait_until("the node to be normal", Duration::from_secs(30), || {
+            status(self.resp[node])
+                .is_some_and(|s| field(&s, "status").as_deref() == Some("normal"))
+        });
+    }
+
+    /// Stops the clients, reads every key through every node, and checks
+    /// the whole history; then checks that every replica's own copy caught
+    /// up with the final values.
+    fn finish(self, acked_min: usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        let writes = self.writes.lock().unwrap().clone();
+        let mut reads = self.reads.lock().unwrap().clone();
+        for (i, &address) in self.resp.iter().enumerate() {
+            let mut c = connect(address).unwrap_or_else(|| panic!("node {i} answers"));
+            for key in 0..WRITERS {
+                let invoked = Instant::now();
+                let value: Option<u64> = redis::cmd("GET")
+                    .arg(format!("w{key}"))
+                    .query(&mut c)
+                    .unwrap();
+                reads.push(Read {
+                    key,
+                    value: value.unwrap_or(0),
+                    invoked,
+                    returned: Instant::now(),
+                });
+            }
+        }
+        let acked_total = writes
+            .iter()
+            .flatten()
+            .filter(|w| w.acked.is_some())
+            .count();
+        let unknown = writes
+            .iter()
+            .flatten()
+            .filter(|w| w.acked.is_none())
+            .count();
+        println!(
+            "{}: {acked_total} writes acknowledged, {unknown} with unknown outcome, {} reads checked",
+            self.runtime,
+            reads.len()
+        );
+        assert!(
+            acked_total >= acked_min,
+            "{acked_total} writes acknowledged"
+        );
+        assert!(reads.len() > 50, "{} reads", reads.len());
+        check_history(&writes, &reads);
+        // READONLY reads the replica's local copy: every replica, restarted
+        // or resumed ones included, holds the final values once caught up.
+        for key in 0..WRITERS {
+            let mut c = connect(self.resp[0]).unwrap();
+            let last: Option<u64> = redis::cmd("GET")
+                .arg(format!("w{key}"))
+                .query(&mut c)
+                .unwrap();
+            for &address in &self.resp {
+                wait_until(
+                    "a replica's own copy to catch up",
+                    Duration::from_secs(10),
+                    || {
+                        let Some(mut c) = connect(address) else {
+                            return false;
+                        };
+                        let _: Result<String, _> = redis::cmd("READONLY").query(&mut c);
+                        redis::cmd("GET")
+                            .arg(format!("w{key}"))
+                            .query::<Option<u64>>(&mut c)
+                            .is_ok_and(|v| v == last)
+                    },
+                );
+            }
+        }
+    }
+}
+
+fn kill_and_restart(runtime: &str) {
+    let mut run = Run::start(runtime);
+    // The primary first, then a backup.
+    let primary = primary_of(&run.resp).expect("a primary");
+    let victims = [primary, (primary + 1) % 3];
+    for victim in victims {
+        run.nodes[victim].kill();
+        run.await_writes("writes while a node is down", 100);
+        run.nodes[victim].start();
+        run.await_normal(victim);
+        run.await_writes("writes after recovery", 100);
+    }
     // The recovered nodes serve: a write and a read through each.
     for victim in victims {
-        let mut c = connect(resp[victim]).expect("recovered node accepts clients");
+        let mut c = connect(run.resp[victim]).expect("recovered node accepts clients");
         let _: () = redis::cmd("SET")
             .arg("after")
             .arg(victim)
@@ -360,52 +489,46 @@ fn kill_and_restart(runtime: &str) {
             .unwrap();
         let value: usize = redis::cmd("GET").arg("after").query(&mut c).unwrap();
         assert_eq!(value, victim);
+        let s = status(run.resp[victim]).unwrap();
+        assert_eq!(
+            field(&s, "recoveries_completed").as_deref(),
+            Some("1"),
+            "{s}"
+        );
     }
+    run.finish(450);
+}
 
-    stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        t.join().unwrap();
-    }
-    let writes = writes.lock().unwrap().clone();
-    let mut reads = reads.lock().unwrap().clone();
-    // A final read of every key through every node.
-    for (i, &address) in resp.iter().enumerate() {
-        let mut c = connect(address).unwrap_or_else(|| panic!("node {i} answers"));
-        for key in 0..WRITERS {
-            let invoked = Instant::now();
-            let value: Option<u64> = redis::cmd("GET")
-                .arg(format!("w{key}"))
-                .query(&mut c)
-                .unwrap();
-            reads.push(Read {
-                key,
-                value: value.unwrap_or(0),
-                invoked,
-                returned: Instant::now(),
-            });
-        }
-    }
-    let acked_total = writes
-        .iter()
-        .flatten()
-        .filter(|w| w.acked.is_some())
-        .count();
-    let unknown = writes
-        .iter()
-        .flatten()
-        .filter(|w| w.acked.is_none())
-        .count();
-    println!(
-        "{runtime}: {acked_total} writes acknowledged, {unknown} with unknown outcome, {} reads checked",
-        reads.len()
+/// Reference: §6 ("leases"). The primary is frozen with SIGSTOP for much
+/// longer than its lease, the others change view and go on, and the old
+/// primary is thawed with SIGCONT while a reader talks to it. Its lease
+/// ran out during the pause (its clock kept going), so it answers no read
+/// from its stale state; the history stays linearizable.
+fn pause_primary(runtime: &str) {
+    let run = Run::start(runtime);
+    let primary = primary_of(&run.resp).expect("a primary");
+    let leased = |node: usize| {
+        status(run.resp[node])
+            .and_then(|s| field(&s, "leased_reads"))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    wait_until(
+        "leased reads at the primary",
+        Duration::from_secs(20),
+        || leased(primary) > 0,
     );
-    assert!(acked_total >= 450, "{acked_total} writes acknowledged");
-    assert!(reads.len() > 50, "{} reads", reads.len());
-    check_history(&writes, &reads);
-    // Each restarted node went through recovery: its status says normal and
-    // its view is past the first.
-    for victim in victims {
-        let s = status(resp[victim]).unwrap();
-        assert_eq!(field(&s, "status").as_deref(), Some("normal"), "{s}");
-    }
+    signal(&run.nodes[primary], "STOP");
+    wait_until("a new primary", Duration::from_secs(30), || {
+        primary_of(&run.resp).is_some_and(|p| p != primary)
+    });
+    run.await_writes("writes while the old primary is frozen", 100);
+    thread::sleep(Duration::from_millis(300));
+    signal(&run.nodes[primary], "CONT");
+    run.await_normal(primary);
+    run.await_writes("writes after the old primary resumed", 100);
+    let new_primary = primary_of(&run.resp).expect("a primary");
+    assert_ne!(new_primary, primary);
+    assert!(leased(new_primary) > 0, "the new primary leases too");
+    run.finish(300);
 }

@@ -86,6 +86,17 @@ impl FromStr for Runtime {
     }
 }
 
+/// The read lease (§6) of every `vr-kv` cluster: reads that only read
+/// (`GET`, `MGET`, `EXISTS`) are answered by the primary without a round of
+/// prepares while it holds one. As long as the view-change timeout, so
+/// failover is not slower than without leases.
+pub const LEASE_DURATION_NS: u64 = 100_000_000;
+
+/// The bound on how far two replicas' clocks may disagree over one lease:
+/// 10%, far beyond what the clocks of machines in one datacenter drift, but
+/// leases rest on it (`docs/protocol.md`, "Leased reads").
+pub const CLOCK_DRIFT_MAX_NS: u64 = 10_000_000;
+
 /// How to run one node: a replica of the cluster and its RESP listener.
 #[derive(Debug)]
 pub struct NodeOptions {
@@ -122,7 +133,8 @@ pub struct NodeOptions {
 
 impl NodeOptions {
     /// Options for replica `replica` of a cluster of `replicas.len()`
-    /// replicas with id `cluster`, default configuration, RESP on
+    /// replicas with id `cluster`, default configuration plus read leases
+    /// ([`LEASE_DURATION_NS`], [`CLOCK_DRIFT_MAX_NS`]), RESP on
     /// `listen_resp`, on tokio; a batch is abandoned (`UNCERTAIN`) after 15
     /// attempts of 200 ms, 3 s in all.
     pub fn new(
@@ -132,7 +144,9 @@ impl NodeOptions {
         listen_resp: SocketAddr,
     ) -> NodeOptions {
         let count = u8::try_from(replicas.len()).unwrap_or(u8::MAX);
-        let config = Config::new(cluster, count);
+        let mut config = Config::new(cluster, count);
+        config.lease_duration_ns = LEASE_DURATION_NS;
+        config.clock_drift_max_ns = CLOCK_DRIFT_MAX_NS;
         let read_buffer_max = config.op_size_max as usize + 64 * 1024;
         NodeOptions {
             config,
