@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use crate::checks::ViolationKind;
 use crate::plan::{PartitionShape, SECOND};
-use crate::simulator::{LinearizabilityVerdict, SeedReport};
+use crate::simulator::{CoreCounters, LinearizabilityVerdict, SeedReport};
 
 /// Totals over a batch of seeds.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -43,6 +43,18 @@ pub struct Totals {
     pub pauses: u64,
     /// Crashes.
     pub crashes: u64,
+    /// Restarts with wiped memory.
+    pub restarts: u64,
+    /// Restarted replicas that became normal again.
+    pub recovered: u64,
+    /// The longest time from a restart to normal status.
+    pub recovery_ns_max: u64,
+    /// Seeds in which some replica installed a checkpoint from a peer.
+    pub seeds_with_checkpoint_transfer: u64,
+    /// Checkpoint roots compared across replicas.
+    pub checkpoints_compared: u64,
+    /// vr-core's counters, summed.
+    pub core: CoreCounters,
     /// Replicas with a skewed clock.
     pub skewed_clocks: u64,
     /// Views formed after view 0.
@@ -81,6 +93,14 @@ impl Totals {
         }
         self.pauses += s.pauses;
         self.crashes += s.crashes;
+        self.restarts += s.restarts;
+        self.recovered += s.recovered;
+        self.recovery_ns_max = self.recovery_ns_max.max(s.recovery_ns_max);
+        if s.core.checkpoints_installed > 0 {
+            self.seeds_with_checkpoint_transfer += 1;
+        }
+        self.checkpoints_compared += s.checkpoints_compared;
+        self.core.merge(&s.core);
         self.skewed_clocks += s.skewed_clocks;
         self.views_formed += s.views_formed;
         self.liveness_ns_max = self.liveness_ns_max.max(s.liveness_ns);
@@ -152,6 +172,27 @@ impl Totals {
             "view changes: {} views formed; slowest recovery after heal: {:.3} s",
             self.views_formed,
             self.liveness_ns_max as f64 / SECOND as f64
+        );
+        let _ = writeln!(
+            out,
+            "recovery: {} restarts, {} recovered (slowest {:.3} s), {} recoveries completed (core count); \
+             {} stale-incarnation votes dropped",
+            self.restarts,
+            self.recovered,
+            self.recovery_ns_max as f64 / SECOND as f64,
+            self.core.recoveries_completed,
+            self.core.messages_stale_incarnation
+        );
+        let _ = writeln!(
+            out,
+            "checkpoints: {} taken, {} installed from a peer (in {} seeds), {} pages and {} bytes received; \
+             {} roots compared across replicas",
+            self.core.checkpoints_taken,
+            self.core.checkpoints_installed,
+            self.seeds_with_checkpoint_transfer,
+            self.core.checkpoint_pages_received,
+            self.core.checkpoint_bytes_received,
+            self.checkpoints_compared
         );
         let _ = write!(
             out,

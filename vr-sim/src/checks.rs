@@ -1,14 +1,15 @@
 //! What the simulator asserts about a run, besides linearizability (which
 //! [`crate::linearizability`] judges from the client history at the end):
 //!
-//! * agreement: no two replicas ever execute different operations at the
-//!   same op-number — every replica executes a prefix of one sequence
+//! * agreement: no two replicas ever commit different operations at the
+//!   same op-number, nor hold different checkpoints after the same one
 //!   ([`Agreement`]);
 //! * exactly-once: the service never executes a client request twice (the
 //!   [`crate::kv::Kv`] service reports it);
 //! * liveness and convergence after the network heals (the simulator's
 //!   last phases).
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use vr_core::{ClientId, LogEntry};
@@ -87,45 +88,61 @@ impl fmt::Display for Violation {
     }
 }
 
-/// One committed operation, as the first replica to execute it held it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CommittedOp {
+/// Which request a log entry holds, and the view that numbered it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryId {
     /// The view in which its op-number was assigned.
     pub view: u64,
     /// The client.
     pub client_id: ClientId,
     /// The client's request-number.
     pub request_number: u64,
-    /// The operation's bytes.
-    pub op: Vec<u8>,
-    /// The replica that executed it first.
-    pub first_replica: u8,
 }
 
-impl CommittedOp {
-    fn of(entry: &LogEntry, replica: u8) -> CommittedOp {
-        CommittedOp {
+impl EntryId {
+    fn of(entry: &LogEntry) -> EntryId {
+        EntryId {
             view: entry.view,
             client_id: entry.client_id,
             request_number: entry.request_number,
-            op: entry.op.clone(),
-            first_replica: replica,
         }
-    }
-
-    fn same(&self, entry: &LogEntry) -> bool {
-        self.view == entry.view
-            && self.client_id == entry.client_id
-            && self.request_number == entry.request_number
-            && self.op == entry.op
     }
 }
 
-/// The global committed sequence: the longest prefix any replica executed.
-/// Each replica's newly executed entries are compared against it.
+/// One committed operation, as first observed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommittedOp {
+    /// The operation's bytes.
+    pub op: Vec<u8>,
+    /// Its log entry's identity, once a replica's log showed it (an
+    /// operation seen only through the service's journal has none yet).
+    pub entry: Option<EntryId>,
+    /// The replica that reported it first.
+    pub first_replica: u8,
+}
+
+/// The global committed sequence, built from every replica's observations,
+/// and the checkpoints taken along it.
+///
+/// A replica's log no longer holds every op from 1 (entries below a
+/// checkpoint are dropped, and a replica that installed a checkpoint never
+/// held them), so the sequence may have holes, and each replica is compared
+/// where it overlaps:
+///
+/// * a log entry at a committed op-number (its view, client,
+///   request-number and bytes) — [`Agreement::observe`];
+/// * an operation the service executed there, by its bytes, for entries a
+///   checkpoint dropped within the step that executed them —
+///   [`Agreement::observe_executed`];
+/// * the Merkle root of a checkpoint at an op-number, which covers the
+///   whole service state and client table, so the committed prefixes that
+///   were transferred rather than executed are compared too —
+///   [`Agreement::observe_checkpoint`].
 #[derive(Clone, Debug, Default)]
 pub struct Agreement {
-    committed: Vec<CommittedOp>,
+    committed: BTreeMap<u64, CommittedOp>,
+    checkpoints: BTreeMap<u64, ([u8; 32], u8)>,
+    highest: u64,
 }
 
 impl Agreement {
@@ -134,24 +151,28 @@ impl Agreement {
         Agreement::default()
     }
 
-    /// The number of operations committed (by any replica).
+    /// The highest op-number any replica committed.
     pub fn len(&self) -> u64 {
-        self.committed.len() as u64
+        self.highest
     }
 
     /// Whether nothing was committed.
     pub fn is_empty(&self) -> bool {
-        self.committed.is_empty()
+        self.highest == 0
     }
 
-    /// The committed sequence.
-    pub fn committed(&self) -> &[CommittedOp] {
+    /// The committed operations observed, by op-number.
+    pub fn committed(&self) -> &BTreeMap<u64, CommittedOp> {
         &self.committed
     }
 
-    /// Replica `replica` executed `entry` at `op_number` (1-based). Its
-    /// earlier ops must all have been observed. Returns why this disagrees
-    /// with what another replica executed there, if it does.
+    /// Checkpoint roots observed, by op-number.
+    pub fn checkpoint_count(&self) -> usize {
+        self.checkpoints.len()
+    }
+
+    /// Replica `replica` holds `entry` at the committed `op_number`.
+    /// Returns why this disagrees with what was observed there, if it does.
     ///
     /// The comparison includes the entry's view: the log entry at a
     /// committed op-number is never replaced, so even the same request
@@ -163,34 +184,113 @@ impl Agreement {
                 entry.op_number
             ));
         }
-        let index = (op_number - 1) as usize;
-        match self.committed.get(index) {
-            Some(first) if first.same(entry) => Ok(()),
-            Some(first) => Err(format!(
-                "op {op_number}: r{replica} executed (view {}, client {:x}, req {}, {} bytes) but r{} executed \
-                 (view {}, client {:x}, req {}, {} bytes)",
-                entry.view,
-                entry.client_id,
-                entry.request_number,
-                entry.op.len(),
-                first.first_replica,
-                first.view,
-                first.client_id,
-                first.request_number,
-                first.op.len()
-            )),
-            None if index == self.committed.len() => {
-                self.committed.push(CommittedOp::of(entry, replica));
+        self.highest = self.highest.max(op_number);
+        let id = EntryId::of(entry);
+        match self.committed.get_mut(&op_number) {
+            None => {
+                self.committed.insert(
+                    op_number,
+                    CommittedOp {
+                        op: entry.op.clone(),
+                        entry: Some(id),
+                        first_replica: replica,
+                    },
+                );
                 Ok(())
             }
-            // A replica executes in order from op 1 and every op it executes
-            // is observed, so it cannot get ahead of the sequence.
-            None => Err(format!(
-                "r{replica} executed op {op_number} while only {} ops were observed committed",
-                self.committed.len()
+            Some(first) if first.op == entry.op && first.entry.is_none_or(|e| e == id) => {
+                first.entry = Some(id);
+                Ok(())
+            }
+            Some(first) => Err(format!(
+                "op {op_number}: r{replica} committed (view {}, client {:x}, req {}, {} bytes) but r{} \
+                 committed {}",
+                id.view,
+                id.client_id,
+                id.request_number,
+                entry.op.len(),
+                first.first_replica,
+                first.describe()
             )),
         }
     }
+
+    /// Replica `replica`'s service executed `op` at `op_number`.
+    pub fn observe_executed(
+        &mut self,
+        replica: u8,
+        op_number: u64,
+        op: &[u8],
+    ) -> Result<(), String> {
+        self.highest = self.highest.max(op_number);
+        match self.committed.get(&op_number) {
+            None => {
+                self.committed.insert(
+                    op_number,
+                    CommittedOp {
+                        op: op.to_vec(),
+                        entry: None,
+                        first_replica: replica,
+                    },
+                );
+                Ok(())
+            }
+            Some(first) if first.op == op => Ok(()),
+            Some(first) => Err(format!(
+                "op {op_number}: r{replica} executed {} bytes {:02x?} but r{} committed {}",
+                op.len(),
+                &op[..op.len().min(16)],
+                first.first_replica,
+                first.describe()
+            )),
+        }
+    }
+
+    /// Replica `replica` took or installed a checkpoint of the state after
+    /// `op_number` with Merkle root `root`.
+    pub fn observe_checkpoint(
+        &mut self,
+        replica: u8,
+        op_number: u64,
+        root: [u8; 32],
+    ) -> Result<(), String> {
+        match self.checkpoints.get(&op_number) {
+            None => {
+                self.checkpoints.insert(op_number, (root, replica));
+                Ok(())
+            }
+            Some((first, _)) if *first == root => Ok(()),
+            Some((first, other)) => Err(format!(
+                "the checkpoints of r{replica} and r{other} after op {op_number} differ (roots {} and {})",
+                hex8(&root),
+                hex8(first)
+            )),
+        }
+    }
+}
+
+impl CommittedOp {
+    fn describe(&self) -> String {
+        match self.entry {
+            Some(e) => format!(
+                "(view {}, client {:x}, req {}, {} bytes)",
+                e.view,
+                e.client_id,
+                e.request_number,
+                self.op.len()
+            ),
+            None => format!(
+                "{} bytes {:02x?}",
+                self.op.len(),
+                &self.op[..self.op.len().min(16)]
+            ),
+        }
+    }
+}
+
+/// The first 8 bytes of a digest, in hex.
+fn hex8(digest: &[u8; 32]) -> String {
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -208,14 +308,24 @@ mod tests {
     }
 
     #[test]
-    fn agreement_accepts_prefixes_and_rejects_divergence() {
+    fn agreement_accepts_overlaps_and_rejects_divergence() {
         let mut a = Agreement::new();
         assert_eq!(a.observe(0, 1, &entry(1, 0, 1)), Ok(()));
         assert_eq!(a.observe(0, 2, &entry(2, 0, 2)), Ok(()));
         assert_eq!(a.observe(1, 1, &entry(1, 0, 1)), Ok(()));
         assert!(a.observe(1, 2, &entry(2, 0, 3)).is_err(), "another request");
         assert!(a.observe(2, 2, &entry(2, 1, 2)).is_err(), "another view");
-        assert!(a.observe(2, 4, &entry(4, 0, 4)).is_err(), "a gap");
-        assert_eq!(a.len(), 2);
+        // A replica that installed a checkpoint starts above a hole.
+        assert_eq!(a.observe(2, 9, &entry(9, 0, 9)), Ok(()));
+        assert_eq!(a.len(), 9);
+        // Executions are compared by their bytes.
+        assert_eq!(a.observe_executed(1, 2, &[1, 2]), Ok(()));
+        assert!(a.observe_executed(1, 2, &[9]).is_err());
+        assert_eq!(a.observe_executed(1, 5, &[7]), Ok(()));
+        assert!(a.observe(0, 5, &entry(5, 0, 5)).is_err(), "other bytes");
+        // Checkpoints after the same op must have the same root.
+        assert_eq!(a.observe_checkpoint(0, 4, [1; 32]), Ok(()));
+        assert_eq!(a.observe_checkpoint(1, 4, [1; 32]), Ok(()));
+        assert!(a.observe_checkpoint(2, 4, [2; 32]).is_err());
     }
 }

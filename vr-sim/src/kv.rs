@@ -12,7 +12,15 @@
 //! request-number, so that the service can tell when the same client request
 //! is executed twice: vr-core promises exactly-once execution through its
 //! client table, and the service checks that promise independently.
+//!
+//! The state is exposed as pages for checkpoints (§5.1) and their transfer
+//! (§5.2): values by key group, executed tags by client group, the last
+//! op-number, and optional *ballast*: extra deterministic pages, one of which
+//! each state-changing operation mutates, so that a checkpoint is large
+//! enough for its transfer to take many chunks. The service tracks the pages
+//! it changes (`take_changed_pages`), so a checkpoint rereads only those.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
 use vr_core::Service;
@@ -209,13 +217,58 @@ pub struct Kv {
     executed: BTreeMap<Tag, u64>,
     /// The op-number of the last executed operation.
     last_op_number: u64,
+    /// Per ballast page, a stamp from which its bytes derive.
+    ballast: Vec<u64>,
+    /// Bytes of each ballast page (at least 8: the stamp).
+    ballast_page_size: usize,
+    /// Pages changed since the core last took them.
+    changed: BTreeSet<u64>,
+    /// Operations executed since the simulator last took them:
+    /// `(op_number, op bytes)`. The simulator compares them across
+    /// replicas (agreement) even when the log entries are gone, dropped
+    /// by a checkpoint within the same step.
+    journal: RefCell<Vec<(u64, Vec<u8>)>>,
     faults: Vec<ServiceFault>,
 }
 
 impl Kv {
-    /// An empty store.
+    /// An empty store without ballast.
     pub fn new() -> Kv {
         Kv::default()
+    }
+
+    /// An empty store with `pages` ballast pages of `page_size` bytes
+    /// (rounded up to a multiple of 8).
+    pub fn with_ballast(pages: u32, page_size: u32) -> Kv {
+        Kv {
+            ballast: vec![0; pages as usize],
+            ballast_page_size: (page_size as usize).max(8).next_multiple_of(8),
+            ..Kv::default()
+        }
+    }
+
+    /// The operations executed since the last call, in order.
+    pub fn take_journal(&self) -> Vec<(u64, Vec<u8>)> {
+        std::mem::take(&mut *self.journal.borrow_mut())
+    }
+
+    /// A digest of every page: equal for equal states.
+    pub fn state_digest(&self) -> u64 {
+        let mut hash = crate::trace::Fnv64::default();
+        let mut page = Vec::new();
+        for index in 0..self.page_count() {
+            page.clear();
+            self.read_page(index, &mut page);
+            hash.write_u64(index);
+            hash.write_u64(page.len() as u64);
+            hash.write(&page);
+        }
+        hash.finish()
+    }
+
+    /// Bytes of all pages together (without reading them all).
+    pub fn ballast_bytes(&self) -> u64 {
+        (self.ballast.len() * self.ballast_page_size) as u64
     }
 
     /// The current values (keys never written are absent).
@@ -267,8 +320,34 @@ impl Kv {
     }
 }
 
+/// The first ballast page.
+const BALLAST_FIRST: u64 = 2 * PAGE_GROUPS + 1;
+
+/// splitmix64: a stamp's successor, and the filler of ballast pages.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl Kv {
+    /// A state-changing operation mutates one ballast page, chosen from its tag.
+    fn mutate_ballast(&mut self, tag: Tag) {
+        if self.ballast.is_empty() {
+            return;
+        }
+        let h = mix(u64::from(tag.client) << 40 ^ tag.request_number);
+        let page = (h % self.ballast.len() as u64) as usize;
+        self.ballast[page] = mix(self.ballast[page] ^ h);
+        self.changed.insert(BALLAST_FIRST + page as u64);
+    }
+}
+
 impl Service for Kv {
     fn execute(&mut self, op_number: u64, op: &[u8]) -> Vec<u8> {
+        self.journal.borrow_mut().push((op_number, op.to_vec()));
+        self.changed.insert(2 * PAGE_GROUPS);
         // Gaps are legitimate: the core skips log entries that repeat an
         // executed request (its client table says so) without an upcall.
         if op_number <= self.last_op_number {
@@ -297,6 +376,12 @@ impl Service for Kv {
             return KvResult::Error("duplicate".into()).encode();
         }
         self.executed.insert(tagged.tag, op_number);
+        self.changed
+            .insert(PAGE_GROUPS + u64::from(tagged.tag.client) % PAGE_GROUPS);
+        self.changed.insert(u64::from(tagged.key) % PAGE_GROUPS);
+        if tagged.op != KvOp::Read {
+            self.mutate_ballast(tagged.tag);
+        }
         match self.apply(tagged.key, &tagged.op) {
             Ok(result) => result.encode(),
             Err(reason) => {
@@ -310,10 +395,11 @@ impl Service for Kv {
     }
 
     /// Pages: one per key (by key index), one per client's executed tags
-    /// (by client index, modulo [`PAGE_GROUPS`]), and the last op-number.
-    /// The faults are the simulator's observations, not state.
+    /// (by client index, modulo [`PAGE_GROUPS`]), the last op-number, then
+    /// the ballast. The faults and the journal are the simulator's
+    /// observations, not state.
     fn page_count(&self) -> u64 {
-        2 * PAGE_GROUPS + 1
+        BALLAST_FIRST + self.ballast.len() as u64
     }
 
     fn read_page(&self, index: u64, out: &mut Vec<u8>) {
@@ -333,9 +419,23 @@ impl Service for Kv {
                     out.extend_from_slice(&op_number.to_le_bytes());
                 }
             }
-        } else {
+        } else if index == 2 * PAGE_GROUPS {
             out.extend_from_slice(&self.last_op_number.to_le_bytes());
+        } else if let Some(&stamp) = self.ballast.get((index - BALLAST_FIRST) as usize) {
+            // The stamp, then filler derived from it and the page index.
+            let end = out.len() + self.ballast_page_size;
+            out.extend_from_slice(&stamp.to_le_bytes());
+            let mut state = stamp ^ index.rotate_left(32);
+            while out.len() < end {
+                state = mix(state);
+                out.extend_from_slice(&state.to_le_bytes());
+            }
         }
+    }
+
+    fn take_changed_pages(&mut self, changed: &mut Vec<u64>) -> bool {
+        changed.extend(std::mem::take(&mut self.changed));
+        true
     }
 
     fn install_pages(&mut self, pages: &[&[u8]]) {
@@ -369,10 +469,17 @@ impl Service for Kv {
                     self.executed.insert(tag, op_number);
                     rest = tail;
                 }
-            } else if let Some(bytes) = rest.first_chunk::<8>() {
-                self.last_op_number = u64::from_le_bytes(*bytes);
+            } else if index == 2 * PAGE_GROUPS {
+                if let Some(bytes) = rest.first_chunk::<8>() {
+                    self.last_op_number = u64::from_le_bytes(*bytes);
+                }
+            } else if let Some(stamp) = self.ballast.get_mut((index - BALLAST_FIRST) as usize) {
+                *stamp = rest
+                    .first_chunk::<8>()
+                    .map_or(0, |b| u64::from_le_bytes(*b));
             }
         }
+        self.changed.clear();
     }
 }
 

@@ -61,6 +61,10 @@ enum BugArg {
     CommitWithoutQuorum,
     /// The new primary picks the DoViewChange log by op-number only.
     ChooseLogByOpNumberOnly,
+    /// Recovery without crash vectors: votes sent before a crash still count.
+    RecoveryWithoutCrashVectors,
+    /// A replica that learns of a newer view truncates its log in place.
+    TruncateLogOnNewView,
 }
 
 impl From<BugArg> for InjectedBug {
@@ -68,6 +72,8 @@ impl From<BugArg> for InjectedBug {
         match bug {
             BugArg::CommitWithoutQuorum => InjectedBug::CommitWithoutQuorum,
             BugArg::ChooseLogByOpNumberOnly => InjectedBug::ChooseLogByOpNumberOnly,
+            BugArg::RecoveryWithoutCrashVectors => InjectedBug::RecoveryWithoutCrashVectors,
+            BugArg::TruncateLogOnNewView => InjectedBug::TruncateLogOnNewView,
         }
     }
 }
@@ -96,6 +102,10 @@ struct RunArgs {
     /// Switch on a deliberate protocol bug (to see the checkers catch it).
     #[arg(long, value_enum)]
     bug: Option<BugArg>,
+    /// Draw classic plans: crashes for good, default checkpoints (rarely
+    /// reached), no ballast: the plans before restarts were simulated.
+    #[arg(long)]
+    classic: bool,
     /// Skip the linearizability check (faster soaks of the other checkers).
     #[arg(long)]
     no_linearizability: bool,
@@ -212,6 +222,7 @@ fn options(args: &RunArgs) -> Options {
         injected_bug: args.bug.map(InjectedBug::from),
         trace: args.trace,
         check_linearizability: !args.no_linearizability,
+        classic_plans: args.classic,
         liveness_timeout_ns: args.liveness_timeout_s.saturating_mul(1_000_000_000),
         ..Options::default()
     }
@@ -376,6 +387,20 @@ fn run_single(seed: u64, args: &RunArgs, options: &Options) -> ExitCode {
         s.crashes,
         s.skewed_clocks,
         s.isolated_at_heal
+    );
+    println!(
+        "recovery: {} restarts, {} recovered (slowest {:.3} s), {} recoveries completed; checkpoints: {} taken, \
+         {} installed ({} pages, {} bytes received), {} roots compared; {} stale-incarnation votes dropped",
+        s.restarts,
+        s.recovered,
+        s.recovery_ns_max as f64 / 1e9,
+        s.core.recoveries_completed,
+        s.core.checkpoints_taken,
+        s.core.checkpoints_installed,
+        s.core.checkpoint_pages_received,
+        s.core.checkpoint_bytes_received,
+        s.checkpoints_compared,
+        s.core.messages_stale_incarnation
     );
     println!("linearizability: {:?}", report.linearizability);
     if report.passed() {

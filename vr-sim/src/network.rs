@@ -86,6 +86,11 @@ pub struct Network {
     next_seq: u64,
     /// Directed links that are cut: `(from, to)`.
     cut: BTreeSet<(Addr, Addr)>,
+    /// Directed links whose frames are held back (scripted schedules):
+    /// they arrive only when released.
+    hold: BTreeSet<(Addr, Addr)>,
+    /// Frames held back, in arrival order.
+    held: Vec<Packet>,
     faults: LinkFaults,
     prng: Prng,
     stats: NetworkStats,
@@ -98,6 +103,8 @@ impl Network {
             in_flight: BTreeMap::new(),
             next_seq: 0,
             cut: BTreeSet::new(),
+            hold: BTreeSet::new(),
+            held: Vec::new(),
             faults,
             prng: Prng::new(seed),
             stats: NetworkStats::default(),
@@ -123,6 +130,44 @@ impl Network {
     /// Restores every link.
     pub fn heal_all(&mut self) {
         self.cut.clear();
+    }
+
+    /// Holds back every frame arriving on `from → to` from now on, until
+    /// [`Network::release`]: a delay of any length, for scripted schedules
+    /// (a vote sent before a crash and delivered after the recovery).
+    pub fn hold(&mut self, from: Addr, to: Addr) {
+        self.hold.insert((from, to));
+    }
+
+    /// Stops holding `from → to` and puts its held frames back in flight,
+    /// in order, to arrive at `at`. Returns how many.
+    pub fn release(&mut self, from: Addr, to: Addr, at: u64) -> usize {
+        self.hold.remove(&(from, to));
+        let (released, kept): (Vec<Packet>, Vec<Packet>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|p| p.from == from && p.to == to);
+        self.held = kept;
+        let count = released.len();
+        for packet in released {
+            self.redeliver(at, packet);
+        }
+        count
+    }
+
+    /// Releases every held link (see [`Network::release`]).
+    pub fn release_all(&mut self, at: u64) -> usize {
+        self.hold.clear();
+        let held = std::mem::take(&mut self.held);
+        let count = held.len();
+        for packet in held {
+            self.redeliver(at, packet);
+        }
+        count
+    }
+
+    /// The frames held back so far.
+    pub fn held(&self) -> &[Packet] {
+        &self.held
     }
 
     /// Whether `from → to` is cut.
@@ -230,6 +275,10 @@ impl Network {
                 trace.record(now, TraceKind::Drop, &[from.code(), to.code(), 1], || {
                     format!("{from} -> {to}: link cut")
                 });
+                continue;
+            }
+            if self.hold.contains(&(packet.from, packet.to)) {
+                self.held.push(packet);
                 continue;
             }
             self.stats.delivered += 1;

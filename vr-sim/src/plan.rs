@@ -154,6 +154,49 @@ pub struct WorkloadPlan {
     pub liveness_ops_per_client: u32,
 }
 
+/// Restarts with wiped memory (§4.3), long partitions, and a state large
+/// enough for checkpoint transfers (§5.1, §5.2) to take many chunks. Drawn
+/// from a stream of its own, after everything else, so that
+/// [`SeedPlan::classic`] (all of it off) replays the runs of the plans that
+/// came before it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecoveryPlan {
+    /// Whether a crashed replica is restarted, with wiped memory, and runs
+    /// recovery (`Replica::recover`).
+    pub restarts: bool,
+    /// A crashed replica restarts after `1 ms..=restart_delay_max_ns`.
+    pub restart_delay_max_ns: u64,
+    /// Whether some partitions last long (a third of them, 1 s up to
+    /// `long_partition_max_ns`): long enough for the cluster to commit past
+    /// a cut-off replica's log tail, so that it catches up by checkpoint.
+    pub long_partitions: bool,
+    /// See `long_partitions`.
+    pub long_partition_max_ns: u64,
+    /// Extra pages of the service's state ([`crate::kv::Kv::with_ballast`]).
+    pub ballast_pages: u32,
+    /// Bytes of each ballast page.
+    pub ballast_page_size: u32,
+}
+
+impl RecoveryPlan {
+    /// None of it: crashes are for good, partitions short, no ballast.
+    pub fn off() -> RecoveryPlan {
+        RecoveryPlan {
+            restarts: false,
+            restart_delay_max_ns: 0,
+            long_partitions: false,
+            long_partition_max_ns: 0,
+            ballast_pages: 0,
+            ballast_page_size: 0,
+        }
+    }
+
+    /// Whether any of it is on.
+    pub fn any(&self) -> bool {
+        self.restarts || self.long_partitions || self.ballast_pages > 0
+    }
+}
+
 /// Everything a seed runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SeedPlan {
@@ -165,6 +208,8 @@ pub struct SeedPlan {
     pub faults: FaultPlan,
     /// Workload.
     pub workload: WorkloadPlan,
+    /// Restarts, long partitions, ballast.
+    pub recovery: RecoveryPlan,
 }
 
 /// A value in `low..=high`.
@@ -197,10 +242,36 @@ fn maybe_rate(prng: &mut Prng, max_ppm: u32) -> u32 {
 /// operations (a header of 14 bytes and a short value).
 pub const OP_SIZE_MAX: u32 = 256;
 
+/// The operation size of plans with small frames: still ample for the KV
+/// operations (14 bytes and a value of at most about 25).
+pub const OP_SIZE_MAX_SMALL: u32 = 64;
+
+/// The smallest `message_size_max` that holds a DoViewChange with a full
+/// prepare window of maximal operations (and so one maximal Prepare):
+/// docs/protocol.md (departure 1) assumes the suffix fits, and a
+/// DoViewChange that does not is rejected by design.
+pub fn smallest_frame(prepare_window_max: u32, op_size_max: u32) -> u32 {
+    let entry_max = vr_core::codec::LOG_ENTRY_FIXED_SIZE as u32 + op_size_max;
+    let one_prepare = vr_core::codec::HEADER_SIZE as u32 + 8 + entry_max + 64;
+    (vr_core::codec::HEADER_SIZE as u32 + 64)
+        .saturating_add(prepare_window_max.saturating_mul(entry_max))
+        .max(one_prepare)
+}
+
 impl SeedPlan {
     /// Draws the plan of `seed`. `replica_count` overrides the random
     /// choice of 1, 3 or 5 replicas.
     pub fn random(seed: u64, replica_count: Option<u8>) -> SeedPlan {
+        let mut plan = SeedPlan::classic(seed, replica_count);
+        plan.draw_recovery();
+        plan
+    }
+
+    /// The plan of `seed` as drawn before restarts, checkpoints and
+    /// ballast were simulated: default checkpoint interval (4096 ops, so
+    /// rarely reached), crashes for good, short partitions. The regression
+    /// seeds of bugs found then replay with it.
+    pub fn classic(seed: u64, replica_count: Option<u8>) -> SeedPlan {
         // A stream of its own, so that later draws (network, workload) do not
         // shift when the plan draws one more number.
         let mut prng = Prng::new(seed ^ 0x005E_ED0F_91A4);
@@ -222,11 +293,7 @@ impl SeedPlan {
         // DoViewChange with a full prepare window of maximal operations:
         // docs/protocol.md (departure 1) assumes the suffix fits, and a
         // DoViewChange that does not is rejected by design.
-        let entry_max = vr_core::codec::LOG_ENTRY_FIXED_SIZE as u32 + OP_SIZE_MAX;
-        let one_prepare = vr_core::codec::HEADER_SIZE as u32 + 8 + entry_max + 64;
-        let smallest = (vr_core::codec::HEADER_SIZE as u32 + 64)
-            .saturating_add(config.prepare_window_max.saturating_mul(entry_max))
-            .max(one_prepare);
+        let smallest = smallest_frame(config.prepare_window_max, OP_SIZE_MAX);
         config.message_size_max =
             pick(&mut prng, &[smallest, 2 * smallest, 16 * 1024, 1024 * 1024]).max(smallest);
         debug_assert_eq!(config.validate(), Ok(()));
@@ -305,7 +372,66 @@ impl SeedPlan {
                 clock_rate_ppm,
             },
             workload,
+            recovery: RecoveryPlan::off(),
         }
+    }
+
+    /// Draws the recovery part of the plan, and the configuration it needs,
+    /// from a stream of its own.
+    fn draw_recovery(&mut self) {
+        let mut prng = Prng::new(self.seed ^ 0x04EC_07E4_C4EC_4B01);
+        let n = self.config.replica_count;
+        let f = (n.max(1) - 1) / 2;
+        let quiet = !self.faults.has_nemesis();
+        let config = &mut self.config;
+        // Checkpoints: one seed in eight keeps the default (rarely reached);
+        // the others checkpoint every 4..=200 ops, with a log tail of
+        // 0..=64 below the checkpoint, so that a replica cut off for a
+        // while must catch up by checkpoint transfer.
+        if prng.below(8) != 0 {
+            config.checkpoint_interval_ops = pick(&mut prng, &[4, 7, 16, 50, 128, 200]);
+            config.log_tail_ops = pick(&mut prng, &[0, 0, 1, 5, 16, 64]);
+        }
+        // At least one entry per client: a client evicted from the table
+        // would have its retried request executed again (by design, see
+        // `ClientTable`), which the exactly-once check would report.
+        config.client_table_max =
+            u32::from(self.workload.client_count) + between(&mut prng, 0, 8) as u32;
+        let restarts = !quiet && f > 0 && prng.below(2) == 0;
+        let restart_delay_max_ns = between(&mut prng, 10 * MS, 5 * SECOND);
+        let long_partitions = !self.faults.partition_shapes.is_empty() && prng.below(2) == 0;
+        let long_partition_max_ns = between(&mut prng, 2 * SECOND, 10 * SECOND);
+        // Ballast with small frames, in a quarter of the seeds: a checkpoint
+        // transfer then takes many chunks. The frame must still hold a
+        // DoViewChange of a full window, so the window is small and the
+        // operations are bounded tighter.
+        let (ballast_pages, ballast_page_size) = if prng.below(4) == 0 {
+            config.op_size_max = OP_SIZE_MAX_SMALL;
+            config.prepare_window_max = pick(&mut prng, &[1, 2, 4]);
+            config.request_queue_max = config.request_queue_max.max(64);
+            let smallest = smallest_frame(config.prepare_window_max, OP_SIZE_MAX_SMALL);
+            config.message_size_max = smallest * pick(&mut prng, &[1, 2, 4, 8]) as u32;
+            // A full transfer takes 100..=400 chunks (one round trip each):
+            // many, but few enough to finish within the settle phase.
+            let chunk = u64::from(config.message_size_max)
+                .saturating_sub(128)
+                .max(64);
+            let total = chunk * between(&mut prng, 100, 400);
+            let pages = between(&mut prng, 64, (total / 1024).clamp(64, 512));
+            let page_size = (total / pages).clamp(1024, 4096);
+            (pages as u32, page_size as u32)
+        } else {
+            (0, 0)
+        };
+        debug_assert_eq!(config.validate(), Ok(()));
+        self.recovery = RecoveryPlan {
+            restarts,
+            restart_delay_max_ns,
+            long_partitions,
+            long_partition_max_ns,
+            ballast_pages,
+            ballast_page_size,
+        };
     }
 
     /// A plan with no faults: `replica_count` replicas, `client_count`
@@ -327,13 +453,15 @@ impl SeedPlan {
                 think_time_max_ns: 5 * MS,
                 liveness_ops_per_client: 2,
             },
+            recovery: RecoveryPlan::off(),
         }
     }
 
-    /// A hash of every value [`SeedPlan::random`] draws. Regression tests
+    /// A hash of every value [`SeedPlan::classic`] draws. Regression tests
     /// pin it: if plan generation changes, a seed no longer replays the run
     /// that once found a bug, and the test says so instead of passing
-    /// vacuously.
+    /// vacuously. [`SeedPlan::fingerprint_full`] covers the rest of
+    /// [`SeedPlan::random`].
     pub fn fingerprint(&self) -> u64 {
         let c = &self.config;
         let text = format!(
@@ -354,6 +482,41 @@ impl SeedPlan {
         crate::trace::Fnv64::of(text.as_bytes())
     }
 
+    /// [`SeedPlan::fingerprint`] and everything else the plan holds: the
+    /// checkpoint and client-table bounds and the recovery plan.
+    pub fn fingerprint_full(&self) -> u64 {
+        let c = &self.config;
+        let text = format!(
+            "{:x} {} {} {} {:?}",
+            self.fingerprint(),
+            c.checkpoint_interval_ops,
+            c.log_tail_ops,
+            c.client_table_max,
+            self.recovery
+        );
+        crate::trace::Fnv64::of(text.as_bytes())
+    }
+
+    /// The recovery part of [`SeedPlan::summary`].
+    fn recovery_summary(&self) -> String {
+        let c = &self.config;
+        let r = &self.recovery;
+        let mut out = format!(
+            " checkpoint={}/tail={}",
+            c.checkpoint_interval_ops, c.log_tail_ops
+        );
+        if r.restarts {
+            out += &format!(" restarts<={}ms", r.restart_delay_max_ns / MS);
+        }
+        if r.long_partitions {
+            out += &format!(" long-partitions<={}s", r.long_partition_max_ns / SECOND);
+        }
+        if r.ballast_pages > 0 {
+            out += &format!(" ballast={}x{}B", r.ballast_pages, r.ballast_page_size);
+        }
+        out
+    }
+
     /// A one-line summary for reports.
     pub fn summary(&self) -> String {
         let l = &self.faults.links;
@@ -371,7 +534,7 @@ impl SeedPlan {
             .count();
         format!(
             "n={} clients={} keys={} ops<={} window={} frame={}B loss={:.1}% dup={:.1}% corrupt={:.1}% \
-             reorder={:.1}%/{}ms latency={}..{}us partitions=[{}] pauses={} crashes<={} skewed-clocks={}{}",
+             reorder={:.1}%/{}ms latency={}..{}us partitions=[{}] pauses={} crashes<={} skewed-clocks={}{}{}",
             self.config.replica_count,
             self.workload.client_count,
             self.workload.key_count,
@@ -389,6 +552,7 @@ impl SeedPlan {
             self.faults.pauses,
             self.faults.crashes_max,
             skewed,
+            self.recovery_summary(),
             match self.config.injected_bug {
                 Some(bug) => format!(" injected-bug={bug:?}"),
                 None => String::new(),

@@ -42,7 +42,7 @@ use vr_core::message::Command;
 use vr_core::prng::Prng;
 use vr_core::{
     Action, Client, ClientAction, ClientConfig, ClientId, Config, InjectedBug, Instant, Message,
-    Replica, Status,
+    Replica, Stats, Status,
 };
 
 use crate::checks::{Agreement, Violation, ViolationKind};
@@ -74,6 +74,9 @@ pub struct Options {
     /// After the workload completes, the healed replicas must settle into
     /// one view with the same commit-number within this much simulated time.
     pub settle_max_ns: u64,
+    /// Draw [`SeedPlan::classic`] plans: no restarts, default checkpoints,
+    /// no ballast (the plans of the seeds found before those existed).
+    pub classic_plans: bool,
 }
 
 impl Default for Options {
@@ -86,6 +89,7 @@ impl Default for Options {
             linearizability_step_limit: 1_000_000,
             liveness_timeout_ns: 60 * SECOND,
             settle_max_ns: 10 * SECOND,
+            classic_plans: false,
         }
     }
 }
@@ -123,8 +127,18 @@ pub struct RunStats {
     pub partitions: BTreeMap<PartitionShape, u64>,
     /// Replica pauses.
     pub pauses: u64,
-    /// Replica crashes.
+    /// Replica crashes (for good or followed by a restart).
     pub crashes: u64,
+    /// Replicas restarted with wiped memory (`Replica::recover`).
+    pub restarts: u64,
+    /// Restarted replicas that became normal again (seen by the simulator).
+    pub recovered: u64,
+    /// The longest time from a restart to normal status.
+    pub recovery_ns_max: u64,
+    /// Checkpoint roots compared across replicas (distinct op-numbers).
+    pub checkpoints_compared: u64,
+    /// vr-core's counters, summed over every replica incarnation.
+    pub core: CoreCounters,
     /// Replicas whose clock rate is not exact.
     pub skewed_clocks: u64,
     /// Replicas left isolated in the liveness phase.
@@ -136,6 +150,50 @@ pub struct RunStats {
     pub settle_ns: u64,
     /// Trace events.
     pub events: u64,
+}
+
+/// vr-core's counters ([`vr_core::Stats`]) of interest, summed over every
+/// replica of a run, crashed incarnations included.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CoreCounters {
+    /// Recoveries completed (§4.3), as the replicas count them.
+    pub recoveries_completed: u64,
+    /// Checkpoints taken (§5.1).
+    pub checkpoints_taken: u64,
+    /// Checkpoints installed from a peer (§5.2).
+    pub checkpoints_installed: u64,
+    /// Checkpoint pages received.
+    pub checkpoint_pages_received: u64,
+    /// Bytes of checkpoint pages received.
+    pub checkpoint_bytes_received: u64,
+    /// Votes dropped as coming from an older incarnation (crash vectors).
+    pub messages_stale_incarnation: u64,
+    /// GetState and checkpoint requests sent.
+    pub state_requests_sent: u64,
+}
+
+impl CoreCounters {
+    /// Adds one replica's counters.
+    pub fn add(&mut self, stats: &Stats) {
+        self.recoveries_completed += stats.recoveries_completed;
+        self.checkpoints_taken += stats.checkpoints_taken;
+        self.checkpoints_installed += stats.checkpoints_installed;
+        self.checkpoint_pages_received += stats.checkpoint_pages_received;
+        self.checkpoint_bytes_received += stats.checkpoint_bytes_received;
+        self.messages_stale_incarnation += stats.messages_stale_incarnation;
+        self.state_requests_sent += stats.state_requests_sent;
+    }
+
+    /// Adds another sum.
+    pub fn merge(&mut self, other: &CoreCounters) {
+        self.recoveries_completed += other.recoveries_completed;
+        self.checkpoints_taken += other.checkpoints_taken;
+        self.checkpoints_installed += other.checkpoints_installed;
+        self.checkpoint_pages_received += other.checkpoint_pages_received;
+        self.checkpoint_bytes_received += other.checkpoint_bytes_received;
+        self.messages_stale_incarnation += other.messages_stale_incarnation;
+        self.state_requests_sent += other.state_requests_sent;
+    }
 }
 
 /// The linearizability verdict of a run.
@@ -181,7 +239,11 @@ impl SeedReport {
 
 /// Runs `seed` with a random plan: the whole two-phase run and every checker.
 pub fn run_seed(seed: u64, options: &Options) -> SeedReport {
-    let mut plan = SeedPlan::random(seed, options.replica_count);
+    let mut plan = if options.classic_plans {
+        SeedPlan::classic(seed, options.replica_count)
+    } else {
+        SeedPlan::random(seed, options.replica_count)
+    };
     plan.config.injected_bug = options.injected_bug;
     run_plan(plan, options)
 }
@@ -258,18 +320,35 @@ impl Clock {
 struct Observed {
     view: u64,
     normal: bool,
+    recovering: bool,
     commit_number: u64,
     service_faults: usize,
+    /// The op-number and root of its latest checkpoint.
+    checkpoint: Option<(u64, [u8; 32])>,
+}
+
+/// A status for traces.
+fn status_name(normal: bool, recovering: bool) -> &'static str {
+    match (normal, recovering) {
+        (true, _) => "Normal",
+        (false, true) => "Recovering",
+        (false, false) => "ViewChange",
+    }
 }
 
 /// Frames a paused replica holds (like a socket buffer); more are dropped.
 const HELD_MAX: usize = 4096;
 
 struct ReplicaNode {
-    /// `None` once crashed. TODO(recovery, §4.3): a restart with wiped
-    /// memory would build a fresh `Replica` here in recovering status; the
-    /// core has no recovery protocol yet, so crashes are for good.
+    /// `None` while crashed. A restart builds a fresh one with
+    /// `Replica::recover` and an empty service: memory wiped.
     replica: Option<Replica<Kv>>,
+    /// Crashed, and restarted at this global time (`None`, while crashed:
+    /// for good).
+    restart_at: Option<u64>,
+    /// Restarted and not yet normal: since when. Counted as failed, like a
+    /// crashed replica, so that at most f replicas are down at a time.
+    recovering_since: Option<u64>,
     clock: Clock,
     /// Paused until this global time (`None`: running).
     paused_until: Option<u64>,
@@ -330,7 +409,10 @@ pub struct Simulator {
     nemesis_prng: Prng,
     nemesis_next_at: Option<u64>,
     partition: Option<ActivePartition>,
+    /// Crashes for good still allowed.
     crashes_left: u8,
+    /// Counters of crashed replica incarnations.
+    retired: CoreCounters,
     workload_prng: Prng,
     phase: Phase,
     /// Replicas healed for the liveness phase (all alive ones before it).
@@ -368,10 +450,14 @@ impl Simulator {
                 };
                 // Config::validate ran when the plan was drawn; a plan built by
                 // hand with a bad config is a programming error in the test.
-                let replica = Replica::new(config.clone(), i, Kv::new(), clock.local(0))
+                let kv =
+                    Kv::with_ballast(plan.recovery.ballast_pages, plan.recovery.ballast_page_size);
+                let replica = Replica::new(config.clone(), i, kv, clock.local(0))
                     .unwrap_or_else(|e| panic!("invalid replica configuration: {e}"));
                 ReplicaNode {
                     replica: Some(replica),
+                    restart_at: None,
+                    recovering_since: None,
                     clock,
                     paused_until: None,
                     held: VecDeque::new(),
@@ -429,6 +515,7 @@ impl Simulator {
             nemesis_next_at,
             partition: None,
             crashes_left: plan.faults.crashes_max,
+            retired: CoreCounters::default(),
             workload_prng,
             phase: Phase::Safety {
                 until: plan.workload.safety_duration_ns,
@@ -488,6 +575,30 @@ impl Simulator {
         self.phase == Phase::Done
     }
 
+    /// The frames held back so far ([`Simulator::hold`]), decoded, with
+    /// their link.
+    pub fn held_messages(&self) -> Vec<(Addr, Addr, Message)> {
+        let max = self.config.message_size_max as usize;
+        self.network
+            .held()
+            .iter()
+            .filter_map(|p| {
+                let (message, _) = codec::decode(&p.frame, self.config.cluster, max).ok()?;
+                Some((p.from, p.to, message))
+            })
+            .collect()
+    }
+
+    /// Replicas crashed, or restarted and not yet normal again.
+    pub fn failed_count(&self) -> usize {
+        (0..self.replicas.len()).filter(|&i| self.failed(i)).count()
+    }
+
+    fn failed(&self, i: usize) -> bool {
+        let node = &self.replicas[i];
+        node.replica.is_none() || node.recovering_since.is_some()
+    }
+
     // ---- Scripted faults ----
 
     /// Cuts the directed link `from → to` until [`Simulator::heal`].
@@ -508,6 +619,87 @@ impl Simulator {
             self.cut(Addr::Replica(i), Addr::Replica(j));
             self.cut(Addr::Replica(j), Addr::Replica(i));
         }
+    }
+
+    /// Holds back every frame on `from → to` until [`Simulator::release`].
+    pub fn hold(&mut self, from: Addr, to: Addr) {
+        self.network.hold(from, to);
+        self.trace.record(
+            self.now,
+            TraceKind::Nemesis,
+            &[8, from.code(), to.code()],
+            || format!("hold {from} -> {to}"),
+        );
+    }
+
+    /// Stops holding `from → to`; the frames held arrive after the minimum
+    /// latency, in the order they were sent.
+    pub fn release(&mut self, from: Addr, to: Addr) {
+        let at = self.now + self.plan.faults.links.latency_min_ns;
+        let count = self.network.release(from, to, at);
+        self.trace.record(
+            self.now,
+            TraceKind::Nemesis,
+            &[9, from.code(), to.code(), count as u64],
+            || format!("release {from} -> {to} ({count} frames held)"),
+        );
+    }
+
+    /// Crashes replica `i` (its memory is lost); `restart_at` schedules its
+    /// restart, `None` is for good. Scripted schedules call it directly; the
+    /// nemesis keeps at most f replicas failed, a script must itself.
+    pub fn crash(&mut self, i: u8, restart_at: Option<u64>) {
+        let node = &mut self.replicas[usize::from(i)];
+        let Some(replica) = node.replica.take() else {
+            return;
+        };
+        self.retired.add(replica.stats());
+        node.paused_until = None;
+        node.held.clear();
+        node.restart_at = restart_at;
+        node.recovering_since = None;
+        self.stats.crashes += 1;
+        let when = match restart_at {
+            Some(t) => format!("restart at {}", crate::trace::Seconds(t)),
+            None => "for good".to_string(),
+        };
+        self.trace.record(
+            self.now,
+            TraceKind::Nemesis,
+            &[5, u64::from(i), restart_at.unwrap_or(0)],
+            || format!("crash r{i} ({when})"),
+        );
+    }
+
+    /// Restarts the crashed replica `i` now, with wiped memory: a fresh
+    /// `Replica::recover` and an empty service, and a nonce drawn from the
+    /// nemesis stream.
+    pub fn restart(&mut self, i: u8) {
+        let now = self.now;
+        let nonce = self.nemesis_prng.next_u64();
+        let recovery = &self.plan.recovery;
+        let kv = Kv::with_ballast(recovery.ballast_pages, recovery.ballast_page_size);
+        let node = &mut self.replicas[usize::from(i)];
+        if node.replica.is_some() {
+            return;
+        }
+        let replica = Replica::recover(self.config.clone(), i, kv, node.clock.local(now), nonce)
+            .unwrap_or_else(|e| panic!("invalid replica configuration: {e}"));
+        node.replica = Some(replica);
+        node.restart_at = None;
+        node.recovering_since = Some(now);
+        // A new incarnation: its commit-number starts from 0 again.
+        node.observed = Observed {
+            recovering: true,
+            ..Observed::default()
+        };
+        self.stats.restarts += 1;
+        self.trace
+            .record(now, TraceKind::Nemesis, &[10, u64::from(i)], || {
+                format!("restart r{i} with wiped memory (recovering, nonce {nonce:x})")
+            });
+        // Drain what `recover` queued (its Recovery messages).
+        self.replica_step(i, |_, _| {});
     }
 
     /// Restores every link.
@@ -549,13 +741,24 @@ impl Simulator {
         self.nemesis_next_at = None;
         self.partition = None;
         self.network.heal_all();
+        self.network
+            .release_all(now + self.plan.faults.links.latency_min_ns);
         let links = &self.plan.faults.links;
         self.network.set_faults(LinkFaults::clean(
             links.latency_min_ns,
             links.latency_max_ns,
         ));
+        // Crashed replicas due to restart restart now, and must recover.
+        for i in 0..self.config.replica_count {
+            if self.replicas[usize::from(i)].restart_at.is_some() {
+                self.restart(i);
+            }
+        }
+        // The random majority is drawn among the replicas that are up and
+        // not recovering: a recovering replica needs a quorum of normal
+        // others to recover from. Recovering replicas are always healed.
         let mut alive: Vec<u8> = (0..self.config.replica_count)
-            .filter(|&i| self.replicas[usize::from(i)].replica.is_some())
+            .filter(|&i| !self.failed(usize::from(i)))
             .collect();
         // Fisher-Yates with the nemesis stream: a random majority.
         for i in (1..alive.len()).rev() {
@@ -570,6 +773,12 @@ impl Simulator {
             self.config.replica_count
         );
         self.healed.clear();
+        for i in 0..self.config.replica_count {
+            let node = &self.replicas[usize::from(i)];
+            if node.replica.is_some() && node.recovering_since.is_some() {
+                self.healed.insert(i);
+            }
+        }
         for (rank, &i) in alive.iter().enumerate() {
             if rank < quorum || !isolate_minority || self.nemesis_prng.below(2) == 0 {
                 self.healed.insert(i);
@@ -686,6 +895,7 @@ impl Simulator {
         };
         for (i, node) in self.replicas.iter().enumerate() {
             consider(node.paused_until);
+            consider(node.restart_at);
             consider(self.replica_deadline(i));
         }
         for node in &self.clients {
@@ -711,6 +921,12 @@ impl Simulator {
             .find(|&i| self.replicas[i].paused_until.is_some_and(|t| t <= now))
         {
             self.resume(i as u8);
+            return;
+        }
+        if let Some(i) = (0..self.replicas.len())
+            .find(|&i| self.replicas[i].restart_at.is_some_and(|t| t <= now))
+        {
+            self.restart(i as u8);
             return;
         }
         if let Some(packet) = self.network.pop_due(now, &mut self.trace) {
@@ -820,6 +1036,7 @@ impl Simulator {
             .iter()
             .enumerate()
             .map(|(i, node)| match &node.replica {
+                None if node.restart_at.is_some() => format!("r{i} crashed (restart pending)"),
                 None => format!("r{i} crashed"),
                 Some(r) => format!(
                     "r{i} v{} lnv{} {:?}{} op {} commit {}{}",
@@ -855,22 +1072,31 @@ impl Simulator {
         }) && healed.iter().filter(|r| r.is_primary()).count() == 1
     }
 
-    /// Live replicas at equal commit-numbers hold equal service state.
+    /// Live replicas at equal commit-numbers hold equal service state:
+    /// every page (values, executed requests, ballast) and the client table.
     fn check_state_agreement(&mut self) {
-        let mut by_commit: BTreeMap<u64, (u8, &std::collections::BTreeMap<u8, String>)> =
-            BTreeMap::new();
+        let mut by_commit: BTreeMap<u64, (u8, u64, &Replica<Kv>)> = BTreeMap::new();
         let mut diverged = Vec::new();
         for (i, node) in self.replicas.iter().enumerate() {
             let Some(r) = &node.replica else { continue };
-            let values = r.service().values();
+            if r.status() == Status::Recovering {
+                continue; // It holds no state yet.
+            }
+            let digest = r.service().state_digest();
             match by_commit.get(&r.commit_number()) {
-                Some((j, other)) if *other != values => diverged.push(format!(
-                    "r{i} and r{j} executed {} ops but hold different values: {values:?} vs {other:?}",
-                    r.commit_number()
-                )),
+                Some((j, other_digest, other))
+                    if *other_digest != digest || other.client_table() != r.client_table() =>
+                {
+                    diverged.push(format!(
+                        "r{i} and r{j} executed {} ops but hold different states: values {:?} vs {:?}",
+                        r.commit_number(),
+                        r.service().values(),
+                        other.service().values()
+                    ))
+                }
                 Some(_) => {}
                 None => {
-                    by_commit.insert(r.commit_number(), (i as u8, values));
+                    by_commit.insert(r.commit_number(), (i as u8, digest, r));
                 }
             }
         }
@@ -897,7 +1123,10 @@ impl Simulator {
         if self.plan.faults.pauses {
             acts.extend([Act::Pause; 2]);
         }
-        if self.crashes_left > 0 {
+        if self.crashes_left > 0 || self.plan.recovery.restarts {
+            acts.push(Act::Crash);
+        }
+        if self.plan.recovery.restarts {
             acts.push(Act::Crash);
         }
         if acts.is_empty() {
@@ -921,17 +1150,23 @@ impl Simulator {
                 }
             }
             Act::Crash => {
-                if let Some(i) = self.victim(|_| true) {
-                    self.crashes_left -= 1;
-                    self.stats.crashes += 1;
-                    let node = &mut self.replicas[usize::from(i)];
-                    node.replica = None;
-                    node.paused_until = None;
-                    node.held.clear();
-                    self.trace
-                        .record(self.now, TraceKind::Nemesis, &[5, u64::from(i)], || {
-                            format!("crash r{i} (for good)")
-                        });
+                // At most f replicas down or recovering at a time: a victim
+                // that is not failed yet must leave room for itself.
+                let f = (usize::from(self.config.replica_count) - 1) / 2;
+                let failed = self.failed_count();
+                let room = failed < f;
+                let restart = self.plan.recovery.restarts
+                    && (self.crashes_left == 0 || self.nemesis_prng.below(4) != 0);
+                let victim = self.victim(|node| room || node.recovering_since.is_some());
+                if let Some(i) = victim {
+                    let restart_at = if restart {
+                        let max = self.plan.recovery.restart_delay_max_ns;
+                        Some(self.now + between(&mut self.nemesis_prng, MS, max.max(MS)))
+                    } else {
+                        self.crashes_left -= 1;
+                        None
+                    };
+                    self.crash(i, restart_at);
                 }
             }
         }
@@ -1016,7 +1251,13 @@ impl Simulator {
             self.plan.faults.partition_duration_min_ns,
             self.plan.faults.partition_duration_max_ns,
         );
-        let heal_at = self.now + between(&mut self.nemesis_prng, min, max.max(min));
+        let mut heal_at = self.now + between(&mut self.nemesis_prng, min, max.max(min));
+        if self.plan.recovery.long_partitions && self.nemesis_prng.below(3) == 0 {
+            // Long enough for the others to commit past the cut-off replicas'
+            // log tail: they catch up by checkpoint transfer.
+            let max = self.plan.recovery.long_partition_max_ns;
+            heal_at = self.now + between(&mut self.nemesis_prng, SECOND, max.max(SECOND));
+        }
         for &(a, b) in &cuts {
             self.network.cut(Addr::Replica(a), Addr::Replica(b));
         }
@@ -1227,11 +1468,14 @@ impl Simulator {
             return;
         };
         let before = node.observed;
+        let checkpoint = replica.checkpoint();
         let after = Observed {
             view: replica.view(),
             normal: replica.status() == Status::Normal,
+            recovering: replica.status() == Status::Recovering,
             commit_number: replica.commit_number(),
             service_faults: replica.service().faults().len(),
+            checkpoint: Some((checkpoint.op_number, checkpoint.root)),
         };
         let mut problems = Vec::new();
         if after.commit_number < before.commit_number {
@@ -1243,9 +1487,38 @@ impl Simulator {
                 ),
             ));
         }
-        for op_number in before.commit_number + 1..=after.commit_number {
-            let entry = &replica.log()[(op_number - 1) as usize];
+        // What the service executed, by the operations' bytes: this covers
+        // entries that a checkpoint dropped within the same step.
+        for (op_number, op) in replica.service().take_journal() {
+            if let Err(detail) = self.agreement.observe_executed(i, op_number, &op) {
+                problems.push((ViolationKind::Agreement, detail));
+            }
+        }
+        // The newly committed entries the log still holds (it holds
+        // `log_base() + 1 ..= op_number()`), in full: view and request too.
+        let base = replica.log_base();
+        for op_number in before.commit_number.max(base) + 1..=after.commit_number {
+            let Some(entry) = replica.log().get((op_number - base - 1) as usize) else {
+                problems.push((
+                    ViolationKind::Agreement,
+                    format!(
+                        "r{i} committed op {op_number} but its log ends at op {}",
+                        base + replica.log().len() as u64
+                    ),
+                ));
+                break;
+            };
             if let Err(detail) = self.agreement.observe(i, op_number, entry) {
+                problems.push((ViolationKind::Agreement, detail));
+            }
+        }
+        // A checkpoint (taken or installed) covers the whole state after its
+        // op, client table included: every replica's must be the same.
+        if let Some((op_number, root)) = after
+            .checkpoint
+            .filter(|_| after.checkpoint != before.checkpoint)
+        {
+            if let Err(detail) = self.agreement.observe_checkpoint(i, op_number, root) {
                 problems.push((ViolationKind::Agreement, detail));
             }
         }
@@ -1272,11 +1545,17 @@ impl Simulator {
                 },
             );
         }
-        if (after.view, after.normal) != (before.view, before.normal) {
+        if (after.view, after.normal, after.recovering)
+            != (before.view, before.normal, before.recovering)
+        {
             self.trace.record(
                 now,
                 TraceKind::View,
-                &[u64::from(i), after.view, u64::from(after.normal)],
+                &[
+                    u64::from(i),
+                    after.view,
+                    u64::from(after.normal) + 2 * u64::from(after.recovering),
+                ],
                 || {
                     format!(
                         "r{i} view {} {:?}{} (was view {} {})",
@@ -1284,11 +1563,29 @@ impl Simulator {
                         status,
                         if is_primary { " primary" } else { "" },
                         before.view,
-                        if before.normal {
-                            "Normal"
-                        } else {
-                            "ViewChange"
-                        }
+                        status_name(before.normal, before.recovering)
+                    )
+                },
+            );
+        }
+        let recovered_after = node
+            .recovering_since
+            .filter(|_| after.normal)
+            .map(|since| now - since);
+        if let Some(took) = recovered_after {
+            let (op, base) = (replica.op_number(), replica.log_base());
+            self.trace.record(
+                now,
+                TraceKind::Nemesis,
+                &[11, u64::from(i), after.view, after.commit_number],
+                || {
+                    format!(
+                        "r{i} recovered in {}: view {}, op {op}, commit {}, log from op {}, incarnation {}",
+                        crate::trace::Seconds(took),
+                        after.view,
+                        after.commit_number,
+                        base + 1,
+                        replica.incarnation()
                     )
                 },
             );
@@ -1297,6 +1594,11 @@ impl Simulator {
             self.stats.views_formed += 1;
         }
         self.stats.view_max = self.stats.view_max.max(after.view);
+        if let Some(took) = recovered_after {
+            self.stats.recovered += 1;
+            self.stats.recovery_ns_max = self.stats.recovery_ns_max.max(took);
+            self.replicas[usize::from(i)].recovering_since = None;
+        }
         self.replicas[usize::from(i)].observed = after;
         for (kind, detail) in problems {
             self.violation(kind, detail);
@@ -1486,6 +1788,14 @@ impl Simulator {
         };
         self.stats.simulated_ns = now;
         self.stats.ops_committed = self.agreement.len();
+        self.stats.checkpoints_compared = self.agreement.checkpoint_count() as u64;
+        let mut core = self.retired.clone();
+        for node in &self.replicas {
+            if let Some(replica) = &node.replica {
+                core.add(replica.stats());
+            }
+        }
+        self.stats.core = core;
         self.stats.network = self.network.stats().clone();
         self.stats.events = self.trace.event_count();
         SeedReport {

@@ -31,6 +31,10 @@ use crate::message::{
 use crate::time::Instant;
 use crate::Service;
 
+/// Bytes of a `CheckpointTree` answer besides its parents and digests: the
+/// summary (3 × u64 and the root), the level, two counts and the replica.
+const TREE_ANSWER_FIXED_SIZE: usize = 3 * 8 + 32 + 1 + 4 + 4 + 1;
+
 /// Counters of one checkpoint fetch, for tests and operators.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CheckpointFetchStats {
@@ -50,23 +54,33 @@ pub(crate) struct CheckpointFetch {
     /// Nodes whose children are still to be asked for: `(level, index,
     /// digest)`, level by level; `level == height` is the root.
     nodes_wanted: VecDeque<(usize, u64, Digest)>,
-    /// Pages to fetch, with their digests.
-    pages_wanted: VecDeque<(u64, Digest)>,
+    /// Pages to fetch, with their digests (`None` when fetched without the
+    /// tree: the whole checkpoint is then checked against the root).
+    pages_wanted: VecDeque<(u64, Option<Digest>)>,
     /// The beginning of the first wanted page, as received so far.
     partial: Vec<u8>,
     stats: CheckpointFetchStats,
 }
 
 impl CheckpointFetch {
-    fn new(summary: CheckpointSummary) -> CheckpointFetch {
+    /// A fetch of `summary`: by walking its tree, or, when an answer cannot
+    /// carry the children of one node (`walk_tree` false: a very small
+    /// `message_size_max`), by fetching every page and checking them all
+    /// against the root at the end.
+    fn new(summary: CheckpointSummary, walk_tree: bool) -> CheckpointFetch {
         let height = crate::checkpoint::level_sizes(summary.page_count).len();
         let mut nodes_wanted = VecDeque::new();
-        nodes_wanted.push_back((height, 0, summary.root));
+        let mut pages_wanted = VecDeque::new();
+        if walk_tree {
+            nodes_wanted.push_back((height, 0, summary.root));
+        } else {
+            pages_wanted.extend((0..summary.page_count).map(|page| (page, None)));
+        }
         CheckpointFetch {
             summary,
             pages: alloc::vec![None; summary.page_count as usize],
             nodes_wanted,
-            pages_wanted: VecDeque::new(),
+            pages_wanted,
             partial: Vec::new(),
             stats: CheckpointFetchStats::default(),
         }
@@ -163,11 +177,12 @@ impl<S: Service> Replica<S> {
 
     /// Answers with the children of the asked nodes of the latest
     /// checkpoint's tree, as many as fit a message.
-    pub(super) fn on_get_checkpoint_tree(&mut self, message: GetCheckpointTree) {
+    pub(super) fn on_get_checkpoint_tree(&mut self, now: Instant, message: GetCheckpointTree) {
         if message.replica >= self.config.replica_count || message.replica == self.replica {
             self.stats.messages_invalid += 1;
             return;
         }
+        self.heard_fetching_peer(now, message.view, message.replica);
         let summary = self.checkpoint.summary;
         let mut reply = CheckpointTree {
             view: self.view,
@@ -178,7 +193,12 @@ impl<S: Service> Replica<S> {
             replica: self.replica,
         };
         if message.root == summary.root {
-            let budget = self.log_budget_bytes();
+            // The fixed part of the answer is larger than the 64 bytes
+            // `log_budget_bytes` allows for: count it, or a full answer
+            // exceeds `message_size_max` by a few bytes and its receiver
+            // rejects it (vr-sim regression seed 93).
+            let fixed = crate::codec::encoded_size(&Message::CheckpointTree(reply.clone()));
+            let budget = (self.config.message_size_max as usize).saturating_sub(fixed);
             let mut size = 0usize;
             let level = usize::from(message.level);
             for &parent in &message.parents {
@@ -196,11 +216,12 @@ impl<S: Service> Replica<S> {
 
     /// Answers with the asked pages of the latest checkpoint, in order, as
     /// many bytes as fit a message.
-    pub(super) fn on_get_checkpoint_pages(&mut self, message: GetCheckpointPages) {
+    pub(super) fn on_get_checkpoint_pages(&mut self, now: Instant, message: GetCheckpointPages) {
         if message.replica >= self.config.replica_count || message.replica == self.replica {
             self.stats.messages_invalid += 1;
             return;
         }
+        self.heard_fetching_peer(now, message.view, message.replica);
         let summary = self.checkpoint.summary;
         let mut chunks = Vec::new();
         if message.root == summary.root {
@@ -279,7 +300,13 @@ impl<S: Service> Replica<S> {
                 return;
             }
         }
-        sync.fetch = Some(CheckpointFetch::new(summary));
+        // The answer to a tree request must hold the children of one node;
+        // a smaller frame (which `Config::validate` allows: it only asks
+        // for one Prepare) would get empty answers forever (vr-sim
+        // regression seed 139).
+        let walk_tree = crate::codec::HEADER_SIZE + TREE_ANSWER_FIXED_SIZE + 8 + 32 * FANOUT
+            <= self.config.message_size_max as usize;
+        sync.fetch = Some(CheckpointFetch::new(summary, walk_tree));
         self.arm_view_change_timer(now);
         self.send_checkpoint_request(now);
     }
@@ -430,7 +457,7 @@ impl<S: Service> Replica<S> {
                         }
                     }
                 } else if child_level == 0 {
-                    fetch.pages_wanted.push_back((index, digest));
+                    fetch.pages_wanted.push_back((index, Some(digest)));
                 } else {
                     fetch.nodes_wanted.push_back((child_level, index, digest));
                 }
@@ -466,7 +493,8 @@ impl<S: Service> Replica<S> {
                 continue;
             }
             let bytes = core::mem::take(&mut fetch.partial);
-            if bytes.len() as u64 != chunk.size || page_digest(&bytes) != digest {
+            if bytes.len() as u64 != chunk.size || digest.is_some_and(|d| page_digest(&bytes) != d)
+            {
                 // Not the page the tree promised: ask for it again.
                 self.stats.messages_invalid += 1;
                 break;

@@ -478,9 +478,9 @@ impl<S: Service> Replica<S> {
             Message::NewState(m) => self.on_new_state(now, m),
             Message::Recovery(m) => self.on_recovery(now, m),
             Message::RecoveryResponse(_) => self.stats.messages_stale_view += 1,
-            Message::GetCheckpointTree(m) => self.on_get_checkpoint_tree(m),
+            Message::GetCheckpointTree(m) => self.on_get_checkpoint_tree(now, m),
             Message::CheckpointTree(m) => self.on_checkpoint_tree(now, m),
-            Message::GetCheckpointPages(m) => self.on_get_checkpoint_pages(m),
+            Message::GetCheckpointPages(m) => self.on_get_checkpoint_pages(now, m),
             Message::CheckpointPages(m) => self.on_checkpoint_pages(now, m),
             Message::ReadRequest(m) => self.on_read_request(now, m),
             // Replies travel to clients only.
@@ -591,6 +591,23 @@ impl<S: Service> Replica<S> {
         debug_assert!(keep >= self.log_base);
         self.log
             .truncate(keep.saturating_sub(self.log_base) as usize);
+    }
+
+    /// Appends `entries` (ascending and contiguous) to the log, skipping
+    /// those at or below its end: they are committed here (a checkpoint may
+    /// have dropped them below `log_base`), so the same in every view.
+    fn extend_log(&mut self, entries: impl IntoIterator<Item = LogEntry>) {
+        for entry in entries {
+            let end = self.log_base + self.log.len() as u64;
+            if entry.op_number == end + 1 {
+                self.log.push(entry);
+            } else {
+                debug_assert!(
+                    entry.op_number <= end.min(self.commit_number.max(self.log_base)),
+                    "an entry skipped is committed here, and none is missing"
+                );
+            }
+        }
     }
 
     /// Entries `after + 1 ..= until`, cut short so that a message carrying

@@ -3,7 +3,7 @@
 //! for a new primary that lacks part of the committed prefix.
 
 use super::{Replica, Status, Sync, SyncGoal};
-use crate::message::{GetState, Message, NewState};
+use crate::message::{GetState, Message, NewState, ReplicaIndex};
 use crate::time::Instant;
 use crate::Service;
 
@@ -102,14 +102,7 @@ impl<S: Service> Replica<S> {
             self.stats.messages_stale_view += 1;
             return;
         }
-        if self.is_primary() {
-            // A backup fetching this view's log hears this primary: count it
-            // for the quorum check of `on_heartbeat_timeout`. Otherwise a
-            // primary abdicates while a backup it needs for a quorum is
-            // still catching up, and the fetch restarts in the next view,
-            // forever (vr-sim regression seed 1585).
-            self.prepare_ok_heard_at[usize::from(message.replica)] = now;
-        }
+        self.heard_fetching_peer(now, message.view, message.replica);
         let until = match self.status {
             Status::Normal => self.op_number,
             Status::ViewChange | Status::Recovering => self.commit_number,
@@ -135,6 +128,35 @@ impl<S: Service> Replica<S> {
                 checkpoint,
             }),
         );
+    }
+
+    /// A peer in this replica's view asks for state (GetState, or a
+    /// checkpoint's tree or pages): it is catching up, and alive.
+    ///
+    /// As primary, count it for the quorum check of `on_heartbeat_timeout`.
+    /// Otherwise a primary abdicates while a backup it needs for a quorum
+    /// is still catching up, and the fetch restarts in the next view,
+    /// forever (vr-sim regression seed 1585; for checkpoint fetches, which
+    /// take longer, seed 65).
+    ///
+    /// Changing view, from the view's new primary: it is fetching the
+    /// committed prefix it lacks before it can start the view, and the view
+    /// change advances. Without re-arming the timer, a fetch longer than a
+    /// view-change timeout (a checkpoint) makes the others move on to the
+    /// next view before it completes, and again in every view that primary
+    /// leads (vr-sim regression seed 65).
+    pub(super) fn heard_fetching_peer(&mut self, now: Instant, view: u64, peer: ReplicaIndex) {
+        if view != self.view {
+            return;
+        }
+        if self.is_primary() {
+            self.prepare_ok_heard_at[usize::from(peer)] = now;
+        } else if self.status == Status::ViewChange
+            && self.sync.is_none()
+            && peer == self.primary_index()
+        {
+            self.arm_view_change_timer(now);
+        }
     }
 
     /// Takes in a NewState: into the staged log of a fetch in progress, or
@@ -189,13 +211,22 @@ impl<S: Service> Replica<S> {
                 self.op_number += 1;
             }
         }
-        if self.op_number > before {
+        let progressed = self.op_number > before;
+        if progressed {
             self.send_prepare_ok();
         }
         self.commit_to(message.commit_number);
-        self.timers.repair = None;
+        // Only an answer that advanced the log (or shows it complete) ends
+        // the outstanding request. A duplicated or stale NewState must not
+        // trigger another GetState: with the network duplicating messages,
+        // every answer would then beget more requests, and every request
+        // more answers, growing geometrically while the replica lags
+        // (vr-sim regression seed 1813: millions of messages in seconds).
+        if progressed || message.op_number <= self.op_number {
+            self.timers.repair = None;
+        }
         if message.op_number > self.op_number {
-            self.request_state(now);
+            self.request_state(now); // A no-op while a request is outstanding.
         }
     }
 
@@ -254,8 +285,12 @@ impl<S: Service> Replica<S> {
                 // is abandoned and refetched from scratch forever (vr-sim
                 // regression seed 613).
                 self.arm_view_change_timer(now);
+                // Ask for the next part. An answer that brought nothing (a
+                // duplicate, or stale) leaves the outstanding request to the
+                // repair timer: answering it with a new request would let
+                // duplicated messages multiply (as in `on_new_state_in_view`).
+                self.send_get_state(now, source, have);
             }
-            self.send_get_state(now, source, have);
             return;
         }
         let Some(mut sync) = self.sync.take() else {

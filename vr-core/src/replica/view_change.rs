@@ -323,19 +323,26 @@ impl<S: Service> Replica<S> {
             .map(|d| d.commit_number)
             .min()
             .unwrap_or(0);
-        let keep = self.commit_number.min(best.commit_number);
+        // A checkpoint may have dropped committed entries below `log_base`,
+        // even below the chosen log's commit-number: keep from there, and
+        // skip the chosen log's entries up to it (committed, so the same).
+        // Truncating below `log_base` would leave the log misnumbered
+        // (vr-sim regression seed 252).
+        let keep = self
+            .commit_number
+            .min(best.commit_number)
+            .max(self.log_base);
         self.truncate_log(keep);
-        self.log.extend(
+        self.extend_log(
             staged
                 .into_iter()
-                .take((best.commit_number - keep) as usize),
+                .take_while(|e| e.op_number <= best.commit_number),
         );
-        debug_assert_eq!(
-            self.log_base + self.log.len() as u64,
-            best.commit_number,
+        debug_assert!(
+            self.log_base + self.log.len() as u64 >= best.commit_number,
             "committed prefix complete"
         );
-        self.log.extend(best.log);
+        self.extend_log(best.log);
         debug_assert!(is_contiguous_from(&self.log, self.log_base + 1));
         self.op_number = best.op_number;
         self.last_normal_view = self.view;
@@ -459,20 +466,21 @@ impl<S: Service> Replica<S> {
             "only the committed prefix is kept"
         );
         debug_assert!(
-            self.log_after(keep)
+            entries
                 .iter()
-                .take((self.commit_number - keep) as usize)
-                .zip(&entries)
-                .all(
-                    |(mine, theirs)| mine.op_number == theirs.op_number && mine.view == theirs.view
-                ),
+                .filter(|e| e.op_number > self.log_base && e.op_number <= self.commit_number)
+                .all(|theirs| self.entry(theirs.op_number).view == theirs.view),
             "committed entries agree across views"
         );
+        // Entries below `log_base` were dropped by a checkpoint; they are
+        // committed, so the same in the installed log: keep from there and
+        // skip those (vr-sim regression seed 252).
+        let keep = keep.max(self.log_base);
         let was_changing = self.status == Status::ViewChange;
         let was_recovering = self.status == Status::Recovering;
         self.reset_view_state(view);
         self.truncate_log(keep);
-        self.log.extend(entries);
+        self.extend_log(entries);
         debug_assert!(
             self.log_base + self.log.len() as u64 == op_number && op_number >= self.commit_number,
             "an installed log is contiguous and holds every committed op"
