@@ -86,9 +86,9 @@ pub struct Network {
     next_seq: u64,
     /// Directed links that are cut: `(from, to)`.
     cut: BTreeSet<(Addr, Addr)>,
-    /// Directed links whose frames are held back (scripted schedules):
-    /// they arrive only when released.
-    hold: BTreeSet<(Addr, Addr)>,
+    /// Directed links whose frames are held back (scripted schedules), with
+    /// the commands held (empty: all): they arrive only when released.
+    hold: BTreeMap<(Addr, Addr), Vec<u8>>,
     /// Frames held back, in arrival order.
     held: Vec<Packet>,
     faults: LinkFaults,
@@ -103,7 +103,7 @@ impl Network {
             in_flight: BTreeMap::new(),
             next_seq: 0,
             cut: BTreeSet::new(),
-            hold: BTreeSet::new(),
+            hold: BTreeMap::new(),
             held: Vec::new(),
             faults,
             prng: Prng::new(seed),
@@ -127,16 +127,41 @@ impl Network {
         self.cut.insert((from, to));
     }
 
+    /// Restores the directed link `from → to`.
+    pub fn heal(&mut self, from: Addr, to: Addr) {
+        self.cut.remove(&(from, to));
+    }
+
     /// Restores every link.
     pub fn heal_all(&mut self) {
         self.cut.clear();
     }
 
-    /// Holds back every frame arriving on `from → to` from now on, until
+    /// Holds back every frame arriving on `from → to` from now on whose
+    /// command byte is in `commands` (every frame if empty), until
     /// [`Network::release`]: a delay of any length, for scripted schedules
     /// (a vote sent before a crash and delivered after the recovery).
-    pub fn hold(&mut self, from: Addr, to: Addr) {
-        self.hold.insert((from, to));
+    pub fn hold(&mut self, from: Addr, to: Addr, commands: &[u8]) {
+        self.hold.insert((from, to), commands.to_vec());
+    }
+
+    /// Stops holding `from → to` and drops its held frames: they are lost.
+    /// Returns how many.
+    pub fn discard_held(&mut self, from: Addr, to: Addr) -> usize {
+        self.hold.remove(&(from, to));
+        let before = self.held.len();
+        self.held.retain(|p| (p.from, p.to) != (from, to));
+        before - self.held.len()
+    }
+
+    fn holds(&self, packet: &Packet) -> bool {
+        self.hold
+            .get(&(packet.from, packet.to))
+            .is_some_and(|commands| {
+                commands.is_empty()
+                    || vr_core::codec::peek_header(&packet.frame)
+                        .is_some_and(|h| commands.contains(&h.command))
+            })
     }
 
     /// Stops holding `from → to` and puts its held frames back in flight,
@@ -277,7 +302,7 @@ impl Network {
                 });
                 continue;
             }
-            if self.hold.contains(&(packet.from, packet.to)) {
+            if self.holds(&packet) {
                 self.held.push(packet);
                 continue;
             }

@@ -410,7 +410,9 @@ impl SeedPlan {
             config.prepare_window_max = pick(&mut prng, &[1, 2, 4]);
             config.request_queue_max = config.request_queue_max.max(64);
             let smallest = smallest_frame(config.prepare_window_max, OP_SIZE_MAX_SMALL);
-            config.message_size_max = smallest * pick(&mut prng, &[1, 2, 4, 8]) as u32;
+            // At least twice the smallest: a reply must fit too, and a read
+            // of a string key returns everything appended to it.
+            config.message_size_max = smallest * pick(&mut prng, &[2, 4, 8]) as u32;
             // A full transfer takes 100..=400 chunks (one round trip each):
             // many, but few enough to finish within the settle phase.
             let chunk = u64::from(config.message_size_max)

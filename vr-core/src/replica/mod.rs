@@ -183,6 +183,17 @@ pub struct Replica<S: Service> {
     /// The latest checkpoint, served to peers that need state the log no
     /// longer holds.
     checkpoint: Checkpoint,
+    /// An older checkpoint kept while a peer fetches it, with the log after
+    /// it (see `take_checkpoint`).
+    retained: Option<Checkpoint>,
+    /// The peer that last asked for (or was offered) the latest
+    /// checkpoint, and when.
+    checkpoint_fetcher: Option<(ReplicaIndex, Instant)>,
+    /// The peer fetching the retained checkpoint or the log after it, and
+    /// when it last asked.
+    retained_fetcher: Option<(ReplicaIndex, Instant)>,
+    /// The time of the latest input.
+    now: Instant,
     /// Per replica, the latest incarnation known; this replica's own entry
     /// is its incarnation (§4.3, crash vectors).
     crash_vector: CrashVector,
@@ -311,6 +322,10 @@ impl<S: Service> Replica<S> {
             log_base: 0,
             client_table: ClientTable::with_max(config.client_table_max as usize),
             checkpoint: Checkpoint::empty(),
+            retained: None,
+            checkpoint_fetcher: None,
+            retained_fetcher: None,
+            now,
             crash_vector: core::iter::repeat_n(0, n).collect(),
             recovery: None,
             prepare_ok_op: alloc::vec![0; n],
@@ -413,6 +428,7 @@ impl<S: Service> Replica<S> {
     /// Handles one message from a replica or a client. Messages that do not
     /// apply in the current state are counted and dropped; none panics.
     pub fn handle_message(&mut self, now: Instant, message: Message) {
+        self.now = now;
         if self.status == Status::Recovering {
             self.handle_message_recovering(now, message);
             return;
@@ -453,6 +469,7 @@ impl<S: Service> Replica<S> {
 
     /// Fires every timer whose deadline is at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
         if self.timers.heartbeat.is_some_and(|t| t <= now) {
             self.on_heartbeat_timeout(now);
         }

@@ -198,6 +198,14 @@ impl<S: Service> Replica<S> {
             return;
         }
         self.prepare_ok_heard_at[usize::from(prepare_ok.replica)] = now;
+        if self
+            .retained_fetcher
+            .is_some_and(|(peer, _)| peer == prepare_ok.replica)
+        {
+            // The peer that fetched the retained checkpoint acknowledges in
+            // this view: its fetch is over.
+            self.release_retained();
+        }
         let acked = &mut self.prepare_ok_op[usize::from(prepare_ok.replica)];
         *acked = (*acked).max(prepare_ok.op_number);
         self.advance_commit_from_acks(now);

@@ -108,14 +108,12 @@ impl<S: Service> Replica<S> {
             Status::ViewChange | Status::Recovering => self.commit_number,
         };
         let after = message.op_number.min(until);
-        let (log, checkpoint) = if after < self.log_base {
-            // The log no longer reaches back that far: offer the checkpoint.
-            (alloc::vec::Vec::new(), Some(self.checkpoint.summary))
+        // The log no longer reaching back that far, offer the checkpoint.
+        let checkpoint = self.note_state_request(after, message.replica);
+        let log = if checkpoint.is_some() {
+            alloc::vec::Vec::new()
         } else {
-            (
-                self.log_slice_bounded(after, until, self.log_budget_bytes()),
-                None,
-            )
+            self.log_slice_bounded(after, until, self.log_budget_bytes())
         };
         self.send(
             message.replica,
