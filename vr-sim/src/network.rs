@@ -73,6 +73,8 @@ pub struct NetworkStats {
     pub partition_drops: u64,
     /// Frames dropped because the network held too many in flight.
     pub overflow_drops: u64,
+    /// Frames between replicas given a long delay.
+    pub long_delayed: u64,
 }
 
 /// Frames in flight beyond this are dropped: a bound on memory, and on the
@@ -92,6 +94,11 @@ pub struct Network {
     /// Frames held back, in arrival order.
     held: Vec<Packet>,
     faults: LinkFaults,
+    /// Probability (ppm) that a frame between replicas is held up for
+    /// `0..=long_delay_max_ns` more (a stale connection's retransmission):
+    /// long enough to arrive after its sender crashed and recovered.
+    long_delay_ppm: u32,
+    long_delay_max_ns: u64,
     prng: Prng,
     stats: NetworkStats,
 }
@@ -106,6 +113,8 @@ impl Network {
             hold: BTreeMap::new(),
             held: Vec::new(),
             faults,
+            long_delay_ppm: 0,
+            long_delay_max_ns: 0,
             prng: Prng::new(seed),
             stats: NetworkStats::default(),
         }
@@ -120,6 +129,13 @@ impl Network {
     /// liveness phase). Frames already in flight keep their fate.
     pub fn set_faults(&mut self, faults: LinkFaults) {
         self.faults = faults;
+    }
+
+    /// Sets the rate and bound of long delays between replicas (none by
+    /// default; they draw no random numbers while off).
+    pub fn set_long_delays(&mut self, ppm: u32, max_ns: u64) {
+        self.long_delay_ppm = ppm;
+        self.long_delay_max_ns = max_ns;
     }
 
     /// Cuts the directed link `from → to`.
@@ -257,6 +273,14 @@ impl Network {
                 self.stats.delayed += 1;
                 delay += between(&mut self.prng, 0, self.faults.reorder_delay_max_ns);
             }
+            let between_replicas = matches!((from, to), (Addr::Replica(_), Addr::Replica(_)));
+            if self.long_delay_ppm > 0
+                && between_replicas
+                && chance(&mut self.prng, self.long_delay_ppm)
+            {
+                self.stats.long_delayed += 1;
+                delay += between(&mut self.prng, 0, self.long_delay_max_ns);
+            }
             if self.in_flight.len() >= IN_FLIGHT_MAX {
                 self.stats.overflow_drops += 1;
                 continue;
@@ -272,6 +296,27 @@ impl Network {
                 },
             );
         }
+    }
+
+    /// Delays every frame in flight from `from` to a replica by a random
+    /// `0..=max_ns` more, each its own: the frames of a crashed process
+    /// lingering in the network, to arrive after it restarted. Returns how
+    /// many.
+    pub fn linger_from(&mut self, from: Addr, max_ns: u64) -> usize {
+        let keys: Vec<(u64, u64)> = self
+            .in_flight
+            .iter()
+            .filter(|(_, p)| p.from == from && matches!(p.to, Addr::Replica(_)))
+            .map(|(&k, _)| k)
+            .collect();
+        for key in &keys {
+            if let Some(packet) = self.in_flight.remove(key) {
+                let at = key.0 + between(&mut self.prng, 0, max_ns);
+                self.stats.long_delayed += 1;
+                self.redeliver(at, packet);
+            }
+        }
+        keys.len()
     }
 
     /// Puts a frame back in flight, to arrive at `at` unchanged (frames held

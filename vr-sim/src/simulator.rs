@@ -514,8 +514,13 @@ impl Simulator {
         trace.record(0, TraceKind::Phase, &[0], || {
             format!("seed {seed}: safety phase; {}", plan.summary())
         });
+        let mut network = Network::new(plan.faults.links.clone(), seed ^ 0x0E7_0E7);
+        network.set_long_delays(
+            plan.recovery.long_delay_ppm,
+            plan.recovery.long_delay_max_ns,
+        );
         Simulator {
-            network: Network::new(plan.faults.links.clone(), seed ^ 0x0E7_0E7),
+            network,
             nemesis_prng,
             nemesis_next_at,
             partition: None,
@@ -804,6 +809,7 @@ impl Simulator {
             links.latency_min_ns,
             links.latency_max_ns,
         ));
+        self.network.set_long_delays(0, 0);
         // Crashed replicas due to restart restart now, and must recover.
         for i in 0..self.config.replica_count {
             if self.replicas[usize::from(i)].restart_at.is_some() {
@@ -1223,6 +1229,16 @@ impl Simulator {
                         None
                     };
                     self.crash(i, restart_at);
+                    if restart && self.plan.recovery.linger {
+                        let max = self.plan.recovery.long_delay_max_ns;
+                        let count = self.network.linger_from(Addr::Replica(i), max);
+                        self.trace.record(
+                            self.now,
+                            TraceKind::Nemesis,
+                            &[14, u64::from(i), count as u64],
+                            || format!("{count} frames from r{i} linger in the network"),
+                        );
+                    }
                 }
             }
         }
