@@ -37,6 +37,8 @@ pub struct Totals {
     pub delayed: u64,
     /// Messages dropped by cut links.
     pub partition_drops: u64,
+    /// Messages between replicas given a long delay.
+    pub long_delayed: u64,
     /// Partitions, by shape.
     pub partitions: BTreeMap<PartitionShape, u64>,
     /// Pauses.
@@ -88,6 +90,7 @@ impl Totals {
         self.rejected += s.frames_rejected;
         self.delayed += s.network.delayed;
         self.partition_drops += s.network.partition_drops;
+        self.long_delayed += s.network.long_delayed;
         for (shape, count) in &s.partitions {
             *self.partitions.entry(*shape).or_default() += count;
         }
@@ -154,13 +157,14 @@ impl Totals {
         let _ = writeln!(
             out,
             "faults: {} messages: {} lost, {} duplicated, {} corrupted ({} frames rejected), {} delayed, \
-             {} dropped by partitions; partitions: [{}]; {} pauses; {} crashes; {} skewed clocks",
+             {} delayed long, {} dropped by partitions; partitions: [{}]; {} pauses; {} crashes; {} skewed clocks",
             self.messages,
             self.lost,
             self.duplicated,
             self.corrupted,
             self.rejected,
             self.delayed,
+            self.long_delayed,
             self.partition_drops,
             partitions.join(", "),
             self.pauses,

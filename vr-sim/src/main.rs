@@ -373,7 +373,7 @@ fn run_single(seed: u64, args: &RunArgs, options: &Options) -> ExitCode {
         s.events
     );
     println!(
-        "faults: {} sent, {} lost, {} duplicated, {} corrupted, {} rejected, {} delayed, {} dropped by partitions, \
+        "faults: {} sent, {} lost, {} duplicated, {} corrupted, {} rejected, {} delayed ({} long), {} dropped by partitions, \
          partitions {:?}, {} pauses, {} crashes, {} skewed clocks, {} isolated at heal",
         s.network.sent,
         s.network.lost,
@@ -381,6 +381,7 @@ fn run_single(seed: u64, args: &RunArgs, options: &Options) -> ExitCode {
         s.network.corrupted,
         s.frames_rejected,
         s.network.delayed,
+        s.network.long_delayed,
         s.network.partition_drops,
         s.partitions,
         s.pauses,

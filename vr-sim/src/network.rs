@@ -73,6 +73,8 @@ pub struct NetworkStats {
     pub partition_drops: u64,
     /// Frames dropped because the network held too many in flight.
     pub overflow_drops: u64,
+    /// Frames between replicas given a long delay.
+    pub long_delayed: u64,
 }
 
 /// Frames in flight beyond this are dropped: a bound on memory, and on the
@@ -86,12 +88,17 @@ pub struct Network {
     next_seq: u64,
     /// Directed links that are cut: `(from, to)`.
     cut: BTreeSet<(Addr, Addr)>,
-    /// Directed links whose frames are held back (scripted schedules):
-    /// they arrive only when released.
-    hold: BTreeSet<(Addr, Addr)>,
+    /// Directed links whose frames are held back (scripted schedules), with
+    /// the commands held (empty: all): they arrive only when released.
+    hold: BTreeMap<(Addr, Addr), Vec<u8>>,
     /// Frames held back, in arrival order.
     held: Vec<Packet>,
     faults: LinkFaults,
+    /// Probability (ppm) that a frame between replicas is held up for
+    /// `0..=long_delay_max_ns` more (a stale connection's retransmission):
+    /// long enough to arrive after its sender crashed and recovered.
+    long_delay_ppm: u32,
+    long_delay_max_ns: u64,
     prng: Prng,
     stats: NetworkStats,
 }
@@ -103,9 +110,11 @@ impl Network {
             in_flight: BTreeMap::new(),
             next_seq: 0,
             cut: BTreeSet::new(),
-            hold: BTreeSet::new(),
+            hold: BTreeMap::new(),
             held: Vec::new(),
             faults,
+            long_delay_ppm: 0,
+            long_delay_max_ns: 0,
             prng: Prng::new(seed),
             stats: NetworkStats::default(),
         }
@@ -122,9 +131,21 @@ impl Network {
         self.faults = faults;
     }
 
+    /// Sets the rate and bound of long delays between replicas (none by
+    /// default; they draw no random numbers while off).
+    pub fn set_long_delays(&mut self, ppm: u32, max_ns: u64) {
+        self.long_delay_ppm = ppm;
+        self.long_delay_max_ns = max_ns;
+    }
+
     /// Cuts the directed link `from → to`.
     pub fn cut(&mut self, from: Addr, to: Addr) {
         self.cut.insert((from, to));
+    }
+
+    /// Restores the directed link `from → to`.
+    pub fn heal(&mut self, from: Addr, to: Addr) {
+        self.cut.remove(&(from, to));
     }
 
     /// Restores every link.
@@ -132,11 +153,31 @@ impl Network {
         self.cut.clear();
     }
 
-    /// Holds back every frame arriving on `from → to` from now on, until
+    /// Holds back every frame arriving on `from → to` from now on whose
+    /// command byte is in `commands` (every frame if empty), until
     /// [`Network::release`]: a delay of any length, for scripted schedules
     /// (a vote sent before a crash and delivered after the recovery).
-    pub fn hold(&mut self, from: Addr, to: Addr) {
-        self.hold.insert((from, to));
+    pub fn hold(&mut self, from: Addr, to: Addr, commands: &[u8]) {
+        self.hold.insert((from, to), commands.to_vec());
+    }
+
+    /// Stops holding `from → to` and drops its held frames: they are lost.
+    /// Returns how many.
+    pub fn discard_held(&mut self, from: Addr, to: Addr) -> usize {
+        self.hold.remove(&(from, to));
+        let before = self.held.len();
+        self.held.retain(|p| (p.from, p.to) != (from, to));
+        before - self.held.len()
+    }
+
+    fn holds(&self, packet: &Packet) -> bool {
+        self.hold
+            .get(&(packet.from, packet.to))
+            .is_some_and(|commands| {
+                commands.is_empty()
+                    || vr_core::codec::peek_header(&packet.frame)
+                        .is_some_and(|h| commands.contains(&h.command))
+            })
     }
 
     /// Stops holding `from → to` and puts its held frames back in flight,
@@ -232,6 +273,14 @@ impl Network {
                 self.stats.delayed += 1;
                 delay += between(&mut self.prng, 0, self.faults.reorder_delay_max_ns);
             }
+            let between_replicas = matches!((from, to), (Addr::Replica(_), Addr::Replica(_)));
+            if self.long_delay_ppm > 0
+                && between_replicas
+                && chance(&mut self.prng, self.long_delay_ppm)
+            {
+                self.stats.long_delayed += 1;
+                delay += between(&mut self.prng, 0, self.long_delay_max_ns);
+            }
             if self.in_flight.len() >= IN_FLIGHT_MAX {
                 self.stats.overflow_drops += 1;
                 continue;
@@ -247,6 +296,27 @@ impl Network {
                 },
             );
         }
+    }
+
+    /// Delays every frame in flight from `from` to a replica by a random
+    /// `0..=max_ns` more, each its own: the frames of a crashed process
+    /// lingering in the network, to arrive after it restarted. Returns how
+    /// many.
+    pub fn linger_from(&mut self, from: Addr, max_ns: u64) -> usize {
+        let keys: Vec<(u64, u64)> = self
+            .in_flight
+            .iter()
+            .filter(|(_, p)| p.from == from && matches!(p.to, Addr::Replica(_)))
+            .map(|(&k, _)| k)
+            .collect();
+        for key in &keys {
+            if let Some(packet) = self.in_flight.remove(key) {
+                let at = key.0 + between(&mut self.prng, 0, max_ns);
+                self.stats.long_delayed += 1;
+                self.redeliver(at, packet);
+            }
+        }
+        keys.len()
     }
 
     /// Puts a frame back in flight, to arrive at `at` unchanged (frames held
@@ -277,7 +347,7 @@ impl Network {
                 });
                 continue;
             }
-            if self.hold.contains(&(packet.from, packet.to)) {
+            if self.holds(&packet) {
                 self.held.push(packet);
                 continue;
             }

@@ -176,6 +176,16 @@ pub struct RecoveryPlan {
     pub ballast_pages: u32,
     /// Bytes of each ballast page.
     pub ballast_page_size: u32,
+    /// Probability (ppm) that a message between replicas is delayed by up
+    /// to `long_delay_max_ns` more, during the safety phase: a vote can
+    /// then arrive after its sender crashed and recovered.
+    pub long_delay_ppm: u32,
+    /// See `long_delay_ppm`.
+    pub long_delay_max_ns: u64,
+    /// Whether the frames a replica has in flight when it crashes linger,
+    /// each delayed by up to `long_delay_max_ns` more: votes sent before
+    /// the crash then arrive after the restart (the DISC 2017 schedule).
+    pub linger: bool,
 }
 
 impl RecoveryPlan {
@@ -188,12 +198,19 @@ impl RecoveryPlan {
             long_partition_max_ns: 0,
             ballast_pages: 0,
             ballast_page_size: 0,
+            long_delay_ppm: 0,
+            long_delay_max_ns: 0,
+            linger: false,
         }
     }
 
     /// Whether any of it is on.
     pub fn any(&self) -> bool {
-        self.restarts || self.long_partitions || self.ballast_pages > 0
+        self.restarts
+            || self.long_partitions
+            || self.ballast_pages > 0
+            || self.long_delay_ppm > 0
+            || self.linger
     }
 }
 
@@ -410,7 +427,9 @@ impl SeedPlan {
             config.prepare_window_max = pick(&mut prng, &[1, 2, 4]);
             config.request_queue_max = config.request_queue_max.max(64);
             let smallest = smallest_frame(config.prepare_window_max, OP_SIZE_MAX_SMALL);
-            config.message_size_max = smallest * pick(&mut prng, &[1, 2, 4, 8]) as u32;
+            // At least twice the smallest: a reply must fit too, and a read
+            // of a string key returns everything appended to it.
+            config.message_size_max = smallest * pick(&mut prng, &[2, 4, 8]) as u32;
             // A full transfer takes 100..=400 chunks (one round trip each):
             // many, but few enough to finish within the settle phase.
             let chunk = u64::from(config.message_size_max)
@@ -423,6 +442,13 @@ impl SeedPlan {
         } else {
             (0, 0)
         };
+        let long_delay_ppm = if restarts && prng.below(2) == 0 {
+            between(&mut prng, 100, 5_000) as u32
+        } else {
+            0
+        };
+        let long_delay_max_ns = between(&mut prng, 100 * MS, 5 * SECOND);
+        let linger = restarts && prng.below(2) == 0;
         debug_assert_eq!(config.validate(), Ok(()));
         self.recovery = RecoveryPlan {
             restarts,
@@ -431,6 +457,9 @@ impl SeedPlan {
             long_partition_max_ns,
             ballast_pages,
             ballast_page_size,
+            long_delay_ppm,
+            long_delay_max_ns,
+            linger,
         };
     }
 
@@ -513,6 +542,16 @@ impl SeedPlan {
         }
         if r.ballast_pages > 0 {
             out += &format!(" ballast={}x{}B", r.ballast_pages, r.ballast_page_size);
+        }
+        if r.linger {
+            out += " linger";
+        }
+        if r.long_delay_ppm > 0 {
+            out += &format!(
+                " long-delays={:.2}%/{}ms",
+                f64::from(r.long_delay_ppm) / 1e4,
+                r.long_delay_max_ns / MS
+            );
         }
         out
     }

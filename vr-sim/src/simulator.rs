@@ -21,16 +21,21 @@
 //!
 //! # Phases
 //!
-//! 1. *Safety*: clients run the workload while the nemesis injects faults;
-//!    agreement and exactly-once are checked after every step.
-//! 2. *Liveness*: the network is cleaned and healed for a random majority
-//!    (the other replicas stay crashed or isolated); clients finish their
-//!    outstanding operation and a few more, which must all complete within
+//! 1. *Safety*: clients run the workload while the nemesis injects faults
+//!    (partitions, pauses, crashes for good, and crashes followed by a
+//!    restart with wiped memory, at most f replicas down or recovering at
+//!    a time); agreement and exactly-once are checked after every step.
+//! 2. *Liveness*: the network is cleaned; crashed replicas due to restart
+//!    restart now; the network heals for a random majority of the replicas
+//!    that are up and not recovering, and for every recovering one (the
+//!    others stay crashed or isolated); clients finish their outstanding
+//!    operation and a few more, which must all complete within
 //!    [`Options::liveness_timeout_ns`].
-//! 3. *Settle*: the cluster idles; the healed replicas must settle into one
-//!    view, in normal status, with the same commit-number, within
+//! 3. *Settle*: the cluster idles; the healed replicas (restarted ones
+//!    included: they must have recovered) must settle into one view, in
+//!    normal status, with the same commit-number, within
 //!    [`Options::settle_max_ns`]; replicas at equal commit-numbers must hold
-//!    equal service state.
+//!    equal service state (every page) and client tables.
 //!
 //! Finally the client history is checked for linearizability.
 
@@ -51,7 +56,7 @@ use crate::kv::{key_name, Kv, KvResult, ServiceFault, Tag};
 use crate::linearizability::{self, CheckResult};
 use crate::network::{Addr, Network, NetworkStats, Packet};
 use crate::plan::{between, pick, LinkFaults, PartitionShape, SeedPlan, MS, PPM, SECOND};
-use crate::trace::{describe, Trace, TraceKind};
+use crate::trace::{describe, Fnv64, Trace, TraceKind};
 use crate::workload;
 
 /// How a run is carried out and judged.
@@ -509,8 +514,13 @@ impl Simulator {
         trace.record(0, TraceKind::Phase, &[0], || {
             format!("seed {seed}: safety phase; {}", plan.summary())
         });
+        let mut network = Network::new(plan.faults.links.clone(), seed ^ 0x0E7_0E7);
+        network.set_long_delays(
+            plan.recovery.long_delay_ppm,
+            plan.recovery.long_delay_max_ns,
+        );
         Simulator {
-            network: Network::new(plan.faults.links.clone(), seed ^ 0x0E7_0E7),
+            network,
             nemesis_prng,
             nemesis_next_at,
             partition: None,
@@ -612,6 +622,17 @@ impl Simulator {
         );
     }
 
+    /// Restores the directed link `from → to` (cut by [`Simulator::cut`]).
+    pub fn heal_link(&mut self, from: Addr, to: Addr) {
+        self.network.heal(from, to);
+        self.trace.record(
+            self.now,
+            TraceKind::Nemesis,
+            &[13, from.code(), to.code()],
+            || format!("heal {from} -> {to}"),
+        );
+    }
+
     /// Cuts replica `i` off from every other replica, both ways (clients
     /// still reach it), until [`Simulator::heal`].
     pub fn isolate_replica(&mut self, i: u8) {
@@ -621,15 +642,55 @@ impl Simulator {
         }
     }
 
-    /// Holds back every frame on `from → to` until [`Simulator::release`].
-    pub fn hold(&mut self, from: Addr, to: Addr) {
-        self.network.hold(from, to);
+    /// Holds back the frames on `from → to` carrying one of `commands`
+    /// (every frame if empty) until [`Simulator::release`] or
+    /// [`Simulator::discard_held`].
+    pub fn hold(&mut self, from: Addr, to: Addr, commands: &[Command]) {
+        let bytes: Vec<u8> = commands.iter().map(|&c| c as u8).collect();
+        self.network.hold(from, to, &bytes);
         self.trace.record(
             self.now,
             TraceKind::Nemesis,
-            &[8, from.code(), to.code()],
-            || format!("hold {from} -> {to}"),
+            &[8, from.code(), to.code(), Fnv64::of(&bytes)],
+            || format!("hold {from} -> {to}: {commands:?}"),
         );
+    }
+
+    /// Stops holding `from → to`; the frames held are lost.
+    pub fn discard_held(&mut self, from: Addr, to: Addr) {
+        let count = self.network.discard_held(from, to);
+        self.trace.record(
+            self.now,
+            TraceKind::Nemesis,
+            &[12, from.code(), to.code(), count as u64],
+            || format!("discard {count} frames held on {from} -> {to}"),
+        );
+    }
+
+    /// Pauses replica `i` (it processes nothing; frames for it are kept)
+    /// until [`Simulator::resume_replica`] or global time `until`.
+    pub fn pause(&mut self, i: u8, until: u64) {
+        let node = &mut self.replicas[usize::from(i)];
+        if node.replica.is_none() {
+            return;
+        }
+        node.paused_until = Some(until);
+        self.stats.pauses += 1;
+        let seconds = crate::trace::Seconds(until);
+        self.trace.record(
+            self.now,
+            TraceKind::Nemesis,
+            &[4, u64::from(i), until],
+            || format!("pause r{i} until {seconds}"),
+        );
+    }
+
+    /// Resumes a paused replica now: the frames it holds arrive, overdue
+    /// timers fire.
+    pub fn resume_replica(&mut self, i: u8) {
+        if self.replicas[usize::from(i)].paused_until.is_some() {
+            self.resume(i);
+        }
     }
 
     /// Stops holding `from → to`; the frames held arrive after the minimum
@@ -748,6 +809,7 @@ impl Simulator {
             links.latency_min_ns,
             links.latency_max_ns,
         ));
+        self.network.set_long_delays(0, 0);
         // Crashed replicas due to restart restart now, and must recover.
         for i in 0..self.config.replica_count {
             if self.replicas[usize::from(i)].restart_at.is_some() {
@@ -1167,6 +1229,16 @@ impl Simulator {
                         None
                     };
                     self.crash(i, restart_at);
+                    if restart && self.plan.recovery.linger {
+                        let max = self.plan.recovery.long_delay_max_ns;
+                        let count = self.network.linger_from(Addr::Replica(i), max);
+                        self.trace.record(
+                            self.now,
+                            TraceKind::Nemesis,
+                            &[14, u64::from(i), count as u64],
+                            || format!("{count} frames from r{i} linger in the network"),
+                        );
+                    }
                 }
             }
         }

@@ -130,3 +130,291 @@ fn choose_log_by_op_number_only_is_caught_by_a_targeted_schedule() {
         );
     }
 }
+
+/// Runs `sim` in steps of `step_ns` until `done` holds or `within_ns` has
+/// passed; returns whether it holds.
+fn run_until_true(
+    sim: &mut Simulator,
+    within_ns: u64,
+    step_ns: u64,
+    mut done: impl FnMut(&Simulator) -> bool,
+) -> bool {
+    let deadline_ns = sim.now() + within_ns;
+    while !done(sim) {
+        if sim.now() >= deadline_ns {
+            return false;
+        }
+        let next = sim.now() + step_ns;
+        sim.run_until(next);
+    }
+    true
+}
+
+/// The stale vote of a replica that crashed and recovered (Michael et al.,
+/// DISC 2017), on three replicas. A = r0 is primary of view 0; its clock
+/// runs at 0.4 of the others' so that it keeps its view while the others
+/// change view briefly (it abdicates only after its own, slower timeout).
+///
+/// 1. A stops reaching B = r1 and C = r2; both time out and try view 1,
+///    whose primary is B. C's StartViewChange and DoViewChange for view 1
+///    to B are held back in the network.
+/// 2. C crashes. B hears A again and goes back to view 0 (it promised
+///    nothing: it is view 1's primary). C restarts with wiped memory and
+///    recovers from A and B into view 0.
+/// 3. A stops reaching B (which now lacks every op after `b`); A commits op
+///    `b + 1` with C's PrepareOk, then A is cut off from both before C hears
+///    that `b + 1` committed.
+/// 4. B times out and tries view 1 again; C's held votes from before its
+///    crash are delivered. Counted (no crash vectors), they complete a
+///    quorum with B's own DoViewChange: view 1 starts from B's log, without
+///    the committed op `b + 1`, and B and C commit another operation there
+///    (agreement). With crash vectors B knows C's new incarnation from C's
+///    recovery and drops the old votes: C's current DoViewChange, which
+///    holds `b + 1`, makes the view.
+fn stale_vote_after_recovery(seed: u64, bug: Option<InjectedBug>) -> Result<SeedReport, String> {
+    use vr_core::message::Command;
+    use vr_core::Status;
+    use vr_sim::network::Addr;
+    let (a, b, c) = (0u8, 1u8, 2u8);
+    let mut plan = SeedPlan::quiet(seed, 3, 4, 3);
+    plan.config.injected_bug = bug;
+    plan.faults.clock_rate_ppm[usize::from(a)] = 400_000;
+    let mut sim = Simulator::new(plan, &Options::default());
+    sim.run_until(SECOND);
+    // 1.
+    sim.cut(Addr::Replica(a), Addr::Replica(b));
+    sim.cut(Addr::Replica(a), Addr::Replica(c));
+    let votes = [Command::StartViewChange, Command::DoViewChange];
+    sim.hold(Addr::Replica(c), Addr::Replica(b), &votes);
+    let held_dvc = |sim: &Simulator| {
+        sim.held_messages()
+            .iter()
+            .any(|(_, _, m)| matches!(m, vr_core::Message::DoViewChange(d) if d.view == 1))
+    };
+    if !run_until_true(&mut sim, SECOND, MS / 10, held_dvc) {
+        return Err("C sent no DoViewChange for view 1".into());
+    }
+    // 2.
+    sim.crash(c, None);
+    sim.heal();
+    let normal_in_0 = |sim: &Simulator, i: u8| {
+        sim.replica(i)
+            .is_some_and(|r| r.view() == 0 && r.status() == Status::Normal)
+    };
+    if !run_until_true(&mut sim, SECOND, MS / 10, |s| {
+        normal_in_0(s, a) && normal_in_0(s, b)
+    }) {
+        return Err("A and B did not both stay in view 0".into());
+    }
+    sim.restart(c);
+    if !run_until_true(&mut sim, SECOND, MS / 10, |s| normal_in_0(s, c)) {
+        return Err("C did not recover into view 0".into());
+    }
+    sim.run_until(sim.now() + 200 * MS);
+    if !(normal_in_0(&sim, a) && normal_in_0(&sim, b)) {
+        return Err("view 0 did not last".into());
+    }
+    // 3.
+    sim.cut(Addr::Replica(a), Addr::Replica(b));
+    let b_op = sim.replica(b).map_or(0, |r| r.op_number());
+    if !run_until_true(&mut sim, SECOND, MS / 50, |s| {
+        s.replica(c).is_some_and(|r| r.op_number() > b_op)
+    }) {
+        return Err("C got no op after B's last".into());
+    }
+    sim.cut(Addr::Replica(a), Addr::Replica(c));
+    if !run_until_true(&mut sim, SECOND, MS / 50, |s| {
+        s.replica(a).is_some_and(|r| r.commit_number() > b_op)
+    }) {
+        return Err("A did not commit past B's last op".into());
+    }
+    sim.isolate_replica(a);
+    let c_commit = sim.replica(c).map_or(0, |r| r.commit_number());
+    if c_commit > b_op {
+        return Err(format!("C learned that op {} committed", b_op + 1));
+    }
+    // 4.
+    if !run_until_true(&mut sim, SECOND, MS / 50, |s| {
+        s.replica(b)
+            .is_some_and(|r| r.view() == 1 && r.status() == Status::ViewChange)
+    }) {
+        return Err("B did not try view 1 again".into());
+    }
+    sim.release(Addr::Replica(c), Addr::Replica(b));
+    sim.run_until(sim.now() + 2 * SECOND);
+    sim.heal();
+    sim.start_liveness(false);
+    sim.run_to_end();
+    Ok(sim.finish())
+}
+
+/// Reference: §4.3 and Michael et al., DISC 2017. The unprotected recovery
+/// loses a committed operation on this schedule; crash vectors do not.
+#[test]
+fn recovery_without_crash_vectors_is_caught_by_a_targeted_schedule() {
+    let mut caught = 0;
+    let mut ran = 0;
+    for seed in 0..3 {
+        let correct = match stale_vote_after_recovery(seed, None) {
+            Ok(report) => report,
+            Err(why) => {
+                eprintln!("seed {seed}: schedule not reached: {why}");
+                continue;
+            }
+        };
+        assert!(
+            correct.passed(),
+            "seed {seed}: the correct protocol passes the schedule: {:#?}",
+            correct.violations
+        );
+        let buggy = stale_vote_after_recovery(seed, Some(InjectedBug::RecoveryWithoutCrashVectors))
+            .unwrap_or_else(|why| panic!("seed {seed}: the buggy run leaves the schedule: {why}"));
+        ran += 1;
+        if buggy
+            .violations
+            .iter()
+            .any(|v| v.kind == ViolationKind::Agreement)
+        {
+            caught += 1;
+        }
+    }
+    assert!(ran >= 2, "the schedule ran on only {ran} seeds");
+    assert_eq!(
+        caught, ran,
+        "the agreement checker catches the bug on every seed"
+    );
+}
+
+/// In-place truncation on learning of a newer view (§5.2; Vanlightly's TLA+
+/// model of VR Revisited), on three replicas: A = r0 is primary of view 0,
+/// T = r1 will truncate, L = r2 lags.
+///
+/// 1. A stops reaching L, then, once T holds two more ops, T. A commits
+///    T's last op `x` with T's PrepareOk; T never hears that it committed,
+///    and L does not hold it.
+/// 2. T is paused. A and L change view; A's DoViewChange for view 2 (L's)
+///    and everything A sends L but StartViewChange are held back, so views
+///    1 and 2 fail and A forms view 3 with L's DoViewChange; L never gets
+///    its StartView (it stays with last-normal-view 0).
+/// 3. T resumes, hears only A: a Commit of view 3. It starts fetching view
+///    3's log (its GetState is lost). Unprotected, it first truncates its
+///    log to its commit-number, dropping `x`, and takes 3 as its
+///    last-normal-view.
+/// 4. A is cut off; T and L form view 4 (T's). T's DoViewChange has the
+///    newest last-normal-view, so its truncated log wins and `x` is lost:
+///    T and L commit another operation at `x`'s number (agreement). The
+///    real code keeps T's log and last-normal-view 0 until the fetched log
+///    is installed, so T's log, the longer one, makes view 4 with `x`.
+fn truncation_on_new_view(seed: u64, bug: Option<InjectedBug>) -> Result<SeedReport, String> {
+    use vr_core::message::Command;
+    use vr_core::Status;
+    use vr_sim::network::Addr;
+    let (a, t, l) = (0u8, 1u8, 2u8);
+    let (ra, rt, rl) = (Addr::Replica(a), Addr::Replica(t), Addr::Replica(l));
+    let mut plan = SeedPlan::quiet(seed, 3, 4, 3);
+    plan.config.injected_bug = bug;
+    let mut sim = Simulator::new(plan, &Options::default());
+    sim.run_until(SECOND);
+    // 1.
+    sim.cut(ra, rl);
+    let l_op = sim.replica(l).map_or(0, |r| r.op_number());
+    if !run_until_true(&mut sim, SECOND, MS / 50, |s| {
+        s.replica(t).is_some_and(|r| r.op_number() >= l_op + 2)
+    }) {
+        return Err("T got no ops past L's".into());
+    }
+    sim.cut(ra, rt);
+    let x = sim.replica(t).map_or(0, |r| r.op_number());
+    if !run_until_true(&mut sim, SECOND, MS / 50, |s| {
+        s.replica(a).is_some_and(|r| r.commit_number() >= x)
+    }) {
+        return Err("A did not commit T's last op".into());
+    }
+    let (t_commit, l_commit) = (
+        sim.replica(t).map_or(0, |r| r.commit_number()),
+        sim.replica(l).map_or(0, |r| r.commit_number()),
+    );
+    if t_commit >= x || l_commit > t_commit {
+        return Err(format!(
+            "commit-numbers: T {t_commit}, L {l_commit}, x = op {x}"
+        ));
+    }
+    // 2.
+    sim.pause(t, u64::MAX);
+    sim.cut(rt, ra);
+    sim.cut(rt, rl);
+    sim.cut(rl, rt);
+    let all_but_svc: Vec<Command> = (1..=16u8)
+        .filter_map(Command::from_u8)
+        .filter(|&c| c != Command::StartViewChange)
+        .collect();
+    sim.hold(ra, rl, &all_but_svc);
+    sim.heal_link(ra, rl);
+    if !run_until_true(&mut sim, 3 * SECOND, MS / 10, |s| {
+        s.replica(a)
+            .is_some_and(|r| r.is_primary() && r.view() > 0 && r.view() % 3 == 0)
+    }) {
+        return Err("A formed no view of its own".into());
+    }
+    let w = sim.replica(a).map_or(0, |r| r.view());
+    // 3. (After A's last StartViewChanges have landed: T must learn of the
+    // view from a Commit or Prepare of it, not join its view change.)
+    sim.run_until(sim.now() + 5 * MS);
+    sim.heal_link(ra, rt);
+    sim.resume_replica(t);
+    if !run_until_true(&mut sim, SECOND, MS / 50, |s| {
+        s.replica(t)
+            .is_some_and(|r| r.view() == w && r.status() == Status::ViewChange)
+    }) {
+        return Err(format!("T did not learn of view {w}"));
+    }
+    // 4.
+    sim.cut(ra, rt);
+    sim.cut(ra, rl);
+    sim.cut(rl, ra);
+    sim.discard_held(ra, rl);
+    sim.heal_link(rt, rl);
+    sim.heal_link(rl, rt);
+    sim.run_until(sim.now() + 2 * SECOND);
+    sim.heal();
+    sim.start_liveness(false);
+    sim.run_to_end();
+    Ok(sim.finish())
+}
+
+/// Reference: §5.2 and Vanlightly's analysis. Truncating in place loses a
+/// committed operation on this schedule; staging the fetched log does not.
+#[test]
+fn truncate_log_on_new_view_is_caught_by_a_targeted_schedule() {
+    let mut caught = 0;
+    let mut ran = 0;
+    for seed in 0..3 {
+        let correct = match truncation_on_new_view(seed, None) {
+            Ok(report) => report,
+            Err(why) => {
+                eprintln!("seed {seed}: schedule not reached: {why}");
+                continue;
+            }
+        };
+        assert!(
+            correct.passed(),
+            "seed {seed}: the correct protocol passes the schedule: {:#?}",
+            correct.violations
+        );
+        let buggy = truncation_on_new_view(seed, Some(InjectedBug::TruncateLogOnNewView))
+            .unwrap_or_else(|why| panic!("seed {seed}: the buggy run leaves the schedule: {why}"));
+        ran += 1;
+        if buggy
+            .violations
+            .iter()
+            .any(|v| v.kind == ViolationKind::Agreement)
+        {
+            caught += 1;
+        }
+    }
+    assert!(ran >= 2, "the schedule ran on only {ran} seeds");
+    assert_eq!(
+        caught, ran,
+        "the agreement checker catches the bug on every seed"
+    );
+}

@@ -27,6 +27,7 @@ use crate::checkpoint::{
 };
 use crate::message::{
     CheckpointPages, CheckpointTree, GetCheckpointPages, GetCheckpointTree, Message, PageChunk,
+    ReplicaIndex,
 };
 use crate::time::Instant;
 use crate::Service;
@@ -123,21 +124,43 @@ impl<S: Service> Replica<S> {
             pages.push(page);
         }
         let tree = MerkleTree::build(leaves);
-        self.checkpoint = Checkpoint {
-            summary: CheckpointSummary {
-                op_number,
-                page_count: pages.len() as u64,
-                service_page_count: count,
-                root: tree.root(),
+        let previous = core::mem::replace(
+            &mut self.checkpoint,
+            Checkpoint {
+                summary: CheckpointSummary {
+                    op_number,
+                    page_count: pages.len() as u64,
+                    service_page_count: count,
+                    root: tree.root(),
+                },
+                pages,
+                tree,
             },
-            pages,
-            tree,
-        };
+        );
         self.stats.checkpoints_taken += 1;
+        // A peer fetching the checkpoint just replaced, or the one retained
+        // before, keeps it, with the log after it: otherwise the fetch
+        // restarts with every new checkpoint, and under load, with
+        // checkpoints more frequent than a transfer takes, it never
+        // completes (vr-sim `lagging_backup_catches_up_by_checkpoint_under_load`).
+        // Pages are shared with the latest checkpoint where unchanged.
+        if self.fetched_recently(self.checkpoint_fetcher) {
+            self.retained = Some(previous);
+            self.retained_fetcher = self.checkpoint_fetcher;
+        } else if !self.fetched_recently(self.retained_fetcher) {
+            self.release_retained();
+        }
+        self.checkpoint_fetcher = None;
         // Keep `log_tail_ops` entries below the checkpoint for peers that lag
-        // a little; `log_base` never passes the commit-number.
+        // a little, and the log after a retained checkpoint; `log_base`
+        // never passes the commit-number.
         let new_base = op_number
             .saturating_sub(self.config.log_tail_ops)
+            .min(
+                self.retained
+                    .as_ref()
+                    .map_or(u64::MAX, |r| r.summary.op_number),
+            )
             .min(self.commit_number);
         if new_base > self.log_base {
             let drop = (new_base - self.log_base) as usize;
@@ -169,8 +192,67 @@ impl<S: Service> Replica<S> {
         self.commit_number = op_number;
         self.commit_max = self.commit_max.max(op_number);
         self.checkpoint = checkpoint;
+        self.release_retained();
         self.stats.checkpoints_installed += 1;
         true
+    }
+
+    /// Whether `fetcher` asked recently enough that it is still fetching:
+    /// its requests are resent well within this.
+    fn fetched_recently(&self, fetcher: Option<(ReplicaIndex, Instant)>) -> bool {
+        let horizon = self.config.view_change_timeout_ns + self.config.timeout_jitter_ns;
+        fetcher.is_some_and(|(_, at)| self.now.saturating_since(at) < horizon)
+    }
+
+    /// Stops keeping a retained checkpoint; the log after it is dropped at
+    /// the next checkpoint.
+    pub(super) fn release_retained(&mut self) {
+        self.retained = None;
+        self.retained_fetcher = None;
+    }
+
+    /// The checkpoint that `peer`'s request names by its root: the latest or
+    /// the retained one (recording that `peer` fetches it), else the
+    /// latest, whose summary tells the peer to start over.
+    fn checkpoint_for(&mut self, root: &Digest, peer: ReplicaIndex) -> &Checkpoint {
+        let now = self.now;
+        match &self.retained {
+            Some(retained) if retained.summary.root == *root => {
+                self.retained_fetcher = Some((peer, now));
+                self.retained.as_ref().unwrap_or(&self.checkpoint)
+            }
+            _ => {
+                if self.checkpoint.summary.root == *root {
+                    self.checkpoint_fetcher = Some((peer, now));
+                }
+                &self.checkpoint
+            }
+        }
+    }
+
+    /// `peer` asks for the ops after `after`: offers the latest checkpoint
+    /// when the log does not reach back that far, and notes whether the
+    /// peer fetches the log kept after a retained checkpoint.
+    pub(super) fn note_state_request(
+        &mut self,
+        after: u64,
+        peer: ReplicaIndex,
+    ) -> Option<CheckpointSummary> {
+        if after < self.log_base {
+            self.checkpoint_fetcher = Some((peer, self.now));
+            return Some(self.checkpoint.summary);
+        }
+        let trimmed_base = self
+            .checkpoint
+            .summary
+            .op_number
+            .saturating_sub(self.config.log_tail_ops);
+        if after < trimmed_base && self.retained_fetcher.is_some_and(|(p, _)| p == peer) {
+            // Only the retained checkpoint keeps these entries: its fetcher
+            // now fetches the log after it.
+            self.retained_fetcher = Some((peer, self.now));
+        }
+        None
     }
 
     // ---- Serving ----
@@ -183,7 +265,7 @@ impl<S: Service> Replica<S> {
             return;
         }
         self.heard_fetching_peer(now, message.view, message.replica);
-        let summary = self.checkpoint.summary;
+        let summary = self.checkpoint_for(&message.root, message.replica).summary;
         let mut reply = CheckpointTree {
             view: self.view,
             summary,
@@ -201,8 +283,9 @@ impl<S: Service> Replica<S> {
             let budget = (self.config.message_size_max as usize).saturating_sub(fixed);
             let mut size = 0usize;
             let level = usize::from(message.level);
+            let checkpoint = self.checkpoint_for(&message.root, message.replica);
             for &parent in &message.parents {
-                let children = self.checkpoint.tree.children(level, parent);
+                let children = checkpoint.tree.children(level, parent);
                 size += 8 + 32 * children.len();
                 if size > budget {
                     break;
@@ -222,15 +305,16 @@ impl<S: Service> Replica<S> {
             return;
         }
         self.heard_fetching_peer(now, message.view, message.replica);
-        let summary = self.checkpoint.summary;
+        let mut budget = self.log_budget_bytes();
+        let checkpoint = self.checkpoint_for(&message.root, message.replica);
+        let summary = checkpoint.summary;
         let mut chunks = Vec::new();
         if message.root == summary.root {
-            let mut budget = self.log_budget_bytes();
             let mut offset = message.offset;
             for &page in &message.pages {
                 let Some(bytes) = usize::try_from(page)
                     .ok()
-                    .and_then(|p| self.checkpoint.pages.get(p))
+                    .and_then(|p| checkpoint.pages.get(p))
                 else {
                     break;
                 };

@@ -200,6 +200,18 @@ pub struct Replica<S: Service> {
     /// The latest checkpoint, served to peers that need state the log no
     /// longer holds.
     checkpoint: Checkpoint,
+    /// An older checkpoint kept while a peer fetches it, with the log after
+    /// it (see `take_checkpoint`).
+    retained: Option<Checkpoint>,
+    /// The peer that last asked for (or was offered) the latest
+    /// checkpoint, and when.
+    checkpoint_fetcher: Option<(ReplicaIndex, Instant)>,
+    /// The peer fetching the retained checkpoint or the log after it, and
+    /// when it last asked.
+    retained_fetcher: Option<(ReplicaIndex, Instant)>,
+    /// The time of the latest input; also stamps the Prepares sent when
+    /// the outputs are drained.
+    now: Instant,
     /// Per replica, the latest incarnation known; this replica's own entry
     /// is its incarnation (§4.3, crash vectors).
     crash_vector: CrashVector,
@@ -221,9 +233,6 @@ pub struct Replica<S: Service> {
     unsent_from: u64,
     /// Bytes of the batch being built.
     batch_bytes: usize,
-    /// The time of the latest input; stamps Prepares sent when the outputs
-    /// are drained.
-    last_now: Instant,
     /// Per replica, the latest of this primary's timestamps it echoed: it
     /// promised not to join a view change for a lease since then.
     lease_acked_ns: Vec<u64>,
@@ -351,6 +360,10 @@ impl<S: Service> Replica<S> {
             log_base: 0,
             client_table: ClientTable::with_max(config.client_table_max as usize),
             checkpoint: Checkpoint::empty(),
+            retained: None,
+            checkpoint_fetcher: None,
+            retained_fetcher: None,
+            now,
             crash_vector: core::iter::repeat_n(0, n).collect(),
             recovery: None,
             prepare_ok_op: alloc::vec![0; n],
@@ -359,7 +372,6 @@ impl<S: Service> Replica<S> {
             request_queue: VecDeque::new(),
             unsent_from: 0,
             batch_bytes: 0,
-            last_now: now,
             lease_acked_ns: alloc::vec![0; n],
             view_start_op: 0,
             lease_promise_until: Instant::ZERO,
@@ -461,7 +473,7 @@ impl<S: Service> Replica<S> {
     /// Handles one message from a replica or a client. Messages that do not
     /// apply in the current state are counted and dropped; none panics.
     pub fn handle_message(&mut self, now: Instant, message: Message) {
-        self.last_now = self.last_now.max(now);
+        self.now = now;
         if self.status == Status::Recovering {
             self.handle_message_recovering(now, message);
             return;
@@ -503,7 +515,7 @@ impl<S: Service> Replica<S> {
 
     /// Fires every timer whose deadline is at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.last_now = self.last_now.max(now);
+        self.now = now;
         if self.timers.batch.is_some_and(|t| t <= now) {
             self.flush_batch();
         }

@@ -150,12 +150,12 @@ impl<S: Service> Replica<S> {
             self.send_to_others(Message::Prepare(Prepare {
                 view: self.view,
                 commit_number: self.commit_number,
-                timestamp_ns: self.last_now.as_nanos(),
+                timestamp_ns: self.now.as_nanos(),
                 entries,
             }));
         }
         // A Prepare is a heartbeat too.
-        self.timers.heartbeat = Some(self.last_now + self.config.heartbeat_interval_ns);
+        self.timers.heartbeat = Some(self.now + self.config.heartbeat_interval_ns);
     }
 
     /// §4.1 step 4: a backup appends the ops if it holds every earlier one.
@@ -342,8 +342,16 @@ impl<S: Service> Replica<S> {
             return;
         }
         self.prepare_ok_heard_at[usize::from(prepare_ok.replica)] = now;
+        if self
+            .retained_fetcher
+            .is_some_and(|(peer, _)| peer == prepare_ok.replica)
+        {
+            // The peer that fetched the retained checkpoint acknowledges in
+            // this view: its fetch is over.
+            self.release_retained();
+        }
         // An echo of this primary's own clock, never ahead of it.
-        let echoed = prepare_ok.timestamp_ns.min(self.last_now.as_nanos());
+        let echoed = prepare_ok.timestamp_ns.min(self.now.as_nanos());
         let lease = &mut self.lease_acked_ns[usize::from(prepare_ok.replica)];
         *lease = (*lease).max(echoed);
         let acked = &mut self.prepare_ok_op[usize::from(prepare_ok.replica)];

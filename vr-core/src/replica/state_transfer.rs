@@ -108,14 +108,12 @@ impl<S: Service> Replica<S> {
             Status::ViewChange | Status::Recovering => self.commit_number,
         };
         let after = message.op_number.min(until);
-        let (log, checkpoint) = if after < self.log_base {
-            // The log no longer reaches back that far: offer the checkpoint.
-            (alloc::vec::Vec::new(), Some(self.checkpoint.summary))
+        // The log no longer reaching back that far, offer the checkpoint.
+        let checkpoint = self.note_state_request(after, message.replica);
+        let log = if checkpoint.is_some() {
+            alloc::vec::Vec::new()
         } else {
-            (
-                self.log_slice_bounded(after, until, self.log_budget_bytes()),
-                None,
-            )
+            self.log_slice_bounded(after, until, self.log_budget_bytes())
         };
         self.send(
             message.replica,
@@ -131,31 +129,15 @@ impl<S: Service> Replica<S> {
     }
 
     /// A peer in this replica's view asks for state (GetState, or a
-    /// checkpoint's tree or pages): it is catching up, and alive.
-    ///
-    /// As primary, count it for the quorum check of `on_heartbeat_timeout`.
+    /// checkpoint's tree or pages): it is catching up, and alive. As
+    /// primary, count it for the quorum check of `on_heartbeat_timeout`.
     /// Otherwise a primary abdicates while a backup it needs for a quorum
     /// is still catching up, and the fetch restarts in the next view,
     /// forever (vr-sim regression seed 1585; for checkpoint fetches, which
     /// take longer, seed 65).
-    ///
-    /// Changing view, from the view's new primary: it is fetching the
-    /// committed prefix it lacks before it can start the view, and the view
-    /// change advances. Without re-arming the timer, a fetch longer than a
-    /// view-change timeout (a checkpoint) makes the others move on to the
-    /// next view before it completes, and again in every view that primary
-    /// leads (vr-sim regression seed 65).
     pub(super) fn heard_fetching_peer(&mut self, now: Instant, view: u64, peer: ReplicaIndex) {
-        if view != self.view {
-            return;
-        }
-        if self.is_primary() {
+        if view == self.view && self.is_primary() {
             self.prepare_ok_heard_at[usize::from(peer)] = now;
-        } else if self.status == Status::ViewChange
-            && self.sync.is_none()
-            && peer == self.primary_index()
-        {
-            self.arm_view_change_timer(now);
         }
     }
 
