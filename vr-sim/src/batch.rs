@@ -69,6 +69,18 @@ pub struct Totals {
     pub linearizability_unknown: u64,
     /// Seeds by cluster size.
     pub by_replica_count: BTreeMap<u8, u64>,
+    /// Seeds with batching on (`batch_ops_max > 1`), with leases, with
+    /// backup reads by the workload (§6).
+    pub seeds_batching: u64,
+    /// See `seeds_batching`.
+    pub seeds_leases: u64,
+    /// See `seeds_batching`.
+    pub seeds_backup_reads: u64,
+    /// Backup reads completed by clients, and those whose value was
+    /// compared with the committed sequence.
+    pub backup_reads_completed: u64,
+    /// See `backup_reads_completed`.
+    pub backup_reads_value_checked: u64,
 }
 
 impl Totals {
@@ -113,6 +125,14 @@ impl Totals {
         if report.linearizability == LinearizabilityVerdict::Unknown {
             self.linearizability_unknown += 1;
         }
+        let c = &report.plan.config;
+        if report.plan.optimizations.drawn {
+            self.seeds_batching += u64::from(c.batch_ops_max > 1);
+            self.seeds_leases += u64::from(c.lease_duration_ns > 0);
+            self.seeds_backup_reads += u64::from(report.plan.optimizations.backup_read_ppm > 0);
+        }
+        self.backup_reads_completed += s.backup_reads_completed;
+        self.backup_reads_value_checked += s.backup_reads_value_checked;
         *self
             .by_replica_count
             .entry(report.plan.config.replica_count)
@@ -197,6 +217,22 @@ impl Totals {
             self.core.checkpoint_pages_received,
             self.core.checkpoint_bytes_received,
             self.checkpoints_compared
+        );
+        let _ = writeln!(
+            out,
+            "optimizations (§6): batching in {} seeds ({} Prepares, mean batch {:.2} entries); \
+             leases in {} seeds ({} leased reads, {} view changes deferred by a lease); \
+             backup reads in {} seeds ({} answered by replicas, {} completed, {} values checked)",
+            self.seeds_batching,
+            self.core.prepare_batches,
+            self.core.prepare_batch_entries as f64 / self.core.prepare_batches.max(1) as f64,
+            self.seeds_leases,
+            self.core.leased_reads,
+            self.core.view_changes_deferred_by_lease,
+            self.seeds_backup_reads,
+            self.core.backup_reads,
+            self.backup_reads_completed,
+            self.backup_reads_value_checked
         );
         let _ = write!(
             out,

@@ -40,6 +40,11 @@ pub enum ViolationKind {
     /// The simulation stopped making progress (a timer that does not
     /// advance, or an event budget used up).
     Stuck,
+    /// A backup read (§6) broke its promise: it reflects an op-number below
+    /// the client's highest seen (read-your-writes, monotonic reads), or
+    /// its value is not the key's value after the committed ops up to the
+    /// op-number it names.
+    BackupRead,
 }
 
 impl ViolationKind {
@@ -55,6 +60,7 @@ impl ViolationKind {
             ViolationKind::Service => "service",
             ViolationKind::Panic => "panic",
             ViolationKind::Stuck => "stuck",
+            ViolationKind::BackupRead => "backup-read",
         }
     }
 }

@@ -433,6 +433,26 @@ impl Service for Kv {
         }
     }
 
+    /// Only [`KvOp::Read`] is read-only: a leased read at the primary or a
+    /// backup read answers it with [`Service::query`] (§6).
+    fn is_read_only(&self, op: &[u8]) -> bool {
+        TaggedOp::decode(op).is_some_and(|t| t.op == KvOp::Read)
+    }
+
+    /// The key's value, as `execute` of the same Read would return it, but
+    /// without recording the request: a query is not an execution (the
+    /// exactly-once check is about the log).
+    fn query(&self, op: &[u8]) -> Vec<u8> {
+        match TaggedOp::decode(op) {
+            Some(TaggedOp {
+                key,
+                op: KvOp::Read,
+                ..
+            }) => KvResult::Value(self.values.get(&key).cloned()).encode(),
+            _ => KvResult::Error(format!("query of a non-read operation {op:?}")).encode(),
+        }
+    }
+
     fn take_changed_pages(&mut self, changed: &mut Vec<u64>) -> bool {
         changed.extend(std::mem::take(&mut self.changed));
         true
@@ -489,6 +509,38 @@ pub const PAGE_GROUPS: u64 = 8;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_are_read_only_and_query_answers_like_execute() {
+        let mut kv = Kv::new();
+        let write = TaggedOp {
+            tag: Tag {
+                client: 1,
+                request_number: 1,
+            },
+            key: 3,
+            op: KvOp::Write("w1.1".into()),
+        };
+        let read = TaggedOp {
+            tag: Tag {
+                client: 2,
+                request_number: 1,
+            },
+            key: 3,
+            op: KvOp::Read,
+        };
+        assert!(!kv.is_read_only(&write.encode()));
+        assert!(kv.is_read_only(&read.encode()));
+        assert!(!kv.is_read_only(&[]));
+        kv.execute(1, &write.encode());
+        let queried = kv.query(&read.encode());
+        assert_eq!(
+            KvResult::decode(&queried),
+            KvResult::Value(Some("w1.1".into()))
+        );
+        assert_eq!(kv.executed_count(), 1, "a query is not an execution");
+        assert_eq!(kv.execute(2, &read.encode()), queried);
+    }
 
     fn tagged(op: KvOp) -> TaggedOp {
         TaggedOp {

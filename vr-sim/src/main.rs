@@ -141,6 +141,7 @@ enum KindArg {
     Service,
     Panic,
     Stuck,
+    BackupRead,
 }
 
 impl KindArg {
@@ -155,6 +156,7 @@ impl KindArg {
             KindArg::Service => ViolationKind::Service,
             KindArg::Panic => ViolationKind::Panic,
             KindArg::Stuck => ViolationKind::Stuck,
+            KindArg::BackupRead => ViolationKind::BackupRead,
         }
     }
 }
@@ -402,6 +404,17 @@ fn run_single(seed: u64, args: &RunArgs, options: &Options) -> ExitCode {
         s.core.checkpoint_bytes_received,
         s.checkpoints_compared,
         s.core.messages_stale_incarnation
+    );
+    println!(
+        "optimizations: {} Prepares (mean batch {:.2} entries), {} leased reads, {} view changes \
+         deferred by a lease, {} backup reads ({} completed, {} values checked)",
+        s.core.prepare_batches,
+        s.core.prepare_batch_entries as f64 / s.core.prepare_batches.max(1) as f64,
+        s.core.leased_reads,
+        s.core.view_changes_deferred_by_lease,
+        s.core.backup_reads,
+        s.backup_reads_completed,
+        s.backup_reads_value_checked
     );
     println!("linearizability: {:?}", report.linearizability);
     if report.passed() {

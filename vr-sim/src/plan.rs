@@ -214,6 +214,47 @@ impl RecoveryPlan {
     }
 }
 
+/// The optimizations of §6, each drawn on or off per seed. The
+/// configuration values live in [`SeedPlan::config`] (`batch_ops_max`,
+/// `batch_delay_ns`, `lease_duration_ns`, `clock_drift_max_ns`,
+/// `backup_reads_max`); this holds what the workload does with them. Drawn
+/// from a stream of its own, after everything else, so that
+/// [`SeedPlan::without_optimizations`] replays the plans before them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OptimizationPlan {
+    /// Whether the plan sets the optimizations at all; `false` keeps
+    /// `Config`'s defaults and clients that never read at a backup (the
+    /// plans of [`SeedPlan::without_optimizations`]).
+    pub drawn: bool,
+    /// Probability (ppm) that a client's read goes to a random replica as a
+    /// backup read (`Client::read_at`) rather than through the primary; 0:
+    /// backup reads off (and `backup_reads_max = 0`).
+    pub backup_read_ppm: u32,
+}
+
+impl OptimizationPlan {
+    /// Config defaults, no backup reads by the workload.
+    pub fn off() -> OptimizationPlan {
+        OptimizationPlan {
+            drawn: false,
+            backup_read_ppm: 0,
+        }
+    }
+}
+
+/// The smallest `clock_drift_max_ns` that covers clock rates between
+/// `rate_min_ppm` and `rate_max_ppm` for a lease of `lease_ns`: a backup
+/// with the fastest clock ends its promise after `lease / rate_max` of real
+/// time, a primary with the slowest counts `lease - drift` of its clock for
+/// `(lease - drift) / rate_min`; the second must not be longer:
+/// `drift >= lease × (1 - rate_min / rate_max)`. Rounded up, plus a
+/// nanosecond per microsecond of lease for the clocks' integer rounding.
+pub fn drift_bound_ns(lease_ns: u64, rate_min_ppm: u32, rate_max_ppm: u32) -> u64 {
+    let (min, max) = (u128::from(rate_min_ppm), u128::from(rate_max_ppm.max(1)));
+    let spread = u128::from(lease_ns) * max.saturating_sub(min);
+    (spread.div_ceil(max) as u64) + lease_ns / 1000 + 1
+}
+
 /// Everything a seed runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SeedPlan {
@@ -227,6 +268,8 @@ pub struct SeedPlan {
     pub workload: WorkloadPlan,
     /// Restarts, long partitions, ballast.
     pub recovery: RecoveryPlan,
+    /// Batching, leases, backup reads (§6).
+    pub optimizations: OptimizationPlan,
 }
 
 /// A value in `low..=high`.
@@ -279,9 +322,79 @@ impl SeedPlan {
     /// Draws the plan of `seed`. `replica_count` overrides the random
     /// choice of 1, 3 or 5 replicas.
     pub fn random(seed: u64, replica_count: Option<u8>) -> SeedPlan {
+        let mut plan = SeedPlan::without_optimizations(seed, replica_count);
+        plan.draw_optimizations();
+        plan
+    }
+
+    /// The plan of `seed` as drawn before the optimizations of §6 were
+    /// simulated: [`SeedPlan::classic`] with restarts, checkpoints and
+    /// ballast, `Config`'s defaults for batching and reads. The regression
+    /// seeds of bugs found then replay with it.
+    pub fn without_optimizations(seed: u64, replica_count: Option<u8>) -> SeedPlan {
         let mut plan = SeedPlan::classic(seed, replica_count);
         plan.draw_recovery();
         plan
+    }
+
+    /// Draws batching, leases and backup reads, each on in about half of
+    /// the seeds, from a stream of its own.
+    fn draw_optimizations(&mut self) {
+        let mut prng = Prng::new(self.seed ^ 0x0B71_3A71_0E5B_A7C4);
+        let config = &mut self.config;
+        // Batching: off (§4.1 exactly) or up to 2..=64 entries a Prepare,
+        // sometimes held for a delay of up to a heartbeat.
+        if prng.below(2) == 0 {
+            config.batch_ops_max = 1;
+            config.batch_delay_ns = 0;
+        } else {
+            config.batch_ops_max = pick(&mut prng, &[2, 3, 4, 8, 16, 64]);
+            config.batch_delay_ns = if prng.below(3) == 0 {
+                between(&mut prng, 10_000, config.heartbeat_interval_ns)
+            } else {
+                0
+            };
+        }
+        // Leases: off, or a lease of 2 heartbeats up to the view-change
+        // timeout, with a drift bound that covers the plan's clock rates
+        // (sometimes generously: up to half the lease).
+        if prng.below(2) == 0 {
+            config.lease_duration_ns = 0;
+            config.clock_drift_max_ns = 0;
+        } else {
+            let lease = between(
+                &mut prng,
+                2 * config.heartbeat_interval_ns,
+                config
+                    .view_change_timeout_ns
+                    .max(2 * config.heartbeat_interval_ns),
+            );
+            let rates = &self.faults.clock_rate_ppm;
+            let min = rates.iter().copied().min().unwrap_or(PPM);
+            let max = rates.iter().copied().max().unwrap_or(PPM);
+            let bound = drift_bound_ns(lease, min, max);
+            let drift = if prng.below(4) == 0 {
+                between(&mut prng, bound, (lease / 2).max(bound))
+            } else {
+                bound
+            };
+            config.lease_duration_ns = lease;
+            config.clock_drift_max_ns = drift.min(lease - 1);
+        }
+        // Backup reads: off, or a share of the reads sent to a random
+        // replica, which parks up to `backup_reads_max` of them.
+        let backup_read_ppm = if prng.below(2) == 0 {
+            config.backup_reads_max = 0;
+            0
+        } else {
+            config.backup_reads_max = pick(&mut prng, &[1, 4, 1024]);
+            between(&mut prng, 100_000, PPM.into()) as u32
+        };
+        debug_assert_eq!(config.validate(), Ok(()));
+        self.optimizations = OptimizationPlan {
+            drawn: true,
+            backup_read_ppm,
+        };
     }
 
     /// The plan of `seed` as drawn before restarts, checkpoints and
@@ -298,6 +411,9 @@ impl SeedPlan {
         let mut config = Config::new(seed, n);
         config.seed = seed;
         config.op_size_max = OP_SIZE_MAX;
+        // One op a Prepare, as before batching (§6) existed: the seeds of
+        // these plans replay the runs that found their bugs.
+        config.batch_ops_max = 1;
         config.heartbeat_interval_ns = between(&mut prng, 5, 20) * MS;
         config.view_change_timeout_ns = config.heartbeat_interval_ns * between(&mut prng, 5, 15);
         config.timeout_jitter_ns = config.view_change_timeout_ns / 2;
@@ -390,6 +506,7 @@ impl SeedPlan {
             },
             workload,
             recovery: RecoveryPlan::off(),
+            optimizations: OptimizationPlan::off(),
         }
     }
 
@@ -483,6 +600,7 @@ impl SeedPlan {
                 liveness_ops_per_client: 2,
             },
             recovery: RecoveryPlan::off(),
+            optimizations: OptimizationPlan::off(),
         }
     }
 
@@ -524,6 +642,60 @@ impl SeedPlan {
             self.recovery
         );
         crate::trace::Fnv64::of(text.as_bytes())
+    }
+
+    /// [`SeedPlan::fingerprint_full`] and the optimizations (§6).
+    pub fn fingerprint_optimizations(&self) -> u64 {
+        let c = &self.config;
+        let text = format!(
+            "{:x} {} {} {} {} {} {} {:?}",
+            self.fingerprint_full(),
+            c.batch_ops_max,
+            c.batch_bytes_max,
+            c.batch_delay_ns,
+            c.lease_duration_ns,
+            c.clock_drift_max_ns,
+            c.backup_reads_max,
+            self.optimizations
+        );
+        crate::trace::Fnv64::of(text.as_bytes())
+    }
+
+    /// The optimizations part of [`SeedPlan::summary`]: empty for plans
+    /// that did not draw them.
+    pub fn optimizations_summary(&self) -> String {
+        if !self.optimizations.drawn {
+            return String::new();
+        }
+        let c = &self.config;
+        let mut out = String::new();
+        if c.batch_ops_max > 1 {
+            out += &format!(" batch<={}", c.batch_ops_max);
+            if c.batch_delay_ns > 0 {
+                out += &format!("/{}us", c.batch_delay_ns / 1000);
+            }
+        } else {
+            out += " batch=off";
+        }
+        if c.lease_duration_ns > 0 {
+            out += &format!(
+                " lease={}ms/drift<={}us",
+                c.lease_duration_ns / MS,
+                c.clock_drift_max_ns / 1000
+            );
+        } else {
+            out += " lease=off";
+        }
+        if self.optimizations.backup_read_ppm > 0 {
+            out += &format!(
+                " backup-reads={:.0}%/parked<={}",
+                f64::from(self.optimizations.backup_read_ppm) / 1e4,
+                c.backup_reads_max
+            );
+        } else {
+            out += " backup-reads=off";
+        }
+        out
     }
 
     /// The recovery part of [`SeedPlan::summary`].
@@ -573,7 +745,7 @@ impl SeedPlan {
             .count();
         format!(
             "n={} clients={} keys={} ops<={} window={} frame={}B loss={:.1}% dup={:.1}% corrupt={:.1}% \
-             reorder={:.1}%/{}ms latency={}..{}us partitions=[{}] pauses={} crashes<={} skewed-clocks={}{}{}",
+             reorder={:.1}%/{}ms latency={}..{}us partitions=[{}] pauses={} crashes<={} skewed-clocks={}{}{}{}",
             self.config.replica_count,
             self.workload.client_count,
             self.workload.key_count,
@@ -592,6 +764,7 @@ impl SeedPlan {
             self.faults.crashes_max,
             skewed,
             self.recovery_summary(),
+            self.optimizations_summary(),
             match self.config.injected_bug {
                 Some(bug) => format!(" injected-bug={bug:?}"),
                 None => String::new(),
@@ -622,5 +795,41 @@ mod tests {
         assert_eq!(sizes.into_iter().collect::<Vec<_>>(), vec![1, 3, 5]);
         assert!(quiet_links > 10 && quiet_links < 150, "{quiet_links}");
         assert_eq!(SeedPlan::random(1, Some(5)).config.replica_count, 5);
+    }
+
+    #[test]
+    fn optimizations_are_drawn_on_and_off_and_drift_covers_the_clocks() {
+        let (mut batching, mut leases, mut backup_reads) = (0, 0, 0);
+        for seed in 0..200 {
+            let plan = SeedPlan::random(seed, None);
+            let c = &plan.config;
+            assert!(plan.optimizations.drawn);
+            batching += u32::from(c.batch_ops_max > 1);
+            backup_reads += u32::from(plan.optimizations.backup_read_ppm > 0);
+            assert_eq!(
+                plan.optimizations.backup_read_ppm > 0,
+                c.backup_reads_max > 0
+            );
+            if c.lease_duration_ns > 0 {
+                leases += 1;
+                let rates = &plan.faults.clock_rate_ppm;
+                let (min, max) = (rates.iter().min().unwrap(), rates.iter().max().unwrap());
+                // The primary's shortened lease, on the slowest clock, ends
+                // before the promise on the fastest one.
+                let primary_ns =
+                    (c.lease_duration_ns - c.clock_drift_max_ns) as f64 / f64::from(*min);
+                let promise_ns = c.lease_duration_ns as f64 / f64::from(*max);
+                assert!(primary_ns <= promise_ns, "seed {seed}: {}", plan.summary());
+            }
+            let old = SeedPlan::without_optimizations(seed, None);
+            assert_eq!(old.fingerprint_full(), plan.fingerprint_full());
+            assert!(!old.optimizations.drawn);
+        }
+        for count in [batching, leases, backup_reads] {
+            assert!(
+                count > 60 && count < 140,
+                "{batching} {leases} {backup_reads}"
+            );
+        }
     }
 }

@@ -46,16 +46,16 @@ use vr_core::codec::{self, DecodeError};
 use vr_core::message::Command;
 use vr_core::prng::Prng;
 use vr_core::{
-    Action, Client, ClientAction, ClientConfig, ClientId, Config, InjectedBug, Instant, Message,
-    Replica, Stats, Status,
+    Action, Client, ClientAction, ClientConfig, ClientId, Completion, Config, InjectedBug, Instant,
+    Message, Replica, Service, Stats, Status,
 };
 
 use crate::checks::{Agreement, Violation, ViolationKind};
 use crate::history::{Event, History, Input};
-use crate::kv::{key_name, Kv, KvResult, ServiceFault, Tag};
+use crate::kv::{key_name, Kv, KvOp, KvResult, ServiceFault, Tag};
 use crate::linearizability::{self, CheckResult};
 use crate::network::{Addr, Network, NetworkStats, Packet};
-use crate::plan::{between, pick, LinkFaults, PartitionShape, SeedPlan, MS, PPM, SECOND};
+use crate::plan::{between, chance, pick, LinkFaults, PartitionShape, SeedPlan, MS, PPM, SECOND};
 use crate::trace::{describe, Fnv64, Trace, TraceKind};
 use crate::workload;
 
@@ -82,6 +82,10 @@ pub struct Options {
     /// Draw [`SeedPlan::classic`] plans: no restarts, default checkpoints,
     /// no ballast (the plans of the seeds found before those existed).
     pub classic_plans: bool,
+    /// Draw batching, leases and backup reads per seed (§6; the default).
+    /// `false` draws [`SeedPlan::without_optimizations`]: the plans of the
+    /// seeds found before those were simulated.
+    pub optimization_plans: bool,
 }
 
 impl Default for Options {
@@ -95,6 +99,7 @@ impl Default for Options {
             liveness_timeout_ns: 60 * SECOND,
             settle_max_ns: 10 * SECOND,
             classic_plans: false,
+            optimization_plans: true,
         }
     }
 }
@@ -155,6 +160,12 @@ pub struct RunStats {
     pub settle_ns: u64,
     /// Trace events.
     pub events: u64,
+    /// Backup reads (§6) completed; they are checked against their own
+    /// promise, not for linearizability.
+    pub backup_reads_completed: u64,
+    /// Backup reads whose value was compared with the committed sequence
+    /// (the others fell where it has a hole).
+    pub backup_reads_value_checked: u64,
 }
 
 /// vr-core's counters ([`vr_core::Stats`]) of interest, summed over every
@@ -175,6 +186,16 @@ pub struct CoreCounters {
     pub messages_stale_incarnation: u64,
     /// GetState and checkpoint requests sent.
     pub state_requests_sent: u64,
+    /// Reads the primary answered under its lease (§6).
+    pub leased_reads: u64,
+    /// Reads a replica answered as a backup read (§6).
+    pub backup_reads: u64,
+    /// View changes a backup deferred while its lease promise lasted.
+    pub view_changes_deferred_by_lease: u64,
+    /// Prepares broadcast (batches).
+    pub prepare_batches: u64,
+    /// Entries those Prepares carried.
+    pub prepare_batch_entries: u64,
 }
 
 impl CoreCounters {
@@ -187,6 +208,11 @@ impl CoreCounters {
         self.checkpoint_bytes_received += stats.checkpoint_bytes_received;
         self.messages_stale_incarnation += stats.messages_stale_incarnation;
         self.state_requests_sent += stats.state_requests_sent;
+        self.leased_reads += stats.leased_reads;
+        self.backup_reads += stats.backup_reads;
+        self.view_changes_deferred_by_lease += stats.view_changes_deferred_by_lease;
+        self.prepare_batches += stats.prepare_batches;
+        self.prepare_batch_entries += stats.prepare_batch_entries;
     }
 
     /// Adds another sum.
@@ -198,6 +224,11 @@ impl CoreCounters {
         self.checkpoint_bytes_received += other.checkpoint_bytes_received;
         self.messages_stale_incarnation += other.messages_stale_incarnation;
         self.state_requests_sent += other.state_requests_sent;
+        self.leased_reads += other.leased_reads;
+        self.backup_reads += other.backup_reads;
+        self.view_changes_deferred_by_lease += other.view_changes_deferred_by_lease;
+        self.prepare_batches += other.prepare_batches;
+        self.prepare_batch_entries += other.prepare_batch_entries;
     }
 }
 
@@ -246,6 +277,8 @@ impl SeedReport {
 pub fn run_seed(seed: u64, options: &Options) -> SeedReport {
     let mut plan = if options.classic_plans {
         SeedPlan::classic(seed, options.replica_count)
+    } else if !options.optimization_plans {
+        SeedPlan::without_optimizations(seed, options.replica_count)
     } else {
         SeedPlan::random(seed, options.replica_count)
     };
@@ -368,6 +401,21 @@ struct PendingOp {
     tag: Tag,
     key: u8,
     input: Input,
+    /// A backup read (§6): the op-number it must reflect at least (the
+    /// client's highest seen, as the simulator tracked it).
+    backup_read_min: Option<u64>,
+}
+
+/// A completed backup read, to compare with the committed sequence at the
+/// end of the run.
+#[derive(Clone, Debug)]
+struct BackupRead {
+    client: u8,
+    request_number: u64,
+    key: u8,
+    op_number: u64,
+    value: Option<String>,
+    completed_at: u64,
 }
 
 struct ClientNode {
@@ -377,6 +425,9 @@ struct ClientNode {
     liveness_ops_left: u32,
     /// Requests made so far, which is the last request-number used.
     requests_made: u64,
+    /// The highest op-number in a reply this client completed with (the
+    /// simulator's own count, to check the client's `op_number_seen`).
+    op_number_seen: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -423,6 +474,7 @@ pub struct Simulator {
     /// Replicas healed for the liveness phase (all alive ones before it).
     healed: BTreeSet<u8>,
     agreement: Agreement,
+    backup_reads: Vec<BackupRead>,
     views_formed: BTreeSet<u64>,
     history: Vec<Event>,
     violations: Vec<Violation>,
@@ -489,6 +541,7 @@ impl Simulator {
                     next_invoke_at: Some(think),
                     liveness_ops_left: 0,
                     requests_made: 0,
+                    op_number_seen: 0,
                 }
             })
             .collect();
@@ -532,6 +585,7 @@ impl Simulator {
             },
             healed: (0..n).collect(),
             agreement: Agreement::new(),
+            backup_reads: Vec::new(),
             views_formed: BTreeSet::new(),
             history: Vec::new(),
             violations: Vec::new(),
@@ -1463,7 +1517,7 @@ impl Simulator {
                         if let Some(completion) =
                             self.clients[usize::from(c)].client.handle_reply(now, reply)
                         {
-                            self.complete(c, completion.request_number, &completion.result);
+                            self.complete(c, &completion);
                         }
                     }
                     other => {
@@ -1737,7 +1791,25 @@ impl Simulator {
             key_count,
         );
         let input = workload::history_input(&op.op);
-        match node.client.request(Instant::from_nanos(now), op.encode()) {
+        // §6: some reads go to a random replica as backup reads.
+        let backup_read_ppm = self.plan.optimizations.backup_read_ppm;
+        let backup_read_at = (op.op == KvOp::Read
+            && backup_read_ppm > 0
+            && chance(&mut self.workload_prng, backup_read_ppm))
+        .then(|| {
+            self.workload_prng
+                .below(u64::from(self.config.replica_count)) as u8
+        });
+        let seen_mismatch = (backup_read_at.is_some()
+            && node.client.op_number_seen() != node.op_number_seen)
+            .then(|| (node.client.op_number_seen(), node.op_number_seen));
+        let sent = match backup_read_at {
+            Some(r) => node
+                .client
+                .read_at(Instant::from_nanos(now), r, op.encode()),
+            None => node.client.request(Instant::from_nanos(now), op.encode()),
+        };
+        match sent {
             Ok(number) => {
                 assert_eq!(
                     number, next_number,
@@ -1755,32 +1827,167 @@ impl Simulator {
             tag: op.tag,
             key: op.key,
             input: input.clone(),
+            backup_read_min: backup_read_at.map(|_| node.op_number_seen),
         });
+        if let Some((believed, replied)) = seen_mismatch {
+            let detail =
+                format!("c{c} sends a backup read with op {believed}, its replies said {replied}");
+            self.violation(ViolationKind::BackupRead, detail);
+        }
         self.stats.ops_invoked += 1;
         if !in_liveness {
             self.safety_ops_invoked += 1;
         }
         let key = key_name(op.key);
+        let at = match backup_read_at {
+            Some(r) => format!(" (backup read at r{r})"),
+            None => String::new(),
+        };
         self.trace
             .record(now, TraceKind::Invoke, &[u64::from(c), next_number], || {
-                format!("c{c} req {next_number}: {input} on {key}")
+                format!("c{c} req {next_number}: {input} on {key}{at}")
             });
-        self.history
-            .push(Event::invoke(u64::from(c), now, key, &input));
+        if backup_read_at.is_none() {
+            // Backup reads promise less than linearizability: they are
+            // checked on their own (`complete_backup_read`,
+            // `check_backup_reads`).
+            self.history
+                .push(Event::invoke(u64::from(c), now, key, &input));
+        }
         self.drain_client(c);
     }
 
-    fn complete(&mut self, c: u8, request_number: u64, result: &[u8]) {
+    fn complete(&mut self, c: u8, completion: &Completion) {
         let now = self.now;
+        let request_number = completion.request_number;
+        let node = &mut self.clients[usize::from(c)];
+        node.op_number_seen = node.op_number_seen.max(completion.op_number);
         let Some(pending) = self.clients[usize::from(c)].pending.take() else {
             let detail = format!("c{c} completed request {request_number} it was not waiting for");
             self.violation(ViolationKind::Service, detail);
             return;
         };
         debug_assert_eq!(pending.tag.request_number, request_number);
+        let result = KvResult::decode(&completion.result);
+        if let Some(min) = pending.backup_read_min {
+            self.complete_backup_read(c, &pending, completion.op_number, min, &result);
+        } else {
+            self.complete_in_history(c, &pending, &result);
+        }
+        let think = between(
+            &mut self.workload_prng,
+            0,
+            self.plan.workload.think_time_max_ns,
+        );
+        let more = match self.phase {
+            Phase::Safety { .. } => {
+                self.safety_ops_invoked < u64::from(self.plan.workload.safety_ops)
+            }
+            Phase::Liveness { .. } => self.clients[usize::from(c)].liveness_ops_left > 0,
+            Phase::Settle { .. } | Phase::Done => false,
+        };
+        if more {
+            self.clients[usize::from(c)].next_invoke_at = Some(now + think);
+        }
+    }
+
+    /// A backup read completed (§6): its op-number is at least what the
+    /// client had seen (read-your-writes, monotonic reads); its value is
+    /// compared with the committed sequence at the end of the run.
+    fn complete_backup_read(
+        &mut self,
+        c: u8,
+        pending: &PendingOp,
+        op_number: u64,
+        min: u64,
+        result: &KvResult,
+    ) {
+        let now = self.now;
+        let request_number = pending.tag.request_number;
         let key = key_name(pending.key);
-        let result = KvResult::decode(result);
-        match workload::history_output(&pending.input, &result) {
+        self.stats.ops_completed += 1;
+        self.stats.backup_reads_completed += 1;
+        self.trace.record(
+            now,
+            TraceKind::Complete,
+            &[u64::from(c), request_number, op_number],
+            || {
+                format!(
+                    "c{c} req {request_number}: backup read on {key} at op {op_number} -> {result:?}"
+                )
+            },
+        );
+        if op_number < min {
+            let detail = format!(
+                "c{c} req {request_number}: a backup read of {key} reflects op {op_number}, \
+                 older than op {min} the client had seen"
+            );
+            self.violation(ViolationKind::BackupRead, detail);
+        }
+        match result {
+            KvResult::Value(value) => self.backup_reads.push(BackupRead {
+                client: c,
+                request_number,
+                key: pending.key,
+                op_number,
+                value: value.clone(),
+                completed_at: now,
+            }),
+            other => {
+                let detail = format!("c{c} req {request_number}: a backup read returned {other:?}");
+                self.violation(ViolationKind::Service, detail);
+            }
+        }
+    }
+
+    /// Compares every backup read's value with the key's value after the
+    /// committed ops up to the op-number it reflects, replayed on a fresh
+    /// service (which, like a replica's, skips a request executed before).
+    fn check_backup_reads(&mut self) {
+        let mut reads = std::mem::take(&mut self.backup_reads);
+        reads.sort_by_key(|r| (r.op_number, r.client, r.request_number));
+        let mut kv = Kv::new();
+        let mut executed = 0u64;
+        let committed = self.agreement.committed();
+        let mut problems = Vec::new();
+        let mut checked = 0;
+        'reads: for read in &reads {
+            while executed < read.op_number {
+                let Some(op) = committed.get(&(executed + 1)) else {
+                    break 'reads; // A hole: the rest cannot be replayed.
+                };
+                executed += 1;
+                kv.execute(executed, &op.op);
+            }
+            let _ = kv.take_journal();
+            checked += 1;
+            let expected = kv.values().get(&read.key).cloned();
+            if expected != read.value {
+                problems.push(format!(
+                    "c{} req {} (completed at {}): a backup read of {} at op {} returned {:?}, \
+                     the committed ops up to there give {:?}",
+                    read.client,
+                    read.request_number,
+                    crate::trace::Seconds(read.completed_at),
+                    key_name(read.key),
+                    read.op_number,
+                    read.value,
+                    expected
+                ));
+            }
+        }
+        self.stats.backup_reads_value_checked += checked;
+        for detail in problems {
+            self.violation(ViolationKind::BackupRead, detail);
+        }
+    }
+
+    /// A completed operation that goes to the linearizability checker.
+    fn complete_in_history(&mut self, c: u8, pending: &PendingOp, result: &KvResult) {
+        let now = self.now;
+        let request_number = pending.tag.request_number;
+        let key = key_name(pending.key);
+        match workload::history_output(&pending.input, result) {
             Ok(output) => {
                 self.trace.record(
                     now,
@@ -1807,21 +2014,6 @@ impl Simulator {
                 );
             }
         }
-        let think = between(
-            &mut self.workload_prng,
-            0,
-            self.plan.workload.think_time_max_ns,
-        );
-        let more = match self.phase {
-            Phase::Safety { .. } => {
-                self.safety_ops_invoked < u64::from(self.plan.workload.safety_ops)
-            }
-            Phase::Liveness { .. } => self.clients[usize::from(c)].liveness_ops_left > 0,
-            Phase::Settle { .. } | Phase::Done => false,
-        };
-        if more {
-            self.clients[usize::from(c)].next_invoke_at = Some(now + think);
-        }
     }
 
     // ---- Results ----
@@ -1845,6 +2037,9 @@ impl Simulator {
         for c in 0..self.clients.len() {
             if let Some(pending) = self.clients[c].pending.take() {
                 self.stats.ops_open += 1;
+                if pending.backup_read_min.is_some() {
+                    continue; // Not in the history: nothing to check.
+                }
                 self.history.push(Event::info(
                     c as u64,
                     now,
@@ -1853,6 +2048,7 @@ impl Simulator {
                 ));
             }
         }
+        self.check_backup_reads();
         let linearizability = if self.options.check_linearizability {
             self.check_history()
         } else {
