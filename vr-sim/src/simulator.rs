@@ -428,6 +428,8 @@ struct ClientNode {
     /// The highest op-number in a reply this client completed with (the
     /// simulator's own count, to check the client's `op_number_seen`).
     op_number_seen: u64,
+    /// Scripted: the client's next operations are all reads.
+    reads_only: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -542,6 +544,7 @@ impl Simulator {
                     liveness_ops_left: 0,
                     requests_made: 0,
                     op_number_seen: 0,
+                    reads_only: false,
                 }
             })
             .collect();
@@ -815,6 +818,13 @@ impl Simulator {
             });
         // Drain what `recover` queued (its Recovery messages).
         self.replica_step(i, |_, _| {});
+    }
+
+    /// Scripted: client `c` invokes only reads from now on (its draws from
+    /// the workload stream are unchanged, the operation becomes a read of
+    /// the same key), or the usual mix again.
+    pub fn set_reads_only(&mut self, c: u8, reads_only: bool) {
+        self.clients[usize::from(c)].reads_only = reads_only;
     }
 
     /// Restores every link.
@@ -1784,12 +1794,15 @@ impl Simulator {
         // The client numbers its requests 1, 2, 3, …; the op carries the
         // number so that the service can recognise a second execution.
         let next_number = node.requests_made + 1;
-        let op = workload::next_op(
+        let mut op = workload::next_op(
             &mut self.workload_prng,
             u32::from(c),
             next_number,
             key_count,
         );
+        if node.reads_only {
+            op.op = KvOp::Read;
+        }
         let input = workload::history_input(&op.op);
         // §6: some reads go to a random replica as backup reads.
         let backup_read_ppm = self.plan.optimizations.backup_read_ppm;
