@@ -236,3 +236,32 @@ fn a_read_at_a_lagging_backup_waits_for_the_clients_writes() {
     let again = cluster.await_completion(0, number, 2_000).unwrap();
     assert!(again.op_number >= read.op_number);
 }
+
+/// A replica restarted without its memory keeps the lease promise it may
+/// have given before the crash: for a lease from its restart it joins no
+/// view change, so a recovery cannot cut an old primary's lease short.
+#[test]
+fn a_recovered_replica_keeps_its_lease_promise() {
+    let mut config = lease_config();
+    config.lease_duration_ns = 300_000_000;
+    let mut cluster = Cluster::with_config(config, 1);
+    cluster.execute(0, b"write");
+    cluster.crash(2);
+    cluster.restart(2, Recorder::default(), 3);
+    cluster.run_for_ms(20);
+    assert_eq!(cluster.replicas[2].status(), vr_core::Status::Normal);
+    let crash_vector = cluster.replicas[1].crash_vector().iter().copied().collect();
+    cluster.inject(
+        Node::Replica(1),
+        Node::Replica(2),
+        Message::StartViewChange(vr_core::message::StartViewChange {
+            view: 5,
+            promised_view: 0,
+            replica: 1,
+            crash_vector,
+        }),
+    );
+    cluster.run_for_ms(1);
+    assert_eq!(cluster.replicas[2].view(), 0, "did not join");
+    assert!(cluster.replicas[2].stats().view_changes_deferred_by_lease > 0);
+}

@@ -322,6 +322,12 @@ impl<S: Service> Replica<S> {
         nonce: u64,
     ) -> Result<Self, ConfigError> {
         let mut this = Replica::blank(config, replica, service, now, nonce)?;
+        // Before the crash this replica may have promised a primary a lease
+        // (§6): it keeps that promise, which ends at most a lease after its
+        // last message from the primary, before now. Forgetting it could let
+        // a view change cut a lease short and a deposed primary serve a
+        // stale read.
+        this.lease_promise_until = now + this.config.lease_duration_ns;
         this.take_checkpoint(0);
         this.start_recovery(now);
         Ok(this)
