@@ -203,15 +203,6 @@ impl RecoveryPlan {
             linger: false,
         }
     }
-
-    /// Whether any of it is on.
-    pub fn any(&self) -> bool {
-        self.restarts
-            || self.long_partitions
-            || self.ballast_pages > 0
-            || self.long_delay_ppm > 0
-            || self.linger
-    }
 }
 
 /// The optimizations of §6, each drawn on or off per seed. The
@@ -831,5 +822,34 @@ mod tests {
                 "{batching} {leases} {backup_reads}"
             );
         }
+    }
+
+    #[test]
+    fn recovery_plans_vary_and_classic_plans_are_the_old_ones() {
+        let (mut restarts, mut ballast, mut small_checkpoints, mut linger) = (0, 0, 0, 0);
+        for seed in 0..400 {
+            let plan = SeedPlan::random(seed, None);
+            let classic = SeedPlan::classic(seed, None);
+            assert_eq!(classic.recovery, RecoveryPlan::off());
+            assert_eq!(classic.config.checkpoint_interval_ops, 4096);
+            let r = &plan.recovery;
+            assert!(!r.restarts || plan.config.replica_count >= 3);
+            assert!(plan.config.client_table_max >= u32::from(plan.workload.client_count));
+            if r.ballast_pages == 0 {
+                // Only ballast plans change the classic draws.
+                assert_eq!(plan.fingerprint(), classic.fingerprint());
+            } else {
+                assert!((64..=512).contains(&r.ballast_pages));
+                assert!((1024..=4096).contains(&r.ballast_page_size));
+                ballast += 1;
+            }
+            restarts += u32::from(r.restarts);
+            linger += u32::from(r.linger);
+            small_checkpoints += u32::from(plan.config.checkpoint_interval_ops <= 200);
+        }
+        assert!((50..200).contains(&restarts), "{restarts}");
+        assert!((50..200).contains(&ballast), "{ballast}");
+        assert!((20..150).contains(&linger), "{linger}");
+        assert!(small_checkpoints > 300, "{small_checkpoints}");
     }
 }

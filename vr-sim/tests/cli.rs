@@ -121,6 +121,15 @@ fn a_batch_run_prints_totals_and_fails_on_a_violation() {
     let text = stdout(&out);
     assert!(text.contains("seeds: 3"), "{text}");
     assert!(text.contains("violations: 0"), "{text}");
+    assert!(
+        text.contains("restarts") && text.contains("installed from a peer"),
+        "{text}"
+    );
+    // The new injected bugs are named on the command line too.
+    for bug in ["recovery-without-crash-vectors", "truncate-log-on-new-view"] {
+        let out = vr_sim(&["--seed", "1", "--bug", bug]);
+        assert!(stdout(&out).contains("injected-bug="), "{}", stdout(&out));
+    }
 
     let bad = vr_sim(&[
         "--seeds",

@@ -44,7 +44,7 @@ fn commit_without_quorum_is_caught_within_200_seeds() {
 }
 
 /// Reference: §4.2 step 3. Random seeds catch it too, but rarely (about 0.2
-/// to 0.3% of classic plans, 0.05% of the current ones; see
+/// to 0.3% of classic plans, 0.15% of the current ones; see
 /// `docs/testing.md`): it needs a replica with a longer log from an older
 /// view in the quorum of a view change.
 #[test]

@@ -257,8 +257,9 @@ impl<S: Service> Replica<S> {
 
     // ---- Serving ----
 
-    /// Answers with the children of the asked nodes of the latest
-    /// checkpoint's tree, as many as fit a message.
+    /// Answers with the children of the asked nodes of the asked
+    /// checkpoint's tree (the latest or the retained one), as many as fit a
+    /// message.
     pub(super) fn on_get_checkpoint_tree(&mut self, now: Instant, message: GetCheckpointTree) {
         if message.replica >= self.config.replica_count || message.replica == self.replica {
             self.stats.messages_invalid += 1;
@@ -278,7 +279,8 @@ impl<S: Service> Replica<S> {
             // The fixed part of the answer is larger than the 64 bytes
             // `log_budget_bytes` allows for: count it, or a full answer
             // exceeds `message_size_max` by a few bytes and its receiver
-            // rejects it (vr-sim regression seed 93).
+            // rejects it (vr-sim regression test
+            // `checkpoint_tree_answers_fit_their_frame`).
             let fixed = crate::codec::encoded_size(&Message::CheckpointTree(reply.clone()));
             let budget = (self.config.message_size_max as usize).saturating_sub(fixed);
             let mut size = 0usize;
@@ -297,8 +299,8 @@ impl<S: Service> Replica<S> {
         self.send(message.replica, Message::CheckpointTree(reply));
     }
 
-    /// Answers with the asked pages of the latest checkpoint, in order, as
-    /// many bytes as fit a message.
+    /// Answers with the asked pages of the asked checkpoint (the latest or
+    /// the retained one), in order, as many bytes as fit a message.
     pub(super) fn on_get_checkpoint_pages(&mut self, now: Instant, message: GetCheckpointPages) {
         if message.replica >= self.config.replica_count || message.replica == self.replica {
             self.stats.messages_invalid += 1;
