@@ -58,25 +58,29 @@ fn closed_loop(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     for (op_size, op_name) in OP_SIZES {
         for clients in [64usize, 1024] {
-            group.bench_with_input(BenchmarkId::new(op_name, clients), &clients, |b, &clients| {
-                b.iter_custom(|iters| {
-                    // Whole clusters of OPS_PER_CLUSTER operations, then the
-                    // rest; the time per operation includes filling and
-                    // draining the pipeline once per cluster.
-                    let mut elapsed = Duration::ZERO;
-                    let mut left = iters;
-                    while left > 0 {
-                        let ops = left.min(OPS_PER_CLUSTER);
-                        let mut cluster = MemCluster::new(clients, op_size);
-                        let start = Instant::now();
-                        let done = cluster.run_closed_loop(ops);
-                        // The in-flight tail also completed: scale to `ops`.
-                        elapsed += start.elapsed().mul_f64(ops as f64 / done as f64);
-                        left -= ops;
-                    }
-                    elapsed
-                });
-            });
+            group.bench_with_input(
+                BenchmarkId::new(op_name, clients),
+                &clients,
+                |b, &clients| {
+                    b.iter_custom(|iters| {
+                        // Whole clusters of OPS_PER_CLUSTER operations, then the
+                        // rest; the time per operation includes filling and
+                        // draining the pipeline once per cluster.
+                        let mut elapsed = Duration::ZERO;
+                        let mut left = iters;
+                        while left > 0 {
+                            let ops = left.min(OPS_PER_CLUSTER);
+                            let mut cluster = MemCluster::new(clients, op_size);
+                            let start = Instant::now();
+                            let done = cluster.run_closed_loop(ops);
+                            // The in-flight tail also completed: scale to `ops`.
+                            elapsed += start.elapsed().mul_f64(ops as f64 / done as f64);
+                            left -= ops;
+                        }
+                        elapsed
+                    });
+                },
+            );
         }
     }
     group.finish();

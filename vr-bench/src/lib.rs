@@ -23,8 +23,8 @@
 
 pub mod load;
 pub mod mem;
-pub mod report;
 pub mod pingpong;
+pub mod report;
 pub mod runner;
 pub mod runtime;
 pub mod service;

@@ -155,9 +155,10 @@ impl Run {
     /// Client `index`'s plan. Call [`ClientPlan::ready`] after its first
     /// (unrecorded) operation.
     pub fn client(self: &Arc<Run>, index: usize) -> ClientPlan {
-        let interval = self.spec.rate_per_sec.map(|rate| {
-            Duration::from_secs_f64(self.spec.clients as f64 / rate.max(1e-9))
-        });
+        let interval = self
+            .spec
+            .rate_per_sec
+            .map(|rate| Duration::from_secs_f64(self.spec.clients as f64 / rate.max(1e-9)));
         ClientPlan {
             run: self.clone(),
             index,
@@ -233,7 +234,7 @@ impl ClientPlan {
     }
 
     /// What to do next.
-    pub fn next(&mut self) -> Next {
+    pub fn next_step(&mut self) -> Next {
         let run = &*self.run;
         if run.abort.load(Ordering::Relaxed) {
             return Next::Stop;
@@ -306,25 +307,30 @@ impl Drop for ClientPlan {
     }
 }
 
-/// Runs one client's closed- or open-loop schedule, in async code:
-/// `submit` performs one operation, `sleep` waits. The first operation
-/// (which connects) is not recorded.
-pub async fn client_loop_async<S, SF, Z, ZF>(mut plan: ClientPlan, mut submit: S, sleep: Z)
+/// One operation of an async client: a replicated write or a round trip.
+pub(crate) trait AsyncOp {
+    /// Performs the operation; returns whether it succeeded.
+    async fn run(&mut self) -> bool;
+}
+
+/// Runs one client's closed- or open-loop schedule in async code: `client`
+/// performs the operations, `sleep` waits. The first operation (which
+/// connects) is not recorded.
+pub(crate) async fn client_loop_async<C, Z, ZF>(mut plan: ClientPlan, client: &mut C, sleep: Z)
 where
-    S: FnMut() -> SF,
-    SF: std::future::Future<Output = bool>,
+    C: AsyncOp,
     Z: Fn(Duration) -> ZF,
     ZF: std::future::Future<Output = ()>,
 {
-    if !submit().await {
+    if !client.run().await {
         plan.run.error();
         plan.run.abort();
     }
     plan.ready();
     loop {
-        match plan.next() {
+        match plan.next_step() {
             Next::Send { intended } => {
-                if submit().await {
+                if client.run().await {
                     plan.done(intended);
                 } else {
                     plan.run.error();
@@ -337,6 +343,16 @@ where
     }
 }
 
+/// A client that could not be created: its every operation fails, which
+/// aborts the run instead of leaving the other clients waiting for it.
+pub(crate) struct Failed;
+
+impl AsyncOp for Failed {
+    async fn run(&mut self) -> bool {
+        false
+    }
+}
+
 /// [`client_loop_async`] for a blocking client on its own thread.
 pub fn client_loop_blocking(mut plan: ClientPlan, mut submit: impl FnMut() -> bool) {
     if !submit() {
@@ -345,7 +361,7 @@ pub fn client_loop_blocking(mut plan: ClientPlan, mut submit: impl FnMut() -> bo
     }
     plan.ready();
     loop {
-        match plan.next() {
+        match plan.next_step() {
             Next::Send { intended } => {
                 if submit() {
                     plan.done(intended);

@@ -183,3 +183,36 @@ fn start(client: &mut Client, op: &[u8], network: &mut VecDeque<(u8, Message)>) 
         network.push_back((replica, message));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_request_of_a_batch_commits_everywhere_in_the_same_order() {
+        let mut cluster = MemCluster::new(16, 16);
+        for _ in 0..10 {
+            assert_eq!(cluster.submit(16), 16);
+            assert_eq!(cluster.drive(), 16, "one drive answers the whole batch");
+            assert_eq!(cluster.idle(), 16);
+        }
+        let primary = &cluster.replicas()[0];
+        assert_eq!(primary.commit_number(), 160);
+        assert_eq!(primary.service().executed(), 160);
+        // Backups learn the last commits from the next Prepare or Commit, so
+        // they may lag; what they executed is a prefix of the same order.
+        for backup in &cluster.replicas()[1..] {
+            assert_eq!(backup.op_number(), 160, "every op is in every log");
+            assert!(backup.commit_number() >= 160 - 16);
+        }
+    }
+
+    #[test]
+    fn closed_loop_keeps_every_client_busy_until_the_goal() {
+        let mut cluster = MemCluster::new(300, 16);
+        let done = cluster.run_closed_loop(5000);
+        assert!((5000..=5000 + 300).contains(&done), "{done}");
+        assert_eq!(cluster.idle(), 300, "in-flight requests finished");
+        assert_eq!(cluster.replicas()[0].commit_number(), done);
+    }
+}

@@ -110,10 +110,13 @@ fn mio_echo(listener: std::net::TcpListener, stop: &AtomicBool) {
             if event.token() == LISTENER {
                 while let Ok((mut stream, _)) = listener.accept() {
                     let _ = stream.set_nodelay(true);
-                    let slot = connections.iter().position(Option::is_none).unwrap_or_else(|| {
-                        connections.push(None);
-                        connections.len() - 1
-                    });
+                    let slot = connections
+                        .iter()
+                        .position(Option::is_none)
+                        .unwrap_or_else(|| {
+                            connections.push(None);
+                            connections.len() - 1
+                        });
                     let registered = poll.registry().register(
                         &mut stream,
                         Token(slot),
@@ -228,7 +231,8 @@ impl MioEchoClient {
                 }
             }
             if read < buffer.len() && !progressed {
-                self.poll.poll(&mut self.events, Some(Duration::from_secs(5)))?;
+                self.poll
+                    .poll(&mut self.events, Some(Duration::from_secs(5)))?;
             }
         }
         Ok(())

@@ -209,7 +209,7 @@ pub fn standard_notes() -> Vec<String> {
 }
 
 fn op_name(op_size: usize) -> String {
-    if op_size >= 1024 && op_size % 1024 == 0 {
+    if op_size >= 1024 && op_size.is_multiple_of(1024) {
         format!("{}KiB", op_size / 1024)
     } else {
         format!("{op_size}B")
@@ -314,7 +314,8 @@ enum Metric {
     Latency,
 }
 
-type DrawResult = Result<(), DrawingAreaErrorKind<<SVGBackend<'static> as DrawingBackend>::ErrorType>>;
+type DrawResult =
+    Result<(), DrawingAreaErrorKind<<SVGBackend<'static> as DrawingBackend>::ErrorType>>;
 
 fn draw_panel(
     area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
@@ -327,13 +328,21 @@ fn draw_panel(
         Metric::Latency => r.p50_us.max(0.1),
     };
     let clients_max = rows.iter().map(|r| r.clients).max().unwrap_or(1).max(2) as f64;
-    let (lo, hi) = rows.iter().map(|r| value(r)).fold((f64::MAX, 0.0f64), |(lo, hi), v| {
-        (lo.min(v), hi.max(v))
-    });
-    let (lo, hi) = if rows.is_empty() { (1.0, 10.0) } else { (lo / 2.0, hi * 2.0) };
+    let (lo, hi) = rows
+        .iter()
+        .map(|r| value(r))
+        .fold((f64::MAX, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = if rows.is_empty() {
+        (1.0, 10.0)
+    } else {
+        (lo / 2.0, hi * 2.0)
+    };
     let title = match metric {
         Metric::Throughput => format!("{} ops: ops/s (higher is better)", op_name(op_size)),
-        Metric::Latency => format!("{} ops: p50 latency, us (lower is better)", op_name(op_size)),
+        Metric::Latency => format!(
+            "{} ops: p50 latency, us (lower is better)",
+            op_name(op_size)
+        ),
     };
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 18))
@@ -375,12 +384,14 @@ fn draw_panel(
             };
             let style = color.stroke_width(2);
             let series = match kind {
-                Kind::Floor => chart.draw_series(DashedLineSeries::new(points.clone(), 6, 4, style))?,
+                Kind::Floor => {
+                    chart.draw_series(DashedLineSeries::new(points.clone(), 6, 4, style))?
+                }
                 _ => chart.draw_series(LineSeries::new(points.clone(), style))?,
             };
-            series
-                .label(label)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            series.label(label).legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
             chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
         }
     }

@@ -178,7 +178,16 @@ pub fn run(plan: &Plan, quiet: bool) -> std::io::Result<Report> {
                     let label = progress.begin(&format!(
                         "{runtime} ping-pong, {op_size} B, {clients} clients"
                     ));
-                    let row = measure(plan, runtime, Kind::Floor, &target, op_size, clients, &mut progress, &label)?;
+                    let row = measure(
+                        plan,
+                        runtime,
+                        Kind::Floor,
+                        &target,
+                        op_size,
+                        clients,
+                        &mut progress,
+                        &label,
+                    )?;
                     progress.end(&label, &row);
                     rows.push(row);
                 }
@@ -194,10 +203,22 @@ pub fn run(plan: &Plan, quiet: bool) -> std::io::Result<Report> {
                     "{runtime} replicated write, {op_size} B, {clients} clients"
                 ));
                 let target = cluster.target();
-                let mut row = measure(plan, runtime, Kind::Vr, &target, op_size, clients, &mut progress, &label)?;
+                let mut row = measure(
+                    plan,
+                    runtime,
+                    Kind::Vr,
+                    &target,
+                    op_size,
+                    clients,
+                    &mut progress,
+                    &label,
+                )?;
                 row.views = cluster.views();
                 if row.views.iter().any(|&v| v != 0) && !quiet {
-                    eprintln!("warning: {runtime} cluster changed view during the run: {:?}", row.views);
+                    eprintln!(
+                        "warning: {runtime} cluster changed view during the run: {:?}",
+                        row.views
+                    );
                 }
                 progress.end(&label, &row);
                 rows.push(row);
@@ -209,7 +230,9 @@ pub fn run(plan: &Plan, quiet: bool) -> std::io::Result<Report> {
     machine.load_after = load_average();
     let load = match plan.rate_per_sec {
         None => "closed loop".to_owned(),
-        Some(rate) => format!("open loop at {rate} ops/s over all clients, latency from intended send time"),
+        Some(rate) => {
+            format!("open loop at {rate} ops/s over all clients, latency from intended send time")
+        }
     };
     Ok(Report {
         machine,

@@ -16,7 +16,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use vr_core::{ClientConfig, Config};
 
-use crate::load::{client_loop_async, client_loop_blocking, unique_client_id, ClientPlan, Run};
+use crate::load::{
+    client_loop_async, client_loop_blocking, unique_client_id, AsyncOp, ClientPlan, Failed, Run,
+};
 use crate::service::BenchService;
 
 /// A runtime adapter.
@@ -91,7 +93,8 @@ impl Cluster {
             .collect::<io::Result<Vec<_>>>()?;
         let mut replicas = Vec::new();
         for (i, listener) in listeners.into_iter().enumerate() {
-            let options = vr_core::node::ReplicaOptions::new(config.clone(), addresses.clone(), i as u8);
+            let options =
+                vr_core::node::ReplicaOptions::new(config.clone(), addresses.clone(), i as u8);
             let service = BenchService::new();
             replicas.push(match runtime {
                 Runtime::Mio => ReplicaHandle::Mio(vr_mio::start_replica_with_listener(
@@ -274,6 +277,31 @@ fn tokio_clients(plans: Vec<ClientPlan>, target: &Target, op_size: usize) {
     });
 }
 
+struct TokioWrite {
+    client: vr_tokio::Client,
+    op: Vec<u8>,
+}
+
+impl AsyncOp for TokioWrite {
+    async fn run(&mut self) -> bool {
+        self.client.submit(self.op.clone()).await.is_ok()
+    }
+}
+
+struct TokioRoundTrip {
+    stream: tokio::net::TcpStream,
+    message: Vec<u8>,
+    buffer: Vec<u8>,
+}
+
+impl AsyncOp for TokioRoundTrip {
+    async fn run(&mut self) -> bool {
+        crate::pingpong::tokio_round_trip(&mut self.stream, &self.message, &mut self.buffer)
+            .await
+            .is_ok()
+    }
+}
+
 async fn tokio_client(plan: ClientPlan, target: Target, op_size: usize) {
     let sleep = tokio::time::sleep;
     match target {
@@ -281,40 +309,24 @@ async fn tokio_client(plan: ClientPlan, target: Target, op_size: usize) {
             let client =
                 vr_tokio::Client::connect(addresses, client_config(&config), config.cluster).await;
             let Ok(client) = client else {
-                return client_loop_async(plan, || async { false }, sleep).await;
+                return client_loop_async(plan, &mut Failed, sleep).await;
             };
-            let client = std::cell::RefCell::new(client);
             let op = vec![0x5a; op_size];
-            let submit = || {
-                let op = op.clone();
-                let client = &client;
-                async move {
-                    // One submit at a time: the loop awaits each before the next.
-                    #[allow(clippy::await_holding_refcell_ref)]
-                    let result = client.borrow_mut().submit(op).await;
-                    result.is_ok()
-                }
-            };
-            client_loop_async(plan, submit, sleep).await;
+            client_loop_async(plan, &mut TokioWrite { client, op }, sleep).await;
         }
         Target::Echo {
             address,
             message_bytes,
         } => {
             let Ok(stream) = crate::pingpong::tokio_connect(address).await else {
-                return client_loop_async(plan, || async { false }, sleep).await;
+                return client_loop_async(plan, &mut Failed, sleep).await;
             };
-            let state = std::cell::RefCell::new((stream, vec![0; message_bytes]));
-            let message = vec![0x5a; message_bytes];
-            let submit = || async {
-                #[allow(clippy::await_holding_refcell_ref)]
-                let mut state = state.borrow_mut();
-                let (stream, buffer) = &mut *state;
-                crate::pingpong::tokio_round_trip(stream, &message, buffer)
-                    .await
-                    .is_ok()
+            let mut round_trip = TokioRoundTrip {
+                stream,
+                message: vec![0x5a; message_bytes],
+                buffer: vec![0; message_bytes],
             };
-            client_loop_async(plan, submit, sleep).await;
+            client_loop_async(plan, &mut round_trip, sleep).await;
         }
     }
 }
@@ -335,6 +347,31 @@ fn glommio_clients(plans: Vec<ClientPlan>, target: &Target, op_size: usize) {
     });
 }
 
+struct GlommioWrite {
+    client: vr_glommio::Client,
+    op: Vec<u8>,
+}
+
+impl AsyncOp for GlommioWrite {
+    async fn run(&mut self) -> bool {
+        self.client.submit(self.op.clone()).await.is_ok()
+    }
+}
+
+struct GlommioRoundTrip {
+    stream: glommio::net::TcpStream,
+    message: Vec<u8>,
+    buffer: Vec<u8>,
+}
+
+impl AsyncOp for GlommioRoundTrip {
+    async fn run(&mut self) -> bool {
+        crate::pingpong::glommio_round_trip(&mut self.stream, &self.message, &mut self.buffer)
+            .await
+            .is_ok()
+    }
+}
+
 async fn glommio_client(plan: ClientPlan, target: Target, op_size: usize) {
     let sleep = |d: Duration| async move {
         glommio::timer::sleep(d).await;
@@ -345,40 +382,28 @@ async fn glommio_client(plan: ClientPlan, target: Target, op_size: usize) {
                 vr_glommio::Client::connect(addresses, client_config(&config), config.cluster)
                     .await;
             let Ok(client) = client else {
-                return client_loop_async(plan, || async { false }, sleep).await;
+                return client_loop_async(plan, &mut Failed, sleep).await;
             };
-            let client = std::cell::RefCell::new(client);
-            let op = vec![0x5a; op_size];
-            let submit = || {
-                let op = op.clone();
-                let client = &client;
-                async move {
-                    #[allow(clippy::await_holding_refcell_ref)]
-                    let result = client.borrow_mut().submit(op).await;
-                    result.is_ok()
-                }
+            let mut write = GlommioWrite {
+                client,
+                op: vec![0x5a; op_size],
             };
-            client_loop_async(plan, submit, sleep).await;
-            client.into_inner().close().await;
+            client_loop_async(plan, &mut write, sleep).await;
+            write.client.close().await;
         }
         Target::Echo {
             address,
             message_bytes,
         } => {
             let Ok(stream) = crate::pingpong::glommio_connect(address).await else {
-                return client_loop_async(plan, || async { false }, sleep).await;
+                return client_loop_async(plan, &mut Failed, sleep).await;
             };
-            let state = std::cell::RefCell::new((stream, vec![0; message_bytes]));
-            let message = vec![0x5a; message_bytes];
-            let submit = || async {
-                #[allow(clippy::await_holding_refcell_ref)]
-                let mut state = state.borrow_mut();
-                let (stream, buffer) = &mut *state;
-                crate::pingpong::glommio_round_trip(stream, &message, buffer)
-                    .await
-                    .is_ok()
+            let mut round_trip = GlommioRoundTrip {
+                stream,
+                message: vec![0x5a; message_bytes],
+                buffer: vec![0; message_bytes],
             };
-            client_loop_async(plan, submit, sleep).await;
+            client_loop_async(plan, &mut round_trip, sleep).await;
         }
     }
 }
