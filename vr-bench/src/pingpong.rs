@@ -363,3 +363,36 @@ pub fn message_bytes(op_size: usize) -> usize {
     });
     vr_core::codec::encoded_size(&request)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_is_as_long_as_the_request_frame() {
+        for op_size in [16, 1024] {
+            let mut frame = Vec::new();
+            let request = vr_core::Message::Request(vr_core::message::Request {
+                client_id: 7,
+                request_number: 1,
+                op: vec![1; op_size],
+            });
+            vr_core::codec::encode(&request, 1, &mut frame);
+            assert_eq!(message_bytes(op_size), frame.len());
+            println!("op {op_size} B: request frame {} B", frame.len());
+        }
+    }
+
+    #[test]
+    fn every_runtime_echoes() {
+        for runtime in Runtime::ALL {
+            let server = EchoServer::start(runtime).unwrap();
+            let mut client = MioEchoClient::connect(server.address()).unwrap();
+            let message: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+            let mut back = vec![0; message.len()];
+            client.round_trip(&message, &mut back).unwrap();
+            assert_eq!(back, message, "{runtime}");
+            server.stop();
+        }
+    }
+}
