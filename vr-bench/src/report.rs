@@ -6,6 +6,7 @@ use std::io;
 use std::path::Path;
 
 use hdrhistogram::Histogram;
+use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -383,15 +384,22 @@ fn draw_panel(
                 _ => format!("{runtime} replicated write"),
             };
             let style = color.stroke_width(2);
-            let series = match kind {
+            match kind {
                 Kind::Floor => {
-                    chart.draw_series(DashedLineSeries::new(points.clone(), 6, 4, style))?
+                    chart
+                        .draw_series(DashedLineSeries::new(points.clone(), 6, 4, style))?
+                        .label(label)
+                        .legend(move |(x, y)| {
+                            DashedPathElement::new(vec![(x, y), (x + 20, y)], 5, 3, style)
+                        });
                 }
-                _ => chart.draw_series(LineSeries::new(points.clone(), style))?,
-            };
-            series.label(label).legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
+                _ => {
+                    chart
+                        .draw_series(LineSeries::new(points.clone(), style))?
+                        .label(label)
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+                }
+            }
             chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
         }
     }
