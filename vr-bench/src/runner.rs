@@ -1,7 +1,8 @@
-//! The comparison `cargo run --release -p vr-bench` runs: for each runtime
-//! in turn its ping-pong floor and then its 3-replica cluster, at several
-//! client counts and operation sizes, plus the core alone in memory; with
-//! progress on stderr while it runs.
+//! The comparison `cargo run --release -p vr-bench` runs: the core alone in
+//! memory, then for each runtime in turn its 3-replica cluster at several
+//! client counts and operation sizes, each row preceded by the ping-pong
+//! floor of the same runtime, clients and size; with progress on stderr
+//! while it runs.
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
@@ -160,24 +161,28 @@ pub fn run(plan: &Plan, quiet: bool) -> std::io::Result<Report> {
         }
     }
     for (n, &runtime) in plan.runtimes.iter().enumerate() {
-        if plan.floor {
-            let server = EchoServer::start(runtime)?;
-            let target = Target::Echo {
-                address: server.address(),
-                message_bytes: 0,
-            };
-            for &op_size in &plan.op_sizes {
-                let target = match &target {
-                    Target::Echo { address, .. } => Target::Echo {
-                        address: *address,
-                        message_bytes: pingpong::message_bytes(op_size),
-                    },
-                    Target::Vr { .. } => unreachable!("an echo target"),
-                };
-                for &clients in &plan.clients {
+        // The floor's server and the cluster run side by side, and each
+        // floor row is taken right before its VR row, so that a change in
+        // the machine's load between the two shows in both. The idle one
+        // costs little: a stop-flag check every 10 ms, or heartbeats.
+        let server = if plan.floor {
+            Some(EchoServer::start(runtime)?)
+        } else {
+            None
+        };
+        // A cluster id of its own per runtime, so a stray frame from an
+        // earlier cluster's socket could never be taken for this one's.
+        let cluster = Cluster::start(runtime, 0xbe7c_0000 + n as u64)?;
+        for &op_size in &plan.op_sizes {
+            for &clients in &plan.clients {
+                if let Some(server) = &server {
                     let label = progress.begin(&format!(
                         "{runtime} ping-pong, {op_size} B, {clients} clients"
                     ));
+                    let target = Target::Echo {
+                        address: server.address(),
+                        message_bytes: pingpong::message_bytes(op_size),
+                    };
                     let row = measure(
                         plan,
                         runtime,
@@ -191,14 +196,6 @@ pub fn run(plan: &Plan, quiet: bool) -> std::io::Result<Report> {
                     progress.end(&label, &row);
                     rows.push(row);
                 }
-            }
-            server.stop();
-        }
-        // A cluster id of its own per runtime, so a stray frame from an
-        // earlier cluster's socket could never be taken for this one's.
-        let cluster = Cluster::start(runtime, 0xbe7c_0000 + n as u64)?;
-        for &op_size in &plan.op_sizes {
-            for &clients in &plan.clients {
                 let label = progress.begin(&format!(
                     "{runtime} replicated write, {op_size} B, {clients} clients"
                 ));
@@ -225,6 +222,9 @@ pub fn run(plan: &Plan, quiet: bool) -> std::io::Result<Report> {
             }
         }
         cluster.stop();
+        if let Some(server) = server {
+            server.stop();
+        }
     }
     attach_floors(&mut rows);
     machine.load_after = load_average();
