@@ -1,0 +1,128 @@
+//! `cargo run --release -p vr-bench`: compares the runtime adapters on
+//! loopback against each runtime's TCP ping-pong floor and the core alone,
+//! prints a table, and writes `results.json` and `chart.svg` under
+//! `target/vr-bench/`. See `docs/benchmarks.md`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use vr_bench::report::{table, write_chart, write_json};
+use vr_bench::runner::{run, Plan};
+use vr_bench::runtime::Runtime;
+
+/// Replicated writes per second and their latency, per runtime, next to
+/// what loopback TCP allows.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// A short run (well under a minute): 1, 16 and 256 clients, 16-byte
+    /// operations. Other options override its choices.
+    #[arg(long)]
+    quick: bool,
+    /// Runtimes to measure [default: all].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    runtime: Vec<Runtime>,
+    /// Client counts [default: 1,4,16,64,256].
+    #[arg(long, value_delimiter = ',')]
+    clients: Vec<usize>,
+    /// Operation sizes in bytes [default: 16,1024].
+    #[arg(long, value_delimiter = ',')]
+    op_size: Vec<usize>,
+    /// Seconds measured per row [default: 2, quick 0.8].
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Seconds of warm-up per row, after the clients connect [default: 0.5,
+    /// quick 0.2].
+    #[arg(long)]
+    warmup: Option<f64>,
+    /// Open loop: send at this many operations per second over all clients
+    /// and measure latency from each operation's intended send time (no
+    /// coordinated omission). Default: closed loop.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Core "batches" (requests submitted before driving) [default:
+    /// 1,16,256]. Not Prepare batching, which the core lacks (issue 7).
+    #[arg(long, value_delimiter = ',')]
+    batch: Vec<usize>,
+    /// Skip the in-memory core rows.
+    #[arg(long)]
+    no_core: bool,
+    /// Skip the ping-pong floors.
+    #[arg(long)]
+    no_floor: bool,
+    /// Where to write results.json and chart.svg [default: target/vr-bench].
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn main() -> std::io::Result<()> {
+    let args = Args::parse();
+    let mut plan = if args.quick {
+        Plan::quick()
+    } else {
+        Plan::full()
+    };
+    if !args.runtime.is_empty() {
+        plan.runtimes = args.runtime;
+    }
+    if !args.clients.is_empty() {
+        plan.clients = args.clients;
+    }
+    if !args.op_size.is_empty() {
+        plan.op_sizes = args.op_size;
+    }
+    if let Some(s) = args.seconds {
+        plan.measure = Duration::from_secs_f64(s);
+    }
+    if let Some(s) = args.warmup {
+        plan.warmup = Duration::from_secs_f64(s);
+    }
+    if !args.batch.is_empty() {
+        plan.core_batches = args.batch;
+    }
+    if args.no_core {
+        plan.core_batches.clear();
+    }
+    plan.floor = !args.no_floor;
+    plan.rate_per_sec = args.rate;
+    if plan.clients.contains(&0) || plan.op_sizes.is_empty() {
+        eprintln!("every client count must be at least 1, and one op size is needed");
+        std::process::exit(2);
+    }
+    let out = args.out.unwrap_or_else(default_out_dir);
+    std::fs::create_dir_all(&out)?;
+
+    eprintln!(
+        "vr-bench: {} rows, load average {} ({} CPUs); writing to {}",
+        plan.steps(),
+        vr_bench::report::load_average(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        out.display()
+    );
+    let report = run(&plan, false)?;
+    println!();
+    print!("{}", table(&report.rows));
+    println!();
+    for note in &report.notes {
+        println!("note: {note}");
+    }
+    println!(
+        "load average before {} / after {}; {}",
+        report.machine.load_before, report.machine.load_after, report.load
+    );
+    let json = out.join("results.json");
+    let chart = out.join("chart.svg");
+    write_json(&report, &json)?;
+    write_chart(&report.rows, &chart)?;
+    println!("wrote {} and {}", json.display(), chart.display());
+    Ok(())
+}
+
+/// `$CARGO_TARGET_DIR/vr-bench`, else the workspace's `target/vr-bench`.
+fn default_out_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")));
+    target.join("vr-bench")
+}
