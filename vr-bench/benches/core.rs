@@ -4,7 +4,7 @@
 //! - `core/batch/{16B,1KiB}/{1,16,256}`: submit a "batch" of that many
 //!   requests from as many idle clients, then drive the cluster until every
 //!   one has its Reply. NOT Prepare batching: the core puts each request in
-//!   a Prepare of its own until issue 7 lands; a batch here is requests in
+//!   mostly a Prepare of its own in this harness; a batch here is requests in
 //!   flight together.
 //! - `core/closed_loop/{16B,1KiB}/{clients}`: many clients in flight, each
 //!   sending its next request as soon as its reply arrives.
@@ -24,7 +24,7 @@ const OPS_PER_CLUSTER: u64 = 200_000;
 const OP_SIZES: [(usize, &str); 2] = [(16, "16B"), (1024, "1KiB")];
 
 fn batch(c: &mut Criterion) {
-    println!("core/batch: a batch is requests submitted before the cluster is driven; each travels in its own Prepare (Prepare batching is issue 7, not built yet)");
+    println!("core/batch: a batch is requests submitted before the cluster is driven; not Config::batch_ops_max (the harness drains after every message)");
     let mut group = c.benchmark_group("core/batch");
     group.measurement_time(Duration::from_secs(3));
     for (op_size, op_name) in OP_SIZES {

@@ -16,9 +16,10 @@
 //! histograms recorded at the client ([`load`], which also says what a
 //! closed loop means for the percentiles).
 //!
-//! The core does not batch requests into one Prepare yet (issue 7): every
-//! "batch" in these benchmarks is a number of requests in flight together,
-//! each still in its own Prepare.
+//! A "batch" in these benchmarks is a number of requests in flight
+//! together, not the core's Prepare batching (`Config::batch_ops_max`,
+//! which the runtime rows use with its defaults; varying it is future
+//! work, see `docs/benchmarks.md`).
 #![warn(missing_docs)]
 
 pub mod load;

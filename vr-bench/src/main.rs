@@ -42,7 +42,7 @@ struct Args {
     #[arg(long)]
     rate: Option<f64>,
     /// Core "batches" (requests submitted before driving) [default:
-    /// 1,16,256]. Not Prepare batching, which the core lacks (issue 7).
+    /// 1,16,256]. Requests in flight together, not `Config::batch_ops_max`.
     #[arg(long, value_delimiter = ',')]
     batch: Vec<usize>,
     /// Skip the in-memory core rows.

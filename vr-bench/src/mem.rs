@@ -11,11 +11,13 @@
 //!
 //! # "Batch" here
 //!
-//! The core does not yet put several requests into one Prepare (that is
-//! issue 7). What [`MemCluster::submit`] calls a batch is the number of
+//! The core batches requests into one Prepare (`Config::batch_ops_max`),
+//! but this harness drains a replica's outputs after every message it
+//! delivers, so Prepares carry one request unless the prepare window
+//! releases queued ones together. What [`MemCluster::submit`] calls a batch is the number of
 //! client requests handed to the cluster before it is driven: with a batch
 //! of 256, 256 requests are in the primary's prepare window together
-//! (pipelining), but each still travels in a Prepare of its own. Numbers
+//! (pipelining), but most travel in a Prepare of their own. Numbers
 //! for "batch 16" and "batch 256" are therefore numbers for requests in
 //! flight, not for Prepare batching.
 

@@ -44,7 +44,7 @@ pub struct Row {
     /// Concurrent clients, each with one request outstanding.
     pub clients: usize,
     /// Requests submitted together before the cluster is driven (core), or
-    /// 1. Never Prepare batching: the core has none yet (issue 7).
+    /// 1. Not `Config::batch_ops_max`: requests in flight together.
     pub batch: usize,
     /// Operations counted.
     pub ops: u64,
@@ -203,7 +203,7 @@ pub struct Report {
 /// The caveats printed under the table and saved with the JSON.
 pub fn standard_notes() -> Vec<String> {
     vec![
-        "batch: the core has no Prepare batching yet (issue 7); a core batch of b is b requests submitted together, each in its own Prepare; runtime rows have batch 1".into(),
+        "batch: a core batch of b is b requests submitted together (requests in flight, not Config::batch_ops_max); runtime rows run Config's default batching (batch_ops_max 64)".into(),
         "vs floor: p50 / (2 x ping-pong p50) of the same runtime, size and clients; ops/s / ping-pong round trips per second".into(),
         "closed loop: each client sends its next request when the previous one is answered; percentiles are per answered request and understate what open-loop arrivals would see (coordinated omission; see --rate)".into(),
     ]
