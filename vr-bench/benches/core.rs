@@ -16,9 +16,11 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use vr_bench::mem::MemCluster;
 
-/// A fresh cluster after this many operations: the logs grow without bound
-/// (no checkpoints yet), and a run of millions of 1 KiB operations would
-/// otherwise measure memory growth as much as the protocol.
+/// A fresh cluster after this many operations, so that a sample's cost
+/// does not depend on how long the benchmark has run: it keeps memory
+/// bounded whatever the core retains (before checkpoints, the logs grew
+/// without bound and millions of 1 KiB operations measured page faults as
+/// much as the protocol).
 const OPS_PER_CLUSTER: u64 = 200_000;
 
 const OP_SIZES: [(usize, &str); 2] = [(16, "16B"), (1024, "1KiB")];
