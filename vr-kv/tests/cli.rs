@@ -105,8 +105,11 @@ fn node_processes_on_three_runtimes_form_one_cluster() {
         );
         nodes.push(child);
     }
-    // The first write waits for the replicas to find each other.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // The first write waits for the replicas to find each other. Under
+    // heavy load (CI, three busy loops on two cores) forming the cluster
+    // once took over 30 s (1 run in 10 locally): see the session note on
+    // issue 5; 60 s keeps the test about correctness, not timing.
+    let deadline = Instant::now() + Duration::from_secs(60);
     let mut k = 0;
     while ask(resp[2], &format!("SET n{k} 1"), "+OK\r\n") != "+OK\r\n" {
         assert!(Instant::now() < deadline, "the cluster never took a write");
