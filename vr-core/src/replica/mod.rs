@@ -494,13 +494,13 @@ impl<S: Service> Replica<S> {
             Message::StartView(m) => self.on_start_view(now, m),
             Message::GetState(m) => self.on_get_state(now, m),
             Message::NewState(m) => self.on_new_state(now, m),
-            Message::Recovery(m) => self.on_recovery(now, m),
+            Message::Recovery(m) => self.on_recovery(m),
             Message::RecoveryResponse(_) => self.stats.messages_stale_view += 1,
             Message::GetCheckpointTree(m) => self.on_get_checkpoint_tree(now, m),
             Message::CheckpointTree(m) => self.on_checkpoint_tree(now, m),
             Message::GetCheckpointPages(m) => self.on_get_checkpoint_pages(now, m),
             Message::CheckpointPages(m) => self.on_checkpoint_pages(now, m),
-            Message::ReadRequest(m) => self.on_read_request(now, m),
+            Message::ReadRequest(m) => self.on_read_request(m),
             // Replies travel to clients only.
             Message::Reply(_) => self.stats.messages_invalid += 1,
         }
@@ -510,7 +510,7 @@ impl<S: Service> Replica<S> {
     /// replica does not participate in request processing or view changes").
     fn handle_message_recovering(&mut self, now: Instant, message: Message) {
         match message {
-            Message::Recovery(m) => self.on_recovery(now, m),
+            Message::Recovery(m) => self.on_recovery(m),
             Message::RecoveryResponse(m) => self.on_recovery_response(now, m),
             Message::NewState(m) => self.on_new_state(now, m),
             Message::CheckpointTree(m) => self.on_checkpoint_tree(now, m),
@@ -578,14 +578,23 @@ impl<S: Service> Replica<S> {
     }
 
     fn send_to_others(&mut self, message: Message) {
-        for replica in 0..self.config.replica_count {
-            if replica != self.replica {
-                self.outbox.push_back(Action::Send {
-                    replica,
-                    message: message.clone(),
-                });
-            }
+        let mut others = (0..self.config.replica_count).filter(|&r| r != self.replica);
+        let Some(mut next) = others.next() else {
+            return;
+        };
+        // Clone for all but the last destination, which takes the message
+        // itself: a batched Prepare's entries are copied once fewer.
+        for replica in others {
+            self.outbox.push_back(Action::Send {
+                replica: next,
+                message: message.clone(),
+            });
+            next = replica;
         }
+        self.outbox.push_back(Action::Send {
+            replica: next,
+            message,
+        });
     }
 
     fn is_primary_of(&self, view: u64) -> bool {

@@ -232,8 +232,7 @@ impl<S: Service> Replica<S> {
 
     /// §6, reads at backups: answer a read-only operation from this
     /// replica's state once it has executed up to the client's op-number.
-    pub(super) fn on_read_request(&mut self, now: Instant, read: ReadRequest) {
-        let _ = now;
+    pub(super) fn on_read_request(&mut self, read: ReadRequest) {
         if self.config.backup_reads_max == 0
             || self.status != Status::Normal
             || read.op.len() > self.config.op_size_max as usize

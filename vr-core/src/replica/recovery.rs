@@ -121,8 +121,7 @@ impl<S: Service> Replica<S> {
     /// paper, replicas that are not normal answer too, saying so: their
     /// answers carry incarnations (round 1) and let a cluster in which every
     /// replica is recovering start afresh.
-    pub(super) fn on_recovery(&mut self, now: Instant, message: Recovery) {
-        let _ = now;
+    pub(super) fn on_recovery(&mut self, message: Recovery) {
         let from = message.replica;
         if from >= self.config.replica_count || from == self.replica {
             self.stats.messages_invalid += 1;
