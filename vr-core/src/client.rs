@@ -15,6 +15,9 @@ use crate::time::Instant;
 pub struct ClientConfig {
     /// The number of replicas.
     pub replica_count: u8,
+    /// The cluster's witnesses (`Config::witnesses`): never primary, so
+    /// never the first to be sent a request.
+    pub witnesses: Vec<ReplicaIndex>,
     /// How long to wait for a reply before resending to every replica.
     pub request_timeout_ns: u64,
     /// Largest operation accepted, in bytes (the cluster's `op_size_max`).
@@ -36,6 +39,7 @@ impl ClientConfig {
     pub fn new(config: &Config, client_id: ClientId) -> ClientConfig {
         ClientConfig {
             replica_count: config.replica_count,
+            witnesses: config.witnesses.clone(),
             request_timeout_ns: 2 * config.view_change_timeout_ns,
             op_size_max: config.op_size_max,
             message_size_max: config.message_size_max,
@@ -160,7 +164,7 @@ impl Client {
     }
 
     fn primary(&self) -> ReplicaIndex {
-        (self.view % u64::from(self.config.replica_count)) as ReplicaIndex
+        crate::config::primary_of(self.view, self.config.replica_count, &self.config.witnesses)
     }
 
     fn send_first(

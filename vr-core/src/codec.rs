@@ -54,9 +54,9 @@
 //! | command           | body                                                               |
 //! |-------------------|--------------------------------------------------------------------|
 //! | `Request`         | `client_id`, `request_number`, `op`                                |
-//! | `Prepare`         | `commit_number`, `timestamp_ns`, `entries` (`Vec<LogEntry>`)       |
-//! | `PrepareOk`       | `op_number`, `replica`, `timestamp_ns`, `crash_vector`             |
-//! | `Commit`          | `commit_number`, `op_number`, `timestamp_ns`                       |
+//! | `Prepare`         | `commit_number`, `timestamp_ns`, `full_commit_min`, `entries` (`Vec<LogEntry>`) |
+//! | `PrepareOk`       | `op_number`, `replica`, `timestamp_ns`, `commit_number`, `crash_vector` |
+//! | `Commit`          | `commit_number`, `op_number`, `timestamp_ns`, `full_commit_min`    |
 //! | `Reply`           | `client_id`, `request_number`, `op_number`, `result`               |
 //! | `StartViewChange` | `promised_view`, `replica`, `crash_vector`                         |
 //! | `DoViewChange`    | `last_normal_view`, `op_number`, `commit_number`, `log`, `replica`, `crash_vector` |
@@ -274,9 +274,9 @@ fn body_size(message: &Message) -> usize {
     }
     match message {
         Message::Request(m) => U128 + U64 + LEN + m.op.len(),
-        Message::Prepare(m) => 2 * U64 + log_size(&m.entries),
-        Message::PrepareOk(m) => U64 + U8 + U64 + cv_size(&m.crash_vector),
-        Message::Commit(_) => 3 * U64,
+        Message::Prepare(m) => 3 * U64 + log_size(&m.entries),
+        Message::PrepareOk(m) => U64 + U8 + 2 * U64 + cv_size(&m.crash_vector),
+        Message::Commit(_) => 4 * U64,
         Message::Reply(m) => U128 + 2 * U64 + LEN + m.result.len(),
         Message::ReadRequest(m) => U128 + 2 * U64 + LEN + m.op.len(),
         Message::StartViewChange(m) => U64 + U8 + cv_size(&m.crash_vector),
@@ -411,18 +411,21 @@ fn put_body(message: &Message, out: &mut Vec<u8>) {
         Message::Prepare(m) => {
             put_u64(out, m.commit_number);
             put_u64(out, m.timestamp_ns);
+            put_u64(out, m.full_commit_min);
             put_log(out, &m.entries);
         }
         Message::PrepareOk(m) => {
             put_u64(out, m.op_number);
             put_u8(out, m.replica);
             put_u64(out, m.timestamp_ns);
+            put_u64(out, m.commit_number);
             put_crash_vector(out, &m.crash_vector);
         }
         Message::Commit(m) => {
             put_u64(out, m.commit_number);
             put_u64(out, m.op_number);
             put_u64(out, m.timestamp_ns);
+            put_u64(out, m.full_commit_min);
         }
         Message::Reply(m) => {
             put_u128(out, m.client_id);
@@ -611,6 +614,7 @@ fn decode_body(command: Command, view: u64, body: &[u8]) -> Result<Message, Deco
             view,
             commit_number: r.u64()?,
             timestamp_ns: r.u64()?,
+            full_commit_min: r.u64()?,
             entries: r.log()?,
         }),
         Command::PrepareOk => Message::PrepareOk(PrepareOk {
@@ -618,6 +622,7 @@ fn decode_body(command: Command, view: u64, body: &[u8]) -> Result<Message, Deco
             op_number: r.u64()?,
             replica: r.u8()?,
             timestamp_ns: r.u64()?,
+            commit_number: r.u64()?,
             crash_vector: r.crash_vector()?,
         }),
         Command::Commit => Message::Commit(Commit {
@@ -625,6 +630,7 @@ fn decode_body(command: Command, view: u64, body: &[u8]) -> Result<Message, Deco
             commit_number: r.u64()?,
             op_number: r.u64()?,
             timestamp_ns: r.u64()?,
+            full_commit_min: r.u64()?,
         }),
         Command::Reply => Message::Reply(Reply {
             view,

@@ -1,6 +1,8 @@
 //! Cluster configuration: the parameters every replica and client of one
 //! cluster must agree on, plus the tunables of timers and bounds.
 
+use alloc::vec::Vec;
+
 /// Why a [`Config`] was rejected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConfigError {
@@ -19,6 +21,10 @@ pub enum ConfigError {
     MessageTooSmall,
     /// `checkpoint_interval_ops` and `client_table_max` must be at least 1.
     ZeroCheckpointInterval,
+    /// `witnesses` names a replica twice or out of range, or leaves fewer
+    /// full replicas than a quorum (f + 1 of 2f + 1), or
+    /// `witness_log_ops_max` is zero.
+    BadWitnesses,
 }
 
 impl core::fmt::Display for ConfigError {
@@ -33,6 +39,9 @@ impl core::fmt::Display for ConfigError {
             ConfigError::MessageTooSmall => "message_size_max cannot hold one maximal Prepare",
             ConfigError::ZeroCheckpointInterval => {
                 "checkpoint_interval_ops and client_table_max must be at least 1"
+            }
+            ConfigError::BadWitnesses => {
+                "witnesses must be distinct replica indexes leaving at least a quorum of full replicas"
             }
         };
         f.write_str(text)
@@ -116,6 +125,19 @@ pub struct Config {
     /// not yet executed up to the client's op-number. `0` switches backup
     /// reads off (read requests are dropped).
     pub backup_reads_max: u32,
+    /// Witnesses (§6): the indexes of replicas that keep the log and vote in
+    /// view changes and recoveries but never execute the service and never
+    /// become primary. At most `replica_count - quorum()`: with f + 1 full
+    /// replicas and f witnesses the cluster tolerates f failures. Empty (the
+    /// default): every replica is full.
+    pub witnesses: Vec<crate::ReplicaIndex>,
+    /// Witness clusters: the most ops the primary lets the log run ahead
+    /// of the slowest full replica's commit-number. Every replica keeps its
+    /// log back to that point (a witness's log is the only other copy of
+    /// those ops), so while a full replica is down the logs grow up to this
+    /// bound; past it the primary queues and then drops new requests until
+    /// the full replica is back (or replaced by reconfiguration).
+    pub witness_log_ops_max: u64,
     /// Test-only: a deliberate protocol bug, for showing that a checker
     /// catches it. `None` in every real configuration.
     #[cfg(feature = "bug-injection")]
@@ -149,7 +171,7 @@ impl Config {
     /// 100 ms primary-silence timeout with up to 50 ms jitter, a window of
     /// 256 prepares, 1 MiB frames, a checkpoint every 4096 ops with a log
     /// tail of 1024, 8192 clients remembered, batches of up to 64 requests
-    /// without added delay, backup reads on, and leases off.
+    /// without added delay, backup reads on, leases off, and no witnesses.
     pub fn new(cluster: u64, replica_count: u8) -> Config {
         Config {
             cluster,
@@ -173,6 +195,8 @@ impl Config {
             lease_duration_ns: 0,
             clock_drift_max_ns: 0,
             backup_reads_max: 1024,
+            witnesses: Vec::new(),
+            witness_log_ops_max: 1 << 20,
             #[cfg(feature = "bug-injection")]
             injected_bug: None,
         }
@@ -202,6 +226,16 @@ impl Config {
         if self.lease_duration_ns != 0 && self.clock_drift_max_ns >= self.lease_duration_ns {
             return Err(ConfigError::BadTimeouts);
         }
+        let mut witnesses = self.witnesses.clone();
+        witnesses.sort_unstable();
+        witnesses.dedup();
+        if witnesses.len() != self.witnesses.len()
+            || witnesses.iter().any(|&w| w >= self.replica_count)
+            || usize::from(self.replica_count) - witnesses.len() < self.quorum()
+            || self.witness_log_ops_max == 0
+        {
+            return Err(ConfigError::BadWitnesses);
+        }
         let prepare_max = crate::codec::HEADER_SIZE
             + 8 // commit_number
             + crate::codec::LOG_ENTRY_FIXED_SIZE
@@ -230,11 +264,48 @@ impl Config {
         on
     }
 
-    /// The primary of `view`: `view mod n` (§4, no voting).
+    /// The primary of `view`: `view mod n` (§4, no voting), counting full
+    /// replicas only: a witness is never primary, and with at most f
+    /// replicas down some full replica is up, so views keep rotating onto
+    /// one that can serve.
     pub fn primary_index(&self, view: u64) -> crate::ReplicaIndex {
-        // The remainder is below replica_count, a u8, so the cast cannot truncate.
-        (view % u64::from(self.replica_count)) as crate::ReplicaIndex
+        primary_of(view, self.replica_count, &self.witnesses)
     }
+
+    /// Whether `replica` is a witness (§6).
+    pub fn is_witness(&self, replica: crate::ReplicaIndex) -> bool {
+        self.witnesses.contains(&replica)
+    }
+
+    /// Whether some replicas are witnesses.
+    pub fn has_witnesses(&self) -> bool {
+        !self.witnesses.is_empty()
+    }
+}
+
+/// The primary of `view` in a cluster of `replica_count` replicas with
+/// `witnesses`: the `view mod full`-th full replica (see
+/// [`Config::primary_index`]). Shared with the client proxy.
+pub(crate) fn primary_of(
+    view: u64,
+    replica_count: u8,
+    witnesses: &[crate::ReplicaIndex],
+) -> crate::ReplicaIndex {
+    let full = u64::from(replica_count).saturating_sub(witnesses.len() as u64);
+    if witnesses.is_empty() || full == 0 {
+        // The remainder is below replica_count, a u8, so the cast cannot truncate.
+        return (view % u64::from(replica_count.max(1))) as crate::ReplicaIndex;
+    }
+    let mut rank = view % full;
+    for replica in 0..replica_count {
+        if !witnesses.contains(&replica) {
+            if rank == 0 {
+                return replica;
+            }
+            rank -= 1;
+        }
+    }
+    0 // Unreachable for a valid configuration: there are `full` full replicas.
 }
 
 #[cfg(test)]
@@ -272,5 +343,24 @@ mod tests {
         let mut c = Config::new(1, 3);
         c.message_size_max = 100;
         assert_eq!(c.validate(), Err(ConfigError::MessageTooSmall));
+    }
+
+    #[test]
+    fn witnesses_leave_a_quorum_of_full_replicas_and_are_never_primary() {
+        // §6: f + 1 full replicas and at most f witnesses.
+        let with = |n, w: &[u8]| {
+            let mut c = Config::new(1, n);
+            c.witnesses = w.to_vec();
+            c
+        };
+        assert_eq!(with(3, &[2]).validate(), Ok(()));
+        assert_eq!(with(5, &[1, 3]).validate(), Ok(()));
+        assert_eq!(with(3, &[1, 2]).validate(), Err(ConfigError::BadWitnesses));
+        assert_eq!(with(5, &[1, 1]).validate(), Err(ConfigError::BadWitnesses));
+        assert_eq!(with(3, &[3]).validate(), Err(ConfigError::BadWitnesses));
+        let c = with(5, &[1, 3]);
+        let primaries: alloc::vec::Vec<_> = (0..7).map(|v| c.primary_index(v)).collect();
+        assert_eq!(primaries, [0, 2, 4, 0, 2, 4, 0]);
+        assert!(c.is_witness(3) && !c.is_witness(2));
     }
 }

@@ -70,6 +70,11 @@ pub struct Prepare {
     /// The primary's clock when it sent this Prepare; backups echo it in
     /// PrepareOk so that the primary can time its read lease from it.
     pub timestamp_ns: u64,
+    /// Every full replica has executed the ops up to here (witnesses, §6):
+    /// the smallest commit-number among the full replicas that the primary
+    /// heard of. Witnesses drop their log up to it; in a cluster with
+    /// witnesses every replica keeps its log back to it.
+    pub full_commit_min: u64,
     /// The entries to append, with consecutive op-numbers; the last one's is
     /// the paper's `n`.
     pub entries: Vec<LogEntry>,
@@ -89,6 +94,10 @@ pub struct PrepareOk {
     /// Prepare or a Commit): it promised not to join a view change for a
     /// lease period since then.
     pub timestamp_ns: u64,
+    /// The backup's commit-number: it executed every op up to it. From
+    /// these the primary learns how far every full replica executed (see
+    /// [`Prepare::full_commit_min`]).
+    pub commit_number: u64,
     /// The backup's crash vector.
     pub crash_vector: CrashVector,
 }
@@ -106,6 +115,8 @@ pub struct Commit {
     pub op_number: u64,
     /// The primary's clock when it sent this Commit (see [`Prepare`]).
     pub timestamp_ns: u64,
+    /// See [`Prepare::full_commit_min`].
+    pub full_commit_min: u64,
 }
 
 /// `Reply(v, s, x)`: the result of a client's request (§4.1 step 5).

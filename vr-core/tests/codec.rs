@@ -91,12 +91,14 @@ fn samples() -> Vec<Message> {
             view: 3,
             commit_number: 4,
             timestamp_ns: 123,
+            full_commit_min: 0,
             entries: vec![entry(5, b"set x 1")],
         }),
         Message::Prepare(Prepare {
             view: u64::MAX,
             commit_number: 0,
             timestamp_ns: u64::MAX,
+            full_commit_min: 0,
             entries: vec![entry(1, b""), entry(2, b"two"), entry(3, &[0; 100])],
         }),
         Message::PrepareOk(PrepareOk {
@@ -104,6 +106,7 @@ fn samples() -> Vec<Message> {
             op_number: 5,
             replica: 2,
             timestamp_ns: 122,
+            commit_number: 0,
             crash_vector: [0, 3, u64::MAX].into_iter().collect(),
         }),
         Message::Commit(Commit {
@@ -111,6 +114,7 @@ fn samples() -> Vec<Message> {
             commit_number: 5,
             op_number: 7,
             timestamp_ns: 0,
+            full_commit_min: 2,
         }),
         Message::Reply(Reply {
             view: 3,
@@ -279,13 +283,14 @@ fn layout_matches_the_documented_table() {
         commit_number: 5,
         op_number: 6,
         timestamp_ns: 9,
+        full_commit_min: 4,
     });
     let bytes = frame(&message);
     let mut expected = Vec::new();
     expected.extend_from_slice(b"VR");
     expected.push(1); // version
     expected.push(Command::Commit as u8);
-    expected.extend_from_slice(&24u32.to_le_bytes()); // body size
+    expected.extend_from_slice(&32u32.to_le_bytes()); // body size
     expected.extend_from_slice(&CLUSTER.to_le_bytes());
     expected.extend_from_slice(&7u64.to_le_bytes()); // view
     expected.extend_from_slice(&0u32.to_le_bytes()); // epoch
@@ -293,6 +298,7 @@ fn layout_matches_the_documented_table() {
     expected.extend_from_slice(&5u64.to_le_bytes()); // commit_number
     expected.extend_from_slice(&6u64.to_le_bytes()); // op_number
     expected.extend_from_slice(&9u64.to_le_bytes()); // timestamp_ns
+    expected.extend_from_slice(&4u64.to_le_bytes()); // full_commit_min
     let mut covered = expected[..28].to_vec();
     covered.extend_from_slice(&expected[HEADER_SIZE..]);
     expected[CHECKSUM_FIELD].copy_from_slice(&crc32fast::hash(&covered).to_le_bytes());
@@ -356,6 +362,7 @@ fn peek_header_reads_the_raw_fields() {
         op_number: 5,
         replica: 2,
         timestamp_ns: 1,
+        commit_number: 0,
         crash_vector: [0, 0, 1].into_iter().collect(),
     });
     let bytes = frame(&message);
@@ -364,8 +371,9 @@ fn peek_header_reads_the_raw_fields() {
     assert_eq!(header.magic, MAGIC);
     assert_eq!(header.version, VERSION);
     assert_eq!(header.command, Command::PrepareOk as u8);
-    // op_number (8) + replica (1) + timestamp (8) + crash vector (1 + 3 * 8)
-    assert_eq!(header.body_size, 42);
+    // op_number (8) + replica (1) + timestamp (8) + commit_number (8) +
+    // crash vector (1 + 3 * 8)
+    assert_eq!(header.body_size, 50);
     assert_eq!(header.cluster, CLUSTER);
     assert_eq!(header.view, 9);
     assert_eq!(header.epoch, 0);
@@ -654,33 +662,40 @@ fn arb_message() -> impl Strategy<Value = Message> {
                 op,
             })
         }),
-        (u(), u(), u(), arb_log()).prop_map(|(view, commit_number, timestamp_ns, entries)| {
-            Message::Prepare(Prepare {
-                view,
-                commit_number,
-                timestamp_ns,
-                entries,
-            })
-        }),
-        (u(), u(), any::<u8>(), u(), arb_cv()).prop_map(
-            |(view, op_number, replica, timestamp_ns, crash_vector)| {
+        (u(), u(), u(), u(), arb_log()).prop_map(
+            |(view, commit_number, timestamp_ns, full_commit_min, entries)| {
+                Message::Prepare(Prepare {
+                    view,
+                    commit_number,
+                    timestamp_ns,
+                    full_commit_min,
+                    entries,
+                })
+            }
+        ),
+        (u(), u(), any::<u8>(), u(), u(), arb_cv()).prop_map(
+            |(view, op_number, replica, timestamp_ns, commit_number, crash_vector)| {
                 Message::PrepareOk(PrepareOk {
                     view,
                     op_number,
                     replica,
                     timestamp_ns,
+                    commit_number,
                     crash_vector,
                 })
             }
         ),
-        (u(), u(), u(), u()).prop_map(|(view, commit_number, op_number, timestamp_ns)| {
-            Message::Commit(Commit {
-                view,
-                commit_number,
-                op_number,
-                timestamp_ns,
-            })
-        }),
+        (u(), u(), u(), u(), u()).prop_map(
+            |(view, commit_number, op_number, timestamp_ns, full_commit_min)| {
+                Message::Commit(Commit {
+                    view,
+                    commit_number,
+                    op_number,
+                    timestamp_ns,
+                    full_commit_min,
+                })
+            }
+        ),
         (u(), any::<u128>(), u(), u(), arb_bytes()).prop_map(
             |(view, client_id, request_number, op_number, result)| {
                 Message::Reply(Reply {

@@ -122,6 +122,7 @@ fn a_vote_from_before_a_crash_is_not_counted_after_recovery() {
         op_number: 1,
         replica: 2,
         timestamp_ns: 0,
+        commit_number: 0,
         crash_vector: common::cv(3),
     };
     cluster.crash(2);

@@ -252,6 +252,7 @@ fn messages_from_old_views_are_ignored() {
             view: 0,
             commit_number: 3,
             timestamp_ns: 0,
+            full_commit_min: 0,
             entries: vec![stale],
         }),
     );
@@ -263,6 +264,7 @@ fn messages_from_old_views_are_ignored() {
             commit_number: 3,
             op_number: 3,
             timestamp_ns: 0,
+            full_commit_min: 0,
         }),
     );
     cluster.deliver_one();
@@ -320,6 +322,7 @@ fn backup_does_not_acknowledge_across_a_gap() {
             view: 0,
             commit_number: 0,
             timestamp_ns: 0,
+            full_commit_min: 0,
             entries: vec![entry(2)],
         }),
     );
@@ -344,6 +347,7 @@ fn backup_does_not_acknowledge_across_a_gap() {
             view: 0,
             commit_number: 0,
             timestamp_ns: 0,
+            full_commit_min: 0,
             entries: vec![entry(1)],
         }),
     );
@@ -381,6 +385,7 @@ fn replica_changing_view_rejects_old_prepares() {
             view: 0,
             commit_number: 0,
             timestamp_ns: 0,
+            full_commit_min: 0,
             entries: vec![LogEntry {
                 op_number: 1,
                 view: 0,

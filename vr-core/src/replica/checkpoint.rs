@@ -161,7 +161,15 @@ impl<S: Service> Replica<S> {
                     .as_ref()
                     .map_or(u64::MAX, |r| r.summary.op_number),
             )
-            .min(self.commit_number);
+            .min(self.commit_number)
+            // With witnesses, the log also reaches back to what every full
+            // replica executed: a lagging witness, which cannot take a
+            // checkpoint, catches up from there.
+            .min(if self.config.has_witnesses() {
+                self.full_commit_min
+            } else {
+                u64::MAX
+            });
         if new_base > self.log_base {
             let drop = (new_base - self.log_base) as usize;
             self.log.drain(..drop.min(self.log.len()));

@@ -118,6 +118,13 @@ pub struct Stats {
     /// View changes this replica did not start or join because it had
     /// promised the primary a lease.
     pub view_changes_deferred_by_lease: u64,
+    /// Witness: times it moved its log's start forward to catch up, past
+    /// ops every full replica had executed (it never fetches a checkpoint).
+    pub witness_log_skips: u64,
+    /// State requests left unanswered because this replica could serve
+    /// neither the log asked for nor a checkpoint that the requester could
+    /// use (a witness asked for ops it dropped; see `docs/protocol.md`).
+    pub state_requests_unserved: u64,
 }
 
 /// Deadlines of the replica's timers; `None` is disarmed.
@@ -221,6 +228,8 @@ pub struct Replica<S: Service> {
     // Primary state.
     /// Per replica, the highest op-number it acknowledged in this view.
     prepare_ok_op: Vec<u64>,
+    /// Per replica, the highest commit-number it reported in this view.
+    prepare_ok_commit: Vec<u64>,
     /// Per replica, when the primary last heard a PrepareOk from it.
     prepare_ok_heard_at: Vec<Instant>,
     /// Per client, the highest request number queued or in the log and not
@@ -248,6 +257,15 @@ pub struct Replica<S: Service> {
     primary_timestamp_ns: u64,
     /// Reads waiting until this replica has executed up to their op-number.
     parked_reads: VecDeque<ReadRequest>,
+
+    // Witnesses (§6).
+    /// Every full replica (not recovering) has executed the ops up to here:
+    /// the highest such point this replica computed (as primary) or heard
+    /// of. Only grows: a full replica's commit-number never goes back, and
+    /// one that restarts empty takes no part until it has fetched a
+    /// primary's state, which is past it. In a cluster with witnesses,
+    /// logs are kept back to it, and witnesses keep nothing below it.
+    full_commit_min: u64,
 
     // View-change state (§4.2).
     start_view_change_from: ReplicaSet,
@@ -373,6 +391,7 @@ impl<S: Service> Replica<S> {
             crash_vector: core::iter::repeat_n(0, n).collect(),
             recovery: None,
             prepare_ok_op: alloc::vec![0; n],
+            prepare_ok_commit: alloc::vec![0; n],
             prepare_ok_heard_at: alloc::vec![now; n],
             requests_in_progress: BTreeMap::new(),
             request_queue: VecDeque::new(),
@@ -383,6 +402,7 @@ impl<S: Service> Replica<S> {
             lease_promise_until: Instant::ZERO,
             primary_timestamp_ns: 0,
             parked_reads: VecDeque::new(),
+            full_commit_min: 0,
             start_view_change_from: ReplicaSet::default(),
             do_view_change_from: alloc::vec![None; n],
             do_view_change_sent: None,
@@ -434,6 +454,16 @@ impl<S: Service> Replica<S> {
     /// The primary of the current view.
     pub fn primary_index(&self) -> ReplicaIndex {
         self.config.primary_index(self.view)
+    }
+    /// Whether this replica is a witness (§6): it keeps the log and votes,
+    /// but never executes the service and is never primary.
+    pub fn is_witness(&self) -> bool {
+        self.config.is_witness(self.replica)
+    }
+    /// The op-number up to which every full replica has executed, as far as
+    /// this replica knows (see [`Prepare::full_commit_min`](crate::message::Prepare::full_commit_min)).
+    pub fn full_commit_min(&self) -> u64 {
+        self.full_commit_min
     }
     /// The log held: op-numbers `log_base() + 1 ..= op_number()`. Entries up
     /// to `log_base()` were dropped after a checkpoint.
@@ -692,6 +722,12 @@ impl<S: Service> Replica<S> {
     fn commit_to(&mut self, commit: u64) {
         self.commit_max = self.commit_max.max(commit);
         let target = commit.min(self.op_number);
+        if self.is_witness() {
+            // A witness holds no state: committing is only knowing.
+            self.commit_number = self.commit_number.max(target);
+            self.trim_witness_log();
+            return;
+        }
         while self.commit_number < target {
             let op_number = self.commit_number + 1;
             self.execute(op_number);
@@ -703,6 +739,44 @@ impl<S: Service> Replica<S> {
         if !self.parked_reads.is_empty() {
             self.answer_parked_reads();
         }
+    }
+
+    /// Learns that every full replica executed the ops up to `op_number`.
+    fn note_full_commit_min(&mut self, op_number: u64) {
+        if op_number > self.full_commit_min {
+            self.full_commit_min = op_number;
+            if self.is_witness() {
+                self.trim_witness_log();
+            }
+        }
+    }
+
+    /// A witness drops the log up to the point every full replica executed
+    /// (and it knows committed). Below it, the ops live in every full
+    /// replica's state; above it, a witness's log may be the only copy
+    /// left besides the primary's, so it keeps it (§6, witnesses).
+    fn trim_witness_log(&mut self) {
+        let new_base = self.full_commit_min.min(self.commit_number);
+        if new_base > self.log_base {
+            let drop = ((new_base - self.log_base) as usize).min(self.log.len());
+            self.log.drain(..drop);
+            self.log_base = new_base;
+        }
+    }
+
+    /// A witness behind every full replica's log jumps its log to start at
+    /// `op_number`: every full replica executed the ops up to there, so a
+    /// witness need not hold them (and has no state to bring along).
+    fn witness_skip_to(&mut self, op_number: u64) {
+        debug_assert!(self.is_witness() && op_number > self.commit_number);
+        self.log.clear();
+        self.log_base = op_number;
+        self.op_number = op_number;
+        self.commit_number = op_number;
+        self.commit_max = self.commit_max.max(op_number);
+        // The source vouched for it: every full replica executed this far.
+        self.full_commit_min = self.full_commit_min.max(op_number);
+        self.stats.witness_log_skips += 1;
     }
 
     fn execute(&mut self, op_number: u64) {

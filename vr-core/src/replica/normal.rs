@@ -97,6 +97,9 @@ impl<S: Service> Replica<S> {
 
     fn window_full(&self) -> bool {
         self.op_number - self.commit_number >= u64::from(self.config.prepare_window_max)
+            || (self.config.has_witnesses()
+                && self.op_number.saturating_sub(self.full_commit_min)
+                    >= self.config.witness_log_ops_max)
     }
 
     /// Appends a request to the log and adds it to the batch for the backups
@@ -155,6 +158,7 @@ impl<S: Service> Replica<S> {
                 view: self.view,
                 commit_number: self.commit_number,
                 timestamp_ns: self.now.as_nanos(),
+                full_commit_min: self.full_commit_min,
                 entries,
             }));
         }
@@ -175,6 +179,7 @@ impl<S: Service> Replica<S> {
             return;
         }
         self.note_primary_timestamp(now, prepare.timestamp_ns);
+        self.note_full_commit_min(prepare.full_commit_min);
         if first > self.op_number + 1 {
             // A gap: never acknowledge an op while an earlier one is missing.
             self.request_state(now);
@@ -234,6 +239,7 @@ impl<S: Service> Replica<S> {
     /// replica's state once it has executed up to the client's op-number.
     pub(super) fn on_read_request(&mut self, read: ReadRequest) {
         if self.config.backup_reads_max == 0
+            || self.is_witness()
             || self.status != Status::Normal
             || read.op.len() > self.config.op_size_max as usize
             || !self.service.is_read_only(&read.op)
@@ -280,6 +286,7 @@ impl<S: Service> Replica<S> {
             return;
         }
         self.note_primary_timestamp(now, commit.timestamp_ns);
+        self.note_full_commit_min(commit.full_commit_min);
         if commit.op_number > self.op_number {
             self.request_state(now);
         }
@@ -321,6 +328,7 @@ impl<S: Service> Replica<S> {
                 op_number: self.op_number,
                 replica: self.replica,
                 timestamp_ns: self.primary_timestamp_ns,
+                commit_number: self.commit_number,
                 crash_vector: self.crash_vector.clone(),
             }),
         );
@@ -359,7 +367,31 @@ impl<S: Service> Replica<S> {
         *lease = (*lease).max(echoed);
         let acked = &mut self.prepare_ok_op[usize::from(prepare_ok.replica)];
         *acked = (*acked).max(prepare_ok.op_number);
+        let reported = &mut self.prepare_ok_commit[usize::from(prepare_ok.replica)];
+        *reported = (*reported).max(prepare_ok.commit_number.min(prepare_ok.op_number));
         self.advance_commit_from_acks(now);
+        if self.config.has_witnesses() {
+            let before = self.full_commit_min;
+            self.update_full_commit_min();
+            if self.full_commit_min > before {
+                // The log may run further ahead of the slowest full replica.
+                self.admit_queued_requests(now);
+            }
+        }
+    }
+
+    /// The primary of a cluster with witnesses: the smallest commit-number
+    /// among the full replicas, itself included, reported in this view. A
+    /// full replica not heard from in this view counts as zero, so a new
+    /// primary keeps the point it knew until all have reported.
+    fn update_full_commit_min(&mut self) {
+        let mut min = self.commit_number;
+        for replica in 0..self.config.replica_count {
+            if replica != self.replica && !self.config.is_witness(replica) {
+                min = min.min(self.prepare_ok_commit[usize::from(replica)]);
+            }
+        }
+        self.note_full_commit_min(min);
     }
 
     /// Commits the highest op that a quorum (the primary included) holds. A
@@ -392,7 +424,11 @@ impl<S: Service> Replica<S> {
         } else {
             self.timers.prepare = Some(now + self.config.prepare_timeout_ns);
         }
-        // Room in the window: admit queued requests.
+        self.admit_queued_requests(now);
+    }
+
+    /// Room in the window: admit queued requests.
+    fn admit_queued_requests(&mut self, now: Instant) {
         while !self.window_full() {
             let Some(request) = self.request_queue.pop_front() else {
                 break;
@@ -441,6 +477,7 @@ impl<S: Service> Replica<S> {
                         view: self.view,
                         commit_number: self.commit_number,
                         timestamp_ns: now.as_nanos(),
+                        full_commit_min: self.full_commit_min,
                         entries,
                     }),
                 );
@@ -478,6 +515,7 @@ impl<S: Service> Replica<S> {
             commit_number: self.commit_number,
             op_number: self.op_number,
             timestamp_ns: now.as_nanos(),
+            full_commit_min: self.full_commit_min,
         }));
         self.timers.heartbeat = Some(now + self.config.heartbeat_interval_ns);
     }

@@ -350,6 +350,7 @@ impl<S: Service> Replica<S> {
             }
         }
         self.prepare_ok_op[k] = 0;
+        self.prepare_ok_commit[k] = 0;
         if let Some(recovery) = &mut self.recovery {
             if recovery.responses[k]
                 .as_ref()

@@ -62,6 +62,7 @@ impl<S: Service> Replica<S> {
         self.request_queue.clear();
         self.requests_in_progress.clear();
         self.prepare_ok_op.iter_mut().for_each(|a| *a = 0);
+        self.prepare_ok_commit.iter_mut().for_each(|c| *c = 0);
         self.lease_acked_ns.iter_mut().for_each(|t| *t = 0);
         self.primary_timestamp_ns = 0;
         self.batch_bytes = 0;
@@ -353,6 +354,7 @@ impl<S: Service> Replica<S> {
         self.do_view_change_sent = None;
         self.prepare_ok_op.iter_mut().for_each(|a| *a = 0);
         self.prepare_ok_op[usize::from(self.replica)] = self.op_number;
+        self.prepare_ok_commit.iter_mut().for_each(|c| *c = 0);
         // No leased read until this view has committed everything it began
         // with: ops the old primary acknowledged may be among them.
         self.view_start_op = self.op_number;
