@@ -242,7 +242,9 @@ pub struct NewState {
     /// The sender's index.
     pub replica: ReplicaIndex,
     /// Set when the sender's log no longer reaches back to the requested
-    /// op-number: its latest checkpoint, to fetch instead (§5.2).
+    /// op-number: its latest checkpoint, to fetch instead (§5.2). Offered
+    /// to a witness only once every full replica executed the ops up to
+    /// it: the witness, which has no state, skips to its op-number.
     pub checkpoint: Option<CheckpointSummary>,
 }
 

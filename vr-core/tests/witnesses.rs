@@ -208,6 +208,11 @@ fn witness_recovers_without_state() {
     assert_eq!(witness.status(), Status::Normal);
     assert_eq!(witness.stats().recoveries_completed, 1);
     assert_eq!(witness.commit_number(), 50);
+    assert!(
+        witness.stats().witness_log_skips >= 1,
+        "skipped to a checkpoint"
+    );
+    assert_eq!(witness.stats().checkpoints_installed, 0);
     // The recovered witness counts in quorums again: with the other full
     // replica down, the primary commits with the witness.
     cluster.crash(2);

@@ -109,22 +109,25 @@ impl<S: Service> Replica<S> {
         };
         let after = message.op_number.min(until);
         let to_witness = self.config.is_witness(message.replica);
-        if after < self.log_base && (to_witness || self.is_witness()) {
-            // No checkpoint can help: a witness has none to offer, and a
-            // witness requester has no state to install one into. A witness
-            // may instead skip to this log's start if every full replica
-            // executed the ops before it (witnesses, §6); the log of every
-            // replica of a cluster with witnesses reaches back to that point
-            // once it knows it, so this waits only for news of it.
-            if !to_witness || self.log_base > self.full_commit_min {
+        let checkpoint = if after >= self.log_base {
+            self.note_state_request(after, message.replica)
+        } else if self.is_witness() {
+            // A witness has no checkpoint to offer (§6, witnesses).
+            self.stats.state_requests_unserved += 1;
+            return;
+        } else if to_witness {
+            // A witness cannot install a checkpoint, having no state; it
+            // skips to the checkpoint's op-number instead and fetches the
+            // log after it. That is safe only if every full replica
+            // executed the ops it skips: until this replica knows so, the
+            // witness waits (and asks again).
+            if self.checkpoint.summary.op_number > self.full_commit_min {
                 self.stats.state_requests_unserved += 1;
                 return;
             }
-        }
-        // The log no longer reaching back that far, offer the checkpoint.
-        let checkpoint = if to_witness {
-            None
+            Some(self.checkpoint.summary)
         } else {
+            // The log no longer reaching back that far, offer the checkpoint.
             self.note_state_request(after, message.replica)
         };
         let log = if checkpoint.is_some() {
@@ -195,11 +198,6 @@ impl<S: Service> Replica<S> {
     }
 
     fn on_new_state_in_view(&mut self, now: Instant, message: NewState) {
-        if message.checkpoint.is_some() && self.is_witness() {
-            // Never offered to a witness, which has no state to install.
-            self.stats.messages_invalid += 1;
-            return;
-        }
         if message.checkpoint.is_some() {
             // Too far behind for the primary's log: fetch its state into a
             // staging area (leaving normal status meanwhile), checkpoint first.
@@ -209,13 +207,6 @@ impl<S: Service> Replica<S> {
             return;
         }
         let before = self.op_number;
-        if self.is_witness() {
-            // The primary's log starts past this witness's: skip to it.
-            let first = message.log.first().map_or(0, |e| e.op_number);
-            if first > self.op_number + 1 {
-                self.witness_skip_to(first - 1);
-            }
-        }
         for entry in message.log {
             if entry.op_number == self.op_number + 1 {
                 self.log.push(entry);
@@ -256,16 +247,13 @@ impl<S: Service> Replica<S> {
             self.stats.messages_stale_view += 1;
             return;
         }
+        let witness = self.is_witness();
         if let Some(summary) = message.checkpoint {
-            if self.is_witness() {
-                // Never offered to a witness, which has no state to install.
-                self.stats.messages_invalid += 1;
+            if !witness {
+                self.start_checkpoint_fetch(now, summary);
                 return;
             }
-            self.start_checkpoint_fetch(now, summary);
-            return;
         }
-        let witness = self.is_witness();
         // The caller checked that a sync is in progress.
         let Some(sync) = self.sync.as_mut() else {
             return;
@@ -281,12 +269,16 @@ impl<S: Service> Replica<S> {
             SyncGoal::CommittedTo(target) => target.min(message.commit_number),
         };
         let had = sync.entries.len();
-        let first = message.log.first().map_or(0, |e| e.op_number);
-        if witness && sync.entries.is_empty() && first > sync.base + 1 {
-            // The source's log starts past this witness's commit-number,
-            // after ops every full replica executed: the witness skips them
-            // (see `on_get_state`), and jumps there when the sync installs.
-            sync.base = first - 1;
+        let mut skipped = false;
+        if let Some(summary) = message.checkpoint.filter(|_| witness) {
+            if summary.op_number > sync.base + sync.entries.len() as u64 {
+                // A witness offered a checkpoint skips the ops up to it
+                // (every full replica executed them: see `on_get_state`) and
+                // fetches the log after it; it jumps there at install.
+                sync.base = summary.op_number;
+                sync.entries.clear();
+                skipped = true;
+            }
         }
         for entry in message.log {
             let next = sync.base + sync.entries.len() as u64 + 1;
@@ -294,7 +286,7 @@ impl<S: Service> Replica<S> {
                 sync.entries.push(entry);
             }
         }
-        let progressed = sync.entries.len() > had;
+        let progressed = sync.entries.len() > had || skipped;
         let have = sync.base + sync.entries.len() as u64;
         let complete = match sync.goal {
             SyncGoal::PrimaryLog => have == message.op_number,
