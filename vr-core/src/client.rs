@@ -216,7 +216,11 @@ impl Client {
             op_number_min: self.op_number_seen,
             op,
         };
-        let to = replica.min(self.config.replica_count.saturating_sub(1));
+        let mut to = replica.min(self.config.replica_count.saturating_sub(1));
+        if self.config.witnesses.contains(&to) {
+            // A witness has no state to read: ask the primary instead.
+            to = self.primary();
+        }
         self.send_first(now, to, self.request_number, Message::ReadRequest(read));
         Ok(self.request_number)
     }
