@@ -62,7 +62,7 @@
 //! | `DoViewChange`    | `last_normal_view`, `op_number`, `commit_number`, `log`, `replica`, `crash_vector` |
 //! | `StartView`       | `op_number`, `commit_number`, `log`                                |
 //! | `GetState`        | `op_number`, `replica`                                             |
-//! | `NewState`        | `op_number`, `commit_number`, `log`, `replica`, `checkpoint` (`Option<CheckpointSummary>`) |
+//! | `NewState`        | `op_number`, `commit_number`, `log`, `replica`, `checkpoint` (`Option<CheckpointSummary>`), `full_commit_min` |
 //! | `Recovery`        | `replica`, `nonce`, `incarnation` (view in the header is 0)        |
 //! | `RecoveryResponse`| `nonce`, `status` u8, `op_number`, `commit_number`, `crash_vector`, `replica` |
 //! | `GetCheckpointTree` | `root`, `level` u8, `parents` (`Vec<u64>`), `replica`            |
@@ -284,7 +284,7 @@ fn body_size(message: &Message) -> usize {
         Message::StartView(m) => 2 * U64 + log_size(&m.log),
         Message::GetState(_) => U64 + U8,
         Message::NewState(m) => {
-            2 * U64 + log_size(&m.log) + U8 + U8 + m.checkpoint.map_or(0, |_| SUMMARY)
+            3 * U64 + log_size(&m.log) + U8 + U8 + m.checkpoint.map_or(0, |_| SUMMARY)
         }
         Message::Recovery(_) => U8 + 2 * U64,
         Message::RecoveryResponse(m) => U64 + U8 + 2 * U64 + cv_size(&m.crash_vector) + U8,
@@ -473,6 +473,7 @@ fn put_body(message: &Message, out: &mut Vec<u8>) {
                     put_summary(out, summary);
                 }
             }
+            put_u64(out, m.full_commit_min);
         }
         Message::Recovery(m) => {
             put_u8(out, m.replica);
@@ -687,6 +688,7 @@ fn decode_body(command: Command, view: u64, body: &[u8]) -> Result<Message, Deco
                 1 => Some(r.summary()?),
                 _ => return Err(DecodeError::Malformed("option tag neither 0 nor 1")),
             },
+            full_commit_min: r.u64()?,
         }),
         Command::Recovery => {
             if view != 0 {

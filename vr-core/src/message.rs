@@ -246,6 +246,10 @@ pub struct NewState {
     /// to a witness only once every full replica executed the ops up to
     /// it: the witness, which has no state, skips to its op-number.
     pub checkpoint: Option<CheckpointSummary>,
+    /// The sender's [`Prepare::full_commit_min`]: how a replica that was
+    /// away (recovering, or changing view) learns it, and how a witness
+    /// offered a checkpoint tells whether it may skip to it.
+    pub full_commit_min: u64,
 }
 
 /// `Recovery(i, x)`: a replica restarted without its state asks for it (§4.3).

@@ -184,6 +184,7 @@ fn samples() -> Vec<Message> {
             log,
             replica: 0,
             checkpoint: None,
+            full_commit_min: 3,
         }),
         Message::NewState(NewState {
             view: 4,
@@ -192,6 +193,7 @@ fn samples() -> Vec<Message> {
             log: vec![],
             replica: 0,
             checkpoint: Some(summary()),
+            full_commit_min: 0,
         }),
         Message::Recovery(Recovery {
             replica: 2,
@@ -761,10 +763,11 @@ fn arb_message() -> impl Strategy<Value = Message> {
             u(),
             arb_log(),
             any::<u8>(),
-            proptest::option::of(arb_summary())
+            proptest::option::of(arb_summary()),
+            u(),
         )
             .prop_map(
-                |(view, op_number, commit_number, log, replica, checkpoint)| {
+                |(view, op_number, commit_number, log, replica, checkpoint, full_commit_min)| {
                     Message::NewState(NewState {
                         view,
                         op_number,
@@ -772,6 +775,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
                         log,
                         replica,
                         checkpoint,
+                        full_commit_min,
                     })
                 }
             ),

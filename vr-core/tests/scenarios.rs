@@ -660,6 +660,7 @@ fn new_primary_fetches_committed_prefix_it_lacks() {
             log: vec![entry(1), entry(2), entry(3)],
             replica: 2,
             checkpoint: None,
+            full_commit_min: 0,
         }),
     );
     assert!(primary.is_primary());

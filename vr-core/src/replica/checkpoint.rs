@@ -462,9 +462,36 @@ impl<S: Service> Replica<S> {
         if sync.fetch.is_some() {
             self.send_checkpoint_request(now);
         } else {
-            let (source, next) = (sync.source, sync.base + sync.entries.len() as u64);
+            let (mut source, next) = (sync.source, sync.base + sync.entries.len() as u64);
+            if matches!(sync.goal, SyncGoal::CommittedTo(_)) && self.config.is_witness(source) {
+                // A new primary completing its committed prefix from a
+                // witness that does not answer (it may have dropped those
+                // ops, or be gone): committed entries are the same at every
+                // replica, so ask the next one that sent a DoViewChange
+                // committing past what is here.
+                source = self.next_committed_source(source, next);
+                if let Some(sync) = self.sync.as_mut() {
+                    sync.source = source;
+                }
+            }
             self.send_get_state(now, source, next);
         }
+    }
+
+    /// The DoViewChange sender after `current` (cyclically, this replica
+    /// excluded) whose commit-number is past `have`; `current` if none.
+    fn next_committed_source(&self, current: ReplicaIndex, have: u64) -> ReplicaIndex {
+        let n = self.config.replica_count;
+        (1..n)
+            // In u16: the sum of two indexes may pass 255.
+            .map(|step| ((u16::from(current) + u16::from(step)) % u16::from(n)) as ReplicaIndex)
+            .find(|&r| {
+                r != self.replica
+                    && self.do_view_change_from[usize::from(r)]
+                        .as_ref()
+                        .is_some_and(|d| d.commit_number > have)
+            })
+            .unwrap_or(current)
     }
 
     /// Whether a checkpoint answer belongs to the fetch in progress; a newer

@@ -121,6 +121,9 @@ pub struct Stats {
     /// Witness: times it moved its log's start forward to catch up, past
     /// ops every full replica had executed (it never fetches a checkpoint).
     pub witness_log_skips: u64,
+    /// Witness: times it was offered a skip past ops not every full
+    /// replica is known to have executed, and waited instead.
+    pub witness_skips_deferred: u64,
     /// State requests left unanswered because this replica could serve
     /// neither the log asked for nor a checkpoint that the requester could
     /// use (a witness asked for ops it dropped; see `docs/protocol.md`).
@@ -764,6 +767,21 @@ impl<S: Service> Replica<S> {
         }
     }
 
+    /// Whether this witness may drop (or never hold) the ops up to
+    /// `op_number` to catch up: if every full replica executed them, they
+    /// live in every full replica's state; a recovering witness holds
+    /// nothing anyway, and its earlier incarnation's acknowledgements are
+    /// fenced by crash vectors. Otherwise it waits: a witness that dropped
+    /// ops it acknowledged would leave fewer copies of a committed op than
+    /// the quorum that committed it (§6, witnesses).
+    fn witness_may_skip_to(&mut self, op_number: u64) -> bool {
+        if self.status == Status::Recovering || op_number <= self.full_commit_min {
+            return true;
+        }
+        self.stats.witness_skips_deferred += 1;
+        false
+    }
+
     /// A witness behind every full replica's log jumps its log to start at
     /// `op_number`: every full replica executed the ops up to there, so a
     /// witness need not hold them (and has no state to bring along).
@@ -774,8 +792,6 @@ impl<S: Service> Replica<S> {
         self.op_number = op_number;
         self.commit_number = op_number;
         self.commit_max = self.commit_max.max(op_number);
-        // The source vouched for it: every full replica executed this far.
-        self.full_commit_min = self.full_commit_min.max(op_number);
         self.stats.witness_log_skips += 1;
     }
 

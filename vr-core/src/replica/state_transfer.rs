@@ -103,6 +103,18 @@ impl<S: Service> Replica<S> {
             return;
         }
         self.heard_fetching_peer(now, message.view, message.replica);
+        if self.status == Status::ViewChange
+            && self.sync.is_none()
+            && message.replica == self.primary_index()
+        {
+            // The new primary of this view fetches the committed prefix it
+            // lacks: the view change is progressing, so do not leave it. A
+            // long fetch would otherwise outlast this replica's timeout, and
+            // the view change restart forever (vr-sim seed 3239, witnesses:
+            // only the lagging full replica could lead, fetching from the
+            // witness). The new primary gives up itself if the fetch stalls.
+            self.arm_view_change_timer(now);
+        }
         let until = match self.status {
             Status::Normal => self.op_number,
             Status::ViewChange | Status::Recovering => self.commit_number,
@@ -116,16 +128,16 @@ impl<S: Service> Replica<S> {
             self.stats.state_requests_unserved += 1;
             return;
         } else if to_witness {
-            // A witness cannot install a checkpoint, having no state; it
-            // skips to the checkpoint's op-number instead and fetches the
-            // log after it. That is safe only if every full replica
-            // executed the ops it skips: until this replica knows so, the
-            // witness waits (and asks again).
-            if self.checkpoint.summary.op_number > self.full_commit_min {
-                self.stats.state_requests_unserved += 1;
-                return;
+            // A witness cannot install a checkpoint, having no state: it
+            // skips ops instead (see `witness_may_skip_to`). Offer it this
+            // log from its start, when every full replica executed the ops
+            // before it (with witnesses, logs reach back that far), else
+            // the checkpoint's op-number to skip to.
+            if self.log_base <= self.full_commit_min && self.log_base < until {
+                None
+            } else {
+                Some(self.checkpoint.summary)
             }
-            Some(self.checkpoint.summary)
         } else {
             // The log no longer reaching back that far, offer the checkpoint.
             self.note_state_request(after, message.replica)
@@ -144,6 +156,7 @@ impl<S: Service> Replica<S> {
                 log,
                 replica: self.replica,
                 checkpoint,
+                full_commit_min: self.full_commit_min,
             }),
         );
     }
@@ -182,6 +195,8 @@ impl<S: Service> Replica<S> {
             self.stats.messages_invalid += 1;
             return;
         }
+        // True whenever it was sent: a fact about every full replica.
+        self.note_full_commit_min(message.full_commit_min);
         if self.sync.as_ref().is_some_and(|s| {
             s.view == message.view && s.source == message.replica && s.view == self.view
         }) {
@@ -207,6 +222,14 @@ impl<S: Service> Replica<S> {
             return;
         }
         let before = self.op_number;
+        let first = message.log.first().map_or(0, |e| e.op_number);
+        if self.is_witness() && first > self.op_number + 1 {
+            // The primary's log starts past this witness's end.
+            if !self.witness_may_skip_to(first - 1) {
+                return;
+            }
+            self.witness_skip_to(first - 1);
+        }
         for entry in message.log {
             if entry.op_number == self.op_number + 1 {
                 self.log.push(entry);
@@ -255,12 +278,32 @@ impl<S: Service> Replica<S> {
             }
         }
         // The caller checked that a sync is in progress.
-        let Some(sync) = self.sync.as_mut() else {
+        let Some(sync) = self.sync.as_ref() else {
             return;
         };
         if sync.fetch.is_some() {
             // A late answer from before the checkpoint fetch began.
             return;
+        }
+        let have = sync.base + sync.entries.len() as u64;
+        // A witness offered a checkpoint skips the ops up to it, and one
+        // sent a log that starts further on skips to its start, if allowed
+        // (see `witness_may_skip_to`). It jumps there when the sync installs.
+        let skip_to = match (&message.checkpoint, message.log.first()) {
+            (Some(summary), _) => summary.op_number,
+            (None, Some(first)) => first.op_number - 1,
+            (None, None) => 0,
+        };
+        let skipped = witness && skip_to > have;
+        if skipped && !self.witness_may_skip_to(skip_to) {
+            return; // Asked again on the repair timer.
+        }
+        let Some(sync) = self.sync.as_mut() else {
+            return;
+        };
+        if skipped {
+            sync.base = skip_to;
+            sync.entries.clear();
         }
         let limit = match sync.goal {
             SyncGoal::PrimaryLog => message.op_number,
@@ -269,17 +312,6 @@ impl<S: Service> Replica<S> {
             SyncGoal::CommittedTo(target) => target.min(message.commit_number),
         };
         let had = sync.entries.len();
-        let mut skipped = false;
-        if let Some(summary) = message.checkpoint.filter(|_| witness) {
-            if summary.op_number > sync.base + sync.entries.len() as u64 {
-                // A witness offered a checkpoint skips the ops up to it
-                // (every full replica executed them: see `on_get_state`) and
-                // fetches the log after it; it jumps there at install.
-                sync.base = summary.op_number;
-                sync.entries.clear();
-                skipped = true;
-            }
-        }
         for entry in message.log {
             let next = sync.base + sync.entries.len() as u64 + 1;
             if entry.op_number == next && entry.op_number <= limit {

@@ -146,6 +146,15 @@ impl<S: Service> Replica<S> {
             }
             return;
         }
+        if message.replica == self.primary_index() && self.do_view_change_sent.is_some() {
+            // The new primary is alive and still assembling this view (it
+            // may be fetching a long committed prefix): keep waiting for its
+            // StartView. Timing out would restart the view change, and a
+            // fetch longer than one timeout would never finish (vr-sim seed
+            // 2104, witnesses: only a lagging full replica could lead). A
+            // new primary whose fetch stalls gives up by its own timer.
+            self.arm_view_change_timer(now);
+        }
         if self.sync.is_some() {
             // This view has already formed; this replica is fetching its log.
             return;
@@ -191,9 +200,15 @@ impl<S: Service> Replica<S> {
     /// change completes, since either may have been lost.
     pub(super) fn on_view_change_resend_timeout(&mut self, now: Instant) {
         self.timers.view_change_resend = None;
-        if self.status != Status::ViewChange || self.sync.is_some() {
+        if self.status != Status::ViewChange {
             return;
         }
+        if self.sync.is_some() && !self.is_primary_of(self.view) {
+            return;
+        }
+        // The new primary keeps announcing the view while it fetches the
+        // committed prefix it lacks: the replicas waiting for its StartView
+        // take it as a sign of life (see `on_start_view_change`).
         self.send_to_others(Message::StartViewChange(StartViewChange {
             view: self.view,
             promised_view: self.do_view_change_view_max,
