@@ -156,15 +156,13 @@ impl MemCluster {
         // The primary keeps the whole prepare window busy; clients beyond it
         // wait in its request queue, which must hold them all.
         assert!(
-            spec.clients
-                <= config.request_queue_max as usize + config.prepare_window_max as usize,
+            spec.clients <= config.request_queue_max as usize + config.prepare_window_max as usize,
             "more clients in flight than the primary can hold"
         );
         assert!(spec.read_percent <= 100, "a percentage");
         let replicas = (0..REPLICA_COUNT)
             .map(|i| {
-                Replica::new(config.clone(), i, BenchService::new(), START)
-                    .expect("a valid Config")
+                Replica::new(config.clone(), i, BenchService::new(), START).expect("a valid Config")
             })
             .collect();
         let clients = (0..spec.clients)
@@ -369,7 +367,10 @@ impl MemCluster {
     /// Fires the timers of every replica that has one due.
     fn fire_due_timers(&mut self) {
         for r in 0..self.replicas.len() {
-            if self.replicas[r].poll_timeout().is_some_and(|t| t <= self.now) {
+            if self.replicas[r]
+                .poll_timeout()
+                .is_some_and(|t| t <= self.now)
+            {
                 self.replicas[r].handle_timeout(self.now);
                 self.carry_out(r);
             }
