@@ -46,6 +46,12 @@ struct Args {
     /// 1 is no Prepare batching [default: 1,64].
     #[arg(long, value_delimiter = ',')]
     batch_ops_max: Vec<u32>,
+    /// `Config::batch_delay_ns` in microseconds for the runtime clusters
+    /// that batch: how long the primary may hold a batch that is not full
+    /// [default: 0, a batch leaves when the outputs of one socket read are
+    /// drained].
+    #[arg(long)]
+    batch_delay_us: Option<f64>,
     /// Client counts of the core rows [default: 1,16,256,1024; quick
     /// 1,16,256].
     #[arg(long, value_delimiter = ',')]
@@ -92,6 +98,9 @@ fn main() -> std::io::Result<()> {
     }
     if !args.batch_ops_max.is_empty() {
         plan.batch_ops_max = args.batch_ops_max;
+    }
+    if let Some(us) = args.batch_delay_us {
+        plan.batch_delay_ns = (us * 1000.0) as u64;
     }
     if !args.core_clients.is_empty() {
         plan.core_clients = args.core_clients;

@@ -34,6 +34,10 @@ pub struct Plan {
     /// each runs side by side, and each client count and size is measured
     /// on each (1 is no batching).
     pub batch_ops_max: Vec<u32>,
+    /// `Config::batch_delay_ns` of the runtime clusters that batch
+    /// (`batch_ops_max` above 1). 0, the default, holds a batch only until
+    /// the node's outputs are drained after one socket read.
+    pub batch_delay_ns: u64,
     /// Client counts of the core rows; empty skips the core.
     pub core_clients: Vec<usize>,
     /// `Config::batch_ops_max` values of the core rows.
@@ -61,6 +65,7 @@ impl Plan {
             measure: Duration::from_secs(2),
             rate_per_sec: None,
             batch_ops_max: vec![1, 64],
+            batch_delay_ns: 0,
             core_clients: vec![1, 16, 256, 1024],
             core_batch_ops_max: vec![1, 64, 256],
             core_read_percents: vec![50, 100],
@@ -209,6 +214,9 @@ pub fn run(plan: &Plan, quiet: bool) -> std::io::Result<Report> {
         for (b, &batch_ops_max) in plan.batch_ops_max.iter().enumerate() {
             let mut config = vr_core::Config::new(0xbe7c_0000 + (n * 16 + b) as u64, 3);
             config.batch_ops_max = batch_ops_max;
+            if batch_ops_max > 1 {
+                config.batch_delay_ns = plan.batch_delay_ns;
+            }
             clusters.push(Cluster::start_with(runtime, config)?);
         }
         for &op_size in &plan.op_sizes {
