@@ -233,6 +233,32 @@ impl OptimizationPlan {
     }
 }
 
+/// How the cluster starts. Drawn from a stream of its own, after
+/// everything else, so that a seed that does not boot recovering replays
+/// the run it had before boots were simulated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootPlan {
+    /// Every replica starts with `Replica::recover`, as a `vr-kv node`
+    /// always does, and the cluster must form by itself
+    /// (`form_new_cluster`, §4.3); `false`: `Replica::new` in view 0 at
+    /// time zero.
+    pub recovering: bool,
+    /// When recovering: replica `i` starts at `start_at_ns[i]` (staggered,
+    /// like processes started one after the other); before it, it is down
+    /// and frames to it are lost.
+    pub start_at_ns: Vec<u64>,
+}
+
+impl BootPlan {
+    /// Every replica built with `Replica::new` at time zero.
+    pub fn fresh() -> BootPlan {
+        BootPlan {
+            recovering: false,
+            start_at_ns: Vec::new(),
+        }
+    }
+}
+
 /// The smallest `clock_drift_max_ns` that covers clock rates between
 /// `rate_min_ppm` and `rate_max_ppm` for a lease of `lease_ns`: a backup
 /// with the fastest clock ends its promise after `lease / rate_max` of real
@@ -261,6 +287,8 @@ pub struct SeedPlan {
     pub recovery: RecoveryPlan,
     /// Batching, leases, backup reads (§6).
     pub optimizations: OptimizationPlan,
+    /// How the cluster starts.
+    pub boot: BootPlan,
 }
 
 /// A value in `low..=high`.
@@ -315,7 +343,36 @@ impl SeedPlan {
     pub fn random(seed: u64, replica_count: Option<u8>) -> SeedPlan {
         let mut plan = SeedPlan::without_optimizations(seed, replica_count);
         plan.draw_optimizations();
+        plan.draw_boot();
         plan
+    }
+
+    /// In a quarter of the seeds with three or more replicas, every replica
+    /// starts recovering (`Replica::recover`), at staggered times: the
+    /// cluster must form by itself, with the seed's faults acting from the
+    /// start (restarts during formation included). With one replica,
+    /// recovery forms the cluster at once: nothing to exercise.
+    fn draw_boot(&mut self) {
+        self.draw_boot_forced(None);
+    }
+
+    /// Draws the boot plan; `Some(recovering)` forces the choice (with one
+    /// replica too) and draws the same start times as an unforced seed.
+    pub fn draw_boot_forced(&mut self, recovering: Option<bool>) {
+        let mut prng = Prng::new(self.seed ^ 0xB007_5EED_C1A5_7E12);
+        let n = self.config.replica_count;
+        let drawn = n >= 3 && prng.below(4) == 0;
+        self.boot = BootPlan::fresh();
+        if !recovering.unwrap_or(drawn) {
+            return;
+        }
+        let stagger_max_ns = pick(&mut prng, &[0, MS, 20 * MS, 200 * MS, 2 * SECOND]);
+        self.boot = BootPlan {
+            recovering: true,
+            start_at_ns: (0..n)
+                .map(|_| between(&mut prng, 0, stagger_max_ns))
+                .collect(),
+        };
     }
 
     /// The plan of `seed` as drawn before the optimizations of §6 were
@@ -498,6 +555,7 @@ impl SeedPlan {
             workload,
             recovery: RecoveryPlan::off(),
             optimizations: OptimizationPlan::off(),
+            boot: BootPlan::fresh(),
         }
     }
 
@@ -592,6 +650,7 @@ impl SeedPlan {
             },
             recovery: RecoveryPlan::off(),
             optimizations: OptimizationPlan::off(),
+            boot: BootPlan::fresh(),
         }
     }
 
@@ -652,6 +711,12 @@ impl SeedPlan {
         crate::trace::Fnv64::of(text.as_bytes())
     }
 
+    /// [`SeedPlan::fingerprint_optimizations`] and the boot plan.
+    pub fn fingerprint_boot(&self) -> u64 {
+        let text = format!("{:x} {:?}", self.fingerprint_optimizations(), self.boot);
+        crate::trace::Fnv64::of(text.as_bytes())
+    }
+
     /// The optimizations part of [`SeedPlan::summary`]: empty for plans
     /// that did not draw them.
     pub fn optimizations_summary(&self) -> String {
@@ -687,6 +752,15 @@ impl SeedPlan {
             out += " backup-reads=off";
         }
         out
+    }
+
+    /// The boot part of [`SeedPlan::summary`]: empty for a fresh start.
+    fn boot_summary(&self) -> String {
+        if !self.boot.recovering {
+            return String::new();
+        }
+        let last = self.boot.start_at_ns.iter().max().copied().unwrap_or(0);
+        format!(" boot=recovering/last-start={}ms", last / MS)
     }
 
     /// The recovery part of [`SeedPlan::summary`].
@@ -736,7 +810,7 @@ impl SeedPlan {
             .count();
         format!(
             "n={} clients={} keys={} ops<={} window={} frame={}B loss={:.1}% dup={:.1}% corrupt={:.1}% \
-             reorder={:.1}%/{}ms latency={}..{}us partitions=[{}] pauses={} crashes<={} skewed-clocks={}{}{}{}",
+             reorder={:.1}%/{}ms latency={}..{}us partitions=[{}] pauses={} crashes<={} skewed-clocks={}{}{}{}{}",
             self.config.replica_count,
             self.workload.client_count,
             self.workload.key_count,
@@ -756,6 +830,7 @@ impl SeedPlan {
             skewed,
             self.recovery_summary(),
             self.optimizations_summary(),
+            self.boot_summary(),
             match self.config.injected_bug {
                 Some(bug) => format!(" injected-bug={bug:?}"),
                 None => String::new(),

@@ -86,6 +86,9 @@ pub struct Options {
     /// `false` draws [`SeedPlan::without_optimizations`]: the plans of the
     /// seeds found before those were simulated.
     pub optimization_plans: bool,
+    /// Force every replica to boot recovering (`Some(true)`) or fresh
+    /// (`Some(false)`); `None` draws it per seed (random plans only).
+    pub boot_recovering: Option<bool>,
 }
 
 impl Default for Options {
@@ -100,6 +103,7 @@ impl Default for Options {
             settle_max_ns: 10 * SECOND,
             classic_plans: false,
             optimization_plans: true,
+            boot_recovering: None,
         }
     }
 }
@@ -166,6 +170,11 @@ pub struct RunStats {
     /// Backup reads whose value was compared with the committed sequence
     /// (the others fell where it has a hole).
     pub backup_reads_value_checked: u64,
+    /// The most entries one Prepare carried (batches and resends).
+    pub prepare_entries_max: u64,
+    /// When every replica booted recovering: the time at which a quorum
+    /// was first normal in one view (`None`: not a boot seed, or never).
+    pub formed_ns: Option<u64>,
 }
 
 /// vr-core's counters ([`vr_core::Stats`]) of interest, summed over every
@@ -282,6 +291,9 @@ pub fn run_seed(seed: u64, options: &Options) -> SeedReport {
     } else {
         SeedPlan::random(seed, options.replica_count)
     };
+    if options.boot_recovering.is_some() {
+        plan.draw_boot_forced(options.boot_recovering);
+    }
     plan.config.injected_bug = options.injected_bug;
     run_plan(plan, options)
 }
@@ -378,6 +390,8 @@ fn status_name(normal: bool, recovering: bool) -> &'static str {
 const HELD_MAX: usize = 4096;
 
 struct ReplicaNode {
+    /// Whether it has been started (a boot seed starts replicas late).
+    started: bool,
     /// `None` while crashed. A restart builds a fresh one with
     /// `Replica::recover` and an empty service: memory wiped.
     replica: Option<Replica<Kv>>,
@@ -509,11 +523,26 @@ impl Simulator {
                 };
                 // Config::validate ran when the plan was drawn; a plan built by
                 // hand with a bad config is a programming error in the test.
+                if plan.boot.recovering {
+                    // Started later, recovering: down until then.
+                    let start_at = plan.boot.start_at_ns.get(usize::from(i)).copied();
+                    return ReplicaNode {
+                        started: false,
+                        replica: None,
+                        restart_at: Some(start_at.unwrap_or(0)),
+                        recovering_since: None,
+                        clock,
+                        paused_until: None,
+                        held: VecDeque::new(),
+                        observed: Observed::default(),
+                    };
+                }
                 let kv =
                     Kv::with_ballast(plan.recovery.ballast_pages, plan.recovery.ballast_page_size);
                 let replica = Replica::new(config.clone(), i, kv, clock.local(0))
                     .unwrap_or_else(|e| panic!("invalid replica configuration: {e}"));
                 ReplicaNode {
+                    started: true,
                     replica: Some(replica),
                     restart_at: None,
                     recovering_since: None,
@@ -806,16 +835,24 @@ impl Simulator {
         node.replica = Some(replica);
         node.restart_at = None;
         node.recovering_since = Some(now);
+        let first = !std::mem::replace(&mut node.started, true);
         // A new incarnation: its commit-number starts from 0 again.
         node.observed = Observed {
             recovering: true,
             ..Observed::default()
         };
-        self.stats.restarts += 1;
-        self.trace
-            .record(now, TraceKind::Nemesis, &[10, u64::from(i)], || {
-                format!("restart r{i} with wiped memory (recovering, nonce {nonce:x})")
-            });
+        if first {
+            self.trace
+                .record(now, TraceKind::Nemesis, &[15, u64::from(i)], || {
+                    format!("start r{i} recovering (nonce {nonce:x})")
+                });
+        } else {
+            self.stats.restarts += 1;
+            self.trace
+                .record(now, TraceKind::Nemesis, &[10, u64::from(i)], || {
+                    format!("restart r{i} with wiped memory (recovering, nonce {nonce:x})")
+                });
+        }
         // Drain what `recover` queued (its Recovery messages).
         self.replica_step(i, |_, _| {});
     }
@@ -892,10 +929,15 @@ impl Simulator {
             alive.swap(i, j);
         }
         let quorum = self.config.quorum();
+        let up = (0..self.replicas.len())
+            .filter(|&i| self.replicas[i].replica.is_some())
+            .count();
+        // A cluster that boots recovering may not have formed yet: then
+        // every replica is up and recovering, and all are healed.
         assert!(
-            alive.len() >= quorum,
-            "the nemesis crashed more than f replicas ({} alive of {})",
-            alive.len(),
+            up >= quorum,
+            "the nemesis crashed more than f replicas for good ({} up of {})",
+            up,
             self.config.replica_count
         );
         self.healed.clear();
@@ -1281,8 +1323,13 @@ impl Simulator {
                 let f = (usize::from(self.config.replica_count) - 1) / 2;
                 let failed = self.failed_count();
                 let room = failed < f;
-                let restart = self.plan.recovery.restarts
-                    && (self.crashes_left == 0 || self.nemesis_prng.below(4) != 0);
+                // While more than f are failed (a cluster booting
+                // recovering that has not formed yet), a crash is always
+                // followed by a restart: more than f crashed for good is
+                // beyond the failure model.
+                let restart = failed > f
+                    || (self.plan.recovery.restarts
+                        && (self.crashes_left == 0 || self.nemesis_prng.below(4) != 0));
                 let victim = self.victim(|node| room || node.recovering_since.is_some());
                 if let Some(i) = victim {
                     let restart_at = if restart {
@@ -1730,6 +1777,24 @@ impl Simulator {
             self.stats.views_formed += 1;
         }
         self.stats.view_max = self.stats.view_max.max(after.view);
+        if self.plan.boot.recovering && self.stats.formed_ns.is_none() && after.normal {
+            let normal_in_view = self
+                .replicas
+                .iter()
+                .filter_map(|node| node.replica.as_ref())
+                .filter(|r| r.status() == Status::Normal && r.view() == after.view)
+                .count();
+            if normal_in_view >= self.config.quorum() {
+                self.stats.formed_ns = Some(now);
+                self.trace
+                    .record(now, TraceKind::Phase, &[3, after.view], || {
+                        format!(
+                            "the cluster formed: a quorum is normal in view {}",
+                            after.view
+                        )
+                    });
+            }
+        }
         if let Some(took) = recovered_after {
             self.stats.recovered += 1;
             self.stats.recovery_ns_max = self.stats.recovery_ns_max.max(took);
@@ -1742,6 +1807,10 @@ impl Simulator {
     }
 
     fn send(&mut self, from: Addr, to: Addr, message: &Message) {
+        if let Message::Prepare(prepare) = message {
+            let entries = prepare.entries.len() as u64;
+            self.stats.prepare_entries_max = self.stats.prepare_entries_max.max(entries);
+        }
         let mut frame = Vec::with_capacity(codec::encoded_size(message));
         codec::encode(message, self.config.cluster, &mut frame);
         let now = self.now;

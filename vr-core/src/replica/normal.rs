@@ -10,7 +10,10 @@ use crate::Service;
 impl<S: Service> Replica<S> {
     /// §4.1 steps 1–3: the primary orders a client's request.
     pub(super) fn on_request(&mut self, now: Instant, request: Request) {
-        if !self.is_primary() || request.op.len() > self.config.op_size_max as usize {
+        if !self.is_primary()
+            || request.op.len() > self.config.op_size_max as usize
+            || self.forming_cluster()
+        {
             // Backups never answer clients; the client retries to all
             // replicas and so finds the primary.
             self.stats.requests_dropped += 1;
