@@ -91,7 +91,7 @@ fn a_primary_that_formed_alone_keeps_its_log_empty_until_others_join() {
         }
         // The clients' requests reached r0 while it was primary alone.
         assert!(
-            r0.stats().requests_dropped > 0,
+            r0.stats().requests_dropped > 0 || r0.op_number() > 0,
             "seed {seed}: clients asked r0"
         );
         assert_eq!(r0.op_number(), 0, "seed {seed}: r0 took no request");
