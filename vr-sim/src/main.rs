@@ -65,6 +65,8 @@ enum BugArg {
     RecoveryWithoutCrashVectors,
     /// A replica that learns of a newer view truncates its log in place.
     TruncateLogOnNewView,
+    /// A backup answers a read before executing up to the client's op-number.
+    BackupReadBeforeExecuting,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -82,6 +84,7 @@ impl From<BugArg> for InjectedBug {
             BugArg::ChooseLogByOpNumberOnly => InjectedBug::ChooseLogByOpNumberOnly,
             BugArg::RecoveryWithoutCrashVectors => InjectedBug::RecoveryWithoutCrashVectors,
             BugArg::TruncateLogOnNewView => InjectedBug::TruncateLogOnNewView,
+            BugArg::BackupReadBeforeExecuting => InjectedBug::BackupReadBeforeExecuting,
         }
     }
 }

@@ -244,7 +244,11 @@ impl<S: Service> Replica<S> {
             self.stats.requests_dropped += 1;
             return;
         }
-        if read.op_number_min <= self.commit_number {
+        if read.op_number_min <= self.commit_number
+            || self
+                .config
+                .has_bug(crate::config::InjectedBug::BackupReadBeforeExecuting)
+        {
             self.answer_read(read);
         } else if self.parked_reads.len() < self.config.backup_reads_max as usize {
             self.parked_reads.push_back(read);
