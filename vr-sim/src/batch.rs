@@ -83,6 +83,22 @@ pub struct Totals {
     pub backup_reads_value_checked: u64,
     /// The most entries one Prepare carried.
     pub prepare_entries_max: u64,
+    /// Seeds with batching on and load that fills batches (`LoadPlan`),
+    /// and the Prepares and entries of those seeds.
+    pub seeds_load: u64,
+    /// See `seeds_load`.
+    pub load_prepare_batches: u64,
+    /// See `seeds_load`.
+    pub load_prepare_entries: u64,
+    /// Of those, the seeds with burst clients, and their Prepares, entries
+    /// and largest Prepare.
+    pub seeds_burst: u64,
+    /// See `seeds_burst`.
+    pub burst_prepare_batches: u64,
+    /// See `seeds_burst`.
+    pub burst_prepare_entries: u64,
+    /// See `seeds_burst`.
+    pub burst_prepare_entries_max: u64,
     /// Seeds whose replicas all booted recovering, those in which the
     /// cluster formed, and the slowest formation.
     pub seeds_boot: u64,
@@ -143,6 +159,19 @@ impl Totals {
         self.backup_reads_completed += s.backup_reads_completed;
         self.backup_reads_value_checked += s.backup_reads_value_checked;
         self.prepare_entries_max = self.prepare_entries_max.max(s.prepare_entries_max);
+        if report.plan.load != crate::plan::LoadPlan::off() && report.plan.config.batch_ops_max > 1
+        {
+            self.seeds_load += 1;
+            self.load_prepare_batches += s.core.prepare_batches;
+            self.load_prepare_entries += s.core.prepare_batch_entries;
+            if report.plan.load.extra_clients > 0 {
+                self.seeds_burst += 1;
+                self.burst_prepare_batches += s.core.prepare_batches;
+                self.burst_prepare_entries += s.core.prepare_batch_entries;
+                self.burst_prepare_entries_max =
+                    self.burst_prepare_entries_max.max(s.prepare_entries_max);
+            }
+        }
         if report.plan.boot.recovering {
             self.seeds_boot += 1;
             if let Some(formed) = s.formed_ns {
@@ -251,6 +280,18 @@ impl Totals {
             self.core.backup_reads,
             self.backup_reads_completed,
             self.backup_reads_value_checked
+        );
+        let _ = writeln!(
+            out,
+            "batching under load: {} seeds with replicas reading at intervals ({} Prepares, mean batch {:.2} entries), \
+             {} of them with burst clients ({} Prepares, mean batch {:.2} entries, largest {})",
+            self.seeds_load,
+            self.load_prepare_batches,
+            self.load_prepare_entries as f64 / self.load_prepare_batches.max(1) as f64,
+            self.seeds_burst,
+            self.burst_prepare_batches,
+            self.burst_prepare_entries as f64 / self.burst_prepare_batches.max(1) as f64,
+            self.burst_prepare_entries_max
         );
         let _ = writeln!(
             out,

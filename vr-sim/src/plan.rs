@@ -259,6 +259,32 @@ impl BootPlan {
     }
 }
 
+/// Load that fills batches (§6, batching). Drawn from a stream of its own,
+/// after everything else, so that a seed that draws none of it replays
+/// the run it had before.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadPlan {
+    /// Replicas read their sockets every `poll_interval_ns` (0: a frame is
+    /// handled the moment it arrives): the frames that arrived since the
+    /// last read are handed to the replica one after the other and its
+    /// outputs drained once, as `vr_core::node` does with the bytes of one
+    /// read, so requests that arrive together leave in one Prepare.
+    pub poll_interval_ns: u64,
+    /// Clients added to the workload's (their requests arrive in bursts:
+    /// no think time).
+    pub extra_clients: u8,
+}
+
+impl LoadPlan {
+    /// Nothing added.
+    pub fn off() -> LoadPlan {
+        LoadPlan {
+            poll_interval_ns: 0,
+            extra_clients: 0,
+        }
+    }
+}
+
 /// The smallest `clock_drift_max_ns` that covers clock rates between
 /// `rate_min_ppm` and `rate_max_ppm` for a lease of `lease_ns`: a backup
 /// with the fastest clock ends its promise after `lease / rate_max` of real
@@ -289,6 +315,8 @@ pub struct SeedPlan {
     pub optimizations: OptimizationPlan,
     /// How the cluster starts.
     pub boot: BootPlan,
+    /// Load that fills batches.
+    pub load: LoadPlan,
 }
 
 /// A value in `low..=high`.
@@ -344,7 +372,41 @@ impl SeedPlan {
         let mut plan = SeedPlan::without_optimizations(seed, replica_count);
         plan.draw_optimizations();
         plan.draw_boot();
+        plan.draw_load();
         plan
+    }
+
+    /// With three or more replicas: in a quarter of the seeds, replicas
+    /// read their sockets at intervals (50 µs to 5 ms); in a third of the
+    /// seeds with batching on and a window of 4 or more, 16 to 56 more
+    /// clients with no think time, on more keys, and replicas that read at
+    /// intervals: requests arrive together, or queue while the window is
+    /// full, and leave many to a Prepare.
+    fn draw_load(&mut self) {
+        let mut prng = Prng::new(self.seed ^ 0x10AD_BA7C_4E50_F11D);
+        if self.config.replica_count < 3 {
+            return; // One replica sends no Prepare.
+        }
+        if prng.below(4) == 0 {
+            self.load.poll_interval_ns = between(&mut prng, 50_000, 5 * MS);
+        }
+        let window = self.config.prepare_window_max;
+        if self.config.batch_ops_max > 1 && window >= 4 && prng.below(3) == 0 {
+            if self.load.poll_interval_ns == 0 {
+                self.load.poll_interval_ns = between(&mut prng, 50_000, 5 * MS);
+            }
+            let extra = between(&mut prng, 16, 56) as u8;
+            self.load.extra_clients = extra;
+            self.workload.client_count += extra;
+            self.workload.think_time_max_ns = 0;
+            self.config.client_table_max += u32::from(extra);
+            // About three clients a key: the checker's search grows
+            // exponentially with the operations open at once on one key.
+            self.workload.key_count = self
+                .workload
+                .key_count
+                .max(self.workload.client_count.div_ceil(3));
+        }
     }
 
     /// In a quarter of the seeds with three or more replicas, every replica
@@ -556,6 +618,7 @@ impl SeedPlan {
             recovery: RecoveryPlan::off(),
             optimizations: OptimizationPlan::off(),
             boot: BootPlan::fresh(),
+            load: LoadPlan::off(),
         }
     }
 
@@ -651,6 +714,7 @@ impl SeedPlan {
             recovery: RecoveryPlan::off(),
             optimizations: OptimizationPlan::off(),
             boot: BootPlan::fresh(),
+            load: LoadPlan::off(),
         }
     }
 
@@ -717,6 +781,12 @@ impl SeedPlan {
         crate::trace::Fnv64::of(text.as_bytes())
     }
 
+    /// [`SeedPlan::fingerprint_boot`] and the load plan.
+    pub fn fingerprint_load(&self) -> u64 {
+        let text = format!("{:x} {:?}", self.fingerprint_boot(), self.load);
+        crate::trace::Fnv64::of(text.as_bytes())
+    }
+
     /// The optimizations part of [`SeedPlan::summary`]: empty for plans
     /// that did not draw them.
     pub fn optimizations_summary(&self) -> String {
@@ -761,6 +831,18 @@ impl SeedPlan {
         }
         let last = self.boot.start_at_ns.iter().max().copied().unwrap_or(0);
         format!(" boot=recovering/last-start={}ms", last / MS)
+    }
+
+    /// The load part of [`SeedPlan::summary`]: empty when off.
+    fn load_summary(&self) -> String {
+        let mut out = String::new();
+        if self.load.poll_interval_ns > 0 {
+            out += &format!(" poll={}us", self.load.poll_interval_ns / 1000);
+        }
+        if self.load.extra_clients > 0 {
+            out += &format!(" burst-clients={}", self.load.extra_clients);
+        }
+        out
     }
 
     /// The recovery part of [`SeedPlan::summary`].
@@ -810,7 +892,7 @@ impl SeedPlan {
             .count();
         format!(
             "n={} clients={} keys={} ops<={} window={} frame={}B loss={:.1}% dup={:.1}% corrupt={:.1}% \
-             reorder={:.1}%/{}ms latency={}..{}us partitions=[{}] pauses={} crashes<={} skewed-clocks={}{}{}{}{}",
+             reorder={:.1}%/{}ms latency={}..{}us partitions=[{}] pauses={} crashes<={} skewed-clocks={}{}{}{}{}{}",
             self.config.replica_count,
             self.workload.client_count,
             self.workload.key_count,
@@ -831,6 +913,7 @@ impl SeedPlan {
             self.recovery_summary(),
             self.optimizations_summary(),
             self.boot_summary(),
+            self.load_summary(),
             match self.config.injected_bug {
                 Some(bug) => format!(" injected-bug={bug:?}"),
                 None => String::new(),

@@ -604,6 +604,7 @@ impl Simulator {
             plan.recovery.long_delay_ppm,
             plan.recovery.long_delay_max_ns,
         );
+        network.set_poll_interval(plan.load.poll_interval_ns);
         Simulator {
             network,
             nemesis_prng,
@@ -1098,7 +1099,20 @@ impl Simulator {
             return;
         }
         if let Some(packet) = self.network.pop_due(now, &mut self.trace) {
-            self.deliver(packet);
+            if let (Addr::Replica(i), true) = (packet.to, self.plan.load.poll_interval_ns > 0) {
+                // The replica reads every frame that arrived since its
+                // last read at once (`LoadPlan::poll_interval_ns`).
+                let mut packets = vec![packet];
+                while let Some(more) =
+                    self.network
+                        .pop_due_to(now, Addr::Replica(i), &mut self.trace)
+                {
+                    packets.push(more);
+                }
+                self.deliver_to_replica(i, packets);
+            } else {
+                self.deliver(packet);
+            }
             return;
         }
         if let Some(i) =
@@ -1527,35 +1541,51 @@ impl Simulator {
         None
     }
 
+    /// Delivers `packets`, all due now at replica `i`, in one step: each
+    /// is handed to the replica in turn and its outputs are drained once
+    /// at the end, as `vr_core::node` does with the frames of one read.
+    fn deliver_to_replica(&mut self, i: u8, packets: Vec<Packet>) {
+        let mut messages = Vec::with_capacity(packets.len());
+        for packet in packets {
+            let node = &mut self.replicas[usize::from(i)];
+            if node.replica.is_none() {
+                self.stats.crash_drops += 1;
+                continue;
+            }
+            if node.paused_until.is_some() {
+                if node.held.len() < HELD_MAX {
+                    node.held.push_back(packet);
+                } else {
+                    self.stats.pause_drops += 1;
+                }
+                continue;
+            }
+            let Some(message) = self.decode(&packet) else {
+                continue;
+            };
+            let from = packet.from;
+            let hash = Network::frame_hash(&packet.frame);
+            self.trace.record(
+                self.now,
+                TraceKind::Deliver,
+                &[from.code(), u64::from(i), hash],
+                || format!("{from} -> r{i}: {}", describe(&message)),
+            );
+            messages.push(message);
+        }
+        if messages.is_empty() {
+            return;
+        }
+        self.replica_step(i, |replica, now| {
+            for message in messages {
+                replica.handle_message(now, message);
+            }
+        });
+    }
+
     fn deliver(&mut self, packet: Packet) {
         match packet.to {
-            Addr::Replica(i) => {
-                let node = &mut self.replicas[usize::from(i)];
-                if node.replica.is_none() {
-                    self.stats.crash_drops += 1;
-                    return;
-                }
-                if node.paused_until.is_some() {
-                    if node.held.len() < HELD_MAX {
-                        node.held.push_back(packet);
-                    } else {
-                        self.stats.pause_drops += 1;
-                    }
-                    return;
-                }
-                let Some(message) = self.decode(&packet) else {
-                    return;
-                };
-                let from = packet.from;
-                let hash = Network::frame_hash(&packet.frame);
-                self.trace.record(
-                    self.now,
-                    TraceKind::Deliver,
-                    &[from.code(), u64::from(i), hash],
-                    || format!("{from} -> r{i}: {}", describe(&message)),
-                );
-                self.replica_step(i, |replica, now| replica.handle_message(now, message));
-            }
+            Addr::Replica(i) => self.deliver_to_replica(i, vec![packet]),
             Addr::Client(c) => {
                 let Some(message) = self.decode(&packet) else {
                     return;
