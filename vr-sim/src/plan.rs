@@ -971,7 +971,10 @@ mod tests {
                 assert!(primary_ns <= promise_ns, "seed {seed}: {}", plan.summary());
             }
             let old = SeedPlan::without_optimizations(seed, None);
-            assert_eq!(old.fingerprint_full(), plan.fingerprint_full());
+            if plan.load.extra_clients == 0 {
+                // Only burst clients change the draws before them.
+                assert_eq!(old.fingerprint_full(), plan.fingerprint_full());
+            }
             assert!(!old.optimizations.drawn);
         }
         for count in [batching, leases, backup_reads] {
@@ -980,6 +983,37 @@ mod tests {
                 "{batching} {leases} {backup_reads}"
             );
         }
+    }
+
+    #[test]
+    fn boot_and_load_plans_are_drawn_in_some_seeds_and_valid() {
+        let (mut boots, mut polls, mut bursts) = (0, 0, 0);
+        for seed in 0..400 {
+            let plan = SeedPlan::random(seed, None);
+            assert_eq!(plan.config.validate(), Ok(()));
+            let n = plan.config.replica_count;
+            if plan.boot.recovering {
+                boots += 1;
+                assert!(n >= 3);
+                assert_eq!(plan.boot.start_at_ns.len(), usize::from(n));
+            }
+            polls += u32::from(plan.load.poll_interval_ns > 0);
+            if plan.load.extra_clients > 0 {
+                bursts += 1;
+                assert!(plan.config.batch_ops_max > 1 && plan.load.poll_interval_ns > 0);
+                assert!(plan.config.client_table_max >= u32::from(plan.workload.client_count));
+                assert!(plan.workload.key_count * 3 >= plan.workload.client_count);
+            }
+            let mut forced = plan.clone();
+            forced.draw_boot_forced(Some(true));
+            assert!(forced.boot.recovering);
+            if plan.boot.recovering {
+                assert_eq!(forced, plan, "forcing draws the same start times");
+            }
+        }
+        assert!((50..160).contains(&boots), "{boots}");
+        assert!((60..200).contains(&polls), "{polls}");
+        assert!((10..80).contains(&bursts), "{bursts}");
     }
 
     #[test]
@@ -993,10 +1027,11 @@ mod tests {
             let r = &plan.recovery;
             assert!(!r.restarts || plan.config.replica_count >= 3);
             assert!(plan.config.client_table_max >= u32::from(plan.workload.client_count));
-            if r.ballast_pages == 0 {
-                // Only ballast plans change the classic draws.
+            if r.ballast_pages == 0 && plan.load.extra_clients == 0 {
+                // Only ballast plans and burst clients change the classic
+                // draws.
                 assert_eq!(plan.fingerprint(), classic.fingerprint());
-            } else {
+            } else if r.ballast_pages > 0 {
                 assert!((64..=512).contains(&r.ballast_pages));
                 assert!((1024..=4096).contains(&r.ballast_page_size));
                 ballast += 1;
