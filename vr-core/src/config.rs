@@ -164,6 +164,9 @@ pub enum InjectedBug {
     /// new view as its last normal view before the fetched log arrives (the
     /// §5.2 flaw found by Vanlightly's TLA+ model).
     TruncateLogOnNewView,
+    /// A backup answers a read at once, without waiting until it has
+    /// executed up to the client's op-number (breaks §6, reads at backups).
+    BackupReadBeforeExecuting,
 }
 
 impl Config {

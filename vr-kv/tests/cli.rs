@@ -105,10 +105,14 @@ fn node_processes_on_three_runtimes_form_one_cluster() {
         );
         nodes.push(child);
     }
-    // The first write waits for the replicas to find each other. Under
-    // heavy load (CI, three busy loops on two cores) forming the cluster
-    // once took over 30 s (1 run in 10 locally): see the session note on
-    // issue 5; 60 s keeps the test about correctness, not timing.
+    // The first write waits for the replicas to find each other: every
+    // node starts recovering, and they form view 0 together (§4.3,
+    // `form_new_cluster`). It once never happened (no write within 30 s, in
+    // CI and in 1 of 10 loaded local runs): r0 formed first and took a
+    // request alone, and the others would not form with a replica holding
+    // an op (docs/testing.md, bug 15, fixed in vr-core; the simulator's
+    // boot seeds cover it). 60 s keeps the test about correctness, not
+    // timing, on a loaded machine.
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut k = 0;
     while ask(resp[2], &format!("SET n{k} 1"), "+OK\r\n") != "+OK\r\n" {

@@ -81,6 +81,31 @@ pub struct Totals {
     pub backup_reads_completed: u64,
     /// See `backup_reads_completed`.
     pub backup_reads_value_checked: u64,
+    /// The most entries one Prepare carried.
+    pub prepare_entries_max: u64,
+    /// Seeds with batching on and load that fills batches (`LoadPlan`),
+    /// and the Prepares and entries of those seeds.
+    pub seeds_load: u64,
+    /// See `seeds_load`.
+    pub load_prepare_batches: u64,
+    /// See `seeds_load`.
+    pub load_prepare_entries: u64,
+    /// Of those, the seeds with burst clients, and their Prepares, entries
+    /// and largest Prepare.
+    pub seeds_burst: u64,
+    /// See `seeds_burst`.
+    pub burst_prepare_batches: u64,
+    /// See `seeds_burst`.
+    pub burst_prepare_entries: u64,
+    /// See `seeds_burst`.
+    pub burst_prepare_entries_max: u64,
+    /// Seeds whose replicas all booted recovering, those in which the
+    /// cluster formed, and the slowest formation.
+    pub seeds_boot: u64,
+    /// See `seeds_boot`.
+    pub seeds_boot_formed: u64,
+    /// See `seeds_boot`.
+    pub formed_ns_max: u64,
 }
 
 impl Totals {
@@ -133,6 +158,27 @@ impl Totals {
         }
         self.backup_reads_completed += s.backup_reads_completed;
         self.backup_reads_value_checked += s.backup_reads_value_checked;
+        self.prepare_entries_max = self.prepare_entries_max.max(s.prepare_entries_max);
+        if report.plan.load != crate::plan::LoadPlan::off() && report.plan.config.batch_ops_max > 1
+        {
+            self.seeds_load += 1;
+            self.load_prepare_batches += s.core.prepare_batches;
+            self.load_prepare_entries += s.core.prepare_batch_entries;
+            if report.plan.load.extra_clients > 0 {
+                self.seeds_burst += 1;
+                self.burst_prepare_batches += s.core.prepare_batches;
+                self.burst_prepare_entries += s.core.prepare_batch_entries;
+                self.burst_prepare_entries_max =
+                    self.burst_prepare_entries_max.max(s.prepare_entries_max);
+            }
+        }
+        if report.plan.boot.recovering {
+            self.seeds_boot += 1;
+            if let Some(formed) = s.formed_ns {
+                self.seeds_boot_formed += 1;
+                self.formed_ns_max = self.formed_ns_max.max(formed);
+            }
+        }
         *self
             .by_replica_count
             .entry(report.plan.config.replica_count)
@@ -220,12 +266,13 @@ impl Totals {
         );
         let _ = writeln!(
             out,
-            "optimizations (§6): batching in {} seeds ({} Prepares, mean batch {:.2} entries); \
+            "optimizations (§6): batching in {} seeds ({} Prepares, mean batch {:.2} entries, largest {}); \
              leases in {} seeds ({} leased reads, {} view changes deferred by a lease); \
              backup reads in {} seeds ({} answered by replicas, {} completed, {} values checked)",
             self.seeds_batching,
             self.core.prepare_batches,
             self.core.prepare_batch_entries as f64 / self.core.prepare_batches.max(1) as f64,
+            self.prepare_entries_max,
             self.seeds_leases,
             self.core.leased_reads,
             self.core.view_changes_deferred_by_lease,
@@ -233,6 +280,25 @@ impl Totals {
             self.core.backup_reads,
             self.backup_reads_completed,
             self.backup_reads_value_checked
+        );
+        let _ = writeln!(
+            out,
+            "batching under load: {} seeds with replicas reading at intervals ({} Prepares, mean batch {:.2} entries), \
+             {} of them with burst clients ({} Prepares, mean batch {:.2} entries, largest {})",
+            self.seeds_load,
+            self.load_prepare_batches,
+            self.load_prepare_entries as f64 / self.load_prepare_batches.max(1) as f64,
+            self.seeds_burst,
+            self.burst_prepare_batches,
+            self.burst_prepare_entries as f64 / self.burst_prepare_batches.max(1) as f64,
+            self.burst_prepare_entries_max
+        );
+        let _ = writeln!(
+            out,
+            "boot: {} seeds started every replica recovering; the cluster formed in {} (slowest at {:.3} s)",
+            self.seeds_boot,
+            self.seeds_boot_formed,
+            self.formed_ns_max as f64 / SECOND as f64
         );
         let _ = write!(
             out,

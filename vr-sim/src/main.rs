@@ -65,6 +65,16 @@ enum BugArg {
     RecoveryWithoutCrashVectors,
     /// A replica that learns of a newer view truncates its log in place.
     TruncateLogOnNewView,
+    /// A backup answers a read before executing up to the client's op-number.
+    BackupReadBeforeExecuting,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum BootArg {
+    /// Every replica starts with `Replica::recover`.
+    Recovering,
+    /// Every replica starts with `Replica::new` in view 0.
+    Fresh,
 }
 
 impl From<BugArg> for InjectedBug {
@@ -74,6 +84,7 @@ impl From<BugArg> for InjectedBug {
             BugArg::ChooseLogByOpNumberOnly => InjectedBug::ChooseLogByOpNumberOnly,
             BugArg::RecoveryWithoutCrashVectors => InjectedBug::RecoveryWithoutCrashVectors,
             BugArg::TruncateLogOnNewView => InjectedBug::TruncateLogOnNewView,
+            BugArg::BackupReadBeforeExecuting => InjectedBug::BackupReadBeforeExecuting,
         }
     }
 }
@@ -106,6 +117,12 @@ struct RunArgs {
     /// reached), no ballast: the plans before restarts were simulated.
     #[arg(long)]
     classic: bool,
+    /// How every seed's cluster starts: `recovering` (every replica with
+    /// `Replica::recover`, at staggered times, as `vr-kv node`s do) or
+    /// `fresh` (`Replica::new`); default: drawn per seed (a quarter of the
+    /// seeds with three or more replicas boot recovering).
+    #[arg(long, value_enum)]
+    boot: Option<BootArg>,
     /// Skip the linearizability check (faster soaks of the other checkers).
     #[arg(long)]
     no_linearizability: bool,
@@ -225,6 +242,7 @@ fn options(args: &RunArgs) -> Options {
         trace: args.trace,
         check_linearizability: !args.no_linearizability,
         classic_plans: args.classic,
+        boot_recovering: args.boot.map(|b| matches!(b, BootArg::Recovering)),
         liveness_timeout_ns: args.liveness_timeout_s.saturating_mul(1_000_000_000),
         ..Options::default()
     }
@@ -406,16 +424,26 @@ fn run_single(seed: u64, args: &RunArgs, options: &Options) -> ExitCode {
         s.core.messages_stale_incarnation
     );
     println!(
-        "optimizations: {} Prepares (mean batch {:.2} entries), {} leased reads, {} view changes \
+        "optimizations: {} Prepares (mean batch {:.2} entries, largest {}), {} leased reads, {} view changes \
          deferred by a lease, {} backup reads ({} completed, {} values checked)",
         s.core.prepare_batches,
         s.core.prepare_batch_entries as f64 / s.core.prepare_batches.max(1) as f64,
+        s.prepare_entries_max,
         s.core.leased_reads,
         s.core.view_changes_deferred_by_lease,
         s.core.backup_reads,
         s.backup_reads_completed,
         s.backup_reads_value_checked
     );
+    if report.plan.boot.recovering {
+        match s.formed_ns {
+            Some(t) => println!(
+                "boot: every replica started recovering; a quorum was normal in one view at {}",
+                Seconds(t)
+            ),
+            None => println!("boot: every replica started recovering; no quorum was ever normal"),
+        }
+    }
     println!("linearizability: {:?}", report.linearizability);
     if report.passed() {
         println!("ok");

@@ -99,6 +99,9 @@ pub struct Network {
     /// long enough to arrive after its sender crashed and recovered.
     long_delay_ppm: u32,
     long_delay_max_ns: u64,
+    /// Frames to a replica arrive at a multiple of this (0: when due): the
+    /// replica reads its sockets at intervals (`LoadPlan`).
+    poll_interval_ns: u64,
     prng: Prng,
     stats: NetworkStats,
 }
@@ -115,9 +118,16 @@ impl Network {
             faults,
             long_delay_ppm: 0,
             long_delay_max_ns: 0,
+            poll_interval_ns: 0,
             prng: Prng::new(seed),
             stats: NetworkStats::default(),
         }
+    }
+
+    /// Frames to replicas arrive at multiples of `interval_ns` from now
+    /// on (0: when due).
+    pub fn set_poll_interval(&mut self, interval_ns: u64) {
+        self.poll_interval_ns = interval_ns;
     }
 
     /// The counters.
@@ -285,9 +295,13 @@ impl Network {
                 self.stats.overflow_drops += 1;
                 continue;
             }
+            let mut at = now + delay;
+            if self.poll_interval_ns > 0 && matches!(to, Addr::Replica(_)) {
+                at = at.div_ceil(self.poll_interval_ns) * self.poll_interval_ns;
+            }
             self.next_seq += 1;
             self.in_flight.insert(
-                (now + delay, self.next_seq),
+                (at, self.next_seq),
                 Packet {
                     from,
                     to,
@@ -355,6 +369,34 @@ impl Network {
             return Some(packet);
         }
         None
+    }
+
+    /// Takes the next frame due at or before `now` to `to` whose link is
+    /// not cut, if any (frames of other destinations stay in flight; those
+    /// to `to` whose link is cut are dropped, those held are held).
+    pub fn pop_due_to(&mut self, now: u64, to: Addr, trace: &mut Trace) -> Option<Packet> {
+        loop {
+            let key = self
+                .in_flight
+                .range(..=(now, u64::MAX))
+                .find(|(_, p)| p.to == to)
+                .map(|(&k, _)| k)?;
+            let packet = self.in_flight.remove(&key)?;
+            if self.is_cut(packet.from, packet.to) {
+                self.stats.partition_drops += 1;
+                let from = packet.from;
+                trace.record(now, TraceKind::Drop, &[from.code(), to.code(), 1], || {
+                    format!("{from} -> {to}: link cut")
+                });
+                continue;
+            }
+            if self.holds(&packet) {
+                self.held.push(packet);
+                continue;
+            }
+            self.stats.delivered += 1;
+            return Some(packet);
+        }
     }
 
     /// A hash of a frame, for traces.

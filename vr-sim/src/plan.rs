@@ -233,6 +233,58 @@ impl OptimizationPlan {
     }
 }
 
+/// How the cluster starts. Drawn from a stream of its own, after
+/// everything else, so that a seed that does not boot recovering replays
+/// the run it had before boots were simulated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootPlan {
+    /// Every replica starts with `Replica::recover`, as a `vr-kv node`
+    /// always does, and the cluster must form by itself
+    /// (`form_new_cluster`, §4.3); `false`: `Replica::new` in view 0 at
+    /// time zero.
+    pub recovering: bool,
+    /// When recovering: replica `i` starts at `start_at_ns[i]` (staggered,
+    /// like processes started one after the other); before it, it is down
+    /// and frames to it are lost.
+    pub start_at_ns: Vec<u64>,
+}
+
+impl BootPlan {
+    /// Every replica built with `Replica::new` at time zero.
+    pub fn fresh() -> BootPlan {
+        BootPlan {
+            recovering: false,
+            start_at_ns: Vec::new(),
+        }
+    }
+}
+
+/// Load that fills batches (§6, batching). Drawn from a stream of its own,
+/// after everything else, so that a seed that draws none of it replays
+/// the run it had before.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadPlan {
+    /// Replicas read their sockets every `poll_interval_ns` (0: a frame is
+    /// handled the moment it arrives): the frames that arrived since the
+    /// last read are handed to the replica one after the other and its
+    /// outputs drained once, as `vr_core::node` does with the bytes of one
+    /// read, so requests that arrive together leave in one Prepare.
+    pub poll_interval_ns: u64,
+    /// Clients added to the workload's (their requests arrive in bursts:
+    /// no think time).
+    pub extra_clients: u8,
+}
+
+impl LoadPlan {
+    /// Nothing added.
+    pub fn off() -> LoadPlan {
+        LoadPlan {
+            poll_interval_ns: 0,
+            extra_clients: 0,
+        }
+    }
+}
+
 /// The smallest `clock_drift_max_ns` that covers clock rates between
 /// `rate_min_ppm` and `rate_max_ppm` for a lease of `lease_ns`: a backup
 /// with the fastest clock ends its promise after `lease / rate_max` of real
@@ -261,6 +313,10 @@ pub struct SeedPlan {
     pub recovery: RecoveryPlan,
     /// Batching, leases, backup reads (§6).
     pub optimizations: OptimizationPlan,
+    /// How the cluster starts.
+    pub boot: BootPlan,
+    /// Load that fills batches.
+    pub load: LoadPlan,
 }
 
 /// A value in `low..=high`.
@@ -315,7 +371,70 @@ impl SeedPlan {
     pub fn random(seed: u64, replica_count: Option<u8>) -> SeedPlan {
         let mut plan = SeedPlan::without_optimizations(seed, replica_count);
         plan.draw_optimizations();
+        plan.draw_boot();
+        plan.draw_load();
         plan
+    }
+
+    /// With three or more replicas: in a quarter of the seeds, replicas
+    /// read their sockets at intervals (50 µs to 5 ms); in a third of the
+    /// seeds with batching on and a window of 4 or more, 16 to 56 more
+    /// clients with no think time, on more keys, and replicas that read at
+    /// intervals: requests arrive together, or queue while the window is
+    /// full, and leave many to a Prepare.
+    fn draw_load(&mut self) {
+        let mut prng = Prng::new(self.seed ^ 0x10AD_BA7C_4E50_F11D);
+        if self.config.replica_count < 3 {
+            return; // One replica sends no Prepare.
+        }
+        if prng.below(4) == 0 {
+            self.load.poll_interval_ns = between(&mut prng, 50_000, 5 * MS);
+        }
+        let window = self.config.prepare_window_max;
+        if self.config.batch_ops_max > 1 && window >= 4 && prng.below(3) == 0 {
+            if self.load.poll_interval_ns == 0 {
+                self.load.poll_interval_ns = between(&mut prng, 50_000, 5 * MS);
+            }
+            let extra = between(&mut prng, 16, 56) as u8;
+            self.load.extra_clients = extra;
+            self.workload.client_count += extra;
+            self.workload.think_time_max_ns = 0;
+            self.config.client_table_max += u32::from(extra);
+            // About three clients a key: the checker's search grows
+            // exponentially with the operations open at once on one key.
+            self.workload.key_count = self
+                .workload
+                .key_count
+                .max(self.workload.client_count.div_ceil(3));
+        }
+    }
+
+    /// In a quarter of the seeds with three or more replicas, every replica
+    /// starts recovering (`Replica::recover`), at staggered times: the
+    /// cluster must form by itself, with the seed's faults acting from the
+    /// start (restarts during formation included). With one replica,
+    /// recovery forms the cluster at once: nothing to exercise.
+    fn draw_boot(&mut self) {
+        self.draw_boot_forced(None);
+    }
+
+    /// Draws the boot plan; `Some(recovering)` forces the choice (with one
+    /// replica too) and draws the same start times as an unforced seed.
+    pub fn draw_boot_forced(&mut self, recovering: Option<bool>) {
+        let mut prng = Prng::new(self.seed ^ 0xB007_5EED_C1A5_7E12);
+        let n = self.config.replica_count;
+        let drawn = n >= 3 && prng.below(4) == 0;
+        self.boot = BootPlan::fresh();
+        if !recovering.unwrap_or(drawn) {
+            return;
+        }
+        let stagger_max_ns = pick(&mut prng, &[0, MS, 20 * MS, 200 * MS, 2 * SECOND]);
+        self.boot = BootPlan {
+            recovering: true,
+            start_at_ns: (0..n)
+                .map(|_| between(&mut prng, 0, stagger_max_ns))
+                .collect(),
+        };
     }
 
     /// The plan of `seed` as drawn before the optimizations of §6 were
@@ -498,6 +617,8 @@ impl SeedPlan {
             workload,
             recovery: RecoveryPlan::off(),
             optimizations: OptimizationPlan::off(),
+            boot: BootPlan::fresh(),
+            load: LoadPlan::off(),
         }
     }
 
@@ -592,6 +713,8 @@ impl SeedPlan {
             },
             recovery: RecoveryPlan::off(),
             optimizations: OptimizationPlan::off(),
+            boot: BootPlan::fresh(),
+            load: LoadPlan::off(),
         }
     }
 
@@ -652,6 +775,18 @@ impl SeedPlan {
         crate::trace::Fnv64::of(text.as_bytes())
     }
 
+    /// [`SeedPlan::fingerprint_optimizations`] and the boot plan.
+    pub fn fingerprint_boot(&self) -> u64 {
+        let text = format!("{:x} {:?}", self.fingerprint_optimizations(), self.boot);
+        crate::trace::Fnv64::of(text.as_bytes())
+    }
+
+    /// [`SeedPlan::fingerprint_boot`] and the load plan.
+    pub fn fingerprint_load(&self) -> u64 {
+        let text = format!("{:x} {:?}", self.fingerprint_boot(), self.load);
+        crate::trace::Fnv64::of(text.as_bytes())
+    }
+
     /// The optimizations part of [`SeedPlan::summary`]: empty for plans
     /// that did not draw them.
     pub fn optimizations_summary(&self) -> String {
@@ -685,6 +820,27 @@ impl SeedPlan {
             );
         } else {
             out += " backup-reads=off";
+        }
+        out
+    }
+
+    /// The boot part of [`SeedPlan::summary`]: empty for a fresh start.
+    fn boot_summary(&self) -> String {
+        if !self.boot.recovering {
+            return String::new();
+        }
+        let last = self.boot.start_at_ns.iter().max().copied().unwrap_or(0);
+        format!(" boot=recovering/last-start={}ms", last / MS)
+    }
+
+    /// The load part of [`SeedPlan::summary`]: empty when off.
+    fn load_summary(&self) -> String {
+        let mut out = String::new();
+        if self.load.poll_interval_ns > 0 {
+            out += &format!(" poll={}us", self.load.poll_interval_ns / 1000);
+        }
+        if self.load.extra_clients > 0 {
+            out += &format!(" burst-clients={}", self.load.extra_clients);
         }
         out
     }
@@ -736,7 +892,7 @@ impl SeedPlan {
             .count();
         format!(
             "n={} clients={} keys={} ops<={} window={} frame={}B loss={:.1}% dup={:.1}% corrupt={:.1}% \
-             reorder={:.1}%/{}ms latency={}..{}us partitions=[{}] pauses={} crashes<={} skewed-clocks={}{}{}{}",
+             reorder={:.1}%/{}ms latency={}..{}us partitions=[{}] pauses={} crashes<={} skewed-clocks={}{}{}{}{}{}",
             self.config.replica_count,
             self.workload.client_count,
             self.workload.key_count,
@@ -756,6 +912,8 @@ impl SeedPlan {
             skewed,
             self.recovery_summary(),
             self.optimizations_summary(),
+            self.boot_summary(),
+            self.load_summary(),
             match self.config.injected_bug {
                 Some(bug) => format!(" injected-bug={bug:?}"),
                 None => String::new(),
@@ -813,7 +971,10 @@ mod tests {
                 assert!(primary_ns <= promise_ns, "seed {seed}: {}", plan.summary());
             }
             let old = SeedPlan::without_optimizations(seed, None);
-            assert_eq!(old.fingerprint_full(), plan.fingerprint_full());
+            if plan.load.extra_clients == 0 {
+                // Only burst clients change the draws before them.
+                assert_eq!(old.fingerprint_full(), plan.fingerprint_full());
+            }
             assert!(!old.optimizations.drawn);
         }
         for count in [batching, leases, backup_reads] {
@@ -822,6 +983,37 @@ mod tests {
                 "{batching} {leases} {backup_reads}"
             );
         }
+    }
+
+    #[test]
+    fn boot_and_load_plans_are_drawn_in_some_seeds_and_valid() {
+        let (mut boots, mut polls, mut bursts) = (0, 0, 0);
+        for seed in 0..400 {
+            let plan = SeedPlan::random(seed, None);
+            assert_eq!(plan.config.validate(), Ok(()));
+            let n = plan.config.replica_count;
+            if plan.boot.recovering {
+                boots += 1;
+                assert!(n >= 3);
+                assert_eq!(plan.boot.start_at_ns.len(), usize::from(n));
+            }
+            polls += u32::from(plan.load.poll_interval_ns > 0);
+            if plan.load.extra_clients > 0 {
+                bursts += 1;
+                assert!(plan.config.batch_ops_max > 1 && plan.load.poll_interval_ns > 0);
+                assert!(plan.config.client_table_max >= u32::from(plan.workload.client_count));
+                assert!(plan.workload.key_count * 3 >= plan.workload.client_count);
+            }
+            let mut forced = plan.clone();
+            forced.draw_boot_forced(Some(true));
+            assert!(forced.boot.recovering);
+            if plan.boot.recovering {
+                assert_eq!(forced, plan, "forcing draws the same start times");
+            }
+        }
+        assert!((50..160).contains(&boots), "{boots}");
+        assert!((60..200).contains(&polls), "{polls}");
+        assert!((10..80).contains(&bursts), "{bursts}");
     }
 
     #[test]
@@ -835,10 +1027,11 @@ mod tests {
             let r = &plan.recovery;
             assert!(!r.restarts || plan.config.replica_count >= 3);
             assert!(plan.config.client_table_max >= u32::from(plan.workload.client_count));
-            if r.ballast_pages == 0 {
-                // Only ballast plans change the classic draws.
+            if r.ballast_pages == 0 && plan.load.extra_clients == 0 {
+                // Only ballast plans and burst clients change the classic
+                // draws.
                 assert_eq!(plan.fingerprint(), classic.fingerprint());
-            } else {
+            } else if r.ballast_pages > 0 {
                 assert!((64..=512).contains(&r.ballast_pages));
                 assert!((1024..=4096).contains(&r.ballast_page_size));
                 ballast += 1;

@@ -10,7 +10,10 @@ use crate::Service;
 impl<S: Service> Replica<S> {
     /// §4.1 steps 1–3: the primary orders a client's request.
     pub(super) fn on_request(&mut self, now: Instant, request: Request) {
-        if !self.is_primary() || request.op.len() > self.config.op_size_max as usize {
+        if !self.is_primary()
+            || request.op.len() > self.config.op_size_max as usize
+            || self.forming_cluster()
+        {
             // Backups never answer clients; the client retries to all
             // replicas and so finds the primary.
             self.stats.requests_dropped += 1;
@@ -247,7 +250,11 @@ impl<S: Service> Replica<S> {
             self.stats.requests_dropped += 1;
             return;
         }
-        if read.op_number_min <= self.commit_number {
+        if read.op_number_min <= self.commit_number
+            || self
+                .config
+                .has_bug(crate::config::InjectedBug::BackupReadBeforeExecuting)
+        {
             self.answer_read(read);
         } else if self.parked_reads.len() < self.config.backup_reads_max as usize {
             self.parked_reads.push_back(read);

@@ -170,7 +170,18 @@ impl<S: Service> Replica<S> {
             self.stats.messages_stale_view += 1;
             return;
         }
-        if !self.admit_crash_vector(from, &message.crash_vector) {
+        let mut crash_vector = message.crash_vector.clone();
+        if message.status == RecoveryStatus::Recovering {
+            // A recovering replica lost its crash vector with its memory:
+            // its own entry is 0 until its round 1 picks a new incarnation.
+            // Its answer is no vote (it says only that it holds nothing),
+            // so an own entry below the one known here is not a sign of an
+            // older incarnation; dropping it kept a cluster booting with
+            // restarts from ever forming (docs/testing.md, bug 15).
+            let k = usize::from(from);
+            crash_vector[k] = crash_vector[k].max(self.crash_vector[k]);
+        }
+        if !self.admit_crash_vector(from, &crash_vector) {
             return;
         }
         let me = usize::from(self.replica);
@@ -276,6 +287,25 @@ impl<S: Service> Replica<S> {
             staged_checkpoint: None,
         });
         self.send_get_state(now, primary, self.commit_number);
+    }
+
+    /// Whether this replica is the primary of a cluster it formed itself
+    /// (`form_new_cluster`) and fewer than f backups have answered it in
+    /// this view. Such a primary takes no request yet: the replicas still
+    /// recovering form the cluster only with replicas that hold no op, so
+    /// one op in its log, which it could not commit without them anyway,
+    /// would keep them recovering for ever (docs/testing.md, bug 15).
+    pub(super) fn forming_cluster(&self) -> bool {
+        let me = usize::from(self.replica);
+        let f = usize::from(self.config.replica_count - 1) / 2;
+        self.view == 0
+            && self.op_number == 0
+            && self.incarnation() > 0
+            && self.is_primary()
+            && (self.lease_acked_ns.iter().enumerate())
+                .filter(|&(r, &t)| r != me && t > 0)
+                .count()
+                < f
     }
 
     /// Every replica lost its state: start view 0 with an empty log.

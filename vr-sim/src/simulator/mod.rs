@@ -1,0 +1,723 @@
+//! The cluster simulator: every replica and client of a `vr-core` cluster in
+//! one process, on simulated time and a simulated network, driven by one
+//! seed.
+//!
+//! # Determinism
+//!
+//! A run reads no clock, spawns no thread, opens no socket, and iterates no
+//! hash map: same seed (and options), same run, event for event; the trace
+//! hash ([`SeedReport::trace_hash`]) proves it. Randomness comes from
+//! [`Prng`] streams derived from the seed: one for the plan, one each for
+//! the network, the nemesis and the workload, so that a change in one does
+//! not reshuffle the others.
+//!
+//! # Time
+//!
+//! Simulated time is global nanoseconds. Each replica has its own clock:
+//! `local = offset + global × rate` (rates 0.9–1.1 when clocks are skewed),
+//! and every deadline it returns is converted back to global time. The loop
+//! jumps from one event to the next (a frame arriving, a timer, a client
+//! invocation, a fault, a phase change); nothing happens in between.
+//!
+//! # Phases
+//!
+//! 1. *Safety*: clients run the workload while the nemesis injects faults
+//!    (partitions, pauses, crashes for good, and crashes followed by a
+//!    restart with wiped memory, at most f replicas down or recovering at
+//!    a time); agreement and exactly-once are checked after every step.
+//! 2. *Liveness*: the network is cleaned; crashed replicas due to restart
+//!    restart now; the network heals for a random majority of the replicas
+//!    that are up and not recovering, and for every recovering one (the
+//!    others stay crashed or isolated); clients finish their outstanding
+//!    operation and a few more, which must all complete within
+//!    [`Options::liveness_timeout_ns`].
+//! 3. *Settle*: the cluster idles; the healed replicas (restarted ones
+//!    included: they must have recovered) must settle into one view, in
+//!    normal status, with the same commit-number, within
+//!    [`Options::settle_max_ns`]; replicas at equal commit-numbers must hold
+//!    equal service state (every page) and client tables.
+//!
+//! Finally the client history is checked for linearizability.
+//!
+//! # Layout
+//!
+//! This module holds the options, the cluster's state, its construction
+//! and the event loop; `faults` the scripted faults and the nemesis;
+//! `phases` the heal and the end of each phase; `replicas` delivery to
+//! replicas and the checks after each of their steps; `clients` the
+//! workload, the history and the backup-read checks; `report` the counters
+//! and the end of a run.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use vr_core::codec::{self, DecodeError};
+use vr_core::message::Command;
+use vr_core::prng::Prng;
+use vr_core::{
+    Action, Client, ClientAction, ClientConfig, ClientId, Completion, Config, InjectedBug, Instant,
+    Message, Replica, Service, Stats, Status,
+};
+
+use crate::checks::{Agreement, Violation, ViolationKind};
+use crate::history::{Event, History, Input};
+use crate::kv::{key_name, Kv, KvOp, KvResult, ServiceFault, Tag};
+use crate::linearizability::{self, CheckResult};
+use crate::network::{Addr, Network, NetworkStats, Packet};
+use crate::plan::{between, chance, pick, LinkFaults, PartitionShape, SeedPlan, MS, PPM, SECOND};
+use crate::trace::{describe, Fnv64, Trace, TraceKind};
+use crate::workload;
+
+/// How a run is carried out and judged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Force the cluster size (1, 3, 5, …); `None` draws 1, 3 or 5 per seed.
+    pub replica_count: Option<u8>,
+    /// Switch on a deliberate protocol bug in every replica (test tool).
+    pub injected_bug: Option<InjectedBug>,
+    /// Keep readable trace lines in the report.
+    pub trace: bool,
+    /// Run the linearizability checker on the history.
+    pub check_linearizability: bool,
+    /// The checker's step budget per key; past it the verdict is unknown
+    /// (reported, not a violation).
+    pub linearizability_step_limit: u64,
+    /// After the network heals, every client operation must complete
+    /// within this much simulated time.
+    pub liveness_timeout_ns: u64,
+    /// After the workload completes, the healed replicas must settle into
+    /// one view with the same commit-number within this much simulated time.
+    pub settle_max_ns: u64,
+    /// Draw [`SeedPlan::classic`] plans: no restarts, default checkpoints,
+    /// no ballast (the plans of the seeds found before those existed).
+    pub classic_plans: bool,
+    /// Draw batching, leases and backup reads per seed (§6; the default).
+    /// `false` draws [`SeedPlan::without_optimizations`]: the plans of the
+    /// seeds found before those were simulated.
+    pub optimization_plans: bool,
+    /// Force every replica to boot recovering (`Some(true)`) or fresh
+    /// (`Some(false)`); `None` draws it per seed (random plans only).
+    pub boot_recovering: Option<bool>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            replica_count: None,
+            injected_bug: None,
+            trace: false,
+            check_linearizability: true,
+            linearizability_step_limit: 1_000_000,
+            liveness_timeout_ns: 60 * SECOND,
+            settle_max_ns: 10 * SECOND,
+            classic_plans: false,
+            optimization_plans: true,
+            boot_recovering: None,
+        }
+    }
+}
+
+mod clients;
+mod faults;
+mod phases;
+mod replicas;
+mod report;
+
+pub use report::{CoreCounters, LinearizabilityVerdict, RunStats, SeedReport};
+
+/// Runs `seed` with a random plan: the whole two-phase run and every checker.
+pub fn run_seed(seed: u64, options: &Options) -> SeedReport {
+    let mut plan = if options.classic_plans {
+        SeedPlan::classic(seed, options.replica_count)
+    } else if !options.optimization_plans {
+        SeedPlan::without_optimizations(seed, options.replica_count)
+    } else {
+        SeedPlan::random(seed, options.replica_count)
+    };
+    if options.boot_recovering.is_some() {
+        plan.draw_boot_forced(options.boot_recovering);
+    }
+    plan.config.injected_bug = options.injected_bug;
+    run_plan(plan, options)
+}
+
+/// Runs `plan` to the end. A panic in the code under test is caught and
+/// reported as a [`ViolationKind::Panic`], so that one bad seed does not end
+/// a batch.
+pub fn run_plan(plan: SeedPlan, options: &Options) -> SeedReport {
+    let built = catch_unwind(AssertUnwindSafe(|| Simulator::new(plan.clone(), options)));
+    let mut sim = match built {
+        Ok(sim) => sim,
+        Err(payload) => {
+            return SeedReport {
+                seed: plan.seed,
+                violations: vec![Violation {
+                    kind: ViolationKind::Panic,
+                    time_ns: 0,
+                    detail: format!("building the cluster: {}", panic_message(payload.as_ref())),
+                }],
+                plan,
+                stats: RunStats::default(),
+                trace_hash: 0,
+                trace_lines: Vec::new(),
+                history: Vec::new(),
+                linearizability: LinearizabilityVerdict::Skipped,
+            };
+        }
+    };
+    let outcome = catch_unwind(AssertUnwindSafe(|| sim.run_to_end()));
+    if let Err(payload) = outcome {
+        let message = panic_message(payload.as_ref());
+        sim.abort(ViolationKind::Panic, message);
+    }
+    sim.finish()
+}
+
+/// The text of a panic payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-text payload".to_string()
+    }
+}
+
+/// A replica's clock: `local = offset + global × rate_ppm / 10⁶`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Clock {
+    offset_ns: u64,
+    rate_ppm: u32,
+}
+
+impl Clock {
+    fn local(self, global_ns: u64) -> Instant {
+        let scaled = u128::from(global_ns) * u128::from(self.rate_ppm) / u128::from(PPM);
+        Instant::from_nanos(self.offset_ns.saturating_add(scaled as u64))
+    }
+
+    /// The earliest global time whose local time is at or after `local`:
+    /// rounding up, so that a timer handed this time finds itself due.
+    fn global(self, local: Instant) -> u64 {
+        let Some(since) = local.as_nanos().checked_sub(self.offset_ns) else {
+            return 0;
+        };
+        let ns = (u128::from(since) * u128::from(PPM)).div_ceil(u128::from(self.rate_ppm));
+        u64::try_from(ns).unwrap_or(u64::MAX)
+    }
+}
+
+/// What the simulator last saw of a replica, to notice changes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Observed {
+    view: u64,
+    normal: bool,
+    recovering: bool,
+    commit_number: u64,
+    service_faults: usize,
+    /// The op-number and root of its latest checkpoint.
+    checkpoint: Option<(u64, [u8; 32])>,
+}
+
+/// A status for traces.
+fn status_name(normal: bool, recovering: bool) -> &'static str {
+    match (normal, recovering) {
+        (true, _) => "Normal",
+        (false, true) => "Recovering",
+        (false, false) => "ViewChange",
+    }
+}
+
+/// Frames a paused replica holds (like a socket buffer); more are dropped.
+const HELD_MAX: usize = 4096;
+
+struct ReplicaNode {
+    /// Whether it has been started (a boot seed starts replicas late).
+    started: bool,
+    /// `None` while crashed. A restart builds a fresh one with
+    /// `Replica::recover` and an empty service: memory wiped.
+    replica: Option<Replica<Kv>>,
+    /// Crashed, and restarted at this global time (`None`, while crashed:
+    /// for good).
+    restart_at: Option<u64>,
+    /// Restarted and not yet normal: since when. Counted as failed, like a
+    /// crashed replica, so that at most f replicas are down at a time.
+    recovering_since: Option<u64>,
+    clock: Clock,
+    /// Paused until this global time (`None`: running).
+    paused_until: Option<u64>,
+    /// Frames that arrived while paused, delivered on resume.
+    held: VecDeque<Packet>,
+    observed: Observed,
+}
+
+/// An operation a client is waiting for.
+#[derive(Clone, Debug)]
+struct PendingOp {
+    tag: Tag,
+    key: u8,
+    input: Input,
+    /// A backup read (§6): the op-number it must reflect at least (the
+    /// client's highest seen, as the simulator tracked it).
+    backup_read_min: Option<u64>,
+}
+
+/// A completed backup read, to compare with the committed sequence at the
+/// end of the run.
+#[derive(Clone, Debug)]
+struct BackupRead {
+    client: u8,
+    request_number: u64,
+    key: u8,
+    op_number: u64,
+    value: Option<String>,
+    completed_at: u64,
+}
+
+struct ClientNode {
+    client: Client,
+    pending: Option<PendingOp>,
+    next_invoke_at: Option<u64>,
+    liveness_ops_left: u32,
+    /// Requests made so far, which is the last request-number used.
+    requests_made: u64,
+    /// The highest op-number in a reply this client completed with (the
+    /// simulator's own count, to check the client's `op_number_seen`).
+    op_number_seen: u64,
+    /// Scripted: the client's next operations are all reads.
+    reads_only: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Safety { until: u64 },
+    Liveness { healed_at: u64, deadline: u64 },
+    Settle { since: u64, until: u64 },
+    Done,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct ActivePartition {
+    shape: PartitionShape,
+    heal_at: u64,
+}
+
+/// Runs more events than this and the run is declared stuck.
+const EVENTS_MAX: u64 = 50_000_000;
+/// Handles this many events without time moving and the run is declared
+/// stuck (a timer that fires without moving its deadline, say).
+const SAME_INSTANT_EVENTS_MAX: u64 = 100_000;
+
+/// A running simulation. [`run_seed`] drives one from start to end; tests
+/// of scripted scenarios drive one step by step ([`Simulator::run_until`],
+/// [`Simulator::cut`], [`Simulator::heal`], [`Simulator::start_liveness`]).
+pub struct Simulator {
+    plan: SeedPlan,
+    options: Options,
+    config: Config,
+    now: u64,
+    replicas: Vec<ReplicaNode>,
+    clients: Vec<ClientNode>,
+    client_by_id: BTreeMap<ClientId, u8>,
+    network: Network,
+    nemesis_prng: Prng,
+    nemesis_next_at: Option<u64>,
+    partition: Option<ActivePartition>,
+    /// Crashes for good still allowed.
+    crashes_left: u8,
+    /// Counters of crashed replica incarnations.
+    retired: CoreCounters,
+    workload_prng: Prng,
+    phase: Phase,
+    /// Replicas healed for the liveness phase (all alive ones before it).
+    healed: BTreeSet<u8>,
+    agreement: Agreement,
+    backup_reads: Vec<BackupRead>,
+    views_formed: BTreeSet<u64>,
+    history: Vec<Event>,
+    violations: Vec<Violation>,
+    trace: Trace,
+    stats: RunStats,
+    safety_ops_invoked: u64,
+    events: u64,
+    same_instant_events: u64,
+    last_event_at: u64,
+}
+
+impl Simulator {
+    /// A cluster at time zero, as `plan` describes it.
+    pub fn new(plan: SeedPlan, options: &Options) -> Simulator {
+        let seed = plan.seed;
+        let config = plan.config.clone();
+        let n = config.replica_count;
+        let mut clock_prng = Prng::new(seed ^ 0xC10C_C10C);
+        let replicas = (0..n)
+            .map(|i| {
+                let rate_ppm = plan
+                    .faults
+                    .clock_rate_ppm
+                    .get(usize::from(i))
+                    .copied()
+                    .unwrap_or(PPM);
+                let clock = Clock {
+                    offset_ns: clock_prng.below(1000 * SECOND),
+                    rate_ppm: rate_ppm.max(1),
+                };
+                // Config::validate ran when the plan was drawn; a plan built by
+                // hand with a bad config is a programming error in the test.
+                if plan.boot.recovering {
+                    // Started later, recovering: down until then.
+                    let start_at = plan.boot.start_at_ns.get(usize::from(i)).copied();
+                    return ReplicaNode {
+                        started: false,
+                        replica: None,
+                        restart_at: Some(start_at.unwrap_or(0)),
+                        recovering_since: None,
+                        clock,
+                        paused_until: None,
+                        held: VecDeque::new(),
+                        observed: Observed::default(),
+                    };
+                }
+                let kv =
+                    Kv::with_ballast(plan.recovery.ballast_pages, plan.recovery.ballast_page_size);
+                let replica = Replica::new(config.clone(), i, kv, clock.local(0))
+                    .unwrap_or_else(|e| panic!("invalid replica configuration: {e}"));
+                ReplicaNode {
+                    started: true,
+                    replica: Some(replica),
+                    restart_at: None,
+                    recovering_since: None,
+                    clock,
+                    paused_until: None,
+                    held: VecDeque::new(),
+                    observed: Observed {
+                        normal: true,
+                        ..Observed::default()
+                    },
+                }
+            })
+            .collect::<Vec<_>>();
+        let mut workload_prng = Prng::new(seed ^ 0x3052_4B10_AD00);
+        let mut client_by_id = BTreeMap::new();
+        let clients = (0..plan.workload.client_count)
+            .map(|c| {
+                let client_id = (u128::from(workload_prng.next_u64()) << 64)
+                    | u128::from(workload_prng.next_u64());
+                client_by_id.insert(client_id, c);
+                let mut client_config = ClientConfig::new(&config, client_id);
+                client_config.request_attempts_max = 0; // retry forever
+                let think = between(&mut workload_prng, 0, plan.workload.think_time_max_ns);
+                ClientNode {
+                    client: Client::new(client_config, 0),
+                    pending: None,
+                    next_invoke_at: Some(think),
+                    liveness_ops_left: 0,
+                    requests_made: 0,
+                    op_number_seen: 0,
+                    reads_only: false,
+                }
+            })
+            .collect();
+        let mut stats = RunStats {
+            skewed_clocks: plan
+                .faults
+                .clock_rate_ppm
+                .iter()
+                .filter(|&&r| r != PPM)
+                .count() as u64,
+            ..RunStats::default()
+        };
+        stats.views_formed = 0;
+        let mut nemesis_prng = Prng::new(seed ^ 0x0E3E_5150);
+        let nemesis_next_at = plan.faults.has_nemesis().then(|| {
+            between(
+                &mut nemesis_prng,
+                1,
+                2 * plan.faults.nemesis_interval_mean_ns,
+            )
+        });
+        let mut trace = Trace::new(options.trace);
+        trace.record(0, TraceKind::Phase, &[0], || {
+            format!("seed {seed}: safety phase; {}", plan.summary())
+        });
+        let mut network = Network::new(plan.faults.links.clone(), seed ^ 0x0E7_0E7);
+        network.set_long_delays(
+            plan.recovery.long_delay_ppm,
+            plan.recovery.long_delay_max_ns,
+        );
+        network.set_poll_interval(plan.load.poll_interval_ns);
+        Simulator {
+            network,
+            nemesis_prng,
+            nemesis_next_at,
+            partition: None,
+            crashes_left: plan.faults.crashes_max,
+            retired: CoreCounters::default(),
+            workload_prng,
+            phase: Phase::Safety {
+                until: plan.workload.safety_duration_ns,
+            },
+            healed: (0..n).collect(),
+            agreement: Agreement::new(),
+            backup_reads: Vec::new(),
+            views_formed: BTreeSet::new(),
+            history: Vec::new(),
+            violations: Vec::new(),
+            trace,
+            stats,
+            safety_ops_invoked: 0,
+            events: 0,
+            same_instant_events: 0,
+            last_event_at: 0,
+            replicas,
+            clients,
+            client_by_id,
+            config,
+            options: options.clone(),
+            plan,
+            now: 0,
+        }
+    }
+
+    // ---- Getters for scenario tests ----
+
+    /// Simulated global time, in ns.
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    /// Replica `i`, unless it crashed.
+    pub fn replica(&self, i: u8) -> Option<&Replica<Kv>> {
+        self.replicas
+            .get(usize::from(i))
+            .and_then(|r| r.replica.as_ref())
+    }
+
+    /// Violations found so far.
+    pub fn violations(&self) -> &[Violation] {
+        &self.violations
+    }
+
+    /// Client operations completed so far.
+    pub fn ops_completed(&self) -> u64 {
+        self.stats.ops_completed
+    }
+
+    /// Operations committed so far (by any replica).
+    pub fn ops_committed(&self) -> u64 {
+        self.agreement.len()
+    }
+
+    /// Whether the run is over.
+    pub fn is_done(&self) -> bool {
+        self.phase == Phase::Done
+    }
+
+    /// The frames held back so far ([`Simulator::hold`]), decoded, with
+    /// their link.
+    pub fn held_messages(&self) -> Vec<(Addr, Addr, Message)> {
+        let max = self.config.message_size_max as usize;
+        self.network
+            .held()
+            .iter()
+            .filter_map(|p| {
+                let (message, _) = codec::decode(&p.frame, self.config.cluster, max).ok()?;
+                Some((p.from, p.to, message))
+            })
+            .collect()
+    }
+
+    /// Replicas crashed, or restarted and not yet normal again.
+    pub fn failed_count(&self) -> usize {
+        (0..self.replicas.len()).filter(|&i| self.failed(i)).count()
+    }
+
+    fn failed(&self, i: usize) -> bool {
+        let node = &self.replicas[i];
+        node.replica.is_none() || node.recovering_since.is_some()
+    }
+
+    // ---- Driving ----
+
+    /// Runs every event up to global time `t_ns` (or until the run ends).
+    pub fn run_until(&mut self, t_ns: u64) {
+        while self.step(t_ns) {}
+        if self.phase != Phase::Done {
+            self.now = self.now.max(t_ns);
+        }
+    }
+
+    /// Runs through all phases to the end.
+    pub fn run_to_end(&mut self) {
+        while self.step(u64::MAX) {}
+    }
+
+    /// Stops the run with a violation (a panic in the code under test).
+    fn abort(&mut self, kind: ViolationKind, detail: String) {
+        self.violation(kind, detail);
+        self.phase = Phase::Done;
+    }
+
+    /// One event at or before `limit`; `false` when there is none (or the
+    /// run is over).
+    fn step(&mut self, limit: u64) -> bool {
+        self.advance_phase();
+        if self.phase == Phase::Done {
+            return false;
+        }
+        let Some(t) = self.next_event_time().filter(|&t| t <= limit) else {
+            return false;
+        };
+        self.now = self.now.max(t);
+        if self.now == self.last_event_at {
+            self.same_instant_events += 1;
+        } else {
+            self.same_instant_events = 0;
+            self.last_event_at = self.now;
+        }
+        self.events += 1;
+        if self.events > EVENTS_MAX || self.same_instant_events > SAME_INSTANT_EVENTS_MAX {
+            let detail = format!(
+                "{} events, {} at this instant: the simulation makes no progress",
+                self.events, self.same_instant_events
+            );
+            self.abort(ViolationKind::Stuck, detail);
+            return false;
+        }
+        self.dispatch();
+        true
+    }
+
+    fn phase_deadline(&self) -> Option<u64> {
+        match self.phase {
+            Phase::Safety { until } => Some(until),
+            Phase::Liveness { deadline, .. } => Some(deadline),
+            Phase::Settle { until, .. } => Some(until),
+            Phase::Done => None,
+        }
+    }
+
+    fn replica_deadline(&self, i: usize) -> Option<u64> {
+        let node = &self.replicas[i];
+        if node.paused_until.is_some() {
+            return None;
+        }
+        let local = node.replica.as_ref()?.poll_timeout()?;
+        Some(node.clock.global(local).max(self.now))
+    }
+
+    fn next_event_time(&self) -> Option<u64> {
+        let mut next = [
+            self.phase_deadline(),
+            self.nemesis_next_at,
+            self.partition.map(|p| p.heal_at),
+            self.network.next_arrival(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let mut consider = |t: Option<u64>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        for (i, node) in self.replicas.iter().enumerate() {
+            consider(node.paused_until);
+            consider(node.restart_at);
+            consider(self.replica_deadline(i));
+        }
+        for node in &self.clients {
+            consider(node.client.poll_timeout().map(Instant::as_nanos));
+            consider(node.next_invoke_at);
+        }
+        next.map(|t| t.max(self.now))
+    }
+
+    /// Handles one due event, in a fixed order of kinds and, within a kind,
+    /// of nodes, so that simultaneous events always run in the same order.
+    fn dispatch(&mut self) {
+        let now = self.now;
+        if self.nemesis_next_at.is_some_and(|t| t <= now) {
+            self.nemesis_act();
+            return;
+        }
+        if self.partition.is_some_and(|p| p.heal_at <= now) {
+            self.heal();
+            return;
+        }
+        if let Some(i) = (0..self.replicas.len())
+            .find(|&i| self.replicas[i].paused_until.is_some_and(|t| t <= now))
+        {
+            self.resume(i as u8);
+            return;
+        }
+        if let Some(i) = (0..self.replicas.len())
+            .find(|&i| self.replicas[i].restart_at.is_some_and(|t| t <= now))
+        {
+            self.restart(i as u8);
+            return;
+        }
+        if let Some(packet) = self.network.pop_due(now, &mut self.trace) {
+            if let (Addr::Replica(i), true) = (packet.to, self.plan.load.poll_interval_ns > 0) {
+                // The replica reads every frame that arrived since its
+                // last read at once (`LoadPlan::poll_interval_ns`).
+                let mut packets = vec![packet];
+                while let Some(more) =
+                    self.network
+                        .pop_due_to(now, Addr::Replica(i), &mut self.trace)
+                {
+                    packets.push(more);
+                }
+                self.deliver_to_replica(i, packets);
+            } else {
+                self.deliver(packet);
+            }
+            return;
+        }
+        if let Some(i) =
+            (0..self.replicas.len()).find(|&i| self.replica_deadline(i).is_some_and(|t| t <= now))
+        {
+            self.replica_timeout(i as u8);
+            return;
+        }
+        if let Some(c) = (0..self.clients.len()).find(|&c| {
+            self.clients[c]
+                .client
+                .poll_timeout()
+                .is_some_and(|t| t.as_nanos() <= now)
+        }) {
+            self.client_timeout(c as u8);
+            return;
+        }
+        if let Some(c) = (0..self.clients.len())
+            .find(|&c| self.clients[c].next_invoke_at.is_some_and(|t| t <= now))
+        {
+            self.invoke(c as u8);
+        }
+        // Otherwise only a phase deadline was due: advance_phase handles it.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_conversion_rounds_up_so_timers_are_due() {
+        for rate_ppm in [900_000u32, 999_999, 1_000_000, 1_000_001, 1_100_000] {
+            let clock = Clock {
+                offset_ns: 12_345,
+                rate_ppm,
+            };
+            for deadline in [0u64, 1, 12_345, 12_346, 99_999_999, 123_456_789_012] {
+                let global = clock.global(Instant::from_nanos(deadline));
+                assert!(clock.local(global).as_nanos() >= deadline);
+                if global > 0 {
+                    assert!(clock.local(global - 1).as_nanos() < deadline.max(12_345 + 1));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! The phases of a run: the heal that starts the liveness phase, the
+//! checks that end each phase, and convergence of state at the end.
+
+use super::*;
+
+impl Simulator {
+    /// Ends the safety phase: stops the nemesis, cleans the network, heals it
+    /// for a majority of the live replicas, and has every client finish its
+    /// work. With `isolate_minority`, each live replica outside that majority
+    /// is left isolated with probability 1/2; otherwise all are healed.
+    pub fn start_liveness(&mut self, isolate_minority: bool) {
+        let now = self.now;
+        self.nemesis_next_at = None;
+        self.partition = None;
+        self.network.heal_all();
+        self.network
+            .release_all(now + self.plan.faults.links.latency_min_ns);
+        let links = &self.plan.faults.links;
+        self.network.set_faults(LinkFaults::clean(
+            links.latency_min_ns,
+            links.latency_max_ns,
+        ));
+        self.network.set_long_delays(0, 0);
+        // Crashed replicas due to restart restart now, and must recover.
+        for i in 0..self.config.replica_count {
+            if self.replicas[usize::from(i)].restart_at.is_some() {
+                self.restart(i);
+            }
+        }
+        // The random majority is drawn among the replicas that are up and
+        // not recovering: a recovering replica needs a quorum of normal
+        // others to recover from. Recovering replicas are always healed.
+        let mut alive: Vec<u8> = (0..self.config.replica_count)
+            .filter(|&i| !self.failed(usize::from(i)))
+            .collect();
+        // Fisher-Yates with the nemesis stream: a random majority.
+        for i in (1..alive.len()).rev() {
+            let j = self.nemesis_prng.below(i as u64 + 1) as usize;
+            alive.swap(i, j);
+        }
+        let quorum = self.config.quorum();
+        let up = (0..self.replicas.len())
+            .filter(|&i| self.replicas[i].replica.is_some())
+            .count();
+        // A cluster that boots recovering may not have formed yet: then
+        // every replica is up and recovering, and all are healed.
+        assert!(
+            up >= quorum,
+            "the nemesis crashed more than f replicas for good ({} up of {})",
+            up,
+            self.config.replica_count
+        );
+        self.healed.clear();
+        for i in 0..self.config.replica_count {
+            let node = &self.replicas[usize::from(i)];
+            if node.replica.is_some() && node.recovering_since.is_some() {
+                self.healed.insert(i);
+            }
+        }
+        for (rank, &i) in alive.iter().enumerate() {
+            if rank < quorum || !isolate_minority || self.nemesis_prng.below(2) == 0 {
+                self.healed.insert(i);
+            } else {
+                self.isolate(i);
+                self.stats.isolated_at_heal += 1;
+            }
+        }
+        for &i in &self.healed {
+            let node = &mut self.replicas[usize::from(i)];
+            if node.paused_until.is_some() {
+                node.paused_until = Some(now);
+            }
+        }
+        for client in &mut self.clients {
+            client.liveness_ops_left = self.plan.workload.liveness_ops_per_client;
+            if client.pending.is_none() && client.next_invoke_at.is_none() {
+                client.next_invoke_at = Some(now);
+            }
+        }
+        self.phase = Phase::Liveness {
+            healed_at: now,
+            deadline: now.saturating_add(self.options.liveness_timeout_ns),
+        };
+        let healed: Vec<_> = self.healed.iter().map(|i| format!("r{i}")).collect();
+        self.trace.record(
+            now,
+            TraceKind::Phase,
+            &[1, self.healed.len() as u64],
+            || format!("liveness phase: faults off, healed [{}]", healed.join(" ")),
+        );
+    }
+
+    /// Cuts replica `i` off from every replica and client, both ways.
+    pub(super) fn isolate(&mut self, i: u8) {
+        let me = Addr::Replica(i);
+        let others = (0..self.config.replica_count)
+            .filter(|&j| j != i)
+            .map(Addr::Replica)
+            .chain((0..self.plan.workload.client_count).map(Addr::Client))
+            .collect::<Vec<_>>();
+        for other in others {
+            self.network.cut(me, other);
+            self.network.cut(other, me);
+        }
+        self.trace
+            .record(self.now, TraceKind::Nemesis, &[3, u64::from(i)], || {
+                format!("r{i} stays isolated")
+            });
+    }
+
+    // ---- Phases ----
+
+    pub(super) fn advance_phase(&mut self) {
+        match self.phase {
+            Phase::Safety { until } => {
+                let ops_done = self.safety_ops_invoked >= u64::from(self.plan.workload.safety_ops);
+                if self.now >= until || ops_done {
+                    self.start_liveness(true);
+                }
+            }
+            Phase::Liveness {
+                healed_at,
+                deadline,
+            } => {
+                let finished = self.clients.iter().all(|c| {
+                    c.pending.is_none() && c.next_invoke_at.is_none() && c.liveness_ops_left == 0
+                });
+                if finished {
+                    self.stats.liveness_ns = self.now - healed_at;
+                    self.phase = Phase::Settle {
+                        since: self.now,
+                        until: self.now.saturating_add(self.options.settle_max_ns),
+                    };
+                    self.trace.record(self.now, TraceKind::Phase, &[2], || {
+                        "settle phase: every client operation completed".to_string()
+                    });
+                } else if self.now >= deadline {
+                    let open: Vec<String> = self
+                        .clients
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(c, node)| {
+                            node.pending.as_ref().map(|p| {
+                                format!(
+                                    "c{c} req {} {} on {}",
+                                    p.tag.request_number,
+                                    p.input,
+                                    key_name(p.key)
+                                )
+                            })
+                        })
+                        .collect();
+                    let detail = format!(
+                        "{} s after the heal, operations are still open: {}; {}",
+                        self.options.liveness_timeout_ns / SECOND,
+                        open.join(", "),
+                        self.replica_states()
+                    );
+                    self.violation(ViolationKind::Liveness, detail);
+                    self.phase = Phase::Done;
+                }
+            }
+            Phase::Settle { since, until } => {
+                let settled = self.settled();
+                if settled || self.now >= until {
+                    if settled {
+                        self.stats.settle_ns = self.now - since;
+                    } else {
+                        let detail = format!(
+                            "{:.1} s after the last completion the healed replicas have not settled: {}",
+                            self.options.settle_max_ns as f64 / SECOND as f64,
+                            self.replica_states()
+                        );
+                        self.violation(ViolationKind::Convergence, detail);
+                    }
+                    self.check_state_agreement();
+                    self.phase = Phase::Done;
+                }
+            }
+            Phase::Done => {}
+        }
+    }
+
+    /// A one-line description of every replica's state, for reports.
+    pub(super) fn replica_states(&self) -> String {
+        let states: Vec<String> = self
+            .replicas
+            .iter()
+            .enumerate()
+            .map(|(i, node)| match &node.replica {
+                None if node.restart_at.is_some() => format!("r{i} crashed (restart pending)"),
+                None => format!("r{i} crashed"),
+                Some(r) => format!(
+                    "r{i} v{} lnv{} {:?}{} op {} commit {}{}",
+                    r.view(),
+                    r.last_normal_view(),
+                    r.status(),
+                    if r.is_primary() { " primary" } else { "" },
+                    r.op_number(),
+                    r.commit_number(),
+                    if self.healed.contains(&(i as u8)) {
+                        ""
+                    } else {
+                        " (isolated)"
+                    }
+                ),
+            })
+            .collect();
+        states.join("; ")
+    }
+
+    /// Whether the healed replicas settled: one view, normal status, one
+    /// primary, the same commit-number.
+    pub(super) fn settled(&self) -> bool {
+        let healed: Vec<&Replica<Kv>> = self
+            .healed
+            .iter()
+            .filter_map(|&i| self.replicas[usize::from(i)].replica.as_ref())
+            .collect();
+        let view = healed.iter().map(|r| r.view()).max().unwrap_or(0);
+        let commit = healed.iter().map(|r| r.commit_number()).max().unwrap_or(0);
+        healed.iter().all(|r| {
+            r.view() == view && r.status() == Status::Normal && r.commit_number() == commit
+        }) && healed.iter().filter(|r| r.is_primary()).count() == 1
+    }
+
+    /// Live replicas at equal commit-numbers hold equal service state:
+    /// every page (values, executed requests, ballast) and the client table.
+    pub(super) fn check_state_agreement(&mut self) {
+        let mut by_commit: BTreeMap<u64, (u8, u64, &Replica<Kv>)> = BTreeMap::new();
+        let mut diverged = Vec::new();
+        for (i, node) in self.replicas.iter().enumerate() {
+            let Some(r) = &node.replica else { continue };
+            if r.status() == Status::Recovering {
+                continue; // It holds no state yet.
+            }
+            let digest = r.service().state_digest();
+            match by_commit.get(&r.commit_number()) {
+                Some((j, other_digest, other))
+                    if *other_digest != digest || other.client_table() != r.client_table() =>
+                {
+                    diverged.push(format!(
+                        "r{i} and r{j} executed {} ops but hold different states: values {:?} vs {:?}",
+                        r.commit_number(),
+                        r.service().values(),
+                        other.service().values()
+                    ))
+                }
+                Some(_) => {}
+                None => {
+                    by_commit.insert(r.commit_number(), (i as u8, digest, r));
+                }
+            }
+        }
+        for detail in diverged {
+            self.violation(ViolationKind::Agreement, detail);
+        }
+    }
+}

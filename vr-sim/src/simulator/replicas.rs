@@ -1,0 +1,367 @@
+//! Frames to and from replicas: decoding, delivery (one read at a time),
+//! timers, and what the simulator checks after every step of a replica.
+
+use super::*;
+
+impl Simulator {
+    // ---- Delivery ----
+
+    pub(super) fn decode(&mut self, packet: &Packet) -> Option<Message> {
+        let (from, to) = (packet.from, packet.to);
+        let max = self.config.message_size_max as usize;
+        let result = codec::decode(&packet.frame, self.config.cluster, max);
+        let oversized = matches!(result, Err(DecodeError::Oversized { .. }));
+        let error = match result {
+            Ok((message, used)) if used == packet.frame.len() => {
+                if packet.corrupted {
+                    let detail = format!(
+                        "{from} -> {to}: a corrupted frame decoded as {}",
+                        describe(&message)
+                    );
+                    self.violation(ViolationKind::Codec, detail);
+                    return None;
+                }
+                return Some(message);
+            }
+            Ok((_, used)) => format!("{used} of {} bytes used", packet.frame.len()),
+            Err(e) => e.to_string(),
+        };
+        self.stats.frames_rejected += 1;
+        self.trace.record(
+            self.now,
+            TraceKind::Reject,
+            &[from.code(), to.code()],
+            || format!("{from} -> {to}: rejected: {error}"),
+        );
+        let command = codec::peek_header(&packet.frame).map(|h| h.command);
+        if !packet.corrupted && oversized && command == Some(Command::DoViewChange as u8) {
+            // By design (docs/protocol.md, departure 1): a DoViewChange
+            // whose suffix does not fit is sent anyway and rejected; the
+            // view change goes on without it. Counted, not a violation.
+            self.stats.oversized_do_view_changes += 1;
+        } else if !packet.corrupted {
+            let what = if oversized {
+                "sent a frame over message_size_max"
+            } else {
+                "sent a frame the decoder rejects"
+            };
+            let detail = format!(
+                "{from} {what} ({} bytes to {to}): {error}",
+                packet.frame.len()
+            );
+            self.violation(ViolationKind::Codec, detail);
+        }
+        None
+    }
+
+    /// Delivers `packets`, all due now at replica `i`, in one step: each
+    /// is handed to the replica in turn and its outputs are drained once
+    /// at the end, as `vr_core::node` does with the frames of one read.
+    pub(super) fn deliver_to_replica(&mut self, i: u8, packets: Vec<Packet>) {
+        let mut messages = Vec::with_capacity(packets.len());
+        for packet in packets {
+            let node = &mut self.replicas[usize::from(i)];
+            if node.replica.is_none() {
+                self.stats.crash_drops += 1;
+                continue;
+            }
+            if node.paused_until.is_some() {
+                if node.held.len() < HELD_MAX {
+                    node.held.push_back(packet);
+                } else {
+                    self.stats.pause_drops += 1;
+                }
+                continue;
+            }
+            let Some(message) = self.decode(&packet) else {
+                continue;
+            };
+            let from = packet.from;
+            let hash = Network::frame_hash(&packet.frame);
+            self.trace.record(
+                self.now,
+                TraceKind::Deliver,
+                &[from.code(), u64::from(i), hash],
+                || format!("{from} -> r{i}: {}", describe(&message)),
+            );
+            messages.push(message);
+        }
+        if messages.is_empty() {
+            return;
+        }
+        self.replica_step(i, |replica, now| {
+            for message in messages {
+                replica.handle_message(now, message);
+            }
+        });
+    }
+
+    pub(super) fn deliver(&mut self, packet: Packet) {
+        match packet.to {
+            Addr::Replica(i) => self.deliver_to_replica(i, vec![packet]),
+            Addr::Client(c) => {
+                let Some(message) = self.decode(&packet) else {
+                    return;
+                };
+                let from = packet.from;
+                let hash = Network::frame_hash(&packet.frame);
+                self.trace.record(
+                    self.now,
+                    TraceKind::Deliver,
+                    &[from.code(), Addr::Client(c).code(), hash],
+                    || format!("{from} -> c{c}: {}", describe(&message)),
+                );
+                match message {
+                    Message::Reply(reply) => {
+                        let now = Instant::from_nanos(self.now);
+                        if let Some(completion) =
+                            self.clients[usize::from(c)].client.handle_reply(now, reply)
+                        {
+                            self.complete(c, &completion);
+                        }
+                    }
+                    other => {
+                        let detail = format!("{from} sent a client {}", describe(&other));
+                        self.violation(ViolationKind::Codec, detail);
+                    }
+                }
+            }
+        }
+    }
+
+    // ---- Replicas ----
+
+    pub(super) fn replica_timeout(&mut self, i: u8) {
+        let deadline = self.replica_deadline(usize::from(i));
+        self.trace
+            .record(self.now, TraceKind::Timeout, &[u64::from(i)], || {
+                format!("r{i} timer")
+            });
+        self.replica_step(i, |replica, now| replica.handle_timeout(now));
+        let local = self.replicas[usize::from(i)].clock.local(self.now);
+        let still_due = self.replicas[usize::from(i)]
+            .replica
+            .as_ref()
+            .and_then(|r| r.poll_timeout())
+            .is_some_and(|t| t <= local);
+        if still_due && self.replica_deadline(usize::from(i)) == deadline {
+            let detail = format!("r{i}: handle_timeout left its deadline in the past");
+            self.abort(ViolationKind::Stuck, detail);
+        }
+    }
+
+    /// Feeds one input to replica `i` at its local time, sends what it
+    /// outputs, and checks what it executed.
+    pub(super) fn replica_step(&mut self, i: u8, input: impl FnOnce(&mut Replica<Kv>, Instant)) {
+        let now = self.now;
+        let node = &mut self.replicas[usize::from(i)];
+        let local = node.clock.local(now);
+        let Some(replica) = node.replica.as_mut() else {
+            return;
+        };
+        input(replica, local);
+        let mut outputs = Vec::new();
+        while let Some(action) = replica.poll_action() {
+            outputs.push(action);
+        }
+        self.observe_replica(i);
+        for action in outputs {
+            match action {
+                Action::Send {
+                    replica: to,
+                    message,
+                } => self.send(Addr::Replica(i), Addr::Replica(to), &message),
+                Action::Reply(reply) => match self.client_by_id.get(&reply.client_id) {
+                    Some(&c) => {
+                        self.send(Addr::Replica(i), Addr::Client(c), &Message::Reply(reply))
+                    }
+                    None => {
+                        let detail =
+                            format!("r{i} replied to the unknown client {:x}", reply.client_id);
+                        self.violation(ViolationKind::Service, detail);
+                    }
+                },
+            }
+        }
+    }
+
+    /// Checks what replica `i` newly executed against the agreed sequence,
+    /// takes its service's faults, and traces view and status changes.
+    pub(super) fn observe_replica(&mut self, i: u8) {
+        let now = self.now;
+        let node = &self.replicas[usize::from(i)];
+        let Some(replica) = node.replica.as_ref() else {
+            return;
+        };
+        let before = node.observed;
+        let checkpoint = replica.checkpoint();
+        let after = Observed {
+            view: replica.view(),
+            normal: replica.status() == Status::Normal,
+            recovering: replica.status() == Status::Recovering,
+            commit_number: replica.commit_number(),
+            service_faults: replica.service().faults().len(),
+            checkpoint: Some((checkpoint.op_number, checkpoint.root)),
+        };
+        let mut problems = Vec::new();
+        if after.commit_number < before.commit_number {
+            problems.push((
+                ViolationKind::Agreement,
+                format!(
+                    "r{i}'s commit-number went back from {} to {}",
+                    before.commit_number, after.commit_number
+                ),
+            ));
+        }
+        // What the service executed, by the operations' bytes: this covers
+        // entries that a checkpoint dropped within the same step.
+        for (op_number, op) in replica.service().take_journal() {
+            if let Err(detail) = self.agreement.observe_executed(i, op_number, &op) {
+                problems.push((ViolationKind::Agreement, detail));
+            }
+        }
+        // The newly committed entries the log still holds (it holds
+        // `log_base() + 1 ..= op_number()`), in full: view and request too.
+        let base = replica.log_base();
+        for op_number in before.commit_number.max(base) + 1..=after.commit_number {
+            let Some(entry) = replica.log().get((op_number - base - 1) as usize) else {
+                problems.push((
+                    ViolationKind::Agreement,
+                    format!(
+                        "r{i} committed op {op_number} but its log ends at op {}",
+                        base + replica.log().len() as u64
+                    ),
+                ));
+                break;
+            };
+            if let Err(detail) = self.agreement.observe(i, op_number, entry) {
+                problems.push((ViolationKind::Agreement, detail));
+            }
+        }
+        // A checkpoint (taken or installed) covers the whole state after its
+        // op, client table included: every replica's must be the same.
+        if let Some((op_number, root)) = after
+            .checkpoint
+            .filter(|_| after.checkpoint != before.checkpoint)
+        {
+            if let Err(detail) = self.agreement.observe_checkpoint(i, op_number, root) {
+                problems.push((ViolationKind::Agreement, detail));
+            }
+        }
+        for fault in &replica.service().faults()[before.service_faults..] {
+            let kind = match fault {
+                ServiceFault::Duplicate { .. } => ViolationKind::ExactlyOnce,
+                _ => ViolationKind::Service,
+            };
+            problems.push((kind, format!("r{i}'s service: {fault:?}")));
+        }
+        let is_primary = replica.is_primary();
+        let status = replica.status();
+        if after.commit_number > before.commit_number {
+            self.trace.record(
+                now,
+                TraceKind::Commit,
+                &[u64::from(i), after.commit_number],
+                || {
+                    format!(
+                        "r{i} executed ops {}..={}",
+                        before.commit_number + 1,
+                        after.commit_number
+                    )
+                },
+            );
+        }
+        if (after.view, after.normal, after.recovering)
+            != (before.view, before.normal, before.recovering)
+        {
+            self.trace.record(
+                now,
+                TraceKind::View,
+                &[
+                    u64::from(i),
+                    after.view,
+                    u64::from(after.normal) + 2 * u64::from(after.recovering),
+                ],
+                || {
+                    format!(
+                        "r{i} view {} {:?}{} (was view {} {})",
+                        after.view,
+                        status,
+                        if is_primary { " primary" } else { "" },
+                        before.view,
+                        status_name(before.normal, before.recovering)
+                    )
+                },
+            );
+        }
+        let recovered_after = node
+            .recovering_since
+            .filter(|_| after.normal)
+            .map(|since| now - since);
+        if let Some(took) = recovered_after {
+            let (op, base) = (replica.op_number(), replica.log_base());
+            self.trace.record(
+                now,
+                TraceKind::Nemesis,
+                &[11, u64::from(i), after.view, after.commit_number],
+                || {
+                    format!(
+                        "r{i} recovered in {}: view {}, op {op}, commit {}, log from op {}, incarnation {}",
+                        crate::trace::Seconds(took),
+                        after.view,
+                        after.commit_number,
+                        base + 1,
+                        replica.incarnation()
+                    )
+                },
+            );
+        }
+        if is_primary && after.view > 0 && self.views_formed.insert(after.view) {
+            self.stats.views_formed += 1;
+        }
+        self.stats.view_max = self.stats.view_max.max(after.view);
+        if self.plan.boot.recovering && self.stats.formed_ns.is_none() && after.normal {
+            let normal_in_view = self
+                .replicas
+                .iter()
+                .filter_map(|node| node.replica.as_ref())
+                .filter(|r| r.status() == Status::Normal && r.view() == after.view)
+                .count();
+            if normal_in_view >= self.config.quorum() {
+                self.stats.formed_ns = Some(now);
+                self.trace
+                    .record(now, TraceKind::Phase, &[3, after.view], || {
+                        format!(
+                            "the cluster formed: a quorum is normal in view {}",
+                            after.view
+                        )
+                    });
+            }
+        }
+        if let Some(took) = recovered_after {
+            self.stats.recovered += 1;
+            self.stats.recovery_ns_max = self.stats.recovery_ns_max.max(took);
+            self.replicas[usize::from(i)].recovering_since = None;
+        }
+        self.replicas[usize::from(i)].observed = after;
+        for (kind, detail) in problems {
+            self.violation(kind, detail);
+        }
+    }
+
+    pub(super) fn send(&mut self, from: Addr, to: Addr, message: &Message) {
+        if let Message::Prepare(prepare) = message {
+            let entries = prepare.entries.len() as u64;
+            self.stats.prepare_entries_max = self.stats.prepare_entries_max.max(entries);
+        }
+        let mut frame = Vec::with_capacity(codec::encoded_size(message));
+        codec::encode(message, self.config.cluster, &mut frame);
+        let now = self.now;
+        self.trace
+            .record(now, TraceKind::Send, &[from.code(), to.code()], || {
+                format!("{from} -> {to}: {}", describe(message))
+            });
+        self.network
+            .send(self.now, from, to, frame, &mut self.trace);
+    }
+}

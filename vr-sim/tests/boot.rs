@@ -1,0 +1,133 @@
+//! Clusters whose replicas all start recovering (`Replica::recover`), as
+//! `vr-kv node`s always do: the recovery protocol (Liskov & Cowling 2012,
+//! §4.3, with crash vectors) must form a new cluster by itself when every
+//! replica lost its state, or is new (`docs/protocol.md`, "Forming a
+//! cluster"; `docs/testing.md`, bug 15).
+
+use vr_core::message::Command;
+use vr_core::Status;
+use vr_sim::network::Addr;
+use vr_sim::plan::{BootPlan, SeedPlan, MS, SECOND};
+use vr_sim::{run_seed, Options, Simulator};
+
+/// A seed of the random plans that boots recovering, after checking that
+/// plan generation still draws the plan that found the bug.
+fn assert_boot_seed_passes(seed: u64, fingerprint: u64) {
+    let plan = SeedPlan::random(seed, None);
+    assert!(plan.boot.recovering, "seed {seed} boots recovering");
+    assert_eq!(
+        plan.fingerprint_boot(),
+        fingerprint,
+        "seed {seed}: plan generation changed, so this seed no longer replays the run that \
+         found the bug; find a new seed (revert the fix, run a batch) and update the test"
+    );
+    let report = run_seed(seed, &Options::default());
+    assert!(
+        report.passed(),
+        "seed {seed} ({}): {:#?}",
+        report.plan.summary(),
+        report.violations
+    );
+    assert!(report.stats.formed_ns.is_some(), "seed {seed}: formed");
+}
+
+/// Bug 15, first half, found by seed 32 (three replicas, no partition, no
+/// crash: the CLI test's setting). r0, primary of view 0, formed the
+/// cluster first and appended a client's request; the others then saw a
+/// replica holding an op and would not form with it, and r0 could not
+/// commit without them: no write, for ever. Fix (`forming_cluster`): a
+/// primary that formed the cluster takes no request before f backups
+/// answer it in view 0.
+#[test]
+fn seed_32_the_first_primary_takes_no_request_before_a_quorum_formed() {
+    assert_boot_seed_passes(32, 0xa295_9c38_249c_c003);
+}
+
+/// Bug 15, second half, found by seed 1541 (restarts during formation).
+/// A recovering replica answers with the crash vector it has, in which its
+/// own incarnation is 0 until it picks one; a replica that knew a higher
+/// incarnation of it dropped the answer as coming from an older
+/// incarnation, so with enough restarts nobody collected the f + 1 answers
+/// of round 1. Fix (`on_recovery_response`): a Recovering answer is no
+/// vote and is not dropped for its sender's own entry.
+#[test]
+fn seed_1541_answers_of_recovering_replicas_count_after_restarts() {
+    assert_boot_seed_passes(1541, 0x590a_c5a8_9412_3856);
+}
+
+/// Bug 15 as a directed schedule: three replicas start recovering at once;
+/// r0's answers to r1 and r2 are held, so r0 forms view 0 alone, as
+/// primary, while r1 and r2 still wait for it. Clients send requests to
+/// r0 meanwhile. Unfixed, r0 appends them; once its answers flow, r1 and
+/// r2 see a replica holding ops and never form (liveness). Fixed, r0 holds
+/// no op until f backups answer it, and the cluster forms and serves.
+#[test]
+fn a_primary_that_formed_alone_keeps_its_log_empty_until_others_join() {
+    for seed in 0..3u64 {
+        let mut plan = SeedPlan::quiet(300 + seed, 3, 4, 3);
+        plan.boot = BootPlan {
+            recovering: true,
+            start_at_ns: vec![0; 3],
+        };
+        let mut sim = Simulator::new(plan, &Options::default());
+        for to in [1, 2] {
+            sim.hold(
+                Addr::Replica(0),
+                Addr::Replica(to),
+                &[Command::RecoveryResponse],
+            );
+        }
+        sim.run_until(100 * MS);
+        let r0 = sim.replica(0).expect("r0 started");
+        assert!(
+            r0.is_primary() && r0.view() == 0,
+            "seed {seed}: r0 formed view 0 alone ({:?} in view {})",
+            r0.status(),
+            r0.view()
+        );
+        for i in [1, 2] {
+            let r = sim.replica(i).expect("started");
+            assert_eq!(r.status(), Status::Recovering, "seed {seed}: r{i}");
+        }
+        // The clients' requests reached r0 while it was primary alone.
+        assert!(
+            r0.stats().requests_dropped > 0 || r0.op_number() > 0,
+            "seed {seed}: clients asked r0"
+        );
+        assert_eq!(r0.op_number(), 0, "seed {seed}: r0 took no request");
+        for to in [1, 2] {
+            sim.discard_held(Addr::Replica(0), Addr::Replica(to));
+        }
+        sim.run_until(2 * SECOND);
+        assert!(
+            sim.ops_completed() > 20,
+            "seed {seed}: the cluster formed and serves ({} ops)",
+            sim.ops_completed()
+        );
+        sim.start_liveness(false);
+        sim.run_to_end();
+        let report = sim.finish();
+        assert!(report.passed(), "seed {seed}: {:#?}", report.violations);
+    }
+}
+
+/// Random seeds that all boot recovering, at staggered times, with the
+/// seeds' faults (restarts during formation included): every checker
+/// passes, and the cluster forms in each.
+#[test]
+fn a_batch_of_seeds_booting_recovering_passes() {
+    let options = Options {
+        boot_recovering: Some(true),
+        ..Options::default()
+    };
+    for seed in 0..24 {
+        let report = run_seed(seed, &options);
+        assert!(
+            report.passed(),
+            "seed {seed} ({}): {:#?}",
+            report.plan.summary(),
+            report.violations
+        );
+        assert!(report.stats.formed_ns.is_some(), "seed {seed}: formed");
+    }
+}
