@@ -196,6 +196,10 @@ pub struct CoreCounters {
     pub prepare_batches: u64,
     /// Entries those Prepares carried.
     pub prepare_batch_entries: u64,
+    /// Times a witness skipped ops every full replica executed (§6).
+    pub witness_log_skips: u64,
+    /// Times a witness was offered a skip it could not yet take.
+    pub witness_skips_deferred: u64,
 }
 
 impl CoreCounters {
@@ -213,6 +217,8 @@ impl CoreCounters {
         self.view_changes_deferred_by_lease += stats.view_changes_deferred_by_lease;
         self.prepare_batches += stats.prepare_batches;
         self.prepare_batch_entries += stats.prepare_batch_entries;
+        self.witness_log_skips += stats.witness_log_skips;
+        self.witness_skips_deferred += stats.witness_skips_deferred;
     }
 
     /// Adds another sum.
@@ -229,6 +235,8 @@ impl CoreCounters {
         self.view_changes_deferred_by_lease += other.view_changes_deferred_by_lease;
         self.prepare_batches += other.prepare_batches;
         self.prepare_batch_entries += other.prepare_batch_entries;
+        self.witness_log_skips += other.witness_log_skips;
+        self.witness_skips_deferred += other.witness_skips_deferred;
     }
 }
 
@@ -1205,8 +1213,8 @@ impl Simulator {
         let mut diverged = Vec::new();
         for (i, node) in self.replicas.iter().enumerate() {
             let Some(r) = &node.replica else { continue };
-            if r.status() == Status::Recovering {
-                continue; // It holds no state yet.
+            if r.status() == Status::Recovering || r.is_witness() {
+                continue; // It holds no state (yet, or ever).
             }
             let digest = r.service().state_digest();
             match by_commit.get(&r.commit_number()) {
