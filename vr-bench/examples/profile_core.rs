@@ -1,44 +1,51 @@
 //! A fixed amount of core work for a profiler: the in-memory cluster of
-//! `vr_bench::mem` runs rounds of `batch` requests (or, with `closed`, a
-//! closed loop of that many clients) until `ops` requests have completed.
+//! `vr_bench::mem` runs a closed loop of `clients` clients until `ops`
+//! requests have completed.
 //!
 //! ```sh
 //! cargo build --release -p vr-bench --example profile_core
-//! valgrind --tool=callgrind target/release/examples/profile_core 16 1 200000
-//! perf record -g target/release/examples/profile_core 16 1 2000000
+//! valgrind --tool=callgrind target/release/examples/profile_core 16 1024 200000 1
+//! perf record -g target/release/examples/profile_core 16 256 2000000 256
+//! target/release/examples/profile_core 16 256 2000000 64 100 lease
 //! ```
 //!
-//! Arguments: op size in bytes, batch (or clients), operations, and
-//! optionally `closed`. Prints the rate, which under a profiler means little.
+//! Arguments: op size in bytes, clients, operations, then optionally
+//! `batch_ops_max` (default 64), the percentage of read-only requests
+//! (default 0) and `lease` for leased reads. Prints the rate (which under a
+//! profiler means little) and the mean entries per Prepare.
 
 use std::time::Instant;
 
-use vr_bench::mem::MemCluster;
+use vr_bench::mem::{MemCluster, MemSpec};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize, default: u64| {
         args.get(i)
-            .map(|a| a.parse().expect("numeric arguments: op size, batch, ops"))
+            .map(|a| {
+                a.parse()
+                    .expect("numeric arguments: op size, clients, ops, batch_ops_max, read %")
+            })
             .unwrap_or(default)
     };
-    let (op_size, batch, ops) = (arg(0, 16) as usize, arg(1, 1) as usize, arg(2, 200_000));
-    let closed = args.get(3).is_some_and(|a| a == "closed");
-    let mut cluster = MemCluster::new(batch, op_size);
+    let spec = MemSpec {
+        clients: arg(1, 1) as usize,
+        op_size: arg(0, 16) as usize,
+        batch_ops_max: arg(3, 64) as u32,
+        read_percent: arg(4, 0) as u8,
+        leases: args.get(5).is_some_and(|a| a == "lease"),
+    };
+    let ops = arg(2, 200_000);
+    let mut cluster = MemCluster::with_spec(spec);
     let start = Instant::now();
-    if closed {
-        cluster.run_closed_loop(ops);
-    } else {
-        while cluster.completed() < ops {
-            cluster.submit(batch);
-            cluster.drive();
-        }
-    }
+    cluster.run_closed_loop(ops);
     let elapsed = start.elapsed();
+    let stats = cluster.replicas()[0].stats();
     println!(
-        "{} ops of {op_size} B, {} {batch}: {:.0} ops/s",
+        "{} ops, {spec:?}: {:.0} ops/s; {:.1} entries per Prepare, {} leased reads",
         cluster.completed(),
-        if closed { "clients" } else { "batch" },
-        cluster.completed() as f64 / elapsed.as_secs_f64()
+        cluster.completed() as f64 / elapsed.as_secs_f64(),
+        stats.prepare_batch_entries as f64 / stats.prepare_batches.max(1) as f64,
+        stats.leased_reads,
     );
 }

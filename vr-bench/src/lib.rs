@@ -16,10 +16,10 @@
 //! histograms recorded at the client ([`load`], which also says what a
 //! closed loop means for the percentiles).
 //!
-//! A "batch" in these benchmarks is a number of requests in flight
-//! together, not the core's Prepare batching (`Config::batch_ops_max`,
-//! which the runtime rows use with its defaults; varying it is future
-//! work, see `docs/benchmarks.md`).
+//! "Batch" in these benchmarks is the core's Prepare batching,
+//! `Config::batch_ops_max` (1 switches it off): the runner and the
+//! criterion benchmarks measure the core and the runtimes with several
+//! values side by side.
 #![warn(missing_docs)]
 
 pub mod load;

@@ -16,8 +16,9 @@ use vr_bench::runtime::Runtime;
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// A short run (well under a minute): 1, 16 and 256 clients, 16-byte
-    /// operations. Other options override its choices.
+    /// A short run (under a minute): 1, 16 and 256 clients, 16-byte
+    /// operations, batch_ops_max 1 and 64. Other options override its
+    /// choices.
     #[arg(long)]
     quick: bool,
     /// Runtimes to measure [default: all].
@@ -41,10 +42,27 @@ struct Args {
     /// coordinated omission). Default: closed loop.
     #[arg(long)]
     rate: Option<f64>,
-    /// Core "batches" (requests submitted before driving) [default:
-    /// 1,16,256]. Requests in flight together, not `Config::batch_ops_max`.
+    /// `Config::batch_ops_max` of the runtime clusters, one cluster each;
+    /// 1 is no Prepare batching [default: 1,64].
     #[arg(long, value_delimiter = ',')]
-    batch: Vec<usize>,
+    batch_ops_max: Vec<u32>,
+    /// `Config::batch_delay_ns` in microseconds for the runtime clusters
+    /// that batch: how long the primary may hold a batch that is not full
+    /// [default: 0, a batch leaves when the outputs of one socket read are
+    /// drained].
+    #[arg(long)]
+    batch_delay_us: Option<f64>,
+    /// Client counts of the core rows [default: 1,16,256,1024; quick
+    /// 1,16,256].
+    #[arg(long, value_delimiter = ',')]
+    core_clients: Vec<usize>,
+    /// `Config::batch_ops_max` of the core rows [default: 1,64,256].
+    #[arg(long, value_delimiter = ',')]
+    core_batch_ops_max: Vec<u32>,
+    /// Read percentages of the core's leased-read rows, each with leases
+    /// off and on, at 256 clients [default: 50,100].
+    #[arg(long, value_delimiter = ',')]
+    core_reads: Vec<u8>,
     /// Skip the in-memory core rows.
     #[arg(long)]
     no_core: bool,
@@ -78,16 +96,38 @@ fn main() -> std::io::Result<()> {
     if let Some(s) = args.warmup {
         plan.warmup = Duration::from_secs_f64(s);
     }
-    if !args.batch.is_empty() {
-        plan.core_batches = args.batch;
+    if !args.batch_ops_max.is_empty() {
+        plan.batch_ops_max = args.batch_ops_max;
+    }
+    if let Some(us) = args.batch_delay_us {
+        plan.batch_delay_ns = (us * 1000.0) as u64;
+    }
+    if !args.core_clients.is_empty() {
+        plan.core_clients = args.core_clients;
+    }
+    if !args.core_batch_ops_max.is_empty() {
+        plan.core_batch_ops_max = args.core_batch_ops_max;
+    }
+    if !args.core_reads.is_empty() {
+        plan.core_read_percents = args.core_reads;
     }
     if args.no_core {
-        plan.core_batches.clear();
+        plan.core_clients.clear();
     }
     plan.floor = !args.no_floor;
     plan.rate_per_sec = args.rate;
-    if plan.clients.contains(&0) || plan.op_sizes.is_empty() {
-        eprintln!("every client count must be at least 1, and one op size is needed");
+    if plan.clients.contains(&0)
+        || plan.core_clients.contains(&0)
+        || plan.op_sizes.is_empty()
+        || plan.batch_ops_max.is_empty()
+        || plan.batch_ops_max.contains(&0)
+        || plan.core_batch_ops_max.contains(&0)
+        || plan.core_read_percents.iter().any(|&p| p > 100)
+    {
+        eprintln!(
+            "client counts and batch_ops_max must be at least 1, read percentages at most 100, \
+             and one op size and one batch_ops_max are needed"
+        );
         std::process::exit(2);
     }
     let out = args.out.unwrap_or_else(default_out_dir);

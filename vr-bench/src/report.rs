@@ -43,9 +43,16 @@ pub struct Row {
     pub op_size: usize,
     /// Concurrent clients, each with one request outstanding.
     pub clients: usize,
-    /// Requests submitted together before the cluster is driven (core), or
-    /// 1. Not `Config::batch_ops_max`: requests in flight together.
-    pub batch: usize,
+    /// `Config::batch_ops_max` of the cluster (1: no Prepare batching);
+    /// `None` for a floor.
+    pub batch_ops_max: Option<u32>,
+    /// Core and VR rows: the entries per Prepare the primary sent during
+    /// the row, on average (how much batching actually happened).
+    pub prepare_batch_mean: Option<f64>,
+    /// Percentage of requests that were read-only (core rows; 0 elsewhere).
+    pub read_percent: u8,
+    /// Whether the primary answered read-only requests under a lease.
+    pub leases: bool,
     /// Operations counted.
     pub ops: u64,
     /// The time they were counted over.
@@ -84,7 +91,7 @@ impl Row {
         kind: Kind,
         op_size: usize,
         clients: usize,
-        batch: usize,
+        batch_ops_max: Option<u32>,
         ops: u64,
         seconds: f64,
         latency_ns: &Histogram<u64>,
@@ -96,7 +103,10 @@ impl Row {
             kind,
             op_size,
             clients,
-            batch,
+            batch_ops_max,
+            prepare_batch_mean: None,
+            read_percent: 0,
+            leases: false,
             ops,
             seconds,
             ops_per_sec: ops as f64 / seconds.max(1e-9),
@@ -203,7 +213,9 @@ pub struct Report {
 /// The caveats printed under the table and saved with the JSON.
 pub fn standard_notes() -> Vec<String> {
     vec![
-        "batch: a core batch of b is b requests submitted together (requests in flight, not Config::batch_ops_max); runtime rows run Config's default batching (batch_ops_max 64)".into(),
+        "batch: Config::batch_ops_max, the most requests per Prepare (1: no batching); per prep: entries per Prepare the primary actually sent, on average".into(),
+        "core: 3 replicas and the clients in one thread, no encoding, closed loop; each replica is handed everything sent to it since its last turn (one socket read); latency sampled on 1 request in 16 (wall clock)".into(),
+        "reads: share of read-only requests (core); lease: answered by the primary under a lease, else through the log".into(),
         "vs floor: p50 / (2 x ping-pong p50) of the same runtime, size and clients; ops/s / ping-pong round trips per second".into(),
         "closed loop: each client sends its next request when the previous one is answered; percentiles are per answered request and understate what open-loop arrivals would see (coordinated omission; see --rate)".into(),
     ]
@@ -230,12 +242,15 @@ pub fn table(rows: &[Row]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<8} {:<5} {:>5} {:>7} {:>5} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "{:<8} {:<5} {:>5} {:>7} {:>5} {:>8} {:>5} {:>5} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "runtime",
         "kind",
         "op",
         "clients",
         "batch",
+        "per prep",
+        "reads",
+        "lease",
         "ops/s",
         "p50 us",
         "p99 us",
@@ -246,12 +261,15 @@ pub fn table(rows: &[Row]) -> String {
     for r in rows {
         let _ = writeln!(
             out,
-            "{:<8} {:<5} {:>5} {:>7} {:>5} {:>12.0} {:>9.1} {:>9.1} {:>9.1} {:>9} {:>9}",
+            "{:<8} {:<5} {:>5} {:>7} {:>5} {:>8} {:>5} {:>5} {:>12.0} {:>9.1} {:>9.1} {:>9.1} {:>9} {:>9}",
             r.runtime,
             r.kind.name(),
             op_name(r.op_size),
             r.clients,
-            r.batch,
+            r.batch_ops_max.map_or("-".into(), |b| b.to_string()),
+            r.prepare_batch_mean.map_or("-".into(), |m| format!("{m:.1}")),
+            if r.kind == Kind::Core { format!("{}%", r.read_percent) } else { "-".into() },
+            if r.leases { "on" } else { "-" },
             r.ops_per_sec,
             r.p50_us,
             r.p99_us,
@@ -369,21 +387,33 @@ fn draw_panel(
     runtimes.dedup();
     for runtime in runtimes {
         let color = color(runtime);
-        for kind in [Kind::Vr, Kind::Floor] {
+        // One line per batch_ops_max (`None`: the floor), so that batching's
+        // effect shows as the gap between two lines of one colour.
+        let mut series: Vec<(Kind, Option<u32>)> = rows
+            .iter()
+            .filter(|r| r.runtime == runtime)
+            .map(|r| (r.kind, r.batch_ops_max))
+            .collect();
+        series.sort_by_key(|&(kind, batch)| (kind == Kind::Floor, batch));
+        series.dedup();
+        for (kind, batch) in series {
             let mut points: Vec<(f64, f64)> = rows
                 .iter()
-                .filter(|r| r.runtime == runtime && r.kind == kind)
+                .filter(|r| r.runtime == runtime && r.kind == kind && r.batch_ops_max == batch)
                 .map(|r| (r.clients as f64, value(r)))
                 .collect();
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
             if points.is_empty() {
                 continue;
             }
-            let label = match kind {
-                Kind::Floor => format!("{runtime} ping-pong floor"),
-                _ => format!("{runtime} replicated write"),
+            let label = match (kind, batch) {
+                (Kind::Floor, _) => format!("{runtime} ping-pong floor"),
+                (_, Some(1)) => format!("{runtime} replicated write, no batching"),
+                (_, Some(b)) => format!("{runtime} replicated write, batches <= {b}"),
+                (_, None) => format!("{runtime} replicated write"),
             };
-            let style = color.stroke_width(2);
+            // Without batching: a thin line; batched: a thick one.
+            let style = color.stroke_width(if batch == Some(1) { 1 } else { 2 });
             match kind {
                 Kind::Floor => {
                     chart

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::load::{new_histogram, LoadSpec, Run, Stop};
-use crate::mem::MemCluster;
+use crate::mem::{MemCluster, MemSpec};
 use crate::pingpong::{self, EchoServer};
 use crate::report::{attach_floors, load_average, standard_notes, Kind, Machine, Report, Row};
 use crate::runtime::{run_load, Cluster, Runtime, Target};
@@ -30,8 +30,24 @@ pub struct Plan {
     /// Open loop at this many operations per second (over all clients);
     /// `None` for a closed loop.
     pub rate_per_sec: Option<f64>,
-    /// Core "batches" (requests submitted before driving); empty skips the core.
-    pub core_batches: Vec<usize>,
+    /// `Config::batch_ops_max` values of the runtime rows: a cluster of
+    /// each runs side by side, and each client count and size is measured
+    /// on each (1 is no batching).
+    pub batch_ops_max: Vec<u32>,
+    /// `Config::batch_delay_ns` of the runtime clusters that batch
+    /// (`batch_ops_max` above 1). 0, the default, holds a batch only until
+    /// the node's outputs are drained after one socket read.
+    pub batch_delay_ns: u64,
+    /// Client counts of the core rows; empty skips the core.
+    pub core_clients: Vec<usize>,
+    /// `Config::batch_ops_max` values of the core rows.
+    pub core_batch_ops_max: Vec<u32>,
+    /// Read percentages for the core's leased-read rows: each is measured
+    /// with leases off and on, at [`Plan::core_lease_clients`] clients and
+    /// `Config`'s default batching. Empty: no such rows.
+    pub core_read_percents: Vec<u8>,
+    /// Clients of the core's leased-read rows.
+    pub core_lease_clients: usize,
     /// Measured time per core row.
     pub core_measure: Duration,
     /// Whether to measure the ping-pong floors.
@@ -48,7 +64,12 @@ impl Plan {
             warmup: Duration::from_millis(500),
             measure: Duration::from_secs(2),
             rate_per_sec: None,
-            core_batches: vec![1, 16, 256],
+            batch_ops_max: vec![1, 64],
+            batch_delay_ns: 0,
+            core_clients: vec![1, 16, 256, 1024],
+            core_batch_ops_max: vec![1, 64, 256],
+            core_read_percents: vec![50, 100],
+            core_lease_clients: 256,
             core_measure: Duration::from_secs(1),
             floor: true,
         }
@@ -59,6 +80,7 @@ impl Plan {
     pub fn quick() -> Plan {
         Plan {
             clients: vec![1, 16, 256],
+            core_clients: vec![1, 16, 256],
             op_sizes: vec![16],
             warmup: Duration::from_millis(200),
             measure: Duration::from_millis(800),
@@ -69,8 +91,16 @@ impl Plan {
 
     /// How many rows the plan produces.
     pub fn steps(&self) -> usize {
-        let per_runtime = self.clients.len() * self.op_sizes.len() * (1 + usize::from(self.floor));
-        self.runtimes.len() * per_runtime + self.core_batches.len() * self.op_sizes.len()
+        let per_runtime = self.clients.len()
+            * self.op_sizes.len()
+            * (self.batch_ops_max.len() + usize::from(self.floor));
+        let core = if self.core_clients.is_empty() {
+            0
+        } else {
+            self.core_clients.len() * self.core_batch_ops_max.len()
+                + 2 * self.core_read_percents.len()
+        };
+        self.runtimes.len() * per_runtime + core * self.op_sizes.len()
     }
 }
 
@@ -152,13 +182,18 @@ pub fn run(plan: &Plan, quiet: bool) -> std::io::Result<Report> {
         quiet,
     };
     let mut rows = Vec::new();
-    for &op_size in &plan.op_sizes {
-        for &batch in &plan.core_batches {
-            let label = progress.begin(&format!("core in memory, {op_size} B ops, batch {batch}"));
-            let row = run_core(op_size, batch, plan.core_measure);
-            progress.end(&label, &row);
-            rows.push(row);
-        }
+    for spec in core_specs(plan) {
+        let label = progress.begin(&format!(
+            "core in memory, {} B ops, {} clients, batch_ops_max {}, {}% reads{}",
+            spec.op_size,
+            spec.clients,
+            spec.batch_ops_max,
+            spec.read_percent,
+            if spec.leases { ", leases" } else { "" }
+        ));
+        let row = run_core(spec, plan.core_measure);
+        progress.end(&label, &row);
+        rows.push(row);
     }
     for (n, &runtime) in plan.runtimes.iter().enumerate() {
         // The floor's server and the cluster run side by side, and each
@@ -170,9 +205,20 @@ pub fn run(plan: &Plan, quiet: bool) -> std::io::Result<Report> {
         } else {
             None
         };
-        // A cluster id of its own per runtime, so a stray frame from an
-        // earlier cluster's socket could never be taken for this one's.
-        let cluster = Cluster::start(runtime, 0xbe7c_0000 + n as u64)?;
+        // A cluster per batch_ops_max, side by side (an idle one costs its
+        // heartbeats), so that the rows of one client count and size are
+        // taken one right after the other. A cluster id of its own each, so
+        // a stray frame from an earlier cluster's socket could never be
+        // taken for this one's.
+        let mut clusters = Vec::new();
+        for (b, &batch_ops_max) in plan.batch_ops_max.iter().enumerate() {
+            let mut config = vr_core::Config::new(0xbe7c_0000 + (n * 16 + b) as u64, 3);
+            config.batch_ops_max = batch_ops_max;
+            if batch_ops_max > 1 {
+                config.batch_delay_ns = plan.batch_delay_ns;
+            }
+            clusters.push(Cluster::start_with(runtime, config)?);
+        }
         for &op_size in &plan.op_sizes {
             for &clients in &plan.clients {
                 if let Some(server) = &server {
@@ -196,32 +242,41 @@ pub fn run(plan: &Plan, quiet: bool) -> std::io::Result<Report> {
                     progress.end(&label, &row);
                     rows.push(row);
                 }
-                let label = progress.begin(&format!(
-                    "{runtime} replicated write, {op_size} B, {clients} clients"
-                ));
-                let target = cluster.target();
-                let mut row = measure(
-                    plan,
-                    runtime,
-                    Kind::Vr,
-                    &target,
-                    op_size,
-                    clients,
-                    &mut progress,
-                    &label,
-                )?;
-                row.views = cluster.views();
-                if row.views.iter().any(|&v| v != 0) && !quiet {
-                    eprintln!(
-                        "warning: {runtime} cluster changed view during the run: {:?}",
-                        row.views
-                    );
+                for cluster in &clusters {
+                    let batch_ops_max = cluster.config.batch_ops_max;
+                    let label = progress.begin(&format!(
+                        "{runtime} replicated write, {op_size} B, {clients} clients, batch_ops_max {batch_ops_max}"
+                    ));
+                    let target = cluster.target();
+                    let before = cluster.primary_stats();
+                    let mut row = measure(
+                        plan,
+                        runtime,
+                        Kind::Vr,
+                        &target,
+                        op_size,
+                        clients,
+                        &mut progress,
+                        &label,
+                    )?;
+                    let after = cluster.primary_stats();
+                    row.batch_ops_max = Some(batch_ops_max);
+                    row.prepare_batch_mean = batch_mean(&before, &after);
+                    row.views = cluster.views();
+                    if row.views.iter().any(|&v| v != 0) && !quiet {
+                        eprintln!(
+                            "warning: {runtime} cluster changed view during the run: {:?}",
+                            row.views
+                        );
+                    }
+                    progress.end(&label, &row);
+                    rows.push(row);
                 }
-                progress.end(&label, &row);
-                rows.push(row);
             }
         }
-        cluster.stop();
+        for cluster in clusters {
+            cluster.stop();
+        }
         if let Some(server) = server {
             server.stop();
         }
@@ -271,7 +326,7 @@ fn measure(
         kind,
         op_size,
         clients,
-        1,
+        None,
         result.ops,
         result.elapsed.as_secs_f64(),
         &result.latency_ns,
@@ -279,38 +334,79 @@ fn measure(
     ))
 }
 
-/// The core alone: rounds of `batch` requests submitted together and driven
-/// to completion, for about `duration`. Each request's latency is its
-/// round's duration (all were submitted at the start, the last answered at
-/// the end), so the percentiles are those of whole rounds.
-pub fn run_core(op_size: usize, batch: usize, duration: Duration) -> Row {
-    /// A fresh cluster after this many operations; see `benches/core.rs`.
-    const OPS_PER_CLUSTER: u64 = 200_000;
-    let mut cluster = MemCluster::new(batch, op_size);
-    let mut latency_ns = new_histogram();
-    let mut elapsed = Duration::ZERO;
-    let mut ops = 0;
-    while elapsed < duration {
-        if cluster.completed() >= OPS_PER_CLUSTER {
-            cluster = MemCluster::new(batch, op_size);
-        }
-        let start = Instant::now();
-        cluster.submit(batch);
-        let done = cluster.drive();
-        let round = start.elapsed();
-        elapsed += round;
-        ops += done;
-        latency_ns.saturating_record_n(round.as_nanos().max(1) as u64, done);
+/// The core rows of `plan`: every client count and `batch_ops_max`, then
+/// the leased-read pairs, for each operation size.
+pub fn core_specs(plan: &Plan) -> Vec<MemSpec> {
+    let mut specs = Vec::new();
+    if plan.core_clients.is_empty() {
+        return specs;
     }
-    Row::new(
+    let default_batch = vr_core::Config::new(1, 3).batch_ops_max;
+    for &op_size in &plan.op_sizes {
+        for &batch_ops_max in &plan.core_batch_ops_max {
+            for &clients in &plan.core_clients {
+                specs.push(MemSpec {
+                    batch_ops_max,
+                    ..MemSpec::writes(clients, op_size)
+                });
+            }
+        }
+        for &read_percent in &plan.core_read_percents {
+            for leases in [false, true] {
+                specs.push(MemSpec {
+                    clients: plan.core_lease_clients,
+                    op_size,
+                    batch_ops_max: default_batch,
+                    leases,
+                    read_percent,
+                });
+            }
+        }
+    }
+    specs
+}
+
+/// Mean entries per Prepare between two snapshots of a primary's counters.
+fn batch_mean(before: &vr_core::Stats, after: &vr_core::Stats) -> Option<f64> {
+    let batches = after.prepare_batches.checked_sub(before.prepare_batches)?;
+    let entries = after
+        .prepare_batch_entries
+        .checked_sub(before.prepare_batch_entries)?;
+    (batches > 0).then(|| entries as f64 / batches as f64)
+}
+
+/// The core alone: a closed loop of `spec.clients` clients, warmed up, then
+/// measured for about `duration` in slices (the clock is read between
+/// slices; latency is sampled, see [`MemCluster::record_latency`]).
+pub fn run_core(spec: MemSpec, duration: Duration) -> Row {
+    let mut cluster = MemCluster::with_spec(spec);
+    // Fills the pipeline and takes the first checkpoints.
+    let warmup_ops = (20 * spec.clients as u64).max(10_000);
+    cluster.closed_loop(warmup_ops);
+    let slice_ops = (4 * spec.clients as u64).max(2_000);
+    let before = cluster.replicas()[0].stats().clone();
+    cluster.record_latency(new_histogram());
+    let start = Instant::now();
+    let mut ops = 0;
+    while start.elapsed() < duration {
+        ops += cluster.closed_loop(slice_ops);
+    }
+    let elapsed = start.elapsed();
+    let latency_ns = cluster.take_latency().unwrap_or_else(new_histogram);
+    let after = cluster.replicas()[0].stats().clone();
+    let mut row = Row::new(
         "core",
         Kind::Core,
-        op_size,
-        batch,
-        batch,
+        spec.op_size,
+        spec.clients,
+        Some(spec.batch_ops_max),
         ops,
         elapsed.as_secs_f64(),
         &latency_ns,
         0,
-    )
+    );
+    row.prepare_batch_mean = batch_mean(&before, &after);
+    row.read_percent = spec.read_percent;
+    row.leases = spec.leases;
+    row
 }

@@ -74,16 +74,22 @@ pub struct Cluster {
     runtime: Runtime,
     /// Replica `i` listens on `addresses[i]`.
     pub addresses: Vec<SocketAddr>,
-    /// The cluster's configuration (defaults of [`Config::new`]).
+    /// The cluster's configuration.
     pub config: Config,
     replicas: Vec<ReplicaHandle>,
 }
 
 impl Cluster {
     /// Starts three replicas of `runtime` on free loopback ports, each
-    /// replicating a [`BenchService`].
+    /// replicating a [`BenchService`], with the defaults of [`Config::new`].
     pub fn start(runtime: Runtime, cluster: u64) -> io::Result<Cluster> {
-        let config = Config::new(cluster, 3);
+        Cluster::start_with(runtime, Config::new(cluster, 3))
+    }
+
+    /// Like [`Cluster::start`], with `config` (three replicas) for every
+    /// replica and client: e.g. another `batch_ops_max`.
+    pub fn start_with(runtime: Runtime, config: Config) -> io::Result<Cluster> {
+        assert_eq!(config.replica_count, 3, "a 3-replica cluster");
         let listeners = (0..3)
             .map(|_| TcpListener::bind("127.0.0.1:0"))
             .collect::<io::Result<Vec<_>>>()?;
@@ -132,6 +138,16 @@ impl Cluster {
                 ReplicaHandle::Glommio(h) => h.stats().node.view,
             })
             .collect()
+    }
+
+    /// The protocol counters of replica 0, the primary of view 0 (for
+    /// the mean number of entries per Prepare over a row).
+    pub fn primary_stats(&self) -> vr_core::replica::Stats {
+        match &self.replicas[0] {
+            ReplicaHandle::Mio(h) => h.stats().node.replica,
+            ReplicaHandle::Tokio(h) => h.stats().node.replica,
+            ReplicaHandle::Glommio(h) => h.stats().node.replica,
+        }
     }
 
     /// What the clients of a run connect to.

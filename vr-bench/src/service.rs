@@ -6,14 +6,20 @@
 
 use vr_core::Service;
 
-/// A write-only service that does almost nothing, so that the numbers
-/// measure the protocol and its transport rather than a state machine.
+/// The first byte of a read-only operation; any other first byte writes.
+pub const READ_MARKER: u8 = b'R';
+
+/// A service that does almost nothing, so that the numbers measure the
+/// protocol and its transport rather than a state machine.
 ///
-/// Every operation folds its first bytes into a running digest (so the
+/// Every write folds its first bytes into a running digest (so the
 /// operation is read, as any real service would) and answers with an 8-byte
 /// result, the op-number: the size of a typical write acknowledgement, and
 /// the same whatever the operation's size, so a 1 KiB write is not echoed
-/// back as a 1 KiB reply.
+/// back as a 1 KiB reply. An operation starting with [`READ_MARKER`] is
+/// read-only: it answers the number of writes executed (8 bytes) and
+/// changes nothing, whether it goes through the log or is answered under a
+/// lease.
 #[derive(Debug, Default)]
 pub struct BenchService {
     digest: u64,
@@ -26,7 +32,7 @@ impl BenchService {
         BenchService::default()
     }
 
-    /// Operations executed so far.
+    /// Writes executed so far.
     pub fn executed(&self) -> u64 {
         self.executed
     }
@@ -40,6 +46,9 @@ impl BenchService {
 
 impl Service for BenchService {
     fn execute(&mut self, op_number: u64, op: &[u8]) -> Vec<u8> {
+        if self.is_read_only(op) {
+            return self.query(op);
+        }
         let mut head = [0u8; 8];
         let n = op.len().min(8);
         head[..n].copy_from_slice(&op[..n]);
@@ -49,6 +58,14 @@ impl Service for BenchService {
             .wrapping_add(u64::from_le_bytes(head) ^ op_number);
         self.executed += 1;
         op_number.to_le_bytes().to_vec()
+    }
+
+    fn is_read_only(&self, op: &[u8]) -> bool {
+        op.first() == Some(&READ_MARKER)
+    }
+
+    fn query(&self, _op: &[u8]) -> Vec<u8> {
+        self.executed.to_le_bytes().to_vec()
     }
 
     // The whole state is one 16-byte page: checkpoints read it every

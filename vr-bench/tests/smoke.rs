@@ -18,7 +18,12 @@ fn runner_measures_every_runtime_and_writes_its_files() {
         warmup: Duration::from_millis(20),
         measure: Duration::from_millis(150),
         rate_per_sec: None,
-        core_batches: vec![1, 4],
+        batch_ops_max: vec![1, 64],
+        batch_delay_ns: 0,
+        core_clients: vec![1, 4],
+        core_batch_ops_max: vec![1, 64],
+        core_read_percents: vec![100],
+        core_lease_clients: 4,
         core_measure: Duration::from_millis(30),
         floor: true,
     };
@@ -37,18 +42,27 @@ fn runner_measures_every_runtime_and_writes_its_files() {
         }
     }
     for runtime in Runtime::ALL {
-        for kind in [Kind::Vr, Kind::Floor] {
+        for (kind, per_client_count) in [(Kind::Vr, 2), (Kind::Floor, 1)] {
             assert_eq!(
                 report
                     .rows
                     .iter()
                     .filter(|r| r.runtime == runtime.name() && r.kind == kind)
                     .count(),
-                2,
-                "{runtime} {kind:?}: one row per client count"
+                2 * per_client_count,
+                "{runtime} {kind:?}: a floor per client count, a VR row per batch_ops_max"
             );
         }
     }
+    let leased = report
+        .rows
+        .iter()
+        .find(|r| r.kind == Kind::Core && r.leases)
+        .expect("a leased-read core row");
+    assert_eq!(
+        leased.prepare_batch_mean, None,
+        "reads under a lease need no Prepare"
+    );
     assert!(table(&report.rows).lines().count() > report.rows.len());
 
     let dir = std::env::temp_dir().join(format!("vr-bench-smoke-{}", std::process::id()));
@@ -72,7 +86,12 @@ fn open_loop_rate_mode_completes() {
         warmup: Duration::ZERO,
         measure: Duration::from_millis(200),
         rate_per_sec: Some(2000.0),
-        core_batches: vec![],
+        batch_ops_max: vec![64],
+        batch_delay_ns: 0,
+        core_clients: vec![],
+        core_batch_ops_max: vec![],
+        core_read_percents: vec![],
+        core_lease_clients: 0,
         core_measure: Duration::ZERO,
         floor: false,
     };

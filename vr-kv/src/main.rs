@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use vr_kv::server::{start_local_on, start_node, NodeOptions};
+use vr_kv::server::{start_local_with_witnesses, start_node, NodeOptions};
 
 #[derive(Parser)]
 #[command(
@@ -60,6 +60,11 @@ enum Mode {
         /// The runtime of the replica and of its RESP front end.
         #[arg(long, value_enum, default_value_t = Runtime::Tokio)]
         runtime: Runtime,
+        /// Indexes in --cluster of the witnesses (§6: they keep the log and
+        /// vote, hold no data, and are never primary), the same on every
+        /// node; at most f of 2f+1.
+        #[arg(long, value_delimiter = ',')]
+        witnesses: Vec<u8>,
     },
     /// Runs a whole cluster on 127.0.0.1 in this process, every replica on --runtime.
     Local {
@@ -72,6 +77,10 @@ enum Mode {
         /// The runtime of the replica and of its RESP front end.
         #[arg(long, value_enum, default_value_t = Runtime::Tokio)]
         runtime: Runtime,
+        /// How many of the replicas (the last ones) are witnesses (§6); at
+        /// most f of 2f+1.
+        #[arg(long, default_value_t = 0)]
+        witnesses: u8,
     },
 }
 
@@ -105,6 +114,7 @@ fn run(cli: Cli) -> Result<(), String> {
             listen_resp,
             cluster_id,
             runtime,
+            witnesses,
         } => {
             if usize::from(replica) >= cluster.len() {
                 return Err(format!(
@@ -117,6 +127,11 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             let mut options = NodeOptions::new(cluster_id, cluster, replica, listen_resp);
             options.runtime = runtime.into();
+            options.config.witnesses = witnesses;
+            options
+                .config
+                .validate()
+                .map_err(|e| format!("--witnesses: {e}"))?;
             // A node may be restarting after a crash with nothing in memory:
             // it always recovers its state from the others (§4.3). Started
             // together, the nodes of a new cluster find each other
@@ -141,11 +156,15 @@ fn run(cli: Cli) -> Result<(), String> {
             replicas,
             cluster_id,
             runtime,
+            witnesses,
         } => {
-            let cluster = start_local_on(runtime.into(), cluster_id, replicas)
-                .map_err(|e| format!("cannot start: {e}"))?;
+            let cluster =
+                start_local_with_witnesses(runtime.into(), cluster_id, replicas, witnesses)
+                    .map_err(|e| format!("cannot start: {e}"))?;
             for (i, address) in cluster.resp_addrs().iter().enumerate() {
-                println!("replica {i}: redis-cli -p {}", address.port());
+                let witness = i >= usize::from(replicas.saturating_sub(witnesses));
+                let note = if witness { "   (witness)" } else { "" };
+                println!("replica {i}: redis-cli -p {}{note}", address.port());
             }
             wait_for_signal().map_err(|e| e.to_string())?;
             eprintln!("vr-kv: stopping");

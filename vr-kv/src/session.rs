@@ -66,6 +66,12 @@ pub const ERR_REQUEST_TOO_LARGE: &str = "ERR Protocol error: request too large";
 /// state (Redis's reply while a replica loads its dataset).
 pub const ERR_LOADING: &str = "LOADING VR replica is recovering its state from the cluster";
 
+/// The reply to a `READONLY` read at a witness (§6): it keeps the log but
+/// holds no data. Reads and writes in the default `READWRITE` mode are
+/// forwarded to the primary like at any replica.
+pub const ERR_WITNESS: &str =
+    "ERR this VR replica is a witness and holds no data: read with READWRITE";
+
 /// Longest inline command (and `*N` / `$N` header line), as Redis's
 /// `PROTO_INLINE_MAX_SIZE`.
 const INLINE_BYTES_MAX: usize = 64 * 1024;
@@ -137,7 +143,13 @@ impl NodeView {
         }
         text.push_str(&format!(
             "role:{}\r\nreplica:{}\r\nreplicas:{}\r\nview:{}\r\nstatus:{}\r\nop_number:{}\r\ncommit_number:{}\r\nepoch:0\r\n",
-            if primary { "primary" } else { "backup" },
+            if primary {
+                "primary"
+            } else if self.config.is_witness(self.replica) {
+                "witness"
+            } else {
+                "backup"
+            },
             self.replica,
             self.config.replica_count,
             stats.view,
@@ -435,7 +447,9 @@ impl Session {
             // A replica restarted empty has nothing to read until recovery
             // has installed the state: answer as a Redis replica still
             // loading its dataset does, rather than with an empty store.
-            let reply = if (node.status)().status == Some(Status::Recovering) {
+            let reply = if node.config.is_witness(node.replica) {
+                Reply::Error(ERR_WITNESS.to_owned())
+            } else if (node.status)().status == Some(Status::Recovering) {
                 Reply::Error(ERR_LOADING.to_owned())
             } else {
                 lock(&node.store).read(&args)

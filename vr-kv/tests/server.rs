@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::{Commands, Connection, RedisResult, Value};
-use vr_kv::server::{start_local_on, LocalCluster, Runtime};
+use vr_kv::server::{start_local_on, start_local_with_witnesses, LocalCluster, Runtime};
 
 fn connect(address: SocketAddr) -> Connection {
     let client = redis::Client::open(format!("redis://{address}/")).unwrap();
@@ -355,6 +355,38 @@ fn acknowledged_writes_survive_the_primary_stopping(runtime: Runtime) {
     cluster.stop();
 }
 
+/// §6, witnesses: 2 full replicas and a witness. Clients talk to any of
+/// them (the witness forwards to the primary); the witness holds no data
+/// (`READONLY` there is an error, `VR.STATUS` says `role:witness`); with
+/// the full backup stopped, the primary commits with the witness, and the
+/// acknowledged writes are all there.
+fn a_witness_forwards_and_completes_quorums_but_holds_no_data(runtime: Runtime) {
+    let mut cluster = start_local_with_witnesses(runtime, 1, 3, 1).unwrap();
+    assert_eq!(wait_for_primary(&cluster), 0);
+    let mut at_witness = connect(cluster.resp_addrs()[2]);
+    let status: String = redis::cmd("VR.STATUS").query(&mut at_witness).unwrap();
+    assert!(status.contains("role:witness"), "{status}");
+    let _: () = at_witness.set("w:a", "1").unwrap();
+    assert_eq!(at_witness.get::<_, String>("w:a").unwrap(), "1");
+    let ok: String = redis::cmd("READONLY").query(&mut at_witness).unwrap();
+    assert_eq!(ok, "OK");
+    let error = at_witness.get::<_, String>("w:a").unwrap_err();
+    assert!(
+        error.to_string().contains("witness"),
+        "a witness has no data to read: {error}"
+    );
+    // The full backup goes; the primary and the witness are a quorum.
+    cluster.stop_node(1);
+    let mut at_primary = connect(cluster.resp_addrs()[0]);
+    for i in 0..50 {
+        let _: () = at_primary.set(format!("w:k{i}"), i).unwrap();
+    }
+    let keys: Vec<String> = (0..50).map(|i| format!("w:k{i}")).collect();
+    let values: Vec<i64> = at_primary.mget(&keys).unwrap();
+    assert_eq!(values, (0..50).collect::<Vec<i64>>());
+    cluster.stop();
+}
+
 fn malformed_resp_gets_an_error_and_the_connection_is_closed(runtime: Runtime) {
     let cluster = start_local_on(runtime, 1, 3).unwrap();
     for bad in [
@@ -478,5 +510,6 @@ on_every_runtime!(
     without_a_majority_a_write_is_uncertain_not_failed,
     start_node_runs_a_single_replica_and_bounds_connections,
     a_pipeline_is_replicated_as_one_operation_not_one_per_command,
-    a_request_that_fills_the_buffer_is_refused
+    a_request_that_fills_the_buffer_is_refused,
+    a_witness_forwards_and_completes_quorums_but_holds_no_data
 );

@@ -473,6 +473,17 @@ pub fn start_local_with(cluster: u64, replicas: u8) -> io::Result<LocalCluster> 
 
 /// [`start_local`] with cluster id `cluster`, every node on `runtime`.
 pub fn start_local_on(runtime: Runtime, cluster: u64, replicas: u8) -> io::Result<LocalCluster> {
+    start_local_with_witnesses(runtime, cluster, replicas, 0)
+}
+
+/// [`start_local_on`] with the last `witnesses` replicas as witnesses (§6:
+/// they keep the log and vote but hold no data; at most `replicas - (f + 1)`).
+pub fn start_local_with_witnesses(
+    runtime: Runtime,
+    cluster: u64,
+    replicas: u8,
+    witnesses: u8,
+) -> io::Result<LocalCluster> {
     if replicas == 0 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -500,6 +511,11 @@ pub fn start_local_on(runtime: Runtime, cluster: u64, replicas: u8) -> io::Resul
     {
         let i = usize::from(index);
         let mut options = NodeOptions::new(cluster, replica_addrs.clone(), index, resp[i]);
+        options.config.witnesses = (replicas.saturating_sub(witnesses)..replicas).collect();
+        options
+            .config
+            .validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         options.replica_listener = Some(replica_listener);
         options.resp_listener = Some(resp_listener);
         options.runtime = runtime;
