@@ -76,6 +76,8 @@ pub struct Totals {
     pub seeds_leases: u64,
     /// See `seeds_batching`.
     pub seeds_backup_reads: u64,
+    /// Seeds whose cluster has witnesses.
+    pub seeds_witnesses: u64,
     /// Backup reads completed by clients, and those whose value was
     /// compared with the committed sequence.
     pub backup_reads_completed: u64,
@@ -155,6 +157,7 @@ impl Totals {
             self.seeds_batching += u64::from(c.batch_ops_max > 1);
             self.seeds_leases += u64::from(c.lease_duration_ns > 0);
             self.seeds_backup_reads += u64::from(report.plan.optimizations.backup_read_ppm > 0);
+            self.seeds_witnesses += u64::from(!c.witnesses.is_empty());
         }
         self.backup_reads_completed += s.backup_reads_completed;
         self.backup_reads_value_checked += s.backup_reads_value_checked;
@@ -268,7 +271,8 @@ impl Totals {
             out,
             "optimizations (§6): batching in {} seeds ({} Prepares, mean batch {:.2} entries, largest {}); \
              leases in {} seeds ({} leased reads, {} view changes deferred by a lease); \
-             backup reads in {} seeds ({} answered by replicas, {} completed, {} values checked)",
+             backup reads in {} seeds ({} answered by replicas, {} completed, {} values checked); \
+             witnesses in {} seeds ({} log skips, {} deferred)",
             self.seeds_batching,
             self.core.prepare_batches,
             self.core.prepare_batch_entries as f64 / self.core.prepare_batches.max(1) as f64,
@@ -279,7 +283,10 @@ impl Totals {
             self.seeds_backup_reads,
             self.core.backup_reads,
             self.backup_reads_completed,
-            self.backup_reads_value_checked
+            self.backup_reads_value_checked,
+            self.seeds_witnesses,
+            self.core.witness_log_skips,
+            self.core.witness_skips_deferred
         );
         let _ = writeln!(
             out,

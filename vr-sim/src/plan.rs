@@ -500,6 +500,22 @@ impl SeedPlan {
             config.backup_reads_max = pick(&mut prng, &[1, 4, 1024]);
             between(&mut prng, 100_000, PPM.into()) as u32
         };
+        // Witnesses (§6), in a third of the seeds with room for them: 1 of
+        // 3 replicas, or 1 or 2 of 5, at random indexes.
+        let n = config.replica_count;
+        let witnesses_max = n - (n / 2 + 1);
+        if witnesses_max > 0 && prng.below(3) == 0 {
+            let count = between(&mut prng, 1, u64::from(witnesses_max)) as usize;
+            let mut chosen = Vec::new();
+            while chosen.len() < count {
+                let w = prng.below(u64::from(n)) as u8;
+                if !chosen.contains(&w) {
+                    chosen.push(w);
+                }
+            }
+            chosen.sort_unstable();
+            config.witnesses = chosen;
+        }
         debug_assert_eq!(config.validate(), Ok(()));
         self.optimizations = OptimizationPlan {
             drawn: true,
@@ -820,6 +836,9 @@ impl SeedPlan {
             );
         } else {
             out += " backup-reads=off";
+        }
+        if !c.witnesses.is_empty() {
+            out += &format!(" witnesses={:?}", c.witnesses);
         }
         out
     }

@@ -231,8 +231,8 @@ impl Simulator {
         let mut diverged = Vec::new();
         for (i, node) in self.replicas.iter().enumerate() {
             let Some(r) = &node.replica else { continue };
-            if r.status() == Status::Recovering {
-                continue; // It holds no state yet.
+            if r.status() == Status::Recovering || r.is_witness() {
+                continue; // It holds no state (yet, or ever).
             }
             let digest = r.service().state_digest();
             match by_commit.get(&r.commit_number()) {

@@ -99,6 +99,10 @@ pub struct CoreCounters {
     pub prepare_batches: u64,
     /// Entries those Prepares carried.
     pub prepare_batch_entries: u64,
+    /// Times a witness skipped ops every full replica executed (§6).
+    pub witness_log_skips: u64,
+    /// Times a witness was offered a skip it could not yet take.
+    pub witness_skips_deferred: u64,
 }
 
 impl CoreCounters {
@@ -116,6 +120,8 @@ impl CoreCounters {
         self.view_changes_deferred_by_lease += stats.view_changes_deferred_by_lease;
         self.prepare_batches += stats.prepare_batches;
         self.prepare_batch_entries += stats.prepare_batch_entries;
+        self.witness_log_skips += stats.witness_log_skips;
+        self.witness_skips_deferred += stats.witness_skips_deferred;
     }
 
     /// Adds another sum.
@@ -132,6 +138,8 @@ impl CoreCounters {
         self.view_changes_deferred_by_lease += other.view_changes_deferred_by_lease;
         self.prepare_batches += other.prepare_batches;
         self.prepare_batch_entries += other.prepare_batch_entries;
+        self.witness_log_skips += other.witness_log_skips;
+        self.witness_skips_deferred += other.witness_skips_deferred;
     }
 }
 
