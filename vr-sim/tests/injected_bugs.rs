@@ -252,10 +252,23 @@ fn stale_vote_after_recovery(seed: u64, bug: Option<InjectedBug>) -> Result<Seed
 /// loses a committed operation on this schedule; crash vectors do not.
 #[test]
 fn recovery_without_crash_vectors_is_caught_by_a_targeted_schedule() {
+    caught_by_schedule(
+        stale_vote_after_recovery,
+        InjectedBug::RecoveryWithoutCrashVectors,
+    );
+}
+
+/// Runs `schedule` on seeds 0..3 with the correct protocol and with `bug`:
+/// the correct runs pass, and the agreement checker catches `bug` on every
+/// seed whose run reached the schedule (at least two must).
+fn caught_by_schedule(
+    schedule: fn(u64, Option<InjectedBug>) -> Result<SeedReport, String>,
+    bug: InjectedBug,
+) {
     let mut caught = 0;
     let mut ran = 0;
     for seed in 0..3 {
-        let correct = match stale_vote_after_recovery(seed, None) {
+        let correct = match schedule(seed, None) {
             Ok(report) => report,
             Err(why) => {
                 eprintln!("seed {seed}: schedule not reached: {why}");
@@ -267,7 +280,7 @@ fn recovery_without_crash_vectors_is_caught_by_a_targeted_schedule() {
             "seed {seed}: the correct protocol passes the schedule: {:#?}",
             correct.violations
         );
-        let buggy = stale_vote_after_recovery(seed, Some(InjectedBug::RecoveryWithoutCrashVectors))
+        let buggy = schedule(seed, Some(bug))
             .unwrap_or_else(|why| panic!("seed {seed}: the buggy run leaves the schedule: {why}"));
         ran += 1;
         if buggy
@@ -281,7 +294,7 @@ fn recovery_without_crash_vectors_is_caught_by_a_targeted_schedule() {
     assert!(ran >= 2, "the schedule ran on only {ran} seeds");
     assert_eq!(
         caught, ran,
-        "the agreement checker catches the bug on every seed"
+        "the agreement checker catches {bug:?} on every seed"
     );
 }
 
@@ -386,37 +399,7 @@ fn truncation_on_new_view(seed: u64, bug: Option<InjectedBug>) -> Result<SeedRep
 /// committed operation on this schedule; staging the fetched log does not.
 #[test]
 fn truncate_log_on_new_view_is_caught_by_a_targeted_schedule() {
-    let mut caught = 0;
-    let mut ran = 0;
-    for seed in 0..3 {
-        let correct = match truncation_on_new_view(seed, None) {
-            Ok(report) => report,
-            Err(why) => {
-                eprintln!("seed {seed}: schedule not reached: {why}");
-                continue;
-            }
-        };
-        assert!(
-            correct.passed(),
-            "seed {seed}: the correct protocol passes the schedule: {:#?}",
-            correct.violations
-        );
-        let buggy = truncation_on_new_view(seed, Some(InjectedBug::TruncateLogOnNewView))
-            .unwrap_or_else(|why| panic!("seed {seed}: the buggy run leaves the schedule: {why}"));
-        ran += 1;
-        if buggy
-            .violations
-            .iter()
-            .any(|v| v.kind == ViolationKind::Agreement)
-        {
-            caught += 1;
-        }
-    }
-    assert!(ran >= 2, "the schedule ran on only {ran} seeds");
-    assert_eq!(
-        caught, ran,
-        "the agreement checker catches the bug on every seed"
-    );
+    caught_by_schedule(truncation_on_new_view, InjectedBug::TruncateLogOnNewView);
 }
 
 /// Reference: §6, reads at backups. A backup that answers a read before it
