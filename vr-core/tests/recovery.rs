@@ -169,3 +169,69 @@ fn restarted_client_continues_above_its_old_request_numbers() {
     assert!(completion.result.ends_with(b"after restart"));
     assert_eq!(cluster.executed(0).len(), 6);
 }
+
+/// Reference: §4.3 with crash vectors, seven replicas (f = 3). Round 1 of a
+/// recovery must learn the replica's latest incarnation from f + 1 others
+/// that remember it: a replica that is itself recovering has lost its crash
+/// vector, and its answer says nothing. Here r6's first recovery is known
+/// to r0..r3 only; r1 and r2 then restart (and stay recovering); r6
+/// restarts again and first hears r1, r2, r4 and r5 — f + 1 answers, none
+/// of which knows incarnation 1. Counting them would pick incarnation 1
+/// again, and votes r6 sent before this crash would count as current. It
+/// must wait for f + 1 answers from replicas that are not recovering.
+#[test]
+fn round_one_does_not_count_answers_from_recovering_replicas() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    let mut cluster = Cluster::new(7, 1, 17);
+    for i in 0..5 {
+        cluster.execute(0, &op(i));
+    }
+    // r6's first recovery, heard by r0..r3 only.
+    let cut: Rc<RefCell<Vec<(u8, u8)>>> = Rc::new(RefCell::new(Vec::new()));
+    let links = cut.clone();
+    cluster.filter = Box::new(move |e| match (e.from, e.to) {
+        (Node::Replica(a), Node::Replica(b)) => !links
+            .borrow()
+            .iter()
+            .any(|&(x, y)| (x, y) == (a, b) || (x, y) == (b, a)),
+        _ => true,
+    });
+    cut.borrow_mut().extend([(6, 4), (6, 5)]);
+    cluster.crash(6);
+    cluster.restart(6, Recorder::default(), 1);
+    cluster.run_for_ms(300);
+    assert_eq!(cluster.replicas[6].status(), Status::Normal);
+    assert_eq!(cluster.replicas[6].incarnation(), 1);
+    for r in [4, 5] {
+        assert_eq!(cluster.replicas[r].crash_vector()[6], 0, "r{r} never heard");
+    }
+    // r1 and r2 restart and stay recovering: they hear nobody yet (an
+    // answer from the running r6 would tell them its incarnation).
+    for r in [1u8, 2] {
+        for other in [0u8, 3, 4, 5, 6] {
+            cut.borrow_mut().push((r, other));
+        }
+        cluster.crash(r);
+        cluster.restart(r, Recorder::default(), 10 + u64::from(r));
+    }
+    cluster.run_for_ms(50);
+    // r6 restarts and hears only r1, r2 (recovering), r4 and r5 (unaware).
+    cut.borrow_mut().extend([(6, 0), (6, 3)]);
+    cut.borrow_mut()
+        .retain(|&(a, b)| !matches!((a, b), (1, 6) | (2, 6) | (6, 4) | (6, 5)));
+    cluster.crash(6);
+    cluster.restart(6, Recorder::default(), 2);
+    cluster.run_for_ms(200);
+    assert_eq!(cluster.replicas[6].status(), Status::Recovering);
+    assert_ne!(
+        cluster.replicas[6].incarnation(),
+        1,
+        "round 1 chose the incarnation of the previous recovery again"
+    );
+    // With r0 and r3 heard, it learns incarnation 1 and goes above it.
+    cut.borrow_mut().retain(|&(a, b)| a != 6 && b != 6);
+    cluster.run_for_ms(500);
+    assert_eq!(cluster.replicas[6].status(), Status::Normal);
+    assert_eq!(cluster.replicas[6].incarnation(), 2);
+}

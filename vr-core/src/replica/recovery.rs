@@ -216,8 +216,20 @@ impl<S: Service> Replica<S> {
         let answered: Vec<&RecoveryResponse> = recovery.responses.iter().flatten().collect();
         // With n = 2f + 1, f + 1 others; with an even n, a majority of
         // everyone but this replica, so that the sets still intersect.
-        let needed = f_plus_1.min(usize::from(self.config.replica_count) - 1);
-        if answered.len() < needed {
+        let others = usize::from(self.config.replica_count) - 1;
+        let needed = f_plus_1.min(others);
+        // A replica that is itself recovering lost its crash vector: its
+        // answer cannot stand for the f + 1 that recorded this replica's
+        // last incarnation. Count only the others, unless every other
+        // replica answered (then at most f - 1 of them are wiped, so two
+        // of those f + 1 remember). Counting them let seven replicas with
+        // three recovering at once pick an incarnation again
+        // (`round_one_does_not_count_answers_from_recovering_replicas`).
+        let remembering = answered
+            .iter()
+            .filter(|r| r.status != RecoveryStatus::Recovering)
+            .count();
+        if remembering < needed && answered.len() < others {
             return;
         }
         let highest = answered
