@@ -79,13 +79,19 @@ impl<S: Service> Replica<S> {
             nonce: recovery.nonce,
             incarnation: recovery.incarnation,
         };
-        // Round 1 asks whoever has not answered. Round 2 asks everyone again
-        // each time: answers are replaced by newer ones, so the recovering
-        // replica follows view changes while it waits for a live primary.
+        // Round 1 asks whoever has not answered, or answered while itself
+        // recovering (such an answer does not count towards the quorum,
+        // and that replica may have recovered since: seed 120998). Round 2
+        // asks everyone again each time: answers are replaced by newer
+        // ones, so the recovering replica follows view changes while it
+        // waits for a live primary.
         let missing: Vec<ReplicaIndex> = (0..self.config.replica_count)
             .filter(|&r| {
                 r != self.replica
-                    && (recovery.incarnation != 0 || recovery.responses[usize::from(r)].is_none())
+                    && (recovery.incarnation != 0
+                        || recovery.responses[usize::from(r)]
+                            .as_ref()
+                            .is_none_or(|a| a.status == RecoveryStatus::Recovering))
             })
             .collect();
         for replica in missing {
