@@ -57,3 +57,36 @@ fn three_full_replicas_and_two_witnesses_survive_the_schedules_of_full_clusters(
     assert!(committed > 0);
     assert!(skips > 0, "no witness ever had to skip");
 }
+
+/// Seeds that found liveness bugs with witnesses (`docs/testing.md`, bugs
+/// 16–19) and in recovery's round 1 (seed 120,998), run with today's plan
+/// generation. Their summaries are pinned: a change of plan generation
+/// makes a seed run something else, and the test says so rather than pass
+/// on a schedule that no longer exposes the bug.
+#[test]
+fn seeds_that_found_witness_and_round_one_bugs_pass() {
+    for (seed, summary_hash) in [
+        (3239u64, 0x985a_7fad_383e_82fc_u64),
+        (2104, 0x85e5_a263_b5d0_f39f),
+        (1848, 0x6ab9_c1a7_121e_2485),
+        (3157, 0x9f48_4431_0799_0477),
+        (120_998, 0xa988_79c2_2798_956c),
+    ] {
+        let plan = SeedPlan::random(seed, None);
+        let hash = fnv1a(plan.summary().as_bytes());
+        assert_eq!(
+            hash,
+            summary_hash,
+            "seed {seed}: plan generation changed ({}); find the seed anew",
+            plan.summary()
+        );
+        let report = run_plan(plan, &Options::default());
+        assert!(report.passed(), "seed {seed}: {:#?}", report.violations);
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
