@@ -9,7 +9,7 @@
 //! the service upcall and the Reply. Every message is moved, never encoded:
 //! `vr_core::codec` is not on this path.
 //!
-//! # Delivery: one "read" per replica at a time
+//! # Delivery: one turn per replica at a time
 //!
 //! Each replica has an inbox. The cluster takes the replicas in turn and
 //! hands each one everything in its inbox, then drains its outputs once:
