@@ -48,8 +48,8 @@ struct Args {
     batch_ops_max: Vec<u32>,
     /// `Config::batch_delay_ns` in microseconds for the runtime clusters
     /// that batch: how long the primary may hold a batch that is not full
-    /// [default: 0, a batch leaves when the outputs of one socket read are
-    /// drained].
+    /// [default: 0, a batch leaves when the replica's loop flushes the
+    /// node after feeding it every connection ready in one turn].
     #[arg(long)]
     batch_delay_us: Option<f64>,
     /// Client counts of the core rows [default: 1,16,256,1024; quick

@@ -9,15 +9,16 @@
 //! the service upcall and the Reply. Every message is moved, never encoded:
 //! `vr_core::codec` is not on this path.
 //!
-//! # Delivery: one "read" per replica at a time
+//! # Delivery: one turn per replica at a time
 //!
 //! Each replica has an inbox. The cluster takes the replicas in turn and
 //! hands each one everything in its inbox, then drains its outputs once:
-//! what an adapter does with the frames of one socket read
-//! (`vr_core::node::ReplicaNode::handle_bytes`). So the primary's Prepare
-//! batching (`Config::batch_ops_max`, [`MemSpec::batch_ops_max`]) works here
-//! as it would if every request that reached the primary since its last
-//! turn had arrived in one read: requests answered together come back
+//! what an adapter does with the connections that were ready in one turn
+//! of its loop (`vr_core::node::ReplicaNode::feed_bytes` for each, then
+//! `flush`). So the primary's Prepare batching (`Config::batch_ops_max`,
+//! [`MemSpec::batch_ops_max`]) works here as it does in the adapters when
+//! every request that reached the primary since its last turn was ready
+//! at that turn: requests answered together come back
 //! together, and leave together in one Prepare of up to `batch_ops_max`
 //! entries. With `batch_ops_max` 1 every request has a Prepare (and a
 //! PrepareOk from each backup) of its own.

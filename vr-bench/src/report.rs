@@ -214,7 +214,7 @@ pub struct Report {
 pub fn standard_notes() -> Vec<String> {
     vec![
         "batch: Config::batch_ops_max, the most requests per Prepare (1: no batching); per prep: entries per Prepare the primary actually sent, on average".into(),
-        "core: 3 replicas and the clients in one thread, no encoding, closed loop; each replica is handed everything sent to it since its last turn (one socket read); latency sampled on 1 request in 16 (wall clock)".into(),
+        "core: 3 replicas and the clients in one thread, no encoding, closed loop; each replica is handed everything sent to it since its last turn (one turn of a replica loop); latency sampled on 1 request in 16 (wall clock)".into(),
         "reads: share of read-only requests (core); lease: answered by the primary under a lease, else through the log".into(),
         "vs floor: p50 / (2 x ping-pong p50) of the same runtime, size and clients; ops/s / ping-pong round trips per second".into(),
         "closed loop: each client sends its next request when the previous one is answered; percentiles are per answered request and understate what open-loop arrivals would see (coordinated omission; see --rate)".into(),

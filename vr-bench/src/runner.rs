@@ -36,7 +36,8 @@ pub struct Plan {
     pub batch_ops_max: Vec<u32>,
     /// `Config::batch_delay_ns` of the runtime clusters that batch
     /// (`batch_ops_max` above 1). 0, the default, holds a batch only until
-    /// the node's outputs are drained after one socket read.
+    /// the replica's loop flushes the node, once per turn after feeding it
+    /// every connection that was ready.
     pub batch_delay_ns: u64,
     /// Client counts of the core rows; empty skips the core.
     pub core_clients: Vec<usize>,

@@ -12,6 +12,14 @@
 //! the front and says how many bytes it used. A [`DecodeError`] other than
 //! [`DecodeError::Truncated`] means the peer is broken or hostile: close the
 //! connection.
+//!
+//! Batching across connections: [`ReplicaNode::handle_bytes`] drains the
+//! replica's outputs before it returns, so requests that came in one call
+//! share a Prepare but requests of two calls do not. An adapter that finds
+//! several connections readable in one turn calls
+//! [`ReplicaNode::feed_bytes`] for each and [`ReplicaNode::flush`] once,
+//! before it sends and sleeps, and so batches the requests of every client
+//! that was ready (§6).
 
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
@@ -261,7 +269,38 @@ impl<S: Service> ReplicaNode<S> {
     /// incomplete frame to keep for later. An error means the connection
     /// sent something that is not a valid frame for this cluster: it was
     /// counted and reported as an event, and the adapter should close it.
+    ///
+    /// The same as [`ReplicaNode::feed_bytes`] followed by
+    /// [`ReplicaNode::flush`]: the outputs are ready when it returns. An
+    /// embedding that reads one connection per turn can use it; one that
+    /// reads several should feed each and flush once (see `feed_bytes`).
     pub fn handle_bytes(
+        &mut self,
+        now: Instant,
+        connection: ConnectionId,
+        bytes: &[u8],
+    ) -> Result<usize, DecodeError> {
+        let result = self.feed_bytes(now, connection, bytes);
+        self.flush();
+        result
+    }
+
+    /// Like [`ReplicaNode::handle_bytes`], but leaves the replica's outputs
+    /// where they are until [`ReplicaNode::flush`] (or any other input that
+    /// drains: [`ReplicaNode::handle_bytes`], [`ReplicaNode::handle_timeout`]).
+    ///
+    /// Why: with `Config::batch_delay_ns` 0 the primary's batch of new
+    /// requests leaves as one Prepare when the outputs are drained (§6,
+    /// batching). Each client has its own connection, so draining after
+    /// every connection's bytes sends one Prepare per request. An embedding
+    /// that found several connections ready in one turn (one `epoll_wait`,
+    /// one batch of queued events) feeds each of them and then flushes
+    /// once: the requests of all of them share a Prepare, with no timer.
+    ///
+    /// The embedding must call [`ReplicaNode::flush`] before it blocks
+    /// waiting for input; until then nothing fed here has been answered,
+    /// and no frame it caused is in [`ReplicaNode::poll_transmit`].
+    pub fn feed_bytes(
         &mut self,
         now: Instant,
         connection: ConnectionId,
@@ -280,14 +319,12 @@ impl<S: Service> ReplicaNode<S> {
                         Message::ReadRequest(read) => self.route(read.client_id, connection),
                         _ => {}
                     }
-                    // Outputs are drained once for all the frames of this
-                    // call: requests that arrived together leave in one
-                    // Prepare (batching, §6).
+                    // Outputs wait for `flush`: requests that arrived
+                    // together leave in one Prepare (batching, §6).
                     self.replica.handle_message(now, message);
                 }
                 Err(DecodeError::Truncated { .. }) => break,
                 Err(error) => {
-                    self.drain();
                     self.count_reject(&error);
                     self.events.push_back(NodeEvent::FrameRejected {
                         connection,
@@ -297,8 +334,17 @@ impl<S: Service> ReplicaNode<S> {
                 }
             }
         }
-        self.drain();
         Ok(used)
+    }
+
+    /// Drains the replica's outputs into frames and events: the batch of
+    /// requests fed since the last flush leaves as one Prepare (unless
+    /// `Config::batch_delay_ns` holds it), and replies, PrepareOks and the
+    /// rest become frames for [`ReplicaNode::poll_transmit`]. Cheap when
+    /// there is nothing to drain, so an embedding may call it at the end of
+    /// every turn whatever happened in it.
+    pub fn flush(&mut self) {
+        self.drain();
     }
 
     /// Fires the replica's timers that are due.
@@ -593,6 +639,46 @@ mod tests {
         let mut bad = options;
         bad.reconnect_backoff_min = bad.reconnect_backoff_max * 2;
         assert!(bad.validate().is_err());
+    }
+
+    fn request_frame(client_id: ClientId) -> Vec<u8> {
+        let mut frame = Vec::new();
+        let request = crate::message::Request {
+            client_id,
+            request_number: 1,
+            op: b"op".to_vec(),
+        };
+        codec::encode(&Message::Request(request), 3, &mut frame);
+        frame
+    }
+
+    #[test]
+    fn requests_fed_on_several_connections_share_a_prepare() {
+        let config = Config::new(3, 3);
+        let now = Instant::ZERO;
+        let mut node = ReplicaNode::new(Replica::new(config, 0, Echo, now).unwrap(), 16);
+        for client in 0..4u128 {
+            let frame = request_frame(client);
+            assert_eq!(node.feed_bytes(now, client as u64, &frame), Ok(frame.len()));
+        }
+        assert_eq!(
+            node.poll_transmit(),
+            None,
+            "nothing leaves before the flush"
+        );
+        node.flush();
+        let prepares: Vec<_> = core::iter::from_fn(|| node.poll_transmit()).collect();
+        assert_eq!(prepares.len(), 2, "one Prepare per backup");
+        let stats = node.stats().replica;
+        assert_eq!((stats.prepare_batches, stats.prepare_batch_entries), (1, 4));
+
+        // `handle_bytes` flushes each call: one Prepare per connection.
+        for client in 4..6u128 {
+            let frame = request_frame(client);
+            node.handle_bytes(now, client as u64, &frame).unwrap();
+        }
+        let stats = node.stats().replica;
+        assert_eq!((stats.prepare_batches, stats.prepare_batch_entries), (3, 6));
     }
 
     #[test]

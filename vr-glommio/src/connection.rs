@@ -171,3 +171,43 @@ pub(crate) async fn run_connection(
         future::yield_now().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Frames queued before the task gets to write leave in one write: the
+    /// coalescing that the replica's Prepares and replies rely on when they
+    /// come out of one flush of the node.
+    #[test]
+    fn frames_queued_together_leave_in_one_write() {
+        let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(64 * 1024)
+            .make()
+            .expect("a glommio executor");
+        executor.run(async {
+            let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let address = listener.local_addr().unwrap();
+            let outbox = std::rc::Rc::new(Outbox::new(1 << 20));
+            for frame in 0..3u8 {
+                assert!(outbox.push(vec![frame; 100]));
+            }
+            let writer = glommio::spawn_local({
+                let outbox = outbox.clone();
+                async move {
+                    let mut stream = TcpStream::connect(address).await.unwrap();
+                    run_connection(&mut stream, &outbox, |bytes| Ok(bytes.len())).await
+                }
+            });
+            let mut peer = listener.accept().await.unwrap();
+            let mut received = vec![0; 300];
+            peer.read_exact(&mut received).await.unwrap();
+            assert_eq!(&received[200..], &[2; 100][..]);
+            drop(peer);
+            let closed = writer.await;
+            assert!(matches!(closed, Closed::Eof { .. } | Closed::Io(_)));
+            let written = outbox.written.get();
+            assert_eq!((written.frames, written.writes), (3, 1));
+        });
+    }
+}

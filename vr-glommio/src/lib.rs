@@ -49,7 +49,11 @@
 //! bytes ([`ReplicaOptions::peer_queue_bytes_max`]; beyond it frames are
 //! dropped and counted, and VR resends). Whenever the task gets to write,
 //! it writes everything queued with one `write_all`, so frames produced
-//! together leave in one send. Received bytes go to the node, which
+//! together leave in one send. Requests from different connections share
+//! a Prepare: each connection task feeds the node what it read and wakes
+//! one flusher task, which glommio runs after the connection tasks woken
+//! with it, so the node's outputs are drained once for all of them
+//! (`ReplicaNode::feed_bytes` and `flush`). Received bytes go to the node, which
 //! consumes whole frames and rejects a header announcing more than
 //! `message_size_max` before the body arrives, which bounds each receive
 //! buffer.

@@ -8,6 +8,8 @@
 //! - one task per peer, which opens the outbound connection when the node
 //!   first has a frame for that peer and re-opens it with backoff;
 //! - the timer task, which sleeps until the node's next deadline;
+//! - the flusher, which drains the node's outputs once after the
+//!   connection tasks that were ready together have fed it their bytes;
 //! - the root task, which answers [`ReplicaHandle::stats`] and stops
 //!   everything when the handle closes its mailbox.
 
@@ -223,6 +225,7 @@ async fn run<S: Service + 'static>(
     let mut tasks = vec![
         spawn_local(accept(shared.clone(), listener.clone())).detach(),
         spawn_local(fire_timers(shared.clone())).detach(),
+        spawn_local(flush_outputs(shared.clone())).detach(),
     ];
     for peer in (0..replica_count).filter(|&peer| peer != replica) {
         tasks.push(spawn_local(connect_peer(shared.clone(), peer)).detach());
@@ -271,6 +274,10 @@ struct Shared<S: Service> {
     timer: Rc<Notify>,
     /// The deadline the timer task sleeps until.
     timer_armed: Option<Instant>,
+    /// Wakes the flusher after bytes were fed to the node.
+    flush: Rc<Notify>,
+    /// Bytes were fed since the last [`Shared::dispatch`].
+    flush_pending: bool,
 }
 
 struct Connection {
@@ -301,6 +308,8 @@ impl<S: Service> Shared<S> {
             counters: AdapterStats::default(),
             timer: Rc::new(Notify::default()),
             timer_armed: None,
+            flush: Rc::new(Notify::default()),
+            flush_pending: false,
         }
     }
 
@@ -386,20 +395,32 @@ impl<S: Service> Shared<S> {
         }
     }
 
+    /// Feeds what a connection read to the node and leaves the outputs to
+    /// the flusher: every connection task woken in the same round of the
+    /// reactor runs before it (glommio's run queue is first in, first out,
+    /// and a woken task goes to its back), so their requests share one
+    /// Prepare (§6). A lone request waits for one task switch, no timer.
     fn on_bytes(&mut self, id: ConnectionId, bytes: &[u8]) -> Result<usize, DecodeError> {
         let now = self.now();
-        let result = self.node.handle_bytes(now, id, bytes);
+        let result = self.node.feed_bytes(now, id, bytes);
         if let (Ok(used), Some(connection)) = (&result, self.connections.get_mut(&id)) {
             connection.bytes_in += *used as u64;
         }
-        self.dispatch();
+        if !self.flush_pending {
+            self.flush_pending = true;
+            self.flush.notify();
+        }
         result
     }
 
-    /// Carries out what the node has to say after an input: queues its
+    /// Carries out what the node has to say after inputs: queues its
     /// frames, logs its events, and re-arms the timer if needed.
     fn dispatch(&mut self) {
         let replica = self.options.replica;
+        // Whoever dispatches flushes what was fed, so nothing waits for the
+        // flusher once the timer task (or the flusher) has been here.
+        self.node.flush();
+        self.flush_pending = false;
         while let Some(transmit) = self.node.poll_transmit() {
             let outbox = match transmit.destination {
                 Destination::Replica(peer) => {
@@ -538,6 +559,16 @@ async fn connect_peer<S: Service + 'static>(shared: Rc<RefCell<Shared<S>>>, peer
         shared.borrow_mut().close_connection(id, &closed);
         failed_before = true;
         glommio::timer::sleep(backoff).await;
+    }
+}
+
+/// Drains the node once per wake-up by [`Shared::on_bytes`]: after the
+/// connection tasks that were ready before it have all fed their reads.
+async fn flush_outputs<S: Service + 'static>(shared: Rc<RefCell<Shared<S>>>) {
+    let flush = shared.borrow().flush.clone();
+    loop {
+        flush.notified().await;
+        shared.borrow_mut().dispatch();
     }
 }
 

@@ -261,6 +261,10 @@ impl<S: Service> Loop<S> {
                     token => self.on_ready(token, event, now),
                 }
             }
+            // Every connection that was ready has been read and fed: the
+            // requests of all of them leave in one Prepare (batching across
+            // connections, §6). Nothing fed stays undrained past this turn.
+            self.node.flush();
             if woken && self.handle_commands() {
                 return Ok(());
             }
@@ -413,7 +417,8 @@ impl<S: Service> Loop<S> {
         let id = token.0 as u64;
         let outcome = entry.conn.read(
             &mut self.scratch,
-            |bytes| node.handle_bytes(core_now, id, bytes),
+            // Fed, not flushed: `run` flushes once after the whole round.
+            |bytes| node.feed_bytes(core_now, id, bytes),
             CloseReason::BadInput,
         );
         match outcome {

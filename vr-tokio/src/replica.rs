@@ -21,6 +21,9 @@ use crate::{AdapterStats, ConnectionStats, ReplicaOptions};
 /// Connection events waiting for the node's task; a full channel makes
 /// connection tasks wait, which stops them reading from their sockets.
 const EVENTS_QUEUED_MAX: usize = 256;
+/// Connection events handled in one turn of the node's loop before its
+/// outputs are flushed: as many as the channel holds.
+const EVENTS_PER_FLUSH_MAX: usize = EVENTS_QUEUED_MAX;
 /// After a failed `accept` (out of file descriptors, typically), wait this
 /// long before the next rather than spinning.
 const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(10);
@@ -225,7 +228,20 @@ impl<S: Service> Loop<S> {
                     Some(Command::Stop) | None => return,
                 },
                 Some((stream, peer)) = accepted.recv() => self.on_accept(stream, peer),
-                Some(event) = events.recv() => self.on_event(event),
+                Some(event) = events.recv() => {
+                    self.on_event(event);
+                    // Connection tasks that ran since this loop last did
+                    // have queued their reads too: feed them all before the
+                    // flush below, so that requests from different
+                    // connections share a Prepare (§6). Bounded, so that a
+                    // flood of events cannot hold back timers and commands.
+                    for _ in 1..EVENTS_PER_FLUSH_MAX {
+                        match events.try_recv() {
+                            Ok(event) => self.on_event(event),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 () = &mut timer, if deadline.is_some() => {
                     self.node.handle_timeout(self.now());
                     // Re-arm even if the deadline is unchanged: it has fired.
@@ -308,7 +324,8 @@ impl<S: Service> Loop<S> {
         } else {
             inbound.buffer.extend_from_slice(&bytes);
         }
-        match self.node.handle_bytes(now, connection, &inbound.buffer) {
+        // Fed, not flushed: `drain` flushes once per turn of the loop.
+        match self.node.feed_bytes(now, connection, &inbound.buffer) {
             Ok(used) => {
                 debug_assert!(
                     used <= inbound.buffer.len(),
@@ -331,8 +348,10 @@ impl<S: Service> Loop<S> {
         }
     }
 
-    /// Carries out everything the node produced since the last input.
+    /// Carries out everything the node produced since the last flush: the
+    /// inputs of this turn leave together.
     fn drain(&mut self) {
+        self.node.flush();
         while let Some(Transmit { destination, frame }) = self.node.poll_transmit() {
             let pushed = match destination {
                 Destination::Replica(to) => match self.peer(to) {

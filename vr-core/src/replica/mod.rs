@@ -820,27 +820,31 @@ impl<S: Service> Replica<S> {
         } else {
             self.client_table.lookup(client_id, request_number)
         };
-        let result = match lookup {
+        let reply = match lookup {
             crate::client_table::Lookup::New => {
                 let result = self.service.execute(op_number, &entry.op);
                 self.stats.ops_executed += 1;
+                // Only the primary replies: backups move the result into
+                // the table, the primary keeps a copy for the Reply.
+                let reply = self.is_primary().then(|| result.clone());
                 self.client_table
-                    .record(client_id, request_number, op_number, result.clone());
-                Some(result)
+                    .record(client_id, request_number, op_number, result);
+                reply
             }
             _ => {
                 self.stats.requests_deduplicated += 1;
                 None
             }
         };
-        if self
-            .requests_in_progress
-            .get(&client_id)
-            .is_some_and(|&r| r <= request_number)
+        // One search of the map for both the test and the removal.
+        if let alloc::collections::btree_map::Entry::Occupied(in_progress) =
+            self.requests_in_progress.entry(client_id)
         {
-            self.requests_in_progress.remove(&client_id);
+            if *in_progress.get() <= request_number {
+                in_progress.remove();
+            }
         }
-        if let (Some(result), true) = (result, self.is_primary()) {
+        if let Some(result) = reply {
             self.outbox.push_back(Action::Reply(Reply {
                 view: self.view,
                 client_id,
