@@ -76,6 +76,30 @@ fn one_client(c: &mut Criterion) {
     group.finish();
 }
 
+/// Witnesses (§6): the same workload on 3 full replicas and on 2 full
+/// replicas and a witness (replica 2), which acknowledges Prepares but
+/// executes nothing. All replicas share this one thread, so the figure is
+/// the whole cluster's CPU per committed op.
+fn witnesses(c: &mut Criterion) {
+    let mut group = c.benchmark_group("core/witnesses");
+    group.measurement_time(Duration::from_secs(3));
+    group.throughput(Throughput::Elements(1));
+    for (op_size, op_name) in [(16usize, "16B"), (1024, "1KiB")] {
+        for witness in [false, true] {
+            let spec = MemSpec {
+                witness,
+                ..MemSpec::writes(256, op_size)
+            };
+            let name = format!("{op_name}/{}", if witness { "witness" } else { "full" });
+            group.bench_with_input(BenchmarkId::new(name, 256), &spec, |b, &spec| {
+                let mut cluster = warmed_up(spec);
+                b.iter_custom(|iters| closed_loop(&mut cluster, iters));
+            });
+        }
+    }
+    group.finish();
+}
+
 fn leased_reads(c: &mut Criterion) {
     let mut group = c.benchmark_group("core/leased_reads");
     group.measurement_time(Duration::from_secs(3));
@@ -100,5 +124,5 @@ fn leased_reads(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, batching, one_client, leased_reads);
+criterion_group!(benches, batching, one_client, leased_reads, witnesses);
 criterion_main!(benches);

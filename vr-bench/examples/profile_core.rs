@@ -11,7 +11,8 @@
 //!
 //! Arguments: op size in bytes, clients, operations, then optionally
 //! `batch_ops_max` (default 64), the percentage of read-only requests
-//! (default 0) and `lease` for leased reads. Prints the rate (which under a
+//! (default 0) and `lease` for leased reads; `witness` anywhere makes
+//! replica 2 a witness. Prints the rate (which under a
 //! profiler means little) and the mean entries per Prepare.
 
 use std::time::Instant;
@@ -34,6 +35,7 @@ fn main() {
         batch_ops_max: arg(3, 64) as u32,
         read_percent: arg(4, 0) as u8,
         leases: args.get(5).is_some_and(|a| a == "lease"),
+        witness: args.iter().any(|a| a == "witness"),
     };
     let ops = arg(2, 200_000);
     let mut cluster = MemCluster::with_spec(spec);

@@ -82,6 +82,10 @@ pub struct MemSpec {
     pub leases: bool,
     /// Percentage (0 to 100) of requests that are read-only.
     pub read_percent: u8,
+    /// Replica 2 is a witness (§6, `Config::witnesses`): it keeps the log
+    /// and acknowledges, but executes nothing and keeps no client table or
+    /// checkpoints.
+    pub witness: bool,
 }
 
 impl MemSpec {
@@ -93,6 +97,7 @@ impl MemSpec {
             batch_ops_max: Config::new(1, REPLICA_COUNT).batch_ops_max,
             leases: false,
             read_percent: 0,
+            witness: false,
         }
     }
 
@@ -103,6 +108,9 @@ impl MemSpec {
         if self.leases {
             config.lease_duration_ns = LEASE_NS;
             config.clock_drift_max_ns = CLOCK_DRIFT_NS;
+        }
+        if self.witness {
+            config.witnesses = vec![REPLICA_COUNT - 1];
         }
         config
     }
@@ -498,6 +506,24 @@ mod tests {
             }
             assert_eq!(primary.view(), 0);
         }
+    }
+
+    #[test]
+    fn a_witness_acknowledges_but_executes_nothing() {
+        let mut cluster = MemCluster::with_spec(MemSpec {
+            witness: true,
+            ..MemSpec::writes(16, 16)
+        });
+        let done = cluster.run_closed_loop(5_000);
+        let [primary, backup, witness] = cluster.replicas() else {
+            panic!("three replicas")
+        };
+        assert_eq!(primary.stats().ops_executed, done);
+        // The backup learns the last commits with the next message.
+        assert!(backup.stats().ops_executed > done / 2);
+        assert!(witness.is_witness());
+        assert_eq!(witness.stats().ops_executed, 0);
+        assert!(witness.op_number() >= primary.commit_number());
     }
 
     #[test]

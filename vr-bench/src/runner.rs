@@ -360,6 +360,7 @@ pub fn core_specs(plan: &Plan) -> Vec<MemSpec> {
                     batch_ops_max: default_batch,
                     leases,
                     read_percent,
+                    witness: false,
                 });
             }
         }

@@ -760,6 +760,13 @@ impl<S: Service> Replica<S> {
     /// left besides the primary's, so it keeps it (§6, witnesses).
     fn trim_witness_log(&mut self) {
         let new_base = self.full_commit_min.min(self.commit_number);
+        // Dropping from the front of the log moves what follows: drop in
+        // runs of at least half the log (or 64 entries), so each entry is
+        // moved a bounded number of times, not once per Prepare.
+        let droppable = new_base.saturating_sub(self.log_base);
+        if droppable < 64.max(self.log.len() as u64 / 2) {
+            return;
+        }
         if new_base > self.log_base {
             let drop = ((new_base - self.log_base) as usize).min(self.log.len());
             self.log.drain(..drop);
