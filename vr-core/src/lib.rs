@@ -82,6 +82,7 @@ pub mod client;
 pub mod client_table;
 pub mod codec;
 pub mod config;
+mod id_hash;
 pub mod message;
 pub mod node;
 pub mod prng;

@@ -15,15 +15,14 @@ mod recovery;
 mod state_transfer;
 mod view_change;
 
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
 use crate::checkpoint::{Checkpoint, CheckpointSummary};
 use crate::client_table::ClientTable;
 use crate::config::{Config, ConfigError};
 use crate::message::{
-    ClientId, CrashVector, DoViewChange, LogEntry, Message, ReadRequest, ReplicaIndex, Reply,
-    Request,
+    CrashVector, DoViewChange, LogEntry, Message, ReadRequest, ReplicaIndex, Reply, Request,
 };
 use crate::prng::Prng;
 use crate::time::Instant;
@@ -237,7 +236,7 @@ pub struct Replica<S: Service> {
     prepare_ok_heard_at: Vec<Instant>,
     /// Per client, the highest request number queued or in the log and not
     /// yet executed: one lookup tells a retry from a new request.
-    requests_in_progress: BTreeMap<ClientId, u64>,
+    requests_in_progress: crate::id_hash::ClientIdMap<u64>,
     /// Requests waiting for room in the prepare window.
     request_queue: VecDeque<Request>,
     /// Entries after this op-number are in the log but not yet sent to the
@@ -396,7 +395,7 @@ impl<S: Service> Replica<S> {
             prepare_ok_op: alloc::vec![0; n],
             prepare_ok_commit: alloc::vec![0; n],
             prepare_ok_heard_at: alloc::vec![now; n],
-            requests_in_progress: BTreeMap::new(),
+            requests_in_progress: crate::id_hash::ClientIdMap::default(),
             request_queue: VecDeque::new(),
             unsent_from: 0,
             batch_bytes: 0,
@@ -844,7 +843,7 @@ impl<S: Service> Replica<S> {
             }
         };
         // One search of the map for both the test and the removal.
-        if let alloc::collections::btree_map::Entry::Occupied(in_progress) =
+        if let hashbrown::hash_map::Entry::Occupied(in_progress) =
             self.requests_in_progress.entry(client_id)
         {
             if *in_progress.get() <= request_number {
