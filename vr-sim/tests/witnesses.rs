@@ -59,7 +59,7 @@ fn three_full_replicas_and_two_witnesses_survive_the_schedules_of_full_clusters(
 }
 
 /// Seeds that found liveness bugs with witnesses (`docs/testing.md`, bugs
-/// 16–19) and in recovery's round 1 (seed 120,998), run with today's plan
+/// 16–20) and in recovery's round 1 (seed 120,998), run with today's plan
 /// generation. Their summaries are pinned: a change of plan generation
 /// makes a seed run something else, and the test says so rather than pass
 /// on a schedule that no longer exposes the bug.
@@ -71,6 +71,7 @@ fn seeds_that_found_witness_and_round_one_bugs_pass() {
         (1848, 0x6ab9_c1a7_121e_2485),
         (3157, 0x9f48_4431_0799_0477),
         (120_998, 0xa988_79c2_2798_956c),
+        (201_648, 0x5f62_7033_c1d6_ccd6),
     ] {
         let plan = SeedPlan::random(seed, None);
         let hash = fnv1a(plan.summary().as_bytes());

@@ -198,7 +198,19 @@ impl<S: Service> Replica<S> {
         // True whenever it was sent: a fact about every full replica.
         self.note_full_commit_min(message.full_commit_min);
         if self.sync.as_ref().is_some_and(|s| {
-            s.view == message.view && s.source == message.replica && s.view == self.view
+            s.view == message.view
+                && s.view == self.view
+                && (s.source == message.replica
+                    // Committed entries are the same at every replica: a
+                    // new primary completing its committed prefix takes
+                    // them from whoever answers, so an answer from a source
+                    // it has just moved away from (`resend_sync_request`)
+                    // still counts. Without it, with round trips longer
+                    // than the resend interval, every answer arrived from
+                    // the previous source and was dropped (vr-sim seed
+                    // 201648). A checkpoint is fetched from the source only.
+                    || (matches!(s.goal, SyncGoal::CommittedTo(_))
+                        && message.checkpoint.is_none()))
         }) {
             self.on_new_state_for_sync(now, message);
         } else if self.status == Status::Normal

@@ -317,6 +317,12 @@ impl<S: Service> Replica<S> {
             fetch: None,
             staged_checkpoint: None,
         });
+        // The fetch is a phase of its own: give it a full timeout. A view
+        // change that gathered its DoViewChanges just before its timer
+        // expired otherwise gives up before the first answer, and a
+        // lagging full replica that alone can lead (with witnesses) never
+        // completes a view (vr-sim seed 201648). Progress re-arms it.
+        self.arm_view_change_timer(now);
         self.send_get_state(now, best_replica, self.commit_number);
     }
 
