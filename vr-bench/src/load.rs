@@ -353,7 +353,7 @@ impl AsyncOp for Failed {
     }
 }
 
-/// [`client_loop_async`] for a blocking client on its own thread.
+/// `client_loop_async` for a blocking client on its own thread.
 pub fn client_loop_blocking(mut plan: ClientPlan, mut submit: impl FnMut() -> bool) {
     if !submit() {
         plan.run.error();

@@ -215,7 +215,7 @@ impl MemCluster {
     }
 
     /// Starts recording the wall-clock latency of one request in
-    /// [`LATENCY_SAMPLE_EVERY`] into a histogram (nanoseconds); see
+    /// `LATENCY_SAMPLE_EVERY` (16) into a histogram (nanoseconds); see
     /// [`MemCluster::take_latency`].
     pub fn record_latency(&mut self, histogram: Histogram<u64>) {
         self.latency = Some(Latency {
