@@ -766,11 +766,8 @@ impl<S: Service> Replica<S> {
         if droppable < 64.max(self.log.len() as u64 / 2) {
             return;
         }
-        if new_base > self.log_base {
-            let drop = ((new_base - self.log_base) as usize).min(self.log.len());
-            self.log.drain(..drop);
-            self.log_base = new_base;
-        }
+        self.log.drain(..(droppable as usize).min(self.log.len()));
+        self.log_base = new_base;
     }
 
     /// Whether this witness may drop (or never hold) the ops up to

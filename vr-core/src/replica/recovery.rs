@@ -176,7 +176,8 @@ impl<S: Service> Replica<S> {
             self.stats.messages_stale_view += 1;
             return;
         }
-        let mut crash_vector = message.crash_vector.clone();
+        let adjusted;
+        let mut crash_vector = &message.crash_vector;
         if message.status == RecoveryStatus::Recovering {
             // A recovering replica lost its crash vector with its memory:
             // its own entry is 0 until its round 1 picks a new incarnation.
@@ -185,9 +186,12 @@ impl<S: Service> Replica<S> {
             // older incarnation; dropping it kept a cluster booting with
             // restarts from ever forming (docs/testing.md, bug 15).
             let k = usize::from(from);
-            crash_vector[k] = crash_vector[k].max(self.crash_vector[k]);
+            let mut raised = message.crash_vector.clone();
+            raised[k] = raised[k].max(self.crash_vector[k]);
+            adjusted = raised;
+            crash_vector = &adjusted;
         }
-        if !self.admit_crash_vector(from, &crash_vector) {
+        if !self.admit_crash_vector(from, crash_vector) {
             return;
         }
         let me = usize::from(self.replica);

@@ -103,18 +103,6 @@ impl<S: Service> Replica<S> {
             return;
         }
         self.heard_fetching_peer(now, message.view, message.replica);
-        if self.status == Status::ViewChange
-            && self.sync.is_none()
-            && message.replica == self.primary_index()
-        {
-            // The new primary of this view fetches the committed prefix it
-            // lacks: the view change is progressing, so do not leave it. A
-            // long fetch would otherwise outlast this replica's timeout, and
-            // the view change restart forever (vr-sim seed 3239, witnesses:
-            // only the lagging full replica could lead, fetching from the
-            // witness). The new primary gives up itself if the fetch stalls.
-            self.arm_view_change_timer(now);
-        }
         let until = match self.status {
             Status::Normal => self.op_number,
             Status::ViewChange | Status::Recovering => self.commit_number,
@@ -162,15 +150,33 @@ impl<S: Service> Replica<S> {
     }
 
     /// A peer in this replica's view asks for state (GetState, or a
-    /// checkpoint's tree or pages): it is catching up, and alive. As
-    /// primary, count it for the quorum check of `on_heartbeat_timeout`.
+    /// checkpoint's tree or pages): it is catching up, and alive.
+    ///
+    /// As primary, count it for the quorum check of `on_heartbeat_timeout`.
     /// Otherwise a primary abdicates while a backup it needs for a quorum
     /// is still catching up, and the fetch restarts in the next view,
     /// forever (vr-sim regression seed 1585; for checkpoint fetches, which
     /// take longer, seed 65).
+    ///
+    /// Changing view, from the view's new primary: it is fetching the
+    /// committed prefix it lacks before it can start the view, and the view
+    /// change advances. Without re-arming the timer, a fetch longer than a
+    /// view-change timeout (a checkpoint, or a long log in small frames)
+    /// makes the others move on to the next view before it completes, and
+    /// again in every view that primary leads (vr-sim regression seeds 65
+    /// and, with witnesses, 3239, where only a lagging full replica could
+    /// lead). The new primary gives up by its own timer if the fetch stalls.
     pub(super) fn heard_fetching_peer(&mut self, now: Instant, view: u64, peer: ReplicaIndex) {
-        if view == self.view && self.is_primary() {
+        if view != self.view {
+            return;
+        }
+        if self.is_primary() {
             self.prepare_ok_heard_at[usize::from(peer)] = now;
+        } else if self.status == Status::ViewChange
+            && self.sync.is_none()
+            && peer == self.primary_index()
+        {
+            self.arm_view_change_timer(now);
         }
     }
 
