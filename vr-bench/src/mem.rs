@@ -329,10 +329,14 @@ impl MemCluster {
         let replica = &mut replicas[from];
         while let Some(action) = replica.poll_action() {
             match action {
-                Action::Send { replica, message } => {
+                Action::Send {
+                    replica, message, ..
+                } => {
                     inboxes[usize::from(replica)].push_back(message);
                     *in_flight += 1;
                 }
+                // The benchmark cluster is never reconfigured.
+                Action::NewEpoch { .. } => {}
                 Action::Reply(reply) => {
                     // Client ids are index + 1 (see `with_spec`).
                     let index = (reply.client_id - 1) as usize;
@@ -427,7 +431,10 @@ fn start(
     client
         .request(now, op.to_vec())
         .expect("an idle client with an op under op_size_max");
-    while let Some(ClientAction::Send { replica, message }) = client.poll_action() {
+    while let Some(ClientAction::Send {
+        replica, message, ..
+    }) = client.poll_action()
+    {
         inboxes[usize::from(replica)].push_back(message);
         *in_flight += 1;
     }

@@ -6,7 +6,10 @@ use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
 use crate::config::Config;
-use crate::message::{ClientId, Message, ReadRequest, ReplicaIndex, Reply, Request};
+use crate::message::{
+    ClientId, MemberId, Message, ReadRequest, Reconfiguration, ReplicaIndex, Reply, Request,
+    StartEpoch,
+};
 use crate::time::Instant;
 
 /// What a client needs to know of the cluster, and its own tunables.
@@ -18,6 +21,12 @@ pub struct ClientConfig {
     /// The cluster's witnesses (`Config::witnesses`): never primary, so
     /// never the first to be sent a request.
     pub witnesses: Vec<ReplicaIndex>,
+    /// The member id of each replica (`Config::members`; empty: replica `i`
+    /// is member `i`).
+    pub members: Vec<MemberId>,
+    /// The epoch the client believes current (§7); it learns newer ones
+    /// from [`StartEpoch`] notices ([`Client::handle_start_epoch`]).
+    pub epoch: u32,
     /// How long to wait for a reply before resending to every replica.
     pub request_timeout_ns: u64,
     /// Largest operation accepted, in bytes (the cluster's `op_size_max`).
@@ -40,6 +49,8 @@ impl ClientConfig {
         ClientConfig {
             replica_count: config.replica_count,
             witnesses: config.witnesses.clone(),
+            members: config.members.clone(),
+            epoch: 0,
             request_timeout_ns: 2 * config.view_change_timeout_ns,
             op_size_max: config.op_size_max,
             message_size_max: config.message_size_max,
@@ -77,11 +88,15 @@ impl std::error::Error for ClientError {}
 /// An output of the client proxy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientAction {
-    /// Send `message` to replica `replica`.
+    /// Send `message` to replica `replica`, in the client's epoch `epoch`
+    /// (the frame header's epoch).
     Send {
-        /// The destination replica.
-        replica: ReplicaIndex,
-        /// The message (a Request).
+        /// The destination replica's member id (its index, unless the
+        /// cluster was reconfigured).
+        replica: MemberId,
+        /// The client's epoch.
+        epoch: u32,
+        /// The message (a Request, ReadRequest or Reconfiguration).
         message: Message,
     },
 }
@@ -163,6 +178,85 @@ impl Client {
             .is_some_and(|o| o.request_number == 0)
     }
 
+    fn member_id(&self, index: ReplicaIndex) -> MemberId {
+        self.config
+            .members
+            .get(usize::from(index))
+            .copied()
+            .unwrap_or(index)
+    }
+
+    /// The epoch the client believes current (§7).
+    pub fn epoch(&self) -> u32 {
+        self.config.epoch
+    }
+
+    /// The member ids of the epoch the client believes current.
+    pub fn members(&self) -> Vec<MemberId> {
+        (0..self.config.replica_count)
+            .map(|i| self.member_id(i))
+            .collect()
+    }
+
+    /// Asks the cluster to move to a new configuration of `members` (§7.1),
+    /// as an administrator does, and returns the request-number. The
+    /// completion's result is the new epoch-number (`u32` LE). The primary
+    /// refuses it (no reply: the client retries, then times out) when the
+    /// client's epoch is not current, when a reconfiguration is already in
+    /// progress, when the cluster has witnesses, or when `members` is not a
+    /// valid configuration keeping at least one current member.
+    pub fn reconfigure(
+        &mut self,
+        now: Instant,
+        members: Vec<MemberId>,
+    ) -> Result<u64, ClientError> {
+        if self.outstanding.is_some() {
+            return Err(ClientError::Busy);
+        }
+        self.request_number += 1;
+        let message = Reconfiguration {
+            client_id: self.config.client_id,
+            request_number: self.request_number,
+            epoch: self.config.epoch,
+            members,
+        };
+        let primary = self.primary();
+        self.send_first(
+            now,
+            primary,
+            self.request_number,
+            Message::Reconfiguration(message),
+        );
+        Ok(self.request_number)
+    }
+
+    /// Takes in a [`StartEpoch`] notice, which a replica of a newer epoch
+    /// sends a client still using an older one (§7.3): the client adopts
+    /// the new members and resends its outstanding request to the new
+    /// epoch's first primary. Returns whether the epoch was new.
+    pub fn handle_start_epoch(&mut self, now: Instant, notice: StartEpoch) -> bool {
+        let count = u8::try_from(notice.members.len()).unwrap_or(0);
+        if notice.epoch <= self.config.epoch || count == 0 {
+            return false;
+        }
+        self.config.epoch = notice.epoch;
+        self.config.replica_count = count;
+        self.config.members = notice.members;
+        self.config.witnesses.clear();
+        self.view = 0;
+        if let Some(outstanding) = &mut self.outstanding {
+            outstanding.deadline = now + self.config.request_timeout_ns;
+            let message = outstanding.message.clone();
+            let primary = self.primary();
+            self.outbox.push_back(ClientAction::Send {
+                replica: self.member_id(primary),
+                epoch: self.config.epoch,
+                message,
+            });
+        }
+        true
+    }
+
     fn primary(&self) -> ReplicaIndex {
         crate::config::primary_of(self.view, self.config.replica_count, &self.config.witnesses)
     }
@@ -175,7 +269,8 @@ impl Client {
         message: Message,
     ) {
         self.outbox.push_back(ClientAction::Send {
-            replica: to,
+            replica: self.member_id(to),
+            epoch: self.config.epoch,
             message: message.clone(),
         });
         self.outstanding = Some(Outstanding {
@@ -313,8 +408,15 @@ impl Client {
             read.op_number_min = read.op_number_min.max(self.op_number_seen);
         }
         for replica in 0..self.config.replica_count {
+            let member = self
+                .config
+                .members
+                .get(usize::from(replica))
+                .copied()
+                .unwrap_or(replica);
             self.outbox.push_back(ClientAction::Send {
-                replica,
+                replica: member,
+                epoch: self.config.epoch,
                 message: outstanding.message.clone(),
             });
         }

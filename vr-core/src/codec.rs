@@ -12,12 +12,12 @@
 //! | bytes    | field       | notes                                                        |
 //! |----------|-------------|--------------------------------------------------------------|
 //! | `0..2`   | magic       | [`MAGIC`], `b"VR"`                                           |
-//! | `2`      | version     | [`VERSION`], `1`                                             |
+//! | `2`      | version     | [`VERSION`], `2`                                             |
 //! | `3`      | command     | [`Command`] as `u8`                                          |
 //! | `4..8`   | body size   | `u32`: bytes after the header                                |
 //! | `8..16`  | cluster id  | `u64`: frames from another cluster are rejected              |
 //! | `16..24` | view        | `u64`: [`Message::view`], `0` for a [`Request`]              |
-//! | `24..28` | epoch       | `u32`: reserved for reconfiguration, always `0` for now      |
+//! | `24..28` | epoch       | `u32`: the sender's epoch (§7); `0` until a reconfiguration   |
 //! | `28..32` | checksum    | `u32`: CRC-32 (`crc32fast`) of bytes `0..28`, then the body  |
 //!
 //! The view sits in the header so that a replica (or a proxy) can drop a
@@ -37,7 +37,7 @@
 //! | `u64`           | 8 bytes LE                                                 |
 //! | `u128`          | 16 bytes LE                                                |
 //! | `Vec<u8>`       | `u32` LE length, then the bytes                            |
-//! | [`LogEntry`]    | `op_number` u64, `view` u64, `client_id` u128, `request_number` u64, `op` (`Vec<u8>`) |
+//! | [`LogEntry`]    | `op_number` u64, `view` u64, `client_id` u128, `request_number` u64, `op` (`Vec<u8>`), `kind` u8 |
 //! | `Vec<LogEntry>` | `u32` LE count, then the entries                           |
 //! | `CrashVector`   | `u8` count, then `u64` LE each                             |
 //! | `Vec<u64>`      | `u32` LE count, then `u64` LE each                         |
@@ -70,6 +70,9 @@
 //! | `GetCheckpointPages` | `root`, `pages` (`Vec<u64>`), `offset`, `replica`               |
 //! | `CheckpointPages` | `summary`, `chunks`, `replica`                                     |
 //! | `ReadRequest`     | `client_id`, `request_number`, `op_number_min`, `op` (view 0)     |
+//! | `Reconfiguration` | `client_id`, `request_number`, `epoch` u32, `members` (`Vec<u8>`) (view 0) |
+//! | `StartEpoch`      | `epoch` u32, `op_number`, `members` (`Vec<u8>`), `sender` u8     |
+//! | `EpochStarted`    | `epoch` u32, `member` u8 (view 0)                                 |
 //!
 //! # Decoding
 //!
@@ -86,9 +89,10 @@ use core::fmt;
 
 use crate::message::{
     CheckpointPages, CheckpointSummary, CheckpointTree, Command, Commit, CrashVector, Digest,
-    DoViewChange, GetCheckpointPages, GetCheckpointTree, GetState, LogEntry, Message, NewState,
-    PageChunk, Prepare, PrepareOk, ReadRequest, Recovery, RecoveryResponse, RecoveryStatus, Reply,
-    Request, StartView, StartViewChange,
+    DoViewChange, EntryKind, EpochStarted, GetCheckpointPages, GetCheckpointTree, GetState,
+    LogEntry, Message, NewState, PageChunk, Prepare, PrepareOk, ReadRequest, Reconfiguration,
+    Recovery, RecoveryResponse, RecoveryStatus, Reply, Request, StartEpoch, StartView,
+    StartViewChange,
 };
 
 /// The first two bytes of every frame; a cheap guard against a peer that
@@ -97,16 +101,16 @@ pub const MAGIC: [u8; 2] = *b"VR";
 
 /// The format version this codec writes and the only one it reads. Bumped on
 /// any incompatible change, so that mixed-version clusters fail loudly.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 
 /// Size of the fixed frame header, in bytes.
 pub const HEADER_SIZE: usize = 32;
 
 /// Bytes a [`LogEntry`] takes on the wire besides its `op` bytes:
 /// `op_number` (8) + `view` (8) + `client_id` (16) + `request_number` (8) +
-/// the `op` length (4). Exported so that a replica can bound a log suffix to
+/// the `op` length (4) + `kind` (1). Exported so that a replica can bound a log suffix to
 /// a frame size without encoding it (see [`LogEntry::encoded_size`]).
-pub const LOG_ENTRY_FIXED_SIZE: usize = 44;
+pub const LOG_ENTRY_FIXED_SIZE: usize = 45;
 
 // Header field offsets (see the module documentation).
 const AT_VERSION: usize = 2;
@@ -136,7 +140,7 @@ pub struct Header {
     pub cluster: u64,
     /// The message's view-number ([`Message::view`]).
     pub view: u64,
-    /// Reserved for reconfiguration; `0` in every valid frame today.
+    /// The sender's epoch (§7).
     pub epoch: u32,
     /// CRC-32 of header bytes `0..28` followed by the body.
     pub checksum: u32,
@@ -219,8 +223,8 @@ pub enum DecodeError {
     /// or foreign peer, since the checksum passed).
     UnknownCommand(u8),
     /// The frame is intact but its contents are inconsistent: lengths past
-    /// the end of the body, trailing bytes, a non-zero epoch, a Request with
-    /// a view.
+    /// the end of the body, trailing bytes, an unknown entry kind, a Request
+    /// with a view.
     Malformed(&'static str),
 }
 
@@ -293,6 +297,9 @@ fn body_size(message: &Message) -> usize {
             SUMMARY + U8 + LEN + U64 * m.parents.len() + LEN + DIGEST * m.digests.len() + U8
         }
         Message::GetCheckpointPages(m) => DIGEST + LEN + U64 * m.pages.len() + U64 + U8,
+        Message::Reconfiguration(m) => U128 + U64 + 4 + LEN + m.members.len(),
+        Message::StartEpoch(m) => 4 + U64 + LEN + m.members.len() + U8,
+        Message::EpochStarted(_) => 4 + U8,
         Message::CheckpointPages(m) => {
             SUMMARY + LEN + m.chunks.iter().map(PageChunk::encoded_size).sum::<usize>() + U8
         }
@@ -311,6 +318,11 @@ fn body_size(message: &Message) -> usize {
 /// (or entries): the format cannot express it. A replica bounds its messages
 /// by its frame size limit long before that.
 pub fn encode(message: &Message, cluster: u64, out: &mut Vec<u8>) {
+    encode_in_epoch(message, cluster, 0, out);
+}
+
+/// [`encode`], stamping the header with the sender's `epoch` (§7).
+pub fn encode_in_epoch(message: &Message, cluster: u64, epoch: u32, out: &mut Vec<u8>) {
     let body_size = body_size(message);
     let start = out.len();
     out.reserve(HEADER_SIZE + body_size);
@@ -321,7 +333,7 @@ pub fn encode(message: &Message, cluster: u64, out: &mut Vec<u8>) {
     put_u32(out, length(body_size));
     put_u64(out, cluster);
     put_u64(out, message.view());
-    put_u32(out, 0); // epoch
+    put_u32(out, epoch);
     put_u32(out, 0); // checksum, filled in below
     put_body(message, out);
     debug_assert_eq!(out.len() - start, HEADER_SIZE + body_size);
@@ -369,6 +381,7 @@ fn put_entry(out: &mut Vec<u8>, entry: &LogEntry) {
     put_u128(out, entry.client_id);
     put_u64(out, entry.request_number);
     put_bytes(out, &entry.op);
+    put_u8(out, entry.kind as u8);
 }
 
 fn put_crash_vector(out: &mut Vec<u8>, cv: &CrashVector) {
@@ -510,6 +523,22 @@ fn put_body(message: &Message, out: &mut Vec<u8>) {
             put_u64(out, m.offset);
             put_u8(out, m.replica);
         }
+        Message::Reconfiguration(m) => {
+            put_u128(out, m.client_id);
+            put_u64(out, m.request_number);
+            put_u32(out, m.epoch);
+            put_bytes(out, &m.members);
+        }
+        Message::StartEpoch(m) => {
+            put_u32(out, m.epoch);
+            put_u64(out, m.op_number);
+            put_bytes(out, &m.members);
+            put_u8(out, m.sender);
+        }
+        Message::EpochStarted(m) => {
+            put_u32(out, m.epoch);
+            put_u8(out, m.member);
+        }
         Message::CheckpointPages(m) => {
             put_summary(out, &m.summary);
             put_u32(out, length(m.chunks.len()));
@@ -551,12 +580,24 @@ pub const PAGE_CHUNK_FIXED_SIZE: usize = 28;
 /// 5. body incomplete: [`DecodeError::Truncated`], with the whole frame size;
 /// 6. checksum: [`DecodeError::BadChecksum`];
 /// 7. command: [`DecodeError::UnknownCommand`];
-/// 8. epoch and body: [`DecodeError::Malformed`].
+/// 8. body: [`DecodeError::Malformed`].
+///
+/// The header's epoch is not returned; [`decode_in_epoch`] returns it.
 pub fn decode(
     bytes: &[u8],
     cluster: u64,
     frame_size_max: usize,
 ) -> Result<(Message, usize), DecodeError> {
+    decode_in_epoch(bytes, cluster, frame_size_max).map(|(message, _, size)| (message, size))
+}
+
+/// [`decode`], returning also the sender's epoch from the header (§7), for
+/// [`crate::Replica::handle_message_in_epoch`].
+pub fn decode_in_epoch(
+    bytes: &[u8],
+    cluster: u64,
+    frame_size_max: usize,
+) -> Result<(Message, u32, usize), DecodeError> {
     let header = peek_header(bytes).ok_or(DecodeError::Truncated {
         needed: HEADER_SIZE,
     })?;
@@ -589,11 +630,8 @@ pub fn decode(
     }
     let command =
         Command::from_u8(header.command).ok_or(DecodeError::UnknownCommand(header.command))?;
-    if header.epoch != 0 {
-        return Err(DecodeError::Malformed("non-zero epoch"));
-    }
     let message = decode_body(command, header.view, body)?;
-    Ok((message, frame_size))
+    Ok((message, header.epoch, frame_size))
 }
 
 /// Parses a checksummed body. Struct fields are evaluated in the order they
@@ -743,6 +781,28 @@ fn decode_body(command: Command, view: u64, body: &[u8]) -> Result<Message, Deco
             offset: r.u64()?,
             replica: r.u8()?,
         }),
+        Command::Reconfiguration => {
+            if view != 0 {
+                return Err(DecodeError::Malformed("reconfiguration with a non-zero view"));
+            }
+            Message::Reconfiguration(Reconfiguration {
+                client_id: r.u128()?,
+                request_number: r.u64()?,
+                epoch: r.u32()?,
+                members: r.bytes()?,
+            })
+        }
+        Command::StartEpoch => Message::StartEpoch(StartEpoch {
+            view,
+            epoch: r.u32()?,
+            op_number: r.u64()?,
+            members: r.bytes()?,
+            sender: r.u8()?,
+        }),
+        Command::EpochStarted => Message::EpochStarted(EpochStarted {
+            epoch: r.u32()?,
+            member: r.u8()?,
+        }),
         Command::CheckpointPages => Message::CheckpointPages(CheckpointPages {
             view,
             summary: r.summary()?,
@@ -824,6 +884,11 @@ impl Reader<'_> {
             client_id: self.u128()?,
             request_number: self.u64()?,
             op: self.bytes()?,
+            kind: match self.u8()? {
+                0 => EntryKind::Operation,
+                1 => EntryKind::Reconfiguration,
+                _ => return Err(DecodeError::Malformed("unknown log entry kind")),
+            },
         })
     }
 

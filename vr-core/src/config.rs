@@ -25,6 +25,8 @@ pub enum ConfigError {
     /// full replicas than a quorum (f + 1 of 2f + 1), or
     /// `witness_log_ops_max` is zero.
     BadWitnesses,
+    /// `members` is neither empty nor one distinct id per replica.
+    BadMembers,
 }
 
 impl core::fmt::Display for ConfigError {
@@ -43,6 +45,7 @@ impl core::fmt::Display for ConfigError {
             ConfigError::BadWitnesses => {
                 "witnesses must be distinct replica indexes leaving at least a quorum of full replicas"
             }
+            ConfigError::BadMembers => "members must be empty or one distinct id per replica",
         };
         f.write_str(text)
     }
@@ -138,6 +141,11 @@ pub struct Config {
     /// bound; past it the primary queues and then drops new requests until
     /// the full replica is back (or replaced by reconfiguration).
     pub witness_log_ops_max: u64,
+    /// Reconfiguration (§7): the member id of each replica of this epoch,
+    /// in index order: the names an embedding maps to addresses, stable
+    /// across epochs ([`crate::Action::Send`] names its destination by
+    /// them). Empty (the default): replica `i` is member `i`.
+    pub members: Vec<crate::MemberId>,
     /// Test-only: a deliberate protocol bug, for showing that a checker
     /// catches it. `None` in every real configuration.
     #[cfg(feature = "bug-injection")]
@@ -200,6 +208,7 @@ impl Config {
             backup_reads_max: 1024,
             witnesses: Vec::new(),
             witness_log_ops_max: 1 << 20,
+            members: Vec::new(),
             #[cfg(feature = "bug-injection")]
             injected_bug: None,
         }
@@ -238,6 +247,16 @@ impl Config {
             || self.witness_log_ops_max == 0
         {
             return Err(ConfigError::BadWitnesses);
+        }
+        if !self.members.is_empty() {
+            let mut members = self.members.clone();
+            members.sort_unstable();
+            members.dedup();
+            if members.len() != self.members.len()
+                || self.members.len() != usize::from(self.replica_count)
+            {
+                return Err(ConfigError::BadMembers);
+            }
         }
         let prepare_max = crate::codec::HEADER_SIZE
             + 8 // commit_number
@@ -283,6 +302,39 @@ impl Config {
     /// Whether some replicas are witnesses.
     pub fn has_witnesses(&self) -> bool {
         !self.witnesses.is_empty()
+    }
+
+    /// The member id of replica `index` (§7).
+    pub fn member_id(&self, index: crate::ReplicaIndex) -> crate::MemberId {
+        self.members.get(usize::from(index)).copied().unwrap_or(index)
+    }
+
+    /// The index of member `member` in this epoch, if it is one.
+    pub fn index_of_member(&self, member: crate::MemberId) -> Option<crate::ReplicaIndex> {
+        if self.members.is_empty() {
+            return (member < self.replica_count).then_some(member);
+        }
+        // At most 255 members: the position fits a u8.
+        (self.members.iter().position(|&m| m == member)).map(|i| i as crate::ReplicaIndex)
+    }
+
+    /// Every member id of this epoch, in index order.
+    pub fn member_ids(&self) -> Vec<crate::MemberId> {
+        (0..self.replica_count).map(|i| self.member_id(i)).collect()
+    }
+
+    /// The configuration of the epoch that a reconfiguration to `members`
+    /// starts (§7): the same cluster and tunables, the new members, no
+    /// witnesses (reconfiguration of clusters with witnesses is not
+    /// supported). `None` if `members` cannot form a configuration.
+    pub fn with_members(&self, members: &[crate::MemberId]) -> Option<Config> {
+        let count = u8::try_from(members.len()).ok().filter(|&n| n > 0)?;
+        let mut next = self.clone();
+        next.replica_count = count;
+        next.members = members.to_vec();
+        next.witnesses = Vec::new();
+        next.validate().ok()?;
+        Some(next)
     }
 }
 

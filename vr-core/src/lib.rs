@@ -92,7 +92,7 @@ pub mod time;
 pub use client::{Client, ClientAction, ClientConfig, ClientError, Completion};
 pub use config::InjectedBug;
 pub use config::{Config, ConfigError};
-pub use message::{ClientId, LogEntry, Message, ReplicaIndex};
+pub use message::{ClientId, EntryKind, LogEntry, MemberId, Message, ReplicaIndex, StartEpoch};
 pub use replica::{Action, Replica, Stats, Status};
 pub use time::Instant;
 

@@ -16,8 +16,29 @@ pub use crate::checkpoint::{CheckpointSummary, Digest};
 /// `docs/protocol.md`, "Recovery"). Inline up to 8 replicas.
 pub type CrashVector = smallvec::SmallVec<[u64; 8]>;
 
-/// Index of a replica in the (sorted) configuration: `0..replica_count`.
+/// Index of a replica in the (sorted) configuration of its epoch:
+/// `0..replica_count`.
 pub type ReplicaIndex = u8;
+
+/// A replica's identity for the life of a cluster, across epochs (§7): the
+/// name an embedding maps to an address. [`crate::Config::members`] lists
+/// the members of an epoch in index order; without reconfiguration a
+/// replica's member id is its index.
+pub type MemberId = u8;
+
+/// What a log entry holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[repr(u8)]
+pub enum EntryKind {
+    /// A client's operation for the service.
+    #[default]
+    Operation = 0,
+    /// A reconfiguration (§7): `op` is the new epoch-number (`u32` LE)
+    /// followed by the new members' ids. Executed by the replicas, never by
+    /// the service.
+    Reconfiguration = 1,
+}
 
 /// A client's identifier. Clients pick it at random from a seeded PRNG; 128
 /// bits make collisions between independently started clients negligible.
@@ -43,6 +64,8 @@ pub struct LogEntry {
     pub request_number: u64,
     /// The operation, opaque to the protocol; the service interprets it.
     pub op: Vec<u8>,
+    /// An operation, or a reconfiguration (§7).
+    pub kind: EntryKind,
 }
 
 /// `Request(op, c, s)`: a client asks the primary to execute `op` (§4.1 step 1).
@@ -385,6 +408,56 @@ pub struct CheckpointPages {
     pub replica: ReplicaIndex,
 }
 
+/// `Reconfiguration(e, c, s, new-config)` (§7.1): an administrator's client
+/// asks the primary of epoch `e` (the frame header's epoch) to move the
+/// cluster to `members`. It goes through the log like a request; the reply's
+/// result is the new epoch-number (`u32` LE).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Reconfiguration {
+    /// The administrator's client.
+    pub client_id: ClientId,
+    /// Its request-number.
+    pub request_number: u64,
+    /// The epoch the administrator saw; the primary refuses any other.
+    pub epoch: u32,
+    /// The new configuration: member ids in index order, distinct, at least
+    /// one of them a member of the current epoch.
+    pub members: Vec<MemberId>,
+}
+
+/// `StartEpoch(e, n, old-config, new-config)` (§7.2): epoch `epoch` began
+/// after op `op_number` (the committed reconfiguration entry) with
+/// `members`. Sent by replicas that executed that op to the new epoch's
+/// members until each answers [`EpochStarted`], to replicas and clients
+/// still in an older epoch, and by those to nobody else.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct StartEpoch {
+    /// The sender's view-number in `epoch` (0 from a replica that left).
+    pub view: u64,
+    /// The new epoch-number.
+    pub epoch: u32,
+    /// The op-number of the reconfiguration entry: every op up to it is
+    /// committed, and the new epoch's log continues after it.
+    pub op_number: u64,
+    /// The new epoch's members, in index order.
+    pub members: Vec<MemberId>,
+    /// The sender's member id.
+    pub sender: MemberId,
+}
+
+/// `EpochStarted(e, i)` (§7.2): member `member` of epoch `epoch` holds every
+/// op up to the reconfiguration and takes part in the new epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct EpochStarted {
+    /// The epoch.
+    pub epoch: u32,
+    /// The sender's member id.
+    pub member: MemberId,
+}
+
 /// Every message of the protocol.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -407,6 +480,9 @@ pub enum Message {
     GetCheckpointPages(GetCheckpointPages),
     CheckpointPages(CheckpointPages),
     ReadRequest(ReadRequest),
+    Reconfiguration(Reconfiguration),
+    StartEpoch(StartEpoch),
+    EpochStarted(EpochStarted),
 }
 
 /// The command byte of a frame. Numbers are never reused once retired.
@@ -432,6 +508,9 @@ pub enum Command {
     GetCheckpointPages = 15,
     CheckpointPages = 16,
     ReadRequest = 17,
+    Reconfiguration = 18,
+    StartEpoch = 19,
+    EpochStarted = 20,
 }
 
 impl Command {
@@ -455,6 +534,9 @@ impl Command {
             15 => Command::GetCheckpointPages,
             16 => Command::CheckpointPages,
             17 => Command::ReadRequest,
+            18 => Command::Reconfiguration,
+            19 => Command::StartEpoch,
+            20 => Command::EpochStarted,
             _ => return None,
         })
     }
@@ -481,11 +563,15 @@ impl Message {
             Message::GetCheckpointPages(_) => Command::GetCheckpointPages,
             Message::CheckpointPages(_) => Command::CheckpointPages,
             Message::ReadRequest(_) => Command::ReadRequest,
+            Message::Reconfiguration(_) => Command::Reconfiguration,
+            Message::StartEpoch(_) => Command::StartEpoch,
+            Message::EpochStarted(_) => Command::EpochStarted,
         }
     }
 
-    /// The view-number the message carries; 0 for a client Request or
-    /// ReadRequest and a Recovery, which carry none.
+    /// The view-number the message carries; 0 for a client Request,
+    /// ReadRequest or Reconfiguration, a Recovery and an EpochStarted,
+    /// which carry none.
     pub fn view(&self) -> u64 {
         match self {
             Message::Request(_) => 0,
@@ -505,6 +591,9 @@ impl Message {
             Message::GetCheckpointPages(m) => m.view,
             Message::CheckpointPages(m) => m.view,
             Message::ReadRequest(_) => 0,
+            Message::Reconfiguration(_) => 0,
+            Message::StartEpoch(m) => m.view,
+            Message::EpochStarted(_) => 0,
         }
     }
 }

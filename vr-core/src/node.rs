@@ -26,7 +26,7 @@ use alloc::vec::Vec;
 
 use crate::client::{Client, ClientAction, ClientError, Completion};
 use crate::codec::{self, DecodeError};
-use crate::message::{ClientId, Message, ReplicaIndex};
+use crate::message::{ClientId, MemberId, Message, ReplicaIndex};
 use crate::replica::{Action, Replica, Status};
 use crate::time::Instant;
 use crate::Service;
@@ -131,8 +131,9 @@ impl ReplicaOptions {
 /// Where a frame must go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Destination {
-    /// To replica `i` at the address in the configuration.
-    Replica(ReplicaIndex),
+    /// To the replica with member id `i` (its index unless the cluster was
+    /// reconfigured: see [`crate::Config::members`]).
+    Replica(MemberId),
     /// Back on an existing connection: a reply to a client.
     Connection(ConnectionId),
 }
@@ -201,7 +202,7 @@ pub struct NodeStats {
     pub frames_in: u64,
     /// Bytes of accepted frames.
     pub bytes_in: u64,
-    /// Outgoing traffic per replica index (its own slot stays zero).
+    /// Outgoing traffic per replica member id (its own slot stays zero).
     pub to_replicas: Vec<Traffic>,
     /// Outgoing traffic to clients, all together.
     pub to_clients: Traffic,
@@ -309,19 +310,20 @@ impl<S: Service> ReplicaNode<S> {
         let cluster = self.replica.config().cluster;
         let mut used = 0;
         while used < bytes.len() {
-            match codec::decode(&bytes[used..], cluster, self.frame_size_max) {
-                Ok((message, size)) => {
+            match codec::decode_in_epoch(&bytes[used..], cluster, self.frame_size_max) {
+                Ok((message, epoch, size)) => {
                     used += size;
                     self.stats.frames_in += 1;
                     self.stats.bytes_in += size as u64;
                     match &message {
                         Message::Request(request) => self.route(request.client_id, connection),
                         Message::ReadRequest(read) => self.route(read.client_id, connection),
+                        Message::Reconfiguration(m) => self.route(m.client_id, connection),
                         _ => {}
                     }
                     // Outputs wait for `flush`: requests that arrived
                     // together leave in one Prepare (batching, §6).
-                    self.replica.handle_message(now, message);
+                    self.replica.handle_message_in_epoch(now, epoch, message);
                 }
                 Err(DecodeError::Truncated { .. }) => break,
                 Err(error) => {
@@ -418,12 +420,28 @@ impl<S: Service> ReplicaNode<S> {
     fn drain(&mut self) {
         let cluster = self.replica.config().cluster;
         while let Some(action) = self.replica.poll_action() {
-            let (destination, message) = match action {
-                Action::Send { replica, message } => (Destination::Replica(replica), message),
+            let epoch = self.replica.epoch();
+            let (destination, epoch, message) = match action {
+                Action::Send {
+                    replica,
+                    epoch,
+                    message,
+                } => (Destination::Replica(replica), epoch, message),
                 Action::Reply(reply) => match self.routes.get(&reply.client_id) {
                     Some(&(connection, _)) => {
-                        (Destination::Connection(connection), Message::Reply(reply))
+                        (Destination::Connection(connection), epoch, Message::Reply(reply))
                     }
+                    None => {
+                        self.stats.replies_unroutable += 1;
+                        continue;
+                    }
+                },
+                Action::NewEpoch { client_id, notice } => match self.routes.get(&client_id) {
+                    Some(&(connection, _)) => (
+                        Destination::Connection(connection),
+                        epoch,
+                        Message::StartEpoch(notice),
+                    ),
                     None => {
                         self.stats.replies_unroutable += 1;
                         continue;
@@ -431,7 +449,12 @@ impl<S: Service> ReplicaNode<S> {
                 },
             };
             let mut frame = Vec::with_capacity(codec::encoded_size(&message));
-            codec::encode(&message, cluster, &mut frame);
+            codec::encode_in_epoch(&message, cluster, epoch, &mut frame);
+            if let Destination::Replica(i) = destination {
+                if self.stats.to_replicas.len() <= usize::from(i) {
+                    self.stats.to_replicas.resize(usize::from(i) + 1, Traffic::default());
+                }
+            }
             let traffic = match destination {
                 Destination::Replica(i) => &mut self.stats.to_replicas[usize::from(i)],
                 Destination::Connection(_) => &mut self.stats.to_clients,
@@ -507,10 +530,18 @@ impl ClientNode {
             match codec::decode(&bytes[used..], self.cluster, self.frame_size_max) {
                 Ok((message, size)) => {
                     used += size;
-                    if let Message::Reply(reply) = message {
-                        if let Some(done) = self.client.handle_reply(now, reply) {
-                            completion = Some(done);
+                    match message {
+                        Message::Reply(reply) => {
+                            if let Some(done) = self.client.handle_reply(now, reply) {
+                                completion = Some(done);
+                            }
                         }
+                        Message::StartEpoch(notice) => {
+                            // A replica of a newer epoch (§7.3): follow it.
+                            self.client.handle_start_epoch(now, notice);
+                            self.drain();
+                        }
+                        _ => {}
                     }
                 }
                 Err(DecodeError::Truncated { .. }) => break,
@@ -538,9 +569,14 @@ impl ClientNode {
     }
 
     fn drain(&mut self) {
-        while let Some(ClientAction::Send { replica, message }) = self.client.poll_action() {
+        while let Some(ClientAction::Send {
+            replica,
+            epoch,
+            message,
+        }) = self.client.poll_action()
+        {
             let mut frame = Vec::with_capacity(codec::encoded_size(&message));
-            codec::encode(&message, self.cluster, &mut frame);
+            codec::encode_in_epoch(&message, self.cluster, epoch, &mut frame);
             self.transmits.push_back((replica, frame));
         }
     }

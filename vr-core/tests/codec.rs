@@ -69,6 +69,7 @@ fn entry(op_number: u64, op: &[u8]) -> LogEntry {
         client_id: 0xdead_beef_0000_0000_0000_0000_cafe_f00d,
         request_number: op_number * 10,
         op: op.to_vec(),
+        kind: Default::default(),
     }
 }
 
@@ -646,6 +647,7 @@ fn arb_entry() -> impl Strategy<Value = LogEntry> {
                 client_id,
                 request_number,
                 op,
+                kind: Default::default(),
             },
         )
 }

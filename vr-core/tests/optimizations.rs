@@ -22,6 +22,7 @@ fn prepares(replica: &mut Replica<Recorder>) -> Vec<(u8, usize)> {
             Action::Send {
                 replica,
                 message: Message::Prepare(p),
+                ..
             } => Some((replica, p.entries.len())),
             _ => None,
         })

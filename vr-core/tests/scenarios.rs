@@ -244,6 +244,7 @@ fn messages_from_old_views_are_ignored() {
         client_id: 99,
         request_number: 1,
         op: b"stale".to_vec(),
+        kind: Default::default(),
     };
     cluster.inject(
         Node::Replica(0),
@@ -315,6 +316,7 @@ fn backup_does_not_acknowledge_across_a_gap() {
         client_id: 5,
         request_number: n,
         op: op(n),
+        kind: Default::default(),
     };
     backup.handle_message(
         now,
@@ -340,7 +342,7 @@ fn backup_does_not_acknowledge_across_a_gap() {
     );
     assert!(actions
         .iter()
-        .any(|a| matches!(a, vr_core::Action::Send { replica: 0, message: Message::GetState(g) } if g.op_number == 0)));
+        .any(|a| matches!(a, vr_core::Action::Send { replica: 0, message: Message::GetState(g), .. } if g.op_number == 0)));
     backup.handle_message(
         now,
         Message::Prepare(Prepare {
@@ -354,7 +356,7 @@ fn backup_does_not_acknowledge_across_a_gap() {
     let actions: Vec<_> = std::iter::from_fn(|| backup.poll_action()).collect();
     assert!(actions
         .iter()
-        .any(|a| matches!(a, vr_core::Action::Send { replica: 0, message: Message::PrepareOk(p) } if p.op_number == 1)));
+        .any(|a| matches!(a, vr_core::Action::Send { replica: 0, message: Message::PrepareOk(p), .. } if p.op_number == 1)));
 }
 
 /// Reference: §4.2 ("a replica in view-change status does not accept
@@ -392,6 +394,7 @@ fn replica_changing_view_rejects_old_prepares() {
                 client_id: 1,
                 request_number: 1,
                 op: op(1),
+                kind: Default::default(),
             }],
         }),
     );
@@ -415,6 +418,7 @@ fn new_primary_chooses_largest_last_normal_view_then_op_number() {
         client_id: 9,
         request_number: n,
         op: tag.as_bytes().to_vec(),
+        kind: Default::default(),
     };
     for replica in [2, 3] {
         primary.handle_message(
@@ -502,6 +506,7 @@ fn equal_last_normal_views_break_ties_by_op_number() {
             client_id: 3,
             request_number: 1,
             op: b"k".to_vec(),
+            kind: Default::default(),
         }],
         replica: 2,
         crash_vector: common::cv(3),
@@ -616,6 +621,7 @@ fn new_primary_fetches_committed_prefix_it_lacks() {
         client_id: 4,
         request_number: n,
         op: op(n),
+        kind: Default::default(),
     };
     primary.handle_message(
         later,
@@ -645,7 +651,7 @@ fn new_primary_fetches_committed_prefix_it_lacks() {
     );
     assert_eq!(primary.op_number(), 0, "its own log is untouched meanwhile");
     let asked = std::iter::from_fn(|| primary.poll_action()).any(|a| {
-        matches!(a, vr_core::Action::Send { replica: 2, message: Message::GetState(g) } if g.view == 1 && g.op_number == 0)
+        matches!(a, vr_core::Action::Send { replica: 2, message: Message::GetState(g), .. } if g.view == 1 && g.op_number == 0)
     });
     assert!(
         asked,

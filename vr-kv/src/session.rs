@@ -133,6 +133,8 @@ impl NodeView {
             Some(Status::Normal) => "normal",
             Some(Status::ViewChange) => "view-change",
             Some(Status::Recovering) => "recovering",
+            Some(Status::Transitioning) => "transitioning",
+            Some(Status::Retired) => "retired",
             None => "unknown",
         };
         let primary = stats.status == Some(Status::Normal)

@@ -310,6 +310,7 @@ mod tests {
             client_id: 7,
             request_number,
             op: vec![1, 2],
+            kind: Default::default(),
         }
     }
 

@@ -184,6 +184,18 @@ impl fmt::Display for Seconds {
 /// A one-line summary of a message for the trace.
 pub fn describe(message: &Message) -> String {
     match message {
+        Message::Reconfiguration(m) => format!(
+            "Reconfiguration client {:x} req {} epoch {} to {:?}",
+            short_id(m.client_id),
+            m.request_number,
+            m.epoch,
+            m.members
+        ),
+        Message::StartEpoch(m) => format!(
+            "StartEpoch e{} after op {} members {:?} from m{} (v{})",
+            m.epoch, m.op_number, m.members, m.sender, m.view
+        ),
+        Message::EpochStarted(m) => format!("EpochStarted e{} from m{}", m.epoch, m.member),
         Message::Request(m) => format!(
             "Request client {:x} req {} ({} bytes)",
             short_id(m.client_id),

@@ -6,10 +6,12 @@
 //! every input, drain every action before the next input.
 //!
 //! The handlers live in one module per protocol phase: `normal` (§4.1),
-//! `view_change` (§4.2), `recovery` (§4.3), `state_transfer` (§5.2) and
-//! `checkpoint` (§5.1 and the checkpoint half of §5.2).
+//! `view_change` (§4.2), `recovery` (§4.3), `state_transfer` (§5.2),
+//! `checkpoint` (§5.1 and the checkpoint half of §5.2) and `epoch` (§7,
+//! reconfiguration).
 
 mod checkpoint;
+mod epoch;
 mod normal;
 mod recovery;
 mod state_transfer;
@@ -22,7 +24,8 @@ use crate::checkpoint::{Checkpoint, CheckpointSummary};
 use crate::client_table::ClientTable;
 use crate::config::{Config, ConfigError};
 use crate::message::{
-    CrashVector, DoViewChange, LogEntry, Message, ReadRequest, ReplicaIndex, Reply, Request,
+    CrashVector, DoViewChange, EntryKind, LogEntry, MemberId, Message, ReadRequest, ReplicaIndex,
+    Reply, Request, StartEpoch,
 };
 use crate::prng::Prng;
 use crate::time::Instant;
@@ -44,20 +47,41 @@ pub enum Status {
     /// Restarted without its state (§4.3): learning the latest view and
     /// fetching its state; takes no part in requests or view changes.
     Recovering,
+    /// A member of a new epoch fetching the state up to the
+    /// reconfiguration that began it, or a new replica waiting to hear of
+    /// its epoch (§7.2); takes no part in requests or view changes.
+    Transitioning,
+    /// Left the configuration in a reconfiguration (§7.2): takes part in
+    /// nothing, and tells replicas and clients of older epochs about the
+    /// new one. See [`Replica::may_shut_down`].
+    Retired,
 }
 
 /// An output of the replica, for the embedding to carry out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Send `message` to replica `replica`.
+    /// Send `message` to replica `replica`, stamped with the sender's
+    /// epoch `epoch` (the frame header's).
     Send {
-        /// The destination replica.
-        replica: ReplicaIndex,
+        /// The destination's member id ([`Config::members`]; its index
+        /// unless the cluster was reconfigured).
+        replica: MemberId,
+        /// The sender's epoch when it sent the message.
+        epoch: u32,
         /// The message.
         message: Message,
     },
     /// Send `reply` to the client `reply.client_id`.
     Reply(Reply),
+    /// Tell the client `client_id`, which sent a request in an older
+    /// epoch, about the current one (§7.3): send it `notice` as a
+    /// [`Message::StartEpoch`] on the request's connection.
+    NewEpoch {
+        /// The client.
+        client_id: crate::ClientId,
+        /// The current epoch and its members.
+        notice: StartEpoch,
+    },
 }
 
 /// Counters an operator or a test can read. They only grow.
@@ -127,6 +151,15 @@ pub struct Stats {
     /// neither the log asked for nor a checkpoint that the requester could
     /// use (a witness asked for ops it dropped; see `docs/protocol.md`).
     pub state_requests_unserved: u64,
+    /// Reconfiguration requests refused: wrong epoch, invalid members, or
+    /// a cluster with witnesses (§7.1).
+    pub reconfigurations_refused: u64,
+    /// Epochs this replica entered (or retired in) (§7).
+    pub epochs_started: u64,
+    /// Messages from older epochs (answered with StartEpoch, §7.3).
+    pub messages_older_epoch: u64,
+    /// Messages from newer epochs, dropped until a StartEpoch arrives.
+    pub messages_newer_epoch: u64,
 }
 
 /// Deadlines of the replica's timers; `None` is disarmed.
@@ -145,6 +178,8 @@ struct Timers {
     repair: Option<Instant>,
     /// Primary: send the batch held since then (`batch_delay_ns`).
     batch: Option<Instant>,
+    /// Reconfiguration: resend StartEpoch.
+    epoch: Option<Instant>,
 }
 
 /// A log being fetched before it is installed all at once (§5.2).
@@ -181,12 +216,21 @@ enum SyncGoal {
     /// A new primary completing its view change: complete when the
     /// committed entries reach this op-number.
     CommittedTo(u64),
+    /// A transitioning member of a new epoch (§7.2): complete when the
+    /// committed entries reach the reconfiguration's op-number; taken from
+    /// any member of the epoch, whatever its view.
+    Transition(u64),
 }
 
 /// One replica of a VR cluster, running the service `S`.
 pub struct Replica<S: Service> {
     config: Config,
     replica: ReplicaIndex,
+    /// This replica's member id: its name across epochs (§7).
+    member: MemberId,
+    /// The current epoch-number (§7).
+    epoch: u32,
+    epoch_state: epoch::EpochState,
     service: S,
     prng: Prng,
 
@@ -324,6 +368,29 @@ impl<S: Service> Replica<S> {
         Ok(this)
     }
 
+    /// A new replica, member `member`, that will join a running cluster
+    /// when a reconfiguration adds it (§7.2): it waits, transitioning, for
+    /// a [`Message::StartEpoch`], then fetches the state and takes part.
+    /// `config` gives the cluster id and tunables (its replica count and
+    /// members are replaced by the new epoch's). `service` must be empty.
+    ///
+    /// Only for a replica that never took part in the cluster: one that
+    /// restarts after taking part must use [`Replica::recover`] with the
+    /// configuration of the epoch it was in.
+    pub fn join(
+        config: Config,
+        member: MemberId,
+        service: S,
+        now: Instant,
+        nonce: u64,
+    ) -> Result<Self, ConfigError> {
+        let mut this = Replica::blank(config, 0, service, now, nonce)?;
+        this.member = member;
+        this.take_checkpoint(0);
+        this.status = Status::Transitioning;
+        Ok(this)
+    }
+
     /// A replica restarted without its state (§4.3): it runs the recovery
     /// protocol, fetches the current state from the primary and then
     /// serves. `service` must be empty, as after a fresh start.
@@ -374,6 +441,9 @@ impl<S: Service> Replica<S> {
         );
         Ok(Replica {
             replica,
+            member: config.member_id(replica),
+            epoch: 0,
+            epoch_state: epoch::EpochState::default(),
             service,
             prng,
             status: Status::Normal,
@@ -508,14 +578,35 @@ impl<S: Service> Replica<S> {
 
     // ---- Inputs ----
 
-    /// Handles one message from a replica or a client. Messages that do not
-    /// apply in the current state are counted and dropped; none panics.
+    /// Handles one message from a replica or a client of this replica's
+    /// epoch. Messages that do not apply in the current state are counted
+    /// and dropped; none panics. An embedding whose frames carry the
+    /// sender's epoch uses [`Replica::handle_message_in_epoch`].
     pub fn handle_message(&mut self, now: Instant, message: Message) {
+        self.handle_message_in_epoch(now, self.epoch, message);
+    }
+
+    /// Handles one message sent in epoch `epoch` (§7.3): a message of an
+    /// older epoch is answered with [`Message::StartEpoch`], one of a newer
+    /// epoch is dropped (until a StartEpoch arrives).
+    pub fn handle_message_in_epoch(&mut self, now: Instant, epoch: u32, message: Message) {
         self.now = now;
-        if self.status == Status::Recovering {
-            self.handle_message_recovering(now, message);
-            return;
+        match message {
+            Message::StartEpoch(m) => self.on_start_epoch(now, m),
+            Message::EpochStarted(m) => self.on_epoch_started(m),
+            _ if epoch < self.epoch => self.on_older_epoch_message(epoch, message),
+            _ if epoch > self.epoch => self.stats.messages_newer_epoch += 1,
+            _ => match self.status {
+                Status::Recovering => self.handle_message_recovering(now, message),
+                Status::Transitioning => self.handle_message_transitioning(now, message),
+                Status::Retired => self.stats.messages_stale_view += 1,
+                Status::Normal | Status::ViewChange => self.dispatch(now, message),
+            },
         }
+        self.apply_pending_epoch(now);
+    }
+
+    fn dispatch(&mut self, now: Instant, message: Message) {
         match message {
             Message::Request(m) => self.on_request(now, m),
             Message::Prepare(m) => self.on_prepare(now, m),
@@ -533,8 +624,12 @@ impl<S: Service> Replica<S> {
             Message::GetCheckpointPages(m) => self.on_get_checkpoint_pages(now, m),
             Message::CheckpointPages(m) => self.on_checkpoint_pages(now, m),
             Message::ReadRequest(m) => self.on_read_request(m),
-            // Replies travel to clients only.
-            Message::Reply(_) => self.stats.messages_invalid += 1,
+            Message::Reconfiguration(m) => self.on_reconfiguration(now, m),
+            // Replies travel to clients only; the epoch messages were
+            // handled before.
+            Message::Reply(_) | Message::StartEpoch(_) | Message::EpochStarted(_) => {
+                self.stats.messages_invalid += 1
+            }
         }
     }
 
@@ -570,8 +665,17 @@ impl<S: Service> Replica<S> {
             self.on_repair_timeout(now);
         }
         if self.timers.view_change.is_some_and(|t| t <= now) {
-            self.on_view_change_timeout(now);
+            if self.status == Status::Transitioning {
+                self.timers.view_change = None;
+                self.on_transition_timeout(now);
+            } else {
+                self.on_view_change_timeout(now);
+            }
         }
+        if self.timers.epoch.is_some_and(|t| t <= now) {
+            self.on_epoch_timeout(now);
+        }
+        self.apply_pending_epoch(now);
     }
 
     // ---- Outputs ----
@@ -596,6 +700,7 @@ impl<S: Service> Replica<S> {
             t.view_change_resend,
             t.repair,
             t.batch,
+            t.epoch,
         ]
         .into_iter()
         .flatten()
@@ -606,27 +711,32 @@ impl<S: Service> Replica<S> {
 
     fn send(&mut self, replica: ReplicaIndex, message: Message) {
         debug_assert!(replica != self.replica, "a replica does not message itself");
-        self.outbox.push_back(Action::Send { replica, message });
+        let member = self.config.member_id(replica);
+        self.send_member(member, message);
+    }
+
+    /// Sends to a member by id, in this replica's epoch.
+    fn send_member(&mut self, member: MemberId, message: Message) {
+        self.outbox.push_back(Action::Send {
+            replica: member,
+            epoch: self.epoch,
+            message,
+        });
     }
 
     fn send_to_others(&mut self, message: Message) {
-        let mut others = (0..self.config.replica_count).filter(|&r| r != self.replica);
+        let me = self.replica;
+        let mut others = (0..self.config.replica_count).filter(move |&r| r != me);
         let Some(mut next) = others.next() else {
             return;
         };
         // Clone for all but the last destination, which takes the message
         // itself: a batched Prepare's entries are copied once fewer.
         for replica in others {
-            self.outbox.push_back(Action::Send {
-                replica: next,
-                message: message.clone(),
-            });
+            self.send_member(self.config.member_id(next), message.clone());
             next = replica;
         }
-        self.outbox.push_back(Action::Send {
-            replica: next,
-            message,
-        });
+        self.send_member(self.config.member_id(next), message);
     }
 
     fn is_primary_of(&self, view: u64) -> bool {
@@ -698,11 +808,15 @@ impl<S: Service> Replica<S> {
 
     /// Arms the timers of normal status for the replica's role.
     fn enter_normal_timers(&mut self, now: Instant) {
-        self.timers = Timers::default();
+        self.timers = Timers {
+            epoch: self.timers.epoch,
+            ..Timers::default()
+        };
         // Whatever the log holds now was sent (StartView) or received.
         self.unsent_from = self.op_number;
         self.batch_bytes = 0;
         if self.is_primary_of(self.view) {
+            self.note_reconfiguration_in_log();
             self.prepare_ok_heard_at.iter_mut().for_each(|t| *t = now);
             self.timers.heartbeat = Some(now + self.config.heartbeat_interval_ns);
             if self.op_number > self.commit_number {
@@ -800,6 +914,10 @@ impl<S: Service> Replica<S> {
 
     fn execute(&mut self, op_number: u64) {
         let entry = &self.log[(op_number - self.log_base - 1) as usize];
+        if entry.kind == EntryKind::Reconfiguration {
+            self.execute_reconfiguration(op_number);
+            return;
+        }
         let (client_id, request_number) = (entry.client_id, entry.request_number);
         // The table is the same on every replica (it changes only here, in
         // op order), so skipping a duplicate is itself deterministic.

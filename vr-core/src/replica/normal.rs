@@ -3,7 +3,9 @@
 
 use super::{Replica, Status};
 use crate::client_table::Lookup;
-use crate::message::{Commit, LogEntry, Message, Prepare, PrepareOk, ReadRequest, Reply, Request};
+use crate::message::{
+    Commit, EntryKind, LogEntry, Message, Prepare, PrepareOk, ReadRequest, Reply, Request,
+};
 use crate::time::Instant;
 use crate::Service;
 
@@ -13,6 +15,9 @@ impl<S: Service> Replica<S> {
         if !self.is_primary()
             || request.op.len() > self.config.op_size_max as usize
             || self.forming_cluster()
+            // §7.1: after a reconfiguration the epoch takes no request; its
+            // clients are told of the next one when they retry.
+            || self.epoch_state.reconfiguration_at != 0
         {
             // Backups never answer clients; the client retries to all
             // replicas and so finds the primary.
@@ -98,6 +103,10 @@ impl<S: Service> Replica<S> {
         *entry = (*entry).max(request_number);
     }
 
+    pub(super) fn window_is_full(&self) -> bool {
+        self.window_full()
+    }
+
     fn window_full(&self) -> bool {
         self.op_number - self.commit_number >= u64::from(self.config.prepare_window_max)
             || (self.config.has_witnesses()
@@ -110,13 +119,32 @@ impl<S: Service> Replica<S> {
     /// drains the outputs (no delay configured), or when the batch timer
     /// fires.
     fn prepare_request(&mut self, now: Instant, request: Request) {
+        self.prepare_entry(
+            now,
+            request.client_id,
+            request.request_number,
+            request.op,
+            EntryKind::Operation,
+        );
+    }
+
+    /// Appends an entry of `kind` to the log (see `prepare_request`).
+    pub(super) fn prepare_entry(
+        &mut self,
+        now: Instant,
+        client_id: crate::ClientId,
+        request_number: u64,
+        op: alloc::vec::Vec<u8>,
+        kind: EntryKind,
+    ) {
         debug_assert!(self.is_primary());
         let entry = LogEntry {
             op_number: self.op_number + 1,
             view: self.view,
-            client_id: request.client_id,
-            request_number: request.request_number,
-            op: request.op,
+            client_id,
+            request_number,
+            op,
+            kind,
         };
         let size = entry.encoded_size();
         let bytes_max = (self.config.batch_bytes_max as usize).min(self.log_budget_bytes());

@@ -140,7 +140,12 @@ impl<S: Service> Replica<S> {
         let status = match self.status {
             Status::Normal => RecoveryStatus::Normal,
             Status::ViewChange => RecoveryStatus::ViewChange,
-            Status::Recovering => RecoveryStatus::Recovering,
+            // Transitioning and retired replicas do not answer (they handle
+            // no Recovery); for completeness they would count as holding
+            // nothing.
+            Status::Recovering | Status::Transitioning | Status::Retired => {
+                RecoveryStatus::Recovering
+            }
         };
         self.send(
             from,

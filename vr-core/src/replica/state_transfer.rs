@@ -105,7 +105,10 @@ impl<S: Service> Replica<S> {
         self.heard_fetching_peer(now, message.view, message.replica);
         let until = match self.status {
             Status::Normal => self.op_number,
-            Status::ViewChange | Status::Recovering => self.commit_number,
+            Status::ViewChange
+            | Status::Recovering
+            | Status::Transitioning
+            | Status::Retired => self.commit_number,
         };
         let after = message.op_number.min(until);
         let to_witness = self.config.is_witness(message.replica);
@@ -203,7 +206,14 @@ impl<S: Service> Replica<S> {
         }
         // True whenever it was sent: a fact about every full replica.
         self.note_full_commit_min(message.full_commit_min);
-        if self.sync.as_ref().is_some_and(|s| {
+        let transition = self.sync.as_ref().is_some_and(|s| {
+            // A transitioning member takes committed entries from any member
+            // of its epoch, whatever its view; a checkpoint from its source.
+            matches!(s.goal, SyncGoal::Transition(_))
+                && (s.source == message.replica || message.checkpoint.is_none())
+        });
+        if transition
+            || self.sync.as_ref().is_some_and(|s| {
             s.view == message.view
                 && s.view == self.view
                 && (s.source == message.replica
@@ -327,7 +337,9 @@ impl<S: Service> Replica<S> {
             SyncGoal::PrimaryLog => message.op_number,
             // Only committed entries may be taken from a replica that is
             // itself changing view.
-            SyncGoal::CommittedTo(target) => target.min(message.commit_number),
+            SyncGoal::CommittedTo(target) | SyncGoal::Transition(target) => {
+                target.min(message.commit_number)
+            }
         };
         let had = sync.entries.len();
         for entry in message.log {
@@ -340,7 +352,7 @@ impl<S: Service> Replica<S> {
         let have = sync.base + sync.entries.len() as u64;
         let complete = match sync.goal {
             SyncGoal::PrimaryLog => have == message.op_number,
-            SyncGoal::CommittedTo(target) => have >= target,
+            SyncGoal::CommittedTo(target) | SyncGoal::Transition(target) => have >= target,
         };
         if !complete {
             let source = sync.source;
@@ -384,6 +396,17 @@ impl<S: Service> Replica<S> {
                 );
             }
             SyncGoal::CommittedTo(_) => self.complete_view_change(now, sync.entries),
+            SyncGoal::Transition(target) => {
+                // Everything fetched is committed: it replaces whatever this
+                // replica held above its commit-number (an older epoch's
+                // uncommitted suffix), and is executed at once.
+                self.truncate_log(self.commit_number);
+                self.op_number = self.commit_number;
+                self.extend_log(sync.entries);
+                self.op_number = self.log_base + self.log.len() as u64;
+                self.commit_to(target);
+                self.finish_transition(now);
+            }
         }
     }
 }

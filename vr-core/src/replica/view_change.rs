@@ -66,7 +66,11 @@ impl<S: Service> Replica<S> {
         self.lease_acked_ns.iter_mut().for_each(|t| *t = 0);
         self.primary_timestamp_ns = 0;
         self.batch_bytes = 0;
-        self.timers = super::Timers::default();
+        // StartEpoch goes on being resent across views (§7.2).
+        self.timers = super::Timers {
+            epoch: self.timers.epoch,
+            ..super::Timers::default()
+        };
     }
 
     /// Whether this replica promised the primary, by acknowledging it, not to

@@ -68,6 +68,8 @@ pub enum Node {
 pub struct Envelope {
     pub from: Node,
     pub to: Node,
+    /// The sender's epoch (§7), as a frame header carries it.
+    pub epoch: u32,
     pub message: Message,
 }
 
@@ -156,10 +158,35 @@ impl<S: Service> Cluster<S> {
     }
 
     pub fn drain_client(&mut self, client: usize) {
-        while let Some(ClientAction::Send { replica, message }) = self.clients[client].poll_action()
+        while let Some(ClientAction::Send {
+            replica,
+            epoch,
+            message,
+        }) = self.clients[client].poll_action()
         {
-            self.push(Node::Client(client), Node::Replica(replica), message);
+            self.push(Node::Client(client), Node::Replica(replica), epoch, message);
         }
+    }
+
+    /// Starts a new replica, member `member` (the next index), that joins
+    /// the cluster when a reconfiguration adds it (§7.2).
+    pub fn join(&mut self, member: u8, service: S, nonce: u64) {
+        assert_eq!(usize::from(member), self.replicas.len(), "members join in order");
+        let replica =
+            Replica::join(self.config.clone(), member, service, self.now, nonce).expect("valid");
+        self.replicas.push(replica);
+        self.crashed.push(false);
+        self.replies_sent_by.push(0);
+        self.bytes_to.push(0);
+    }
+
+    /// Starts a reconfiguration to `members` from `client` (§7.1).
+    pub fn reconfigure(&mut self, client: usize, members: &[u8]) -> u64 {
+        let number = self.clients[client]
+            .reconfigure(self.now, members.to_vec())
+            .expect("client idle");
+        self.drain_client(client);
+        number
     }
 
     fn drain_replica(&mut self, replica: u8) {
@@ -167,23 +194,41 @@ impl<S: Service> Cluster<S> {
             match action {
                 Action::Send {
                     replica: to,
+                    epoch,
                     message,
-                } => self.push(Node::Replica(replica), Node::Replica(to), message),
+                } => self.push(Node::Replica(replica), Node::Replica(to), epoch, message),
                 Action::Reply(reply) => {
                     self.replies_sent_by[usize::from(replica)] += 1;
                     let client = (reply.client_id - 1000) as usize;
+                    let epoch = self.replicas[usize::from(replica)].epoch();
                     self.push(
                         Node::Replica(replica),
                         Node::Client(client),
+                        epoch,
                         Message::Reply(reply),
+                    );
+                }
+                Action::NewEpoch { client_id, notice } => {
+                    let client = (client_id - 1000) as usize;
+                    let epoch = notice.epoch;
+                    self.push(
+                        Node::Replica(replica),
+                        Node::Client(client),
+                        epoch,
+                        Message::StartEpoch(notice),
                     );
                 }
             }
         }
     }
 
-    fn push(&mut self, from: Node, to: Node, message: Message) {
-        let envelope = Envelope { from, to, message };
+    fn push(&mut self, from: Node, to: Node, epoch: u32, message: Message) {
+        let envelope = Envelope {
+            from,
+            to,
+            epoch,
+            message,
+        };
         if (self.filter)(&envelope) {
             self.in_flight.push(envelope);
         }
@@ -191,7 +236,17 @@ impl<S: Service> Cluster<S> {
 
     /// Inject a message as if `from` had sent it.
     pub fn inject(&mut self, from: Node, to: Node, message: Message) {
-        self.in_flight.push(Envelope { from, to, message });
+        // In the destination's epoch: an injected message is one of its peers'.
+        let epoch = match to {
+            Node::Replica(i) => self.replicas[usize::from(i)].epoch(),
+            Node::Client(_) => 0,
+        };
+        self.in_flight.push(Envelope {
+            from,
+            to,
+            epoch,
+            message,
+        });
     }
 
     /// Delivers one message; false if none was in flight.
@@ -218,16 +273,25 @@ impl<S: Service> Cluster<S> {
                 }
                 self.bytes_to[usize::from(i)] +=
                     vr_core::codec::encoded_size(&envelope.message) as u64;
-                self.replicas[usize::from(i)].handle_message(self.now, envelope.message);
+                self.replicas[usize::from(i)].handle_message_in_epoch(
+                    self.now,
+                    envelope.epoch,
+                    envelope.message,
+                );
                 self.drain_replica(i);
             }
-            Node::Client(c) => {
-                if let Message::Reply(reply) = envelope.message {
+            Node::Client(c) => match envelope.message {
+                Message::Reply(reply) => {
                     if let Some(completion) = self.clients[c].handle_reply(self.now, reply) {
                         self.completions.push((c, completion));
                     }
                 }
-            }
+                Message::StartEpoch(notice) => {
+                    self.clients[c].handle_start_epoch(self.now, notice);
+                    self.drain_client(c);
+                }
+                _ => {}
+            },
         }
         true
     }

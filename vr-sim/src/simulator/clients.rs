@@ -25,7 +25,10 @@ impl Simulator {
         while let Some(action) = self.clients[usize::from(c)].client.poll_action() {
             outputs.push(action);
         }
-        for ClientAction::Send { replica, message } in outputs {
+        for ClientAction::Send {
+            replica, message, ..
+        } in outputs
+        {
             self.send(Addr::Client(c), Addr::Replica(replica), &message);
         }
     }

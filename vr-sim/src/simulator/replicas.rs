@@ -170,7 +170,14 @@ impl Simulator {
                 Action::Send {
                     replica: to,
                     message,
+                    ..
                 } => self.send(Addr::Replica(i), Addr::Replica(to), &message),
+                Action::NewEpoch { client_id, notice } => {
+                    if let Some(&c) = self.client_by_id.get(&client_id) {
+                        let message = Message::StartEpoch(notice);
+                        self.send(Addr::Replica(i), Addr::Client(c), &message);
+                    }
+                }
                 Action::Reply(reply) => match self.client_by_id.get(&reply.client_id) {
                     Some(&c) => {
                         self.send(Addr::Replica(i), Addr::Client(c), &Message::Reply(reply))

@@ -1,0 +1,565 @@
+//! Reconfiguration (§7): epochs, `StartEpoch`, `EpochStarted`, and the
+//! status `Transitioning`.
+//!
+//! An administrator's [`Reconfiguration`] request goes through the log like
+//! any request; after appending it the primary admits no other request of
+//! the epoch. Executing the committed entry at op `n` ends epoch `e` on
+//! every replica that executes it:
+//!
+//! - a member of the new configuration ("carrier") enters epoch `e + 1` in
+//!   view 0 with its log up to `n` and its state: normal at once;
+//! - a replica not in it retires: it takes part in nothing any more, and
+//!   tells replicas and clients still in `e` about the new epoch;
+//! - both send [`StartEpoch`] to every member of the new epoch, resent until
+//!   each answers [`EpochStarted`]. A retired replica may be shut down once
+//!   a quorum of the new epoch has answered ([`Replica::may_shut_down`]).
+//!
+//! A member of the new epoch that lacks the ops up to `n` (a new member, or
+//! an old one that had not executed `n` when it heard of the new epoch) is
+//! *transitioning*: it takes part in nothing (no PrepareOk, no view-change
+//! vote, no recovery answer) until it has fetched the committed ops up to
+//! `n` (or a checkpoint past it) with the staged state transfer of §5.2,
+//! from members of the new epoch. Only then does it join, in view 0 with
+//! last-normal-view 0: its log is the committed prefix, a prefix of view
+//! 0's log, so its votes are as safe as any backup's of view 0.
+//!
+//! Views restart at 0 in each epoch; messages carry the sender's epoch (the
+//! frame header's), and a replica handles only its own epoch's messages. One
+//! from an older epoch is answered with `StartEpoch` (to a replica, or to a
+//! client, which then follows the new members); one from a newer epoch is
+//! dropped: its sender, or another, will send the `StartEpoch` that moves
+//! this replica on.
+
+use alloc::vec::Vec;
+
+use super::{Action, Replica, Status, Sync, SyncGoal};
+use crate::client_table::Lookup;
+use crate::config::Config;
+use crate::message::{
+    EntryKind, EpochStarted, MemberId, Message, Reconfiguration, Reply, StartEpoch,
+};
+use crate::time::Instant;
+use crate::Service;
+
+/// Epochs whose members a replica remembers, to name the senders of
+/// messages from older epochs.
+const EPOCHS_REMEMBERED: usize = 8;
+
+/// How the current epoch began, and who has acknowledged it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct EpochState {
+    /// The op-number of the reconfiguration entry that began this epoch
+    /// (0 in epoch 0).
+    pub(crate) start_op: u64,
+    /// The members of this epoch, in index order.
+    pub(crate) members: Vec<MemberId>,
+    /// Members of this epoch this replica still sends `StartEpoch` to: it
+    /// executed the reconfiguration and they have not answered yet.
+    pub(crate) pending: Vec<MemberId>,
+    /// Members of this epoch that answered `EpochStarted`.
+    pub(crate) started: Vec<MemberId>,
+    /// The members of recent epochs: `(epoch, members)`, oldest first.
+    pub(crate) history: Vec<(u32, Vec<MemberId>)>,
+    /// Set while executing: the reconfiguration just committed, applied
+    /// once the current input is handled (`apply_pending_epoch`).
+    pub(crate) switch: Option<(u64, u32, Vec<MemberId>)>,
+    /// Primary: the op-number of a reconfiguration in the log above the
+    /// commit-number (0: none). No request is admitted while it is set.
+    pub(crate) reconfiguration_at: u64,
+}
+
+/// The payload of a reconfiguration entry: the new epoch-number and members.
+pub(crate) fn encode_reconfiguration(epoch: u32, members: &[MemberId]) -> Vec<u8> {
+    let mut op = Vec::with_capacity(4 + members.len());
+    op.extend_from_slice(&epoch.to_le_bytes());
+    op.extend_from_slice(members);
+    op
+}
+
+/// Reads a reconfiguration entry's payload.
+pub(crate) fn decode_reconfiguration(op: &[u8]) -> Option<(u32, &[MemberId])> {
+    let (epoch, members) = op.split_first_chunk::<4>()?;
+    Some((u32::from_le_bytes(*epoch), members))
+}
+
+impl<S: Service> Replica<S> {
+    /// This replica's member id: its name across epochs.
+    pub fn member_id(&self) -> MemberId {
+        self.member
+    }
+
+    /// The current epoch-number (§7).
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// Whether this replica left the configuration and a quorum of the new
+    /// epoch's members reported that they hold its state (`EpochStarted`):
+    /// it may be shut down (§7.2). An administrator polls this (through
+    /// the embedding's status report, e.g. `VR.STATUS` in vr-kv) before
+    /// stopping a replica removed by a reconfiguration.
+    pub fn may_shut_down(&self) -> bool {
+        self.status == Status::Retired
+            && self.epoch_state.started.len() >= self.epoch_state.members.len() / 2 + 1
+    }
+
+    /// The members of the current epoch, in index order.
+    pub fn epoch_members(&self) -> Vec<MemberId> {
+        if self.status == Status::Retired {
+            return self.epoch_state.members.clone();
+        }
+        self.config.member_ids()
+    }
+
+    /// The members of `epoch`, if remembered.
+    fn members_of_epoch(&self, epoch: u32) -> Option<&[MemberId]> {
+        let history = &self.epoch_state.history;
+        history
+            .iter()
+            .rev()
+            .find(|(e, _)| *e == epoch)
+            .map(|(_, m)| &m[..])
+    }
+
+    /// The notice of the current epoch that this replica sends.
+    fn start_epoch_notice(&self) -> StartEpoch {
+        StartEpoch {
+            view: if self.status == Status::Retired { 0 } else { self.view },
+            epoch: self.epoch,
+            op_number: self.epoch_state.start_op,
+            members: self.epoch_members(),
+            sender: self.member,
+        }
+    }
+
+    /// §7.1 at the primary: a reconfiguration request. It is checked,
+    /// deduplicated like a request, and appended to the log; from then on
+    /// the primary admits no other request of this epoch.
+    pub(super) fn on_reconfiguration(&mut self, now: Instant, message: Reconfiguration) {
+        if !self.is_primary() || self.forming_cluster() {
+            self.stats.requests_dropped += 1;
+            return;
+        }
+        match self
+            .client_table
+            .lookup(message.client_id, message.request_number)
+        {
+            Lookup::Stale => {
+                self.stats.requests_dropped += 1;
+                return;
+            }
+            Lookup::Latest(entry) => {
+                // Already executed: it may be what began this epoch.
+                let reply = Reply {
+                    view: self.view,
+                    client_id: message.client_id,
+                    request_number: message.request_number,
+                    op_number: entry.op_number,
+                    result: entry.result.clone(),
+                };
+                self.stats.requests_deduplicated += 1;
+                self.outbox.push_back(Action::Reply(reply));
+                return;
+            }
+            Lookup::New => {}
+        }
+        let keeps_a_member = message
+            .members
+            .iter()
+            .any(|&m| self.config.index_of_member(m).is_some());
+        let valid = message.epoch == self.epoch
+            && self.epoch < u32::MAX
+            && !self.config.has_witnesses()
+            && keeps_a_member
+            && self.config.with_members(&message.members).is_some();
+        let in_progress = self
+            .requests_in_progress
+            .get(&message.client_id)
+            .is_some_and(|&r| r >= message.request_number);
+        if !valid {
+            self.stats.reconfigurations_refused += 1;
+            return;
+        }
+        if in_progress || self.epoch_state.reconfiguration_at != 0 || self.window_is_full() {
+            self.stats.requests_dropped += 1;
+            return;
+        }
+        let op = encode_reconfiguration(self.epoch + 1, &message.members);
+        // Requests queued behind it would belong to the next epoch: drop
+        // them (their clients retry, and are told of the new epoch).
+        self.stats.requests_dropped += self.request_queue.len() as u64;
+        self.request_queue.clear();
+        self.prepare_entry(
+            now,
+            message.client_id,
+            message.request_number,
+            op,
+            EntryKind::Reconfiguration,
+        );
+        self.epoch_state.reconfiguration_at = self.op_number;
+    }
+
+    /// Primary entering a view: notes a reconfiguration in its log that is
+    /// not yet committed, so that it admits no request behind it.
+    pub(super) fn note_reconfiguration_in_log(&mut self) {
+        let pending = self
+            .log_after(self.commit_number.max(self.log_base))
+            .iter()
+            .rev()
+            .find(|e| e.kind == EntryKind::Reconfiguration)
+            .map(|e| e.op_number);
+        self.epoch_state.reconfiguration_at = pending.unwrap_or(0);
+    }
+
+    /// Executes the reconfiguration entry at `op_number` (§7.2): records
+    /// its reply, and, if it begins an epoch this replica is not yet in,
+    /// schedules the move to it for the end of the current input.
+    pub(super) fn execute_reconfiguration(&mut self, op_number: u64) {
+        let entry = self.entry(op_number);
+        let (client_id, request_number) = (entry.client_id, entry.request_number);
+        let Some((epoch, members)) = decode_reconfiguration(&entry.op) else {
+            return; // Cannot happen: the primary built it.
+        };
+        let members = members.to_vec();
+        if matches!(
+            self.client_table.lookup(client_id, request_number),
+            Lookup::New
+        ) {
+            let result = epoch.to_le_bytes().to_vec();
+            if self.is_primary() {
+                self.outbox.push_back(Action::Reply(Reply {
+                    view: self.view,
+                    client_id,
+                    request_number,
+                    op_number,
+                    result: result.clone(),
+                }));
+            }
+            self.client_table
+                .record(client_id, request_number, op_number, result);
+        }
+        self.requests_in_progress.remove(&client_id);
+        if epoch > self.epoch {
+            self.epoch_state.switch = Some((op_number, epoch, members));
+        }
+    }
+
+    /// Called after every input: moves to the epoch whose reconfiguration
+    /// was executed during it.
+    pub(super) fn apply_pending_epoch(&mut self, now: Instant) {
+        let Some((op_number, epoch, members)) = self.epoch_state.switch.take() else {
+            return;
+        };
+        let Some(next) = self.config.with_members(&members) else {
+            self.stats.messages_invalid += 1;
+            return;
+        };
+        let old_members = self.config.member_ids();
+        self.remember_epoch(self.epoch, old_members);
+        self.remember_epoch(epoch, members.clone());
+        self.epoch = epoch;
+        self.epoch_state.start_op = op_number;
+        self.epoch_state.members = members.clone();
+        self.epoch_state.started.clear();
+        self.epoch_state.pending = members.iter().copied().filter(|&m| m != self.member).collect();
+        self.stats.epochs_started += 1;
+        match next.index_of_member(self.member) {
+            Some(index) => {
+                self.enter_epoch_config(now, next, index);
+                self.status = Status::Normal;
+                self.enter_normal_timers(now);
+            }
+            None => self.retire(),
+        }
+        self.send_start_epochs(now);
+    }
+
+    fn remember_epoch(&mut self, epoch: u32, members: Vec<MemberId>) {
+        let history = &mut self.epoch_state.history;
+        if history.iter().any(|(e, _)| *e == epoch) {
+            return;
+        }
+        history.push((epoch, members));
+        if history.len() > EPOCHS_REMEMBERED {
+            history.remove(0);
+        }
+    }
+
+    /// Takes `next` as the configuration, with index `index`, in view 0 of
+    /// the current epoch: everything that belonged to the previous epoch's
+    /// views and indexes is reset.
+    fn enter_epoch_config(&mut self, now: Instant, next: Config, index: crate::ReplicaIndex) {
+        let n = usize::from(next.replica_count);
+        self.config = next;
+        self.replica = index;
+        self.view = 0;
+        self.last_normal_view = 0;
+        self.do_view_change_view_max = 0;
+        self.crash_vector = core::iter::repeat_n(0, n).collect();
+        self.prepare_ok_op = alloc::vec![0; n];
+        self.prepare_ok_commit = alloc::vec![0; n];
+        self.prepare_ok_heard_at = alloc::vec![now; n];
+        self.lease_acked_ns = alloc::vec![0; n];
+        self.do_view_change_from = alloc::vec![None; n];
+        self.reset_view_state(0);
+        self.recovery = None;
+        self.checkpoint_fetcher = None;
+        self.retained_fetcher = None;
+        self.view_start_op = self.op_number;
+        self.full_commit_min = self.commit_number;
+        self.primary_heard_at = now;
+        self.epoch_state.reconfiguration_at = 0;
+    }
+
+    /// Leaves the configuration: takes part in nothing any more.
+    fn retire(&mut self) {
+        self.reset_view_state(self.view);
+        self.recovery = None;
+        self.status = Status::Retired;
+        self.epoch_state.reconfiguration_at = 0;
+    }
+
+    /// Sends `StartEpoch` to the members that have not answered, and arms
+    /// the resend.
+    fn send_start_epochs(&mut self, now: Instant) {
+        self.timers.epoch = None;
+        if self.epoch_state.pending.is_empty() {
+            return;
+        }
+        let notice = self.start_epoch_notice();
+        for member in self.epoch_state.pending.clone() {
+            self.send_member(member, Message::StartEpoch(notice.clone()));
+        }
+        self.timers.epoch = Some(now + self.config.resend_interval_ns);
+    }
+
+    /// The epoch timer: resend `StartEpoch`.
+    pub(super) fn on_epoch_timeout(&mut self, now: Instant) {
+        self.send_start_epochs(now);
+    }
+
+    /// §7.2: a member of the new epoch holds the state up to its start.
+    pub(super) fn on_epoch_started(&mut self, message: EpochStarted) {
+        if message.epoch != self.epoch || message.member == self.member {
+            self.stats.messages_stale_view += 1;
+            return;
+        }
+        if !self.epoch_state.members.contains(&message.member) {
+            self.stats.messages_invalid += 1;
+            return;
+        }
+        self.epoch_state.pending.retain(|&m| m != message.member);
+        if !self.epoch_state.started.contains(&message.member) {
+            self.epoch_state.started.push(message.member);
+        }
+        if self.epoch_state.pending.is_empty() {
+            self.timers.epoch = None;
+        }
+    }
+
+    /// §7.2–7.3: a replica tells this one that epoch `message.epoch` began.
+    pub(super) fn on_start_epoch(&mut self, now: Instant, message: StartEpoch) {
+        let Some(next) = self.config.with_members(&message.members) else {
+            self.stats.messages_invalid += 1;
+            return;
+        };
+        if message.op_number == 0 || message.epoch == 0 || message.sender == self.member {
+            self.stats.messages_invalid += 1;
+            return;
+        }
+        if message.epoch < self.epoch {
+            self.stats.messages_stale_view += 1;
+            return;
+        }
+        if message.epoch == self.epoch {
+            if matches!(self.status, Status::Normal | Status::ViewChange) {
+                // Answer, so that the sender stops resending.
+                let started = EpochStarted {
+                    epoch: self.epoch,
+                    member: self.member,
+                };
+                self.send_member(message.sender, Message::EpochStarted(started));
+            }
+            return;
+        }
+        // A newer epoch began while this replica was elsewhere.
+        self.remember_epoch(self.epoch, self.epoch_members());
+        self.remember_epoch(message.epoch, message.members.clone());
+        self.epoch = message.epoch;
+        self.epoch_state.start_op = message.op_number;
+        self.epoch_state.members = message.members.clone();
+        self.epoch_state.started.clear();
+        self.epoch_state.pending.clear();
+        self.timers.epoch = None;
+        self.stats.epochs_started += 1;
+        let Some(index) = next.index_of_member(self.member) else {
+            self.retire();
+            return;
+        };
+        let recovering = self.status == Status::Recovering;
+        self.enter_epoch_config(now, next, index);
+        if recovering {
+            // Restarted without its state: it may have taken part in the
+            // new epoch before it crashed, so it recovers there (§4.3).
+            self.start_recovery(now);
+            return;
+        }
+        if self.commit_number >= message.op_number {
+            // Cannot happen (executing the entry moves a replica on), but
+            // then there is nothing to fetch.
+            self.finish_transition(now);
+            return;
+        }
+        // Fetch the committed ops up to the reconfiguration from a member
+        // of the new epoch: the sender if it is one.
+        let source = self.config.index_of_member(message.sender).unwrap_or_else(|| {
+            self.next_transition_source(self.replica)
+        });
+        self.status = Status::Transitioning;
+        self.view = message.view;
+        self.sync = Some(Sync {
+            view: self.view,
+            source,
+            base: self.commit_number,
+            entries: Vec::new(),
+            goal: SyncGoal::Transition(message.op_number),
+            fetch: None,
+            staged_checkpoint: None,
+        });
+        self.arm_view_change_timer(now);
+        self.send_get_state(now, source, self.commit_number);
+    }
+
+    /// The member after `current` (cyclically, not this replica).
+    pub(super) fn next_transition_source(&self, current: crate::ReplicaIndex) -> crate::ReplicaIndex {
+        let n = u16::from(self.config.replica_count);
+        (1..=n)
+            .map(|step| ((u16::from(current) + step) % n) as crate::ReplicaIndex)
+            .find(|&r| r != self.replica)
+            .unwrap_or(current)
+    }
+
+    /// While transitioning: only state transfer goes on. Messages of this
+    /// epoch from a newer view are noted, so that state requests name a
+    /// view their receivers are in.
+    pub(super) fn handle_message_transitioning(&mut self, now: Instant, message: Message) {
+        let view = message.view();
+        if view > self.view
+            && !matches!(
+                message,
+                Message::Request(_) | Message::ReadRequest(_) | Message::Reconfiguration(_)
+            )
+        {
+            self.view = view;
+            if let Some(sync) = self.sync.as_mut() {
+                sync.view = view;
+            }
+        }
+        match message {
+            Message::NewState(m) => self.on_new_state(now, m),
+            Message::CheckpointTree(m) => self.on_checkpoint_tree(now, m),
+            Message::CheckpointPages(m) => self.on_checkpoint_pages(now, m),
+            _ => self.stats.messages_ignored_recovering += 1,
+        }
+    }
+
+    /// The transition's view-change timer: the fetch stalled; ask another
+    /// member.
+    pub(super) fn on_transition_timeout(&mut self, now: Instant) {
+        let Some(sync) = self.sync.as_mut() else {
+            return;
+        };
+        let current = sync.source;
+        sync.fetch = None;
+        sync.staged_checkpoint = None;
+        sync.entries.clear();
+        let base = self.commit_number;
+        let source = self.next_transition_source(current);
+        if let Some(sync) = self.sync.as_mut() {
+            sync.source = source;
+            sync.base = base;
+        }
+        self.arm_view_change_timer(now);
+        self.send_get_state(now, source, base);
+    }
+
+    /// The committed ops up to the reconfiguration are installed: join the
+    /// epoch in view 0 (its log is a prefix of view 0's), or, if a newer
+    /// view was heard of, adopt that view's log as any replica does.
+    pub(super) fn finish_transition(&mut self, now: Instant) {
+        self.sync = None;
+        let seen_view = self.view;
+        self.view = 0;
+        self.last_normal_view = 0;
+        self.status = Status::Normal;
+        self.enter_normal_timers(now);
+        let notice = self.start_epoch_notice();
+        let started = EpochStarted {
+            epoch: self.epoch,
+            member: self.member,
+        };
+        // Tell the members at once; replicas that left learn it when they
+        // resend StartEpoch.
+        let me = self.member;
+        for member in notice.members.into_iter().filter(|&m| m != me) {
+            self.send_member(member, Message::EpochStarted(started));
+        }
+        if seen_view > 0 {
+            self.start_sync(now, seen_view);
+        }
+    }
+
+    /// A message from an older epoch: its sender missed the reconfiguration.
+    /// Tell it (§7.3); clients follow the new members.
+    pub(super) fn on_older_epoch_message(&mut self, epoch: u32, message: Message) {
+        self.stats.messages_older_epoch += 1;
+        if self.epoch_state.start_op == 0 {
+            return; // This replica joined without history: it cannot tell.
+        }
+        let notice = self.start_epoch_notice();
+        let client = match &message {
+            Message::Request(m) => Some(m.client_id),
+            Message::ReadRequest(m) => Some(m.client_id),
+            Message::Reconfiguration(m) => Some(m.client_id),
+            _ => None,
+        };
+        if let Some(client_id) = client {
+            self.outbox.push_back(Action::NewEpoch { client_id, notice });
+            return;
+        }
+        let Some(members) = self.members_of_epoch(epoch) else {
+            return;
+        };
+        let index = match &message {
+            Message::PrepareOk(m) => Some(m.replica),
+            Message::StartViewChange(m) => Some(m.replica),
+            Message::DoViewChange(m) => Some(m.replica),
+            Message::GetState(m) => Some(m.replica),
+            Message::NewState(m) => Some(m.replica),
+            Message::Recovery(m) => Some(m.replica),
+            Message::RecoveryResponse(m) => Some(m.replica),
+            Message::GetCheckpointTree(m) => Some(m.replica),
+            Message::CheckpointTree(m) => Some(m.replica),
+            Message::GetCheckpointPages(m) => Some(m.replica),
+            Message::CheckpointPages(m) => Some(m.replica),
+            // From the primary of its view; which one depends on the
+            // witnesses of that epoch, which no longer matter: reconfigured
+            // clusters have none.
+            Message::Prepare(_) | Message::Commit(_) | Message::StartView(_) => {
+                let count = members.len() as u64;
+                Some((message.view() % count.max(1)) as crate::ReplicaIndex)
+            }
+            _ => None,
+        };
+        let member = index.and_then(|i| {
+            if members.is_empty() {
+                Some(i) // Epoch 0 without member ids: indexes are ids.
+            } else {
+                members.get(usize::from(i)).copied()
+            }
+        });
+        if let Some(member) = member.filter(|&m| m != self.member) {
+            self.send_member(member, Message::StartEpoch(notice));
+        }
+    }
+}
