@@ -783,7 +783,9 @@ fn decode_body(command: Command, view: u64, body: &[u8]) -> Result<Message, Deco
         }),
         Command::Reconfiguration => {
             if view != 0 {
-                return Err(DecodeError::Malformed("reconfiguration with a non-zero view"));
+                return Err(DecodeError::Malformed(
+                    "reconfiguration with a non-zero view",
+                ));
             }
             Message::Reconfiguration(Reconfiguration {
                 client_id: r.u128()?,

@@ -306,7 +306,10 @@ impl Config {
 
     /// The member id of replica `index` (§7).
     pub fn member_id(&self, index: crate::ReplicaIndex) -> crate::MemberId {
-        self.members.get(usize::from(index)).copied().unwrap_or(index)
+        self.members
+            .get(usize::from(index))
+            .copied()
+            .unwrap_or(index)
     }
 
     /// The index of member `member` in this epoch, if it is one.

@@ -10,6 +10,12 @@
 //! - outputs: [`Replica::poll_action`], to be drained completely after every
 //!   input: send a message to a replica, or a reply to a client.
 //!
+//! Reconfiguration (§7) moves a cluster to new members in a new *epoch*:
+//! replicas are then named by their [`MemberId`] (stable across epochs) in
+//! [`Action::Send`], frames carry the sender's epoch, and an embedding
+//! feeds them with [`Replica::handle_message_in_epoch`]; see
+//! `docs/protocol.md`, "Reconfiguration".
+//!
 //! Randomness (timer jitter) comes from a PRNG seeded by [`Config::seed`], so
 //! the same inputs give the same outputs. The replicated service is a
 //! [`Service`]: its [`Service::execute`] upcall runs once per committed
@@ -57,7 +63,7 @@
 //! let mut result = None;
 //! while result.is_none() {
 //!     while let Some(action) = client.poll_action() {
-//!         let vr_core::ClientAction::Send { replica, message } = action;
+//!         let vr_core::ClientAction::Send { replica, message, .. } = action;
 //!         to_replicas.push_back((replica, message));
 //!     }
 //!     let Some((to, message)) = to_replicas.pop_front() else { break };
@@ -65,8 +71,10 @@
 //!     replica.handle_message(now, message);
 //!     while let Some(action) = replica.poll_action() {
 //!         match action {
-//!             Action::Send { replica, message } => to_replicas.push_back((replica, message)),
+//!             Action::Send { replica, message, .. } => to_replicas.push_back((replica, message)),
 //!             Action::Reply(reply) => result = client.handle_reply(now, reply),
+//!             // Only after a reconfiguration (§7): tell the client.
+//!             Action::NewEpoch { .. } => {}
 //!         }
 //!     }
 //! }

@@ -428,9 +428,11 @@ impl<S: Service> ReplicaNode<S> {
                     message,
                 } => (Destination::Replica(replica), epoch, message),
                 Action::Reply(reply) => match self.routes.get(&reply.client_id) {
-                    Some(&(connection, _)) => {
-                        (Destination::Connection(connection), epoch, Message::Reply(reply))
-                    }
+                    Some(&(connection, _)) => (
+                        Destination::Connection(connection),
+                        epoch,
+                        Message::Reply(reply),
+                    ),
                     None => {
                         self.stats.replies_unroutable += 1;
                         continue;
@@ -452,7 +454,9 @@ impl<S: Service> ReplicaNode<S> {
             codec::encode_in_epoch(&message, cluster, epoch, &mut frame);
             if let Destination::Replica(i) = destination {
                 if self.stats.to_replicas.len() <= usize::from(i) {
-                    self.stats.to_replicas.resize(usize::from(i) + 1, Traffic::default());
+                    self.stats
+                        .to_replicas
+                        .resize(usize::from(i) + 1, Traffic::default());
                 }
             }
             let traffic = match destination {

@@ -131,6 +131,23 @@ fn samples() -> Vec<Message> {
             op_number: 0,
             result: vec![],
         }),
+        Message::Reconfiguration(vr_core::message::Reconfiguration {
+            client_id: 77,
+            request_number: 3,
+            epoch: 2,
+            members: vec![0, 1, 5],
+        }),
+        Message::StartEpoch(vr_core::message::StartEpoch {
+            view: 4,
+            epoch: 3,
+            op_number: 900,
+            members: vec![0, 1, 5],
+            sender: 1,
+        }),
+        Message::EpochStarted(vr_core::message::EpochStarted {
+            epoch: 3,
+            member: 5,
+        }),
         Message::ReadRequest(ReadRequest {
             client_id: 5,
             request_number: 3,
@@ -271,7 +288,7 @@ fn every_variant_round_trips() {
     commands.dedup();
     assert_eq!(
         commands,
-        (1..=17).collect::<Vec<u8>>(),
+        (1..=20).collect::<Vec<u8>>(),
         "a variant is missing"
     );
     for message in &samples {
@@ -291,7 +308,7 @@ fn layout_matches_the_documented_table() {
     let bytes = frame(&message);
     let mut expected = Vec::new();
     expected.extend_from_slice(b"VR");
-    expected.push(1); // version
+    expected.push(2); // version
     expected.push(Command::Commit as u8);
     expected.extend_from_slice(&32u32.to_le_bytes()); // body size
     expected.extend_from_slice(&CLUSTER.to_le_bytes());
@@ -307,7 +324,7 @@ fn layout_matches_the_documented_table() {
     expected[CHECKSUM_FIELD].copy_from_slice(&crc32fast::hash(&covered).to_le_bytes());
     assert_eq!(bytes, expected);
     assert_eq!(MAGIC, *b"VR");
-    assert_eq!(VERSION, 1);
+    assert_eq!(VERSION, 2);
 }
 
 #[test]
@@ -330,7 +347,8 @@ fn log_entry_layout() {
     assert_eq!(&wire[16..32], &e.client_id.to_le_bytes());
     assert_eq!(&wire[32..40], &50u64.to_le_bytes());
     assert_eq!(&wire[40..44], &3u32.to_le_bytes());
-    assert_eq!(&wire[44..], b"abc");
+    assert_eq!(&wire[44..47], b"abc");
+    assert_eq!(wire[47], 0, "kind: an operation");
 }
 
 #[test]
@@ -426,11 +444,12 @@ fn error_bad_magic() {
 #[test]
 fn error_unsupported_version() {
     let mut bytes = frame(&samples()[0]);
-    bytes[2] = 2;
+    bytes[2] = 1;
     reseal(&mut bytes);
     assert_eq!(
         decode(&bytes, CLUSTER, MAX),
-        Err(DecodeError::UnsupportedVersion(2))
+        Err(DecodeError::UnsupportedVersion(1)),
+        "frames of the format before epochs are refused"
     );
 }
 
@@ -506,7 +525,7 @@ fn error_bad_checksum() {
 
 #[test]
 fn error_unknown_command() {
-    for command in [0, 18, 255] {
+    for command in [0, 21, 255] {
         let mut bytes = frame(&samples()[0]);
         bytes[3] = command;
         reseal(&mut bytes);
@@ -581,9 +600,22 @@ fn error_malformed_body_shape() {
 
 #[test]
 fn error_malformed_header_fields() {
-    // A non-zero epoch is reserved for reconfiguration.
+    // The epoch is the sender's (§7): returned by `decode_in_epoch`.
     let mut bytes = frame(&samples()[2]);
-    bytes[EPOCH_FIELD].copy_from_slice(&1u32.to_le_bytes());
+    bytes[EPOCH_FIELD].copy_from_slice(&3u32.to_le_bytes());
+    reseal(&mut bytes);
+    let (message, epoch, _) = vr_core::codec::decode_in_epoch(&bytes, CLUSTER, MAX).unwrap();
+    assert_eq!((message, epoch), (samples()[2].clone(), 3));
+    // An unknown log entry kind.
+    let message = Message::StartView(StartView {
+        view: 1,
+        op_number: 5,
+        commit_number: 4,
+        log: vec![entry(5, b"abc")],
+    });
+    let mut bytes = frame(&message);
+    let last = bytes.len() - 1;
+    bytes[last] = 7;
     reseal(&mut bytes);
     assert!(matches!(
         decode(&bytes, CLUSTER, MAX),

@@ -124,7 +124,11 @@ impl<S: Service> Replica<S> {
     /// The notice of the current epoch that this replica sends.
     fn start_epoch_notice(&self) -> StartEpoch {
         StartEpoch {
-            view: if self.status == Status::Retired { 0 } else { self.view },
+            view: if self.status == Status::Retired {
+                0
+            } else {
+                self.view
+            },
             epoch: self.epoch,
             op_number: self.epoch_state.start_op,
             members: self.epoch_members(),
@@ -255,13 +259,30 @@ impl<S: Service> Replica<S> {
             return;
         };
         let old_members = self.config.member_ids();
+        if self.is_primary() {
+            // Tell the old epoch's backups that the reconfiguration
+            // committed (§7.2), before this replica speaks only the new
+            // epoch: the ones that stay start the new epoch at once, the
+            // others retire, instead of waiting for a timeout to ask.
+            self.send_to_others(Message::Commit(crate::message::Commit {
+                view: self.view,
+                commit_number: self.commit_number,
+                op_number: self.op_number,
+                timestamp_ns: self.now.as_nanos(),
+                full_commit_min: self.full_commit_min,
+            }));
+        }
         self.remember_epoch(self.epoch, old_members);
         self.remember_epoch(epoch, members.clone());
         self.epoch = epoch;
         self.epoch_state.start_op = op_number;
         self.epoch_state.members = members.clone();
         self.epoch_state.started.clear();
-        self.epoch_state.pending = members.iter().copied().filter(|&m| m != self.member).collect();
+        self.epoch_state.pending = members
+            .iter()
+            .copied()
+            .filter(|&m| m != self.member)
+            .collect();
         self.stats.epochs_started += 1;
         match next.index_of_member(self.member) {
             Some(index) => {
@@ -393,7 +414,11 @@ impl<S: Service> Replica<S> {
         self.timers.epoch = None;
         self.stats.epochs_started += 1;
         let Some(index) = next.index_of_member(self.member) else {
+            // Left without having executed the reconfiguration: ask the
+            // members until a quorum says it started (`may_shut_down`).
             self.retire();
+            self.epoch_state.pending = message.members.clone();
+            self.send_start_epochs(now);
             return;
         };
         let recovering = self.status == Status::Recovering;
@@ -412,9 +437,10 @@ impl<S: Service> Replica<S> {
         }
         // Fetch the committed ops up to the reconfiguration from a member
         // of the new epoch: the sender if it is one.
-        let source = self.config.index_of_member(message.sender).unwrap_or_else(|| {
-            self.next_transition_source(self.replica)
-        });
+        let source = self
+            .config
+            .index_of_member(message.sender)
+            .unwrap_or_else(|| self.next_transition_source(self.replica));
         self.status = Status::Transitioning;
         self.view = message.view;
         self.sync = Some(Sync {
@@ -431,7 +457,10 @@ impl<S: Service> Replica<S> {
     }
 
     /// The member after `current` (cyclically, not this replica).
-    pub(super) fn next_transition_source(&self, current: crate::ReplicaIndex) -> crate::ReplicaIndex {
+    pub(super) fn next_transition_source(
+        &self,
+        current: crate::ReplicaIndex,
+    ) -> crate::ReplicaIndex {
         let n = u16::from(self.config.replica_count);
         (1..=n)
             .map(|step| ((u16::from(current) + step) % n) as crate::ReplicaIndex)
@@ -524,7 +553,8 @@ impl<S: Service> Replica<S> {
             _ => None,
         };
         if let Some(client_id) = client {
-            self.outbox.push_back(Action::NewEpoch { client_id, notice });
+            self.outbox
+                .push_back(Action::NewEpoch { client_id, notice });
             return;
         }
         let Some(members) = self.members_of_epoch(epoch) else {

@@ -105,10 +105,9 @@ impl<S: Service> Replica<S> {
         self.heard_fetching_peer(now, message.view, message.replica);
         let until = match self.status {
             Status::Normal => self.op_number,
-            Status::ViewChange
-            | Status::Recovering
-            | Status::Transitioning
-            | Status::Retired => self.commit_number,
+            Status::ViewChange | Status::Recovering | Status::Transitioning | Status::Retired => {
+                self.commit_number
+            }
         };
         let after = message.op_number.min(until);
         let to_witness = self.config.is_witness(message.replica);
@@ -214,9 +213,9 @@ impl<S: Service> Replica<S> {
         });
         if transition
             || self.sync.as_ref().is_some_and(|s| {
-            s.view == message.view
-                && s.view == self.view
-                && (s.source == message.replica
+                s.view == message.view
+                    && s.view == self.view
+                    && (s.source == message.replica
                     // Committed entries are the same at every replica: a
                     // new primary completing its committed prefix takes
                     // them from whoever answers, so an answer from a source
@@ -227,7 +226,8 @@ impl<S: Service> Replica<S> {
                     // 201648). A checkpoint is fetched from the source only.
                     || (matches!(s.goal, SyncGoal::CommittedTo(_))
                         && message.checkpoint.is_none()))
-        }) {
+            })
+        {
             self.on_new_state_for_sync(now, message);
         } else if self.status == Status::Normal
             && message.view == self.view

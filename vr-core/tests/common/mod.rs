@@ -171,7 +171,11 @@ impl<S: Service> Cluster<S> {
     /// Starts a new replica, member `member` (the next index), that joins
     /// the cluster when a reconfiguration adds it (§7.2).
     pub fn join(&mut self, member: u8, service: S, nonce: u64) {
-        assert_eq!(usize::from(member), self.replicas.len(), "members join in order");
+        assert_eq!(
+            usize::from(member),
+            self.replicas.len(),
+            "members join in order"
+        );
         let replica =
             Replica::join(self.config.clone(), member, service, self.now, nonce).expect("valid");
         self.replicas.push(replica);

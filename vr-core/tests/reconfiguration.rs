@@ -1,0 +1,228 @@
+//! Reconfiguration (§7): epochs, StartEpoch, transitioning members and
+//! retired replicas, on the in-memory harness.
+
+mod common;
+
+use common::{Cluster, Node, Recorder};
+use vr_core::{Config, Status};
+
+/// Runs until every replica of `members` is normal in `epoch` with equal
+/// commit-numbers, or `ms_max` passes.
+fn settle(cluster: &mut Cluster, members: &[u8], epoch: u32, ms_max: u64) {
+    for _ in 0..ms_max / 10 {
+        cluster.run_for_ms(10);
+        let settled = members.iter().all(|&m| {
+            let r = &cluster.replicas[usize::from(m)];
+            r.epoch() == epoch && r.status() == Status::Normal
+        }) && {
+            let commits: Vec<u64> = members
+                .iter()
+                .map(|&m| cluster.replicas[usize::from(m)].commit_number())
+                .collect();
+            commits.windows(2).all(|w| w[0] == w[1])
+        };
+        if settled {
+            return;
+        }
+    }
+    let states: Vec<_> = members
+        .iter()
+        .map(|&m| {
+            let r = &cluster.replicas[usize::from(m)];
+            (m, r.epoch(), r.status(), r.view(), r.commit_number())
+        })
+        .collect();
+    panic!("members did not settle in epoch {epoch}: {states:?}");
+}
+
+fn reconfigure(cluster: &mut Cluster, admin: usize, members: &[u8]) -> u32 {
+    let number = cluster.reconfigure(admin, members);
+    let done = cluster
+        .await_completion(admin, number, 10_000)
+        .expect("the reconfiguration completes");
+    u32::from_le_bytes(done.result[..4].try_into().unwrap())
+}
+
+/// §7: a cluster of 3 grows to 5 while a client writes; the new members
+/// fetch the state, and every write before and after is on all five.
+#[test]
+fn grow_three_to_five() {
+    let mut cluster = Cluster::new(3, 2, 1);
+    for i in 0..20u8 {
+        cluster.execute(0, &[b'a', i]);
+    }
+    cluster.join(3, Recorder::default(), 3);
+    cluster.join(4, Recorder::default(), 4);
+    assert_eq!(cluster.replicas[3].status(), Status::Transitioning);
+    assert_eq!(reconfigure(&mut cluster, 1, &[0, 1, 2, 3, 4]), 1);
+    for i in 0..20u8 {
+        cluster.execute(0, &[b'b', i]);
+    }
+    settle(&mut cluster, &[0, 1, 2, 3, 4], 1, 5_000);
+    assert_eq!(cluster.clients[0].epoch(), 1, "the client followed");
+    cluster.assert_agreement();
+    for m in 0..5u8 {
+        assert_eq!(
+            cluster.executed(m).len(),
+            40,
+            "member {m} holds every write"
+        );
+        assert_eq!(cluster.replicas[usize::from(m)].config().replica_count, 5);
+    }
+    // The new epoch commits with its own quorums: two members down of five.
+    cluster.crash(1);
+    cluster.crash(2);
+    cluster.execute(0, b"after two failures");
+    cluster.run_for_ms(300);
+    assert_eq!(cluster.executed(3).last().unwrap(), b"after two failures");
+}
+
+/// §7.2: a cluster of 5 shrinks to 3; the removed replicas retire, tell
+/// clients of the old epoch about the new one, and may be shut down once
+/// a quorum of the new epoch has started.
+#[test]
+fn shrink_five_to_three() {
+    let mut cluster = Cluster::new(5, 2, 2);
+    for i in 0..10u8 {
+        cluster.execute(0, &[b'a', i]);
+    }
+    assert_eq!(reconfigure(&mut cluster, 1, &[0, 1, 2]), 1);
+    settle(&mut cluster, &[0, 1, 2], 1, 5_000);
+    cluster.run_for_ms(300);
+    for m in [3u8, 4] {
+        let r = &cluster.replicas[usize::from(m)];
+        assert_eq!(r.status(), Status::Retired, "member {m}");
+        assert!(r.may_shut_down(), "member {m} heard a quorum start");
+    }
+    cluster.crash(3);
+    cluster.crash(4);
+    for i in 0..10u8 {
+        cluster.execute(0, &[b'b', i]);
+    }
+    // The new epoch tolerates one failure of three, not two.
+    cluster.crash(2);
+    cluster.execute(0, b"one down");
+    cluster.run_for_ms(300);
+    cluster.assert_agreement();
+    assert_eq!(cluster.executed(0).len(), 21);
+}
+
+/// §7: replace one replica (3 → 3 with a different member).
+#[test]
+fn replace_one_replica() {
+    let mut cluster = Cluster::new(3, 2, 3);
+    for i in 0..15u8 {
+        cluster.execute(0, &[b'a', i]);
+    }
+    cluster.join(3, Recorder::default(), 9);
+    assert_eq!(reconfigure(&mut cluster, 1, &[0, 1, 3]), 1);
+    settle(&mut cluster, &[0, 1, 3], 1, 5_000);
+    assert_eq!(cluster.replicas[2].status(), Status::Retired);
+    cluster.crash(2);
+    // The replaced member is gone; the new one counts in quorums.
+    cluster.crash(0);
+    for i in 0..5u8 {
+        cluster.execute(0, &[b'b', i]);
+    }
+    cluster.run_for_ms(300);
+    cluster.assert_agreement();
+    assert_eq!(cluster.executed(3).len(), 20);
+    assert_eq!(cluster.replicas[3].epoch_members(), vec![0, 1, 3]);
+}
+
+/// §7.2: the primary crashes right after the reconfiguration commits, before
+/// anyone else learns it. The next primary of the old epoch commits it
+/// again and starts the new epoch; no write is lost.
+#[test]
+fn primary_crash_right_after_the_reconfiguration_commits() {
+    let mut cluster = Cluster::new(3, 2, 4);
+    for i in 0..10u8 {
+        cluster.execute(0, &[b'a', i]);
+    }
+    cluster.join(3, Recorder::default(), 5);
+    cluster.join(4, Recorder::default(), 6);
+    cluster.reconfigure(1, &[0, 1, 2, 3, 4]);
+    let mut steps = 0;
+    while cluster.replicas[0].epoch() == 0 {
+        assert!(
+            cluster.deliver_one(),
+            "the primary commits the reconfiguration"
+        );
+        steps += 1;
+        assert!(steps < 1_000);
+    }
+    // Crash it now: its Commit and StartEpoch never leave.
+    cluster.crash(0);
+    cluster.in_flight.retain(|e| e.from != Node::Replica(0));
+    assert_eq!(cluster.replicas[1].epoch(), 0, "no backup knows yet");
+    settle(&mut cluster, &[1, 2, 3, 4], 1, 10_000);
+    for i in 0..10u8 {
+        cluster.execute(0, &[b'b', i]);
+    }
+    cluster.run_for_ms(300);
+    cluster.assert_agreement();
+    for m in 1..5u8 {
+        assert_eq!(cluster.executed(m).len(), 20, "member {m}");
+    }
+}
+
+/// §7.3: a backup partitioned during the reconfiguration learns of the new
+/// epoch from a StartEpoch answer to its old-epoch messages, fetches the
+/// ops it missed and joins.
+#[test]
+fn a_lagging_member_catches_up_into_the_new_epoch() {
+    let mut cluster = Cluster::new(3, 2, 5);
+    for i in 0..5u8 {
+        cluster.execute(0, &[b'a', i]);
+    }
+    cluster.isolate(2);
+    for i in 0..5u8 {
+        cluster.execute(0, &[b'b', i]);
+    }
+    cluster.join(3, Recorder::default(), 7);
+    assert_eq!(reconfigure(&mut cluster, 1, &[0, 1, 2, 3]), 1);
+    settle(&mut cluster, &[0, 1, 3], 1, 5_000);
+    assert_eq!(cluster.replicas[2].epoch(), 0);
+    cluster.heal();
+    settle(&mut cluster, &[0, 1, 2, 3], 1, 5_000);
+    cluster.execute(0, b"all four");
+    cluster.run_for_ms(300);
+    cluster.assert_agreement();
+    assert_eq!(cluster.executed(2).len(), 11);
+}
+
+/// §7.1: the primary refuses a reconfiguration for another epoch, one that
+/// keeps no current member, and a second one while the first is pending;
+/// it admits no request of the epoch behind a pending reconfiguration.
+#[test]
+fn invalid_reconfigurations_are_refused() {
+    let mut cluster = Cluster::new(3, 2, 6);
+    cluster.execute(0, b"x");
+    // No current member kept.
+    let number = cluster.reconfigure(1, &[7, 8, 9]);
+    assert!(cluster.await_completion(1, number, 500).is_none());
+    assert!(cluster.replicas[0].stats().reconfigurations_refused > 0);
+    cluster.clients[1].abandon();
+    // Duplicate members.
+    let number = cluster.reconfigure(1, &[0, 0, 1]);
+    assert!(cluster.await_completion(1, number, 500).is_none());
+    cluster.clients[1].abandon();
+    assert_eq!(cluster.replicas[0].epoch(), 0);
+    // A valid one still works afterwards.
+    assert_eq!(reconfigure(&mut cluster, 1, &[0, 1]), 1);
+    settle(&mut cluster, &[0, 1], 1, 5_000);
+    cluster.execute(0, b"y");
+    cluster.assert_agreement();
+}
+
+/// Clusters with witnesses are not reconfigured (not supported yet).
+#[test]
+fn clusters_with_witnesses_refuse_reconfiguration() {
+    let mut config = Config::new(7, 3);
+    config.witnesses = vec![2];
+    let mut cluster = Cluster::with_config(config, 2);
+    cluster.execute(0, b"x");
+    let number = cluster.reconfigure(1, &[0, 1]);
+    assert!(cluster.await_completion(1, number, 500).is_none());
+    assert!(cluster.replicas[0].stats().reconfigurations_refused > 0);
+}
