@@ -212,6 +212,8 @@ pub struct NodeStats {
     pub replies_unroutable: u64,
     /// The replica's view-number.
     pub view: u64,
+    /// The replica's epoch (§7).
+    pub epoch: u32,
     /// The replica's status.
     pub status: Option<Status>,
     /// The replica's op-number.
@@ -379,6 +381,7 @@ impl<S: Service> ReplicaNode<S> {
     pub fn stats(&self) -> NodeStats {
         let mut stats = self.stats.clone();
         stats.view = self.replica.view();
+        stats.epoch = self.replica.epoch();
         stats.status = Some(self.replica.status());
         stats.op_number = self.replica.op_number();
         stats.commit_number = self.replica.commit_number();

@@ -226,3 +226,30 @@ fn clusters_with_witnesses_refuse_reconfiguration() {
     assert!(cluster.await_completion(1, number, 500).is_none());
     assert!(cluster.replicas[0].stats().reconfigurations_refused > 0);
 }
+
+/// §4.3 with §7.3: a member restarted with the configuration of an older
+/// epoch (all a process may know after a crash) is told of the current
+/// epoch by the replicas it asks, and recovers there.
+#[test]
+fn a_member_restarted_with_the_old_configuration_recovers_in_the_new_epoch() {
+    let mut cluster = Cluster::new(3, 2, 7);
+    for i in 0..5u8 {
+        cluster.execute(0, &[b'a', i]);
+    }
+    cluster.join(3, Recorder::default(), 11);
+    cluster.join(4, Recorder::default(), 12);
+    assert_eq!(reconfigure(&mut cluster, 1, &[0, 1, 2, 3, 4]), 1);
+    settle(&mut cluster, &[0, 1, 2, 3, 4], 1, 5_000);
+    cluster.execute(0, b"before the crash");
+    cluster.crash(1);
+    // `restart` uses the cluster's original (epoch 0) configuration.
+    cluster.restart(1, Recorder::default(), 99);
+    assert_eq!(cluster.replicas[1].epoch(), 0);
+    settle(&mut cluster, &[0, 1, 2, 3, 4], 1, 5_000);
+    assert_eq!(cluster.replicas[1].stats().recoveries_completed, 1);
+    assert_eq!(cluster.replicas[1].incarnation(), 1, "recovered in epoch 1");
+    cluster.execute(0, b"after");
+    cluster.run_for_ms(300);
+    cluster.assert_agreement();
+    assert_eq!(cluster.executed(1).len(), 7);
+}

@@ -144,7 +144,7 @@ impl NodeView {
             text.push_str("# Replication\r\n");
         }
         text.push_str(&format!(
-            "role:{}\r\nreplica:{}\r\nreplicas:{}\r\nview:{}\r\nstatus:{}\r\nop_number:{}\r\ncommit_number:{}\r\nepoch:0\r\n",
+            "role:{}\r\nreplica:{}\r\nreplicas:{}\r\nview:{}\r\nstatus:{}\r\nop_number:{}\r\ncommit_number:{}\r\nepoch:{}\r\n",
             if primary {
                 "primary"
             } else if self.config.is_witness(self.replica) {
@@ -158,6 +158,7 @@ impl NodeView {
             status,
             stats.op_number,
             stats.commit_number,
+            stats.epoch,
         ));
         let counters = &stats.replica;
         text.push_str(&format!(

@@ -100,7 +100,8 @@ impl<S: Service> Replica<S> {
     /// stopping a replica removed by a reconfiguration.
     pub fn may_shut_down(&self) -> bool {
         self.status == Status::Retired
-            && self.epoch_state.started.len() >= self.epoch_state.members.len() / 2 + 1
+            // A majority of the new epoch's members.
+            && self.epoch_state.started.len() > self.epoch_state.members.len() / 2
     }
 
     /// The members of the current epoch, in index order.
