@@ -27,6 +27,9 @@ pub struct ClientConfig {
     /// The epoch the client believes current (§7); it learns newer ones
     /// from [`StartEpoch`] notices ([`Client::handle_start_epoch`]).
     pub epoch: u32,
+    /// The members' addresses, as the latest [`StartEpoch`] carried them
+    /// (empty: the embedding knows them by other means).
+    pub addresses: Vec<Vec<u8>>,
     /// How long to wait for a reply before resending to every replica.
     pub request_timeout_ns: u64,
     /// Largest operation accepted, in bytes (the cluster's `op_size_max`).
@@ -51,6 +54,7 @@ impl ClientConfig {
             witnesses: config.witnesses.clone(),
             members: config.members.clone(),
             epoch: 0,
+            addresses: Vec::new(),
             request_timeout_ns: 2 * config.view_change_timeout_ns,
             op_size_max: config.op_size_max,
             message_size_max: config.message_size_max,
@@ -191,6 +195,11 @@ impl Client {
         self.config.epoch
     }
 
+    /// The members' addresses, as the latest [`StartEpoch`] carried them.
+    pub fn addresses(&self) -> &[Vec<u8>] {
+        &self.config.addresses
+    }
+
     /// The member ids of the epoch the client believes current.
     pub fn members(&self) -> Vec<MemberId> {
         (0..self.config.replica_count)
@@ -210,6 +219,18 @@ impl Client {
         now: Instant,
         members: Vec<MemberId>,
     ) -> Result<u64, ClientError> {
+        self.reconfigure_with_addresses(now, members, Vec::new())
+    }
+
+    /// [`Client::reconfigure`], carrying one address per member (opaque, at
+    /// most [`crate::message::ADDRESS_SIZE_MAX`] bytes each) that every
+    /// replica and client learns with the new epoch.
+    pub fn reconfigure_with_addresses(
+        &mut self,
+        now: Instant,
+        members: Vec<MemberId>,
+        addresses: Vec<Vec<u8>>,
+    ) -> Result<u64, ClientError> {
         if self.outstanding.is_some() {
             return Err(ClientError::Busy);
         }
@@ -219,6 +240,7 @@ impl Client {
             request_number: self.request_number,
             epoch: self.config.epoch,
             members,
+            addresses,
         };
         let primary = self.primary();
         self.send_first(
@@ -242,6 +264,7 @@ impl Client {
         self.config.epoch = notice.epoch;
         self.config.replica_count = count;
         self.config.members = notice.members;
+        self.config.addresses = notice.addresses;
         self.config.witnesses.clear();
         self.view = 0;
         if let Some(outstanding) = &mut self.outstanding {

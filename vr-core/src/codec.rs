@@ -70,8 +70,8 @@
 //! | `GetCheckpointPages` | `root`, `pages` (`Vec<u64>`), `offset`, `replica`               |
 //! | `CheckpointPages` | `summary`, `chunks`, `replica`                                     |
 //! | `ReadRequest`     | `client_id`, `request_number`, `op_number_min`, `op` (view 0)     |
-//! | `Reconfiguration` | `client_id`, `request_number`, `epoch` u32, `members` (`Vec<u8>`) (view 0) |
-//! | `StartEpoch`      | `epoch` u32, `op_number`, `members` (`Vec<u8>`), `sender` u8     |
+//! | `Reconfiguration` | `client_id`, `request_number`, `epoch` u32, `members` (`Vec<u8>`), `addresses` (`u32` count, then each a `Vec<u8>`) (view 0) |
+//! | `StartEpoch`      | `epoch` u32, `op_number`, `members` (`Vec<u8>`), `addresses`, `sender` u8 |
 //! | `EpochStarted`    | `epoch` u32, `member` u8 (view 0)                                 |
 //!
 //! # Decoding
@@ -263,6 +263,10 @@ pub fn encoded_size(message: &Message) -> usize {
     HEADER_SIZE + body_size(message)
 }
 
+fn addresses_size(addresses: &[Vec<u8>]) -> usize {
+    4 + addresses.iter().map(|a| 4 + a.len()).sum::<usize>()
+}
+
 fn body_size(message: &Message) -> usize {
     const U8: usize = 1;
     const U64: usize = 8;
@@ -297,8 +301,12 @@ fn body_size(message: &Message) -> usize {
             SUMMARY + U8 + LEN + U64 * m.parents.len() + LEN + DIGEST * m.digests.len() + U8
         }
         Message::GetCheckpointPages(m) => DIGEST + LEN + U64 * m.pages.len() + U64 + U8,
-        Message::Reconfiguration(m) => U128 + U64 + 4 + LEN + m.members.len(),
-        Message::StartEpoch(m) => 4 + U64 + LEN + m.members.len() + U8,
+        Message::Reconfiguration(m) => {
+            U128 + U64 + 4 + LEN + m.members.len() + addresses_size(&m.addresses)
+        }
+        Message::StartEpoch(m) => {
+            4 + U64 + LEN + m.members.len() + addresses_size(&m.addresses) + U8
+        }
         Message::EpochStarted(_) => 4 + U8,
         Message::CheckpointPages(m) => {
             SUMMARY + LEN + m.chunks.iter().map(PageChunk::encoded_size).sum::<usize>() + U8
@@ -382,6 +390,13 @@ fn put_entry(out: &mut Vec<u8>, entry: &LogEntry) {
     put_u64(out, entry.request_number);
     put_bytes(out, &entry.op);
     put_u8(out, entry.kind as u8);
+}
+
+fn put_addresses(out: &mut Vec<u8>, addresses: &[Vec<u8>]) {
+    put_u32(out, length(addresses.len()));
+    for address in addresses {
+        put_bytes(out, address);
+    }
 }
 
 fn put_crash_vector(out: &mut Vec<u8>, cv: &CrashVector) {
@@ -528,11 +543,13 @@ fn put_body(message: &Message, out: &mut Vec<u8>) {
             put_u64(out, m.request_number);
             put_u32(out, m.epoch);
             put_bytes(out, &m.members);
+            put_addresses(out, &m.addresses);
         }
         Message::StartEpoch(m) => {
             put_u32(out, m.epoch);
             put_u64(out, m.op_number);
             put_bytes(out, &m.members);
+            put_addresses(out, &m.addresses);
             put_u8(out, m.sender);
         }
         Message::EpochStarted(m) => {
@@ -792,6 +809,7 @@ fn decode_body(command: Command, view: u64, body: &[u8]) -> Result<Message, Deco
                 request_number: r.u64()?,
                 epoch: r.u32()?,
                 members: r.bytes()?,
+                addresses: r.addresses()?,
             })
         }
         Command::StartEpoch => Message::StartEpoch(StartEpoch {
@@ -799,6 +817,7 @@ fn decode_body(command: Command, view: u64, body: &[u8]) -> Result<Message, Deco
             epoch: r.u32()?,
             op_number: r.u64()?,
             members: r.bytes()?,
+            addresses: r.addresses()?,
             sender: r.u8()?,
         }),
         Command::EpochStarted => Message::EpochStarted(EpochStarted {
@@ -892,6 +911,15 @@ impl Reader<'_> {
                 _ => return Err(DecodeError::Malformed("unknown log entry kind")),
             },
         })
+    }
+
+    fn addresses(&mut self) -> Result<Vec<Vec<u8>>, DecodeError> {
+        let count = self.len(4, "address count exceeds the body")?;
+        let mut addresses = Vec::with_capacity(count);
+        for _ in 0..count {
+            addresses.push(self.bytes()?);
+        }
+        Ok(addresses)
     }
 
     fn digest(&mut self) -> Result<Digest, DecodeError> {

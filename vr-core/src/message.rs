@@ -34,9 +34,10 @@ pub enum EntryKind {
     /// A client's operation for the service.
     #[default]
     Operation = 0,
-    /// A reconfiguration (§7): `op` is the new epoch-number (`u32` LE)
-    /// followed by the new members' ids. Executed by the replicas, never by
-    /// the service.
+    /// A reconfiguration (§7): `op` is the new epoch-number (`u32` LE), the
+    /// member count (`u8`), the members' ids, then, when the request
+    /// carried addresses, each address as a `u8` length and its bytes.
+    /// Executed by the replicas, never by the service.
     Reconfiguration = 1,
 }
 
@@ -424,7 +425,15 @@ pub struct Reconfiguration {
     /// The new configuration: member ids in index order, distinct, at least
     /// one of them a member of the current epoch.
     pub members: Vec<MemberId>,
+    /// Optional: one address per member, opaque to the protocol (at most
+    /// [`ADDRESS_SIZE_MAX`] bytes each; the adapters use `ip:port` text), so
+    /// that every replica and client learns how to reach new members.
+    /// Empty: the embedding knows the addresses by other means.
+    pub addresses: Vec<Vec<u8>>,
 }
+
+/// The largest address a [`Reconfiguration`] may carry per member, in bytes.
+pub const ADDRESS_SIZE_MAX: usize = 255;
 
 /// `StartEpoch(e, n, old-config, new-config)` (§7.2): epoch `epoch` began
 /// after op `op_number` (the committed reconfiguration entry) with
@@ -443,6 +452,9 @@ pub struct StartEpoch {
     pub op_number: u64,
     /// The new epoch's members, in index order.
     pub members: Vec<MemberId>,
+    /// Their addresses, as the reconfiguration carried them (empty if it
+    /// carried none).
+    pub addresses: Vec<Vec<u8>>,
     /// The sender's member id.
     pub sender: MemberId,
 }

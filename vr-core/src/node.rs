@@ -41,10 +41,18 @@ pub type ConnectionId = u64;
 pub struct ReplicaOptions {
     /// The cluster's configuration, the same on every replica.
     pub config: crate::Config,
-    /// Replica `i` listens on `addresses[i]`; as many as `config.replica_count`.
+    /// Member `i` listens on `addresses[i]` (without reconfiguration,
+    /// replica `i`): as many as `config.replica_count`, or, for a joining
+    /// replica, at least up to its own member id. Members added later by a
+    /// reconfiguration that carries addresses are learned from it
+    /// ([`NodeEvent::EpochChanged`]).
     pub addresses: Vec<core::net::SocketAddr>,
-    /// This replica's index.
+    /// This replica's index (its member id when `join` is set).
     pub replica: ReplicaIndex,
+    /// A new replica that joins a running cluster when a reconfiguration
+    /// adds it (§7, [`crate::Replica::join`]); `replica` is then its
+    /// member id and `config` gives only the cluster id and tunables.
+    pub join: bool,
     /// Bound on each connection's queue of unsent frames, in bytes. Frames
     /// beyond it are dropped and counted (the protocol retransmits what
     /// matters); an empty queue takes one frame of any size.
@@ -87,6 +95,7 @@ impl ReplicaOptions {
             client_routes_max: 4096,
             client_connections_max: 1024,
             recovery_nonce: None,
+            join: false,
         }
     }
 
@@ -97,6 +106,10 @@ impl ReplicaOptions {
         service: S,
         now: crate::Instant,
     ) -> Result<crate::Replica<S>, crate::ConfigError> {
+        if self.join {
+            let nonce = self.recovery_nonce.unwrap_or(0);
+            return crate::Replica::join(self.config.clone(), self.replica, service, now, nonce);
+        }
         match self.recovery_nonce {
             None => crate::Replica::new(self.config.clone(), self.replica, service, now),
             Some(nonce) => {
@@ -110,11 +123,17 @@ impl ReplicaOptions {
         self.config
             .validate()
             .map_err(|_| "invalid cluster configuration")?;
-        if self.addresses.len() != usize::from(self.config.replica_count) {
-            return Err("one address per replica is needed");
-        }
-        if self.replica >= self.config.replica_count {
-            return Err("replica index out of range");
+        if self.join {
+            if usize::from(self.replica) >= self.addresses.len() {
+                return Err("a joining replica needs its own address");
+            }
+        } else {
+            if self.addresses.len() != usize::from(self.config.replica_count) {
+                return Err("one address per replica is needed");
+            }
+            if self.replica >= self.config.replica_count {
+                return Err("replica index out of range");
+            }
         }
         if self.reconnect_backoff_min.is_zero()
             || self.reconnect_backoff_min > self.reconnect_backoff_max
@@ -158,6 +177,16 @@ pub enum NodeEvent {
         status: Status,
         /// Whether it is now the primary.
         primary: bool,
+    },
+    /// The replica entered a new epoch (§7): `members` are its members in
+    /// index order, with their addresses if the reconfiguration carried
+    /// them (`ip:port` text for the adapters; empty otherwise). The adapter
+    /// adds the members it did not know to its peers.
+    EpochChanged {
+        /// The new epoch-number.
+        epoch: u32,
+        /// The members, and their addresses (empty if not carried).
+        members: Vec<(MemberId, Vec<u8>)>,
     },
     /// A connection sent a frame that could not be decoded.
     FrameRejected {
@@ -237,6 +266,7 @@ pub struct ReplicaNode<S: Service> {
     transmits: VecDeque<Transmit>,
     events: VecDeque<NodeEvent>,
     last_status: (u64, Status, bool),
+    last_epoch: u32,
     stats: NodeStats,
 }
 
@@ -256,6 +286,7 @@ impl<S: Service> ReplicaNode<S> {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             last_status,
+            last_epoch: 0,
             stats: NodeStats::default(),
         };
         node.stats.to_replicas = alloc::vec![Traffic::default(); n];
@@ -475,6 +506,17 @@ impl<S: Service> ReplicaNode<S> {
             self.replica.status(),
             self.replica.is_primary(),
         );
+        if self.replica.epoch() != self.last_epoch {
+            self.last_epoch = self.replica.epoch();
+            let addresses = self.replica.epoch_addresses();
+            let members = (self.replica.epoch_members().into_iter().enumerate())
+                .map(|(i, m)| (m, addresses.get(i).cloned().unwrap_or_default()))
+                .collect();
+            self.events.push_back(NodeEvent::EpochChanged {
+                epoch: self.last_epoch,
+                members,
+            });
+        }
         if status != self.last_status {
             self.last_status = status;
             self.events.push_back(NodeEvent::StatusChanged {

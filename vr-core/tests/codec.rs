@@ -136,12 +136,14 @@ fn samples() -> Vec<Message> {
             request_number: 3,
             epoch: 2,
             members: vec![0, 1, 5],
+            addresses: vec![b"10.0.0.1:7000".to_vec(), vec![], b"x".to_vec()],
         }),
         Message::StartEpoch(vr_core::message::StartEpoch {
             view: 4,
             epoch: 3,
             op_number: 900,
             members: vec![0, 1, 5],
+            addresses: vec![],
             sender: 1,
         }),
         Message::EpochStarted(vr_core::message::EpochStarted {

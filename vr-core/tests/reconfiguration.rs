@@ -253,3 +253,42 @@ fn a_member_restarted_with_the_old_configuration_recovers_in_the_new_epoch() {
     cluster.assert_agreement();
     assert_eq!(cluster.executed(1).len(), 7);
 }
+
+/// The addresses a reconfiguration carries reach every member and the
+/// clients that follow it, so that an embedding can reach new members.
+#[test]
+fn addresses_travel_with_the_new_epoch() {
+    let mut cluster = Cluster::new(3, 2, 8);
+    cluster.execute(0, b"x");
+    cluster.join(3, Recorder::default(), 13);
+    let addresses: Vec<Vec<u8>> = ["a:1", "b:2", "d:4"]
+        .iter()
+        .map(|a| a.as_bytes().to_vec())
+        .collect();
+    let number = cluster.clients[1]
+        .reconfigure_with_addresses(cluster.now, vec![0, 1, 3], addresses.clone())
+        .unwrap();
+    cluster.drain_client(1);
+    cluster.await_completion(1, number, 10_000).unwrap();
+    settle(&mut cluster, &[0, 1, 3], 1, 5_000);
+    for m in [0u8, 1, 3] {
+        assert_eq!(
+            cluster.replicas[usize::from(m)].epoch_addresses(),
+            &addresses[..]
+        );
+    }
+    assert_eq!(
+        cluster.replicas[2].epoch_addresses(),
+        &addresses[..],
+        "retired too"
+    );
+    cluster.execute(0, b"y");
+    assert_eq!(cluster.clients[0].addresses(), &addresses[..]);
+    assert_eq!(cluster.clients[0].members(), vec![0, 1, 3]);
+    // An address longer than the bound is refused.
+    let number = cluster.clients[1]
+        .reconfigure_with_addresses(cluster.now, vec![0, 1], vec![vec![b'x'; 256], vec![]])
+        .unwrap();
+    cluster.drain_client(1);
+    assert!(cluster.await_completion(1, number, 500).is_none());
+}

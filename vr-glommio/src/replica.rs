@@ -447,6 +447,8 @@ impl<S: Service> Shared<S> {
                 NodeEvent::FrameRejected { connection, error } => {
                     warn!(replica, connection, %error, "rejected a frame; closing its connection");
                 }
+                // Reconfiguration (§7): not yet followed by this adapter.
+                NodeEvent::EpochChanged { .. } => {}
             }
         }
         let deadline = self.node.poll_timeout();

@@ -529,6 +529,8 @@ impl<S: Service> Loop<S> {
                 ),
                 // Logged with the peer's address when the connection is closed.
                 NodeEvent::FrameRejected { .. } => {}
+                // Reconfiguration (§7): not yet followed by this adapter.
+                NodeEvent::EpochChanged { .. } => {}
             }
         }
         while let Some(Transmit { destination, frame }) = self.node.poll_transmit() {

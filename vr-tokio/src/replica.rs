@@ -381,6 +381,8 @@ impl<S: Service> Loop<S> {
                 }
                 // Logged with the peer's address where the connection is closed.
                 NodeEvent::FrameRejected { .. } => {}
+                // Reconfiguration (§7): not yet followed by this adapter.
+                NodeEvent::EpochChanged { .. } => {}
             }
         }
     }

@@ -53,6 +53,8 @@ pub(crate) struct EpochState {
     pub(crate) start_op: u64,
     /// The members of this epoch, in index order.
     pub(crate) members: Vec<MemberId>,
+    /// Their addresses, if the reconfiguration carried them.
+    pub(crate) addresses: Vec<Vec<u8>>,
     /// Members of this epoch this replica still sends `StartEpoch` to: it
     /// executed the reconfiguration and they have not answered yet.
     pub(crate) pending: Vec<MemberId>,
@@ -62,24 +64,61 @@ pub(crate) struct EpochState {
     pub(crate) history: Vec<(u32, Vec<MemberId>)>,
     /// Set while executing: the reconfiguration just committed, applied
     /// once the current input is handled (`apply_pending_epoch`).
-    pub(crate) switch: Option<(u64, u32, Vec<MemberId>)>,
+    pub(crate) switch: Option<(u64, Reconfigured)>,
     /// Primary: the op-number of a reconfiguration in the log above the
     /// commit-number (0: none). No request is admitted while it is set.
     pub(crate) reconfiguration_at: u64,
 }
 
-/// The payload of a reconfiguration entry: the new epoch-number and members.
-pub(crate) fn encode_reconfiguration(epoch: u32, members: &[MemberId]) -> Vec<u8> {
-    let mut op = Vec::with_capacity(4 + members.len());
-    op.extend_from_slice(&epoch.to_le_bytes());
-    op.extend_from_slice(members);
+/// What a reconfiguration entry holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Reconfigured {
+    pub(crate) epoch: u32,
+    pub(crate) members: Vec<MemberId>,
+    pub(crate) addresses: Vec<Vec<u8>>,
+}
+
+/// The payload of a reconfiguration entry (see [`EntryKind::Reconfiguration`]).
+pub(crate) fn encode_reconfiguration(r: &Reconfigured) -> Vec<u8> {
+    let mut op = Vec::with_capacity(5 + r.members.len());
+    op.extend_from_slice(&r.epoch.to_le_bytes());
+    // Members and addresses were checked (`addresses_fit`, `with_members`):
+    // at most 255 members, addresses of at most 255 bytes.
+    op.push(r.members.len() as u8);
+    op.extend_from_slice(&r.members);
+    for address in &r.addresses {
+        op.push(address.len() as u8);
+        op.extend_from_slice(address);
+    }
     op
 }
 
 /// Reads a reconfiguration entry's payload.
-pub(crate) fn decode_reconfiguration(op: &[u8]) -> Option<(u32, &[MemberId])> {
-    let (epoch, members) = op.split_first_chunk::<4>()?;
-    Some((u32::from_le_bytes(*epoch), members))
+pub(crate) fn decode_reconfiguration(op: &[u8]) -> Option<Reconfigured> {
+    let (epoch, rest) = op.split_first_chunk::<4>()?;
+    let (&count, rest) = rest.split_first()?;
+    let count = usize::from(count);
+    let members = rest.get(..count)?.to_vec();
+    let mut rest = &rest[count..];
+    let mut addresses = Vec::new();
+    while let Some((&len, tail)) = rest.split_first() {
+        let address = tail.get(..usize::from(len))?;
+        addresses.push(address.to_vec());
+        rest = &tail[usize::from(len)..];
+    }
+    Some(Reconfigured {
+        epoch: u32::from_le_bytes(*epoch),
+        members,
+        addresses,
+    })
+}
+
+/// Whether `addresses` may go with `members`: none, or one each, bounded.
+fn addresses_fit(members: &[MemberId], addresses: &[Vec<u8>]) -> bool {
+    (addresses.is_empty() || addresses.len() == members.len())
+        && addresses
+            .iter()
+            .all(|a| a.len() <= crate::message::ADDRESS_SIZE_MAX)
 }
 
 impl<S: Service> Replica<S> {
@@ -112,6 +151,14 @@ impl<S: Service> Replica<S> {
         self.config.member_ids()
     }
 
+    /// The addresses of the current epoch's members, in index order, as the
+    /// reconfiguration that began it carried them (empty in epoch 0, or if
+    /// it carried none). An embedding reads them when the epoch changes to
+    /// reach new members.
+    pub fn epoch_addresses(&self) -> &[Vec<u8>] {
+        &self.epoch_state.addresses
+    }
+
     /// The members of `epoch`, if remembered.
     fn members_of_epoch(&self, epoch: u32) -> Option<&[MemberId]> {
         let history = &self.epoch_state.history;
@@ -133,6 +180,7 @@ impl<S: Service> Replica<S> {
             epoch: self.epoch,
             op_number: self.epoch_state.start_op,
             members: self.epoch_members(),
+            addresses: self.epoch_state.addresses.clone(),
             sender: self.member,
         }
     }
@@ -176,6 +224,7 @@ impl<S: Service> Replica<S> {
             && self.epoch < u32::MAX
             && !self.config.has_witnesses()
             && keeps_a_member
+            && addresses_fit(&message.members, &message.addresses)
             && self.config.with_members(&message.members).is_some();
         let in_progress = self
             .requests_in_progress
@@ -189,7 +238,11 @@ impl<S: Service> Replica<S> {
             self.stats.requests_dropped += 1;
             return;
         }
-        let op = encode_reconfiguration(self.epoch + 1, &message.members);
+        let op = encode_reconfiguration(&Reconfigured {
+            epoch: self.epoch + 1,
+            members: message.members,
+            addresses: message.addresses,
+        });
         // Requests queued behind it would belong to the next epoch: drop
         // them (their clients retry, and are told of the new epoch).
         self.stats.requests_dropped += self.request_queue.len() as u64;
@@ -222,10 +275,10 @@ impl<S: Service> Replica<S> {
     pub(super) fn execute_reconfiguration(&mut self, op_number: u64) {
         let entry = self.entry(op_number);
         let (client_id, request_number) = (entry.client_id, entry.request_number);
-        let Some((epoch, members)) = decode_reconfiguration(&entry.op) else {
+        let Some(reconfigured) = decode_reconfiguration(&entry.op) else {
             return; // Cannot happen: the primary built it.
         };
-        let members = members.to_vec();
+        let epoch = reconfigured.epoch;
         if matches!(
             self.client_table.lookup(client_id, request_number),
             Lookup::New
@@ -245,16 +298,21 @@ impl<S: Service> Replica<S> {
         }
         self.requests_in_progress.remove(&client_id);
         if epoch > self.epoch {
-            self.epoch_state.switch = Some((op_number, epoch, members));
+            self.epoch_state.switch = Some((op_number, reconfigured));
         }
     }
 
     /// Called after every input: moves to the epoch whose reconfiguration
     /// was executed during it.
     pub(super) fn apply_pending_epoch(&mut self, now: Instant) {
-        let Some((op_number, epoch, members)) = self.epoch_state.switch.take() else {
+        let Some((op_number, reconfigured)) = self.epoch_state.switch.take() else {
             return;
         };
+        let Reconfigured {
+            epoch,
+            members,
+            addresses,
+        } = reconfigured;
         let Some(next) = self.config.with_members(&members) else {
             self.stats.messages_invalid += 1;
             return;
@@ -278,6 +336,7 @@ impl<S: Service> Replica<S> {
         self.epoch = epoch;
         self.epoch_state.start_op = op_number;
         self.epoch_state.members = members.clone();
+        self.epoch_state.addresses = addresses;
         self.epoch_state.started.clear();
         self.epoch_state.pending = members
             .iter()
@@ -385,7 +444,11 @@ impl<S: Service> Replica<S> {
             self.stats.messages_invalid += 1;
             return;
         };
-        if message.op_number == 0 || message.epoch == 0 || message.sender == self.member {
+        if message.op_number == 0
+            || message.epoch == 0
+            || message.sender == self.member
+            || !addresses_fit(&message.members, &message.addresses)
+        {
             self.stats.messages_invalid += 1;
             return;
         }
@@ -410,6 +473,7 @@ impl<S: Service> Replica<S> {
         self.epoch = message.epoch;
         self.epoch_state.start_op = message.op_number;
         self.epoch_state.members = message.members.clone();
+        self.epoch_state.addresses = message.addresses.clone();
         self.epoch_state.started.clear();
         self.epoch_state.pending.clear();
         self.timers.epoch = None;
