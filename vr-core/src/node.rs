@@ -243,6 +243,13 @@ pub struct NodeStats {
     pub view: u64,
     /// The replica's epoch (§7).
     pub epoch: u32,
+    /// The members of the replica's epoch, in index order.
+    pub members: Vec<MemberId>,
+    /// Whether the replica is the primary of its view.
+    pub primary: bool,
+    /// Whether the replica left the configuration and may be shut down
+    /// ([`crate::Replica::may_shut_down`]).
+    pub may_shut_down: bool,
     /// The replica's status.
     pub status: Option<Status>,
     /// The replica's op-number.
@@ -413,6 +420,9 @@ impl<S: Service> ReplicaNode<S> {
         let mut stats = self.stats.clone();
         stats.view = self.replica.view();
         stats.epoch = self.replica.epoch();
+        stats.members = self.replica.epoch_members();
+        stats.primary = self.replica.is_primary();
+        stats.may_shut_down = self.replica.may_shut_down();
         stats.status = Some(self.replica.status());
         stats.op_number = self.replica.op_number();
         stats.commit_number = self.replica.commit_number();
@@ -556,6 +566,20 @@ impl ClientNode {
     /// Starts a request; see [`Client::request`].
     pub fn request(&mut self, now: Instant, op: Vec<u8>) -> Result<u64, ClientError> {
         let number = self.client.request(now, op)?;
+        self.drain();
+        Ok(number)
+    }
+
+    /// Starts a reconfiguration; see [`Client::reconfigure_with_addresses`].
+    pub fn reconfigure(
+        &mut self,
+        now: Instant,
+        members: Vec<MemberId>,
+        addresses: Vec<Vec<u8>>,
+    ) -> Result<u64, ClientError> {
+        let number = self
+            .client
+            .reconfigure_with_addresses(now, members, addresses)?;
         self.drain();
         Ok(number)
     }

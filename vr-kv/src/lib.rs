@@ -75,6 +75,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod batch;
 pub mod command;
 pub mod resp;

@@ -65,6 +65,31 @@ enum Mode {
         /// node; at most f of 2f+1.
         #[arg(long, value_delimiter = ',')]
         witnesses: Vec<u8>,
+        /// A new node joining a running cluster: it waits until a
+        /// `vr-kv reconfigure` adds it, then fetches the data. --cluster is
+        /// then the registry of every member's address by member id (this
+        /// node's included), and --replica this node's member id.
+        #[arg(long)]
+        join: bool,
+    },
+    /// Moves a running cluster to new members (§7 reconfiguration): adds,
+    /// removes or replaces nodes while it serves. New nodes must be running
+    /// with `node --join` first. Prints the new epoch and the registry for
+    /// the next reconfiguration.
+    Reconfigure {
+        /// The registry: every member's VR address, by member id (the
+        /// --cluster the nodes were started with, plus members added since).
+        #[arg(long, value_delimiter = ',', required = true)]
+        cluster: Vec<SocketAddr>,
+        /// The new members' VR addresses; at least one current member.
+        #[arg(long, value_delimiter = ',', required = true)]
+        to: Vec<SocketAddr>,
+        /// The cluster id.
+        #[arg(long, default_value_t = 1)]
+        cluster_id: u64,
+        /// How long to wait for the reconfiguration to commit, in seconds.
+        #[arg(long, default_value_t = 30)]
+        timeout_secs: u64,
     },
     /// Runs a whole cluster on 127.0.0.1 in this process, every replica on --runtime.
     Local {
@@ -115,6 +140,7 @@ fn run(cli: Cli) -> Result<(), String> {
             cluster_id,
             runtime,
             witnesses,
+            join,
         } => {
             if usize::from(replica) >= cluster.len() {
                 return Err(format!(
@@ -139,6 +165,7 @@ fn run(cli: Cli) -> Result<(), String> {
             let mut nonce = [0u8; 8];
             getrandom::getrandom(&mut nonce).map_err(|e| format!("no random source: {e}"))?;
             options.recovery_nonce = Some(u64::from_le_bytes(nonce));
+            options.join = join;
             let node = start_node(options).map_err(|e| format!("cannot start: {e}"))?;
             println!(
                 "replica {replica}: VR on {}, redis-cli -h {} -p {}",
@@ -150,6 +177,27 @@ fn run(cli: Cli) -> Result<(), String> {
             eprintln!("vr-kv: stopping");
             node.stop();
             eprintln!("vr-kv: stopped");
+            Ok(())
+        }
+        Mode::Reconfigure {
+            cluster,
+            to,
+            cluster_id,
+            timeout_secs,
+        } => {
+            let done = vr_kv::admin::reconfigure(
+                cluster_id,
+                &cluster,
+                &to,
+                std::time::Duration::from_secs(timeout_secs),
+            )?;
+            let registry: Vec<String> = done.registry.iter().map(|a| a.to_string()).collect();
+            println!(
+                "epoch {}: members {:?}\nregistry: --cluster {}",
+                done.epoch,
+                done.members,
+                registry.join(",")
+            );
             Ok(())
         }
         Mode::Local {

@@ -137,8 +137,8 @@ impl NodeView {
             Some(Status::Retired) => "retired",
             None => "unknown",
         };
-        let primary = stats.status == Some(Status::Normal)
-            && self.config.primary_index(stats.view) == self.replica;
+        // After a reconfiguration (§7) indexes change: the node says.
+        let primary = stats.primary;
         let mut text = String::new();
         if info {
             text.push_str("# Replication\r\n");
@@ -159,6 +159,12 @@ impl NodeView {
             stats.op_number,
             stats.commit_number,
             stats.epoch,
+        ));
+        let members: Vec<String> = stats.members.iter().map(|m| m.to_string()).collect();
+        text.push_str(&format!(
+            "members:{}\r\nmay_shut_down:{}\r\n",
+            members.join(","),
+            u8::from(stats.may_shut_down),
         ));
         let counters = &stats.replica;
         text.push_str(&format!(
@@ -552,6 +558,9 @@ mod tests {
             view: 4,
             op_number: 7,
             commit_number: 6,
+            epoch: 2,
+            members: vec![0, 1, 4],
+            primary: true,
             ..NodeStats::default()
         };
         let node = NodeView::new(
@@ -712,7 +721,7 @@ mod tests {
         assert_eq!(session.poll(&node), Step::Idle);
         let out = String::from_utf8_lossy(session.output()).into_owned();
         // View 4 of 3 replicas: replica 1 is the primary.
-        assert!(out.contains("role:primary\r\nreplica:1\r\nreplicas:3\r\nview:4\r\nstatus:normal\r\nop_number:7\r\ncommit_number:6\r\nepoch:0\r\n"), "{out}");
+        assert!(out.contains("role:primary\r\nreplica:1\r\nreplicas:3\r\nview:4\r\nstatus:normal\r\nop_number:7\r\ncommit_number:6\r\nepoch:2\r\nmembers:0,1,4\r\nmay_shut_down:0\r\n"), "{out}");
         assert!(out.contains("# Replication\r\n"), "{out}");
         assert!(out.ends_with("$0\r\n\r\n"), "{out}");
     }

@@ -129,6 +129,10 @@ pub struct NodeOptions {
     /// starting a new cluster. The nonce must be fresh on every start.
     /// When every node of a cluster starts this way they form the cluster.
     pub recovery_nonce: Option<u64>,
+    /// A new node that joins a running cluster when a reconfiguration adds
+    /// it (§7): `replica` is then its member id, its position in
+    /// `replicas` (the registry of every member's address).
+    pub join: bool,
 }
 
 impl NodeOptions {
@@ -160,6 +164,7 @@ impl NodeOptions {
             read_buffer_max,
             runtime: Runtime::Tokio,
             recovery_nonce: None,
+            join: false,
         }
     }
 }
@@ -173,6 +178,7 @@ pub fn replica_options(options: &NodeOptions) -> ReplicaOptions {
         options.replica,
     );
     replica_options.recovery_nonce = options.recovery_nonce;
+    replica_options.join = options.join;
     replica_options
 }
 
@@ -374,6 +380,7 @@ pub fn start_node(options: NodeOptions) -> io::Result<NodeHandle> {
         read_buffer_max,
         runtime,
         recovery_nonce: _,
+        join: _,
     } = options;
     let resp_listener = match resp_listener {
         Some(listener) => listener,
