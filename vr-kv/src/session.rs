@@ -153,7 +153,11 @@ impl NodeView {
                 "backup"
             },
             self.replica,
-            self.config.replica_count,
+            if stats.members.is_empty() {
+                usize::from(self.config.replica_count)
+            } else {
+                stats.members.len()
+            },
             stats.view,
             status,
             stats.op_number,
