@@ -292,3 +292,28 @@ fn addresses_travel_with_the_new_epoch() {
     cluster.drain_client(1);
     assert!(cluster.await_completion(1, number, 500).is_none());
 }
+
+/// A member that joined, took part and crashed restarts with the registry
+/// of every member as its epoch-0 configuration (index = its member id):
+/// the members it asks tell it of the current epoch and it recovers there
+/// (§4.3 with §7.3), fenced by its new incarnation.
+#[test]
+fn a_joined_member_restarted_with_the_registry_recovers_in_the_new_epoch() {
+    let mut cluster = Cluster::new(3, 2, 9);
+    cluster.execute(0, b"a");
+    cluster.join(3, Recorder::default(), 21);
+    cluster.join(4, Recorder::default(), 22);
+    assert_eq!(reconfigure(&mut cluster, 1, &[0, 1, 2, 3, 4]), 1);
+    settle(&mut cluster, &[0, 1, 2, 3, 4], 1, 5_000);
+    cluster.execute(0, b"b");
+    cluster.crash(3);
+    let mut registry = cluster.config.clone();
+    registry.replica_count = 5;
+    cluster.restart_with(3, registry, 3, Recorder::default(), 77);
+    settle(&mut cluster, &[0, 1, 2, 3, 4], 1, 5_000);
+    assert_eq!(cluster.replicas[3].stats().recoveries_completed, 1);
+    cluster.execute(0, b"c");
+    cluster.run_for_ms(300);
+    cluster.assert_agreement();
+    assert_eq!(cluster.executed(3).len(), 3);
+}

@@ -223,11 +223,7 @@ impl Links {
     }
 
     /// Waits up to 50 ms for a frame and feeds it to `node`.
-    fn receive(
-        &mut self,
-        node: &mut ClientNode,
-        now: Instant,
-    ) -> Option<vr_core::Completion> {
+    fn receive(&mut self, node: &mut ClientNode, now: Instant) -> Option<vr_core::Completion> {
         let frame = self.received.recv_timeout(Duration::from_millis(50)).ok()?;
         // A frame that does not decode is dropped: the request is resent.
         node.handle_bytes(now, &frame).ok()?.1

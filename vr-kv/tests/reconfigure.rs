@@ -223,12 +223,16 @@ fn a_live_cluster_grows_to_five_and_shrinks_to_three_without_losing_a_write() {
         });
     }
     for i in [2, 4] {
-        wait_until("the removed nodes may shut down", Duration::from_secs(20), || {
-            status(resp[i]).is_some_and(|s| {
-                field(&s, "status").as_deref() == Some("retired")
-                    && field(&s, "may_shut_down").as_deref() == Some("1")
-            })
-        });
+        wait_until(
+            "the removed nodes may shut down",
+            Duration::from_secs(20),
+            || {
+                status(resp[i]).is_some_and(|s| {
+                    field(&s, "status").as_deref() == Some("retired")
+                        && field(&s, "may_shut_down").as_deref() == Some("1")
+                })
+            },
+        );
         nodes[i].kill();
     }
     let before = acked_count(&acked);

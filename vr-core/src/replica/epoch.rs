@@ -646,12 +646,14 @@ impl<S: Service> Replica<S> {
             }
             _ => None,
         };
-        let member = index.and_then(|i| {
-            if members.is_empty() {
-                Some(i) // Epoch 0 without member ids: indexes are ids.
-            } else {
-                members.get(usize::from(i)).copied()
-            }
+        let member = index.and_then(|i| match members.get(usize::from(i)) {
+            Some(&member) => Some(member),
+            // In epoch 0 indexes are member ids: a node restarted with a
+            // longer list than the first members (the registry of every
+            // member so far, as vr-kv passes it) names itself by its
+            // position in it, which is its member id.
+            None if epoch == 0 => Some(i),
+            None => None,
         });
         if let Some(member) = member.filter(|&m| m != self.member) {
             self.send_member(member, Message::StartEpoch(notice));

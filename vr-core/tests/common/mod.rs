@@ -148,6 +148,16 @@ impl<S: Service> Cluster<S> {
         self.drain_replica(replica);
     }
 
+    /// Restarts replica `replica` with `config` (as a process restarted with
+    /// other arguments would be) and index `index` in it.
+    pub fn restart_with(&mut self, replica: u8, config: Config, index: u8, service: S, nonce: u64) {
+        let i = usize::from(replica);
+        self.replicas[i] =
+            Replica::recover(config, index, service, self.now, nonce).expect("valid config");
+        self.crashed[i] = false;
+        self.drain_replica(replica);
+    }
+
     /// Starts a request on a client.
     pub fn submit(&mut self, client: usize, op: &[u8]) -> u64 {
         let number = self.clients[client]
