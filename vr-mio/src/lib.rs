@@ -133,6 +133,11 @@ pub struct AdapterStats {
 }
 
 /// The core's clock: nanoseconds since `origin`, the loop's start.
+/// A member's address as a reconfiguration carries it: `ip:port` text.
+fn parse_address(bytes: &[u8]) -> Option<std::net::SocketAddr> {
+    std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
 fn core_time(origin: std::time::Instant, now: std::time::Instant) -> vr_core::Instant {
     let ns = now.saturating_duration_since(origin).as_nanos();
     vr_core::Instant::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
