@@ -51,8 +51,14 @@ async fn grow_to_five_then_shrink_while_a_client_writes() {
         let acknowledged = acknowledged.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
+            // Until told to stop, and then a few more: those start after
+            // the last reconfiguration, so the writer must follow it.
             let mut k = 0u32;
-            while !stop.load(Ordering::Relaxed) || k < 10 {
+            let mut after_stop = 0;
+            while after_stop < 3 || k < 10 {
+                if stop.load(Ordering::Relaxed) {
+                    after_stop += 1;
+                }
                 let op = format!("op {k}").into_bytes();
                 let result = writer.submit(op.clone()).await.expect("retries forever");
                 assert_eq!(result, op);
