@@ -131,3 +131,58 @@ fn grow_to_five_then_shrink_while_a_client_writes() {
         replica.stop();
     }
 }
+
+/// A client that knows only the first three addresses follows a
+/// reconfiguration whose first primary is a member it has never heard of:
+/// it can reach it only at the address the `StartEpoch` notice carried.
+#[test]
+fn a_client_reaches_a_new_primary_at_the_address_the_notice_carried() {
+    init_tracing();
+    let config = Config::new(22, 3);
+    let listeners: Vec<_> = (0..4)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let addresses: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+    let mut replicas = Vec::new();
+    let mut executed: Vec<Executed> = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let known = if i < 3 {
+            &addresses[..3]
+        } else {
+            &addresses[..]
+        };
+        let mut options = ReplicaOptions::new(config.clone(), known.to_vec(), i as u8);
+        options.join = i == 3;
+        let log = Executed::default();
+        replicas
+            .push(start_replica_with_listener(options, listener, Recorder(log.clone())).unwrap());
+        executed.push(log);
+    }
+    let mut client = Client::connect(
+        addresses[..3].to_vec(),
+        ClientConfig::new(&config, 7003),
+        config.cluster,
+    )
+    .unwrap();
+    assert_eq!(
+        client.submit(b"before".to_vec()).unwrap(),
+        b"before".to_vec()
+    );
+    // Member 3 first: the primary of view 0 in epoch 1.
+    let at = vec![addresses[3], addresses[0], addresses[1]];
+    assert_eq!(client.reconfigure(vec![3, 0, 1], at).unwrap(), 1);
+    // Replica 2 retired: the client's request goes to a retired replica or
+    // a member of epoch 1, either of which tells it of the new epoch.
+    assert_eq!(client.submit(b"after".to_vec()).unwrap(), b"after".to_vec());
+    assert_eq!(client.epoch(), (1, vec![3, 0, 1]));
+    // Only the primary answers a write, and member 3 led epoch 1 throughout.
+    let primary = replicas[3].stats().node;
+    assert_eq!(
+        (primary.epoch, primary.view, primary.status),
+        (1, 0, Some(Status::Normal))
+    );
+    assert!(executed[3].lock().unwrap().contains(&b"after".to_vec()));
+    for replica in replicas {
+        replica.stop();
+    }
+}
