@@ -135,8 +135,11 @@ impl Client {
     /// (member ids, in index order) at `addresses` (one per member, which
     /// every replica and client learns with the new epoch). Returns the new
     /// epoch-number once the reconfiguration committed. The primary refuses
-    /// an invalid one by not answering: it then fails like any request
-    /// (after `request_attempts_max` attempts, or never when unlimited).
+    /// an invalid one, or one from a client whose epoch is not current, by
+    /// not answering: it then fails like any request (after
+    /// `request_attempts_max` attempts, or never when unlimited). After an
+    /// epoch change made elsewhere, [`Client::submit`] something first: the
+    /// answer tells the client of the new epoch.
     ///
     /// The client continues with the same identifier and request-numbers;
     /// it follows the new epoch when a replica tells it (its next request).
