@@ -56,7 +56,7 @@ pub struct ConnectionStats {
     pub id: ConnectionId,
     /// The other end's address, if the socket could tell.
     pub remote: Option<SocketAddr>,
-    /// `Some(i)` for this replica's outbound connection to replica `i`;
+    /// `Some(i)` for this replica's outbound connection to member `i`;
     /// `None` for an inbound connection (a peer's or a client's).
     pub peer: Option<ReplicaIndex>,
     /// Bytes of whole frames received and accepted on it.

@@ -86,7 +86,7 @@ pub struct ConnectionStats {
     pub id: ConnectionId,
     /// The remote address.
     pub peer: SocketAddr,
-    /// For a connection this replica opened: the replica it leads to.
+    /// For a connection this replica opened: the member it leads to.
     /// `None` for an accepted connection (a peer's or a client's).
     pub replica: Option<ReplicaIndex>,
     /// Whether an outbound connect has completed (always true for accepted ones).
