@@ -108,6 +108,11 @@ const PREEMPT_TIMER: Duration = Duration::from_millis(2);
 /// How long opening a connection may take before it counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// A member's address as a reconfiguration carries it: `ip:port` text.
+fn parse_address(bytes: &[u8]) -> Option<std::net::SocketAddr> {
+    std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
 fn invalid_input(why: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, why.to_owned())
 }

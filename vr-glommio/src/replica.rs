@@ -30,7 +30,7 @@ use glommio::{spawn_local, ExecutorJoinHandle};
 use tracing::{info, warn};
 use vr_core::codec::DecodeError;
 use vr_core::node::{ConnectionId, Destination, NodeEvent, NodeStats, ReplicaNode};
-use vr_core::{Instant, ReplicaIndex, Service};
+use vr_core::{Instant, MemberId, ReplicaIndex, Service};
 
 use crate::connection::{run_connection, Closed, Outbox};
 use crate::sync::{CloseOnDrop, Mailbox, Notify};
@@ -39,6 +39,9 @@ use crate::{invalid_input, spawn_executor, CONNECT_TIMEOUT};
 /// How long the acceptor pauses after `accept` fails (e.g. out of file
 /// descriptors) before trying again, so that it does not spin.
 const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(10);
+
+/// Peer slots at most: one per member id.
+const PEER_SLOTS_MAX: usize = 1 << u8::BITS;
 
 /// A pause on stop that lets glommio's reactor hand the cancellations of
 /// pending operations to the kernel before the sockets close.
@@ -53,7 +56,7 @@ pub struct ConnectionStats {
     pub id: ConnectionId,
     /// The other end's address, if the socket could tell.
     pub remote: Option<SocketAddr>,
-    /// `Some(i)` for this replica's outbound connection to replica `i`;
+    /// `Some(i)` for this replica's outbound connection to member `i`;
     /// `None` for an inbound connection (a peer's or a client's).
     pub peer: Option<ReplicaIndex>,
     /// Bytes of whole frames received and accepted on it.
@@ -220,16 +223,13 @@ async fn run<S: Service + 'static>(
     // own, and `into_raw_fd` hands its ownership over exactly once.
     let listener = Rc::new(unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) });
     let replica = options.replica;
-    let replica_count = options.config.replica_count;
     let shared = Rc::new(RefCell::new(Shared::new(options, node, origin)));
     let mut tasks = vec![
         spawn_local(accept(shared.clone(), listener.clone())).detach(),
         spawn_local(fire_timers(shared.clone())).detach(),
         spawn_local(flush_outputs(shared.clone())).detach(),
+        spawn_local(start_peers(shared.clone())).detach(),
     ];
-    for peer in (0..replica_count).filter(|&peer| peer != replica) {
-        tasks.push(spawn_local(connect_peer(shared.clone(), peer)).detach());
-    }
     info!(replica, "replica started");
     while let Some(Control::Stats(reply)) = control.recv().await {
         // The handle may have given up waiting; nothing to do then.
@@ -242,6 +242,7 @@ async fn run<S: Service + 'static>(
         .filter_map(|(_, connection)| connection.task)
         .collect();
     tasks.extend(connections);
+    tasks.append(&mut shared.borrow_mut().peer_tasks);
     for task in &tasks {
         task.cancel();
     }
@@ -262,8 +263,20 @@ struct Shared<S: Service> {
     node: ReplicaNode<S>,
     origin: std::time::Instant,
     options: ReplicaOptions,
-    /// The queue of the outbound connection to each peer; `None` for itself.
+    /// The queue of the outbound connection to each peer, by member id;
+    /// `None` for itself and for members whose address is unknown. At most
+    /// [`PEER_SLOTS_MAX`] slots.
     peers: Vec<Option<Rc<Outbox>>>,
+    /// Each member's address by member id: `options.addresses`, then what
+    /// reconfigurations carried (`NodeEvent::EpochChanged`). A peer's task
+    /// reads it at every connect.
+    peer_addresses: Vec<Option<SocketAddr>>,
+    /// Peers whose task [`start_peers`] has yet to spawn.
+    peers_to_start: Vec<MemberId>,
+    /// Wakes [`start_peers`].
+    peers_added: Rc<Notify>,
+    /// The peers' tasks, cancelled on stop.
+    peer_tasks: Vec<JoinHandle<()>>,
     connections: HashMap<ConnectionId, Connection>,
     inbound_open: usize,
     next_connection: ConnectionId,
@@ -291,15 +304,23 @@ struct Connection {
 
 impl<S: Service> Shared<S> {
     fn new(options: ReplicaOptions, node: ReplicaNode<S>, origin: std::time::Instant) -> Self {
-        let peers = (0..options.config.replica_count)
-            .map(|peer| {
-                (peer != options.replica)
-                    .then(|| Rc::new(Outbox::new(options.peer_queue_bytes_max)))
-            })
+        let me = usize::from(options.replica);
+        let peers = (0..options.addresses.len())
+            .map(|peer| (peer != me).then(|| Rc::new(Outbox::new(options.peer_queue_bytes_max))))
             .collect();
+        let peers_to_start = (0..options.addresses.len())
+            .filter(|&peer| peer != me)
+            .map(|peer| peer as MemberId)
+            .collect();
+        let peers_added = Rc::new(Notify::default());
+        peers_added.notify();
         Shared {
             node,
             origin,
+            peer_addresses: options.addresses.iter().copied().map(Some).collect(),
+            peers_to_start,
+            peers_added,
+            peer_tasks: Vec::new(),
             options,
             peers,
             connections: HashMap::new(),
@@ -421,6 +442,21 @@ impl<S: Service> Shared<S> {
         // flusher once the timer task (or the flusher) has been here.
         self.node.flush();
         self.flush_pending = false;
+        // Events first: a new epoch's members get their queues before the
+        // frames addressed to them.
+        while let Some(event) = self.node.poll_event() {
+            match event {
+                NodeEvent::StatusChanged {
+                    view,
+                    status,
+                    primary,
+                } => info!(replica, view, ?status, primary, "status changed"),
+                NodeEvent::FrameRejected { connection, error } => {
+                    warn!(replica, connection, %error, "rejected a frame; closing its connection");
+                }
+                NodeEvent::EpochChanged { epoch, members } => self.on_epoch(epoch, members),
+            }
+        }
         while let Some(transmit) = self.node.poll_transmit() {
             let outbox = match transmit.destination {
                 Destination::Replica(peer) => {
@@ -437,23 +473,61 @@ impl<S: Service> Shared<S> {
                 None => self.counters.frames_dropped_unconnected += 1,
             }
         }
-        while let Some(event) = self.node.poll_event() {
-            match event {
-                NodeEvent::StatusChanged {
-                    view,
-                    status,
-                    primary,
-                } => info!(replica, view, ?status, primary, "status changed"),
-                NodeEvent::FrameRejected { connection, error } => {
-                    warn!(replica, connection, %error, "rejected a frame; closing its connection");
-                }
-                // Reconfiguration (§7): not yet followed by this adapter.
-                NodeEvent::EpochChanged { .. } => {}
-            }
-        }
         let deadline = self.node.poll_timeout();
         if deadline.is_some() && (self.timer_armed.is_none() || deadline < self.timer_armed) {
             self.timer.notify();
+        }
+    }
+}
+
+impl<S: Service> Shared<S> {
+    /// The replica entered `epoch` (§7): learns the addresses its
+    /// reconfiguration carried, giving new members a queue and a task. A
+    /// member whose address changed is connected to at its new address
+    /// from its next connect on.
+    fn on_epoch(&mut self, epoch: u32, members: Vec<(MemberId, Vec<u8>)>) {
+        let replica = self.options.replica;
+        let ids: Vec<MemberId> = members.iter().map(|(m, _)| *m).collect();
+        info!(replica, epoch, members = ?ids, "epoch changed");
+        for (member, address) in members {
+            let Some(address) = crate::parse_address(&address) else {
+                continue;
+            };
+            let index = usize::from(member);
+            if index >= PEER_SLOTS_MAX || member == replica {
+                continue;
+            }
+            if self.peer_addresses.len() <= index {
+                self.peer_addresses.resize(index + 1, None);
+            }
+            if self.peers.len() <= index {
+                self.peers.resize_with(index + 1, || None);
+            }
+            if self.peer_addresses[index] == Some(address) {
+                continue;
+            }
+            info!(replica, member, %address, "member address learned");
+            self.peer_addresses[index] = Some(address);
+            if self.peers[index].is_none() {
+                let outbox = Rc::new(Outbox::new(self.options.peer_queue_bytes_max));
+                self.peers[index] = Some(outbox);
+                self.peers_to_start.push(member);
+                self.peers_added.notify();
+            }
+        }
+    }
+}
+
+/// Spawns the task of each peer, the first ones at the start and the others
+/// as reconfigurations add them.
+async fn start_peers<S: Service + 'static>(shared: Rc<RefCell<Shared<S>>>) {
+    let added = shared.borrow().peers_added.clone();
+    loop {
+        added.notified().await;
+        let peers = std::mem::take(&mut shared.borrow_mut().peers_to_start);
+        for peer in peers {
+            let task = spawn_local(connect_peer(shared.clone(), peer)).detach();
+            shared.borrow_mut().peer_tasks.push(task);
         }
     }
 }
@@ -508,15 +582,14 @@ fn serve_inbound<S: Service + 'static>(shared: &Rc<RefCell<Shared<S>>>, mut stre
 /// serves it, and after a failure drops the queue (VR resends what still
 /// matters) and waits a growing backoff before trying again.
 async fn connect_peer<S: Service + 'static>(shared: Rc<RefCell<Shared<S>>>, peer: ReplicaIndex) {
-    let (replica, address, outbox, backoff_min, backoff_max) = {
+    let (replica, outbox, backoff_min, backoff_max) = {
         let state = shared.borrow();
         let options = &state.options;
-        let Some(outbox) = state.peers[usize::from(peer)].clone() else {
+        let Some(Some(outbox)) = state.peers.get(usize::from(peer)).cloned() else {
             return;
         };
-        let address = options.addresses[usize::from(peer)];
         let backoff = (options.reconnect_backoff_min, options.reconnect_backoff_max);
-        (options.replica, address, outbox, backoff.0, backoff.1)
+        (options.replica, outbox, backoff.0, backoff.1)
     };
     let mut backoff = backoff_min;
     let mut failed_before = false;
@@ -524,6 +597,11 @@ async fn connect_peer<S: Service + 'static>(shared: Rc<RefCell<Shared<S>>>, peer
         while outbox.is_empty() {
             outbox.queued.notified().await;
         }
+        // Read at every connect: a reconfiguration may have moved it.
+        let address = shared.borrow().peer_addresses[usize::from(peer)];
+        let Some(address) = address else {
+            return;
+        };
         let mut stream = match TcpStream::connect_timeout(address, CONNECT_TIMEOUT).await {
             Ok(stream) => stream,
             Err(error) => {

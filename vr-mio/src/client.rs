@@ -9,7 +9,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use tracing::{debug, info, warn};
 use vr_core::node::ClientNode;
-use vr_core::{ClientConfig, ReplicaIndex};
+use vr_core::{ClientConfig, Completion, MemberId};
 
 use crate::conn::{CloseReason, Conn, ReadOutcome};
 
@@ -21,6 +21,9 @@ const QUEUE_FRAMES_MAX: usize = 4;
 /// A connect still pending after this is abandoned and tried again on the
 /// next send to that replica.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Connection slots at most: one per member id.
+const SLOTS_MAX: usize = 1 << u8::BITS;
 
 /// Why [`Client::submit`] failed.
 #[derive(Debug)]
@@ -69,10 +72,18 @@ struct Connection {
 /// and opened again after a failure.
 pub struct Client {
     node: ClientNode,
-    addresses: Vec<SocketAddr>,
+    /// The configuration it started with (for [`Client::reconfigure`]).
+    config: ClientConfig,
+    cluster: u64,
+    /// The highest request-number used so far.
+    request_number: u64,
+    /// The epoch whose members' addresses are in `addresses`.
+    epoch: u32,
+    /// Each member's address, by member id.
+    addresses: Vec<Option<SocketAddr>>,
     poll: Poll,
     events: Events,
-    /// Indexed by replica; the token of replica `i` is `Token(i)`.
+    /// Indexed by member id; the token of member `i` is `Token(i)`.
     connections: Vec<Option<Connection>>,
     origin: StdInstant,
     scratch: Vec<u8>,
@@ -95,12 +106,24 @@ impl Client {
             ));
         }
         let frame_size_max = config.message_size_max as usize;
-        let client = vr_core::Client::new(config, 0);
+        // Member ids: the configuration's (epoch 0: replica `i` is member `i`).
+        let ids: Vec<usize> = (0..config.replica_count)
+            .map(|i| usize::from(config.members.get(usize::from(i)).copied().unwrap_or(i)))
+            .collect();
+        let mut by_member = vec![None; ids.iter().max().map_or(0, |m| m + 1)];
+        for (&id, &address) in ids.iter().zip(&addresses) {
+            by_member[id] = Some(address);
+        }
+        let client = vr_core::Client::new(config.clone(), 0);
         Ok(Client {
             queue_bytes_max: QUEUE_FRAMES_MAX * frame_size_max,
             node: ClientNode::new(client, cluster, frame_size_max),
-            connections: addresses.iter().map(|_| None).collect(),
-            addresses,
+            epoch: config.epoch,
+            config,
+            cluster,
+            request_number: 0,
+            connections: by_member.iter().map(|_| None).collect(),
+            addresses: by_member,
             poll: Poll::new()?,
             events: Events::with_capacity(16),
             origin: StdInstant::now(),
@@ -112,9 +135,75 @@ impl Client {
     /// client proxy gives up ([`vr_core::ClientError::TimedOut`]).
     pub fn submit(&mut self, op: Vec<u8>) -> Result<Vec<u8>, ClientError> {
         let now = StdInstant::now();
-        self.node
+        self.request_number = self
+            .node
             .request(self.core_time(now), op)
             .map_err(ClientError::Request)?;
+        self.wait().map(|done| done.result)
+    }
+
+    /// Asks the cluster to move to a new configuration (§7.1): `members`
+    /// (member ids, in index order) at `addresses` (one per member, which
+    /// every replica and client learns with the new epoch). Blocks until it
+    /// committed and returns the new epoch-number. The primary refuses an
+    /// invalid one, or one from a client whose epoch is not current, by not
+    /// answering: it then fails like any request (after
+    /// `request_attempts_max` attempts, or never when unlimited). After an
+    /// epoch change made elsewhere, [`Client::submit`] something first: the
+    /// answer tells the client of the new epoch.
+    ///
+    /// The client keeps its identifier and request-numbers; it follows the
+    /// new epoch when a replica tells it (on its next request). Its view and
+    /// the op-number it has seen start over, which costs at most one retry
+    /// to every replica.
+    pub fn reconfigure(
+        &mut self,
+        members: Vec<MemberId>,
+        addresses: Vec<SocketAddr>,
+    ) -> Result<u32, ClientError> {
+        let addresses = addresses
+            .iter()
+            .map(|a| a.to_string().into_bytes())
+            .collect();
+        let now = self.core_time(StdInstant::now());
+        // `ClientNode` has no reconfigure: continue in a new `Client` that
+        // knows what this one knows (epoch, members, addresses, numbers).
+        let mut config = self.config.clone();
+        let current = self.node.client();
+        if current.epoch() != config.epoch {
+            config.epoch = current.epoch();
+            config.members = current.members();
+            config.replica_count = config.members.len() as u8;
+            config.addresses = current.addresses().to_vec();
+            config.witnesses.clear();
+        }
+        let mut client = vr_core::Client::new(config, self.request_number);
+        self.request_number = client
+            .reconfigure_with_addresses(now, members, addresses)
+            .map_err(ClientError::Request)?;
+        self.node = ClientNode::new(client, self.cluster, self.config.message_size_max as usize);
+        // Not due: only moves the Reconfiguration into the node's frames.
+        let _ = self.node.handle_timeout(now);
+        let done = self.wait()?;
+        Ok(done
+            .result
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u32::from_le_bytes))
+    }
+
+    /// The epoch the client believes current (§7).
+    pub fn epoch(&self) -> u32 {
+        self.node.client().epoch()
+    }
+
+    /// The member ids of that epoch, in index order.
+    pub fn members(&self) -> Vec<MemberId> {
+        self.node.client().members()
+    }
+
+    /// Runs the outstanding request to its completion.
+    fn wait(&mut self) -> Result<Completion, ClientError> {
         loop {
             let now = StdInstant::now();
             self.dispatch(now);
@@ -145,6 +234,9 @@ impl Client {
                     result = Some(done);
                 }
             }
+            // Before the next dispatch: a StartEpoch notice may have
+            // named members this client has no address for yet.
+            self.follow_epoch();
             if let Some(result) = result {
                 return Ok(result);
             }
@@ -159,6 +251,36 @@ impl Client {
 
     fn core_time(&self, now: StdInstant) -> vr_core::Instant {
         crate::core_time(self.origin, now)
+    }
+
+    /// After a `StartEpoch` notice (§7.3): learns the new members'
+    /// addresses, keeping the connections to members whose address is
+    /// unchanged.
+    fn follow_epoch(&mut self) {
+        let client = self.node.client();
+        if client.epoch() == self.epoch {
+            return;
+        }
+        self.epoch = client.epoch();
+        let members = client.members();
+        info!(epoch = self.epoch, ?members, "following a new epoch");
+        let learned: Vec<(usize, SocketAddr)> = members
+            .iter()
+            .zip(client.addresses())
+            .filter_map(|(&m, a)| Some((usize::from(m), crate::parse_address(a)?)))
+            .filter(|&(i, _)| i < SLOTS_MAX)
+            .collect();
+        for (i, address) in learned {
+            if self.addresses.len() <= i {
+                self.addresses.resize(i + 1, None);
+                self.connections.resize_with(i + 1, || None);
+            }
+            if self.addresses[i] != Some(address) {
+                self.addresses[i] = Some(address);
+                let moved = io::Error::other("the member's address changed");
+                self.close(i, CloseReason::Io(moved));
+            }
+        }
     }
 
     /// Queues the proxy's frames on their connections (opening them as
@@ -190,9 +312,12 @@ impl Client {
         }
     }
 
-    fn open(&mut self, replica: ReplicaIndex, now: StdInstant) {
+    fn open(&mut self, replica: MemberId, now: StdInstant) {
         let i = usize::from(replica);
-        let address = self.addresses[i];
+        let Some(Some(address)) = self.addresses.get(i).copied() else {
+            debug!(member = replica, "no address for member: frame dropped");
+            return;
+        };
         let opened = TcpStream::connect(address).and_then(|mut stream| {
             self.poll.registry().register(
                 &mut stream,
@@ -214,7 +339,7 @@ impl Client {
 
     /// Handles readiness of replica `i`'s connection; returns the result
     /// when a reply completes the outstanding request.
-    fn on_ready(&mut self, i: usize, writable: bool, now: StdInstant) -> Option<Vec<u8>> {
+    fn on_ready(&mut self, i: usize, writable: bool, now: StdInstant) -> Option<Completion> {
         let c = self.connections.get_mut(i)?.as_mut()?;
         if !c.conn.connected {
             match c.conn.finish_connect() {
@@ -239,7 +364,7 @@ impl Client {
                 |bytes| {
                     let (used, completion) = node.handle_bytes(core_now, bytes)?;
                     if let Some(done) = completion {
-                        result = Some(done.result);
+                        result = Some(done);
                     }
                     Ok(used)
                 },

@@ -86,7 +86,7 @@ pub struct ConnectionStats {
     pub id: ConnectionId,
     /// The remote address.
     pub peer: SocketAddr,
-    /// For a connection this replica opened: the replica it leads to.
+    /// For a connection this replica opened: the member it leads to.
     /// `None` for an accepted connection (a peer's or a client's).
     pub replica: Option<ReplicaIndex>,
     /// Whether an outbound connect has completed (always true for accepted ones).
@@ -133,6 +133,11 @@ pub struct AdapterStats {
 }
 
 /// The core's clock: nanoseconds since `origin`, the loop's start.
+/// A member's address as a reconfiguration carries it: `ip:port` text.
+fn parse_address(bytes: &[u8]) -> Option<std::net::SocketAddr> {
+    std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
 fn core_time(origin: std::time::Instant, now: std::time::Instant) -> vr_core::Instant {
     let ns = now.saturating_duration_since(origin).as_nanos();
     vr_core::Instant::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))

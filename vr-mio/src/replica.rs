@@ -13,7 +13,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, error, info, warn};
 use vr_core::node::{Destination, NodeEvent, ReplicaNode, Transmit};
-use vr_core::{ReplicaIndex, Service};
+use vr_core::{MemberId, Service};
 
 use crate::conn::{CloseReason, Conn, ReadOutcome};
 use crate::{AdapterStats, ConnectionStats, ReplicaOptions};
@@ -28,6 +28,9 @@ const FIRST_CONNECTION: usize = 2;
 /// behind a black hole would otherwise hold the slot for the kernel's
 /// minutes-long SYN retries.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Peer slots at most: one per member id.
+const PEER_SLOTS_MAX: usize = 1 << u8::BITS;
 
 /// Size of the shared read buffer.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -75,7 +78,6 @@ pub fn start_replica_with_listener<S: Service + Send + 'static>(
     let waker = Waker::new(poll.registry(), WAKER)?;
     let (commands_tx, commands) = mpsc::channel();
 
-    let n = options.addresses.len();
     let backoff = options.reconnect_backoff_min;
     let mut event_loop = Loop {
         node,
@@ -84,8 +86,9 @@ pub fn start_replica_with_listener<S: Service + Send + 'static>(
         commands,
         origin,
         conns: HashMap::new(),
-        peers: (0..n)
-            .map(|_| Peer {
+        peers: (options.addresses.iter())
+            .map(|&address| Peer {
+                address: Some(address),
                 token: None,
                 connect_deadline: None,
                 retry_at: origin,
@@ -184,14 +187,17 @@ impl Drop for ReplicaHandle {
 /// A connection and what the loop knows about it.
 struct Entry {
     conn: Conn,
-    /// Set for a connection this replica opened to that peer.
-    replica: Option<ReplicaIndex>,
+    /// Set for a connection this replica opened to that peer (member id).
+    replica: Option<MemberId>,
     /// Queued frames since the last flush (it is in `Loop::dirty`).
     dirty: bool,
 }
 
 /// The outbound side of one peer.
 struct Peer {
+    /// Where it listens: `options.addresses`, or learned from a
+    /// reconfiguration (`None`: unknown, frames to it are dropped).
+    address: Option<SocketAddr>,
     token: Option<Token>,
     /// While a connect is in progress: when to give up on it.
     connect_deadline: Option<StdInstant>,
@@ -226,6 +232,7 @@ struct Loop<S: Service> {
     /// `vr_core::Instant::ZERO`.
     origin: StdInstant,
     conns: HashMap<Token, Entry>,
+    /// By member id; at most [`PEER_SLOTS_MAX`].
     peers: Vec<Peer>,
     next_token: usize,
     /// Accepted connections open now.
@@ -463,8 +470,10 @@ impl<S: Service> Loop<S> {
 
     /// The connection to peer `i`, opened now if there is none and its
     /// backoff has passed.
-    fn peer_connection(&mut self, i: ReplicaIndex, now: StdInstant) -> Option<Token> {
-        let peer = &mut self.peers[usize::from(i)];
+    /// `None` for a member whose address is unknown.
+    fn peer_connection(&mut self, i: MemberId, now: StdInstant) -> Option<Token> {
+        let peer = self.peers.get_mut(usize::from(i))?;
+        let address = peer.address?;
         if peer.token.is_some() || now < peer.retry_at {
             return peer.token;
         }
@@ -473,7 +482,6 @@ impl<S: Service> Loop<S> {
             self.stats.reconnects += 1;
         }
         peer.attempted = true;
-        let address = self.options.addresses[usize::from(i)];
         match TcpStream::connect(address) {
             Ok(stream) => {
                 let token = self.add(stream, |stream| Entry {
@@ -529,20 +537,15 @@ impl<S: Service> Loop<S> {
                 ),
                 // Logged with the peer's address when the connection is closed.
                 NodeEvent::FrameRejected { .. } => {}
-                // Reconfiguration (§7): not yet followed by this adapter.
-                NodeEvent::EpochChanged { .. } => {}
+                NodeEvent::EpochChanged { epoch, members } => self.on_epoch(epoch, members, now),
             }
         }
         while let Some(Transmit { destination, frame }) = self.node.poll_transmit() {
             let token = match destination {
-                Destination::Replica(i) => {
-                    let valid = i != self.options.replica && usize::from(i) < self.peers.len();
-                    debug_assert!(valid, "the node sent to replica {i}");
-                    if !valid {
-                        continue;
-                    }
-                    self.peer_connection(i, now)
-                }
+                // A member whose address is unknown (or this replica
+                // itself, which the node never sends to): dropped, counted.
+                Destination::Replica(i) if i == self.options.replica => None,
+                Destination::Replica(i) => self.peer_connection(i, now),
                 Destination::Connection(id) => usize::try_from(id).ok().map(Token),
             };
             let Some(entry) = token.and_then(|t| self.conns.get_mut(&t)) else {
@@ -560,6 +563,47 @@ impl<S: Service> Loop<S> {
                 entry.dirty = true;
                 self.dirty.extend(token);
             }
+        }
+    }
+
+    /// The replica entered `epoch` (§7): learns the addresses its
+    /// reconfiguration carried, growing the peer table. A member whose
+    /// address changed is reconnected; connections to the others stay.
+    fn on_epoch(&mut self, epoch: u32, members: Vec<(MemberId, Vec<u8>)>, now: StdInstant) {
+        let me = self.options.replica;
+        let ids: Vec<MemberId> = members.iter().map(|(m, _)| *m).collect();
+        info!(replica = me, epoch, members = ?ids, "epoch changed");
+        for (member, address) in members {
+            let Some(address) = crate::parse_address(&address) else {
+                continue;
+            };
+            let index = usize::from(member);
+            if index >= PEER_SLOTS_MAX {
+                continue;
+            }
+            while self.peers.len() <= index {
+                self.peers.push(Peer {
+                    address: None,
+                    token: None,
+                    connect_deadline: None,
+                    retry_at: now,
+                    backoff: self.options.reconnect_backoff_min,
+                    attempted: false,
+                });
+            }
+            let peer = &mut self.peers[index];
+            if peer.address == Some(address) {
+                continue;
+            }
+            info!(replica = me, member, %address, "member address learned");
+            peer.address = Some(address);
+            if let Some(token) = peer.token {
+                let moved = io::Error::other("the member's address changed");
+                self.close(token, CloseReason::Io(moved), now);
+            }
+            let peer = &mut self.peers[index];
+            peer.retry_at = now;
+            peer.backoff = self.options.reconnect_backoff_min;
         }
     }
 

@@ -9,9 +9,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use vr_core::node::ClientNode;
-use vr_core::{ClientConfig, ClientError, Completion, Instant};
+use vr_core::{ClientConfig, ClientError, Completion, Instant, MemberId};
 
 use crate::link::{self, Backoff, LinkCounters, LinkEvent, Outbox};
+use crate::replica::parse_address;
 
 /// Connection events waiting for the client; a full channel makes the
 /// connection tasks wait.
@@ -21,6 +22,9 @@ const BACKOFF: Backoff = Backoff {
     min: Duration::from_millis(5),
     max: Duration::from_millis(500),
 };
+
+/// Link slots at most: one per member id.
+const LINK_SLOTS_MAX: usize = 1 << u8::BITS;
 
 /// One connection to a replica, opened when the first frame is queued.
 struct Link {
@@ -46,7 +50,16 @@ impl Drop for Link {
 /// and must not outlive it.
 pub struct Client {
     node: ClientNode,
-    addresses: Vec<SocketAddr>,
+    /// The configuration it started with (for [`Client::reconfigure`]).
+    config: ClientConfig,
+    cluster: u64,
+    /// The highest request-number used so far.
+    request_number: u64,
+    /// The epoch whose members' addresses are in `addresses`.
+    epoch: u32,
+    /// Each member's address, by member id.
+    addresses: Vec<Option<SocketAddr>>,
+    /// Links by member id.
     links: Vec<Option<Link>>,
     key_next: u64,
     events_tx: mpsc::Sender<LinkEvent>,
@@ -75,11 +88,24 @@ impl Client {
             ));
         }
         let (events_tx, events) = mpsc::channel(EVENTS_QUEUED_MAX);
-        let client = vr_core::Client::new(config, 0);
+        // Member ids: the configuration's (epoch 0: replica `i` is member `i`).
+        let ids: Vec<usize> = (0..config.replica_count)
+            .map(|i| usize::from(config.members.get(usize::from(i)).copied().unwrap_or(i)))
+            .collect();
+        let slots = ids.iter().max().map_or(0, |m| m + 1);
+        let mut by_member = vec![None; slots];
+        for (&id, &address) in ids.iter().zip(&addresses) {
+            by_member[id] = Some(address);
+        }
+        let client = vr_core::Client::new(config.clone(), 0);
         Ok(Client {
             node: ClientNode::new(client, cluster, frame_size_max),
-            links: addresses.iter().map(|_| None).collect(),
-            addresses,
+            epoch: config.epoch,
+            config,
+            cluster,
+            request_number: 0,
+            links: by_member.iter().map(|_| None).collect(),
+            addresses: by_member,
             key_next: 0,
             events_tx,
             events,
@@ -101,8 +127,70 @@ impl Client {
             // Its outcome belonged to the cancelled caller.
             let _ = self.wait().await;
         }
-        self.node.request(self.now(), op)?;
+        self.request_number = self.node.request(self.now(), op)?;
         self.wait().await.map(|completion| completion.result)
+    }
+
+    /// Asks the cluster to move to a new configuration (§7.1): `members`
+    /// (member ids, in index order) at `addresses` (one per member, which
+    /// every replica and client learns with the new epoch). Returns the new
+    /// epoch-number once the reconfiguration committed. The primary refuses
+    /// an invalid one, or one from a client whose epoch is not current, by
+    /// not answering: it then fails like any request (after
+    /// `request_attempts_max` attempts, or never when unlimited). After an
+    /// epoch change made elsewhere, [`Client::submit`] something first: the
+    /// answer tells the client of the new epoch.
+    ///
+    /// The client continues with the same identifier and request-numbers;
+    /// it follows the new epoch when a replica tells it (its next request).
+    /// Its view and the op-number it has seen start over, which only costs
+    /// a retry to every replica if the view has moved on.
+    pub async fn reconfigure(
+        &mut self,
+        members: Vec<MemberId>,
+        addresses: Vec<SocketAddr>,
+    ) -> Result<u32, ClientError> {
+        if self.node.client().outstanding().is_some() {
+            let _ = self.wait().await;
+        }
+        let addresses = addresses
+            .iter()
+            .map(|a| a.to_string().into_bytes())
+            .collect();
+        let now = self.now();
+        // `ClientNode` has no reconfigure: continue in a new `Client` that
+        // knows what this one knows (epoch, members, addresses, numbers).
+        let mut config = self.config.clone();
+        let current = self.node.client();
+        if current.epoch() != config.epoch {
+            config.epoch = current.epoch();
+            config.members = current.members();
+            config.replica_count = config.members.len() as u8;
+            config.addresses = current.addresses().to_vec();
+            config.witnesses.clear();
+        }
+        let mut client = vr_core::Client::new(config, self.request_number);
+        self.request_number = client.reconfigure_with_addresses(now, members, addresses)?;
+        self.node = ClientNode::new(client, self.cluster, self.frame_size_max);
+        // Not due: only moves the Reconfiguration into the node's frames.
+        let _ = self.node.handle_timeout(now);
+        let completion = self.wait().await?;
+        let epoch = completion
+            .result
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u32::from_le_bytes);
+        Ok(epoch)
+    }
+
+    /// The epoch the client believes current (§7).
+    pub fn epoch(&self) -> u32 {
+        self.node.client().epoch()
+    }
+
+    /// The member ids of that epoch, in index order.
+    pub fn members(&self) -> Vec<MemberId> {
+        self.node.client().members()
     }
 
     /// Runs the outstanding request to completion or abandonment.
@@ -161,6 +249,7 @@ impl Client {
         match self.node.handle_bytes(now, &link.buffer) {
             Ok((used, completion)) => {
                 link.buffer.drain(..used);
+                self.follow_epoch();
                 completion
             }
             Err(error) => {
@@ -173,11 +262,41 @@ impl Client {
         }
     }
 
+    /// After a `StartEpoch` notice (§7.3): learns the new members'
+    /// addresses, keeping the links to members whose address is unchanged.
+    fn follow_epoch(&mut self) {
+        let client = self.node.client();
+        if client.epoch() == self.epoch {
+            return;
+        }
+        self.epoch = client.epoch();
+        let members = client.members();
+        tracing::info!(epoch = self.epoch, ?members, "following a new epoch");
+        for (member, address) in members.iter().zip(client.addresses()) {
+            let Some(address) = parse_address(address) else {
+                continue;
+            };
+            let index = usize::from(*member);
+            if index >= LINK_SLOTS_MAX {
+                continue;
+            }
+            if self.addresses.len() <= index {
+                self.addresses.resize(index + 1, None);
+                self.links.resize_with(index + 1, || None);
+            }
+            if self.addresses[index] != Some(address) {
+                self.addresses[index] = Some(address);
+                self.links[index] = None;
+            }
+        }
+    }
+
     /// Queues the node's frames on their links, opening links on demand.
     fn drain(&mut self) {
         while let Some((replica, frame)) = self.node.poll_transmit() {
             let index = usize::from(replica);
-            let Some(address) = self.addresses.get(index).copied() else {
+            let Some(address) = self.addresses.get(index).copied().flatten() else {
+                tracing::debug!(member = replica, "no address for member: frame dropped");
                 continue;
             };
             let Some(slot) = self.links.get_mut(index) else {

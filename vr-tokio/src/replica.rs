@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use vr_core::codec;
 use vr_core::node::{ConnectionId, Destination, NodeEvent, ReplicaNode, Transmit};
-use vr_core::{Instant, ReplicaIndex, Service};
+use vr_core::{Instant, MemberId, Service};
 
 use crate::link::{self, Backoff, Events, LinkCounters, LinkEvent, Outbox, PushError};
 use crate::{AdapterStats, ConnectionStats, ReplicaOptions};
@@ -27,6 +27,8 @@ const EVENTS_PER_FLUSH_MAX: usize = EVENTS_QUEUED_MAX;
 /// After a failed `accept` (out of file descriptors, typically), wait this
 /// long before the next rather than spinning.
 const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(10);
+/// Peer slots at most: one per member id.
+const PEER_SLOTS_MAX: usize = 1 << u8::BITS;
 
 /// Starts replica `options.replica`, listening on its address.
 pub fn start_replica<S: Service + Send + 'static>(
@@ -73,6 +75,7 @@ pub fn start_replica_with_listener<S: Service + Send + 'static>(
             let state = Loop {
                 node,
                 peers: (0..options.addresses.len()).map(|_| None).collect(),
+                peer_addresses: options.addresses.iter().copied().map(Some).collect(),
                 options,
                 origin,
                 inbound: HashMap::new(),
@@ -185,8 +188,12 @@ struct Loop<S: Service> {
     options: ReplicaOptions,
     /// The clock's origin: `vr_core::Instant` counts nanoseconds from here.
     origin: std::time::Instant,
-    /// Outbound links to peers, opened when the first frame for them comes.
+    /// Outbound links to peers by member id, opened when the first frame
+    /// for them comes. At most [`PEER_SLOTS_MAX`] slots (member ids are u8).
     peers: Vec<Option<Outbox>>,
+    /// Each member's address by member id: `options.addresses`, then what
+    /// reconfigurations carried (`NodeEvent::EpochChanged`).
+    peer_addresses: Vec<Option<SocketAddr>>,
     inbound: HashMap<ConnectionId, Inbound>,
     connection_next: ConnectionId,
     events_tx: mpsc::Sender<LinkEvent>,
@@ -349,9 +356,25 @@ impl<S: Service> Loop<S> {
     }
 
     /// Carries out everything the node produced since the last flush: the
-    /// inputs of this turn leave together.
+    /// inputs of this turn leave together. Events first: a new epoch's
+    /// members must be known before the frames addressed to them.
     fn drain(&mut self) {
         self.node.flush();
+        while let Some(event) = self.node.poll_event() {
+            match event {
+                NodeEvent::StatusChanged {
+                    view,
+                    status,
+                    primary,
+                } => {
+                    let replica = self.options.replica;
+                    tracing::info!(replica, view, ?status, primary, "status changed");
+                }
+                // Logged with the peer's address where the connection is closed.
+                NodeEvent::FrameRejected { .. } => {}
+                NodeEvent::EpochChanged { epoch, members } => self.on_epoch(epoch, members),
+            }
+        }
         while let Some(Transmit { destination, frame }) = self.node.poll_transmit() {
             let pushed = match destination {
                 Destination::Replica(to) => match self.peer(to) {
@@ -369,28 +392,44 @@ impl<S: Service> Loop<S> {
                 Err(PushError::Closed) => self.stats.frames_dropped_disconnected += 1,
             }
         }
-        while let Some(event) = self.node.poll_event() {
-            match event {
-                NodeEvent::StatusChanged {
-                    view,
-                    status,
-                    primary,
-                } => {
-                    let replica = self.options.replica;
-                    tracing::info!(replica, view, ?status, primary, "status changed");
-                }
-                // Logged with the peer's address where the connection is closed.
-                NodeEvent::FrameRejected { .. } => {}
-                // Reconfiguration (§7): not yet followed by this adapter.
-                NodeEvent::EpochChanged { .. } => {}
+    }
+
+    /// The replica entered `epoch` (§7): learns the addresses its
+    /// reconfiguration carried. A member whose address changed gets a new
+    /// link; links to the others stay.
+    fn on_epoch(&mut self, epoch: u32, members: Vec<(MemberId, Vec<u8>)>) {
+        let replica = self.options.replica;
+        let ids: Vec<MemberId> = members.iter().map(|(m, _)| *m).collect();
+        tracing::info!(replica, epoch, members = ?ids, "epoch changed");
+        for (member, address) in members {
+            let Some(address) = parse_address(&address) else {
+                continue;
+            };
+            let index = usize::from(member);
+            if index >= PEER_SLOTS_MAX {
+                continue;
+            }
+            if self.peer_addresses.len() <= index {
+                self.peer_addresses.resize(index + 1, None);
+            }
+            if self.peers.len() <= index {
+                self.peers.resize_with(index + 1, || None);
+            }
+            if self.peer_addresses[index] != Some(address) {
+                tracing::info!(replica, member, %address, "member address learned");
+                self.peer_addresses[index] = Some(address);
+                // Dropping the outbox ends the old link's task.
+                self.peers[index] = None;
             }
         }
     }
 
     /// The outbound link to replica `to`, opened on first use.
-    fn peer(&mut self, to: ReplicaIndex) -> Option<&Outbox> {
+    /// `None` (the frame is dropped and counted) for a member whose address
+    /// is unknown.
+    fn peer(&mut self, to: MemberId) -> Option<&Outbox> {
         let index = usize::from(to);
-        let address = *self.options.addresses.get(index)?;
+        let address = (*self.peer_addresses.get(index)?)?;
         let slot = self.peers.get_mut(index)?;
         if slot.is_none() {
             let (outbox, inbox) = link::queue(self.options.peer_queue_bytes_max);
@@ -440,6 +479,11 @@ async fn accept_loop(listener: TcpListener, accepted: mpsc::Sender<(TcpStream, S
             }
         }
     }
+}
+
+/// A member's address as a reconfiguration carries it: `ip:port` text.
+pub(crate) fn parse_address(bytes: &[u8]) -> Option<SocketAddr> {
+    std::str::from_utf8(bytes).ok()?.parse().ok()
 }
 
 /// Frames in `bytes`, a run of whole frames the node has just accepted.

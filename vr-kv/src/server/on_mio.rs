@@ -56,6 +56,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// say), so that the loop does not spin on a full backlog.
 const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(10);
 
+/// Link slots per proxy at most: one per member id.
+const LINK_SLOTS_MAX: usize = 1 << u8::BITS;
+
 /// Events taken per `poll` call.
 const EVENTS_CAPACITY: usize = 256;
 
@@ -233,10 +236,60 @@ impl Link {
 /// A client connection's VR client proxy.
 struct Proxy {
     node: ClientNode,
-    /// By replica index; opened when the proxy first sends there.
+    /// By member id (the replica index unless the cluster was
+    /// reconfigured); opened when the proxy first sends there.
     links: Vec<Option<Link>>,
+    /// Each member's address, by member id: the configured replicas', then
+    /// what `StartEpoch` notices carried (§7.3).
+    addresses: Vec<Option<SocketAddr>>,
+    /// The epoch whose members' addresses are in `addresses`.
+    epoch: u32,
     /// The deadline this proxy has in `Loop::timers`.
     armed: Option<Instant>,
+}
+
+impl Proxy {
+    /// Records member `member`'s address, growing the tables; a link to an
+    /// old address is closed (the next frame opens one to the new).
+    fn learn(&mut self, member: u8, address: SocketAddr) -> Option<Link> {
+        let i = usize::from(member);
+        if i >= LINK_SLOTS_MAX {
+            return None;
+        }
+        if self.addresses.len() <= i {
+            self.addresses.resize(i + 1, None);
+            self.links.resize_with(i + 1, || None);
+        }
+        if self.addresses[i] == Some(address) {
+            return None;
+        }
+        self.addresses[i] = Some(address);
+        self.links[i].take()
+    }
+
+    /// After a `StartEpoch` notice (§7.3): learns the new members'
+    /// addresses, keeping the links to the members that stay. Returns
+    /// whether the epoch changed.
+    fn follow_epoch(&mut self, sockets: &mut Sockets) -> bool {
+        let client = self.node.client();
+        if client.epoch() == self.epoch {
+            return false;
+        }
+        self.epoch = client.epoch();
+        let learned: Vec<(u8, SocketAddr)> = client
+            .members()
+            .into_iter()
+            .zip(client.addresses())
+            .filter_map(|(m, a)| Some((m, std::str::from_utf8(a).ok()?.parse().ok()?)))
+            .collect();
+        tracing::info!(epoch = self.epoch, "client proxy follows a new epoch");
+        for (member, address) in learned {
+            if let Some(link) = self.learn(member, address) {
+                sockets.close_link(link);
+            }
+        }
+        true
+    }
 }
 
 /// One RESP client connection.
@@ -477,15 +530,23 @@ impl Loop {
         let proxy = conn.proxy.get_or_insert_with(|| {
             let config = shared.client_config();
             let frame_size_max = config.message_size_max as usize;
-            Proxy {
-                node: ClientNode::new(
-                    vr_core::Client::new(config, 0),
-                    shared.cluster(),
-                    frame_size_max,
-                ),
-                links: shared.replicas.iter().map(|_| None).collect(),
+            let node = ClientNode::new(
+                vr_core::Client::new(config, 0),
+                shared.cluster(),
+                frame_size_max,
+            );
+            let mut proxy = Proxy {
+                epoch: node.client().epoch(),
+                links: Vec::new(),
+                addresses: Vec::new(),
                 armed: None,
+                node,
+            };
+            let members = proxy.node.client().members();
+            for (member, &address) in members.into_iter().zip(&shared.replicas) {
+                proxy.learn(member, address);
             }
+            proxy
         });
         if let Err(error) = proxy.node.request(now, op) {
             conn.session.complete(Err(SubmitError::Client(error)));
@@ -505,7 +566,10 @@ impl Loop {
             LINK_QUEUE_FRAMES_MAX * self.shared.view.config().message_size_max as usize;
         while let Some((replica, frame)) = proxy.node.poll_transmit() {
             let i = usize::from(replica);
-            let Some(slot) = proxy.links.get_mut(i) else {
+            let (Some(slot), Some(&Some(address))) =
+                (proxy.links.get_mut(i), proxy.addresses.get(i))
+            else {
+                // A member whose address is unknown: dropped (resent on the timer).
                 continue;
             };
             let stale = slot
@@ -517,7 +581,7 @@ impl Loop {
                 }
             }
             if slot.is_none() {
-                *slot = self.sockets.open_link(token, i, self.shared.replicas[i]);
+                *slot = self.sockets.open_link(token, i, address);
             }
             let Some(link) = slot.as_mut() else {
                 // Unreachable now; the proxy resends on its timer.
@@ -646,6 +710,11 @@ impl Loop {
             if let Some(link) = slot.take() {
                 self.sockets.close_link(link);
             }
+        }
+        if proxy.follow_epoch(&mut self.sockets) {
+            // A StartEpoch notice made the proxy resend to the new epoch.
+            self.dispatch(owner);
+            self.arm(owner);
         }
         if let Some(result) = completion {
             self.finish(owner, Ok(result));

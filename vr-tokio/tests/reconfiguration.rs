@@ -1,0 +1,220 @@
+//! Reconfiguration over TCP (§7): three replicas grow to five (two joiners)
+//! and shrink to three (two retire) while a client keeps writing; the
+//! client, which knows only the first three addresses, follows the epochs
+//! from the `StartEpoch` notices.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{eventually, init_tracing, test_config, Executed, Recorder};
+use vr_core::{ClientConfig, Status};
+use vr_tokio::{start_replica_with_listener, Client, ReplicaOptions};
+
+#[tokio::test]
+async fn grow_to_five_then_shrink_while_a_client_writes() {
+    init_tracing();
+    let config = test_config(21, 3);
+    let listeners: Vec<_> = (0..5)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let addresses: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+    let mut replicas = Vec::new();
+    let mut executed: Vec<Executed> = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let mut options = if i < 3 {
+            ReplicaOptions::new(config.clone(), addresses[..3].to_vec(), i as u8)
+        } else {
+            ReplicaOptions::new(config.clone(), addresses.clone(), i as u8)
+        };
+        options.join = i >= 3;
+        let log = Executed::default();
+        replicas
+            .push(start_replica_with_listener(options, listener, Recorder(log.clone())).unwrap());
+        executed.push(log);
+    }
+
+    // The writer knows only the first three replicas.
+    let mut writer = Client::connect(
+        addresses[..3].to_vec(),
+        ClientConfig::new(&config, 7001),
+        config.cluster,
+    )
+    .await
+    .unwrap();
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker = {
+        let acknowledged = acknowledged.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            // Until told to stop, and then a few more: those start after
+            // the last reconfiguration, so the writer must follow it.
+            let mut k = 0u32;
+            let mut after_stop = 0;
+            while after_stop < 3 || k < 10 {
+                if stop.load(Ordering::Relaxed) {
+                    after_stop += 1;
+                }
+                let op = format!("op {k}").into_bytes();
+                let result = writer.submit(op.clone()).await.expect("retries forever");
+                assert_eq!(result, op);
+                acknowledged.lock().unwrap().push(op);
+                k += 1;
+            }
+            writer
+        })
+    };
+    assert!(
+        eventually(Duration::from_secs(3), || acknowledged
+            .lock()
+            .unwrap()
+            .len()
+            >= 5)
+        .await,
+        "writes make progress in epoch 0"
+    );
+
+    let mut admin = Client::connect(
+        addresses[..3].to_vec(),
+        ClientConfig::new(&config, 7002),
+        config.cluster,
+    )
+    .await
+    .unwrap();
+    let grow = tokio::time::timeout(
+        Duration::from_secs(5),
+        admin.reconfigure(vec![0, 1, 2, 3, 4], addresses.clone()),
+    );
+    assert_eq!(grow.await.expect("grows in time"), Ok(1));
+    assert!(
+        eventually(Duration::from_secs(5), || replicas[3..].iter().all(|r| r
+            .stats()
+            .node
+            .epoch
+            == 1
+            && r.stats().node.status == Some(Status::Normal)))
+        .await,
+        "the joiners caught up in epoch 1"
+    );
+    // The admin learns epoch 1 from its next request's StartEpoch notice: a
+    // reconfiguration must name the current epoch.
+    let noop = tokio::time::timeout(Duration::from_secs(3), admin.submit(b"admin".to_vec()));
+    assert_eq!(noop.await.expect("in time"), Ok(b"admin".to_vec()));
+    assert_eq!(admin.epoch(), 1);
+    let kept = vec![addresses[0], addresses[1], addresses[3]];
+    let shrink = tokio::time::timeout(
+        Duration::from_secs(5),
+        admin.reconfigure(vec![0, 1, 3], kept),
+    );
+    assert_eq!(shrink.await.expect("shrinks in time"), Ok(2));
+
+    stop.store(true, Ordering::Relaxed);
+    let writer = tokio::time::timeout(Duration::from_secs(5), worker)
+        .await
+        .expect("the writer finishes")
+        .unwrap();
+    assert_eq!(writer.epoch(), 2, "the writer followed both epochs");
+    assert_eq!(writer.members(), vec![0, 1, 3]);
+
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    for member in [0usize, 1, 3] {
+        let log = &executed[member];
+        assert!(
+            eventually(Duration::from_secs(3), || {
+                let log = log.lock().unwrap();
+                acknowledged.iter().all(|op| log.contains(op))
+            })
+            .await,
+            "member {member} holds every acknowledged write"
+        );
+    }
+    assert_eq!(
+        replicas[3].stats().node.epoch,
+        2,
+        "joiner 3 is a member of epoch 2"
+    );
+    for retired in [2usize, 4] {
+        let stats = replicas[retired].stats().node;
+        assert_eq!(
+            (stats.epoch, stats.status),
+            (2, Some(Status::Retired)),
+            "member {retired} retired when epoch 2 began"
+        );
+    }
+    for replica in replicas {
+        replica.stop();
+    }
+}
+
+/// A client that knows only the first three addresses follows a
+/// reconfiguration whose first primary is a member it has never heard of:
+/// it can reach it only at the address the `StartEpoch` notice carried.
+#[tokio::test]
+async fn a_client_reaches_a_new_primary_at_the_address_the_notice_carried() {
+    init_tracing();
+    let config = test_config(22, 3);
+    let listeners: Vec<_> = (0..4)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let addresses: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+    let mut replicas = Vec::new();
+    let mut executed: Vec<Executed> = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let known = if i < 3 {
+            &addresses[..3]
+        } else {
+            &addresses[..]
+        };
+        let mut options = ReplicaOptions::new(config.clone(), known.to_vec(), i as u8);
+        options.join = i == 3;
+        let log = Executed::default();
+        replicas
+            .push(start_replica_with_listener(options, listener, Recorder(log.clone())).unwrap());
+        executed.push(log);
+    }
+    let mut client = Client::connect(
+        addresses[..3].to_vec(),
+        ClientConfig::new(&config, 7003),
+        config.cluster,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(5), client.submit(b"before".to_vec()))
+            .await
+            .unwrap(),
+        Ok(b"before".to_vec())
+    );
+    // Member 3 first: the primary of view 0 in epoch 1.
+    let members = vec![3, 0, 1];
+    let at = vec![addresses[3], addresses[0], addresses[1]];
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(5), client.reconfigure(members, at))
+            .await
+            .unwrap(),
+        Ok(1)
+    );
+    // Replica 2 retired: the client's request goes to a retired replica or
+    // a member of epoch 1, either of which tells it of the new epoch.
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(5), client.submit(b"after".to_vec()))
+            .await
+            .unwrap(),
+        Ok(b"after".to_vec())
+    );
+    assert_eq!((client.epoch(), client.members()), (1, vec![3, 0, 1]));
+    // Only the primary answers a write, and member 3 led epoch 1 throughout.
+    let primary = replicas[3].stats().node;
+    assert_eq!(
+        (primary.epoch, primary.view, primary.status),
+        (1, 0, Some(Status::Normal))
+    );
+    assert!(executed[3].lock().unwrap().contains(&b"after".to_vec()));
+    for replica in replicas {
+        replica.stop();
+    }
+}
