@@ -269,6 +269,13 @@ impl Client {
         self.view = 0;
         if let Some(outstanding) = &mut self.outstanding {
             outstanding.deadline = now + self.config.request_timeout_ns;
+            if let Message::Reconfiguration(r) = &mut outstanding.message {
+                // The administrator named the whole new configuration: ask
+                // for it in the current epoch. If it is what began this
+                // epoch, the client table answers it without running it
+                // again.
+                r.epoch = self.config.epoch;
+            }
             let message = outstanding.message.clone();
             let primary = self.primary();
             self.outbox.push_back(ClientAction::Send {

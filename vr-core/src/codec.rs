@@ -71,7 +71,7 @@
 //! | `CheckpointPages` | `summary`, `chunks`, `replica`                                     |
 //! | `ReadRequest`     | `client_id`, `request_number`, `op_number_min`, `op` (view 0)     |
 //! | `Reconfiguration` | `client_id`, `request_number`, `epoch` u32, `members` (`Vec<u8>`), `addresses` (`u32` count, then each a `Vec<u8>`) (view 0) |
-//! | `StartEpoch`      | `epoch` u32, `op_number`, `members` (`Vec<u8>`), `addresses`, `sender` u8 |
+//! | `StartEpoch`      | `epoch` u32, `op_number`, `entry_view`, `members` (`Vec<u8>`), `addresses`, `sender` u8 |
 //! | `EpochStarted`    | `epoch` u32, `member` u8 (view 0)                                 |
 //!
 //! # Decoding
@@ -305,7 +305,7 @@ fn body_size(message: &Message) -> usize {
             U128 + U64 + 4 + LEN + m.members.len() + addresses_size(&m.addresses)
         }
         Message::StartEpoch(m) => {
-            4 + U64 + LEN + m.members.len() + addresses_size(&m.addresses) + U8
+            4 + 2 * U64 + LEN + m.members.len() + addresses_size(&m.addresses) + U8
         }
         Message::EpochStarted(_) => 4 + U8,
         Message::CheckpointPages(m) => {
@@ -548,6 +548,7 @@ fn put_body(message: &Message, out: &mut Vec<u8>) {
         Message::StartEpoch(m) => {
             put_u32(out, m.epoch);
             put_u64(out, m.op_number);
+            put_u64(out, m.entry_view);
             put_bytes(out, &m.members);
             put_addresses(out, &m.addresses);
             put_u8(out, m.sender);
@@ -816,6 +817,7 @@ fn decode_body(command: Command, view: u64, body: &[u8]) -> Result<Message, Deco
             view,
             epoch: r.u32()?,
             op_number: r.u64()?,
+            entry_view: r.u64()?,
             members: r.bytes()?,
             addresses: r.addresses()?,
             sender: r.u8()?,

@@ -146,6 +146,10 @@ pub struct Config {
     /// across epochs ([`crate::Action::Send`] names its destination by
     /// them). Empty (the default): replica `i` is member `i`.
     pub members: Vec<crate::MemberId>,
+    /// Reconfiguration (§7): the epoch this configuration belongs to, 0 for
+    /// a cluster's first. A replica started with it ([`crate::Replica::recover`])
+    /// starts in this epoch.
+    pub epoch: u32,
     /// Test-only: a deliberate protocol bug, for showing that a checker
     /// catches it. `None` in every real configuration.
     #[cfg(feature = "bug-injection")]
@@ -209,6 +213,7 @@ impl Config {
             witnesses: Vec::new(),
             witness_log_ops_max: 1 << 20,
             members: Vec::new(),
+            epoch: 0,
             #[cfg(feature = "bug-injection")]
             injected_bug: None,
         }
@@ -335,6 +340,7 @@ impl Config {
         let mut next = self.clone();
         next.replica_count = count;
         next.members = members.to_vec();
+        next.epoch = self.epoch.checked_add(1)?;
         next.witnesses = Vec::new();
         next.validate().ok()?;
         Some(next)

@@ -450,6 +450,10 @@ pub struct StartEpoch {
     /// The op-number of the reconfiguration entry: every op up to it is
     /// committed, and the new epoch's log continues after it.
     pub op_number: u64,
+    /// The view in which that entry was prepared: a replica of the old
+    /// epoch whose log holds the entry with this view holds the committed
+    /// log up to it, and commits it without fetching anything.
+    pub entry_view: u64,
     /// The new epoch's members, in index order.
     pub members: Vec<MemberId>,
     /// Their addresses, as the reconfiguration carried them (empty if it

@@ -178,7 +178,7 @@ pub enum NodeEvent {
         /// Whether it is now the primary.
         primary: bool,
     },
-    /// The replica entered a new epoch (§7): `members` are its members in
+    /// The replica entered a new epoch, or retired in it (§7): `members` are its members in
     /// index order, with their addresses if the reconfiguration carried
     /// them (`ip:port` text for the adapters; empty otherwise). The adapter
     /// adds the members it did not know to its peers.

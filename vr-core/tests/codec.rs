@@ -142,6 +142,7 @@ fn samples() -> Vec<Message> {
             view: 4,
             epoch: 3,
             op_number: 900,
+            entry_view: 12,
             members: vec![0, 1, 5],
             addresses: vec![],
             sender: 1,

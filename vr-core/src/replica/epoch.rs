@@ -49,8 +49,14 @@ const EPOCHS_REMEMBERED: usize = 8;
 #[derive(Clone, Debug, Default)]
 pub(crate) struct EpochState {
     /// The op-number of the reconfiguration entry that began this epoch
-    /// (0 in epoch 0).
+    /// (0 in epoch 0, or when unknown: a replica started in a later epoch).
     pub(crate) start_op: u64,
+    /// The view in which that entry was prepared.
+    pub(crate) entry_view: u64,
+    /// A replica of the previous epoch fetching the ops up to the
+    /// reconfiguration in that epoch, from a replica that left (the
+    /// `StartEpoch` it heard, which it then starts).
+    pub(crate) catch_up: Option<StartEpoch>,
     /// The members of this epoch, in index order.
     pub(crate) members: Vec<MemberId>,
     /// Their addresses, if the reconfiguration carried them.
@@ -64,7 +70,7 @@ pub(crate) struct EpochState {
     pub(crate) history: Vec<(u32, Vec<MemberId>)>,
     /// Set while executing: the reconfiguration just committed, applied
     /// once the current input is handled (`apply_pending_epoch`).
-    pub(crate) switch: Option<(u64, Reconfigured)>,
+    pub(crate) switch: Option<(u64, u64, Reconfigured)>,
     /// Primary: the op-number of a reconfiguration in the log above the
     /// commit-number (0: none). No request is admitted while it is set.
     pub(crate) reconfiguration_at: u64,
@@ -76,6 +82,17 @@ pub(crate) struct Reconfigured {
     pub(crate) epoch: u32,
     pub(crate) members: Vec<MemberId>,
     pub(crate) addresses: Vec<Vec<u8>>,
+}
+
+impl EpochState {
+    /// The state of a replica started with `config`.
+    pub(crate) fn starting(config: &Config) -> EpochState {
+        EpochState {
+            members: config.member_ids(),
+            history: alloc::vec![(config.epoch, config.member_ids())],
+            ..EpochState::default()
+        }
+    }
 }
 
 /// The payload of a reconfiguration entry (see [`EntryKind::Reconfiguration`]).
@@ -179,6 +196,7 @@ impl<S: Service> Replica<S> {
             },
             epoch: self.epoch,
             op_number: self.epoch_state.start_op,
+            entry_view: self.epoch_state.entry_view,
             members: self.epoch_members(),
             addresses: self.epoch_state.addresses.clone(),
             sender: self.member,
@@ -275,6 +293,7 @@ impl<S: Service> Replica<S> {
     pub(super) fn execute_reconfiguration(&mut self, op_number: u64) {
         let entry = self.entry(op_number);
         let (client_id, request_number) = (entry.client_id, entry.request_number);
+        let entry_view = entry.view;
         let Some(reconfigured) = decode_reconfiguration(&entry.op) else {
             return; // Cannot happen: the primary built it.
         };
@@ -298,14 +317,14 @@ impl<S: Service> Replica<S> {
         }
         self.requests_in_progress.remove(&client_id);
         if epoch > self.epoch {
-            self.epoch_state.switch = Some((op_number, reconfigured));
+            self.epoch_state.switch = Some((op_number, entry_view, reconfigured));
         }
     }
 
     /// Called after every input: moves to the epoch whose reconfiguration
     /// was executed during it.
     pub(super) fn apply_pending_epoch(&mut self, now: Instant) {
-        let Some((op_number, reconfigured)) = self.epoch_state.switch.take() else {
+        let Some((op_number, entry_view, reconfigured)) = self.epoch_state.switch.take() else {
             return;
         };
         let Reconfigured {
@@ -313,10 +332,11 @@ impl<S: Service> Replica<S> {
             members,
             addresses,
         } = reconfigured;
-        let Some(next) = self.config.with_members(&members) else {
+        let Some(mut next) = self.config.with_members(&members) else {
             self.stats.messages_invalid += 1;
             return;
         };
+        next.epoch = epoch;
         let old_members = self.config.member_ids();
         if self.is_primary() {
             // Tell the old epoch's backups that the reconfiguration
@@ -335,6 +355,8 @@ impl<S: Service> Replica<S> {
         self.remember_epoch(epoch, members.clone());
         self.epoch = epoch;
         self.epoch_state.start_op = op_number;
+        self.epoch_state.entry_view = entry_view;
+        self.epoch_state.catch_up = None;
         self.epoch_state.members = members.clone();
         self.epoch_state.addresses = addresses;
         self.epoch_state.started.clear();
@@ -440,10 +462,11 @@ impl<S: Service> Replica<S> {
 
     /// §7.2–7.3: a replica tells this one that epoch `message.epoch` began.
     pub(super) fn on_start_epoch(&mut self, now: Instant, message: StartEpoch) {
-        let Some(next) = self.config.with_members(&message.members) else {
+        let Some(mut next) = self.config.with_members(&message.members) else {
             self.stats.messages_invalid += 1;
             return;
         };
+        next.epoch = message.epoch;
         if message.op_number == 0
             || message.epoch == 0
             || message.sender == self.member
@@ -467,41 +490,125 @@ impl<S: Service> Replica<S> {
             }
             return;
         }
-        // A newer epoch began while this replica was elsewhere.
+        // The epoch after this one began: if this replica holds the
+        // reconfiguration entry as it was committed (same op-number and
+        // view), its log up to it is the committed log (a log holding an
+        // entry of view v holds view v's primary's log up to it), so the
+        // notice is as good as a Commit from that primary.
+        if self.holds_committed_reconfiguration(&message) {
+            self.commit_to(message.op_number);
+            return; // `apply_pending_epoch` moves it on.
+        }
+        if self
+            .epoch_state
+            .catch_up
+            .as_ref()
+            .is_some_and(|c| c.epoch == message.epoch)
+        {
+            return; // Already fetching the ops up to it.
+        }
+        let Some(index) = next.index_of_member(self.member) else {
+            // Not a member of the new epoch: leave. It did not execute the
+            // reconfiguration, so it serves nothing; it asks the members
+            // until a quorum says it started (`may_shut_down`).
+            self.enter_epoch_without_config(&message);
+            self.retire();
+            self.epoch_state.pending = message.members.clone();
+            self.send_start_epochs(now);
+            return;
+        };
+        if self.status == Status::Recovering {
+            // Restarted without its state: it may have taken part in the
+            // new epoch before it crashed, so it recovers there (§4.3).
+            self.enter_epoch_without_config(&message);
+            self.enter_epoch_config(now, next, index);
+            self.start_recovery(now);
+            return;
+        }
+        let sender_left = next.index_of_member(message.sender).is_none();
+        if sender_left
+            && self.epoch + 1 == message.epoch
+            && self.config.index_of_member(message.sender).is_some()
+            && self.status != Status::Transitioning
+        {
+            // The sender left after executing the reconfiguration, so it
+            // still serves the previous epoch's state: fetch the committed
+            // ops up to it from there, in the previous epoch, and execute
+            // the reconfiguration like any replica (§7.2: replicas that
+            // leave serve state until the new epoch has started).
+            self.begin_catch_up(now, message);
+            return;
+        }
+        self.begin_transition(now, message, next, index);
+    }
+
+    /// Whether this replica's log holds the reconfiguration entry that
+    /// `notice` says was committed, as it was committed.
+    fn holds_committed_reconfiguration(&self, notice: &StartEpoch) -> bool {
+        let n = notice.op_number;
+        notice.epoch == self.epoch + 1
+            && matches!(self.status, Status::Normal | Status::ViewChange)
+            && self.epoch_state.catch_up.is_none()
+            && n > self.log_base
+            && n <= self.op_number
+            && n > self.commit_number
+            && {
+                let entry = self.entry(n);
+                entry.kind == EntryKind::Reconfiguration && entry.view == notice.entry_view
+            }
+    }
+
+    /// Notes the new epoch's number and members before entering it.
+    fn enter_epoch_without_config(&mut self, message: &StartEpoch) {
         self.remember_epoch(self.epoch, self.epoch_members());
         self.remember_epoch(message.epoch, message.members.clone());
         self.epoch = message.epoch;
         self.epoch_state.start_op = message.op_number;
+        self.epoch_state.entry_view = message.entry_view;
+        self.epoch_state.catch_up = None;
         self.epoch_state.members = message.members.clone();
         self.epoch_state.addresses = message.addresses.clone();
         self.epoch_state.started.clear();
         self.epoch_state.pending.clear();
         self.timers.epoch = None;
         self.stats.epochs_started += 1;
-        let Some(index) = next.index_of_member(self.member) else {
-            // Left without having executed the reconfiguration: ask the
-            // members until a quorum says it started (`may_shut_down`).
-            self.retire();
-            self.epoch_state.pending = message.members.clone();
-            self.send_start_epochs(now);
+    }
+
+    /// Fetches the ops up to the reconfiguration in the previous epoch
+    /// from `message.sender`, a replica that left after executing it.
+    fn begin_catch_up(&mut self, now: Instant, message: StartEpoch) {
+        let Some(source) = self.config.index_of_member(message.sender) else {
             return;
         };
-        let recovering = self.status == Status::Recovering;
+        let target = message.op_number;
+        self.reset_view_state(self.view);
+        self.status = Status::Transitioning;
+        self.epoch_state.catch_up = Some(message);
+        self.sync = Some(Sync {
+            view: self.view,
+            source,
+            base: self.commit_number,
+            entries: Vec::new(),
+            goal: SyncGoal::Transition(target),
+            fetch: None,
+            staged_checkpoint: None,
+        });
+        self.arm_view_change_timer(now);
+        self.send_get_state(now, source, self.commit_number);
+    }
+
+    /// Enters the new epoch as a member lacking the ops up to the
+    /// reconfiguration, and fetches them from members of the new epoch:
+    /// the sender if it is one.
+    fn begin_transition(
+        &mut self,
+        now: Instant,
+        message: StartEpoch,
+        next: Config,
+        index: crate::ReplicaIndex,
+    ) {
+        self.enter_epoch_without_config(&message);
         self.enter_epoch_config(now, next, index);
-        if recovering {
-            // Restarted without its state: it may have taken part in the
-            // new epoch before it crashed, so it recovers there (§4.3).
-            self.start_recovery(now);
-            return;
-        }
-        if self.commit_number >= message.op_number {
-            // Cannot happen (executing the entry moves a replica on), but
-            // then there is nothing to fetch.
-            self.finish_transition(now);
-            return;
-        }
-        // Fetch the committed ops up to the reconfiguration from a member
-        // of the new epoch: the sender if it is one.
         let source = self
             .config
             .index_of_member(message.sender)
@@ -519,6 +626,48 @@ impl<S: Service> Replica<S> {
         });
         self.arm_view_change_timer(now);
         self.send_get_state(now, source, self.commit_number);
+    }
+
+    /// The ops up to the reconfiguration fetched in the previous epoch are
+    /// installed and executed: start the new epoch, as executing the
+    /// reconfiguration does (or from the notice, if the fetched checkpoint
+    /// already covered it).
+    pub(super) fn finish_catch_up(&mut self) {
+        let Some(notice) = self.epoch_state.catch_up.take() else {
+            return;
+        };
+        if self.epoch_state.switch.is_none() && self.epoch < notice.epoch {
+            self.epoch_state.switch = Some((
+                notice.op_number,
+                notice.entry_view,
+                Reconfigured {
+                    epoch: notice.epoch,
+                    members: notice.members,
+                    addresses: notice.addresses,
+                },
+            ));
+        }
+    }
+
+    /// Whether this replica is catching up in the previous epoch.
+    pub(super) fn catching_up(&self) -> bool {
+        self.epoch_state.catch_up.is_some()
+    }
+
+    /// A replica that left after executing the reconfiguration serves the
+    /// previous epoch's state to replicas of that epoch still catching up
+    /// (§7.2), in that epoch's indexes, which it kept.
+    pub(super) fn serve_previous_epoch(&mut self, now: Instant, message: Message) {
+        // Its answers go out stamped with the previous epoch, which their
+        // receivers are still in.
+        self.epoch -= 1;
+        match message {
+            Message::GetState(m) => self.on_get_state(now, m),
+            Message::GetCheckpointTree(m) => self.on_get_checkpoint_tree(now, m),
+            Message::GetCheckpointPages(m) => self.on_get_checkpoint_pages(now, m),
+            _ => {}
+        }
+        self.epoch += 1;
     }
 
     /// The member after `current` (cyclically, not this replica).
@@ -560,6 +709,17 @@ impl<S: Service> Replica<S> {
     /// The transition's view-change timer: the fetch stalled; ask another
     /// member.
     pub(super) fn on_transition_timeout(&mut self, now: Instant) {
+        if let Some(notice) = self.epoch_state.catch_up.take() {
+            // The replica that left stopped answering: fetch from the new
+            // epoch's members instead.
+            if let Some(mut next) = self.config.with_members(&notice.members) {
+                next.epoch = notice.epoch;
+                if let Some(index) = next.index_of_member(self.member) {
+                    self.begin_transition(now, notice, next, index);
+                    return;
+                }
+            }
+        }
         let Some(sync) = self.sync.as_mut() else {
             return;
         };
@@ -598,8 +758,24 @@ impl<S: Service> Replica<S> {
         for member in notice.members.into_iter().filter(|&m| m != me) {
             self.send_member(member, Message::EpochStarted(started));
         }
+        // Every member that holds the state tells the others, so that a
+        // member that missed every StartEpoch (its senders failed) learns.
+        self.epoch_state.pending = self
+            .config
+            .member_ids()
+            .into_iter()
+            .filter(|&m| m != me)
+            .collect();
+        self.send_start_epochs(now);
         if seen_view > 0 {
-            self.start_sync(now, seen_view);
+            if self.is_primary_of(seen_view) {
+                // That view is forming around this replica, which was
+                // transitioning: take part in its view change (its
+                // DoViewChanges are resent to it).
+                self.start_view_change(now, seen_view);
+            } else {
+                self.start_sync(now, seen_view);
+            }
         }
     }
 

@@ -442,8 +442,8 @@ impl<S: Service> Replica<S> {
         Ok(Replica {
             replica,
             member: config.member_id(replica),
-            epoch: 0,
-            epoch_state: epoch::EpochState::default(),
+            epoch: config.epoch,
+            epoch_state: epoch::EpochState::starting(&config),
             service,
             prng,
             status: Status::Normal,
@@ -594,6 +594,15 @@ impl<S: Service> Replica<S> {
         match message {
             Message::StartEpoch(m) => self.on_start_epoch(now, m),
             Message::EpochStarted(m) => self.on_epoch_started(m),
+            Message::GetState(_)
+            | Message::GetCheckpointTree(_)
+            | Message::GetCheckpointPages(_)
+                if self.status == Status::Retired
+                    && epoch + 1 == self.epoch
+                    && self.epoch_state.start_op <= self.commit_number =>
+            {
+                self.serve_previous_epoch(now, message)
+            }
             _ if epoch < self.epoch => self.on_older_epoch_message(epoch, message),
             _ if epoch > self.epoch => self.stats.messages_newer_epoch += 1,
             _ => match self.status {

@@ -96,9 +96,11 @@ impl<S: Service> Replica<S> {
             self.stats.messages_invalid += 1;
             return;
         }
-        if message.view != self.view {
+        if message.view != self.view && self.status != Status::Retired {
             // An older view's log is of no use to the requester, and this
-            // replica cannot serve a newer view's.
+            // replica cannot serve a newer view's. (A replica that left
+            // serves committed entries to any view: see
+            // `serve_previous_epoch`.)
             self.stats.messages_stale_view += 1;
             return;
         }
@@ -405,7 +407,11 @@ impl<S: Service> Replica<S> {
                 self.extend_log(sync.entries);
                 self.op_number = self.log_base + self.log.len() as u64;
                 self.commit_to(target);
-                self.finish_transition(now);
+                if self.catching_up() {
+                    self.finish_catch_up();
+                } else {
+                    self.finish_transition(now);
+                }
             }
         }
     }
