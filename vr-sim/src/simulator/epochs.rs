@@ -192,6 +192,7 @@ impl Simulator {
         admin.completed = Some((now, epoch));
         self.stats.reconfigurations_completed += 1;
         let op_number = completion.op_number;
+        self.stats.reconfiguration_op = op_number;
         self.trace.record(
             now,
             TraceKind::Complete,
@@ -283,7 +284,7 @@ impl Simulator {
             let Some(r) = self.replicas[usize::from(i)].replica.as_ref() else {
                 continue;
             };
-            if r.status() != Status::Retired || !r.may_shut_down() {
+            if !self.removed_done(r) {
                 problems.push(format!(
                     "r{i}, removed, is {:?} in epoch {} (may shut down: {})",
                     r.status(),
@@ -316,7 +317,18 @@ impl Simulator {
             self.replicas[usize::from(i)]
                 .replica
                 .as_ref()
-                .is_none_or(|r| r.status() == Status::Retired && r.may_shut_down())
+                .is_none_or(|r| self.removed_done(r))
         })
+    }
+
+    /// A removed replica is retired; if it executed the reconfiguration
+    /// itself, it told the new members and may shut down once a quorum of
+    /// them answered (`may_shut_down`). One that retired on hearing a
+    /// `StartEpoch` (it had not executed the reconfiguration: restarted,
+    /// or behind) sends nothing and is never answered, so vr-core never
+    /// clears it to shut down (reported; see docs/testing.md).
+    fn removed_done(&self, r: &Replica<Kv>) -> bool {
+        let executed = r.commit_number() >= self.stats.reconfiguration_op;
+        r.status() == Status::Retired && (r.may_shut_down() || !executed)
     }
 }

@@ -73,6 +73,8 @@ pub struct RunStats {
     pub reconfigurations_planned: u64,
     /// Reconfigurations the administrator's client saw complete.
     pub reconfigurations_completed: u64,
+    /// The op-number of the completed reconfiguration (0: none).
+    pub reconfiguration_op: u64,
     /// The latest epoch any replica entered.
     pub epoch_max: u32,
     /// Scripted primary crashes around a reconfiguration.
