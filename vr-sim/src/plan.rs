@@ -466,9 +466,6 @@ impl SeedPlan {
             ],
         );
         let latest = (self.workload.safety_duration_ns / 2).max(20 * MS);
-        // The administrator is one more client: the table keeps room for
-        // every client (an evicted one would have a retry executed again).
-        self.config.client_table_max += 1;
         self.reconfiguration = Some(ReconfigurationPlan {
             members,
             at_ns: between(&mut prng, 10 * MS, latest),
@@ -486,10 +483,6 @@ impl SeedPlan {
         crash_primary: PrimaryCrash,
     ) -> SeedPlan {
         self.config.witnesses.clear();
-        if self.reconfiguration.is_none() {
-            // The administrator is one more client (see `draw_reconfiguration`).
-            self.config.client_table_max += 1;
-        }
         self.reconfiguration = Some(ReconfigurationPlan {
             members: members.to_vec(),
             at_ns,

@@ -19,10 +19,7 @@ impl Simulator {
 
     /// The target members of the reconfiguration plan.
     pub(super) fn target_members(&self) -> Option<&[MemberId]> {
-        self.plan
-            .reconfiguration
-            .as_ref()
-            .map(|r| &r.members[..])
+        self.plan.reconfiguration.as_ref().map(|r| &r.members[..])
     }
 
     /// Every replica slot that takes part in the run: the initial members
@@ -155,10 +152,12 @@ impl Simulator {
             let _ = admin.client.handle_timeout(now);
         }
         let a = self.admin_index();
-        self.trace
-            .record(self.now, TraceKind::Timeout, &[Addr::Client(a).code()], || {
-                format!("c{a} (admin) resends its reconfiguration to every replica")
-            });
+        self.trace.record(
+            self.now,
+            TraceKind::Timeout,
+            &[Addr::Client(a).code()],
+            || format!("c{a} (admin) resends its reconfiguration to every replica"),
+        );
         self.drain_client(a);
     }
 
@@ -219,7 +218,8 @@ impl Simulator {
                 replica.epoch() == 0
                     && replica.is_primary()
                     && replica.log().iter().any(|e| {
-                        e.kind == EntryKind::Reconfiguration && e.op_number > replica.commit_number()
+                        e.kind == EntryKind::Reconfiguration
+                            && e.op_number > replica.commit_number()
                     })
             }
             PrimaryCrash::AfterCommit => before.epoch == 0 && before.primary && replica.epoch() > 0,

@@ -240,7 +240,8 @@ impl Simulator {
                 let restart = self.over_budget()
                     || (self.plan.recovery.restarts
                         && (self.crashes_left == 0 || self.nemesis_prng.below(4) != 0));
-                let victim = self.victim(|i, node| room[usize::from(i)] || node.recovering_since.is_some());
+                let victim =
+                    self.victim(|i, node| room[usize::from(i)] || node.recovering_since.is_some());
                 if let Some(i) = victim {
                     let restart_at = if restart {
                         let max = self.plan.recovery.restart_delay_max_ns;

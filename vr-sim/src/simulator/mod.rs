@@ -381,7 +381,13 @@ impl Simulator {
     /// A cluster at time zero, as `plan` describes it.
     pub fn new(plan: SeedPlan, options: &Options) -> Simulator {
         let seed = plan.seed;
-        let config = plan.config.clone();
+        let mut config = plan.config.clone();
+        if plan.reconfiguration.is_some() {
+            // The administrator is one more client: the client table keeps
+            // room for every client (an evicted one would have a retried
+            // request executed again, by design).
+            config.client_table_max += 1;
+        }
         let n = config.replica_count;
         let mut clock_prng = Prng::new(seed ^ 0xC10C_C10C);
         let mut replicas = (0..n)
@@ -492,8 +498,8 @@ impl Simulator {
             })
             .collect::<Vec<ClientNode>>();
         let admin = plan.reconfiguration.as_ref().map(|r| {
-            let client_id = (u128::from(join_prng.next_u64()) << 64)
-                | u128::from(join_prng.next_u64());
+            let client_id =
+                (u128::from(join_prng.next_u64()) << 64) | u128::from(join_prng.next_u64());
             client_by_id.insert(client_id, plan.workload.client_count);
             let mut client_config = ClientConfig::new(&config, client_id);
             client_config.request_attempts_max = 0; // retry forever
@@ -793,7 +799,11 @@ impl Simulator {
             return;
         }
         if let Some(admin) = &self.admin {
-            if admin.client.poll_timeout().is_some_and(|t| t.as_nanos() <= now) {
+            if admin
+                .client
+                .poll_timeout()
+                .is_some_and(|t| t.as_nanos() <= now)
+            {
                 self.admin_timeout();
             } else if admin.issue_at.is_some_and(|t| t <= now) {
                 self.admin_issue();

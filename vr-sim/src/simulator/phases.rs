@@ -69,8 +69,7 @@ impl Simulator {
         // the latest epoch (removed or joining ones), are healed.
         for i in 0..self.replicas.len() as u8 {
             let node = &self.replicas[usize::from(i)];
-            if node.replica.is_some()
-                && (node.recovering_since.is_some() || !members.contains(&i))
+            if node.replica.is_some() && (node.recovering_since.is_some() || !members.contains(&i))
             {
                 self.healed.insert(i);
             }
