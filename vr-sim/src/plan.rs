@@ -422,7 +422,6 @@ impl SeedPlan {
         plan.draw_optimizations();
         plan.draw_boot();
         plan.draw_load();
-        plan.draw_reconfiguration();
         plan
     }
 
@@ -431,8 +430,11 @@ impl SeedPlan {
     /// larger, smaller or same-size membership (new members get the ids
     /// after the initial ones), sometimes with the primary crashing around
     /// it. Drawn from a stream of its own, after everything else, so that
-    /// the other seeds replay the runs they had before.
-    fn draw_reconfiguration(&mut self) {
+    /// the other seeds replay the runs they had before. Not part of
+    /// [`SeedPlan::random`] (whose plans the pinned seeds' tests rebuild
+    /// and modify): `run_seed` draws it with
+    /// `Options::reconfiguration_plans`, as the CLI does by default.
+    pub fn draw_reconfiguration(&mut self) {
         let mut prng = Prng::new(self.seed ^ 0x0EC0_4F16_7E90_C4A3);
         let n = self.config.replica_count;
         if n < 3 || self.config.has_witnesses() || self.boot.recovering || prng.below(4) != 0 {

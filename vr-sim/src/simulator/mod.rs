@@ -100,6 +100,11 @@ pub struct Options {
     /// Force every replica to boot recovering (`Some(true)`) or fresh
     /// (`Some(false)`); `None` draws it per seed (random plans only).
     pub boot_recovering: Option<bool>,
+    /// Draw a reconfiguration (§7) in a quarter of the random seeds that
+    /// allow one ([`SeedPlan::draw_reconfiguration`]). Off by default in
+    /// the library (the pinned batches replay the plans before it); the
+    /// CLI switches it on.
+    pub reconfiguration_plans: bool,
 }
 
 impl Default for Options {
@@ -115,6 +120,7 @@ impl Default for Options {
             classic_plans: false,
             optimization_plans: true,
             boot_recovering: None,
+            reconfiguration_plans: false,
         }
     }
 }
@@ -139,6 +145,9 @@ pub fn run_seed(seed: u64, options: &Options) -> SeedReport {
     };
     if options.boot_recovering.is_some() {
         plan.draw_boot_forced(options.boot_recovering);
+    }
+    if options.reconfiguration_plans && !options.classic_plans {
+        plan.draw_reconfiguration();
     }
     plan.config.injected_bug = options.injected_bug;
     run_plan(plan, options)
