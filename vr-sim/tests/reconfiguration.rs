@@ -291,18 +291,22 @@ fn primary_crashes_right_after_the_commit() {
     assert!(crashed > reports.len() / 2, "{crashed} primary crashes");
 }
 
+/// A test's first seed, cluster size, target members by seed offset,
+/// scripted crash, and known seeds.
+type Case = (
+    u64,
+    u8,
+    &'static dyn Fn(u64) -> &'static [u8],
+    PrimaryCrash,
+    &'static [(u64, &'static str)],
+);
+
 /// The seeds of the known vr-core bugs, run in full: they pass once the
 /// bugs are fixed.
 #[test]
 #[ignore = "known vr-core bugs A to D (docs/testing.md, Reconfiguration)"]
 fn known_bug_seeds_pass() {
-    let cases: [(
-        u64,
-        u8,
-        &dyn Fn(u64) -> &'static [u8],
-        PrimaryCrash,
-        &[(u64, &str)],
-    ); 5] = [
+    let cases: [Case; 5] = [
         (0, 3, &|_| &[0, 1, 2, 3, 4], PrimaryCrash::Never, KNOWN_GROW),
         (1000, 5, &|_| &[0, 2, 4], PrimaryCrash::Never, KNOWN_SHRINK),
         (2000, 3, &|_| &[0, 1, 3], PrimaryCrash::Never, KNOWN_REPLACE),
