@@ -341,10 +341,10 @@ impl Simulator {
         }
         // A restarted replica that learns it was removed retires: it is
         // no longer failed either.
-        let retired = replica.status() == Status::Retired;
+        let retired = replica.status() == Status::Retired && node.recovering_since.is_some();
         let recovered_after = node
             .recovering_since
-            .filter(|_| after.normal || retired)
+            .filter(|_| after.normal)
             .map(|since| now - since);
         if let Some(took) = recovered_after {
             let (op, base) = (replica.op_number(), replica.log_base());
@@ -390,6 +390,14 @@ impl Simulator {
             self.stats.recovered += 1;
             self.stats.recovery_ns_max = self.stats.recovery_ns_max.max(took);
             self.replicas[usize::from(i)].recovering_since = None;
+        }
+        if retired {
+            self.stats.retired_while_recovering += 1;
+            self.replicas[usize::from(i)].recovering_since = None;
+            self.trace
+                .record(now, TraceKind::Nemesis, &[18, u64::from(i)], || {
+                    format!("r{i} learned while recovering that it was removed: retired")
+                });
         }
         self.replicas[usize::from(i)].observed = after;
         for (kind, detail) in problems {

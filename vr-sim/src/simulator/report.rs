@@ -79,6 +79,9 @@ pub struct RunStats {
     pub epoch_max: u32,
     /// Scripted primary crashes around a reconfiguration.
     pub scripted_primary_crashes: u64,
+    /// Restarted replicas that learned, recovering, that a reconfiguration
+    /// removed them (they retire, and are no longer counted as failed).
+    pub retired_while_recovering: u64,
 }
 
 /// vr-core's counters ([`vr_core::Stats`]) of interest, summed over every
