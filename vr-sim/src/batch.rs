@@ -15,6 +15,14 @@ pub struct Totals {
     pub seeds: u64,
     /// Seeds with at least one violation.
     pub failed: u64,
+    /// Seeds whose plan has a reconfiguration (§7).
+    pub seeds_reconfiguration: u64,
+    /// Reconfigurations completed (the administrator saw the new epoch).
+    pub reconfigurations_completed: u64,
+    /// Seeds with a reconfiguration that failed a check.
+    pub seeds_reconfiguration_failed: u64,
+    /// Scripted primary crashes around a reconfiguration.
+    pub scripted_primary_crashes: u64,
     /// Simulated time, summed.
     pub simulated_ns: u64,
     /// Client operations invoked.
@@ -175,6 +183,12 @@ impl Totals {
                     self.burst_prepare_entries_max.max(s.prepare_entries_max);
             }
         }
+        if report.plan.reconfiguration.is_some() {
+            self.seeds_reconfiguration += 1;
+            self.reconfigurations_completed += s.reconfigurations_completed;
+            self.seeds_reconfiguration_failed += u64::from(!report.passed());
+            self.scripted_primary_crashes += s.scripted_primary_crashes;
+        }
         if report.plan.boot.recovering {
             self.seeds_boot += 1;
             if let Some(formed) = s.formed_ns {
@@ -306,6 +320,15 @@ impl Totals {
             self.seeds_boot,
             self.seeds_boot_formed,
             self.formed_ns_max as f64 / SECOND as f64
+        );
+        let _ = writeln!(
+            out,
+            "reconfiguration (§7): {} seeds, {} reconfigurations completed, {} scripted primary crashes; \
+             {} of those seeds failed",
+            self.seeds_reconfiguration,
+            self.reconfigurations_completed,
+            self.scripted_primary_crashes,
+            self.seeds_reconfiguration_failed
         );
         let _ = write!(
             out,

@@ -123,6 +123,11 @@ struct RunArgs {
     /// seeds with three or more replicas boot recovering).
     #[arg(long, value_enum)]
     boot: Option<BootArg>,
+    /// Draw no reconfiguration (§7); by default a quarter of the seeds
+    /// with three or five replicas, no witnesses and a fresh boot move to
+    /// a new membership during the safety phase.
+    #[arg(long)]
+    no_reconfiguration: bool,
     /// Skip the linearizability check (faster soaks of the other checkers).
     #[arg(long)]
     no_linearizability: bool,
@@ -243,6 +248,7 @@ fn options(args: &RunArgs) -> Options {
         check_linearizability: !args.no_linearizability,
         classic_plans: args.classic,
         boot_recovering: args.boot.map(|b| matches!(b, BootArg::Recovering)),
+        reconfiguration_plans: !args.no_reconfiguration,
         liveness_timeout_ns: args.liveness_timeout_s.saturating_mul(1_000_000_000),
         ..Options::default()
     }
@@ -443,6 +449,16 @@ fn run_single(seed: u64, args: &RunArgs, options: &Options) -> ExitCode {
             ),
             None => println!("boot: every replica started recovering; no quorum was ever normal"),
         }
+    }
+    if let Some(plan) = &report.plan.reconfiguration {
+        println!(
+            "reconfiguration: to {:?}; {} completed (epoch {}, at op {}); {} scripted primary crashes",
+            plan.members,
+            s.reconfigurations_completed,
+            s.epoch_max,
+            s.reconfiguration_op,
+            s.scripted_primary_crashes
+        );
     }
     println!("linearizability: {:?}", report.linearizability);
     if report.passed() {

@@ -317,6 +317,55 @@ pub struct SeedPlan {
     pub boot: BootPlan,
     /// Load that fills batches.
     pub load: LoadPlan,
+    /// A reconfiguration (§7) during the safety phase, if any.
+    pub reconfiguration: Option<ReconfigurationPlan>,
+}
+
+/// When the scripted crash of a reconfiguration plan hits the primary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrimaryCrash {
+    /// No scripted crash.
+    Never,
+    /// The old epoch's primary crashes right after it appended the
+    /// reconfiguration to its log (and sent its Prepare).
+    AfterRequest,
+    /// The old epoch's primary crashes right after it executed the
+    /// reconfiguration (and sent its StartEpoch messages and reply).
+    AfterCommit,
+}
+
+/// A reconfiguration (§7): an administrator's client asks, at `at_ns`, to
+/// move the cluster to `members`, and retries until it completes (the
+/// primary refuses it silently while another is in progress). Replica
+/// slots are member ids; a new member `m` is started with `Replica::join`
+/// at time zero and waits for the new epoch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReconfigurationPlan {
+    /// The members of the new epoch.
+    pub members: Vec<vr_core::MemberId>,
+    /// When the administrator sends the request (during the safety phase,
+    /// or at the heal if the safety phase ended before).
+    pub at_ns: u64,
+    /// A scripted crash of the primary around the reconfiguration.
+    pub crash_primary: PrimaryCrash,
+    /// The crashed primary restarts (`Replica::recover`) this long after.
+    pub restart_delay_ns: u64,
+}
+
+impl ReconfigurationPlan {
+    /// Short text for summaries.
+    pub fn summary(&self) -> String {
+        let crash = match self.crash_primary {
+            PrimaryCrash::Never => String::new(),
+            PrimaryCrash::AfterRequest => " crash-primary=after-request".to_string(),
+            PrimaryCrash::AfterCommit => " crash-primary=after-commit".to_string(),
+        };
+        format!(
+            " reconfigure-to={:?}@{}ms{crash}",
+            self.members,
+            self.at_ns / MS
+        )
+    }
 }
 
 /// A value in `low..=high`.
@@ -374,6 +423,75 @@ impl SeedPlan {
         plan.draw_boot();
         plan.draw_load();
         plan
+    }
+
+    /// In a quarter of the seeds with three or five replicas, no witnesses
+    /// and a fresh boot: a reconfiguration during the safety phase, to a
+    /// larger, smaller or same-size membership (new members get the ids
+    /// after the initial ones), sometimes with the primary crashing around
+    /// it. Drawn from a stream of its own, after everything else, so that
+    /// the other seeds replay the runs they had before. Not part of
+    /// [`SeedPlan::random`] (whose plans the pinned seeds' tests rebuild
+    /// and modify): `run_seed` draws it with
+    /// `Options::reconfiguration_plans`, as the CLI does by default.
+    pub fn draw_reconfiguration(&mut self) {
+        let mut prng = Prng::new(self.seed ^ 0x0EC0_4F16_7E90_C4A3);
+        let n = self.config.replica_count;
+        if n < 3 || self.config.has_witnesses() || self.boot.recovering || prng.below(4) != 0 {
+            return;
+        }
+        let old: Vec<u8> = (0..n).collect();
+        let members: Vec<u8> = match (n, prng.below(3)) {
+            (3, 0) => (0..5).collect(),
+            (5, 0) => {
+                let mut kept = old.clone();
+                while kept.len() > 3 {
+                    let i = prng.below(kept.len() as u64) as usize;
+                    kept.remove(i);
+                }
+                kept
+            }
+            _ => {
+                let mut next = old.clone();
+                let i = prng.below(u64::from(n)) as usize;
+                next[i] = n;
+                next
+            }
+        };
+        let crash_primary = pick(
+            &mut prng,
+            &[
+                PrimaryCrash::Never,
+                PrimaryCrash::Never,
+                PrimaryCrash::AfterRequest,
+                PrimaryCrash::AfterCommit,
+            ],
+        );
+        let latest = (self.workload.safety_duration_ns / 2).max(20 * MS);
+        self.reconfiguration = Some(ReconfigurationPlan {
+            members,
+            at_ns: between(&mut prng, 10 * MS, latest),
+            crash_primary,
+            restart_delay_ns: between(&mut prng, MS, 2 * SECOND),
+        });
+    }
+
+    /// This plan with a reconfiguration to `members` at `at_ns` (scripted
+    /// tests). Witnesses are dropped: reconfiguration refuses them.
+    pub fn with_reconfiguration(
+        mut self,
+        members: &[vr_core::MemberId],
+        at_ns: u64,
+        crash_primary: PrimaryCrash,
+    ) -> SeedPlan {
+        self.config.witnesses.clear();
+        self.reconfiguration = Some(ReconfigurationPlan {
+            members: members.to_vec(),
+            at_ns,
+            crash_primary,
+            restart_delay_ns: 300 * MS,
+        });
+        self
     }
 
     /// With three or more replicas: in a quarter of the seeds, replicas
@@ -635,6 +753,7 @@ impl SeedPlan {
             optimizations: OptimizationPlan::off(),
             boot: BootPlan::fresh(),
             load: LoadPlan::off(),
+            reconfiguration: None,
         }
     }
 
@@ -731,6 +850,7 @@ impl SeedPlan {
             optimizations: OptimizationPlan::off(),
             boot: BootPlan::fresh(),
             load: LoadPlan::off(),
+            reconfiguration: None,
         }
     }
 
@@ -911,7 +1031,7 @@ impl SeedPlan {
             .count();
         format!(
             "n={} clients={} keys={} ops<={} window={} frame={}B loss={:.1}% dup={:.1}% corrupt={:.1}% \
-             reorder={:.1}%/{}ms latency={}..{}us partitions=[{}] pauses={} crashes<={} skewed-clocks={}{}{}{}{}{}",
+             reorder={:.1}%/{}ms latency={}..{}us partitions=[{}] pauses={} crashes<={} skewed-clocks={}{}{}{}{}{}{}",
             self.config.replica_count,
             self.workload.client_count,
             self.workload.key_count,
@@ -933,6 +1053,9 @@ impl SeedPlan {
             self.optimizations_summary(),
             self.boot_summary(),
             self.load_summary(),
+            self.reconfiguration
+                .as_ref()
+                .map_or(String::new(), ReconfigurationPlan::summary),
             match self.config.injected_bug {
                 Some(bug) => format!(" injected-bug={bug:?}"),
                 None => String::new(),

@@ -20,16 +20,30 @@ impl Simulator {
         self.drain_client(c);
     }
 
+    /// Client `c`'s proxy: a workload client's, or the administrator's.
+    pub(super) fn client_mut(&mut self, c: u8) -> &mut Client {
+        if c == self.admin_index() {
+            if let Some(admin) = self.admin.as_mut() {
+                return &mut admin.client;
+            }
+        }
+        &mut self.clients[usize::from(c)].client
+    }
+
     pub(super) fn drain_client(&mut self, c: u8) {
         let mut outputs = Vec::new();
-        while let Some(action) = self.clients[usize::from(c)].client.poll_action() {
+        while let Some(action) = self.client_mut(c).poll_action() {
             outputs.push(action);
         }
         for ClientAction::Send {
-            replica, message, ..
+            replica,
+            epoch,
+            message,
         } in outputs
         {
-            self.send(Addr::Client(c), Addr::Replica(replica), &message);
+            if usize::from(replica) < self.replicas.len() {
+                self.send_in_epoch(Addr::Client(c), Addr::Replica(replica), epoch, &message);
+            }
         }
     }
 
@@ -64,8 +78,8 @@ impl Simulator {
             && backup_read_ppm > 0
             && chance(&mut self.workload_prng, backup_read_ppm))
         .then(|| {
-            self.workload_prng
-                .below(u64::from(self.config.replica_count)) as u8
+            let count = node.client.members().len().max(1);
+            self.workload_prng.below(count as u64) as u8
         });
         let seen_mismatch = (backup_read_at.is_some()
             && node.client.op_number_seen() != node.op_number_seen)

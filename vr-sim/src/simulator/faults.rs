@@ -31,7 +31,7 @@ impl Simulator {
     /// Cuts replica `i` off from every other replica, both ways (clients
     /// still reach it), until [`Simulator::heal`].
     pub fn isolate_replica(&mut self, i: u8) {
-        for j in (0..self.config.replica_count).filter(|&j| j != i) {
+        for j in (0..self.replicas.len() as u8).filter(|&j| j != i) {
             self.cut(Addr::Replica(i), Addr::Replica(j));
             self.cut(Addr::Replica(j), Addr::Replica(i));
         }
@@ -133,21 +133,20 @@ impl Simulator {
     pub fn restart(&mut self, i: u8) {
         let now = self.now;
         let nonce = self.nemesis_prng.next_u64();
-        let recovery = &self.plan.recovery;
-        let kv = Kv::with_ballast(recovery.ballast_pages, recovery.ballast_page_size);
-        let node = &mut self.replicas[usize::from(i)];
-        if node.replica.is_some() {
+        if self.replicas[usize::from(i)].replica.is_some() {
             return;
         }
-        let replica = Replica::recover(self.config.clone(), i, kv, node.clock.local(now), nonce)
-            .unwrap_or_else(|e| panic!("invalid replica configuration: {e}"));
+        let local = self.replicas[usize::from(i)].clock.local(now);
+        // In the latest epoch it is a member of (§7), or joining again.
+        let (replica, recovering) = self.rebuild(i, local, nonce);
+        let node = &mut self.replicas[usize::from(i)];
         node.replica = Some(replica);
         node.restart_at = None;
-        node.recovering_since = Some(now);
+        node.recovering_since = recovering.then_some(now);
         let first = !std::mem::replace(&mut node.started, true);
         // A new incarnation: its commit-number starts from 0 again.
         node.observed = Observed {
-            recovering: true,
+            recovering,
             ..Observed::default()
         };
         if first {
@@ -212,7 +211,7 @@ impl Simulator {
         match pick(&mut self.nemesis_prng, &acts) {
             Act::Partition => self.start_partition(),
             Act::Pause => {
-                if let Some(i) = self.victim(|node| node.paused_until.is_none()) {
+                if let Some(i) = self.victim(|_, node| node.paused_until.is_none()) {
                     let max = self.plan.faults.pause_duration_max_ns;
                     let until = self.now + between(&mut self.nemesis_prng, MS, max.max(MS));
                     self.replicas[usize::from(i)].paused_until = Some(until);
@@ -229,17 +228,20 @@ impl Simulator {
             Act::Crash => {
                 // At most f replicas down or recovering at a time: a victim
                 // that is not failed yet must leave room for itself.
-                let f = (usize::from(self.config.replica_count) - 1) / 2;
-                let failed = self.failed_count();
-                let room = failed < f;
+                // With a reconfiguration plan, both the old and the new
+                // configuration keep their budget (`may_fail`).
+                let room: Vec<bool> = (0..self.replicas.len() as u8)
+                    .map(|i| self.may_fail(i))
+                    .collect();
                 // While more than f are failed (a cluster booting
                 // recovering that has not formed yet), a crash is always
                 // followed by a restart: more than f crashed for good is
                 // beyond the failure model.
-                let restart = failed > f
+                let restart = self.over_budget()
                     || (self.plan.recovery.restarts
                         && (self.crashes_left == 0 || self.nemesis_prng.below(4) != 0));
-                let victim = self.victim(|node| room || node.recovering_since.is_some());
+                let victim =
+                    self.victim(|i, node| room[usize::from(i)] || node.recovering_since.is_some());
                 if let Some(i) = victim {
                     let restart_at = if restart {
                         let max = self.plan.recovery.restart_delay_max_ns;
@@ -266,11 +268,12 @@ impl Simulator {
 
     /// A live replica that `eligible` accepts: the current primary half of
     /// the time (faults at the primary exercise view changes), else any.
-    pub(super) fn victim(&mut self, eligible: impl Fn(&ReplicaNode) -> bool) -> Option<u8> {
-        let candidates: Vec<u8> = (0..self.config.replica_count)
+    /// Retired replicas (§7) are left alone.
+    pub(super) fn victim(&mut self, eligible: impl Fn(u8, &ReplicaNode) -> bool) -> Option<u8> {
+        let candidates: Vec<u8> = (0..self.replicas.len() as u8)
             .filter(|&i| {
                 let node = &self.replicas[usize::from(i)];
-                node.replica.is_some() && eligible(node)
+                node.replica.is_some() && !self.is_retired(usize::from(i)) && eligible(i, node)
             })
             .collect();
         if candidates.is_empty() {
@@ -298,18 +301,18 @@ impl Simulator {
     }
 
     pub(super) fn start_partition(&mut self) {
-        let n = self.config.replica_count;
-        if n < 2 {
+        let nodes = self.participants();
+        if nodes.len() < 2 {
             return;
         }
         let shape = pick(
             &mut self.nemesis_prng,
             &self.plan.faults.partition_shapes.clone(),
         );
-        let Some(victim) = self.victim(|_| true) else {
+        let Some(victim) = self.victim(|_, _| true) else {
             return;
         };
-        let others: Vec<u8> = (0..n).filter(|&j| j != victim).collect();
+        let others: Vec<u8> = nodes.iter().copied().filter(|&j| j != victim).collect();
         let mut cuts: Vec<(u8, u8)> = Vec::new();
         match shape {
             PartitionShape::IsolateOne => {
@@ -320,18 +323,21 @@ impl Simulator {
             PartitionShape::Deaf => cuts.extend(others.iter().map(|&j| (j, victim))),
             PartitionShape::Mute => cuts.extend(others.iter().map(|&j| (victim, j))),
             PartitionShape::Split => {
-                let side: Vec<bool> = (0..n).map(|_| self.nemesis_prng.below(2) == 0).collect();
-                for a in 0..n {
-                    for b in 0..n {
-                        if side[usize::from(a)] != side[usize::from(b)] {
+                let side: Vec<bool> = nodes
+                    .iter()
+                    .map(|_| self.nemesis_prng.below(2) == 0)
+                    .collect();
+                for (x, &a) in nodes.iter().enumerate() {
+                    for (y, &b) in nodes.iter().enumerate() {
+                        if side[x] != side[y] {
                             cuts.push((a, b));
                         }
                     }
                 }
             }
             PartitionShape::RandomLinks => {
-                for a in 0..n {
-                    for b in 0..n {
+                for &a in &nodes {
+                    for &b in &nodes {
                         if a != b && self.nemesis_prng.below(2) == 0 {
                             cuts.push((a, b));
                         }

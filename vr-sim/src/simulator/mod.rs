@@ -55,8 +55,8 @@ use vr_core::codec::{self, DecodeError};
 use vr_core::message::Command;
 use vr_core::prng::Prng;
 use vr_core::{
-    Action, Client, ClientAction, ClientConfig, ClientId, Completion, Config, InjectedBug, Instant,
-    Message, Replica, Service, Stats, Status,
+    Action, Client, ClientAction, ClientConfig, ClientId, Completion, Config, EntryKind,
+    InjectedBug, Instant, MemberId, Message, Replica, Service, Stats, Status,
 };
 
 use crate::checks::{Agreement, Violation, ViolationKind};
@@ -64,7 +64,9 @@ use crate::history::{Event, History, Input};
 use crate::kv::{key_name, Kv, KvOp, KvResult, ServiceFault, Tag};
 use crate::linearizability::{self, CheckResult};
 use crate::network::{Addr, Network, NetworkStats, Packet};
-use crate::plan::{between, chance, pick, LinkFaults, PartitionShape, SeedPlan, MS, PPM, SECOND};
+use crate::plan::{
+    between, chance, pick, LinkFaults, PartitionShape, PrimaryCrash, SeedPlan, MS, PPM, SECOND,
+};
 use crate::trace::{describe, Fnv64, Trace, TraceKind};
 use crate::workload;
 
@@ -98,6 +100,11 @@ pub struct Options {
     /// Force every replica to boot recovering (`Some(true)`) or fresh
     /// (`Some(false)`); `None` draws it per seed (random plans only).
     pub boot_recovering: Option<bool>,
+    /// Draw a reconfiguration (§7) in a quarter of the random seeds that
+    /// allow one ([`SeedPlan::draw_reconfiguration`]). Off by default in
+    /// the library (the pinned batches replay the plans before it); the
+    /// CLI switches it on.
+    pub reconfiguration_plans: bool,
 }
 
 impl Default for Options {
@@ -113,17 +120,19 @@ impl Default for Options {
             classic_plans: false,
             optimization_plans: true,
             boot_recovering: None,
+            reconfiguration_plans: false,
         }
     }
 }
 
 mod clients;
+mod epochs;
 mod faults;
 mod phases;
 mod replicas;
 mod report;
 
-pub use report::{CoreCounters, LinearizabilityVerdict, RunStats, SeedReport};
+pub use report::{CoreCounters, FinalReplica, LinearizabilityVerdict, RunStats, SeedReport};
 
 /// Runs `seed` with a random plan: the whole two-phase run and every checker.
 pub fn run_seed(seed: u64, options: &Options) -> SeedReport {
@@ -136,6 +145,9 @@ pub fn run_seed(seed: u64, options: &Options) -> SeedReport {
     };
     if options.boot_recovering.is_some() {
         plan.draw_boot_forced(options.boot_recovering);
+    }
+    if options.reconfiguration_plans && !options.classic_plans {
+        plan.draw_reconfiguration();
     }
     plan.config.injected_bug = options.injected_bug;
     run_plan(plan, options)
@@ -162,6 +174,7 @@ pub fn run_plan(plan: SeedPlan, options: &Options) -> SeedReport {
                 trace_lines: Vec::new(),
                 history: Vec::new(),
                 linearizability: LinearizabilityVerdict::Skipped,
+                final_replicas: Vec::new(),
             };
         }
     };
@@ -218,6 +231,10 @@ struct Observed {
     service_faults: usize,
     /// The op-number and root of its latest checkpoint.
     checkpoint: Option<(u64, [u8; 32])>,
+    /// Its epoch (§7).
+    epoch: u32,
+    /// Whether it was the primary of its view.
+    primary: bool,
 }
 
 /// A status for traces.
@@ -289,6 +306,19 @@ struct ClientNode {
     reads_only: bool,
 }
 
+/// The administrator's client of a reconfiguration plan (§7): it sends
+/// the request at `issue_at` and retries until it completes. It is client
+/// `client_count` on the network.
+struct AdminNode {
+    client: Client,
+    /// When to send the request (`None`: sent).
+    issue_at: Option<u64>,
+    /// The request-number, once sent.
+    request: Option<u64>,
+    /// When it completed, and the epoch it returned.
+    completed: Option<(u64, u32)>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     Safety { until: u64 },
@@ -332,6 +362,17 @@ pub struct Simulator {
     phase: Phase,
     /// Replicas healed for the liveness phase (all alive ones before it).
     healed: BTreeSet<u8>,
+    /// The members of epoch 0 (replica slots are member ids).
+    initial_members: Vec<MemberId>,
+    /// The latest epoch a replica entered, and its configuration.
+    epoch: u32,
+    epoch_config: Config,
+    /// The reconfiguration plan's administrator.
+    admin: Option<AdminNode>,
+    /// A scripted primary crash (`PrimaryCrash`) due after this step.
+    crash_due: Option<u8>,
+    /// Whether the scripted primary crash happened (or was skipped).
+    primary_crash_done: bool,
     agreement: Agreement,
     backup_reads: Vec<BackupRead>,
     views_formed: BTreeSet<u64>,
@@ -349,10 +390,16 @@ impl Simulator {
     /// A cluster at time zero, as `plan` describes it.
     pub fn new(plan: SeedPlan, options: &Options) -> Simulator {
         let seed = plan.seed;
-        let config = plan.config.clone();
+        let mut config = plan.config.clone();
+        if plan.reconfiguration.is_some() {
+            // The administrator is one more client: the client table keeps
+            // room for every client (an evicted one would have a retried
+            // request executed again, by design).
+            config.client_table_max += 1;
+        }
         let n = config.replica_count;
         let mut clock_prng = Prng::new(seed ^ 0xC10C_C10C);
-        let replicas = (0..n)
+        let mut replicas = (0..n)
             .map(|i| {
                 let rate_ppm = plan
                     .faults
@@ -399,6 +446,45 @@ impl Simulator {
                 }
             })
             .collect::<Vec<_>>();
+        // New members of a reconfiguration plan: slots after the initial
+        // ones (slots are member ids), each a `Replica::join` from time
+        // zero, waiting for the new epoch. Clocks from a stream of their
+        // own, rates among the plan's (the lease drift bound covers them).
+        let target = plan
+            .reconfiguration
+            .as_ref()
+            .map_or(Vec::new(), |r| r.members.clone());
+        let slots = target.iter().map(|&m| m + 1).max().unwrap_or(0).max(n);
+        let mut join_prng = Prng::new(seed ^ 0x7015_E4C0_FF1E_5EED);
+        for member in n..slots {
+            let rates = &plan.faults.clock_rate_ppm;
+            let rate_ppm = if rates.is_empty() {
+                PPM
+            } else {
+                pick(&mut join_prng, rates)
+            };
+            let clock = Clock {
+                offset_ns: join_prng.below(1000 * SECOND),
+                rate_ppm: rate_ppm.max(1),
+            };
+            let replica = target.contains(&member).then(|| {
+                let kv =
+                    Kv::with_ballast(plan.recovery.ballast_pages, plan.recovery.ballast_page_size);
+                let nonce = join_prng.next_u64();
+                Replica::join(config.clone(), member, kv, clock.local(0), nonce)
+                    .unwrap_or_else(|e| panic!("invalid joiner configuration: {e}"))
+            });
+            replicas.push(ReplicaNode {
+                started: replica.is_some(),
+                replica,
+                restart_at: None,
+                recovering_since: None,
+                clock,
+                paused_until: None,
+                held: VecDeque::new(),
+                observed: Observed::default(),
+            });
+        }
         let mut workload_prng = Prng::new(seed ^ 0x3052_4B10_AD00);
         let mut client_by_id = BTreeMap::new();
         let clients = (0..plan.workload.client_count)
@@ -419,8 +505,22 @@ impl Simulator {
                     reads_only: false,
                 }
             })
-            .collect();
+            .collect::<Vec<ClientNode>>();
+        let admin = plan.reconfiguration.as_ref().map(|r| {
+            let client_id =
+                (u128::from(join_prng.next_u64()) << 64) | u128::from(join_prng.next_u64());
+            client_by_id.insert(client_id, plan.workload.client_count);
+            let mut client_config = ClientConfig::new(&config, client_id);
+            client_config.request_attempts_max = 0; // retry forever
+            AdminNode {
+                client: Client::new(client_config, 0),
+                issue_at: Some(r.at_ns),
+                request: None,
+                completed: None,
+            }
+        });
         let mut stats = RunStats {
+            reconfigurations_planned: u64::from(plan.reconfiguration.is_some()),
             skewed_clocks: plan
                 .faults
                 .clock_rate_ppm
@@ -460,6 +560,12 @@ impl Simulator {
                 until: plan.workload.safety_duration_ns,
             },
             healed: (0..n).collect(),
+            initial_members: (0..n).collect(),
+            epoch: 0,
+            epoch_config: config.clone(),
+            admin,
+            crash_due: None,
+            primary_crash_done: false,
             agreement: Agreement::new(),
             backup_reads: Vec::new(),
             views_formed: BTreeSet::new(),
@@ -632,6 +738,10 @@ impl Simulator {
             consider(node.client.poll_timeout().map(Instant::as_nanos));
             consider(node.next_invoke_at);
         }
+        if let Some(admin) = &self.admin {
+            consider(admin.client.poll_timeout().map(Instant::as_nanos));
+            consider(admin.issue_at);
+        }
         next.map(|t| t.max(self.now))
     }
 
@@ -695,6 +805,18 @@ impl Simulator {
             .find(|&c| self.clients[c].next_invoke_at.is_some_and(|t| t <= now))
         {
             self.invoke(c as u8);
+            return;
+        }
+        if let Some(admin) = &self.admin {
+            if admin
+                .client
+                .poll_timeout()
+                .is_some_and(|t| t.as_nanos() <= now)
+            {
+                self.admin_timeout();
+            } else if admin.issue_at.is_some_and(|t| t <= now) {
+                self.admin_issue();
+            }
         }
         // Otherwise only a phase deadline was due: advance_phase handles it.
     }

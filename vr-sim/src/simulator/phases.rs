@@ -22,15 +22,28 @@ impl Simulator {
         ));
         self.network.set_long_delays(0, 0);
         // Crashed replicas due to restart restart now, and must recover.
-        for i in 0..self.config.replica_count {
+        for i in 0..self.replicas.len() as u8 {
             if self.replicas[usize::from(i)].restart_at.is_some() {
                 self.restart(i);
             }
         }
+        // A reconfiguration not sent yet goes now; while its epoch has not
+        // begun, every replica is healed (the old members and the new
+        // must all be able to take part).
+        if let Some(admin) = self.admin.as_mut() {
+            if admin.issue_at.is_some() {
+                admin.issue_at = Some(now);
+            }
+        }
+        let epoch_pending = self.admin.is_some() && self.epoch == 0;
+        let isolate_minority = isolate_minority && !epoch_pending;
+        let members = self.current_members();
         // The random majority is drawn among the replicas that are up and
         // not recovering: a recovering replica needs a quorum of normal
         // others to recover from. Recovering replicas are always healed.
-        let mut alive: Vec<u8> = (0..self.config.replica_count)
+        let mut alive: Vec<u8> = members
+            .iter()
+            .copied()
             .filter(|&i| !self.failed(usize::from(i)))
             .collect();
         // Fisher-Yates with the nemesis stream: a random majority.
@@ -38,9 +51,10 @@ impl Simulator {
             let j = self.nemesis_prng.below(i as u64 + 1) as usize;
             alive.swap(i, j);
         }
-        let quorum = self.config.quorum();
-        let up = (0..self.replicas.len())
-            .filter(|&i| self.replicas[i].replica.is_some())
+        let quorum = self.epoch_config.quorum();
+        let up = members
+            .iter()
+            .filter(|&&i| self.replicas[usize::from(i)].replica.is_some())
             .count();
         // A cluster that boots recovering may not have formed yet: then
         // every replica is up and recovering, and all are healed.
@@ -48,12 +62,15 @@ impl Simulator {
             up >= quorum,
             "the nemesis crashed more than f replicas for good ({} up of {})",
             up,
-            self.config.replica_count
+            members.len()
         );
         self.healed.clear();
-        for i in 0..self.config.replica_count {
+        // Recovering replicas, and every replica that is not a member of
+        // the latest epoch (removed or joining ones), are healed.
+        for i in 0..self.replicas.len() as u8 {
             let node = &self.replicas[usize::from(i)];
-            if node.replica.is_some() && node.recovering_since.is_some() {
+            if node.replica.is_some() && (node.recovering_since.is_some() || !members.contains(&i))
+            {
                 self.healed.insert(i);
             }
         }
@@ -93,7 +110,7 @@ impl Simulator {
     /// Cuts replica `i` off from every replica and client, both ways.
     pub(super) fn isolate(&mut self, i: u8) {
         let me = Addr::Replica(i);
-        let others = (0..self.config.replica_count)
+        let others = (0..self.replicas.len() as u8)
             .filter(|&j| j != i)
             .map(Addr::Replica)
             .chain((0..self.plan.workload.client_count).map(Addr::Client))
@@ -124,7 +141,7 @@ impl Simulator {
             } => {
                 let finished = self.clients.iter().all(|c| {
                     c.pending.is_none() && c.next_invoke_at.is_none() && c.liveness_ops_left == 0
-                });
+                }) && self.admin.as_ref().is_none_or(|a| a.completed.is_some());
                 if finished {
                     self.stats.liveness_ns = self.now - healed_at;
                     self.phase = Phase::Settle {
@@ -149,6 +166,12 @@ impl Simulator {
                                 )
                             })
                         })
+                        .chain(
+                            self.admin
+                                .as_ref()
+                                .filter(|a| a.completed.is_none())
+                                .map(|_| "the admin's reconfiguration".to_string()),
+                        )
                         .collect();
                     let detail = format!(
                         "{} s after the heal, operations are still open: {}; {}",
@@ -174,6 +197,7 @@ impl Simulator {
                         self.violation(ViolationKind::Convergence, detail);
                     }
                     self.check_state_agreement();
+                    self.check_reconfiguration();
                     self.phase = Phase::Done;
                 }
             }
@@ -191,7 +215,12 @@ impl Simulator {
                 None if node.restart_at.is_some() => format!("r{i} crashed (restart pending)"),
                 None => format!("r{i} crashed"),
                 Some(r) => format!(
-                    "r{i} v{} lnv{} {:?}{} op {} commit {}{}",
+                    "r{i} {}v{} lnv{} {:?}{} op {} commit {}{}",
+                    if r.epoch() > 0 {
+                        format!("e{} ", r.epoch())
+                    } else {
+                        String::new()
+                    },
                     r.view(),
                     r.last_normal_view(),
                     r.status(),
@@ -211,17 +240,27 @@ impl Simulator {
 
     /// Whether the healed replicas settled: one view, normal status, one
     /// primary, the same commit-number.
+    ///
+    /// Only the members of the latest epoch are judged, and all of them
+    /// must be in it (§7); the replicas a reconfiguration removed must be
+    /// retired and free to shut down.
     pub(super) fn settled(&self) -> bool {
+        let members = self.current_members();
         let healed: Vec<&Replica<Kv>> = self
             .healed
             .iter()
+            .filter(|i| members.contains(i))
             .filter_map(|&i| self.replicas[usize::from(i)].replica.as_ref())
             .collect();
         let view = healed.iter().map(|r| r.view()).max().unwrap_or(0);
         let commit = healed.iter().map(|r| r.commit_number()).max().unwrap_or(0);
         healed.iter().all(|r| {
-            r.view() == view && r.status() == Status::Normal && r.commit_number() == commit
+            r.epoch() == self.epoch
+                && r.view() == view
+                && r.status() == Status::Normal
+                && r.commit_number() == commit
         }) && healed.iter().filter(|r| r.is_primary()).count() == 1
+            && self.removed_settled()
     }
 
     /// Live replicas at equal commit-numbers hold equal service state:

@@ -6,13 +6,14 @@ use super::*;
 impl Simulator {
     // ---- Delivery ----
 
-    pub(super) fn decode(&mut self, packet: &Packet) -> Option<Message> {
+    /// The message of a frame and the sender's epoch (the header's).
+    pub(super) fn decode(&mut self, packet: &Packet) -> Option<(Message, u32)> {
         let (from, to) = (packet.from, packet.to);
         let max = self.config.message_size_max as usize;
-        let result = codec::decode(&packet.frame, self.config.cluster, max);
+        let result = codec::decode_in_epoch(&packet.frame, self.config.cluster, max);
         let oversized = matches!(result, Err(DecodeError::Oversized { .. }));
         let error = match result {
-            Ok((message, used)) if used == packet.frame.len() => {
+            Ok((message, epoch, used)) if used == packet.frame.len() => {
                 if packet.corrupted {
                     let detail = format!(
                         "{from} -> {to}: a corrupted frame decoded as {}",
@@ -21,9 +22,9 @@ impl Simulator {
                     self.violation(ViolationKind::Codec, detail);
                     return None;
                 }
-                return Some(message);
+                return Some((message, epoch));
             }
-            Ok((_, used)) => format!("{used} of {} bytes used", packet.frame.len()),
+            Ok((_, _, used)) => format!("{used} of {} bytes used", packet.frame.len()),
             Err(e) => e.to_string(),
         };
         self.stats.frames_rejected += 1;
@@ -73,7 +74,7 @@ impl Simulator {
                 }
                 continue;
             }
-            let Some(message) = self.decode(&packet) else {
+            let Some((message, epoch)) = self.decode(&packet) else {
                 continue;
             };
             let from = packet.from;
@@ -82,16 +83,23 @@ impl Simulator {
                 self.now,
                 TraceKind::Deliver,
                 &[from.code(), u64::from(i), hash],
-                || format!("{from} -> r{i}: {}", describe(&message)),
+                || {
+                    let in_epoch = if epoch > 0 {
+                        format!(" (epoch {epoch})")
+                    } else {
+                        String::new()
+                    };
+                    format!("{from} -> r{i}: {}{in_epoch}", describe(&message))
+                },
             );
-            messages.push(message);
+            messages.push((message, epoch));
         }
         if messages.is_empty() {
             return;
         }
         self.replica_step(i, |replica, now| {
-            for message in messages {
-                replica.handle_message(now, message);
+            for (message, epoch) in messages {
+                replica.handle_message_in_epoch(now, epoch, message);
             }
         });
     }
@@ -100,7 +108,7 @@ impl Simulator {
         match packet.to {
             Addr::Replica(i) => self.deliver_to_replica(i, vec![packet]),
             Addr::Client(c) => {
-                let Some(message) = self.decode(&packet) else {
+                let Some((message, _)) = self.decode(&packet) else {
                     return;
                 };
                 let from = packet.from;
@@ -111,14 +119,27 @@ impl Simulator {
                     &[from.code(), Addr::Client(c).code(), hash],
                     || format!("{from} -> c{c}: {}", describe(&message)),
                 );
+                let now = Instant::from_nanos(self.now);
+                let admin = c == self.admin_index() && self.admin.is_some();
                 match message {
+                    Message::Reply(reply) if admin => {
+                        let admin = self.admin.as_mut().expect("the admin");
+                        if let Some(completion) = admin.client.handle_reply(now, reply) {
+                            self.admin_complete(&completion);
+                        }
+                    }
                     Message::Reply(reply) => {
-                        let now = Instant::from_nanos(self.now);
                         if let Some(completion) =
                             self.clients[usize::from(c)].client.handle_reply(now, reply)
                         {
                             self.complete(c, &completion);
                         }
+                    }
+                    Message::StartEpoch(notice) => {
+                        // §7.3: the client follows the new epoch's members
+                        // and resends its outstanding request there.
+                        self.client_mut(c).handle_start_epoch(now, notice);
+                        self.drain_client(c);
                     }
                     other => {
                         let detail = format!("{from} sent a client {}", describe(&other));
@@ -164,24 +185,38 @@ impl Simulator {
         while let Some(action) = replica.poll_action() {
             outputs.push(action);
         }
+        let own_epoch = replica.epoch();
+        let before = node.observed;
         self.observe_replica(i);
+        self.observe_epoch(i);
+        self.check_primary_crash(i, before);
         for action in outputs {
             match action {
                 Action::Send {
                     replica: to,
+                    epoch,
                     message,
-                    ..
-                } => self.send(Addr::Replica(i), Addr::Replica(to), &message),
+                } => {
+                    if usize::from(to) < self.replicas.len() {
+                        self.send_in_epoch(Addr::Replica(i), Addr::Replica(to), epoch, &message);
+                    } else {
+                        let detail = format!("r{i} sent to the unknown member {to}");
+                        self.violation(ViolationKind::Codec, detail);
+                    }
+                }
                 Action::NewEpoch { client_id, notice } => {
                     if let Some(&c) = self.client_by_id.get(&client_id) {
                         let message = Message::StartEpoch(notice);
-                        self.send(Addr::Replica(i), Addr::Client(c), &message);
+                        self.send_in_epoch(Addr::Replica(i), Addr::Client(c), own_epoch, &message);
                     }
                 }
                 Action::Reply(reply) => match self.client_by_id.get(&reply.client_id) {
-                    Some(&c) => {
-                        self.send(Addr::Replica(i), Addr::Client(c), &Message::Reply(reply))
-                    }
+                    Some(&c) => self.send_in_epoch(
+                        Addr::Replica(i),
+                        Addr::Client(c),
+                        own_epoch,
+                        &Message::Reply(reply),
+                    ),
                     None => {
                         let detail =
                             format!("r{i} replied to the unknown client {:x}", reply.client_id);
@@ -190,6 +225,7 @@ impl Simulator {
                 },
             }
         }
+        self.primary_crash();
     }
 
     /// Checks what replica `i` newly executed against the agreed sequence,
@@ -209,6 +245,8 @@ impl Simulator {
             commit_number: replica.commit_number(),
             service_faults: replica.service().faults().len(),
             checkpoint: Some((checkpoint.op_number, checkpoint.root)),
+            epoch: replica.epoch(),
+            primary: replica.is_primary(),
         };
         let mut problems = Vec::new();
         if after.commit_number < before.commit_number {
@@ -301,6 +339,9 @@ impl Simulator {
                 },
             );
         }
+        // A restarted replica that learns it was removed retires: it is
+        // no longer failed either.
+        let retired = replica.status() == Status::Retired && node.recovering_since.is_some();
         let recovered_after = node
             .recovering_since
             .filter(|_| after.normal)
@@ -350,19 +391,29 @@ impl Simulator {
             self.stats.recovery_ns_max = self.stats.recovery_ns_max.max(took);
             self.replicas[usize::from(i)].recovering_since = None;
         }
+        if retired {
+            self.stats.retired_while_recovering += 1;
+            self.replicas[usize::from(i)].recovering_since = None;
+            self.trace
+                .record(now, TraceKind::Nemesis, &[18, u64::from(i)], || {
+                    format!("r{i} learned while recovering that it was removed: retired")
+                });
+        }
         self.replicas[usize::from(i)].observed = after;
         for (kind, detail) in problems {
             self.violation(kind, detail);
         }
     }
 
-    pub(super) fn send(&mut self, from: Addr, to: Addr, message: &Message) {
+    /// Sends `message` from `from` to `to`, in the sender's `epoch` (the
+    /// frame header's; the encoding of epoch 0 is the plain one).
+    pub(super) fn send_in_epoch(&mut self, from: Addr, to: Addr, epoch: u32, message: &Message) {
         if let Message::Prepare(prepare) = message {
             let entries = prepare.entries.len() as u64;
             self.stats.prepare_entries_max = self.stats.prepare_entries_max.max(entries);
         }
         let mut frame = Vec::with_capacity(codec::encoded_size(message));
-        codec::encode(message, self.config.cluster, &mut frame);
+        codec::encode_in_epoch(message, self.config.cluster, epoch, &mut frame);
         let now = self.now;
         self.trace
             .record(now, TraceKind::Send, &[from.code(), to.code()], || {

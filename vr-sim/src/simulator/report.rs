@@ -69,6 +69,19 @@ pub struct RunStats {
     /// When every replica booted recovering: the time at which a quorum
     /// was first normal in one view (`None`: not a boot seed, or never).
     pub formed_ns: Option<u64>,
+    /// Reconfigurations (§7) the plan asked for (0 or 1).
+    pub reconfigurations_planned: u64,
+    /// Reconfigurations the administrator's client saw complete.
+    pub reconfigurations_completed: u64,
+    /// The op-number of the completed reconfiguration (0: none).
+    pub reconfiguration_op: u64,
+    /// The latest epoch any replica entered.
+    pub epoch_max: u32,
+    /// Scripted primary crashes around a reconfiguration.
+    pub scripted_primary_crashes: u64,
+    /// Restarted replicas that learned, recovering, that a reconfiguration
+    /// removed them (they retire, and are no longer counted as failed).
+    pub retired_while_recovering: u64,
 }
 
 /// vr-core's counters ([`vr_core::Stats`]) of interest, summed over every
@@ -175,6 +188,29 @@ pub struct SeedReport {
     pub history: Vec<Event>,
     /// The linearizability verdict.
     pub linearizability: LinearizabilityVerdict,
+    /// Every running replica at the end, by slot (member id).
+    pub final_replicas: Vec<FinalReplica>,
+}
+
+/// A replica's state at the end of a run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FinalReplica {
+    /// Its member id (its slot in the simulator).
+    pub member: u8,
+    /// Its status.
+    pub status: Status,
+    /// Its epoch (§7).
+    pub epoch: u32,
+    /// The members of its epoch.
+    pub epoch_members: Vec<u8>,
+    /// Its view.
+    pub view: u64,
+    /// Its commit-number.
+    pub commit_number: u64,
+    /// Whether it may be shut down (`Replica::may_shut_down`).
+    pub may_shut_down: bool,
+    /// Whether the liveness phase left it isolated.
+    pub isolated: bool,
 }
 
 impl SeedReport {
@@ -235,7 +271,26 @@ impl Simulator {
         self.stats.core = core;
         self.stats.network = self.network.stats().clone();
         self.stats.events = self.trace.event_count();
+        let final_replicas = self
+            .replicas
+            .iter()
+            .enumerate()
+            .filter_map(|(i, node)| {
+                let r = node.replica.as_ref()?;
+                Some(FinalReplica {
+                    member: i as u8,
+                    status: r.status(),
+                    epoch: r.epoch(),
+                    epoch_members: r.epoch_members(),
+                    view: r.view(),
+                    commit_number: r.commit_number(),
+                    may_shut_down: r.may_shut_down(),
+                    isolated: !self.healed.contains(&(i as u8)),
+                })
+            })
+            .collect();
         SeedReport {
+            final_replicas,
             seed: self.plan.seed,
             trace_hash: self.trace.hash(),
             trace_lines: self.trace.take_lines(),
