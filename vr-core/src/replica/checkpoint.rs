@@ -285,7 +285,10 @@ impl<S: Service> Replica<S> {
     /// checkpoint's tree (the latest or the retained one), as many as fit a
     /// message.
     pub(super) fn on_get_checkpoint_tree(&mut self, now: Instant, message: GetCheckpointTree) {
-        if message.replica >= self.config.replica_count || message.replica == self.replica {
+        // A replica that left is asked by the new epoch's indexes.
+        if self.status != crate::Status::Retired
+            && (message.replica >= self.config.replica_count || message.replica == self.replica)
+        {
             self.stats.messages_invalid += 1;
             return;
         }
@@ -326,7 +329,10 @@ impl<S: Service> Replica<S> {
     /// Answers with the asked pages of the asked checkpoint (the latest or
     /// the retained one), in order, as many bytes as fit a message.
     pub(super) fn on_get_checkpoint_pages(&mut self, now: Instant, message: GetCheckpointPages) {
-        if message.replica >= self.config.replica_count || message.replica == self.replica {
+        // A replica that left is asked by the new epoch's indexes.
+        if self.status != crate::Status::Retired
+            && (message.replica >= self.config.replica_count || message.replica == self.replica)
+        {
             self.stats.messages_invalid += 1;
             return;
         }
@@ -466,7 +472,11 @@ impl<S: Service> Replica<S> {
             })
         };
         self.stats.state_requests_sent += 1;
-        self.send(source, message);
+        match self.transition_source() {
+            // Transitioning (§7.2): named by member id (see `send_get_state`).
+            Some(member) => self.send_member(member, message),
+            None => self.send(source, message),
+        }
         self.timers.repair = Some(now + self.config.resend_interval_ns);
     }
 
@@ -521,7 +531,10 @@ impl<S: Service> Replica<S> {
             self.stats.messages_stale_view += 1;
             return false;
         };
-        if sync.source != from {
+        // A transitioning member's source may be a replica that left,
+        // which names itself by an old index; every page is checked
+        // against the root anyway.
+        if sync.source != from && !matches!(sync.goal, SyncGoal::Transition(_)) {
             self.stats.messages_stale_view += 1;
             return false;
         }

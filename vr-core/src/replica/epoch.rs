@@ -53,10 +53,15 @@ pub(crate) struct EpochState {
     pub(crate) start_op: u64,
     /// The view in which that entry was prepared.
     pub(crate) entry_view: u64,
-    /// A replica of the previous epoch fetching the ops up to the
-    /// reconfiguration in that epoch, from a replica that left (the
-    /// `StartEpoch` it heard, which it then starts).
-    pub(crate) catch_up: Option<StartEpoch>,
+    /// Transitioning: the replicas it may fetch the ops up to the
+    /// reconfiguration from — the `StartEpoch` sender, the new epoch's
+    /// members, and the previous epoch's if it was one of them (those that
+    /// left serve until the new epoch has started) — and the one asked.
+    pub(crate) sources: Vec<MemberId>,
+    pub(crate) source_at: usize,
+    /// A replica that left, answering a member of the new epoch: where the
+    /// answer goes (`send` names replicas by the old epoch's indexes).
+    pub(crate) reply_to: Option<MemberId>,
     /// The members of this epoch, in index order.
     pub(crate) members: Vec<MemberId>,
     /// Their addresses, if the reconfiguration carried them.
@@ -356,7 +361,6 @@ impl<S: Service> Replica<S> {
         self.epoch = epoch;
         self.epoch_state.start_op = op_number;
         self.epoch_state.entry_view = entry_view;
-        self.epoch_state.catch_up = None;
         self.epoch_state.members = members.clone();
         self.epoch_state.addresses = addresses;
         self.epoch_state.started.clear();
@@ -499,14 +503,6 @@ impl<S: Service> Replica<S> {
             self.commit_to(message.op_number);
             return; // `apply_pending_epoch` moves it on.
         }
-        if self
-            .epoch_state
-            .catch_up
-            .as_ref()
-            .is_some_and(|c| c.epoch == message.epoch)
-        {
-            return; // Already fetching the ops up to it.
-        }
         let Some(index) = next.index_of_member(self.member) else {
             // Not a member of the new epoch: leave. It did not execute the
             // reconfiguration, so it serves nothing; it asks the members
@@ -525,20 +521,6 @@ impl<S: Service> Replica<S> {
             self.start_recovery(now);
             return;
         }
-        let sender_left = next.index_of_member(message.sender).is_none();
-        if sender_left
-            && self.epoch + 1 == message.epoch
-            && self.config.index_of_member(message.sender).is_some()
-            && self.status != Status::Transitioning
-        {
-            // The sender left after executing the reconfiguration, so it
-            // still serves the previous epoch's state: fetch the committed
-            // ops up to it from there, in the previous epoch, and execute
-            // the reconfiguration like any replica (§7.2: replicas that
-            // leave serve state until the new epoch has started).
-            self.begin_catch_up(now, message);
-            return;
-        }
         self.begin_transition(now, message, next, index);
     }
 
@@ -548,7 +530,6 @@ impl<S: Service> Replica<S> {
         let n = notice.op_number;
         notice.epoch == self.epoch + 1
             && matches!(self.status, Status::Normal | Status::ViewChange)
-            && self.epoch_state.catch_up.is_none()
             && n > self.log_base
             && n <= self.op_number
             && n > self.commit_number
@@ -565,36 +546,12 @@ impl<S: Service> Replica<S> {
         self.epoch = message.epoch;
         self.epoch_state.start_op = message.op_number;
         self.epoch_state.entry_view = message.entry_view;
-        self.epoch_state.catch_up = None;
         self.epoch_state.members = message.members.clone();
         self.epoch_state.addresses = message.addresses.clone();
         self.epoch_state.started.clear();
         self.epoch_state.pending.clear();
         self.timers.epoch = None;
         self.stats.epochs_started += 1;
-    }
-
-    /// Fetches the ops up to the reconfiguration in the previous epoch
-    /// from `message.sender`, a replica that left after executing it.
-    fn begin_catch_up(&mut self, now: Instant, message: StartEpoch) {
-        let Some(source) = self.config.index_of_member(message.sender) else {
-            return;
-        };
-        let target = message.op_number;
-        self.reset_view_state(self.view);
-        self.status = Status::Transitioning;
-        self.epoch_state.catch_up = Some(message);
-        self.sync = Some(Sync {
-            view: self.view,
-            source,
-            base: self.commit_number,
-            entries: Vec::new(),
-            goal: SyncGoal::Transition(target),
-            fetch: None,
-            staged_checkpoint: None,
-        });
-        self.arm_view_change_timer(now);
-        self.send_get_state(now, source, self.commit_number);
     }
 
     /// Enters the new epoch as a member lacking the ops up to the
@@ -607,12 +564,25 @@ impl<S: Service> Replica<S> {
         next: Config,
         index: crate::ReplicaIndex,
     ) {
+        // A replica of the previous epoch knows who else held its state; a
+        // new one knows the sender and the new members.
+        let previous = if self.status == Status::Transitioning {
+            Vec::new()
+        } else {
+            self.epoch_members()
+        };
+        let me = self.member;
+        let mut sources = alloc::vec![message.sender];
+        for member in next.member_ids().into_iter().chain(previous) {
+            if member != me && !sources.contains(&member) {
+                sources.push(member);
+            }
+        }
         self.enter_epoch_without_config(&message);
         self.enter_epoch_config(now, next, index);
-        let source = self
-            .config
-            .index_of_member(message.sender)
-            .unwrap_or_else(|| self.next_transition_source(self.replica));
+        self.epoch_state.sources = sources;
+        self.epoch_state.source_at = 0;
+        let source = self.config.index_of_member(message.sender).unwrap_or(0);
         self.status = Status::Transitioning;
         self.view = message.view;
         self.sync = Some(Sync {
@@ -628,46 +598,43 @@ impl<S: Service> Replica<S> {
         self.send_get_state(now, source, self.commit_number);
     }
 
-    /// The ops up to the reconfiguration fetched in the previous epoch are
-    /// installed and executed: start the new epoch, as executing the
-    /// reconfiguration does (or from the notice, if the fetched checkpoint
-    /// already covered it).
-    pub(super) fn finish_catch_up(&mut self) {
-        let Some(notice) = self.epoch_state.catch_up.take() else {
+    /// Transitioning: the replica to fetch from.
+    pub(super) fn transition_source(&self) -> Option<MemberId> {
+        let transition = self
+            .sync
+            .as_ref()
+            .is_some_and(|s| matches!(s.goal, SyncGoal::Transition(_)));
+        if !transition {
+            return None;
+        }
+        let sources = &self.epoch_state.sources;
+        sources
+            .get(self.epoch_state.source_at % sources.len().max(1))
+            .copied()
+    }
+
+    /// A replica that left after executing the reconfiguration answers a
+    /// transitioning member of the new epoch (§7.2: it serves state until
+    /// the new epoch has started), whose index is the new epoch's.
+    pub(super) fn serve_as_retired(&mut self, now: Instant, message: Message) {
+        let requester = match &message {
+            Message::GetState(m) => m.replica,
+            Message::GetCheckpointTree(m) => m.replica,
+            Message::GetCheckpointPages(m) => m.replica,
+            _ => return,
+        };
+        let Some(&member) = self.epoch_state.members.get(usize::from(requester)) else {
+            self.stats.messages_invalid += 1;
             return;
         };
-        if self.epoch_state.switch.is_none() && self.epoch < notice.epoch {
-            self.epoch_state.switch = Some((
-                notice.op_number,
-                notice.entry_view,
-                Reconfigured {
-                    epoch: notice.epoch,
-                    members: notice.members,
-                    addresses: notice.addresses,
-                },
-            ));
-        }
-    }
-
-    /// Whether this replica is catching up in the previous epoch.
-    pub(super) fn catching_up(&self) -> bool {
-        self.epoch_state.catch_up.is_some()
-    }
-
-    /// A replica that left after executing the reconfiguration serves the
-    /// previous epoch's state to replicas of that epoch still catching up
-    /// (§7.2), in that epoch's indexes, which it kept.
-    pub(super) fn serve_previous_epoch(&mut self, now: Instant, message: Message) {
-        // Its answers go out stamped with the previous epoch, which their
-        // receivers are still in.
-        self.epoch -= 1;
+        self.epoch_state.reply_to = Some(member);
         match message {
             Message::GetState(m) => self.on_get_state(now, m),
             Message::GetCheckpointTree(m) => self.on_get_checkpoint_tree(now, m),
             Message::GetCheckpointPages(m) => self.on_get_checkpoint_pages(now, m),
             _ => {}
         }
-        self.epoch += 1;
+        self.epoch_state.reply_to = None;
     }
 
     /// The member after `current` (cyclically, not this replica).
@@ -709,17 +676,7 @@ impl<S: Service> Replica<S> {
     /// The transition's view-change timer: the fetch stalled; ask another
     /// member.
     pub(super) fn on_transition_timeout(&mut self, now: Instant) {
-        if let Some(notice) = self.epoch_state.catch_up.take() {
-            // The replica that left stopped answering: fetch from the new
-            // epoch's members instead.
-            if let Some(mut next) = self.config.with_members(&notice.members) {
-                next.epoch = notice.epoch;
-                if let Some(index) = next.index_of_member(self.member) {
-                    self.begin_transition(now, notice, next, index);
-                    return;
-                }
-            }
-        }
+        self.epoch_state.source_at = self.epoch_state.source_at.wrapping_add(1);
         let Some(sync) = self.sync.as_mut() else {
             return;
         };

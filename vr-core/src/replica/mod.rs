@@ -598,10 +598,10 @@ impl<S: Service> Replica<S> {
             | Message::GetCheckpointTree(_)
             | Message::GetCheckpointPages(_)
                 if self.status == Status::Retired
-                    && epoch + 1 == self.epoch
+                    && epoch == self.epoch
                     && self.epoch_state.start_op <= self.commit_number =>
             {
-                self.serve_previous_epoch(now, message)
+                self.serve_as_retired(now, message)
             }
             _ if epoch < self.epoch => self.on_older_epoch_message(epoch, message),
             _ if epoch > self.epoch => self.stats.messages_newer_epoch += 1,
@@ -719,6 +719,11 @@ impl<S: Service> Replica<S> {
     // ---- Helpers shared by the phases ----
 
     fn send(&mut self, replica: ReplicaIndex, message: Message) {
+        if let Some(member) = self.epoch_state.reply_to {
+            // A replica that left answering a member of the new epoch.
+            self.send_member(member, message);
+            return;
+        }
         debug_assert!(replica != self.replica, "a replica does not message itself");
         let member = self.config.member_id(replica);
         self.send_member(member, message);

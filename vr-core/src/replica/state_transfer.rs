@@ -92,24 +92,29 @@ impl<S: Service> Replica<S> {
     /// log is the view's log, so any suffix may be served. While changing view
     /// only committed entries are served: they are the same in every view.
     pub(super) fn on_get_state(&mut self, now: Instant, message: GetState) {
-        if message.replica >= self.config.replica_count || message.replica == self.replica {
+        // A replica that left is asked by the new epoch's indexes.
+        let retired = self.status == Status::Retired;
+        if !retired
+            && (message.replica >= self.config.replica_count || message.replica == self.replica)
+        {
             self.stats.messages_invalid += 1;
             return;
         }
-        if message.view != self.view && self.status != Status::Retired {
+        let same_view = message.view == self.view;
+        if !same_view && message.op_number >= self.commit_number {
             // An older view's log is of no use to the requester, and this
-            // replica cannot serve a newer view's. (A replica that left
-            // serves committed entries to any view: see
-            // `serve_previous_epoch`.)
+            // replica cannot serve a newer view's.
             self.stats.messages_stale_view += 1;
             return;
         }
         self.heard_fetching_peer(now, message.view, message.replica);
+        // Committed entries are the same in every view: they are served to
+        // a requester in another view too. Only a transitioning member of a
+        // new epoch takes them (§7.2), whatever the views; an answer of
+        // another view is dropped by anyone else.
         let until = match self.status {
-            Status::Normal => self.op_number,
-            Status::ViewChange | Status::Recovering | Status::Transitioning | Status::Retired => {
-                self.commit_number
-            }
+            Status::Normal if same_view => self.op_number,
+            _ => self.commit_number,
         };
         let after = message.op_number.min(until);
         let to_witness = self.config.is_witness(message.replica);
@@ -187,8 +192,14 @@ impl<S: Service> Replica<S> {
     /// Takes in a NewState: into the staged log of a fetch in progress, or
     /// straight into the log of a backup repairing a gap in its view.
     pub(super) fn on_new_state(&mut self, now: Instant, message: NewState) {
-        let valid = message.replica < self.config.replica_count
-            && message.replica != self.replica
+        // A transitioning member may be answered by a replica that left,
+        // which names itself by an index of the previous epoch.
+        let transition = self
+            .sync
+            .as_ref()
+            .is_some_and(|s| matches!(s.goal, SyncGoal::Transition(_)));
+        let valid = (transition
+            || (message.replica < self.config.replica_count && message.replica != self.replica))
             && message.commit_number <= message.op_number
             && message
                 .checkpoint
@@ -407,11 +418,7 @@ impl<S: Service> Replica<S> {
                 self.extend_log(sync.entries);
                 self.op_number = self.log_base + self.log.len() as u64;
                 self.commit_to(target);
-                if self.catching_up() {
-                    self.finish_catch_up();
-                } else {
-                    self.finish_transition(now);
-                }
+                self.finish_transition(now);
             }
         }
     }

@@ -528,14 +528,17 @@ impl<S: Service> Replica<S> {
 
     pub(super) fn send_get_state(&mut self, now: Instant, to: crate::ReplicaIndex, op_number: u64) {
         self.stats.state_requests_sent += 1;
-        self.send(
-            to,
-            Message::GetState(GetState {
-                view: self.view,
-                op_number,
-                replica: self.replica,
-            }),
-        );
+        let message = Message::GetState(GetState {
+            view: self.view,
+            op_number,
+            replica: self.replica,
+        });
+        match self.transition_source() {
+            // Transitioning (§7.2): the source is named by member id, as
+            // it may be a replica that left.
+            Some(member) => self.send_member(member, message),
+            None => self.send(to, message),
+        }
         self.timers.repair = Some(now + self.config.resend_interval_ns);
     }
 }

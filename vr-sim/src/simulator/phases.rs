@@ -35,7 +35,26 @@ impl Simulator {
                 admin.issue_at = Some(now);
             }
         }
-        let epoch_pending = self.admin.is_some() && self.epoch == 0;
+        // Until a quorum of the new epoch's members hold the state up to
+        // the reconfiguration, the old epoch's fault bound still applies:
+        // a removed replica that restarted empty retired without the state,
+        // so the new members may have only one another member to fetch it
+        // from (seed 4004 of tests/reconfiguration.rs). Heal everyone then.
+        let established = self
+            .current_members()
+            .iter()
+            .filter(|&&i| {
+                self.replicas[usize::from(i)]
+                    .replica
+                    .as_ref()
+                    .is_some_and(|r| {
+                        r.epoch() == self.epoch
+                            && matches!(r.status(), Status::Normal | Status::ViewChange)
+                    })
+            })
+            .count();
+        let epoch_pending =
+            self.admin.is_some() && (self.epoch == 0 || established < self.epoch_config.quorum());
         let isolate_minority = isolate_minority && !epoch_pending;
         let members = self.current_members();
         // The random majority is drawn among the replicas that are up and
