@@ -37,7 +37,7 @@
 //! | `u64`           | 8 bytes LE                                                 |
 //! | `u128`          | 16 bytes LE                                                |
 //! | `Vec<u8>`       | `u32` LE length, then the bytes                            |
-//! | [`LogEntry`]    | `op_number` u64, `view` u64, `client_id` u128, `request_number` u64, `op` (`Vec<u8>`), `kind` u8 |
+//! | [`LogEntry`]    | `op_number` u64, `view` u64, `client_id` u128, `request_number` u64, `op` (`u32` length with bit 31 set for a reconfiguration entry, then the bytes) |
 //! | `Vec<LogEntry>` | `u32` LE count, then the entries                           |
 //! | `CrashVector`   | `u8` count, then `u64` LE each                             |
 //! | `Vec<u64>`      | `u32` LE count, then `u64` LE each                         |
@@ -108,9 +108,9 @@ pub const HEADER_SIZE: usize = 32;
 
 /// Bytes a [`LogEntry`] takes on the wire besides its `op` bytes:
 /// `op_number` (8) + `view` (8) + `client_id` (16) + `request_number` (8) +
-/// the `op` length (4) + `kind` (1). Exported so that a replica can bound a log suffix to
+/// the `op` length (4), whose top bit marks a reconfiguration entry. Exported so that a replica can bound a log suffix to
 /// a frame size without encoding it (see [`LogEntry::encoded_size`]).
-pub const LOG_ENTRY_FIXED_SIZE: usize = 45;
+pub const LOG_ENTRY_FIXED_SIZE: usize = 44;
 
 // Header field offsets (see the module documentation).
 const AT_VERSION: usize = 2;
@@ -223,8 +223,7 @@ pub enum DecodeError {
     /// or foreign peer, since the checksum passed).
     UnknownCommand(u8),
     /// The frame is intact but its contents are inconsistent: lengths past
-    /// the end of the body, trailing bytes, an unknown entry kind, a Request
-    /// with a view.
+    /// the end of the body, trailing bytes, a Request with a view.
     Malformed(&'static str),
 }
 
@@ -388,9 +387,22 @@ fn put_entry(out: &mut Vec<u8>, entry: &LogEntry) {
     put_u64(out, entry.view);
     put_u128(out, entry.client_id);
     put_u64(out, entry.request_number);
-    put_bytes(out, &entry.op);
-    put_u8(out, entry.kind as u8);
+    // The kind rides in the top bit of the op's length, so that operation
+    // entries encode as they did before reconfiguration existed.
+    let len = length(entry.op.len());
+    assert!(len <= OP_LENGTH_MASK, "op length exceeds 2^31 - 1");
+    let kind = match entry.kind {
+        EntryKind::Operation => 0,
+        EntryKind::Reconfiguration => RECONFIGURATION_BIT,
+    };
+    put_u32(out, len | kind);
+    out.extend_from_slice(&entry.op);
 }
+
+/// In a log entry's op length: set for a reconfiguration entry.
+const RECONFIGURATION_BIT: u32 = 1 << 31;
+/// In a log entry's op length: the length itself.
+const OP_LENGTH_MASK: u32 = RECONFIGURATION_BIT - 1;
 
 fn put_addresses(out: &mut Vec<u8>, addresses: &[Vec<u8>]) {
     put_u32(out, length(addresses.len()));
@@ -906,12 +918,24 @@ impl Reader<'_> {
             view: self.u64()?,
             client_id: self.u128()?,
             request_number: self.u64()?,
-            op: self.bytes()?,
-            kind: match self.u8()? {
-                0 => EntryKind::Operation,
-                1 => EntryKind::Reconfiguration,
-                _ => return Err(DecodeError::Malformed("unknown log entry kind")),
-            },
+            kind: EntryKind::Operation, // Read with the op, below.
+            op: Vec::new(),
+        })
+        .and_then(|mut entry| {
+            let raw = self.u32()?;
+            if raw & RECONFIGURATION_BIT != 0 {
+                entry.kind = EntryKind::Reconfiguration;
+            }
+            let len = usize::try_from(raw & OP_LENGTH_MASK)
+                .ok()
+                .filter(|&len| len <= self.rest.len())
+                .ok_or(DecodeError::Malformed(
+                    "byte string past the end of the body",
+                ))?;
+            let (op, rest) = self.rest.split_at(len);
+            self.rest = rest;
+            entry.op = op.to_vec();
+            Ok(entry)
         })
     }
 

@@ -17,7 +17,8 @@ pub enum ConfigError {
     BadTimeouts,
     /// `prepare_window_max` and `batch_ops_max` must be at least 1.
     ZeroWindow,
-    /// `message_size_max` cannot hold a Prepare of one `op_size_max` operation.
+    /// `message_size_max` cannot hold a Prepare of one `op_size_max`
+    /// operation, or `op_size_max` is 2³¹ or more (the wire's limit).
     MessageTooSmall,
     /// `checkpoint_interval_ops` and `client_table_max` must be at least 1.
     ZeroCheckpointInterval,
@@ -268,7 +269,7 @@ impl Config {
             + crate::codec::LOG_ENTRY_FIXED_SIZE
             + self.op_size_max as usize
             + 64; // slack for fields a later version adds
-        if (self.message_size_max as usize) < prepare_max {
+        if (self.message_size_max as usize) < prepare_max || self.op_size_max >= 1 << 31 {
             return Err(ConfigError::MessageTooSmall);
         }
         Ok(())

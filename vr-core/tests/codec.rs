@@ -350,8 +350,21 @@ fn log_entry_layout() {
     assert_eq!(&wire[16..32], &e.client_id.to_le_bytes());
     assert_eq!(&wire[32..40], &50u64.to_le_bytes());
     assert_eq!(&wire[40..44], &3u32.to_le_bytes());
-    assert_eq!(&wire[44..47], b"abc");
-    assert_eq!(wire[47], 0, "kind: an operation");
+    assert_eq!(&wire[44..], b"abc");
+    // A reconfiguration entry (§7) sets the top bit of the op length.
+    let mut reconfiguration = e.clone();
+    reconfiguration.kind = vr_core::EntryKind::Reconfiguration;
+    let message = Message::StartView(StartView {
+        view: 1,
+        op_number: 5,
+        commit_number: 4,
+        log: vec![reconfiguration.clone()],
+    });
+    let bytes = frame(&message);
+    let wire = &bytes[HEADER_SIZE + 20..];
+    assert_eq!(&wire[40..44], &(3u32 | 1 << 31).to_le_bytes());
+    let (decoded, _) = decode(&bytes, CLUSTER, MAX).unwrap();
+    assert_eq!(decoded, message);
 }
 
 #[test]
@@ -609,7 +622,7 @@ fn error_malformed_header_fields() {
     reseal(&mut bytes);
     let (message, epoch, _) = vr_core::codec::decode_in_epoch(&bytes, CLUSTER, MAX).unwrap();
     assert_eq!((message, epoch), (samples()[2].clone(), 3));
-    // An unknown log entry kind.
+    // An op length past the body, with the reconfiguration bit set.
     let message = Message::StartView(StartView {
         view: 1,
         op_number: 5,
@@ -617,8 +630,8 @@ fn error_malformed_header_fields() {
         log: vec![entry(5, b"abc")],
     });
     let mut bytes = frame(&message);
-    let last = bytes.len() - 1;
-    bytes[last] = 7;
+    let at = bytes.len() - 3 - 4;
+    bytes[at..at + 4].copy_from_slice(&(4u32 | 1 << 31).to_le_bytes());
     reseal(&mut bytes);
     assert!(matches!(
         decode(&bytes, CLUSTER, MAX),
