@@ -649,22 +649,9 @@ impl<S: Service> Replica<S> {
             .unwrap_or(current)
     }
 
-    /// While transitioning: only state transfer goes on. Messages of this
-    /// epoch from a newer view are noted, so that state requests name a
-    /// view their receivers are in.
+    /// While transitioning: only state transfer goes on (committed entries
+    /// are served to any view, so the views of the epoch do not matter).
     pub(super) fn handle_message_transitioning(&mut self, now: Instant, message: Message) {
-        let view = message.view();
-        if view > self.view
-            && !matches!(
-                message,
-                Message::Request(_) | Message::ReadRequest(_) | Message::Reconfiguration(_)
-            )
-        {
-            self.view = view;
-            if let Some(sync) = self.sync.as_mut() {
-                sync.view = view;
-            }
-        }
         match message {
             Message::NewState(m) => self.on_new_state(now, m),
             Message::CheckpointTree(m) => self.on_checkpoint_tree(now, m),
@@ -699,7 +686,14 @@ impl<S: Service> Replica<S> {
     /// view was heard of, adopt that view's log as any replica does.
     pub(super) fn finish_transition(&mut self, now: Instant) {
         self.sync = None;
-        let seen_view = self.view;
+        // View 0, whatever views it heard of: its log is a prefix of view
+        // 0's, and of no later view's that it knows formed. A view it heard
+        // of may never have formed (a StartViewChange, a DoViewChange): a
+        // sync of that view's "log" from its would-be primary, still
+        // changing view, got only the committed prefix, and claiming that
+        // view as its last normal one let a view change drop an op
+        // committed in view 0 (vr-sim seed 516365). Later views reach it
+        // the usual way: their primary's messages, or a view change.
         self.view = 0;
         self.last_normal_view = 0;
         self.status = Status::Normal;
@@ -724,16 +718,6 @@ impl<S: Service> Replica<S> {
             .filter(|&m| m != me)
             .collect();
         self.send_start_epochs(now);
-        if seen_view > 0 {
-            if self.is_primary_of(seen_view) {
-                // That view is forming around this replica, which was
-                // transitioning: take part in its view change (its
-                // DoViewChanges are resent to it).
-                self.start_view_change(now, seen_view);
-            } else {
-                self.start_sync(now, seen_view);
-            }
-        }
     }
 
     /// A message from an older epoch: its sender missed the reconfiguration.
