@@ -101,7 +101,10 @@ impl<S: Service> Replica<S> {
             return;
         }
         let same_view = message.view == self.view;
-        if !same_view && message.op_number >= self.commit_number {
+        // (Asked for exactly its commit-number, it answers with nothing but
+        // that number: a transitioning member that fetched a checkpoint up
+        // to it learns it is done; vr-sim seed 501759.)
+        if !same_view && message.op_number > self.commit_number {
             // An older view's log is of no use to the requester, and this
             // replica cannot serve a newer view's.
             self.stats.messages_stale_view += 1;
@@ -218,12 +221,16 @@ impl<S: Service> Replica<S> {
         }
         // True whenever it was sent: a fact about every full replica.
         self.note_full_commit_min(message.full_commit_min);
-        let transition = self.sync.as_ref().is_some_and(|s| {
-            // A transitioning member takes committed entries from any member
-            // of its epoch, whatever its view; a checkpoint from its source.
-            matches!(s.goal, SyncGoal::Transition(_))
-                && (s.source == message.replica || message.checkpoint.is_none())
-        });
+        // A transitioning member takes committed entries and checkpoint
+        // offers from any replica of its epoch (or one that left), whatever
+        // its view: it asks one source at a time (`transition_source`), by
+        // member id, and the answer names its sender by an index that may
+        // be of the previous epoch. The checkpoint is then fetched from
+        // that source, and every page is checked against the root.
+        let transition = self
+            .sync
+            .as_ref()
+            .is_some_and(|s| matches!(s.goal, SyncGoal::Transition(_)));
         if transition
             || self.sync.as_ref().is_some_and(|s| {
                 s.view == message.view
