@@ -312,3 +312,41 @@ fn fixed_bug_seeds_pass() {
     }
     run_all(plans);
 }
+
+/// Seeds of `vr-sim --seeds` batches (reconfiguration plans on, as in the
+/// CLI) that found bugs in the fixed version above, with the target their
+/// plan must still draw (docs/testing.md, "Reconfiguration", bugs E–H):
+/// 516365, an op committed in view 0 of the new epoch dropped by a view
+/// change (a member that finished its transition claimed a view that never
+/// formed); 510385, a panic on the same path; 519802 and 500720, a
+/// checkpoint offer refused because the source had rotated; 501759, a
+/// member that fetched a checkpoint up to the source's commit-number never
+/// told it was complete.
+#[test]
+fn random_seeds_that_found_reconfiguration_bugs_pass() {
+    let options = Options {
+        reconfiguration_plans: true,
+        ..Options::default()
+    };
+    let cases = [
+        (516365, "reconfigure-to=[0, 1, 5, 3, 4]@4005ms"),
+        (510385, "reconfigure-to=[0, 1, 3]@4567ms"),
+        (519802, "reconfigure-to=[0, 1, 2, 3, 4]@246ms"),
+        (500720, "reconfigure-to=[0, 1, 5, 3, 4]@947ms"),
+        (501759, "reconfigure-to=[0, 1, 2, 5, 4]@6216ms"),
+    ];
+    for (seed, target) in cases {
+        let report = vr_sim::run_seed(seed, &options);
+        let summary = report.plan.summary();
+        assert!(
+            summary.contains(target),
+            "seed {seed}: plan generation changed ({summary}); find the seeds again"
+        );
+        assert!(
+            report.passed(),
+            "seed {seed} ({summary}): {:#?}",
+            report.violations
+        );
+        check_new_epoch(&report);
+    }
+}
