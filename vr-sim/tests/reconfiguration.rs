@@ -321,7 +321,9 @@ fn fixed_bug_seeds_pass() {
 /// formed); 510385, a panic on the same path; 519802 and 500720, a
 /// checkpoint offer refused because the source had rotated; 501759, a
 /// member that fetched a checkpoint up to the source's commit-number never
-/// told it was complete.
+/// told it was complete; 628634, a removed replica restarted with the first
+/// configuration never told it was removed (the members had themselves
+/// restarted in the new epoch and did not know which op began it).
 #[test]
 fn random_seeds_that_found_reconfiguration_bugs_pass() {
     let options = Options {
@@ -334,6 +336,7 @@ fn random_seeds_that_found_reconfiguration_bugs_pass() {
         (519802, "reconfigure-to=[0, 1, 2, 3, 4]@246ms"),
         (500720, "reconfigure-to=[0, 1, 5, 3, 4]@947ms"),
         (501759, "reconfigure-to=[0, 1, 2, 5, 4]@6216ms"),
+        (628634, "reconfigure-to=[3, 1, 2]@2264ms"),
     ];
     for (seed, target) in cases {
         let report = vr_sim::run_seed(seed, &options);

@@ -724,10 +724,20 @@ impl<S: Service> Replica<S> {
     /// Tell it (§7.3); clients follow the new members.
     pub(super) fn on_older_epoch_message(&mut self, epoch: u32, message: Message) {
         self.stats.messages_older_epoch += 1;
-        if self.epoch_state.start_op == 0 {
-            return; // This replica joined without history: it cannot tell.
+        let mut notice = self.start_epoch_notice();
+        if notice.op_number == 0 {
+            // Started in this epoch (`Replica::recover` with its
+            // configuration): it does not know which op began it, but
+            // every op it executed is committed, and the reconfiguration is
+            // among them: a notice "after op commit-number" is as good for
+            // whoever fetches up to it, and for whoever retires (vr-sim
+            // seed 628634: a removed replica restarted with the first
+            // configuration was never told it was removed).
+            if self.commit_number == 0 {
+                return;
+            }
+            notice.op_number = self.commit_number;
         }
-        let notice = self.start_epoch_notice();
         let client = match &message {
             Message::Request(m) => Some(m.client_id),
             Message::ReadRequest(m) => Some(m.client_id),
@@ -739,9 +749,8 @@ impl<S: Service> Replica<S> {
                 .push_back(Action::NewEpoch { client_id, notice });
             return;
         }
-        let Some(members) = self.members_of_epoch(epoch) else {
-            return;
-        };
+        // In epoch 0 without recorded members, indexes are member ids.
+        let members = self.members_of_epoch(epoch).unwrap_or(&[]);
         let index = match &message {
             Message::PrepareOk(m) => Some(m.replica),
             Message::StartViewChange(m) => Some(m.replica),
@@ -759,7 +768,7 @@ impl<S: Service> Replica<S> {
             // clusters have none.
             Message::Prepare(_) | Message::Commit(_) | Message::StartView(_) => {
                 let count = members.len() as u64;
-                Some((message.view() % count.max(1)) as crate::ReplicaIndex)
+                (count > 0).then(|| (message.view() % count) as crate::ReplicaIndex)
             }
             _ => None,
         };
