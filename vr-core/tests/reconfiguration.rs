@@ -317,3 +317,33 @@ fn a_joined_member_restarted_with_the_registry_recovers_in_the_new_epoch() {
     cluster.assert_agreement();
     assert_eq!(cluster.executed(3).len(), 3);
 }
+
+/// §7.1/§7.3: a request that reaches the primary behind a pending
+/// reconfiguration is refused, and its client is told of the new epoch as
+/// soon as it begins: it resends at once, without waiting for its timeout.
+#[test]
+fn a_client_refused_behind_the_reconfiguration_is_told_when_the_epoch_begins() {
+    let mut cluster = Cluster::new(3, 2, 10);
+    cluster.execute(0, b"before");
+    cluster.join(3, Recorder::default(), 31);
+    let started = cluster.now;
+    // FIFO delivery: the primary appends the reconfiguration, then gets
+    // the request.
+    let admin = cluster.reconfigure(1, &[0, 1, 2, 3]);
+    let number = cluster.submit(0, b"during");
+    let done = cluster
+        .await_completion(0, number, 10_000)
+        .expect("the request completes in the new epoch");
+    assert!(cluster.await_completion(1, admin, 10_000).is_some());
+    let timeout = cluster.config.view_change_timeout_ns * 2;
+    assert!(
+        cluster.now.saturating_since(started) < timeout,
+        "the client resent on the notice, not after its timeout"
+    );
+    assert_eq!(cluster.clients[0].epoch(), 1);
+    assert!(
+        cluster.replicas[0].stats().requests_dropped >= 1,
+        "it was refused"
+    );
+    assert!(done.op_number > 2, "executed after the reconfiguration");
+}

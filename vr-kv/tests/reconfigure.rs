@@ -124,8 +124,8 @@ fn reconfigure(registry: &[SocketAddr], to: &[SocketAddr]) -> String {
     text
 }
 
-/// Keys written and acknowledged: `(key, value)`.
-type Acked = Arc<Mutex<Vec<(String, u64)>>>;
+/// Keys written and acknowledged: `(key, value, when)`.
+type Acked = Arc<Mutex<Vec<(String, u64, Instant)>>>;
 
 /// Writes `k{n} = n` for n = 1, 2, … through `resp`, recording the
 /// acknowledged ones; an error leaves the outcome unknown and reconnects.
@@ -143,7 +143,7 @@ fn writer(resp: SocketAddr, stop: Arc<AtomicBool>, acked: Acked) {
         match redis::cmd("SET").arg(&key).arg(n).query::<String>(c) {
             Ok(reply) => {
                 assert_eq!(reply, "OK");
-                acked.lock().unwrap().push((key, n));
+                acked.lock().unwrap().push((key, n, Instant::now()));
             }
             Err(_) => connection = None,
         }
@@ -261,14 +261,21 @@ fn grow_and_shrink(runtime: &str) {
     // Every acknowledged write, read through a node that joined.
     let acked = acked.lock().unwrap().clone();
     let mut c = connect(resp[3]).expect("node 3 serves");
-    for (key, value) in &acked {
+    for (key, value, _) in &acked {
         let got: Option<u64> = redis::cmd("GET").arg(key).query(&mut c).unwrap();
         assert_eq!(got, Some(*value), "{key} lost");
     }
     let s = status(resp[3]).unwrap();
     assert_eq!(field(&s, "members").as_deref(), Some("0,1,3"), "{s}");
+    // Not asserted (a timing): the longest wait between two acknowledged
+    // writes, which includes the pauses of both reconfigurations.
+    let gap = (acked.windows(2))
+        .map(|w| w[1].2.duration_since(w[0].2))
+        .max()
+        .unwrap_or_default();
     eprintln!(
-        "{runtime}: {} writes acknowledged over epochs 0, 1 and 2, all read back",
+        "{runtime}: {} writes acknowledged over epochs 0, 1 and 2, all read back; \
+         longest gap between acknowledgements {gap:?}",
         acked.len()
     );
 }

@@ -79,6 +79,11 @@ pub(crate) struct EpochState {
     /// Primary: the op-number of a reconfiguration in the log above the
     /// commit-number (0: none). No request is admitted while it is set.
     pub(crate) reconfiguration_at: u64,
+    /// Primary: clients whose requests were refused behind a pending
+    /// reconfiguration; told of the new epoch as soon as it begins, so
+    /// that they resend at once instead of after their timeout. Bounded by
+    /// `request_queue_max`.
+    pub(crate) waiting_clients: Vec<crate::ClientId>,
 }
 
 /// What a reconfiguration entry holds.
@@ -267,9 +272,13 @@ impl<S: Service> Replica<S> {
             addresses: message.addresses,
         });
         // Requests queued behind it would belong to the next epoch: drop
-        // them (their clients retry, and are told of the new epoch).
+        // them; their clients are told of the new epoch when it begins.
         self.stats.requests_dropped += self.request_queue.len() as u64;
-        self.request_queue.clear();
+        let queued: Vec<crate::ClientId> =
+            self.request_queue.drain(..).map(|r| r.client_id).collect();
+        for client_id in queued {
+            self.note_waiting_client(client_id);
+        }
         self.prepare_entry(
             now,
             message.client_id,
@@ -278,6 +287,15 @@ impl<S: Service> Replica<S> {
             EntryKind::Reconfiguration,
         );
         self.epoch_state.reconfiguration_at = self.op_number;
+    }
+
+    /// A request refused behind a pending reconfiguration: its client is
+    /// told of the new epoch when it begins.
+    pub(super) fn note_waiting_client(&mut self, client_id: crate::ClientId) {
+        let waiting = &mut self.epoch_state.waiting_clients;
+        if waiting.len() < self.config.request_queue_max as usize && !waiting.contains(&client_id) {
+            waiting.push(client_id);
+        }
     }
 
     /// Primary entering a view: notes a reconfiguration in its log that is
@@ -379,6 +397,15 @@ impl<S: Service> Replica<S> {
             None => self.retire(),
         }
         self.send_start_epochs(now);
+        // Clients refused behind the reconfiguration resend to the new
+        // members now (§7.3), not after their timeout.
+        let notice = self.start_epoch_notice();
+        for client_id in core::mem::take(&mut self.epoch_state.waiting_clients) {
+            self.outbox.push_back(Action::NewEpoch {
+                client_id,
+                notice: notice.clone(),
+            });
+        }
     }
 
     fn remember_epoch(&mut self, epoch: u32, members: Vec<MemberId>) {

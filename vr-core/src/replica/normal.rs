@@ -12,12 +12,16 @@ use crate::Service;
 impl<S: Service> Replica<S> {
     /// §4.1 steps 1–3: the primary orders a client's request.
     pub(super) fn on_request(&mut self, now: Instant, request: Request) {
+        if self.is_primary() && self.epoch_state.reconfiguration_at != 0 {
+            // §7.1: after a reconfiguration the epoch takes no request; its
+            // client is told of the next epoch as soon as it begins.
+            self.stats.requests_dropped += 1;
+            self.note_waiting_client(request.client_id);
+            return;
+        }
         if !self.is_primary()
             || request.op.len() > self.config.op_size_max as usize
             || self.forming_cluster()
-            // §7.1: after a reconfiguration the epoch takes no request; its
-            // clients are told of the next one when they retry.
-            || self.epoch_state.reconfiguration_at != 0
         {
             // Backups never answer clients; the client retries to all
             // replicas and so finds the primary.
