@@ -40,9 +40,8 @@ pub struct Client {
 
 struct ClientShared {
     node: RefCell<ClientNode>,
-    /// The configuration it started with (for [`Client::reconfigure`]).
+    /// The configuration it started with.
     config: ClientConfig,
-    cluster: u64,
     /// The highest request-number used so far.
     request_number: Cell<u64>,
     /// The epoch whose members' addresses are in `addresses`.
@@ -205,7 +204,6 @@ impl Client {
             node: RefCell::new(node),
             epoch: Cell::new(config.epoch),
             config,
-            cluster,
             request_number: Cell::new(0),
             origin: std::time::Instant::now(),
             outboxes: RefCell::default(),
@@ -243,14 +241,9 @@ impl Client {
     /// epoch-number once it committed. The primary refuses an invalid one,
     /// or one from a client whose epoch is not current, by not answering:
     /// it then fails like any request (after `request_attempts_max`
-    /// attempts, or never when unlimited). After an epoch change made
-    /// elsewhere, [`Client::submit`] something first: the answer tells the
-    /// client of the new epoch.
-    ///
-    /// The client keeps its identifier and request-numbers; it follows the
-    /// new epoch when a replica tells it (on its next request). Its view and
-    /// the op-number it has seen start over, which costs at most one retry
-    /// to every replica.
+    /// attempts, or never when unlimited). A request sent for an epoch that
+    /// has ended is answered with the new epoch's members, and sent again
+    /// for it.
     pub async fn reconfigure(
         &mut self,
         members: Vec<MemberId>,
@@ -264,28 +257,11 @@ impl Client {
             .map(|a| a.to_string().into_bytes())
             .collect();
         let now = shared.now();
-        // `ClientNode` has no reconfigure: continue in a new `Client` that
-        // knows what this one knows (epoch, members, addresses, numbers).
-        let mut config = shared.config.clone();
-        {
-            let node = shared.node.borrow();
-            let current = node.client();
-            if current.epoch() != config.epoch {
-                config.epoch = current.epoch();
-                config.members = current.members();
-                config.replica_count = config.members.len() as u8;
-                config.addresses = current.addresses().to_vec();
-                config.witnesses.clear();
-            }
-        }
-        let frame_size_max = config.message_size_max as usize;
-        let mut client = vr_core::Client::new(config, shared.request_number.get());
-        let number = client.reconfigure_with_addresses(now, members, addresses)?;
+        let number = shared
+            .node
+            .borrow_mut()
+            .reconfigure(now, members, addresses)?;
         shared.request_number.set(number);
-        let mut node = ClientNode::new(client, shared.cluster, frame_size_max);
-        // Not due: only moves the Reconfiguration into the node's frames.
-        let _ = node.handle_timeout(now);
-        *shared.node.borrow_mut() = node;
         let completion = shared.wait().await?;
         Ok(completion
             .result

@@ -72,9 +72,6 @@ struct Connection {
 /// and opened again after a failure.
 pub struct Client {
     node: ClientNode,
-    /// The configuration it started with (for [`Client::reconfigure`]).
-    config: ClientConfig,
-    cluster: u64,
     /// The highest request-number used so far.
     request_number: u64,
     /// The epoch whose members' addresses are in `addresses`.
@@ -114,13 +111,12 @@ impl Client {
         for (&id, &address) in ids.iter().zip(&addresses) {
             by_member[id] = Some(address);
         }
-        let client = vr_core::Client::new(config.clone(), 0);
+        let epoch = config.epoch;
+        let client = vr_core::Client::new(config, 0);
         Ok(Client {
             queue_bytes_max: QUEUE_FRAMES_MAX * frame_size_max,
             node: ClientNode::new(client, cluster, frame_size_max),
-            epoch: config.epoch,
-            config,
-            cluster,
+            epoch,
             request_number: 0,
             connections: by_member.iter().map(|_| None).collect(),
             addresses: by_member,
@@ -148,14 +144,9 @@ impl Client {
     /// committed and returns the new epoch-number. The primary refuses an
     /// invalid one, or one from a client whose epoch is not current, by not
     /// answering: it then fails like any request (after
-    /// `request_attempts_max` attempts, or never when unlimited). After an
-    /// epoch change made elsewhere, [`Client::submit`] something first: the
-    /// answer tells the client of the new epoch.
-    ///
-    /// The client keeps its identifier and request-numbers; it follows the
-    /// new epoch when a replica tells it (on its next request). Its view and
-    /// the op-number it has seen start over, which costs at most one retry
-    /// to every replica.
+    /// `request_attempts_max` attempts, or never when unlimited). A request
+    /// sent for an epoch that has ended is answered with the new epoch's
+    /// members, and sent again for it.
     pub fn reconfigure(
         &mut self,
         members: Vec<MemberId>,
@@ -166,24 +157,10 @@ impl Client {
             .map(|a| a.to_string().into_bytes())
             .collect();
         let now = self.core_time(StdInstant::now());
-        // `ClientNode` has no reconfigure: continue in a new `Client` that
-        // knows what this one knows (epoch, members, addresses, numbers).
-        let mut config = self.config.clone();
-        let current = self.node.client();
-        if current.epoch() != config.epoch {
-            config.epoch = current.epoch();
-            config.members = current.members();
-            config.replica_count = config.members.len() as u8;
-            config.addresses = current.addresses().to_vec();
-            config.witnesses.clear();
-        }
-        let mut client = vr_core::Client::new(config, self.request_number);
-        self.request_number = client
-            .reconfigure_with_addresses(now, members, addresses)
+        self.request_number = self
+            .node
+            .reconfigure(now, members, addresses)
             .map_err(ClientError::Request)?;
-        self.node = ClientNode::new(client, self.cluster, self.config.message_size_max as usize);
-        // Not due: only moves the Reconfiguration into the node's frames.
-        let _ = self.node.handle_timeout(now);
         let done = self.wait()?;
         Ok(done
             .result

@@ -50,9 +50,6 @@ impl Drop for Link {
 /// and must not outlive it.
 pub struct Client {
     node: ClientNode,
-    /// The configuration it started with (for [`Client::reconfigure`]).
-    config: ClientConfig,
-    cluster: u64,
     /// The highest request-number used so far.
     request_number: u64,
     /// The epoch whose members' addresses are in `addresses`.
@@ -97,12 +94,11 @@ impl Client {
         for (&id, &address) in ids.iter().zip(&addresses) {
             by_member[id] = Some(address);
         }
-        let client = vr_core::Client::new(config.clone(), 0);
+        let epoch = config.epoch;
+        let client = vr_core::Client::new(config, 0);
         Ok(Client {
             node: ClientNode::new(client, cluster, frame_size_max),
-            epoch: config.epoch,
-            config,
-            cluster,
+            epoch,
             request_number: 0,
             links: by_member.iter().map(|_| None).collect(),
             addresses: by_member,
@@ -137,14 +133,9 @@ impl Client {
     /// epoch-number once the reconfiguration committed. The primary refuses
     /// an invalid one, or one from a client whose epoch is not current, by
     /// not answering: it then fails like any request (after
-    /// `request_attempts_max` attempts, or never when unlimited). After an
-    /// epoch change made elsewhere, [`Client::submit`] something first: the
-    /// answer tells the client of the new epoch.
-    ///
-    /// The client continues with the same identifier and request-numbers;
-    /// it follows the new epoch when a replica tells it (its next request).
-    /// Its view and the op-number it has seen start over, which only costs
-    /// a retry to every replica if the view has moved on.
+    /// `request_attempts_max` attempts, or never when unlimited). A request
+    /// sent for an epoch that has ended is answered with the new epoch's
+    /// members, and sent again for it.
     pub async fn reconfigure(
         &mut self,
         members: Vec<MemberId>,
@@ -158,22 +149,7 @@ impl Client {
             .map(|a| a.to_string().into_bytes())
             .collect();
         let now = self.now();
-        // `ClientNode` has no reconfigure: continue in a new `Client` that
-        // knows what this one knows (epoch, members, addresses, numbers).
-        let mut config = self.config.clone();
-        let current = self.node.client();
-        if current.epoch() != config.epoch {
-            config.epoch = current.epoch();
-            config.members = current.members();
-            config.replica_count = config.members.len() as u8;
-            config.addresses = current.addresses().to_vec();
-            config.witnesses.clear();
-        }
-        let mut client = vr_core::Client::new(config, self.request_number);
-        self.request_number = client.reconfigure_with_addresses(now, members, addresses)?;
-        self.node = ClientNode::new(client, self.cluster, self.frame_size_max);
-        // Not due: only moves the Reconfiguration into the node's frames.
-        let _ = self.node.handle_timeout(now);
+        self.request_number = self.node.reconfigure(now, members, addresses)?;
         let completion = self.wait().await?;
         let epoch = completion
             .result
