@@ -131,3 +131,30 @@ fn a_batch_of_seeds_booting_recovering_passes() {
         assert!(report.stats.formed_ns.is_some(), "seed {seed}: formed");
     }
 }
+
+/// Seed 825657 of a `vr-sim --seeds` batch: a replica restarted while the
+/// others were normal in view 1 with nothing in their logs took "every
+/// other replica holds nothing" for a cluster still forming and formed view
+/// 0 alone, as primary, behind the others; ops it then committed in view 0
+/// (with a replica that recovered into it) were dropped by the next view
+/// change, where the empty log of view 1 outranked them. Fix
+/// (`check_recovery_quorum`): only answers in view 0 holding nothing count
+/// as a cluster still forming.
+#[test]
+fn seed_825657_a_recovering_replica_does_not_form_view_0_behind_a_later_view() {
+    let options = Options {
+        reconfiguration_plans: true, // as the CLI runs it
+        ..Options::default()
+    };
+    let report = run_seed(825657, &options);
+    let summary = report.plan.summary();
+    assert!(
+        summary.contains("boot=recovering") && summary.contains("restarts<=347ms"),
+        "plan generation changed ({summary}); find the seed again"
+    );
+    assert!(
+        report.passed(),
+        "seed 825657 ({summary}): {:#?}",
+        report.violations
+    );
+}

@@ -270,8 +270,19 @@ impl<S: Service> Replica<S> {
         let answered: Vec<&RecoveryResponse> = recovery.responses.iter().flatten().collect();
         // Every other replica is recovering, or holds nothing at all (it
         // formed the cluster a moment before this replica asked): no op was
-        // ever committed, so starting empty loses nothing.
+        // ever committed, so starting empty loses nothing. But not when one
+        // is normal in a view led by another replica, even holding nothing:
+        // that view can commit without this one, right after answering, and
+        // forming view 0 would go back to a view the others left; ops this
+        // replica then committed in view 0 (with one that recovered into
+        // it) were dropped by the next view change, where the later, empty
+        // view's log ranked higher (vr-sim seed 825657). Such a cluster is
+        // recovered from the usual way, below.
+        let view_led_by_another = answered.iter().any(|r| {
+            r.status == RecoveryStatus::Normal && self.config.primary_index(r.view) != self.replica
+        });
         if answered.len() == others
+            && !view_led_by_another
             && answered
                 .iter()
                 .all(|r| r.status == RecoveryStatus::Recovering || r.op_number == 0)
