@@ -221,28 +221,10 @@ impl<S: Service> Replica<S> {
             self.stats.requests_dropped += 1;
             return;
         }
-        match self
-            .client_table
-            .lookup(message.client_id, message.request_number)
-        {
-            Lookup::Stale => {
-                self.stats.requests_dropped += 1;
-                return;
-            }
-            Lookup::Latest(entry) => {
-                // Already executed: it may be what began this epoch.
-                let reply = Reply {
-                    view: self.view,
-                    client_id: message.client_id,
-                    request_number: message.request_number,
-                    op_number: entry.op_number,
-                    result: entry.result.clone(),
-                };
-                self.stats.requests_deduplicated += 1;
-                self.outbox.push_back(Action::Reply(reply));
-                return;
-            }
-            Lookup::New => {}
+        // Already executed (it may be what began this epoch): the cached
+        // reply, as for any request.
+        if self.answered_from_client_table(message.client_id, message.request_number) {
+            return;
         }
         let keeps_a_member = message
             .members

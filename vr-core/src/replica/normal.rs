@@ -51,28 +51,8 @@ impl<S: Service> Replica<S> {
             self.admit_request(now, request);
             return;
         }
-        match self
-            .client_table
-            .lookup(request.client_id, request.request_number)
-        {
-            Lookup::Stale => {
-                self.stats.requests_dropped += 1;
-                return;
-            }
-            Lookup::Latest(entry) => {
-                // §4.1 step 2: resend the cached reply; never execute twice.
-                let reply = Reply {
-                    view: self.view,
-                    client_id: request.client_id,
-                    request_number: request.request_number,
-                    op_number: entry.op_number,
-                    result: entry.result.clone(),
-                };
-                self.stats.requests_deduplicated += 1;
-                self.outbox.push_back(super::Action::Reply(reply));
-                return;
-            }
-            Lookup::New => {}
+        if self.answered_from_client_table(request.client_id, request.request_number) {
+            return;
         }
         let in_progress = self.requests_in_progress.get(&request.client_id).copied();
         if in_progress.is_some_and(|r| r >= request.request_number) {
@@ -81,6 +61,35 @@ impl<S: Service> Replica<S> {
             return;
         }
         self.admit_request(now, request);
+    }
+
+    /// §4.1 step 2: a request the client table has seen is not executed
+    /// again. The latest one is answered with the cached reply, an older
+    /// one dropped. Returns whether the request was one of those.
+    pub(super) fn answered_from_client_table(
+        &mut self,
+        client_id: crate::ClientId,
+        request_number: u64,
+    ) -> bool {
+        match self.client_table.lookup(client_id, request_number) {
+            Lookup::Stale => {
+                self.stats.requests_dropped += 1;
+                true
+            }
+            Lookup::Latest(entry) => {
+                let reply = Reply {
+                    view: self.view,
+                    client_id,
+                    request_number,
+                    op_number: entry.op_number,
+                    result: entry.result.clone(),
+                };
+                self.stats.requests_deduplicated += 1;
+                self.outbox.push_back(super::Action::Reply(reply));
+                true
+            }
+            Lookup::New => false,
+        }
     }
 
     /// Prepares the request now, or queues it while the window is full.
