@@ -16,7 +16,7 @@
 //! The fetched checkpoint is staged and installed, with the log that follows
 //! it, only when the whole sync is complete.
 
-use alloc::collections::VecDeque;
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
@@ -55,13 +55,25 @@ pub(crate) struct CheckpointFetch {
     /// Nodes whose children are still to be asked for: `(level, index,
     /// digest)`, level by level; `level == height` is the root.
     nodes_wanted: VecDeque<(usize, u64, Digest)>,
-    /// Pages to fetch, with their digests (`None` when fetched without the
-    /// tree: the whole checkpoint is then checked against the root).
+    /// Pages to fetch, in ascending order, with their digests (`None` when
+    /// fetched without the tree: the whole checkpoint is then checked
+    /// against the root). Fetched ones leave from the front; one fetched
+    /// out of order stays until the pages before it are fetched (its slot
+    /// in `pages` says it is done).
     pages_wanted: VecDeque<(u64, Option<Digest>)>,
-    /// The beginning of the first wanted page, as received so far.
-    partial: Vec<u8>,
+    /// The beginning of pages received in part (a page larger than a
+    /// message comes in several chunks).
+    partials: BTreeMap<u64, Vec<u8>>,
+    /// The last page asked for since the window was last sent whole: a
+    /// follow-up request asks for the pages after it.
+    requested_until: Option<u64>,
     stats: CheckpointFetchStats,
 }
+
+/// Page requests a checkpoint fetch keeps in flight: each answer is one
+/// message, so a transfer moves this many messages per round trip instead
+/// of one (a state many times a message's size over a long round trip).
+const PAGE_REQUESTS_IN_FLIGHT: usize = 8;
 
 impl CheckpointFetch {
     /// A fetch of `summary`: by walking its tree, or, when an answer cannot
@@ -82,7 +94,8 @@ impl CheckpointFetch {
             pages: alloc::vec![None; summary.page_count as usize],
             nodes_wanted,
             pages_wanted,
-            partial: Vec::new(),
+            partials: BTreeMap::new(),
+            requested_until: None,
             stats: CheckpointFetchStats::default(),
         }
     }
@@ -438,7 +451,7 @@ impl<S: Service> Replica<S> {
             return;
         };
         let source = sync.source;
-        let message = if let Some(&(level, _, _)) = fetch.nodes_wanted.front() {
+        let messages = if let Some(&(level, _, _)) = fetch.nodes_wanted.front() {
             // Children of as many parents as one answer can carry.
             let per_parent = 8 + 32 * FANOUT;
             let max = (budget / per_parent).max(1);
@@ -449,35 +462,76 @@ impl<S: Service> Replica<S> {
                 .take(max)
                 .map(|&(_, index, _)| index)
                 .collect();
-            Message::GetCheckpointTree(GetCheckpointTree {
+            alloc::vec![Message::GetCheckpointTree(GetCheckpointTree {
                 view: self.view,
                 root: fetch.summary.root,
                 level: u8::try_from(level).unwrap_or(u8::MAX),
                 parents,
                 replica: self.replica,
-            })
+            })]
         } else {
-            let max = (budget / 4096).clamp(1, 1024);
-            Message::GetCheckpointPages(GetCheckpointPages {
+            // The whole window of page requests, from the first page still
+            // wanted (sent at the start and again on the repair timer).
+            let groups = self.page_groups(0, PAGE_REQUESTS_IN_FLIGHT);
+            if let Some(fetch) = self.sync.as_mut().and_then(|s| s.fetch.as_mut()) {
+                fetch.requested_until = groups.last().and_then(|g| g.pages.last().copied());
+            }
+            groups.into_iter().map(Message::GetCheckpointPages).collect()
+        };
+        for message in messages {
+            self.send_fetch_request(source, message);
+        }
+        self.timers.repair = Some(now + self.config.resend_interval_ns);
+    }
+
+    /// Up to `count` page requests of the fetch: consecutive wanted pages
+    /// not yet fetched, from page `from` on, as many per request as one
+    /// answer may carry, each starting where its first page was cut.
+    fn page_groups(&self, from: u64, count: usize) -> Vec<GetCheckpointPages> {
+        let budget = self.log_budget_bytes();
+        let per_request = (budget / 4096).clamp(1, 1024);
+        let Some(fetch) = self.sync.as_ref().and_then(|s| s.fetch.as_ref()) else {
+            return Vec::new();
+        };
+        let mut groups: Vec<GetCheckpointPages> = Vec::new();
+        let pending = fetch
+            .pages_wanted
+            .iter()
+            .map(|&(page, _)| page)
+            .filter(|&page| page >= from)
+            .filter(|&page| fetch.pages.get(page as usize).is_some_and(|p| p.is_none()));
+        for page in pending {
+            let open = groups
+                .last()
+                .is_some_and(|g| g.pages.len() < per_request && g.offset == 0);
+            if open {
+                if let Some(group) = groups.last_mut() {
+                    group.pages.push(page);
+                }
+                continue;
+            }
+            if groups.len() == count {
+                break;
+            }
+            let offset = fetch.partials.get(&page).map_or(0, |p| p.len() as u64);
+            groups.push(GetCheckpointPages {
                 view: self.view,
                 root: fetch.summary.root,
-                pages: fetch
-                    .pages_wanted
-                    .iter()
-                    .take(max)
-                    .map(|&(page, _)| page)
-                    .collect(),
-                offset: fetch.partial.len() as u64,
+                pages: alloc::vec![page],
+                offset,
                 replica: self.replica,
-            })
-        };
+            });
+        }
+        groups
+    }
+
+    fn send_fetch_request(&mut self, source: ReplicaIndex, message: Message) {
         self.stats.state_requests_sent += 1;
         match self.transition_source() {
             // Transitioning (§7.2): named by member id (see `send_get_state`).
             Some(member) => self.send_member(member, message),
             None => self.send(source, message),
         }
-        self.timers.repair = Some(now + self.config.resend_interval_ns);
     }
 
     /// Resends whatever the sync is waiting for (the repair timer).
@@ -628,39 +682,99 @@ impl<S: Service> Replica<S> {
         if !fetch.nodes_wanted.is_empty() {
             return;
         }
+        // Answers arrive in any order (several requests are in flight):
+        // each chunk continues its own page, and anything else (a
+        // duplicate, a late answer) is skipped.
         let mut progressed = false;
         let mut received = 0u64;
+        let mut cut = None;
         for chunk in message.chunks {
-            let Some(&(page, digest)) = fetch.pages_wanted.front() else {
-                break;
+            let page = chunk.page;
+            let Ok(wanted) = fetch
+                .pages_wanted
+                .binary_search_by_key(&page, |&(p, _)| p)
+            else {
+                continue;
             };
-            if chunk.page != page || chunk.offset != fetch.partial.len() as u64 {
-                break;
+            let digest = fetch.pages_wanted[wanted].1;
+            if fetch.pages.get(page as usize).is_none_or(|p| p.is_some()) {
+                continue; // Fetched already.
             }
-            fetch.partial.extend_from_slice(&chunk.data);
-            progressed |= !chunk.data.is_empty();
-            if (fetch.partial.len() as u64) < chunk.size {
+            let partial = fetch.partials.entry(page).or_default();
+            if chunk.offset != partial.len() as u64 {
                 continue;
             }
-            let bytes = core::mem::take(&mut fetch.partial);
+            partial.extend_from_slice(&chunk.data);
+            progressed |= !chunk.data.is_empty();
+            if (partial.len() as u64) < chunk.size {
+                cut = Some(page);
+                continue;
+            }
+            let bytes = fetch.partials.remove(&page).unwrap_or_default();
             if bytes.len() as u64 != chunk.size || digest.is_some_and(|d| page_digest(&bytes) != d)
             {
                 // Not the page the tree promised: ask for it again.
                 self.stats.messages_invalid += 1;
-                break;
+                continue;
             }
             received += bytes.len() as u64;
             fetch.pages[page as usize] = Some(Arc::from(bytes));
-            fetch.pages_wanted.pop_front();
             // An empty page completes without bytes: still progress.
             progressed = true;
             fetch.stats.pages_fetched += 1;
             self.stats.checkpoint_pages_received += 1;
         }
-        self.stats.checkpoint_bytes_received += received;
-        if progressed {
-            self.after_fetch_progress(now);
+        while fetch
+            .pages_wanted
+            .front()
+            .is_some_and(|&(page, _)| fetch.pages.get(page as usize).is_some_and(|p| p.is_some()))
+        {
+            fetch.pages_wanted.pop_front();
         }
+        self.stats.checkpoint_bytes_received += received;
+        if !progressed {
+            // A duplicate or stale answer begets no request: with a network
+            // that duplicates, requests would multiply (seed 1813).
+            return;
+        }
+        if self.fetch_complete() {
+            self.after_fetch_progress(now);
+            return;
+        }
+        self.arm_view_change_timer(now);
+        // One answer, one request: the window stays full. The rest of a page
+        // cut short, else the next pages no request has asked for yet.
+        let source = self.sync.as_ref().map_or(0, |s| s.source);
+        let follow_up = match cut {
+            Some(page) => self.page_groups(page, 1),
+            None => {
+                let from = self
+                    .sync
+                    .as_ref()
+                    .and_then(|s| s.fetch.as_ref())
+                    .and_then(|f| f.requested_until)
+                    .map_or(0, |last| last + 1);
+                let groups = self.page_groups(from, 1);
+                if let Some(fetch) = self.sync.as_mut().and_then(|s| s.fetch.as_mut()) {
+                    if let Some(last) = groups.last().and_then(|g| g.pages.last()) {
+                        fetch.requested_until = Some(*last);
+                    }
+                }
+                groups
+            }
+        };
+        for group in follow_up {
+            self.send_fetch_request(source, Message::GetCheckpointPages(group));
+        }
+        self.timers.repair = Some(now + self.config.resend_interval_ns);
+    }
+
+    /// Whether every node and page of the fetch is known.
+    fn fetch_complete(&self) -> bool {
+        self.sync
+            .as_ref()
+            .and_then(|s| s.fetch.as_ref())
+            .is_some_and(|f| f.nodes_wanted.is_empty() && f.pages_wanted.is_empty())
     }
 
     /// After a fetch step: ask for more, or stage the complete checkpoint and
@@ -669,12 +783,7 @@ impl<S: Service> Replica<S> {
         // The source answers: give the fetch another timeout (a large state
         // takes longer than one).
         self.arm_view_change_timer(now);
-        let done = self
-            .sync
-            .as_ref()
-            .and_then(|s| s.fetch.as_ref())
-            .is_some_and(|f| f.nodes_wanted.is_empty() && f.pages_wanted.is_empty());
-        if !done {
+        if !self.fetch_complete() {
             self.send_checkpoint_request(now);
             return;
         }
