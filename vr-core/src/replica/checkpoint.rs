@@ -476,7 +476,10 @@ impl<S: Service> Replica<S> {
             if let Some(fetch) = self.sync.as_mut().and_then(|s| s.fetch.as_mut()) {
                 fetch.requested_until = groups.last().and_then(|g| g.pages.last().copied());
             }
-            groups.into_iter().map(Message::GetCheckpointPages).collect()
+            groups
+                .into_iter()
+                .map(Message::GetCheckpointPages)
+                .collect()
         };
         for message in messages {
             self.send_fetch_request(source, message);
@@ -690,10 +693,7 @@ impl<S: Service> Replica<S> {
         let mut cut = None;
         for chunk in message.chunks {
             let page = chunk.page;
-            let Ok(wanted) = fetch
-                .pages_wanted
-                .binary_search_by_key(&page, |&(p, _)| p)
-            else {
+            let Ok(wanted) = fetch.pages_wanted.binary_search_by_key(&page, |&(p, _)| p) else {
                 continue;
             };
             let digest = fetch.pages_wanted[wanted].1;
