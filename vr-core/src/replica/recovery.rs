@@ -79,20 +79,15 @@ impl<S: Service> Replica<S> {
             nonce: recovery.nonce,
             incarnation: recovery.incarnation,
         };
-        // Round 1 asks whoever has not answered, or answered while itself
-        // recovering (such an answer does not count towards the quorum,
-        // and that replica may have recovered since: seed 120998). Round 2
-        // asks everyone again each time: answers are replaced by newer
-        // ones, so the recovering replica follows view changes while it
-        // waits for a live primary.
+        // Both rounds ask everyone again each time: answers are replaced by
+        // newer ones, so the recovering replica follows view changes while
+        // it waits for a live primary, learns that a replica that answered
+        // while recovering has recovered since (seed 120998), and hears of
+        // a reconfiguration that happened after an answer (a replica of the
+        // new epoch answers with StartEpoch; seed 2034580, where round 1
+        // asked only a partitioned replica for ever).
         let missing: Vec<ReplicaIndex> = (0..self.config.replica_count)
-            .filter(|&r| {
-                r != self.replica
-                    && (recovery.incarnation != 0
-                        || recovery.responses[usize::from(r)]
-                            .as_ref()
-                            .is_none_or(|a| a.status == RecoveryStatus::Recovering))
-            })
+            .filter(|&r| r != self.replica)
             .collect();
         for replica in missing {
             self.send(replica, Message::Recovery(message));
