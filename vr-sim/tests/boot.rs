@@ -158,3 +158,33 @@ fn seed_825657_a_recovering_replica_does_not_form_view_0_behind_a_later_view() {
         report.violations
     );
 }
+
+/// Seeds 2034580 and 2000801 of a `vr-sim --seeds` batch: in round 1 of
+/// recovery a replica asked again only the replicas that had not answered,
+/// so with the one that had not answered partitioned it waited for ever;
+/// in 2034580 the replicas that had answered had since moved to a new epoch
+/// that removed the recovering one, and it never heard. Fix
+/// (`send_recovery`): every resend asks every replica.
+#[test]
+fn recovery_round_one_asks_everyone_again() {
+    let options = Options {
+        reconfiguration_plans: true, // as the CLI runs it
+        ..Options::default()
+    };
+    for (seed, mark) in [
+        (2034580, "reconfigure-to=[0, 1, 3]@2591ms"),
+        (2000801, "witnesses=[1, 3]"),
+    ] {
+        let report = run_seed(seed, &options);
+        let summary = report.plan.summary();
+        assert!(
+            summary.contains(mark),
+            "seed {seed}: plan generation changed ({summary}); find the seed again"
+        );
+        assert!(
+            report.passed(),
+            "seed {seed} ({summary}): {:#?}",
+            report.violations
+        );
+    }
+}
