@@ -437,13 +437,11 @@ impl Client {
             // Later replies may have raised what this read must reflect.
             read.op_number_min = read.op_number_min.max(self.op_number_seen);
         }
-        for replica in 0..self.config.replica_count {
-            let member = self
-                .config
-                .members
-                .get(usize::from(replica))
-                .copied()
-                .unwrap_or(replica);
+        let members = (0..self.config.replica_count).map(|i| {
+            let member = self.config.members.get(usize::from(i)).copied();
+            member.unwrap_or(i)
+        });
+        for member in members {
             self.outbox.push_back(ClientAction::Send {
                 replica: member,
                 epoch: self.config.epoch,

@@ -913,29 +913,32 @@ impl Reader<'_> {
     }
 
     fn entry(&mut self) -> Result<LogEntry, DecodeError> {
+        let op_number = self.u64()?;
+        let view = self.u64()?;
+        let client_id = self.u128()?;
+        let request_number = self.u64()?;
+        // The op's length carries the kind in its top bit (see `put_entry`).
+        let raw = self.u32()?;
+        let kind = if raw & RECONFIGURATION_BIT == 0 {
+            EntryKind::Operation
+        } else {
+            EntryKind::Reconfiguration
+        };
+        let len = usize::try_from(raw & OP_LENGTH_MASK)
+            .ok()
+            .filter(|&len| len <= self.rest.len())
+            .ok_or(DecodeError::Malformed(
+                "byte string past the end of the body",
+            ))?;
+        let (op, rest) = self.rest.split_at(len);
+        self.rest = rest;
         Ok(LogEntry {
-            op_number: self.u64()?,
-            view: self.u64()?,
-            client_id: self.u128()?,
-            request_number: self.u64()?,
-            kind: EntryKind::Operation, // Read with the op, below.
-            op: Vec::new(),
-        })
-        .and_then(|mut entry| {
-            let raw = self.u32()?;
-            if raw & RECONFIGURATION_BIT != 0 {
-                entry.kind = EntryKind::Reconfiguration;
-            }
-            let len = usize::try_from(raw & OP_LENGTH_MASK)
-                .ok()
-                .filter(|&len| len <= self.rest.len())
-                .ok_or(DecodeError::Malformed(
-                    "byte string past the end of the body",
-                ))?;
-            let (op, rest) = self.rest.split_at(len);
-            self.rest = rest;
-            entry.op = op.to_vec();
-            Ok(entry)
+            op_number,
+            view,
+            client_id,
+            request_number,
+            op: op.to_vec(),
+            kind,
         })
     }
 

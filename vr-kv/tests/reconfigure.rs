@@ -5,19 +5,16 @@
 //! through a node that joined.
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-fn free_addresses(n: usize) -> Vec<SocketAddr> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners.iter().map(|l| l.local_addr().unwrap()).collect()
-}
+mod common;
+
+use common::{connect, field, free_addresses, status, wait_until};
 
 fn list(addresses: &[SocketAddr]) -> String {
     let text: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
@@ -52,37 +49,6 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-fn connect(address: SocketAddr) -> Option<redis::Connection> {
-    let client = redis::Client::open(format!("redis://{address}/")).ok()?;
-    let connection = client
-        .get_connection_with_timeout(Duration::from_secs(2))
-        .ok()?;
-    connection
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    Some(connection)
-}
-
-fn status(address: SocketAddr) -> Option<String> {
-    let mut c = connect(address)?;
-    redis::cmd("VR.STATUS").query::<String>(&mut c).ok()
-}
-
-fn field(status: &str, name: &str) -> Option<String> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}:")))
-        .map(|v| v.trim().to_owned())
-}
-
-fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,26 +18,7 @@ use vr_mio::{start_replica_with_listener, Client, ReplicaOptions};
 fn grow_to_five_then_shrink_while_a_client_writes() {
     init_tracing();
     let config = Config::new(21, 3);
-    let listeners: Vec<_> = (0..5)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let addresses: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
-    let mut replicas = Vec::new();
-    let mut executed: Vec<Executed> = Vec::new();
-    for (i, listener) in listeners.into_iter().enumerate() {
-        // The first three know each other; a joiner knows everyone.
-        let known = if i < 3 {
-            &addresses[..3]
-        } else {
-            &addresses[..]
-        };
-        let mut options = ReplicaOptions::new(config.clone(), known.to_vec(), i as u8);
-        options.join = i >= 3;
-        let log = Executed::default();
-        replicas
-            .push(start_replica_with_listener(options, listener, Recorder(log.clone())).unwrap());
-        executed.push(log);
-    }
+    let (addresses, replicas, executed) = start_members(&config, 5);
 
     // The writer knows only the first three replicas.
     let mut writer = Client::connect(
@@ -136,25 +117,7 @@ fn grow_to_five_then_shrink_while_a_client_writes() {
 fn a_client_reaches_a_new_primary_at_the_address_the_notice_carried() {
     init_tracing();
     let config = Config::new(22, 3);
-    let listeners: Vec<_> = (0..4)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let addresses: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
-    let mut replicas = Vec::new();
-    let mut executed: Vec<Executed> = Vec::new();
-    for (i, listener) in listeners.into_iter().enumerate() {
-        let known = if i < 3 {
-            &addresses[..3]
-        } else {
-            &addresses[..]
-        };
-        let mut options = ReplicaOptions::new(config.clone(), known.to_vec(), i as u8);
-        options.join = i == 3;
-        let log = Executed::default();
-        replicas
-            .push(start_replica_with_listener(options, listener, Recorder(log.clone())).unwrap());
-        executed.push(log);
-    }
+    let (addresses, replicas, executed) = start_members(&config, 4);
     let mut client = Client::connect(
         addresses[..3].to_vec(),
         ClientConfig::new(&config, 7003),
@@ -182,4 +145,33 @@ fn a_client_reaches_a_new_primary_at_the_address_the_notice_carried() {
     for replica in replicas {
         replica.stop();
     }
+}
+
+/// Starts `total` replicas on loopback: the first three, of `config`, know
+/// one another; the others join (`ReplicaOptions::join`) and know everyone.
+/// Returns the addresses, the handles and what each executed.
+fn start_members(
+    config: &vr_core::Config,
+    total: usize,
+) -> (Vec<SocketAddr>, Vec<vr_mio::ReplicaHandle>, Vec<Executed>) {
+    let listeners: Vec<_> = (0..total)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let addresses: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+    let mut replicas = Vec::new();
+    let mut executed = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let known = if i < 3 {
+            &addresses[..3]
+        } else {
+            &addresses[..]
+        };
+        let mut options = ReplicaOptions::new(config.clone(), known.to_vec(), i as u8);
+        options.join = i >= 3;
+        let log = Executed::default();
+        replicas
+            .push(start_replica_with_listener(options, listener, Recorder(log.clone())).unwrap());
+        executed.push(log);
+    }
+    (addresses, replicas, executed)
 }

@@ -646,18 +646,6 @@ impl<S: Service> Replica<S> {
         self.epoch_state.reply_to = None;
     }
 
-    /// The member after `current` (cyclically, not this replica).
-    pub(super) fn next_transition_source(
-        &self,
-        current: crate::ReplicaIndex,
-    ) -> crate::ReplicaIndex {
-        let n = u16::from(self.config.replica_count);
-        (1..=n)
-            .map(|step| ((u16::from(current) + step) % n) as crate::ReplicaIndex)
-            .find(|&r| r != self.replica)
-            .unwrap_or(current)
-    }
-
     /// While transitioning: only state transfer goes on (committed entries
     /// are served to any view, so the views of the epoch do not matter).
     pub(super) fn handle_message_transitioning(&mut self, now: Instant, message: Message) {
@@ -672,20 +660,18 @@ impl<S: Service> Replica<S> {
     /// The transition's view-change timer: the fetch stalled; ask another
     /// member.
     pub(super) fn on_transition_timeout(&mut self, now: Instant) {
+        // The next source (`transition_source`, by member id): the sync's
+        // index is not used while transitioning.
         self.epoch_state.source_at = self.epoch_state.source_at.wrapping_add(1);
+        let base = self.commit_number;
         let Some(sync) = self.sync.as_mut() else {
             return;
         };
-        let current = sync.source;
         sync.fetch = None;
         sync.staged_checkpoint = None;
         sync.entries.clear();
-        let base = self.commit_number;
-        let source = self.next_transition_source(current);
-        if let Some(sync) = self.sync.as_mut() {
-            sync.source = source;
-            sync.base = base;
-        }
+        sync.base = base;
+        let source = sync.source;
         self.arm_view_change_timer(now);
         self.send_get_state(now, source, base);
     }
