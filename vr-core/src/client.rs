@@ -74,6 +74,9 @@ pub enum ClientError {
     /// No reply after `request_attempts_max` attempts. The request may still
     /// execute later: its outcome is unknown.
     TimedOut,
+    /// The client's request-numbers are used up (a recovery's fence left
+    /// no room above it, see [`Client::recover`]): use a new client id.
+    Exhausted,
 }
 
 impl core::fmt::Display for ClientError {
@@ -82,6 +85,7 @@ impl core::fmt::Display for ClientError {
             ClientError::Busy => "a request is already outstanding",
             ClientError::TooLarge => "operation larger than op_size_max",
             ClientError::TimedOut => "no reply; the outcome is unknown",
+            ClientError::Exhausted => "request-numbers exhausted; use a new client id",
         })
     }
 }
@@ -154,25 +158,45 @@ impl Client {
     }
 
     /// A client restarting with an identifier it used before and no memory
-    /// of its request-numbers (§4.3, "client recovery"). It first asks the
-    /// cluster for the latest request-number executed for it; that query
-    /// goes through the log, so it sees every earlier request. Its next
-    /// request is numbered two above the answer: one request of the old
-    /// incarnation may still be in flight and execute later, and must not
-    /// be mistaken for a new one.
+    /// of its request-numbers (§4.3, "client recovery"). It first sends
+    /// the cluster a recovery query, which goes through the log: executing
+    /// it fences every request of the client's earlier incarnations (they
+    /// become stale, even those still in flight) and answers the
+    /// request-number to continue above.
+    ///
+    /// The paper continues two above the latest request executed, which
+    /// assumes at most one old request in flight; a client that timed out
+    /// or abandoned requests and moved on may have several, and one of
+    /// them executing after the recovery would take the new request's
+    /// number. The fence is the start of the next block of
+    /// [`REQUEST_NUMBERS_PER_INCARNATION`](crate::client_table::REQUEST_NUMBERS_PER_INCARNATION)
+    /// numbers, above everything an earlier incarnation used.
+    ///
+    /// `nonce` must differ on every restart (take it from the operating
+    /// system's random source): a retried query of this recovery is then
+    /// told the same fence instead of being fenced off itself.
     ///
     /// Until the answer arrives the client is busy; the answer completes
     /// with request-number 0 (see [`Client::handle_reply`]).
-    pub fn recover(config: ClientConfig, now: Instant) -> Client {
+    pub fn recover(config: ClientConfig, now: Instant, nonce: u64) -> Client {
         let mut client = Client::new(config, 0);
         let request = Request {
             client_id: client.config.client_id,
             request_number: 0,
-            op: Vec::new(),
+            op: nonce.to_le_bytes().to_vec(),
         };
         let primary = client.primary();
         client.send_first(now, primary, 0, Message::Request(request));
         client
+    }
+
+    /// The next request-number, or [`ClientError::Exhausted`].
+    fn next_request_number(&mut self) -> Result<u64, ClientError> {
+        self.request_number = self
+            .request_number
+            .checked_add(1)
+            .ok_or(ClientError::Exhausted)?;
+        Ok(self.request_number)
     }
 
     /// Whether the client is still learning its request-numbers.
@@ -234,7 +258,7 @@ impl Client {
         if self.outstanding.is_some() {
             return Err(ClientError::Busy);
         }
-        self.request_number += 1;
+        self.next_request_number()?;
         let message = Reconfiguration {
             client_id: self.config.client_id,
             request_number: self.request_number,
@@ -334,7 +358,7 @@ impl Client {
         if op.len() > self.config.op_size_max as usize {
             return Err(ClientError::TooLarge);
         }
-        self.request_number += 1;
+        self.next_request_number()?;
         let read = ReadRequest {
             client_id: self.config.client_id,
             request_number: self.request_number,
@@ -373,7 +397,7 @@ impl Client {
         if op.len() > self.config.op_size_max as usize {
             return Err(ClientError::TooLarge);
         }
-        self.request_number += 1;
+        self.next_request_number()?;
         let request = Request {
             client_id: self.config.client_id,
             request_number: self.request_number,
@@ -387,8 +411,8 @@ impl Client {
     /// Takes in a reply. Returns the completion when it answers the
     /// outstanding request; replies to older requests (duplicates) are
     /// dropped. For a recovering client the completion has request-number 0
-    /// and the latest request-number executed (`u64` little-endian) as its
-    /// result; the client then continues two above it.
+    /// and the recovery's fence (`u64` little-endian, then the nonce) as its
+    /// result; the client then continues above it.
     pub fn handle_reply(&mut self, _now: Instant, reply: Reply) -> Option<Completion> {
         if reply.client_id != self.config.client_id {
             return None;
@@ -403,12 +427,13 @@ impl Client {
         self.op_number_seen = self.op_number_seen.max(reply.op_number);
         self.outstanding = None;
         if reply.request_number == 0 {
-            let latest = reply
+            // The fence of this recovery; none (exhausted): no number is left.
+            let fence = reply
                 .result
                 .get(..8)
                 .and_then(|b| b.try_into().ok())
-                .map_or(0, u64::from_le_bytes);
-            self.request_number = self.request_number.max(latest.saturating_add(1));
+                .map_or(u64::MAX, u64::from_le_bytes);
+            self.request_number = self.request_number.max(fence);
         }
         Some(Completion {
             request_number: reply.request_number,

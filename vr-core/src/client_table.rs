@@ -38,6 +38,26 @@ pub enum Lookup<'a> {
     Stale,
 }
 
+/// Request-numbers one incarnation of a client may use (§4.3, "client
+/// recovery"): a client that recovers continues in the next block of this
+/// many numbers, so every number its earlier incarnations used, even of
+/// requests still in flight, is below the fence the recovery sets.
+pub const REQUEST_NUMBERS_PER_INCARNATION: u64 = 1 << 40;
+
+/// The fence a recovering client's query sets (§4.3, "client recovery"):
+/// the first number of the block after the one holding `latest`, the latest
+/// request-number executed for it. An earlier incarnation numbered its
+/// requests from the start of `latest`'s block (0, or the fence its own
+/// recovery set), one by one, so all of them, executed or still in flight,
+/// lie below the new fence, and the table drops them as stale once the
+/// fence is recorded. `None` when the numbers are exhausted (2^24
+/// recoveries, or a client that numbered its requests near `u64::MAX`).
+pub fn recovery_fence(latest: u64) -> Option<u64> {
+    (latest / REQUEST_NUMBERS_PER_INCARNATION)
+        .checked_add(1)?
+        .checked_mul(REQUEST_NUMBERS_PER_INCARNATION)
+}
+
 /// No slot: an empty index bucket, or the end of the eviction list.
 const NIL: u32 = u32::MAX;
 

@@ -5,6 +5,7 @@ mod common;
 
 use common::{Cluster, Node, Recorder};
 use vr_core::message::{Message, PrepareOk};
+use vr_core::client_table::REQUEST_NUMBERS_PER_INCARNATION;
 use vr_core::{Client, ClientConfig, Config, Status};
 
 fn op(i: u64) -> Vec<u8> {
@@ -146,8 +147,8 @@ fn a_vote_from_before_a_crash_is_not_counted_after_recovery() {
 }
 
 /// Reference: §4.3, client recovery. A client that restarts with its old
-/// identifier learns its latest request-number and continues two above it;
-/// its next request is executed, not mistaken for a duplicate.
+/// identifier is told a fence above every number it used and continues
+/// above it; its next request is executed, not mistaken for a duplicate.
 #[test]
 fn restarted_client_continues_above_its_old_request_numbers() {
     let mut cluster = Cluster::new(3, 1, 15);
@@ -155,19 +156,95 @@ fn restarted_client_continues_above_its_old_request_numbers() {
         cluster.execute(0, &op(i));
     }
     let config = ClientConfig::new(&cluster.config, 1000);
-    cluster.clients[0] = Client::recover(config, cluster.now);
+    cluster.clients[0] = Client::recover(config, cluster.now, 77);
     assert!(cluster.clients[0].is_recovering());
     cluster.drain_client(0);
     let answer = cluster
         .await_completion(0, 0, 1_000)
         .expect("the cluster answers the recovery query");
-    assert_eq!(answer.result, 5u64.to_le_bytes());
+    let fence = REQUEST_NUMBERS_PER_INCARNATION;
+    assert_eq!(answer.result[..8], fence.to_le_bytes());
     assert!(!cluster.clients[0].is_recovering());
     let number = cluster.submit(0, b"after restart");
-    assert_eq!(number, 7, "two above the latest executed");
+    assert_eq!(number, fence + 1, "the first number above the fence");
     let completion = cluster.await_completion(0, number, 1_000).unwrap();
     assert!(completion.result.ends_with(b"after restart"));
     assert_eq!(cluster.executed(0).len(), 6);
+
+    // A second recovery moves to the next block; a retried query of it
+    // (the log holds it twice) is told the same fence, not fenced off.
+    let config = ClientConfig::new(&cluster.config, 1000);
+    cluster.completions.clear();
+    cluster.clients[0] = Client::recover(config, cluster.now, 78);
+    cluster.drain_client(0);
+    let query = cluster.in_flight.last().unwrap().message.clone();
+    cluster.inject(Node::Client(0), Node::Replica(0), query);
+    let answer = cluster.await_completion(0, 0, 1_000).unwrap();
+    assert_eq!(answer.result[..8], (2 * fence).to_le_bytes());
+    cluster.run_for_ms(50);
+    let number = cluster.submit(0, b"after second restart");
+    assert_eq!(number, 2 * fence + 1);
+    let completion = cluster.await_completion(0, number, 1_000).unwrap();
+    assert!(completion.result.ends_with(b"after second restart"));
+    cluster.assert_agreement();
+}
+
+/// Reference: §4.3, client recovery (issue 17, item 3). The paper's client
+/// continues two above the latest executed request, assuming at most one
+/// old request in flight. Here the old incarnation had two: r5 timed out
+/// (abandoned) and r6 was still in the network when the client crashed.
+/// Recovery reports 4; with "two above", the new client numbers its next
+/// request 6, the old r6 executes after the recovery, and the new request
+/// is answered with the old one's cached reply without running. The fence
+/// makes the old r6 stale instead.
+#[test]
+fn old_requests_in_flight_do_not_take_the_recovered_clients_numbers() {
+    let mut cluster = Cluster::new(3, 1, 16);
+    for i in 0..4 {
+        cluster.execute(0, &op(i));
+    }
+    // r5: lost, and the client gives up on it.
+    let r5 = cluster.submit(0, b"old r5");
+    assert_eq!(r5, 5);
+    cluster.in_flight.retain(|e| e.from != Node::Client(0));
+    assert_eq!(cluster.clients[0].abandon(), Some(5));
+    // r6: in the network when the client crashes.
+    let r6 = cluster.submit(0, b"old r6");
+    assert_eq!(r6, 6);
+    let held: Vec<_> = cluster
+        .in_flight
+        .iter()
+        .filter(|e| e.from == Node::Client(0))
+        .cloned()
+        .collect();
+    cluster.in_flight.retain(|e| e.from != Node::Client(0));
+    assert_eq!(held.len(), 1);
+
+    let config = ClientConfig::new(&cluster.config, 1000);
+    cluster.clients[0] = Client::recover(config, cluster.now, 99);
+    cluster.drain_client(0);
+    cluster
+        .await_completion(0, 0, 1_000)
+        .expect("the cluster answers the recovery query");
+    // The old r6 arrives now, after the recovery executed.
+    for e in held {
+        cluster.inject(e.from, e.to, e.message);
+    }
+    cluster.run_for_ms(50);
+    let number = cluster.submit(0, b"new request");
+    let completion = cluster.await_completion(0, number, 1_000).unwrap();
+    assert!(
+        completion.result.ends_with(b"new request"),
+        "the new request ran (got the reply of {:?})",
+        String::from_utf8_lossy(&completion.result)
+    );
+    let executed = cluster.executed(0);
+    assert!(executed.iter().any(|e| e.ends_with(b"new request")));
+    assert!(
+        !executed.iter().any(|e| e.ends_with(b"old r6")),
+        "the old incarnation's request was fenced"
+    );
+    cluster.assert_agreement();
 }
 
 /// Reference: §4.3 with crash vectors, seven replicas (f = 3). Round 1 of a
@@ -234,4 +311,39 @@ fn round_one_does_not_count_answers_from_recovering_replicas() {
     cluster.run_for_ms(500);
     assert_eq!(cluster.replicas[6].status(), Status::Normal);
     assert_eq!(cluster.replicas[6].incarnation(), 2);
+}
+
+/// Reference: §4.3 client recovery with §6 leased reads (issue 17, item
+/// 4). A recovery query must go through the log even when the service
+/// takes its op for a read and the primary holds a lease: answered from
+/// the state under the lease, it would tell the client nothing of its
+/// numbers (and fence nothing). The Recorder reads ops that begin with
+/// "read"; this nonce does.
+#[test]
+fn a_recovery_query_is_never_a_leased_read() {
+    let mut config = Config::new(7, 3);
+    config.seed = 18;
+    config.lease_duration_ns = 50_000_000;
+    config.clock_drift_max_ns = 5_000_000;
+    let mut cluster = Cluster::with_config(config, 1);
+    for i in 0..5 {
+        cluster.execute(0, &op(i));
+    }
+    cluster.run_for_ms(30); // heartbeats: the backups echo a timestamp
+    cluster.execute(0, b"read");
+    let leased_before = cluster.replicas[0].stats().leased_reads;
+    assert_eq!(leased_before, 1, "the primary holds a lease");
+    let client_config = ClientConfig::new(&cluster.config, 1000);
+    let nonce = u64::from_le_bytes(*b"readread");
+    cluster.clients[0] = Client::recover(client_config, cluster.now, nonce);
+    cluster.drain_client(0);
+    let answer = cluster.await_completion(0, 0, 1_000).unwrap();
+    assert_eq!(cluster.replicas[0].stats().leased_reads, leased_before);
+    assert_eq!(
+        answer.result[..8],
+        REQUEST_NUMBERS_PER_INCARNATION.to_le_bytes()
+    );
+    let number = cluster.submit(0, b"after restart");
+    assert_eq!(number, REQUEST_NUMBERS_PER_INCARNATION + 1);
+    cluster.await_completion(0, number, 1_000).unwrap();
 }

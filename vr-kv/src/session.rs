@@ -528,6 +528,11 @@ fn batch_replies(count: usize, outcome: Result<Vec<u8>, SubmitError>) -> Vec<Vec
         Err(SubmitError::Client(ClientError::TooLarge)) => {
             return every(Reply::Error(ERR_TOO_LARGE.to_owned()))
         }
+        Err(SubmitError::Client(ClientError::Exhausted)) => {
+            return every(Reply::Error(
+                "ERR internal error: request-numbers exhausted".to_owned(),
+            ))
+        }
         Err(SubmitError::Client(ClientError::Busy)) => {
             return every(Reply::Error(
                 "ERR internal error: a request is already outstanding".to_owned(),

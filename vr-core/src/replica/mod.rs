@@ -926,6 +926,57 @@ impl<S: Service> Replica<S> {
         self.stats.witness_log_skips += 1;
     }
 
+    /// A recovering client's query (§4.3, "client recovery"), executed in
+    /// log order: it fences the client's earlier incarnations by recording
+    /// the first request-number of a new block
+    /// ([`crate::client_table::recovery_fence`]) as the client's latest, so
+    /// that every request they sent, even one still in flight, is stale
+    /// from here on; the client continues above the fence. The paper's
+    /// "two above the latest" assumes at most one old request in flight,
+    /// which a client that times out and moves on breaks.
+    ///
+    /// The query's op is the client's recovery nonce: a retried query of
+    /// the same recovery (the log may hold it twice) is answered with the
+    /// same fence rather than moving it again past the numbers the client
+    /// has begun to use. The result is the fence (`u64` LE) followed by
+    /// the nonce, empty when the client's numbers are exhausted.
+    fn execute_client_recovery(&mut self, op_number: u64) {
+        let entry = &self.log[(op_number - self.log_base - 1) as usize];
+        let client_id = entry.client_id;
+        let nonce = &entry.op;
+        let answer = |fence: u64| {
+            let mut result = fence.to_le_bytes().to_vec();
+            result.extend_from_slice(nonce);
+            result
+        };
+        let latest = self.client_table.get(client_id);
+        let result = match latest {
+            // The same recovery, asked again: the same fence.
+            Some(latest) if latest.result == answer(latest.request_number) => {
+                latest.result.clone()
+            }
+            _ => match crate::client_table::recovery_fence(latest.map_or(0, |e| e.request_number))
+            {
+                Some(fence) => {
+                    let result = answer(fence);
+                    self.client_table
+                        .record(client_id, fence, op_number, result.clone());
+                    result
+                }
+                None => Vec::new(),
+            },
+        };
+        if self.is_primary() {
+            self.outbox.push_back(Action::Reply(Reply {
+                view: self.view,
+                client_id,
+                request_number: 0,
+                op_number,
+                result,
+            }));
+        }
+    }
+
     fn execute(&mut self, op_number: u64) {
         let entry = &self.log[(op_number - self.log_base - 1) as usize];
         if entry.kind == EntryKind::Reconfiguration {
@@ -936,21 +987,7 @@ impl<S: Service> Replica<S> {
         // The table is the same on every replica (it changes only here, in
         // op order), so skipping a duplicate is itself deterministic.
         let lookup = if request_number == 0 {
-            // A recovering client asks for its latest request-number (§4.3,
-            // "client recovery"); answered in log order, never recorded.
-            let latest = self
-                .client_table
-                .get(client_id)
-                .map_or(0, |e| e.request_number);
-            if self.is_primary() {
-                self.outbox.push_back(Action::Reply(Reply {
-                    view: self.view,
-                    client_id,
-                    request_number: 0,
-                    op_number,
-                    result: latest.to_le_bytes().to_vec(),
-                }));
-            }
+            self.execute_client_recovery(op_number);
             return;
         } else {
             self.client_table.lookup(client_id, request_number)

@@ -28,6 +28,14 @@ impl<S: Service> Replica<S> {
             self.stats.requests_dropped += 1;
             return;
         }
+        if request.request_number == 0 {
+            // Client recovery: a query that fences the client's earlier
+            // incarnations, which goes through the log so that it sees every
+            // earlier request. Before the leased read: a service that takes
+            // the query's op for a read must not answer it from its state.
+            self.admit_request(now, request);
+            return;
+        }
         if self.config.lease_duration_ns != 0
             && self.service.is_read_only(&request.op)
             && self.lease_valid(now)
@@ -43,12 +51,6 @@ impl<S: Service> Replica<S> {
                 op_number: self.commit_number,
                 result,
             }));
-            return;
-        }
-        if request.request_number == 0 {
-            // Client recovery: a query for the latest request-number, which
-            // goes through the log so that it sees every earlier request.
-            self.admit_request(now, request);
             return;
         }
         if self.answered_from_client_table(request.client_id, request.request_number) {
