@@ -4,6 +4,7 @@
 mod common;
 
 use common::{Cluster, Node, Recorder};
+use vr_core::message::Message;
 use vr_core::{Config, Status};
 
 /// Runs until every replica of `members` is normal in `epoch` with equal
@@ -346,4 +347,105 @@ fn a_client_refused_behind_the_reconfiguration_is_told_when_the_epoch_begins() {
         "it was refused"
     );
     assert!(done.op_number > 2, "executed after the reconfiguration");
+}
+
+/// §4.3 with §7 (issue 17, item 1): a replica restarted without its memory
+/// and with an older epoch's configuration recovers in that epoch, then
+/// executes the reconfiguration that begins the next one. Before its crash
+/// it may already have taken part in that next epoch (here it acknowledged
+/// W1 there), so it must not enter it as a normal member with a blank
+/// crash vector: it recovers in the new epoch, which fences its old votes
+/// and hands it W1.
+///
+/// Epoch 0 = {r0..r4}. The reconfiguration to {0, 1, 2} commits at op n
+/// (r0 with acks of r1 and r3), only r1 hears the commit: r0 and r1 enter
+/// epoch 1, r2–r4 stay in epoch 0. W1 commits at n + 1 in epoch 1 (r0 +
+/// r1). r0 is cut off; r1 is wiped and restarted with the epoch-0
+/// configuration; r2–r4 form a later view of epoch 0 (r3 holds n), r1
+/// recovers into it, and n commits there, so r1 and r2 execute it and
+/// enter epoch 1. Entering it normal, r1 and r2 would form view 1 of epoch
+/// 1 without W1 and commit W2 at n + 1: W1, committed, would be lost.
+#[test]
+fn a_wiped_replica_restarted_in_an_older_epoch_recovers_in_the_next_one() {
+    let mut config = Config::new(7, 5);
+    config.seed = 40;
+    let mut cluster = Cluster::with_config(config, 2);
+    cluster.execute(0, b"a");
+    // Phase 1: r0 and r1 carry the reconfiguration into epoch 1; r3 only
+    // acknowledges its Prepare; r2 and r4 hear nothing from them.
+    cluster.filter = Box::new(|e| match (e.from, e.to) {
+        (Node::Replica(from), Node::Replica(to)) if from <= 1 && to >= 2 => {
+            to == 3 && matches!(e.message, Message::Prepare(_))
+        }
+        _ => true,
+    });
+    assert_eq!(reconfigure(&mut cluster, 1, &[0, 1, 2]), 1);
+    cluster.run_for_ms(20);
+    let n = cluster.replicas[0].commit_number();
+    assert_eq!(cluster.replicas[1].epoch(), 1);
+    for r in 2..5 {
+        assert_eq!(cluster.replicas[r].epoch(), 0, "r{r} stays in epoch 0");
+    }
+    let w1 = cluster.execute(0, b"W1");
+    assert_eq!(w1.op_number, n + 1, "W1 committed in epoch 1 by r0 and r1");
+
+    // Phase 2: r0 cut off; r1 wiped and restarted with epoch 0's
+    // configuration (all a restarted process may know).
+    // r3 and r4's acknowledgements to the new primary are held back
+    // until r1 has recovered, so that n commits with r1's.
+    let hold_acks = std::rc::Rc::new(std::cell::Cell::new(true));
+    let holding = hold_acks.clone();
+    cluster.filter = Box::new(move |e| {
+        let acks_held = holding.get()
+            && matches!(e.from, Node::Replica(3 | 4))
+            && matches!(e.message, Message::PrepareOk(_));
+        e.from != Node::Replica(0) && e.to != Node::Replica(0) && !acks_held
+    });
+    cluster.crash(1);
+    let epoch_0 = cluster.config.clone();
+    cluster.restart_with(1, epoch_0, 1, Recorder::default(), 91);
+    for _ in 0..500 {
+        cluster.run_for_ms(10);
+        let r1 = &cluster.replicas[1];
+        if r1.status() == Status::Normal || r1.epoch() == 1 {
+            break;
+        }
+    }
+    assert_eq!(
+        (cluster.replicas[1].epoch(), cluster.replicas[1].status()),
+        (0, Status::Normal),
+        "r1 recovered into a later view of epoch 0"
+    );
+    assert!(cluster.replicas[1].op_number() > n - 1, "its log holds n");
+    hold_acks.set(false);
+    cluster.run_for_ms(3_000);
+    assert_eq!(
+        cluster.replicas[2].epoch(),
+        1,
+        "r2–r4 committed the reconfiguration in epoch 0"
+    );
+    let w2 = cluster.submit(0, b"W2");
+    let early = cluster.await_completion(0, w2, 3_000);
+    assert!(
+        early.is_none(),
+        "epoch 1 cannot commit without r0, the only live holder of W1 \
+         (W2 completed at op {:?})",
+        early.map(|c| c.op_number)
+    );
+    assert_ne!(cluster.replicas[1].status(), Status::Normal);
+
+    // Phase 3: heal. W1 survives, W2 follows it, everyone agrees.
+    cluster.heal();
+    let done = cluster
+        .await_completion(0, w2, 10_000)
+        .expect("W2 completes once r0 is back");
+    assert!(done.op_number > n + 1);
+    settle(&mut cluster, &[0, 1, 2], 1, 10_000);
+    cluster.run_for_ms(300);
+    cluster.assert_agreement();
+    for r in 0..3u8 {
+        let executed = cluster.executed(r);
+        assert!(executed.iter().any(|op| op == b"W1"), "r{r} lost W1");
+        assert!(executed.iter().any(|op| op == b"W2"), "r{r} lacks W2");
+    }
 }

@@ -371,6 +371,14 @@ impl<S: Service> Replica<S> {
             .collect();
         self.stats.epochs_started += 1;
         match next.index_of_member(self.member) {
+            Some(index) if self.recovered_log_op.is_some_and(|op| op_number <= op) => {
+                // Its earlier incarnation may have been a member of this
+                // epoch already, and voted there: recover in it, so that
+                // a new incarnation fences those votes and the epoch's
+                // primary hands it what they helped commit.
+                self.enter_epoch_config(now, next, index);
+                self.start_recovery(now);
+            }
             Some(index) => {
                 self.enter_epoch_config(now, next, index);
                 self.status = Status::Normal;
@@ -691,6 +699,15 @@ impl<S: Service> Replica<S> {
         // the usual way: their primary's messages, or a view change.
         self.view = 0;
         self.last_normal_view = 0;
+        if self
+            .recovered_log_op
+            .is_some_and(|op| self.epoch_state.start_op <= op)
+        {
+            // As in `apply_pending_epoch`: an earlier incarnation may have
+            // voted in this epoch; recover in it.
+            self.start_recovery(now);
+            return;
+        }
         self.status = Status::Normal;
         self.enter_normal_timers(now);
         let notice = self.start_epoch_notice();

@@ -270,6 +270,16 @@ pub struct Replica<S: Service> {
     crash_vector: CrashVector,
     /// While recovering: the recovery in progress.
     recovery: Option<RecoveryState>,
+    /// Set once this replica, restarted without its memory, completed a
+    /// recovery in the current epoch: the op-number of the log it then
+    /// installed. Every reconfiguration committed before its crash is in
+    /// that log, so its earlier incarnation may have taken part in an
+    /// epoch begun by an entry at or below this op, and never in one begun
+    /// above it. Entering such an epoch, it recovers there (§4.3 in the
+    /// new epoch) instead of becoming normal at once with a blank crash
+    /// vector: its forgotten votes there would otherwise count (issue 17,
+    /// item 1).
+    recovered_log_op: Option<u64>,
 
     // Primary state.
     /// Per replica, the highest op-number it acknowledged in this view.
@@ -462,6 +472,7 @@ impl<S: Service> Replica<S> {
             now,
             crash_vector: core::iter::repeat_n(0, n).collect(),
             recovery: None,
+            recovered_log_op: None,
             prepare_ok_op: alloc::vec![0; n],
             prepare_ok_commit: alloc::vec![0; n],
             prepare_ok_heard_at: alloc::vec![now; n],

@@ -344,6 +344,7 @@ impl<S: Service> Replica<S> {
     /// Every replica lost its state: start view 0 with an empty log.
     fn form_new_cluster(&mut self, now: Instant) {
         self.recovery = None;
+        self.recovered_log_op = Some(self.op_number);
         self.view = 0;
         self.last_normal_view = 0;
         self.status = Status::Normal;
@@ -351,10 +352,12 @@ impl<S: Service> Replica<S> {
         self.enter_normal_timers(now);
     }
 
-    /// Called when the recovering replica installed the primary's state.
-    pub(super) fn finish_recovery(&mut self) {
+    /// Called when the recovering replica installed the primary's state,
+    /// a log up to `op_number`.
+    pub(super) fn finish_recovery(&mut self, op_number: u64) {
         if self.recovery.take().is_some() {
             self.stats.recoveries_completed += 1;
+            self.recovered_log_op = Some(op_number);
         }
     }
 
