@@ -350,6 +350,13 @@ pub struct ReconfigurationPlan {
     pub crash_primary: PrimaryCrash,
     /// The crashed primary restarts (`Replica::recover`) this long after.
     pub restart_delay_ns: u64,
+    /// Whether a replica of the first epoch restarts with the first
+    /// epoch's configuration, as a restarted `vr-kv node` does and
+    /// `docs/operations.md` allows, rather than with the latest one the
+    /// simulator knows: it then learns the current epoch from its peers, or
+    /// recovers in an older epoch and executes its way forward (issue 17,
+    /// item 1).
+    pub restart_in_first_epoch: bool,
 }
 
 impl ReconfigurationPlan {
@@ -360,8 +367,13 @@ impl ReconfigurationPlan {
             PrimaryCrash::AfterRequest => " crash-primary=after-request".to_string(),
             PrimaryCrash::AfterCommit => " crash-primary=after-commit".to_string(),
         };
+        let restart = if self.restart_in_first_epoch {
+            " restart-in=first-epoch"
+        } else {
+            ""
+        };
         format!(
-            " reconfigure-to={:?}@{}ms{crash}",
+            " reconfigure-to={:?}@{}ms{crash}{restart}",
             self.members,
             self.at_ns / MS
         )
@@ -468,11 +480,16 @@ impl SeedPlan {
             ],
         );
         let latest = (self.workload.safety_duration_ns / 2).max(20 * MS);
+        let at_ns = between(&mut prng, 10 * MS, latest);
+        let restart_delay_ns = between(&mut prng, MS, 2 * SECOND);
+        // Drawn last: the plans drawn before it keep their other choices.
+        let restart_in_first_epoch = prng.below(2) == 0;
         self.reconfiguration = Some(ReconfigurationPlan {
             members,
-            at_ns: between(&mut prng, 10 * MS, latest),
+            at_ns,
             crash_primary,
-            restart_delay_ns: between(&mut prng, MS, 2 * SECOND),
+            restart_delay_ns,
+            restart_in_first_epoch,
         });
     }
 
@@ -490,6 +507,7 @@ impl SeedPlan {
             at_ns,
             crash_primary,
             restart_delay_ns: 300 * MS,
+            restart_in_first_epoch: false,
         });
         self
     }

@@ -78,14 +78,23 @@ impl Simulator {
 
     /// How replica `i` restarts: `recover` in the latest epoch it is a
     /// member of (the latest the simulator knows, else epoch 0), or, for a
-    /// new member whose epoch has not begun, `join` again.
+    /// new member whose epoch has not begun, `join` again. With
+    /// [`ReconfigurationPlan::restart_in_first_epoch`](crate::plan::ReconfigurationPlan::restart_in_first_epoch),
+    /// a member of the first epoch `recover`s with the first epoch's
+    /// configuration whatever the latest.
     pub(super) fn rebuild(&mut self, i: u8, now: Instant, nonce: u64) -> (Replica<Kv>, bool) {
         let recovery = &self.plan.recovery;
         let kv = Kv::with_ballast(recovery.ballast_pages, recovery.ballast_page_size);
+        let in_first_epoch = self
+            .plan
+            .reconfiguration
+            .as_ref()
+            .is_some_and(|r| r.restart_in_first_epoch)
+            && self.initial_members.contains(&i);
         let built = if let Some(index) = self
             .epoch_config
             .index_of_member(i)
-            .filter(|_| self.epoch > 0)
+            .filter(|_| self.epoch > 0 && !in_first_epoch)
         {
             Replica::recover(self.epoch_config.clone(), index, kv, now, nonce).map(|r| (r, true))
         } else if self.initial_members.contains(&i) {
