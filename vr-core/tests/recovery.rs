@@ -347,3 +347,35 @@ fn a_recovery_query_is_never_a_leased_read() {
     assert_eq!(number, REQUEST_NUMBERS_PER_INCARNATION + 1);
     cluster.await_completion(0, number, 1_000).unwrap();
 }
+
+/// Reference: §4.3 with crash vectors (issue 17, item 6). A replica that
+/// another knows by a later incarnation than its own (an earlier life's
+/// unfinished round 2 reached that replica after this life chose its
+/// number) moves above it: otherwise every vote it sends is dropped as
+/// stale there for ever (vr-sim seed 2016416). It forgot nothing, so the
+/// cluster goes on serving.
+#[test]
+fn a_replica_known_by_a_later_incarnation_moves_above_it() {
+    let mut cluster = Cluster::new(3, 1, 19);
+    cluster.execute(0, &op(0));
+    assert_eq!(cluster.replicas[0].incarnation(), 0);
+    // r1 recorded incarnation 2 of r0 from a lingering Recovery.
+    let mut crash_vector = common::cv(3);
+    crash_vector[0] = 2;
+    let vote = PrepareOk {
+        view: 0,
+        op_number: 1,
+        replica: 1,
+        timestamp_ns: 0,
+        commit_number: 1,
+        crash_vector,
+    };
+    cluster.inject(Node::Replica(1), Node::Replica(0), Message::PrepareOk(vote));
+    cluster.run_for_ms(10);
+    assert_eq!(cluster.replicas[0].incarnation(), 3, "above the one known");
+    assert_eq!(cluster.replicas[0].stats().incarnations_raised, 1);
+    for i in 1..4 {
+        cluster.execute(0, &op(i));
+    }
+    cluster.assert_agreement();
+}

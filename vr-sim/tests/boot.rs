@@ -188,3 +188,34 @@ fn recovery_round_one_asks_everyone_again() {
         );
     }
 }
+
+/// Seed 2016416 of a `vr-sim --seeds` batch (issue 17, item 6; five
+/// replicas booting recovering, 61 crash-restarts): r4's round 2 of one
+/// life, with incarnation 2, never finished, but its frames lingered and
+/// reached r0 and r2 later, after r4's next life had chosen incarnation 1
+/// in a round 1 whose answers all came from replicas that were recovering
+/// themselves (a cluster booting is more than f replicas recovering at
+/// once). r0 and r2 then dropped every vote of r4 as stale, and with r1
+/// and r3 recovering no view formed again. Incarnation 2 never voted (its
+/// recovery never finished), so reusing a lower number lost nothing; the
+/// argument is in `docs/protocol.md`, "Crash vectors". Fix
+/// (`admit_crash_vector`): a replica told of a later incarnation of itself
+/// moves above it.
+#[test]
+fn seed_2016416_a_replica_known_by_a_later_incarnation_moves_above_it() {
+    let options = Options {
+        reconfiguration_plans: true, // as the CLI runs it
+        ..Options::default()
+    };
+    let report = run_seed(2016416, &options);
+    let summary = report.plan.summary();
+    assert!(
+        summary.contains("boot=recovering") && summary.contains("restarts<=1012ms"),
+        "plan generation changed ({summary}); find the seed again"
+    );
+    assert!(
+        report.passed(),
+        "seed 2016416 ({summary}): {:#?}",
+        report.violations
+    );
+}

@@ -115,6 +115,10 @@ pub struct Stats {
     /// Votes dropped because they came from an incarnation of their sender
     /// older than one this replica knows (crash vectors, §4.3).
     pub messages_stale_incarnation: u64,
+    /// Times this replica raised its own incarnation because another
+    /// replica knew a later one of it (an unfinished recovery of an earlier
+    /// life reached that replica; see `admit_crash_vector`).
+    pub incarnations_raised: u64,
     /// Messages ignored while recovering.
     pub messages_ignored_recovering: u64,
     /// Checkpoints taken (§5.1).

@@ -383,6 +383,25 @@ impl<S: Service> Replica<S> {
             self.stats.messages_stale_incarnation += 1;
             return false;
         }
+        let me = usize::from(self.replica);
+        if cv[me] > self.crash_vector[me] && matches!(self.status, Status::Normal | Status::ViewChange)
+        {
+            // `from` knows a later incarnation of this replica than its
+            // own: a round 2 of an earlier life that never finished reached
+            // it after this life's round 1 chose its number. Round 1 cannot
+            // miss an incarnation that finished (it voted) while at most f
+            // replicas are down or recovering; one that did not finish
+            // never voted, so its number is no fence to cross for safety.
+            // But every vote of this life is dropped as stale by replicas
+            // that know the higher number: with a cluster booting (every
+            // replica recovering at once) that kept a view from forming for
+            // ever (vr-sim seed 2016416). Move above it. This replica
+            // forgot nothing, so its own earlier votes need no fence; the
+            // replicas that learn the new number drop the ones they hold,
+            // and it sends them again.
+            self.crash_vector[me] = cv[me].saturating_add(1);
+            self.stats.incarnations_raised += 1;
+        }
         for replica in 0..self.config.replica_count {
             let k = usize::from(replica);
             if replica != self.replica && cv[k] > self.crash_vector[k] {
