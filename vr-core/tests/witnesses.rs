@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Cluster, Recorder};
+use common::{Cluster, Node, Recorder};
 use vr_core::{Config, Status};
 
 /// A cluster of `n` replicas with `witnesses`, small checkpoints (so that
@@ -295,4 +295,90 @@ fn witness_serves_no_backup_reads() {
             "replica {replica}"
         );
     }
+}
+
+/// Reference: §6 with §4.3 and §5.2 (issue 17, item 2). With witnesses,
+/// every replica keeps the log back to what every full replica executed, so
+/// that a lagging full replica can always catch up from whoever is left.
+/// Restarts must keep that: a full replica that recovers through a
+/// checkpoint, and witnesses that recover from it, must still hold the ops
+/// between the lagging replica's commit-number and the checkpoint.
+///
+/// 3 full (r0, r1, r2) + 2 witnesses (r3, r4): r2 is cut off and lags; r1
+/// is wiped and recovers through a checkpoint; r1 becomes primary and takes
+/// a later checkpoint; r3 then r4 are wiped and recover from r1; r2 comes
+/// back and r0 and r1 crash (f = 2). r2 must lead with the two witnesses,
+/// and only they can hand it the ops it missed.
+#[test]
+fn restarted_replicas_keep_the_log_a_lagging_full_replica_needs() {
+    let mut cluster = witness_cluster(5, &[3, 4], 1, 41);
+    let mut expected = ops("a", 20);
+    for op in &expected {
+        cluster.execute(0, op);
+    }
+    cluster.run_for_ms(50);
+    // r2 cut off: it stays at op 20 while the others go on.
+    let cut = |isolated: &'static [u8]| -> Box<dyn FnMut(&common::Envelope) -> bool> {
+        Box::new(move |e| {
+            !isolated
+                .iter()
+                .any(|&r| e.from == Node::Replica(r) || e.to == Node::Replica(r))
+        })
+    };
+    cluster.filter = cut(&[2]);
+    for op in ops("b", 20) {
+        cluster.execute(0, &op);
+        expected.push(op);
+    }
+    assert_eq!(cluster.replicas[2].commit_number(), 20);
+    // r1 wiped: the primary's log no longer reaches back to op 0, so r1
+    // recovers through a checkpoint.
+    cluster.crash(1);
+    cluster.restart(1, Recorder::default(), 71);
+    cluster.run_for_ms(500);
+    assert_eq!(cluster.replicas[1].status(), Status::Normal);
+    assert_eq!(cluster.replicas[1].stats().checkpoints_installed, 1);
+    // r1 becomes primary of view 1 (r0 cut off for a while), and the
+    // cluster goes on past another checkpoint.
+    cluster.filter = cut(&[0, 2]);
+    let op = b"c-view-1".to_vec();
+    cluster.execute(0, &op);
+    expected.push(op);
+    assert!(cluster.replicas[1].is_primary());
+    cluster.filter = cut(&[2]);
+    for op in ops("c", 20) {
+        cluster.execute(0, &op);
+        expected.push(op);
+    }
+    cluster.run_for_ms(50);
+    // The witnesses are wiped one after the other and recover from r1.
+    for witness in [3u8, 4] {
+        cluster.crash(witness);
+        cluster.restart(witness, Recorder::default(), 80 + u64::from(witness));
+        cluster.run_for_ms(500);
+        assert_eq!(
+            cluster.replicas[usize::from(witness)].status(),
+            Status::Normal,
+            "witness r{witness} recovered"
+        );
+    }
+    // r2 is back; r0 and r1 fail. r2 leads with the witnesses.
+    cluster.crash(0);
+    cluster.crash(1);
+    cluster.heal();
+    let number = cluster.submit(0, b"after");
+    let after = cluster.await_completion(0, number, 10_000);
+    let states: Vec<_> = (2..5)
+        .map(|r| {
+            let replica = &cluster.replicas[r];
+            (r, replica.status(), replica.view(), replica.log_base(), replica.commit_number())
+        })
+        .collect();
+    let after = after.unwrap_or_else(|| {
+        panic!("the cluster serves with r2 and the witnesses: {states:?}")
+    });
+    expected.push(b"after".to_vec());
+    assert_eq!(after.op_number, expected.len() as u64);
+    assert_eq!(cluster.executed(2), expected, "r2 executed every committed op");
+    cluster.assert_agreement();
 }

@@ -415,6 +415,17 @@ impl<S: Service> Replica<S> {
             self.stats.messages_invalid += 1;
             return;
         }
+        if summary.op_number <= have && sync.base < have {
+            // Asked for the log below a staged checkpoint (with witnesses,
+            // see `on_checkpoint_pages`), the source offers a checkpoint
+            // instead: its log does not reach back that far. Take the log
+            // from the staged checkpoint on.
+            sync.base = have;
+            sync.entries.clear();
+            let source = sync.source;
+            self.send_get_state(now, source, have);
+            return;
+        }
         if summary.op_number <= have
             || sync
                 .fetch
@@ -803,11 +814,26 @@ impl<S: Service> Replica<S> {
         });
         match checkpoint {
             Some(checkpoint) if checkpoint.summary == fetch.summary => {
-                sync.base = fetch.summary.op_number;
+                // With witnesses, a full replica's log reaches back to what
+                // every full replica executed, below its checkpoint: a
+                // lagging full replica may have to catch up from it, or
+                // from witnesses that took their log from it, when the
+                // others are gone (issue 17, item 2). So the log is fetched
+                // from there, not only from the checkpoint on; a source
+                // whose log does not reach back that far offers its
+                // checkpoint again, and the fetch then starts at the
+                // checkpoint (`start_checkpoint_fetch`).
+                let op_number = fetch.summary.op_number;
+                let from = if self.config.has_witnesses() && !self.config.is_witness(self.replica) {
+                    self.full_commit_min.min(op_number)
+                } else {
+                    op_number
+                };
+                sync.base = from;
                 sync.entries.clear();
                 sync.staged_checkpoint = Some(checkpoint);
                 let source = sync.source;
-                self.send_get_state(now, source, fetch.summary.op_number);
+                self.send_get_state(now, source, from);
             }
             _ => {
                 // Cannot happen with checked pages; start the sync's request

@@ -399,6 +399,18 @@ impl<S: Service> Replica<S> {
                 self.stats.messages_invalid += 1;
                 return;
             }
+            if sync.base < self.log_base {
+                // The entries below the checkpoint (fetched with witnesses,
+                // see `on_checkpoint_pages`) are kept in the log, already
+                // executed: the log reaches back to what every full replica
+                // executed, as any full replica's does.
+                let below = ((self.log_base - sync.base) as usize).min(sync.entries.len());
+                let above = sync.entries.split_off(below);
+                debug_assert!(self.log.is_empty(), "an installed checkpoint empties the log");
+                self.log = core::mem::replace(&mut sync.entries, above);
+                self.log_base = sync.base;
+                sync.base = self.log_base + self.log.len() as u64;
+            }
         }
         if sync.base > self.commit_number && self.is_witness() {
             self.witness_skip_to(sync.base);
