@@ -319,6 +319,12 @@ pub struct SeedPlan {
     pub load: LoadPlan,
     /// A reconfiguration (§7) during the safety phase, if any.
     pub reconfiguration: Option<ReconfigurationPlan>,
+    /// With witnesses: at the heal, the most advanced full replicas crash
+    /// for good (as many as the fault bound allows), so that the liveness
+    /// phase needs the most lagging full replica to lead and to catch up
+    /// from the witnesses (§6; issue 17, item 2). Not part of the
+    /// fingerprints: drawn by `run_seed` with the reconfiguration plans.
+    pub strand_laggard: bool,
 }
 
 /// When the scripted crash of a reconfiguration plan hits the primary.
@@ -491,6 +497,18 @@ impl SeedPlan {
             restart_delay_ns,
             restart_in_first_epoch,
         });
+    }
+
+    /// In half of the seeds with witnesses, restarts and no
+    /// reconfiguration: strand the most lagging full replica at the heal
+    /// ([`SeedPlan::strand_laggard`]). Drawn from a stream of its own,
+    /// after everything else, so that the other seeds replay their runs.
+    pub fn draw_stranding(&mut self) {
+        let mut prng = Prng::new(self.seed ^ 0x57A4_D1A6_6A4D_0B17);
+        self.strand_laggard = self.config.has_witnesses()
+            && self.recovery.restarts
+            && self.reconfiguration.is_none()
+            && prng.below(2) == 0;
     }
 
     /// This plan with a reconfiguration to `members` at `at_ns` (scripted
@@ -772,6 +790,7 @@ impl SeedPlan {
             boot: BootPlan::fresh(),
             load: LoadPlan::off(),
             reconfiguration: None,
+            strand_laggard: false,
         }
     }
 
@@ -869,6 +888,7 @@ impl SeedPlan {
             boot: BootPlan::fresh(),
             load: LoadPlan::off(),
             reconfiguration: None,
+            strand_laggard: false,
         }
     }
 
@@ -1073,7 +1093,12 @@ impl SeedPlan {
             self.load_summary(),
             self.reconfiguration
                 .as_ref()
-                .map_or(String::new(), ReconfigurationPlan::summary),
+                .map_or(String::new(), ReconfigurationPlan::summary)
+                + if self.strand_laggard {
+                    " strand-laggard"
+                } else {
+                    ""
+                },
             match self.config.injected_bug {
                 Some(bug) => format!(" injected-bug={bug:?}"),
                 None => String::new(),

@@ -148,6 +148,7 @@ pub fn run_seed(seed: u64, options: &Options) -> SeedReport {
     }
     if options.reconfiguration_plans && !options.classic_plans {
         plan.draw_reconfiguration();
+        plan.draw_stranding();
     }
     plan.config.injected_bug = options.injected_bug;
     run_plan(plan, options)
@@ -640,9 +641,18 @@ impl Simulator {
         (0..self.replicas.len()).filter(|&i| self.failed(i)).count()
     }
 
+    /// Whether replica `i` counts against the fault bound: down, restarted
+    /// and not yet recovered, or recovering again — a replica that
+    /// recovered in an older epoch recovers anew when it enters one its
+    /// earlier incarnation may have voted in (docs/protocol.md, "Entering
+    /// a later epoch after a recovery"): until then it is as good as down.
     fn failed(&self, i: usize) -> bool {
         let node = &self.replicas[i];
-        node.replica.is_none() || node.recovering_since.is_some()
+        node.recovering_since.is_some()
+            || node
+                .replica
+                .as_ref()
+                .is_none_or(|r| r.status() == Status::Recovering)
     }
 
     // ---- Driving ----

@@ -27,6 +27,9 @@ impl Simulator {
                 self.restart(i);
             }
         }
+        if self.plan.strand_laggard {
+            self.strand_laggard();
+        }
         // A reconfiguration not sent yet goes now; while its epoch has not
         // begun, every replica is healed (the old members and the new
         // must all be able to take part).
@@ -124,6 +127,44 @@ impl Simulator {
             &[1, self.healed.len() as u64],
             || format!("liveness phase: faults off, healed [{}]", healed.join(" ")),
         );
+    }
+
+    /// [`SeedPlan::strand_laggard`](crate::plan::SeedPlan::strand_laggard):
+    /// crashes for good the most advanced full replicas, leaving the one
+    /// with the lowest commit-number, as many as keep at most f failed.
+    /// The witnesses must then hold every op it lacks (§6).
+    fn strand_laggard(&mut self) {
+        let n = self.replicas.len();
+        let f = (n.max(1) - 1) / 2;
+        let failed = (0..n).filter(|&i| self.failed(i)).count();
+        let mut full: Vec<(u64, u8)> = (0..n as u8)
+            .filter(|&i| !self.failed(usize::from(i)) && !self.plan.config.is_witness(i))
+            .filter_map(|i| {
+                let replica = self.replicas[usize::from(i)].replica.as_ref()?;
+                Some((replica.commit_number(), i))
+            })
+            .collect();
+        full.sort_unstable();
+        let Some(&(lowest, laggard)) = full.first() else {
+            return;
+        };
+        let budget = f.saturating_sub(failed);
+        let victims: Vec<u8> = full[1..]
+            .iter()
+            .rev()
+            .take(budget)
+            .map(|&(_, i)| i)
+            .collect();
+        if victims.is_empty() {
+            return;
+        }
+        self.trace
+            .record(self.now, TraceKind::Nemesis, &[16, u64::from(laggard)], || {
+                format!("strand r{laggard} (commit {lowest}): crash {victims:?} for good")
+            });
+        for i in victims {
+            self.crash(i, None);
+        }
     }
 
     /// Cuts replica `i` off from every replica and client, both ways.
