@@ -335,8 +335,9 @@ impl MemCluster {
                     inboxes[usize::from(replica)].push_back(message);
                     *in_flight += 1;
                 }
-                // The benchmark cluster is never reconfigured.
-                Action::NewEpoch { .. } => {}
+                // The benchmark cluster is never reconfigured, and keeps
+                // its replicas in memory.
+                Action::NewEpoch { .. } | Action::Persist(_) => {}
                 Action::Reply(reply) => {
                     // Client ids are index + 1 (see `with_spec`).
                     let index = (reply.client_id - 1) as usize;

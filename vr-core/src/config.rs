@@ -28,6 +28,10 @@ pub enum ConfigError {
     BadWitnesses,
     /// `members` is neither empty nor one distinct id per replica.
     BadMembers,
+    /// [`crate::Replica::restart`]: the configuration is not durable or not
+    /// of the state's epoch, or the checkpoint or log read from disk does
+    /// not fit together.
+    BadDurableState,
 }
 
 impl core::fmt::Display for ConfigError {
@@ -47,6 +51,9 @@ impl core::fmt::Display for ConfigError {
                 "witnesses must be distinct replica indexes leaving at least a quorum of full replicas"
             }
             ConfigError::BadMembers => "members must be empty or one distinct id per replica",
+            ConfigError::BadDurableState => {
+                "the durable state does not fit the configuration, or is inconsistent"
+            }
         };
         f.write_str(text)
     }
@@ -151,10 +158,35 @@ pub struct Config {
     /// a cluster's first. A replica started with it ([`crate::Replica::recover`])
     /// starts in this epoch.
     pub epoch: u32,
+    /// Where a replica's promises live: in memory only (the default; a
+    /// replica that restarts recovers from its peers, §4.3), or on its
+    /// disk, through the embedding ([`crate::Action::Persist`]): a backup
+    /// acknowledges only what its disk holds, and a replica promises a
+    /// view only once it is on disk (see `docs/protocol.md`, "Durable
+    /// replicas").
+    pub durability: Durability,
     /// Test-only: a deliberate protocol bug, for showing that a checker
     /// catches it. `None` in every real configuration.
     #[cfg(feature = "bug-injection")]
     pub injected_bug: Option<InjectedBug>,
+}
+
+/// Where a replica keeps what it promised ([`Config::durability`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum Durability {
+    /// Memory only: a restarted replica has lost everything and runs the
+    /// recovery protocol with crash vectors (§4.3). Safe while at most f
+    /// replicas are down or recovering at once.
+    #[default]
+    Memory,
+    /// On disk: every log entry a replica acknowledges, and every view it
+    /// promises, is persisted first ([`crate::Action::Persist`], answered
+    /// with [`crate::Replica::handle_persisted`]); a replica whose disk
+    /// survived restarts from it ([`crate::Replica::restart`]). A committed
+    /// op is then on a quorum of disks, and survives every replica failing
+    /// at once.
+    Disk,
 }
 
 /// Deliberate protocol bugs, for tests of checkers; they can be switched on
@@ -180,6 +212,10 @@ pub enum InjectedBug {
     /// A backup answers a read at once, without waiting until it has
     /// executed up to the client's op-number (breaks §6, reads at backups).
     BackupReadBeforeExecuting,
+    /// Durable replicas: a backup acknowledges a Prepare before its
+    /// entry is persisted (breaks "nothing is acknowledged that is not on
+    /// disk").
+    AckBeforePersist,
 }
 
 impl Config {
@@ -215,6 +251,7 @@ impl Config {
             witness_log_ops_max: 1 << 20,
             members: Vec::new(),
             epoch: 0,
+            durability: Durability::Memory,
             #[cfg(feature = "bug-injection")]
             injected_bug: None,
         }

@@ -16,6 +16,12 @@
 //! feeds them with [`Replica::handle_message_in_epoch`]; see
 //! `docs/protocol.md`, "Reconfiguration".
 //!
+//! Durable replicas ([`Config::durability`] = [`Durability::Disk`]) also
+//! emit [`Action::Persist`]: the embedding writes it to disk, syncs, and
+//! calls [`Replica::handle_persisted`]; the replica acknowledges and
+//! promises only what is on disk, and one whose disk survived a crash
+//! comes back with [`Replica::restart`].
+//!
 //! Randomness (timer jitter) comes from a PRNG seeded by [`Config::seed`], so
 //! the same inputs give the same outputs. The replicated service is a
 //! [`Service`]: its [`Service::execute`] upcall runs once per committed
@@ -75,6 +81,9 @@
 //!             Action::Reply(reply) => result = client.handle_reply(now, reply),
 //!             // Only after a reconfiguration (§7): tell the client.
 //!             Action::NewEpoch { .. } => {}
+//!             // Only with `Durability::Disk`: write it, sync, then call
+//!             // `replica.handle_persisted(now, persist.sequence)`.
+//!             Action::Persist(_) => {}
 //!         }
 //!     }
 //! }
@@ -98,10 +107,11 @@ pub mod replica;
 pub mod time;
 
 pub use client::{Client, ClientAction, ClientConfig, ClientError, Completion};
+pub use config::Durability;
 pub use config::InjectedBug;
 pub use config::{Config, ConfigError};
 pub use message::{ClientId, EntryKind, LogEntry, MemberId, Message, ReplicaIndex, StartEpoch};
-pub use replica::{Action, Replica, Stats, Status};
+pub use replica::{Action, DurableState, OnDisk, Persist, Replica, Stats, Status};
 pub use time::Instant;
 
 /// The replicated service: a deterministic state machine (§2, "the service").

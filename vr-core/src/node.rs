@@ -123,6 +123,9 @@ impl ReplicaOptions {
         self.config
             .validate()
             .map_err(|_| "invalid cluster configuration")?;
+        if self.config.durability != crate::config::Durability::Memory {
+            return Err("durable replicas are not supported by the adapters yet");
+        }
         if self.join {
             if usize::from(self.replica) >= self.addresses.len() {
                 return Err("a joining replica needs its own address");
@@ -188,6 +191,11 @@ pub enum NodeEvent {
         /// The members, and their addresses (empty if not carried).
         members: Vec<(MemberId, Vec<u8>)>,
     },
+    /// Durable replicas ([`crate::config::Durability::Disk`]): make this
+    /// durable, then call [`ReplicaNode::handle_persisted`]. The adapters
+    /// do not run durable replicas yet ([`ReplicaOptions::validate`]
+    /// refuses them).
+    Persist(crate::replica::Persist),
     /// A connection sent a frame that could not be decoded.
     FrameRejected {
         /// The connection, which the adapter should close.
@@ -394,6 +402,12 @@ impl<S: Service> ReplicaNode<S> {
         self.replica.handle_timeout(now);
         self.drain();
     }
+    /// Durable replicas: the embedding made [`NodeEvent::Persist`] number
+    /// `sequence` durable.
+    pub fn handle_persisted(&mut self, now: Instant, sequence: u64) {
+        self.replica.handle_persisted(now, sequence);
+        self.drain();
+    }
 
     /// When [`ReplicaNode::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -482,6 +496,10 @@ impl<S: Service> ReplicaNode<S> {
                         continue;
                     }
                 },
+                Action::Persist(persist) => {
+                    self.events.push_back(NodeEvent::Persist(persist));
+                    continue;
+                }
                 Action::NewEpoch { client_id, notice } => match self.routes.get(&client_id) {
                     Some(&(connection, _)) => (
                         Destination::Connection(connection),

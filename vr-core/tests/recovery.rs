@@ -4,8 +4,8 @@
 mod common;
 
 use common::{Cluster, Node, Recorder};
-use vr_core::message::{Message, PrepareOk};
 use vr_core::client_table::REQUEST_NUMBERS_PER_INCARNATION;
+use vr_core::message::{Message, PrepareOk};
 use vr_core::{Client, ClientConfig, Config, Status};
 
 fn op(i: u64) -> Vec<u8> {

@@ -371,14 +371,23 @@ fn restarted_replicas_keep_the_log_a_lagging_full_replica_needs() {
     let states: Vec<_> = (2..5)
         .map(|r| {
             let replica = &cluster.replicas[r];
-            (r, replica.status(), replica.view(), replica.log_base(), replica.commit_number())
+            (
+                r,
+                replica.status(),
+                replica.view(),
+                replica.log_base(),
+                replica.commit_number(),
+            )
         })
         .collect();
-    let after = after.unwrap_or_else(|| {
-        panic!("the cluster serves with r2 and the witnesses: {states:?}")
-    });
+    let after =
+        after.unwrap_or_else(|| panic!("the cluster serves with r2 and the witnesses: {states:?}"));
     expected.push(b"after".to_vec());
     assert_eq!(after.op_number, expected.len() as u64);
-    assert_eq!(cluster.executed(2), expected, "r2 executed every committed op");
+    assert_eq!(
+        cluster.executed(2),
+        expected,
+        "r2 executed every committed op"
+    );
     cluster.assert_agreement();
 }

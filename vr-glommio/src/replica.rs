@@ -455,6 +455,11 @@ impl<S: Service> Shared<S> {
                     warn!(replica, connection, %error, "rejected a frame; closing its connection");
                 }
                 NodeEvent::EpochChanged { epoch, members } => self.on_epoch(epoch, members),
+                // `ReplicaOptions::validate` refuses durable replicas, whose
+                // replicas alone emit it.
+                NodeEvent::Persist(_) => {
+                    tracing::error!("durable replicas are not supported by this adapter")
+                }
             }
         }
         while let Some(transmit) = self.node.poll_transmit() {

@@ -373,6 +373,11 @@ impl<S: Service> Loop<S> {
                 // Logged with the peer's address where the connection is closed.
                 NodeEvent::FrameRejected { .. } => {}
                 NodeEvent::EpochChanged { epoch, members } => self.on_epoch(epoch, members),
+                // `ReplicaOptions::validate` refuses durable replicas, whose
+                // replicas alone emit it.
+                NodeEvent::Persist(_) => {
+                    tracing::error!("durable replicas are not supported by this adapter")
+                }
             }
         }
         while let Some(Transmit { destination, frame }) = self.node.poll_transmit() {

@@ -223,6 +223,9 @@ impl<S: Service> Replica<S> {
         self.service.take_changed_pages(&mut ignored);
         self.client_table = table;
         let op_number = checkpoint.summary.op_number;
+        // Every entry is replaced: those up to the checkpoint by it, those
+        // after it (an older view's suffix) by the fetched log.
+        self.note_log_cut(op_number.min(self.op_number));
         self.log.clear();
         self.log_base = op_number;
         self.op_number = op_number;

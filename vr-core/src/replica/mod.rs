@@ -11,6 +11,7 @@
 //! reconfiguration).
 
 mod checkpoint;
+mod durability;
 mod epoch;
 mod normal;
 mod recovery;
@@ -33,6 +34,7 @@ use crate::Service;
 
 use checkpoint::CheckpointFetch;
 pub use checkpoint::CheckpointFetchStats;
+pub use durability::{DurableState, OnDisk, Persist};
 use recovery::RecoveryState;
 
 /// A replica's status (§4: "status").
@@ -82,6 +84,11 @@ pub enum Action {
         /// The current epoch and its members.
         notice: StartEpoch,
     },
+    /// Durable replicas only ([`crate::config::Durability::Disk`]): make
+    /// this durable, then call [`Replica::handle_persisted`]. Messages
+    /// that rest on it are held back until then; the actions around it
+    /// may be carried out meanwhile.
+    Persist(Persist),
 }
 
 /// Counters an operator or a test can read. They only grow.
@@ -164,6 +171,10 @@ pub struct Stats {
     pub messages_older_epoch: u64,
     /// Messages from newer epochs, dropped until a StartEpoch arrives.
     pub messages_newer_epoch: u64,
+    /// Durable replicas: persists the embedding completed.
+    pub persists_completed: u64,
+    /// Durable replicas: restarts from disk ([`Replica::restart`]).
+    pub restarts_from_disk: u64,
 }
 
 /// Deadlines of the replica's timers; `None` is disarmed.
@@ -342,6 +353,8 @@ pub struct Replica<S: Service> {
     primary_heard_at: Instant,
 
     sync: Option<Sync>,
+    /// Durable replicas: what is on disk, and what is on its way there.
+    persist: durability::PersistState,
     timers: Timers,
     outbox: VecDeque<Action>,
     stats: Stats,
@@ -497,6 +510,7 @@ impl<S: Service> Replica<S> {
             start_view_suffix_from: 0,
             primary_heard_at: now,
             sync: None,
+            persist: durability::PersistState::default(),
             timers: Timers::default(),
             outbox: VecDeque::new(),
             stats: Stats::default(),
@@ -628,6 +642,7 @@ impl<S: Service> Replica<S> {
             },
         }
         self.apply_pending_epoch(now);
+        self.issue_persist();
     }
 
     fn dispatch(&mut self, now: Instant, message: Message) {
@@ -700,6 +715,7 @@ impl<S: Service> Replica<S> {
             self.on_epoch_timeout(now);
         }
         self.apply_pending_epoch(now);
+        self.issue_persist();
     }
 
     // ---- Outputs ----
@@ -746,6 +762,10 @@ impl<S: Service> Replica<S> {
 
     /// Sends to a member by id, in this replica's epoch.
     fn send_member(&mut self, member: MemberId, message: Message) {
+        if self.holds_for_disk(&message) {
+            // Sent again once its view is on disk (`handle_persisted`).
+            return;
+        }
         self.outbox.push_back(Action::Send {
             replica: member,
             epoch: self.epoch,
@@ -787,6 +807,9 @@ impl<S: Service> Replica<S> {
     /// Drops the entries after op `keep` (at least `log_base`).
     fn truncate_log(&mut self, keep: u64) {
         debug_assert!(keep >= self.log_base);
+        if keep < self.op_number {
+            self.note_log_cut(keep);
+        }
         self.log
             .truncate(keep.saturating_sub(self.log_base) as usize);
     }
@@ -967,19 +990,18 @@ impl<S: Service> Replica<S> {
         let latest = self.client_table.get(client_id);
         let result = match latest {
             // The same recovery, asked again: the same fence.
-            Some(latest) if latest.result == answer(latest.request_number) => {
-                latest.result.clone()
-            }
-            _ => match crate::client_table::recovery_fence(latest.map_or(0, |e| e.request_number))
-            {
-                Some(fence) => {
-                    let result = answer(fence);
-                    self.client_table
-                        .record(client_id, fence, op_number, result.clone());
-                    result
+            Some(latest) if latest.result == answer(latest.request_number) => latest.result.clone(),
+            _ => {
+                match crate::client_table::recovery_fence(latest.map_or(0, |e| e.request_number)) {
+                    Some(fence) => {
+                        let result = answer(fence);
+                        self.client_table
+                            .record(client_id, fence, op_number, result.clone());
+                        result
+                    }
+                    None => Vec::new(),
                 }
-                None => Vec::new(),
-            },
+            }
         };
         if self.is_primary() {
             self.outbox.push_back(Action::Reply(Reply {

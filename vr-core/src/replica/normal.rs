@@ -170,7 +170,7 @@ impl<S: Service> Replica<S> {
         self.mark_in_progress(entry.client_id, entry.request_number);
         self.log.push(entry);
         self.batch_bytes += size;
-        self.prepare_ok_op[usize::from(self.replica)] = self.op_number;
+        self.prepare_ok_op[usize::from(self.replica)] = self.ack_op();
         if self.op_number - self.unsent_from >= u64::from(self.config.batch_ops_max) {
             self.flush_batch();
         } else if self.config.batch_delay_ns != 0 && self.timers.batch.is_none() {
@@ -375,7 +375,7 @@ impl<S: Service> Replica<S> {
             primary,
             Message::PrepareOk(PrepareOk {
                 view: self.view,
-                op_number: self.op_number,
+                op_number: self.ack_op(),
                 replica: self.replica,
                 timestamp_ns: self.primary_timestamp_ns,
                 commit_number: self.commit_number,
@@ -447,7 +447,7 @@ impl<S: Service> Replica<S> {
     /// Commits the highest op that a quorum (the primary included) holds. A
     /// PrepareOk for op n acknowledges every op up to n, because backups
     /// append in order.
-    fn advance_commit_from_acks(&mut self, now: Instant) {
+    pub(super) fn advance_commit_from_acks(&mut self, now: Instant) {
         let quorum = self.config.quorum();
         // The quorum-th largest acknowledgement: the highest op that at
         // least `quorum` replicas hold. O(n²) over a handful of replicas, and

@@ -384,7 +384,8 @@ impl<S: Service> Replica<S> {
             return false;
         }
         let me = usize::from(self.replica);
-        if cv[me] > self.crash_vector[me] && matches!(self.status, Status::Normal | Status::ViewChange)
+        if cv[me] > self.crash_vector[me]
+            && matches!(self.status, Status::Normal | Status::ViewChange)
         {
             // `from` knows a later incarnation of this replica than its
             // own: a round 2 of an earlier life that never finished reached

@@ -406,7 +406,10 @@ impl<S: Service> Replica<S> {
                 // executed, as any full replica's does.
                 let below = ((self.log_base - sync.base) as usize).min(sync.entries.len());
                 let above = sync.entries.split_off(below);
-                debug_assert!(self.log.is_empty(), "an installed checkpoint empties the log");
+                debug_assert!(
+                    self.log.is_empty(),
+                    "an installed checkpoint empties the log"
+                );
                 self.log = core::mem::replace(&mut sync.entries, above);
                 self.log_base = sync.base;
                 sync.base = self.log_base + self.log.len() as u64;

@@ -378,7 +378,7 @@ impl<S: Service> Replica<S> {
         self.do_view_change_from.iter_mut().for_each(|d| *d = None);
         self.do_view_change_sent = None;
         self.prepare_ok_op.iter_mut().for_each(|a| *a = 0);
-        self.prepare_ok_op[usize::from(self.replica)] = self.op_number;
+        self.prepare_ok_op[usize::from(self.replica)] = self.ack_op();
         self.prepare_ok_commit.iter_mut().for_each(|c| *c = 0);
         // No leased read until this view has committed everything it began
         // with: ops the old primary acknowledged may be among them.

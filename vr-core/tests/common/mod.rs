@@ -93,6 +93,55 @@ pub struct Cluster<S: Service = Recorder> {
     pub delivered: Vec<String>,
     /// Encoded bytes of the messages delivered to each replica.
     pub bytes_to: Vec<u64>,
+    /// Durable replicas: each replica's disk, written by its persists.
+    pub disks: Vec<Disk>,
+    /// Durable replicas: a replica whose persists neither land nor are
+    /// answered until `complete_persists` (a slow disk); a crash loses
+    /// them (unsynced writes).
+    pub hold_persists: Vec<bool>,
+    /// Persists issued but not yet on disk: (replica, persist, pages).
+    pub held_persists: Vec<HeldPersist>,
+}
+
+/// A persist not yet on disk: the replica, the persist, and the pages of
+/// the checkpoint it names (read when it was issued).
+pub type HeldPersist = (u8, vr_core::Persist, Vec<std::sync::Arc<[u8]>>);
+
+/// A replica's disk in the harness: what its persists wrote.
+#[derive(Clone, Debug, Default)]
+pub struct Disk {
+    pub state: vr_core::DurableState,
+    pub log: std::collections::BTreeMap<u64, vr_core::LogEntry>,
+    pub checkpoint: Option<vr_core::checkpoint::Checkpoint>,
+    pub persists: u64,
+}
+
+impl Disk {
+    /// Carries out one persist, in the order `Persist` documents.
+    pub fn apply(&mut self, persist: &vr_core::Persist, pages: &[std::sync::Arc<[u8]>]) {
+        if let Some(summary) = persist.checkpoint {
+            let checkpoint = vr_core::checkpoint::Checkpoint::from_pages(
+                summary.op_number,
+                pages.to_vec(),
+                summary.service_page_count,
+            );
+            assert_eq!(
+                checkpoint.summary, summary,
+                "the pages are the checkpoint's"
+            );
+            self.checkpoint = Some(checkpoint);
+        }
+        if let Some(after) = persist.truncate_after {
+            self.log.retain(|&op, _| op <= after);
+        }
+        for entry in &persist.entries {
+            self.log.insert(entry.op_number, entry.clone());
+        }
+        self.state = persist.state;
+        let base = persist.state.log_base;
+        self.log.retain(|&op, _| op > base);
+        self.persists += 1;
+    }
 }
 
 impl Cluster<Recorder> {
@@ -134,6 +183,9 @@ impl<S: Service> Cluster<S> {
             replies_sent_by: vec![0; usize::from(config.replica_count)],
             delivered: Vec::new(),
             bytes_to: vec![0; usize::from(config.replica_count)],
+            disks: vec![Disk::default(); usize::from(config.replica_count)],
+            hold_persists: vec![false; usize::from(config.replica_count)],
+            held_persists: Vec::new(),
             config,
         }
     }
@@ -145,6 +197,45 @@ impl<S: Service> Cluster<S> {
         self.replicas[i] = Replica::recover(self.config.clone(), replica, service, self.now, nonce)
             .expect("valid config");
         self.crashed[i] = false;
+        self.drain_replica(replica);
+    }
+
+    /// Durable replicas: restarts replica `replica` from its disk after a
+    /// crash (memory lost, disk kept).
+    pub fn restart_from_disk(&mut self, replica: u8, service: S, nonce: u64) {
+        let i = usize::from(replica);
+        let disk = self.disks[i].clone();
+        self.held_persists.retain(|(r, _, _)| *r != replica);
+        self.replicas[i] = Replica::restart(
+            self.config.clone(),
+            replica,
+            service,
+            self.now,
+            nonce,
+            vr_core::OnDisk {
+                state: disk.state,
+                checkpoint: disk.checkpoint,
+                log: disk.log.into_values().collect(),
+            },
+        )
+        .expect("the disk fits the configuration");
+        self.crashed[i] = false;
+        self.drain_replica(replica);
+    }
+
+    /// Durable replicas: writes and answers every held persist of
+    /// `replica`, in order.
+    pub fn complete_persists(&mut self, replica: u8) {
+        let now = self.now;
+        let (held, rest) = std::mem::take(&mut self.held_persists)
+            .into_iter()
+            .partition(|(r, _, _)| *r == replica);
+        self.held_persists = rest;
+        let i = usize::from(replica);
+        for (_, persist, pages) in held {
+            self.disks[i].apply(&persist, &pages);
+            self.replicas[i].handle_persisted(now, persist.sequence);
+        }
         self.drain_replica(replica);
     }
 
@@ -192,6 +283,8 @@ impl<S: Service> Cluster<S> {
         self.crashed.push(false);
         self.replies_sent_by.push(0);
         self.bytes_to.push(0);
+        self.disks.push(Disk::default());
+        self.hold_persists.push(false);
     }
 
     /// Starts a reconfiguration to `members` from `client` (§7.1).
@@ -221,6 +314,21 @@ impl<S: Service> Cluster<S> {
                         epoch,
                         Message::Reply(reply),
                     );
+                }
+                Action::Persist(persist) => {
+                    let i = usize::from(replica);
+                    // The pages are read now: a later checkpoint replaces them.
+                    let pages = persist
+                        .checkpoint
+                        .map(|_| self.replicas[i].checkpoint_pages().to_vec())
+                        .unwrap_or_default();
+                    if self.hold_persists[i] {
+                        self.held_persists.push((replica, persist, pages));
+                    } else {
+                        self.disks[i].apply(&persist, &pages);
+                        let now = self.now;
+                        self.replicas[i].handle_persisted(now, persist.sequence);
+                    }
                 }
                 Action::NewEpoch { client_id, notice } => {
                     let client = (client_id - 1000) as usize;
@@ -411,8 +519,11 @@ impl<S: Service> Cluster<S> {
             .unwrap_or_else(|| panic!("request {number} of client {client} did not complete"))
     }
 
+    /// Crashes `replica`: its memory is lost (restart it with `restart` or
+    /// `restart_from_disk`), and so are its persists not yet on disk.
     pub fn crash(&mut self, replica: u8) {
         self.crashed[usize::from(replica)] = true;
+        self.held_persists.retain(|(r, _, _)| *r != replica);
     }
 
     /// Drops every message to or from `replica` (both directions).

@@ -158,10 +158,12 @@ impl Simulator {
         if victims.is_empty() {
             return;
         }
-        self.trace
-            .record(self.now, TraceKind::Nemesis, &[16, u64::from(laggard)], || {
-                format!("strand r{laggard} (commit {lowest}): crash {victims:?} for good")
-            });
+        self.trace.record(
+            self.now,
+            TraceKind::Nemesis,
+            &[16, u64::from(laggard)],
+            || format!("strand r{laggard} (commit {lowest}): crash {victims:?} for good"),
+        );
         for i in victims {
             self.crash(i, None);
         }

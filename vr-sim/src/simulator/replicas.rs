@@ -204,6 +204,12 @@ impl Simulator {
                         self.violation(ViolationKind::Codec, detail);
                     }
                 }
+                Action::Persist(_) => {
+                    // The simulated replicas keep their state in memory
+                    // (`Durability::Memory`): none may ask for a disk.
+                    let detail = format!("r{i} asked to persist in a memory-only cluster");
+                    self.violation(ViolationKind::Service, detail);
+                }
                 Action::NewEpoch { client_id, notice } => {
                     if let Some(&c) = self.client_by_id.get(&client_id) {
                         let message = Message::StartEpoch(notice);

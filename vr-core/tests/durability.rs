@@ -1,0 +1,287 @@
+//! Durable replicas (`Durability::Disk`): the persist step. The paper's
+//! replicas keep their state in memory (§4.3); with disks, a backup
+//! acknowledges only what its disk holds (§4.1 step 4, "writes it to
+//! stable storage" in the original VR), a replica promises a view only once
+//! it is on disk (§4.2), and a replica whose disk survived restarts from it.
+//! The harness's disks take a persist when it is answered; a held persist
+//! is an unsynced write, lost at a crash.
+
+mod common;
+
+use common::{Cluster, Recorder};
+use vr_core::{Config, Durability, Status};
+
+fn durable_cluster(n: u8, clients: usize, seed: u64) -> Cluster {
+    let mut config = Config::new(7, n);
+    config.seed = seed;
+    config.durability = Durability::Disk;
+    // Small checkpoints, so that restarts replay from a stored checkpoint.
+    config.checkpoint_interval_ops = 8;
+    config.log_tail_ops = 2;
+    Cluster::with_config(config, clients)
+}
+
+fn op(prefix: &str, i: usize) -> Vec<u8> {
+    format!("{prefix}{i}").into_bytes()
+}
+
+/// Memory-only replicas (the default) never ask for a disk.
+#[test]
+fn memory_replicas_never_persist() {
+    let mut cluster = Cluster::new(3, 1, 1);
+    for i in 0..10 {
+        cluster.execute(0, &op("a", i));
+    }
+    assert!(cluster.disks.iter().all(|d| d.persists == 0));
+    assert!(cluster
+        .replicas
+        .iter()
+        .all(|r| r.stats().persists_completed == 0));
+}
+
+/// Reference: §4.1 step 4 with stable storage. A backup acknowledges only
+/// ops its disk holds: with both backups' disks slow, the primary (whose
+/// disk is quick) commits nothing; once one backup's disk catches up, the
+/// op commits with it.
+#[test]
+fn a_backup_acknowledges_only_what_its_disk_holds() {
+    let mut cluster = durable_cluster(3, 1, 2);
+    cluster.execute(0, b"first");
+    cluster.hold_persists[1] = true;
+    cluster.hold_persists[2] = true;
+    let number = cluster.submit(0, b"second");
+    assert!(
+        cluster.await_completion(0, number, 50).is_none(),
+        "committed without a backup's disk"
+    );
+    assert_eq!(cluster.replicas[0].commit_number(), 1);
+    assert!(
+        cluster.replicas[1].op_number() == 2,
+        "the backup has it in memory"
+    );
+    cluster.complete_persists(1);
+    let done = cluster.await_completion(0, number, 1_000).expect("commits");
+    assert_eq!(done.op_number, 2);
+    cluster.hold_persists[2] = false;
+    cluster.complete_persists(2);
+    cluster.run_for_ms(50);
+    cluster.assert_agreement();
+}
+
+/// Reference: §4.1 step 5 with stable storage. The primary counts itself in
+/// the quorum only for ops its own disk holds: with five replicas, the two
+/// backups whose disks are quick are not a quorum without it.
+#[test]
+fn the_primary_counts_itself_only_for_what_its_disk_holds() {
+    let mut cluster = durable_cluster(5, 1, 3);
+    cluster.execute(0, b"first");
+    for r in 0..3 {
+        cluster.hold_persists[r] = true;
+    }
+    let number = cluster.submit(0, b"second");
+    assert!(cluster.await_completion(0, number, 50).is_none());
+    assert_eq!(cluster.replicas[0].commit_number(), 1);
+    cluster.complete_persists(0);
+    cluster.hold_persists[0] = false;
+    let done = cluster.await_completion(0, number, 1_000).expect("commits");
+    assert_eq!(done.op_number, 2);
+}
+
+/// Reference: §4.2 with stable storage. A replica sends StartViewChange and
+/// DoViewChange for a view only once the view is on disk: while r1's disk
+/// is stalled, r1 and r2 (a quorum with it) cannot form a new view after
+/// the primary fails; once it writes, they do.
+#[test]
+fn a_view_change_vote_waits_for_its_view_on_disk() {
+    let mut cluster = durable_cluster(3, 1, 4);
+    for i in 0..3 {
+        cluster.execute(0, &op("a", i));
+    }
+    cluster.hold_persists[1] = true;
+    cluster.crash(0);
+    cluster.run_for_ms(1_000);
+    assert!(
+        (1..3).all(|r| cluster.replicas[r].status() != Status::Normal),
+        "no view formed without r1's promise on disk"
+    );
+    assert_eq!(cluster.disks[1].state.view, 0);
+    cluster.hold_persists[1] = false;
+    cluster.complete_persists(1);
+    let done = cluster.execute(0, b"after");
+    assert_eq!(done.op_number, 4);
+    assert!(cluster.disks[1].state.view >= 1);
+    cluster.assert_agreement();
+}
+
+/// The headline case (issue 18): every replica crashes at once, memory
+/// lost, disks kept, and restarts from its disk. No acknowledged write is
+/// lost, the restarted replicas need no recovery protocol, and the cluster
+/// serves again.
+#[test]
+fn every_replica_crashes_at_once_and_restarts_from_disk() {
+    for seed in 0..8 {
+        let mut cluster = durable_cluster(3, 1, 10 + seed);
+        let mut acknowledged = Vec::new();
+        for i in 0..21 {
+            let o = op("w", i);
+            cluster.execute(0, &o);
+            acknowledged.push(o);
+        }
+        for r in 0..3 {
+            cluster.crash(r);
+        }
+        for r in 0..3 {
+            cluster.restart_from_disk(r, Recorder::default(), 100 + u64::from(r));
+        }
+        for i in 0..5 {
+            let o = op("after", i);
+            let done = cluster.execute(0, &o);
+            assert_eq!(done.op_number, 22 + i as u64, "seed {seed}");
+            acknowledged.push(o);
+        }
+        cluster.run_for_ms(100);
+        cluster.assert_agreement();
+        for r in 0..3u8 {
+            let replica = &cluster.replicas[usize::from(r)];
+            assert_eq!(replica.stats().restarts_from_disk, 1);
+            assert_eq!(
+                replica.stats().recoveries_completed,
+                0,
+                "no recovery protocol"
+            );
+            assert_eq!(cluster.executed(r), acknowledged, "seed {seed}: r{r}");
+        }
+    }
+}
+
+/// A replica restarted from its disk fetches only what it missed while it
+/// was down: the log after its own, not a checkpoint.
+#[test]
+fn a_replica_restarted_from_disk_fetches_only_what_it_missed() {
+    let mut config = Config::new(7, 3);
+    config.seed = 5;
+    config.durability = Durability::Disk;
+    config.checkpoint_interval_ops = 8;
+    config.log_tail_ops = 64; // the log reaches back past the restart
+    let mut cluster = Cluster::with_config(config, 1);
+    for i in 0..5 {
+        cluster.execute(0, &op("a", i));
+    }
+    cluster.crash(2);
+    for i in 0..2 {
+        cluster.execute(0, &op("b", i));
+    }
+    cluster.restart_from_disk(2, Recorder::default(), 55);
+    cluster.execute(0, b"c");
+    cluster.run_for_ms(100);
+    let r2 = &cluster.replicas[2];
+    assert_eq!(r2.status(), Status::Normal);
+    assert_eq!(r2.commit_number(), 8);
+    assert_eq!(r2.stats().checkpoints_installed, 0, "the log sufficed");
+    assert_eq!(r2.stats().recoveries_completed, 0);
+    cluster.assert_agreement();
+}
+
+/// The primary restarts from its disk in the middle of its view: it takes
+/// up its log again and the cluster goes on without losing an op, whether
+/// or not the backups moved to a new view meanwhile.
+#[test]
+fn a_primary_restarted_from_disk_loses_nothing() {
+    let mut cluster = durable_cluster(3, 1, 6);
+    let mut acknowledged = Vec::new();
+    for i in 0..6 {
+        let o = op("a", i);
+        cluster.execute(0, &o);
+        acknowledged.push(o);
+    }
+    cluster.crash(0);
+    cluster.restart_from_disk(0, Recorder::default(), 66);
+    for i in 0..6 {
+        let o = op("b", i);
+        cluster.execute(0, &o);
+        acknowledged.push(o);
+    }
+    cluster.run_for_ms(300);
+    cluster.assert_agreement();
+    for r in 0..3u8 {
+        assert_eq!(cluster.executed(r), acknowledged, "r{r}");
+    }
+}
+
+/// Acknowledged writes survive losing the primary's disk while the backups
+/// restart from theirs, when backups acknowledge only what their disks hold:
+/// an op acknowledged by a quorum of disks is on the backups. With
+/// `ack_before_persist` (the injected bug), the backups acknowledge ops
+/// their slow disks never wrote, and an acknowledged write is lost.
+fn acknowledged_writes_survive_losing_the_primarys_disk(
+    ack_before_persist: bool,
+) -> Result<(), String> {
+    let mut config = Config::new(7, 3);
+    config.seed = 7;
+    config.durability = Durability::Disk;
+    #[cfg(feature = "bug-injection")]
+    if ack_before_persist {
+        config.injected_bug = Some(vr_core::InjectedBug::AckBeforePersist);
+    }
+    #[cfg(not(feature = "bug-injection"))]
+    assert!(!ack_before_persist, "needs the bug-injection feature");
+    let mut cluster = Cluster::with_config(config, 1);
+    let mut acknowledged = Vec::new();
+    for i in 0..3 {
+        let o = op("a", i);
+        cluster.execute(0, &o);
+        acknowledged.push(o);
+    }
+    cluster.run_for_ms(50);
+    // The backups' disks stall; a write is sent.
+    cluster.hold_persists[1] = true;
+    cluster.hold_persists[2] = true;
+    let number = cluster.submit(0, b"w");
+    if cluster.await_completion(0, number, 100).is_some() {
+        acknowledged.push(b"w".to_vec());
+    }
+    // Power fails everywhere; the primary's machine is replaced (its disk
+    // is lost), the backups restart from their disks.
+    for r in 0..3 {
+        cluster.crash(r);
+    }
+    cluster.hold_persists = vec![false; 3];
+    cluster.restart(0, Recorder::default(), 70);
+    cluster.restart_from_disk(1, Recorder::default(), 71);
+    cluster.restart_from_disk(2, Recorder::default(), 72);
+    cluster.clients[0] =
+        vr_core::Client::new(vr_core::ClientConfig::new(&cluster.config, 1000), 10);
+    cluster.execute(0, b"after");
+    cluster.run_for_ms(300);
+    acknowledged.push(b"after".to_vec());
+    let executed = cluster.executed(1);
+    let kept = acknowledged.iter().all(|o| executed.contains(o));
+    if kept {
+        Ok(())
+    } else {
+        Err(format!(
+            "acknowledged {:?}, r1 executed {:?}",
+            acknowledged
+                .iter()
+                .map(|o| String::from_utf8_lossy(o))
+                .collect::<Vec<_>>(),
+            executed
+                .iter()
+                .map(|o| String::from_utf8_lossy(o))
+                .collect::<Vec<_>>()
+        ))
+    }
+}
+
+#[test]
+fn acknowledged_writes_are_on_a_quorum_of_disks() {
+    acknowledged_writes_survive_losing_the_primarys_disk(false).unwrap();
+}
+
+/// The schedule above catches the injected bug `AckBeforePersist`: a test
+/// that could not fail would prove nothing.
+#[cfg(feature = "bug-injection")]
+#[test]
+fn ack_before_persist_is_caught() {
+    assert!(acknowledged_writes_survive_losing_the_primarys_disk(true).is_err());
+}
