@@ -373,7 +373,13 @@ impl<S: Service> Replica<S> {
         let complete = match sync.goal {
             SyncGoal::PrimaryLog => have == message.op_number,
             SyncGoal::CommittedTo(target) | SyncGoal::Transition(target) => have >= target,
-        };
+        } && sync
+            .staged_checkpoint
+            .as_ref()
+            // With the log fetched from below a staged checkpoint (with
+            // witnesses), the entries must reach it: an older answer that
+            // ends before it is not the source's log (vr-sim seed 7027720).
+            .is_none_or(|c| have >= c.summary.op_number);
         if !complete {
             let source = sync.source;
             if progressed {
