@@ -1,0 +1,741 @@
+//! [`Storage`]: one replica's data directory over a [`Backend`], doing
+//! the IO in the order that keeps it crash-safe.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::io;
+
+use crate::backend::{read_file, Backend};
+use crate::checkpoint::{
+    checkpoint_file_name, file_bytes_max, parse_checkpoint_file_name, read_pages, verify_manifest,
+    CheckpointWriter,
+};
+use crate::format::{
+    record_size, CheckpointRef, Identity, ReplicaState, Superblock, SECTOR_SIZE, SUPERBLOCK_COPIES,
+};
+use crate::log::{
+    encode_batch, parse_segment_file_name, segment_file_name, AppendError, EntryRef, LogIndex,
+    LogLimits, LogRecovery, RecoveredLog,
+};
+
+/// The superblock's file.
+pub const SUPERBLOCK_FILE: &str = "superblock";
+
+/// Checkpoint pages are written in chunks of this many bytes (whole
+/// sectors), so a checkpoint needs no more buffer than this.
+const CHECKPOINT_CHUNK_BYTES: usize = 1 << 20;
+
+/// Sizes and identity of a data directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Whose directory it is: written by [`Storage::format`], checked by
+    /// [`Storage::open`] and in every record.
+    pub identity: Identity,
+    /// The most bytes in one log segment file (a multiple of
+    /// [`SECTOR_SIZE`]). Disk use is bounded by the segments since the last
+    /// checkpoint plus one segment.
+    pub segment_bytes: u64,
+    /// The most bytes one write of log entries holds (a multiple of
+    /// [`SECTOR_SIZE`]); a bigger append is written in several.
+    pub batch_bytes_max: usize,
+    /// The largest log entry payload.
+    pub entry_bytes_max: u32,
+    /// The largest checkpoint page.
+    pub page_bytes_max: u32,
+}
+
+impl Config {
+    /// Defaults: 64 MiB segments, 1 MiB batches, entries up to 512 KiB,
+    /// pages up to 64 KiB.
+    pub fn new(identity: Identity) -> Config {
+        Config {
+            identity,
+            segment_bytes: 64 << 20,
+            batch_bytes_max: 1 << 20,
+            entry_bytes_max: 512 << 10,
+            page_bytes_max: 64 << 10,
+        }
+    }
+
+    fn limits(&self) -> LogLimits {
+        LogLimits {
+            segment_bytes: self.segment_bytes,
+            batch_bytes_max: self.batch_bytes_max,
+            body_bytes_max: self.entry_bytes_max,
+        }
+    }
+
+    /// Checks the sizes fit together: one entry of the largest size must
+    /// fit a batch, and a batch a segment.
+    pub fn validate(&self) -> Result<(), Error> {
+        let sector = SECTOR_SIZE as u64;
+        if self.segment_bytes % sector != 0 || self.batch_bytes_max % SECTOR_SIZE != 0 {
+            return Err(Error::InvalidConfig(
+                "segment and batch sizes must be multiples of 4096",
+            ));
+        }
+        let one = LogLimits::single_batch_bytes(self.entry_bytes_max as usize);
+        if one > self.batch_bytes_max || self.batch_bytes_max as u64 > self.segment_bytes {
+            return Err(Error::InvalidConfig(
+                "a batch of the largest entry must fit batch_bytes_max, and a batch a segment",
+            ));
+        }
+        if record_size(self.page_bytes_max as usize) > CHECKPOINT_CHUNK_BYTES {
+            return Err(Error::InvalidConfig("page_bytes_max over 1 MiB"));
+        }
+        Ok(())
+    }
+}
+
+/// What went wrong.
+#[derive(Debug)]
+pub enum Error {
+    /// The backend failed. After a failed write or sync the [`Storage`] is
+    /// unusable (what reached the disk is unknown): reopen it.
+    Io(io::Error),
+    /// The directory holds no data of ours: it was never formatted. Format
+    /// it only if this replica is new (see `docs/storage.md`).
+    Unformatted,
+    /// [`Storage::format`] on a directory that already holds data.
+    AlreadyFormatted,
+    /// The directory holds our files but no intact superblock copy: its
+    /// data is lost. Never treated as empty: the replica must recover from
+    /// its peers (and be reformatted by an operator who knows it).
+    SuperblockLost,
+    /// The directory belongs to another cluster or member.
+    WrongIdentity {
+        /// Whose it is.
+        found: Identity,
+        /// Whose it was expected to be.
+        expected: Identity,
+    },
+    /// The configuration's sizes do not fit together.
+    InvalidConfig(&'static str),
+    /// An append that does not continue the log.
+    Append(AppendError),
+    /// A superblock write that would take a promise back (a lower view,
+    /// epoch or incarnation): a bug in the caller.
+    Regression(&'static str),
+    /// A truncation below the checkpoint (committed ops are never removed).
+    TruncateBelowCheckpoint,
+    /// A checkpoint not newer than the current one.
+    CheckpointNotNewer,
+    /// A checkpoint page over `page_bytes_max`.
+    PageTooLarge,
+    /// An earlier IO error left the storage in an unknown state.
+    Poisoned,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io(e) => write!(f, "storage IO error: {e}"),
+            Error::Unformatted => write!(f, "data directory is not formatted (no superblock, no log): format it first"),
+            Error::AlreadyFormatted => write!(f, "data directory already holds data; refusing to format it"),
+            Error::SuperblockLost => write!(
+                f,
+                "data directory holds data but no intact superblock copy: its state is lost; \
+                 recover this replica from its peers, do not treat the directory as empty"
+            ),
+            Error::WrongIdentity { found, expected } => write!(
+                f,
+                "data directory belongs to cluster {:032x} member {}, not cluster {:032x} member {}",
+                found.cluster_id, found.member_id, expected.cluster_id, expected.member_id
+            ),
+            Error::InvalidConfig(why) => write!(f, "invalid storage configuration: {why}"),
+            Error::Append(e) => write!(f, "append refused: {e:?}"),
+            Error::Regression(what) => write!(f, "superblock write would take {what} back"),
+            Error::TruncateBelowCheckpoint => write!(f, "truncation below the durable checkpoint refused"),
+            Error::CheckpointNotNewer => write!(f, "checkpoint is not newer than the current one"),
+            Error::PageTooLarge => write!(f, "checkpoint page over page_bytes_max"),
+            Error::Poisoned => write!(f, "storage unusable after an earlier IO error: reopen it"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Error {
+        Error::Io(e)
+    }
+}
+
+impl From<AppendError> for Error {
+    fn from(e: AppendError) -> Error {
+        Error::Append(e)
+    }
+}
+
+/// The current checkpoint as read at startup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecoveredCheckpoint {
+    /// No checkpoint was ever written: the state is empty (before op 1).
+    Empty,
+    /// The checkpoint was read. Pages listed in `faulty_pages` are damaged
+    /// (empty in `pages`): fetch them from peers by the root.
+    Read {
+        /// Its op number.
+        op: u64,
+        /// Its root, as given to [`Storage::write_checkpoint`].
+        root: [u8; 32],
+        /// Every page by index.
+        pages: Vec<Vec<u8>>,
+        /// Damaged pages.
+        faulty_pages: Vec<u64>,
+    },
+    /// The superblock names a checkpoint whose file is missing or whose
+    /// manifest is damaged: fetch it whole from peers by its root.
+    Lost {
+        /// Its op number.
+        op: u64,
+        /// Its root.
+        root: [u8; 32],
+        /// Its page count.
+        page_count: u64,
+    },
+}
+
+/// What [`Storage::open`] found on disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovered {
+    /// The replica's promises as last synced (or newer).
+    pub state: ReplicaState,
+    /// The current checkpoint.
+    pub checkpoint: RecoveredCheckpoint,
+    /// The log after the checkpoint: readable entries and faulty ops.
+    pub log: RecoveredLog,
+    /// Superblock copies found intact (of [`SUPERBLOCK_COPIES`]); fewer
+    /// means one was rewritten at open.
+    pub superblock_copies_intact: usize,
+    /// Leftover files removed (checkpoints a crash left unreferenced,
+    /// segments behind the checkpoint).
+    pub files_removed: u64,
+}
+
+/// What the storage did so far: for the caller's counters and the
+/// "fsyncs per write" figure.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StorageStats {
+    /// File syncs (`fdatasync`).
+    pub syncs: u64,
+    /// Directory syncs.
+    pub dir_syncs: u64,
+    /// Writes issued.
+    pub writes: u64,
+    /// Bytes written.
+    pub bytes_written: u64,
+    /// Log entries appended.
+    pub entries_appended: u64,
+}
+
+/// One replica's data directory: superblock, log, checkpoint.
+///
+/// Methods that change the disk say when their change is durable:
+/// [`Storage::append`] only once [`Storage::sync`] returns;
+/// [`Storage::truncate_after`], [`Storage::write_superblock`] and
+/// [`Storage::write_checkpoint`] when they return. After any IO error the
+/// storage refuses further use ([`Error::Poisoned`]): reopen it, which
+/// scans what really reached the disk.
+pub struct Storage<B: Backend> {
+    backend: B,
+    config: Config,
+    superblock: Superblock,
+    index: LogIndex,
+    unsynced: BTreeSet<u64>,
+    dir_unsynced: bool,
+    poisoned: bool,
+    buffer: Vec<u8>,
+    stats: StorageStats,
+}
+
+fn is_ours(name: &str) -> bool {
+    name == SUPERBLOCK_FILE
+        || parse_segment_file_name(name).is_some()
+        || parse_checkpoint_file_name(name).is_some()
+}
+
+impl<B: Backend> Storage<B> {
+    /// Formats an empty data directory: writes a fresh superblock (view 0,
+    /// no checkpoint, empty log) for `config.identity`, durably. Refuses a
+    /// directory that holds any of our files.
+    pub fn format(backend: &mut B, config: &Config) -> Result<(), Error> {
+        config.validate()?;
+        if backend.list()?.iter().any(|n| is_ours(n)) {
+            return Err(Error::AlreadyFormatted);
+        }
+        let superblock = Superblock {
+            sequence: 1,
+            state: ReplicaState::default(),
+            checkpoint: CheckpointRef::default(),
+            log_first_op: 1,
+        };
+        let mut stats = StorageStats::default();
+        write_superblock_copies(backend, config.identity, &superblock, &mut stats)?;
+        backend.sync_dir()?;
+        Ok(())
+    }
+
+    /// Opens a formatted data directory and scans it: returns the storage,
+    /// ready to append after the log's head, and what was recovered.
+    ///
+    /// Repairs what it can by itself before returning, durably: a torn log
+    /// tail is cut, a damaged or stale superblock copy rewritten, leftover
+    /// files of an interrupted checkpoint removed. What needs peers (faulty
+    /// ops, damaged or lost checkpoint pages) is reported in [`Recovered`].
+    pub fn open(mut backend: B, config: Config) -> Result<(Storage<B>, Recovered), Error> {
+        config.validate()?;
+        let names = backend.list()?;
+        let has_superblock = names.iter().any(|n| n == SUPERBLOCK_FILE);
+        if !has_superblock {
+            return Err(if names.iter().any(|n| is_ours(n)) {
+                Error::SuperblockLost
+            } else {
+                Error::Unformatted
+            });
+        }
+        let bytes = read_file(
+            &mut backend,
+            SUPERBLOCK_FILE,
+            (SUPERBLOCK_COPIES * SECTOR_SIZE) as u64,
+        )?;
+        let copies: Vec<Option<(Superblock, Identity)>> = (0..SUPERBLOCK_COPIES)
+            .map(|copy| {
+                let sector = bytes.get(copy * SECTOR_SIZE..(copy + 1) * SECTOR_SIZE)?;
+                Superblock::decode(sector, copy, None)
+            })
+            .collect();
+        let intact = copies.iter().flatten().count();
+        let (superblock, identity) = copies
+            .iter()
+            .flatten()
+            .max_by_key(|(sb, _)| sb.sequence)
+            .copied()
+            .ok_or(Error::SuperblockLost)?;
+        if identity != config.identity {
+            return Err(Error::WrongIdentity {
+                found: identity,
+                expected: config.identity,
+            });
+        }
+        let all_current = copies
+            .iter()
+            .all(|c| c.is_some_and(|(sb, _)| sb == superblock));
+
+        let checkpoint = read_checkpoint(&mut backend, &config, &superblock.checkpoint)?;
+
+        let mut segments: Vec<u64> = names
+            .iter()
+            .filter_map(|n| parse_segment_file_name(n))
+            .collect();
+        segments.sort_unstable();
+        let mut recovery = LogRecovery::new(identity, superblock.checkpoint.op, config.limits());
+        for &name in &segments {
+            let bytes = read_file(&mut backend, &segment_file_name(name), config.segment_bytes)?;
+            recovery.add_segment(name, &bytes);
+        }
+        let (index, log, cut) = recovery.finish();
+
+        let mut storage = Storage {
+            backend,
+            config,
+            superblock,
+            index,
+            unsynced: BTreeSet::new(),
+            dir_unsynced: false,
+            poisoned: false,
+            buffer: Vec::new(),
+            stats: StorageStats::default(),
+        };
+        let mut files_removed = 0;
+        if let Some((name, len)) = cut {
+            let file = segment_file_name(name);
+            storage.backend.truncate(&file, len)?;
+            storage.backend.sync(&file)?;
+            storage.stats.syncs += 1;
+        }
+        // A segment created for a batch that was lost whole is named above
+        // the head: appending op head+1 to it would put an op below its
+        // name, so it goes.
+        while let Some(last) = storage.index.segments.last() {
+            if last.name <= storage.index.head_op + 1 {
+                break;
+            }
+            let name = last.name;
+            storage.index.segments.pop();
+            storage.backend.remove(&segment_file_name(name))?;
+            files_removed += 1;
+        }
+        for name in &names {
+            if parse_checkpoint_file_name(name).is_some_and(|op| op != superblock.checkpoint.op) {
+                storage.backend.remove(name)?;
+                files_removed += 1;
+            }
+        }
+        for name in storage.index.release(superblock.checkpoint.op) {
+            storage.backend.remove(&segment_file_name(name))?;
+            files_removed += 1;
+        }
+        if files_removed > 0 {
+            storage.backend.sync_dir()?;
+            storage.stats.dir_syncs += 1;
+        }
+        if !all_current {
+            let repaired = Superblock {
+                sequence: superblock.sequence + 1,
+                ..superblock
+            };
+            write_superblock_copies(
+                &mut storage.backend,
+                identity,
+                &repaired,
+                &mut storage.stats,
+            )?;
+            storage.superblock = repaired;
+        }
+        let recovered = Recovered {
+            state: superblock.state,
+            checkpoint,
+            log,
+            superblock_copies_intact: intact,
+            files_removed,
+        };
+        Ok((storage, recovered))
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        if self.poisoned {
+            Err(Error::Poisoned)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn io<T>(&mut self, result: io::Result<T>) -> Result<T, Error> {
+        result.map_err(|e| {
+            self.poisoned = true;
+            Error::Io(e)
+        })
+    }
+
+    /// Writes `entries`, which must continue the log (op `head_op() + 1`
+    /// on, consecutive, views not decreasing), as few batches as the limits
+    /// allow. Not durable until [`Storage::sync`] returns: call `sync` once
+    /// for everything appended since the last one (group commit).
+    pub fn append(&mut self, entries: &[EntryRef<'_>]) -> Result<(), Error> {
+        self.check()?;
+        let batches = self.index.plan_append(entries)?;
+        for batch in &batches {
+            self.buffer.clear();
+            self.buffer.resize(batch.len, 0);
+            encode_batch(self.config.identity, batch, entries, &mut self.buffer);
+            let file = segment_file_name(batch.segment);
+            let result = self.backend.write_at(&file, batch.offset, &self.buffer);
+            self.io(result)?;
+            self.stats.writes += 1;
+            self.stats.bytes_written += batch.len as u64;
+            self.unsynced.insert(batch.segment);
+            self.dir_unsynced |= batch.creates_segment;
+        }
+        self.stats.entries_appended += entries.len() as u64;
+        Ok(())
+    }
+
+    /// Makes every append so far durable: one `fdatasync` per segment
+    /// written (usually one), and a directory sync if a segment was
+    /// created.
+    pub fn sync(&mut self) -> Result<(), Error> {
+        self.check()?;
+        while let Some(&segment) = self.unsynced.iter().next() {
+            let result = self.backend.sync(&segment_file_name(segment));
+            self.io(result)?;
+            self.stats.syncs += 1;
+            self.unsynced.remove(&segment);
+        }
+        if self.dir_unsynced {
+            let result = self.backend.sync_dir();
+            self.io(result)?;
+            self.stats.dir_syncs += 1;
+            self.dir_unsynced = false;
+        }
+        Ok(())
+    }
+
+    /// Whether everything appended is durable.
+    pub fn is_synced(&self) -> bool {
+        self.unsynced.is_empty() && !self.dir_unsynced
+    }
+
+    /// Removes every entry after `op` (a view change replacing the
+    /// uncommitted suffix, or the start of repairing a faulty op: truncate
+    /// before it, then append the entries again), durably. Later segments
+    /// are removed first, then the last one cut, so that a crash in between
+    /// leaves a prefix of the old log, never old entries after a gap.
+    pub fn truncate_after(&mut self, op: u64) -> Result<(), Error> {
+        self.check()?;
+        let plan = self
+            .index
+            .plan_truncate(op)
+            .ok_or(Error::TruncateBelowCheckpoint)?;
+        for &name in &plan.remove {
+            let result = self.backend.remove(&segment_file_name(name));
+            self.io(result)?;
+            self.unsynced.remove(&name);
+        }
+        if !plan.remove.is_empty() {
+            let result = self.backend.sync_dir();
+            self.io(result)?;
+            self.stats.dir_syncs += 1;
+        }
+        if let Some((name, len)) = plan.cut {
+            let file = segment_file_name(name);
+            let result = self.backend.truncate(&file, len);
+            self.io(result)?;
+            let result = self.backend.sync(&file);
+            self.io(result)?;
+            self.stats.syncs += 1;
+            self.unsynced.remove(&name);
+        }
+        Ok(())
+    }
+
+    /// Writes the replica's promises, durably: both superblock copies, one
+    /// after the other, each synced, so a crash tears at most one and a
+    /// damaged copy later still leaves the other at the newest state.
+    /// Refuses to take the epoch, view, last normal view or incarnation
+    /// back. Costs two `fdatasync`s: write it when a promise changes (a
+    /// view change, a recovery), not per commit.
+    pub fn write_superblock(&mut self, state: &ReplicaState) -> Result<(), Error> {
+        self.check()?;
+        let old = &self.superblock.state;
+        if state.epoch < old.epoch {
+            return Err(Error::Regression("the epoch"));
+        }
+        if state.view_number < old.view_number {
+            return Err(Error::Regression("the view number"));
+        }
+        if state.last_normal_view < old.last_normal_view {
+            return Err(Error::Regression("the last normal view"));
+        }
+        if state.incarnation < old.incarnation {
+            return Err(Error::Regression("the incarnation"));
+        }
+        let next = Superblock {
+            sequence: self.superblock.sequence + 1,
+            state: *state,
+            ..self.superblock
+        };
+        self.put_superblock(next)
+    }
+
+    fn put_superblock(&mut self, next: Superblock) -> Result<(), Error> {
+        let result = write_superblock_copies(
+            &mut self.backend,
+            self.config.identity,
+            &next,
+            &mut self.stats,
+        );
+        self.io(result)?;
+        self.superblock = next;
+        Ok(())
+    }
+
+    /// Writes the checkpoint at `op` (the state after executing op `op`:
+    /// committed, executed) with its `pages` and the caller's `root` over
+    /// them, durably; makes it current in the superblock; then removes the
+    /// previous checkpoint and every log segment wholly at or before `op`.
+    ///
+    /// A crash before the superblock write leaves the previous checkpoint
+    /// current (the new file is removed at the next open); after it, the
+    /// new one. A checkpoint past the log's head (one fetched from peers)
+    /// restarts the log after it. Pages are written whole every time (no
+    /// incremental checkpoints yet).
+    pub fn write_checkpoint<I>(&mut self, op: u64, root: [u8; 32], pages: I) -> Result<(), Error>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+    {
+        self.check()?;
+        if op <= self.superblock.checkpoint.op {
+            return Err(Error::CheckpointNotNewer);
+        }
+        let file = checkpoint_file_name(op);
+        let result = self.backend.remove(&file);
+        self.io(result)?;
+        let mut writer = CheckpointWriter::new(self.config.identity, op);
+        let mut chunk = Vec::with_capacity(CHECKPOINT_CHUNK_BYTES + SECTOR_SIZE);
+        let mut flushed = SECTOR_SIZE as u64;
+        for page in pages {
+            let page = page.as_ref();
+            if page.len() > self.config.page_bytes_max as usize {
+                return Err(Error::PageTooLarge);
+            }
+            writer.push_page(page, &mut chunk);
+            if chunk.len() >= CHECKPOINT_CHUNK_BYTES {
+                // Write whole sectors only; the rest waits for the next.
+                let whole = chunk.len() / SECTOR_SIZE * SECTOR_SIZE;
+                let result = self.backend.write_at(&file, flushed, &chunk[..whole]);
+                self.io(result)?;
+                self.stats.writes += 1;
+                self.stats.bytes_written += whole as u64;
+                chunk.drain(..whole);
+                flushed += whole as u64;
+            }
+        }
+        chunk.resize(chunk.len() + writer.padding(), 0);
+        let (sector, manifest_id, manifest) = writer.finish(root);
+        for (offset, bytes) in [(flushed, &chunk[..]), (0, &sector[..])] {
+            if !bytes.is_empty() {
+                let result = self.backend.write_at(&file, offset, bytes);
+                self.io(result)?;
+                self.stats.writes += 1;
+                self.stats.bytes_written += bytes.len() as u64;
+            }
+        }
+        let result = self.backend.sync(&file);
+        self.io(result)?;
+        let result = self.backend.sync_dir();
+        self.io(result)?;
+        self.stats.syncs += 1;
+        self.stats.dir_syncs += 1;
+
+        let previous = self.superblock.checkpoint.op;
+        let next = Superblock {
+            sequence: self.superblock.sequence + 1,
+            checkpoint: CheckpointRef {
+                op,
+                page_count: manifest.page_count,
+                root,
+                manifest: manifest_id,
+            },
+            log_first_op: op + 1,
+            ..self.superblock
+        };
+        self.put_superblock(next)?;
+
+        if previous != 0 {
+            let result = self.backend.remove(&checkpoint_file_name(previous));
+            self.io(result)?;
+        }
+        for name in self.index.release(op) {
+            let result = self.backend.remove(&segment_file_name(name));
+            self.io(result)?;
+            self.unsynced.remove(&name);
+        }
+        let result = self.backend.sync_dir();
+        self.io(result)?;
+        self.stats.dir_syncs += 1;
+        Ok(())
+    }
+
+    /// The highest op in the log (appended, synced or not), or the
+    /// checkpoint's op if the log is empty after it.
+    pub fn head_op(&self) -> u64 {
+        self.index.head_op
+    }
+
+    /// The promises as last written.
+    pub fn state(&self) -> ReplicaState {
+        self.superblock.state
+    }
+
+    /// The current checkpoint.
+    pub fn checkpoint(&self) -> CheckpointRef {
+        self.superblock.checkpoint
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Counts of the IO done so far.
+    pub fn stats(&self) -> StorageStats {
+        self.stats
+    }
+
+    /// The log segments (names) on disk.
+    pub fn segments(&self) -> Vec<u64> {
+        self.index.segments.iter().map(|s| s.name).collect()
+    }
+
+    /// The backend, to inspect it.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Gives the backend back (closing the storage).
+    pub fn into_backend(self) -> B {
+        self.backend
+    }
+}
+
+fn write_superblock_copies<B: Backend>(
+    backend: &mut B,
+    identity: Identity,
+    superblock: &Superblock,
+    stats: &mut StorageStats,
+) -> io::Result<()> {
+    let mut sector = Box::new([0u8; SECTOR_SIZE]);
+    for copy in 0..SUPERBLOCK_COPIES {
+        superblock.encode(identity, copy, &mut sector);
+        backend.write_at(SUPERBLOCK_FILE, (copy * SECTOR_SIZE) as u64, &sector[..])?;
+        // Synced one at a time: a crash can tear only the copy being
+        // written, never both.
+        backend.sync(SUPERBLOCK_FILE)?;
+        stats.writes += 1;
+        stats.bytes_written += SECTOR_SIZE as u64;
+        stats.syncs += 1;
+    }
+    Ok(())
+}
+
+fn read_checkpoint<B: Backend>(
+    backend: &mut B,
+    config: &Config,
+    checkpoint: &CheckpointRef,
+) -> Result<RecoveredCheckpoint, Error> {
+    if checkpoint.op == 0 {
+        return Ok(RecoveredCheckpoint::Empty);
+    }
+    let lost = RecoveredCheckpoint::Lost {
+        op: checkpoint.op,
+        root: checkpoint.root,
+        page_count: checkpoint.page_count,
+    };
+    let file = checkpoint_file_name(checkpoint.op);
+    if !backend.list()?.contains(&file) {
+        return Ok(lost);
+    }
+    let mut sector = vec![0u8; SECTOR_SIZE];
+    let n = backend.read_at(&file, 0, &mut sector)?;
+    let Some(manifest) = verify_manifest(
+        config.identity,
+        checkpoint.op,
+        checkpoint.manifest,
+        &sector[..n],
+    ) else {
+        return Ok(lost);
+    };
+    if manifest.root != checkpoint.root || manifest.page_count != checkpoint.page_count {
+        return Ok(lost);
+    }
+    let bytes = read_file(backend, &file, file_bytes_max(&manifest))?;
+    Ok(
+        match read_pages(
+            config.identity,
+            checkpoint.op,
+            &manifest,
+            &bytes,
+            config.page_bytes_max,
+        ) {
+            Ok(read) => RecoveredCheckpoint::Read {
+                op: checkpoint.op,
+                root: checkpoint.root,
+                pages: read.pages,
+                faulty_pages: read.faulty,
+            },
+            Err(_) => lost,
+        },
+    )
+}
