@@ -283,7 +283,8 @@ pub enum Found<'a> {
 /// never-written space) are skipped silently; anything else that is not an
 /// intact header is reported as [`Found::Garbage`] and stepped over
 /// [`RECORD_ALIGN`] bytes at a time, so that the records after damage are
-/// still found. A record is stepped over whole once its header is trusted.
+/// still found. Only a valid record is stepped over whole; a damaged or
+/// misplaced one is stepped into, since what damaged it may be records.
 pub struct Scanner<'a> {
     bytes: &'a [u8],
     expect: Expect,
@@ -337,20 +338,23 @@ impl<'a> Scanner<'a> {
         let body_size = header.body_size as usize;
         let body_end = at + HEADER_SIZE + body_size;
         if header.body_size > self.expect.body_bytes_max || body_end > self.bytes.len() {
-            self.position = self.bytes.len();
+            self.position += RECORD_ALIGN;
+            return Some(Found::BodyCorrupt {
+                offset: at as u64,
+                header,
+            });
+        }
+        let body = &self.bytes[at + HEADER_SIZE..body_end];
+        if checksum(body) != header.body_checksum {
+            // Step into the damaged body a word at a time: what damaged it
+            // may be other records (a misdirected write), to be found.
+            self.position += RECORD_ALIGN;
             return Some(Found::BodyCorrupt {
                 offset: at as u64,
                 header,
             });
         }
         self.position = at + record_size(body_size);
-        let body = &self.bytes[at + HEADER_SIZE..body_end];
-        if checksum(body) != header.body_checksum {
-            return Some(Found::BodyCorrupt {
-                offset: at as u64,
-                header,
-            });
-        }
         Some(Found::Valid {
             offset: at as u64,
             header,
