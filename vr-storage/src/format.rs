@@ -396,8 +396,10 @@ impl<'a> Iterator for Scanner<'a> {
     }
 }
 
-/// Bytes of a superblock copy's body.
-pub const SUPERBLOCK_BODY_SIZE: usize = 128;
+/// Bytes of a superblock copy's body: the rest of its sector. The fields
+/// take the first 128; the rest is reserved (zeros), under the checksum, so
+/// that a write torn anywhere in the sector is detected.
+pub const SUPERBLOCK_BODY_SIZE: usize = SECTOR_SIZE - HEADER_SIZE;
 
 /// The durable state of a replica: what its promises rest on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -23,9 +23,12 @@ pub enum CrashMode {
     /// Every unsynced write and directory change (power loss with the disk's
     /// cache lost).
     LoseAll,
-    /// Each sector of each unsynced write, each unsynced truncation and each
-    /// unsynced directory change survives with probability one half, chosen
-    /// from `seed`: writes reach the disk out of order.
+    /// Each sector of each unsynced write reaches the disk whole, not at
+    /// all, or torn at a random byte with garbage after it (a third each),
+    /// and each unsynced
+    /// truncation and directory change survives with probability one half,
+    /// chosen from `seed`: writes reach the disk out of order, and a sector
+    /// is not assumed to be written atomically.
     RandomSectors {
         /// The seed of the choices.
         seed: u64,
@@ -308,18 +311,29 @@ impl MemDisk {
                         }
                         CrashMode::RandomSectors { .. } => {
                             // Split at absolute sector boundaries: each
-                            // sector reaches the disk or not.
+                            // sector reaches the disk whole, torn inside
+                            // (a disk need not write a sector atomically),
+                            // or not at all.
                             let mut at = 0usize;
                             while at < data.len() {
                                 let abs = offset as usize + at;
                                 let end = ((abs / SECTOR_SIZE + 1) * SECTOR_SIZE - offset as usize)
                                     .min(data.len());
-                                if rng.coin() {
-                                    apply_write(
-                                        &mut image,
-                                        (offset as usize + at) as u64,
-                                        &data[at..end],
-                                    );
+                                let sector = &data[at..end];
+                                match rng.below(3) {
+                                    0 => apply_write(&mut image, abs as u64, sector),
+                                    1 => {
+                                        // Torn: a prefix arrives, the rest
+                                        // of the sector is garbage (worse
+                                        // than old-or-new, so it covers it).
+                                        let cut = rng.below(sector.len() as u64) as usize;
+                                        let mut torn = sector.to_vec();
+                                        for byte in &mut torn[cut..] {
+                                            *byte = rng.next_u64() as u8;
+                                        }
+                                        apply_write(&mut image, abs as u64, &torn);
+                                    }
+                                    _ => {}
                                 }
                                 at = end;
                             }

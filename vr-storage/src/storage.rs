@@ -477,12 +477,14 @@ impl<B: Backend> Storage<B> {
             .index
             .plan_truncate(op)
             .ok_or(Error::TruncateBelowCheckpoint)?;
+        // One at a time, highest first, each removal durable before the
+        // next: a directory need not make removals durable in order, and a
+        // later segment coming back after an earlier one went would leave
+        // old entries after a gap.
         for &name in &plan.remove {
             let result = self.backend.remove(&segment_file_name(name));
             self.io(result)?;
             self.unsynced.remove(&name);
-        }
-        if !plan.remove.is_empty() {
             let result = self.backend.sync_dir();
             self.io(result)?;
             self.stats.dir_syncs += 1;

@@ -166,7 +166,7 @@ proptest! {
         built.disk.corrupt(&name, offset, len, seed);
         let range = (offset, offset + len);
         let result = Storage::open(built.disk.clone(), small_config());
-        let copy_areas = [(0, (HEADER_SIZE + 128) as u64), (SECTOR_SIZE as u64, (SECTOR_SIZE + HEADER_SIZE + 128) as u64)];
+        let copy_areas = [(0, SECTOR_SIZE as u64), (SECTOR_SIZE as u64, 2 * SECTOR_SIZE as u64)];
         match result {
             Err(Error::SuperblockLost) => {
                 prop_assert_eq!(&name, SUPERBLOCK_FILE);
@@ -192,7 +192,7 @@ proptest! {
     /// A damaged superblock copy: the other copy (the same, newest state,
     /// since both are written each time) is used, and open rewrites both.
     #[test]
-    fn a_damaged_superblock_copy_falls_back_to_the_other(copy in 0u64..2, at in 0u64..(HEADER_SIZE as u64 + 128), len in 1u64..300, seed in any::<u64>()) {
+    fn a_damaged_superblock_copy_falls_back_to_the_other(copy in 0u64..2, at in 0u64..SECTOR_SIZE as u64, len in 1u64..300, seed in any::<u64>()) {
         let built = build(1);
         let start = copy * SECTOR_SIZE as u64 + at;
         built.disk.corrupt(SUPERBLOCK_FILE, start, len.min(SECTOR_SIZE as u64 - at), seed);

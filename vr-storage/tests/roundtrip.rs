@@ -55,7 +55,7 @@ fn every_record_kind_round_trips_through_its_header() {
         (Kind::Seal, b"".as_slice()),
         (Kind::Page, &[0x55u8; 777][..]),
         (Kind::Manifest, &[1u8; 64][..]),
-        (Kind::Superblock, &[2u8; 128][..]),
+        (Kind::Superblock, &[2u8; 4000][..]),
     ] {
         let place = Place {
             kind,

@@ -28,11 +28,19 @@ fn a_write_cut_at_any_byte_is_cut_at_the_last_complete_record() {
     let entries: Vec<EntryRef> = payloads
         .iter()
         .zip(41u64..)
-        .map(|(p, op)| EntryRef { op, view: 1, payload: p })
+        .map(|(p, op)| EntryRef {
+            op,
+            view: 1,
+            payload: p,
+        })
         .collect();
     storage.append(&entries).unwrap();
     let full = disk.file(&segment).unwrap();
-    assert_eq!(*storage.segments().last().unwrap(), 1, "the batch went to the same segment");
+    assert_eq!(
+        *storage.segments().last().unwrap(),
+        1,
+        "the batch went to the same segment"
+    );
     drop(storage);
     let batch_at = synced.len();
     let batch_len = full.len() - batch_at;
@@ -59,8 +67,16 @@ fn a_write_cut_at_any_byte_is_cut_at_the_last_complete_record() {
             ends.iter().filter(|&&end| end <= batch_at + cut).count()
         };
         let ops: Vec<u64> = recovered.log.entries.iter().map(|e| e.op).collect();
-        assert_eq!(ops, (1..=40 + complete as u64).collect::<Vec<_>>(), "cut at {cut}");
-        assert!(recovered.log.faulty.is_empty(), "cut at {cut}: {:?}", recovered.log.faulty);
+        assert_eq!(
+            ops,
+            (1..=40 + complete as u64).collect::<Vec<_>>(),
+            "cut at {cut}"
+        );
+        assert!(
+            recovered.log.faulty.is_empty(),
+            "cut at {cut}: {:?}",
+            recovered.log.faulty
+        );
         for entry in &recovered.log.entries {
             let payload = if entry.op <= 40 {
                 &written[&entry.op].1
@@ -80,10 +96,17 @@ fn a_write_cut_at_any_byte_is_cut_at_the_last_complete_record() {
         storage.sync().unwrap();
         drop(storage);
         let (_, again) = Storage::open(torn, config).unwrap();
-        assert_eq!(again.log.entries.last().unwrap().payload, b"after the cut", "cut at {cut}");
+        assert_eq!(
+            again.log.entries.last().unwrap().payload,
+            b"after the cut",
+            "cut at {cut}"
+        );
         assert_eq!(again.log.entries.len() as u64, next, "cut at {cut}");
         assert!(again.log.faulty.is_empty());
-        assert_eq!(again.log.report.torn_bytes_cut, 0, "the cut was made durable");
+        assert_eq!(
+            again.log.report.torn_bytes_cut, 0,
+            "the cut was made durable"
+        );
     }
 }
 
@@ -103,7 +126,11 @@ fn torn_last_write_over_many_seeds() {
         let entries: Vec<EntryRef> = payloads
             .iter()
             .zip(31u64..)
-            .map(|(p, op)| EntryRef { op, view: 1, payload: p })
+            .map(|(p, op)| EntryRef {
+                op,
+                view: 1,
+                payload: p,
+            })
             .collect();
         storage.append(&entries).unwrap();
         drop(storage);
@@ -112,7 +139,11 @@ fn torn_last_write_over_many_seeds() {
         let ops: Vec<u64> = recovered.log.entries.iter().map(|e| e.op).collect();
         let head = *ops.last().unwrap();
         assert!(head >= 30, "seed {seed}: synced ops lost");
-        assert_eq!(ops, (1..=head).collect::<Vec<_>>(), "seed {seed}: not a prefix");
+        assert_eq!(
+            ops,
+            (1..=head).collect::<Vec<_>>(),
+            "seed {seed}: not a prefix"
+        );
         for entry in &recovered.log.entries {
             let payload = if entry.op <= 30 {
                 &written[&entry.op].1
