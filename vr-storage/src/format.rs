@@ -290,6 +290,7 @@ pub struct Scanner<'a> {
     expect: Expect,
     position: usize,
     garbage_start: Option<usize>,
+    held: Option<Found<'a>>,
 }
 
 impl<'a> Scanner<'a> {
@@ -300,6 +301,7 @@ impl<'a> Scanner<'a> {
             expect,
             position: 0,
             garbage_start: None,
+            held: None,
         }
     }
 
@@ -367,27 +369,29 @@ impl<'a> Iterator for Scanner<'a> {
     type Item = Found<'a>;
 
     fn next(&mut self) -> Option<Found<'a>> {
+        // A record found after a run of garbage is held back one call, so
+        // that the garbage before it is reported first.
+        if let Some(found) = self.held.take() {
+            return Some(found);
+        }
         while self.position < self.bytes.len() {
-            let before = self.position;
             let garbage_before = self.garbage_start;
-            let found = self.step();
-            match found {
-                Some(Found::Garbage { .. }) => return found,
-                Some(other) => {
-                    // A record ends any run of garbage before it: report
-                    // the garbage first and come back for the record.
-                    if let Some(start) = garbage_before {
+            let at = self.position;
+            match self.step() {
+                Some(Found::Garbage { offset, len }) => {
+                    return Some(Found::Garbage { offset, len })
+                }
+                Some(record) => match garbage_before {
+                    Some(start) => {
                         self.garbage_start = None;
-                        self.position = before;
-                        // Re-scan the record next time (deterministic).
-                        let _ = other;
+                        self.held = Some(record);
                         return Some(Found::Garbage {
                             offset: start as u64,
-                            len: (before - start) as u64,
+                            len: (at - start) as u64,
                         });
                     }
-                    return Some(other);
-                }
+                    None => return Some(record),
+                },
                 None => {}
             }
         }

@@ -6,7 +6,7 @@
 //! `docs/storage.md`.
 //!
 //! Two layers:
-//! - **Pure, no IO**: [`format`] (records, superblock, the scanner),
+//! - **Pure, no IO**: [`format`](mod@format) (records, superblock, the scanner),
 //!   [`log`] (where entries go, batch encoding, log assembly at recovery),
 //!   [`checkpoint`] (checkpoint file layout and verification). Every write
 //!   they plan is whole 4096-byte sectors at sector offsets, so an

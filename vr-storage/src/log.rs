@@ -8,7 +8,7 @@
 //! below the next segment's name.
 //!
 //! Entries are written in *batches*. A batch starts at a sector boundary,
-//! holds entry records back to back ([`RECORD_ALIGN`]ed), zeros to the next
+//! holds entry records back to back ([`RECORD_ALIGN`](crate::format::RECORD_ALIGN)ed), zeros to the next
 //! sector boundary, and a *seal* record alone in its last sector naming the
 //! batch's first and last op. One batch is one write (of whole sectors);
 //! many batches then take one sync (group commit). No write ever touches a
@@ -210,9 +210,8 @@ impl LogIndex {
     /// [`encode_batch`] and writes it; a failed write leaves the index ahead
     /// of the disk, so the caller must stop using it (reopen).
     pub fn plan_append(&mut self, entries: &[EntryRef<'_>]) -> Result<Vec<Batch>, AppendError> {
-        let mut expected = self.head_op + 1;
         let mut view = self.head_view;
-        for entry in entries {
+        for (expected, entry) in (self.head_op + 1..).zip(entries) {
             if entry.op != expected {
                 return Err(AppendError::NotConsecutive {
                     expected,
@@ -228,7 +227,6 @@ impl LogIndex {
                     bytes: entry.payload.len(),
                 });
             }
-            expected += 1;
             view = entry.view;
         }
         let mut batches = Vec::new();
@@ -341,19 +339,6 @@ impl LogIndex {
             remove.push(self.segments.remove(0).name);
         }
         remove
-    }
-
-    /// The ops the index can read: those above the checkpoint.
-    pub fn entry_count(&self) -> usize {
-        self.segments
-            .iter()
-            .map(|s| {
-                s.entries
-                    .iter()
-                    .filter(|e| e.0 > self.checkpoint_op)
-                    .count()
-            })
-            .sum()
     }
 }
 

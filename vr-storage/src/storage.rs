@@ -69,7 +69,9 @@ impl Config {
     /// fit a batch, and a batch a segment.
     pub fn validate(&self) -> Result<(), Error> {
         let sector = SECTOR_SIZE as u64;
-        if self.segment_bytes % sector != 0 || self.batch_bytes_max % SECTOR_SIZE != 0 {
+        if !self.segment_bytes.is_multiple_of(sector)
+            || !self.batch_bytes_max.is_multiple_of(SECTOR_SIZE)
+        {
             return Err(Error::InvalidConfig(
                 "segment and batch sizes must be multiples of 4096",
             ));
