@@ -394,14 +394,22 @@ pub struct RecoveredLog {
 
 impl LogRecovery {
     /// Starts assembling a log whose checkpoint is at `checkpoint_op`.
-    pub fn new(identity: Identity, checkpoint_op: u64, limits: LogLimits) -> LogRecovery {
+    /// `known_op` is an op the log is known to reach (the superblock's
+    /// commit number): ops up to it that cannot be read are faulty, never
+    /// cut as a torn tail.
+    pub fn new(
+        identity: Identity,
+        checkpoint_op: u64,
+        known_op: u64,
+        limits: LogLimits,
+    ) -> LogRecovery {
         LogRecovery {
             identity,
             index: LogIndex::new(checkpoint_op, limits),
             entries: Vec::new(),
             last_op: 0,
             last_view: 0,
-            evidence_op: 0,
+            evidence_op: known_op,
             last_segment_end: 0,
             last_segment_len: 0,
             report: LogScanReport::default(),
@@ -463,15 +471,19 @@ impl LogRecovery {
                     }
                 }
                 Found::BodyCorrupt { .. } => self.report.body_corrupt += 1,
-                Found::Misplaced { header, .. } => {
+                Found::Misplaced { offset, header } => {
                     self.report.misplaced += 1;
                     // An intact record of ours written to the wrong place
                     // still proves its op was written: the op is reported
-                    // faulty rather than silently cut with a torn tail.
+                    // faulty rather than silently cut with a torn tail. The
+                    // record is kept (not cut) so the proof survives until
+                    // the op is repaired.
                     if header.identity == self.identity
                         && matches!(header.kind, Kind::Entry | Kind::Seal)
                     {
                         self.evidence_op = self.evidence_op.max(header.op);
+                        let record_end = offset + record_size(header.body_size as usize) as u64;
+                        end = end.max(record_end.min(bytes.len() as u64));
                     }
                 }
                 Found::Garbage { .. } => self.report.garbage_runs += 1,
@@ -609,7 +621,7 @@ mod tests {
             file.resize((b.offset as usize + b.len).max(file.len()), 0);
             encode_batch(ID, b, &entries, &mut file[b.offset as usize..]);
         }
-        let mut recovery = LogRecovery::new(ID, 0, LIMITS);
+        let mut recovery = LogRecovery::new(ID, 0, 0, LIMITS);
         for (name, bytes) in &files {
             recovery.add_segment(*name, bytes);
         }

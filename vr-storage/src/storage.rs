@@ -126,6 +126,14 @@ pub enum Error {
     PageTooLarge,
     /// An earlier IO error left the storage in an unknown state.
     Poisoned,
+    /// A log segment longer than `segment_bytes`: the directory was written
+    /// with a larger setting. Open it with that setting.
+    SegmentTooLarge {
+        /// The segment's file.
+        file: String,
+        /// Its length.
+        len: u64,
+    },
 }
 
 impl fmt::Display for Error {
@@ -151,6 +159,10 @@ impl fmt::Display for Error {
             Error::CheckpointNotNewer => write!(f, "checkpoint is not newer than the current one"),
             Error::PageTooLarge => write!(f, "checkpoint page over page_bytes_max"),
             Error::Poisoned => write!(f, "storage unusable after an earlier IO error: reopen it"),
+            Error::SegmentTooLarge { file, len } => write!(
+                f,
+                "log segment {file} is {len} bytes, over segment_bytes: open with the setting it was written with"
+            ),
         }
     }
 }
@@ -331,9 +343,22 @@ impl<B: Backend> Storage<B> {
             .filter_map(|n| parse_segment_file_name(n))
             .collect();
         segments.sort_unstable();
-        let mut recovery = LogRecovery::new(identity, superblock.checkpoint.op, config.limits());
+        let mut recovery = LogRecovery::new(
+            identity,
+            superblock.checkpoint.op,
+            superblock.state.commit_number,
+            config.limits(),
+        );
         for &name in &segments {
-            let bytes = read_file(&mut backend, &segment_file_name(name), config.segment_bytes)?;
+            let file = segment_file_name(name);
+            // Memory is bounded by the segment size; a longer file (written
+            // with a larger `segment_bytes`) is refused rather than read in
+            // part, which would lose its end.
+            let len = backend.len(&file)?;
+            if len > config.segment_bytes {
+                return Err(Error::SegmentTooLarge { file, len });
+            }
+            let bytes = read_file(&mut backend, &file, config.segment_bytes)?;
             recovery.add_segment(name, &bytes);
         }
         let (index, log, cut) = recovery.finish();

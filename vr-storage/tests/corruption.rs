@@ -363,3 +363,38 @@ fn a_damaged_checkpoint_page_is_named_and_a_damaged_manifest_loses_the_checkpoin
     // The log after the checkpoint is still all there.
     assert_eq!(recovered.log.entries.len() as u64, LAST_OP - CHECKPOINT_OP);
 }
+
+/// The last batches damaged whole (entries and seals) look like a torn
+/// tail, but ops up to the superblock's commit number were written and
+/// synced: they are faulty, never cut.
+#[test]
+fn damage_at_the_tail_below_the_commit_number_is_faulty_not_cut() {
+    let built = build(1);
+    let (last_segment, last_batch) = built.last_batch_at;
+    let name = segment_file_name(last_segment);
+    let len = built.disk.file(&name).unwrap().len() as u64;
+    // Without a commit number past them, the last batch's ops are cut
+    // (indistinguishable from a torn write): check that first.
+    built.disk.corrupt(&name, last_batch, len - last_batch, 5);
+    let copy = MemDisk::new();
+    for file in built.disk.file_names() {
+        copy.set_file(&file, built.disk.file(&file).unwrap());
+    }
+    let (_, recovered) = Storage::open(copy, small_config()).unwrap();
+    check_never_wrong(&built, &recovered, true);
+    assert!(recovered.log.faulty.is_empty());
+    assert_eq!(recovered.log.head_op, LAST_BATCH_FIRST - 1);
+    // With the commit number at the last op, they are faulty.
+    let (mut storage, _) = Storage::open(built.disk.clone(), small_config()).unwrap();
+    let state = ReplicaState {
+        commit_number: LAST_OP,
+        ..built.state
+    };
+    storage.write_superblock(&state).unwrap();
+    drop(storage);
+    let (_, recovered) = Storage::open(built.disk.clone(), small_config()).unwrap();
+    assert_eq!(
+        recovered.log.faulty,
+        (LAST_BATCH_FIRST..=LAST_OP).collect::<Vec<_>>()
+    );
+}

@@ -265,8 +265,13 @@ fn run(seed: u64, steps: u64) {
                     })
                 }
                 17 => {
-                    // A view change: the uncommitted suffix goes.
-                    let to = model.checkpoint + rng.below(head - model.checkpoint + 1);
+                    // A view change: the uncommitted suffix goes (never
+                    // below the commit number the superblock holds).
+                    let floor = model.checkpoint.max(model.state.commit_number);
+                    if head < floor {
+                        continue;
+                    }
+                    let to = floor + rng.below(head - floor + 1);
                     view += 1;
                     model.truncate_attempt = Some(to);
                     storage.truncate_after(to).map(|()| {

@@ -241,3 +241,31 @@ fn disk_use_stays_bounded_over_a_long_run() {
     assert!(recovered.log.entries.is_empty());
     assert!(recovered.log.faulty.is_empty());
 }
+
+#[test]
+fn a_segment_longer_than_configured_is_refused_not_cut() {
+    let config = small_config();
+    let (disk, mut storage) = fresh(config);
+    let mut rng = Rng::new(4);
+    append_synced(
+        &mut storage,
+        &mut rng,
+        1,
+        200,
+        1,
+        10,
+        1500,
+        &mut BTreeMap::new(),
+    );
+    drop(storage);
+    let smaller = Config {
+        segment_bytes: 32 * 1024,
+        ..config
+    };
+    assert!(matches!(
+        Storage::open(disk.clone(), smaller),
+        Err(Error::SegmentTooLarge { .. })
+    ));
+    // Nothing was cut: the right setting reads everything.
+    assert_eq!(read_back(&disk, config).len(), 200);
+}
