@@ -30,6 +30,9 @@ pub trait Backend {
     fn truncate(&mut self, name: &str, len: u64) -> io::Result<()>;
     /// Removes the file; a missing file is not an error.
     fn remove(&mut self, name: &str) -> io::Result<()>;
+    /// Renames `from` to `to`, replacing `to` if it exists (atomically, as
+    /// `rename(2)`); durable after [`Backend::sync_dir`].
+    fn rename(&mut self, from: &str, to: &str) -> io::Result<()>;
     /// Makes creations and removals durable (`fsync` of the directory).
     fn sync_dir(&mut self) -> io::Result<()>;
 }
@@ -72,7 +75,14 @@ impl FsBackend {
     /// [`Storage::format`](crate::Storage::format).
     pub fn new(dir: impl AsRef<Path>) -> io::Result<FsBackend> {
         let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir)?;
+        if !dir.is_dir() {
+            std::fs::create_dir_all(&dir)?;
+            // The new directory's own entry must be durable too, or a
+            // formatted directory could vanish at a power loss.
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                File::open(parent)?.sync_all()?;
+            }
+        }
         Ok(FsBackend {
             dir,
             files: HashMap::new(),
@@ -155,6 +165,12 @@ impl Backend for FsBackend {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             other => other,
         }
+    }
+
+    fn rename(&mut self, from: &str, to: &str) -> io::Result<()> {
+        self.files.remove(from);
+        self.files.remove(to);
+        std::fs::rename(self.dir.join(from), self.dir.join(to))
     }
 
     fn sync_dir(&mut self) -> io::Result<()> {

@@ -437,6 +437,16 @@ impl Backend for MemDisk {
         Ok(())
     }
 
+    fn rename(&mut self, from: &str, to: &str) -> io::Result<()> {
+        let mut inner = self.lock();
+        let id = inner
+            .now
+            .remove(from)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no file {from}")))?;
+        inner.now.insert(to.to_string(), id);
+        Ok(())
+    }
+
     fn sync_dir(&mut self) -> io::Result<()> {
         let mut inner = self.lock();
         inner.stats.dir_syncs += 1;

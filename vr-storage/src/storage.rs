@@ -21,6 +21,11 @@ use crate::log::{
 /// The superblock's file.
 pub const SUPERBLOCK_FILE: &str = "superblock";
 
+/// Where [`Storage::format`] writes the first superblock before renaming
+/// it into place, so that a crash during format leaves the directory
+/// unformatted (format again), never half formatted.
+const FORMAT_FILE: &str = "superblock.format";
+
 /// Checkpoint pages are written in chunks of this many bytes (whole
 /// sectors), so a checkpoint needs no more buffer than this.
 const CHECKPOINT_CHUNK_BYTES: usize = 1 << 20;
@@ -285,7 +290,15 @@ impl<B: Backend> Storage<B> {
             log_first_op: 1,
         };
         let mut stats = StorageStats::default();
-        write_superblock_copies(backend, config.identity, &superblock, &mut stats)?;
+        backend.remove(FORMAT_FILE)?;
+        write_superblock_copies(
+            backend,
+            FORMAT_FILE,
+            config.identity,
+            &superblock,
+            &mut stats,
+        )?;
+        backend.rename(FORMAT_FILE, SUPERBLOCK_FILE)?;
         backend.sync_dir()?;
         Ok(())
     }
@@ -393,6 +406,11 @@ impl<B: Backend> Storage<B> {
             storage.backend.remove(&segment_file_name(name))?;
             files_removed += 1;
         }
+        if names.iter().any(|n| n == FORMAT_FILE) {
+            // Left by a format whose rename survived a crash twice over.
+            storage.backend.remove(FORMAT_FILE)?;
+            files_removed += 1;
+        }
         for name in &names {
             if parse_checkpoint_file_name(name).is_some_and(|op| op != superblock.checkpoint.op) {
                 storage.backend.remove(name)?;
@@ -414,6 +432,7 @@ impl<B: Backend> Storage<B> {
             };
             write_superblock_copies(
                 &mut storage.backend,
+                SUPERBLOCK_FILE,
                 identity,
                 &repaired,
                 &mut storage.stats,
@@ -560,6 +579,7 @@ impl<B: Backend> Storage<B> {
     fn put_superblock(&mut self, next: Superblock) -> Result<(), Error> {
         let result = write_superblock_copies(
             &mut self.backend,
+            SUPERBLOCK_FILE,
             self.config.identity,
             &next,
             &mut self.stats,
@@ -701,6 +721,7 @@ impl<B: Backend> Storage<B> {
 
 fn write_superblock_copies<B: Backend>(
     backend: &mut B,
+    file: &str,
     identity: Identity,
     superblock: &Superblock,
     stats: &mut StorageStats,
@@ -708,10 +729,10 @@ fn write_superblock_copies<B: Backend>(
     let mut sector = Box::new([0u8; SECTOR_SIZE]);
     for copy in 0..SUPERBLOCK_COPIES {
         superblock.encode(identity, copy, &mut sector);
-        backend.write_at(SUPERBLOCK_FILE, (copy * SECTOR_SIZE) as u64, &sector[..])?;
+        backend.write_at(file, (copy * SECTOR_SIZE) as u64, &sector[..])?;
         // Synced one at a time: a crash can tear only the copy being
         // written, never both.
-        backend.sync(SUPERBLOCK_FILE)?;
+        backend.sync(file)?;
         stats.writes += 1;
         stats.bytes_written += SECTOR_SIZE as u64;
         stats.syncs += 1;

@@ -62,10 +62,58 @@ impl Backend for Dying {
         self.spend()?;
         self.disk.remove(name)
     }
+    fn rename(&mut self, from: &str, to: &str) -> io::Result<()> {
+        self.spend()?;
+        self.disk.rename(from, to)
+    }
     fn sync_dir(&mut self) -> io::Result<()> {
         self.spend()?;
         self.disk.sync_dir()
     }
+}
+
+/// A format crashed at every IO step, under every crash mode: the
+/// directory is either formatted (and opens empty) or unformatted (and
+/// formats again), never half formatted.
+#[test]
+fn an_interrupted_format_leaves_the_directory_formatted_or_unformatted() {
+    let config = small_config();
+    let mut outcomes = [0u32; 2];
+    for budget in 0..8 {
+        for seed in 0..40 {
+            let disk = MemDisk::new();
+            let mut dying = Dying {
+                disk: disk.clone(),
+                budget: Rc::new(Cell::new(budget)),
+            };
+            let returned = Storage::format(&mut dying, &config).is_ok();
+            let mode = match seed % 3 {
+                0 => CrashMode::LoseAll,
+                1 => CrashMode::RandomSectors { seed },
+                _ => CrashMode::TornLast { seed },
+            };
+            disk.crash(mode);
+            match Storage::open(disk.clone(), config) {
+                Ok((_, recovered)) => {
+                    outcomes[0] += 1;
+                    assert_eq!(recovered.state, ReplicaState::default());
+                    assert!(recovered.log.entries.is_empty() && recovered.log.faulty.is_empty());
+                }
+                Err(vr_storage::Error::Unformatted) => {
+                    outcomes[1] += 1;
+                    assert!(
+                        !returned,
+                        "budget {budget} seed {seed}: a returned format was lost"
+                    );
+                    let mut again = disk.clone();
+                    Storage::format(&mut again, &config).unwrap();
+                    Storage::open(disk, config).unwrap();
+                }
+                Err(e) => panic!("budget {budget} seed {seed}: {e}"),
+            }
+        }
+    }
+    assert!(outcomes[0] > 0 && outcomes[1] > 0, "{outcomes:?}");
 }
 
 /// What the test knows the disk must (and may) hold.
