@@ -6,6 +6,8 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::format::SECTOR_SIZE;
+
 /// Blocking file IO over the files of one data directory. Names are plain
 /// file names (no separators).
 ///
@@ -37,24 +39,86 @@ pub trait Backend {
     fn sync_dir(&mut self) -> io::Result<()>;
 }
 
-/// Reads the whole file, or its first `max` bytes.
-pub(crate) fn read_file<B: Backend + ?Sized>(
+/// `EIO`: the device could not read (or write) the sectors asked for. The
+/// same number on Linux and the BSDs.
+pub const EIO: i32 = 5;
+
+/// Whether `error` is a device's read error (`EIO`): damage of the sectors
+/// read, to be treated like corrupt bytes, unlike any other error.
+pub fn is_media_error(error: &io::Error) -> bool {
+    error.raw_os_error() == Some(EIO)
+}
+
+fn read_full<B: Backend + ?Sized>(
     backend: &mut B,
     name: &str,
-    max: u64,
-) -> io::Result<Vec<u8>> {
-    let len = backend.len(name)?.min(max);
-    let mut bytes = vec![0u8; len as usize];
+    offset: u64,
+    buf: &mut [u8],
+) -> io::Result<usize> {
     let mut done = 0;
-    while done < bytes.len() {
-        let n = backend.read_at(name, done as u64, &mut bytes[done..])?;
+    while done < buf.len() {
+        let n = backend.read_at(name, offset + done as u64, &mut buf[done..])?;
         if n == 0 {
-            bytes.truncate(done);
             break;
         }
         done += n;
     }
-    Ok(bytes)
+    Ok(done)
+}
+
+/// Bytes read per call while reading a file whole.
+const READ_CHUNK_BYTES: usize = 1 << 20;
+
+/// A file read whole (or its first `max` bytes), with the sectors the
+/// device could not read (`EIO`) as zeros: the scan then sees them as
+/// damage and names what they held. Any other error is returned.
+pub(crate) struct ReadBack {
+    pub bytes: Vec<u8>,
+    pub sectors_unreadable: u64,
+}
+
+pub(crate) fn read_file<B: Backend + ?Sized>(
+    backend: &mut B,
+    name: &str,
+    max: u64,
+) -> io::Result<ReadBack> {
+    let len = backend.len(name)?.min(max) as usize;
+    let mut bytes = vec![0u8; len];
+    let mut sectors_unreadable = 0;
+    let mut at = 0;
+    while at < len {
+        let end = (at + READ_CHUNK_BYTES).min(len);
+        match read_full(backend, name, at as u64, &mut bytes[at..end]) {
+            Ok(n) if n < end - at => {
+                // The file shrank under us: what is there is all there is.
+                bytes.truncate(at + n);
+                break;
+            }
+            Ok(_) => {}
+            Err(e) if is_media_error(&e) => {
+                // Again sector by sector: only the failing sectors are lost.
+                let mut sector = at;
+                while sector < end {
+                    let sector_end = (sector + SECTOR_SIZE).min(end);
+                    match read_full(backend, name, sector as u64, &mut bytes[sector..sector_end]) {
+                        Ok(_) => {}
+                        Err(e) if is_media_error(&e) => {
+                            bytes[sector..sector_end].fill(0);
+                            sectors_unreadable += 1;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                    sector = sector_end;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        at = end;
+    }
+    Ok(ReadBack {
+        bytes,
+        sectors_unreadable,
+    })
 }
 
 /// The std backend: `pwrite`, `pread`, `fdatasync` (`File::sync_data`),

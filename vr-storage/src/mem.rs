@@ -91,6 +91,8 @@ struct Inner {
     next_inode: u64,
     write_seq: u64,
     misdirect: Option<(String, u64)>,
+    /// Sectors (file, index) whose reads fail with `EIO` until rewritten.
+    unreadable: std::collections::BTreeSet<(String, u64)>,
     stats: MemStats,
 }
 
@@ -219,6 +221,13 @@ impl MemDisk {
     /// meant to go (a misdirected write: firmware or driver bug).
     pub fn misdirect_next_write(&self, name: &str, offset: u64) {
         self.lock().misdirect = Some((name.to_string(), offset));
+    }
+
+    /// Makes reads of sector `sector` of `name` fail with `EIO` (a latent
+    /// sector error) until the sector is written again (the device remaps
+    /// it).
+    pub fn fail_reads(&self, name: &str, sector: u64) {
+        self.lock().unreadable.insert((name.to_string(), sector));
     }
 
     /// Whether any write or directory change is not yet durable.
@@ -371,6 +380,11 @@ impl Backend for MemDisk {
 
     fn read_at(&mut self, name: &str, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         let mut inner = self.lock();
+        let first = offset / SECTOR_SIZE as u64;
+        let last = (offset + buf.len().max(1) as u64 - 1) / SECTOR_SIZE as u64;
+        if (first..=last).any(|sector| inner.unreadable.contains(&(name.to_string(), sector))) {
+            return Err(io::Error::from_raw_os_error(crate::backend::EIO));
+        }
         let image = &MemDisk::inode_mut(&mut inner, name)?.current;
         let start = (offset as usize).min(image.len());
         let n = buf.len().min(image.len() - start);
@@ -391,6 +405,13 @@ impl Backend for MemDisk {
             inner.next_inode += 1;
             inner.inodes.insert(id, Inode::default());
             inner.now.insert(name.clone(), id);
+        }
+        if !data.is_empty() {
+            let first = offset / SECTOR_SIZE as u64;
+            let last = (offset + data.len() as u64 - 1) / SECTOR_SIZE as u64;
+            inner
+                .unreadable
+                .retain(|(file, sector)| file != &name || !(first..=last).contains(sector));
         }
         inner.write_seq += 1;
         let seq = inner.write_seq;

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::io;
 
-use crate::backend::{read_file, Backend};
+use crate::backend::{is_media_error, read_file, Backend};
 use crate::checkpoint::{
     checkpoint_file_name, file_bytes_max, parse_checkpoint_file_name, read_pages, verify_manifest,
     CheckpointWriter,
@@ -230,6 +230,10 @@ pub struct Recovered {
     /// Leftover files removed (checkpoints a crash left unreferenced,
     /// segments behind the checkpoint).
     pub files_removed: u64,
+    /// Sectors the device could not read (`EIO`): treated as damaged, so
+    /// what they held is in the faulty ops or pages (or cut, at the log's
+    /// tail, like any damage there).
+    pub sectors_unreadable: u64,
 }
 
 /// What the storage did so far: for the caller's counters and the
@@ -321,11 +325,13 @@ impl<B: Backend> Storage<B> {
                 Error::Unformatted
             });
         }
-        let bytes = read_file(
+        let read = read_file(
             &mut backend,
             SUPERBLOCK_FILE,
             (SUPERBLOCK_COPIES * SECTOR_SIZE) as u64,
         )?;
+        let mut sectors_unreadable = read.sectors_unreadable;
+        let bytes = read.bytes;
         let copies: Vec<Option<(Superblock, Identity)>> = (0..SUPERBLOCK_COPIES)
             .map(|copy| {
                 let sector = bytes.get(copy * SECTOR_SIZE..(copy + 1) * SECTOR_SIZE)?;
@@ -349,7 +355,12 @@ impl<B: Backend> Storage<B> {
             .iter()
             .all(|c| c.is_some_and(|(sb, _)| sb == superblock));
 
-        let checkpoint = read_checkpoint(&mut backend, &config, &superblock.checkpoint)?;
+        let checkpoint = read_checkpoint(
+            &mut backend,
+            &config,
+            &superblock.checkpoint,
+            &mut sectors_unreadable,
+        )?;
 
         let mut segments: Vec<u64> = names
             .iter()
@@ -371,8 +382,9 @@ impl<B: Backend> Storage<B> {
             if len > config.segment_bytes {
                 return Err(Error::SegmentTooLarge { file, len });
             }
-            let bytes = read_file(&mut backend, &file, config.segment_bytes)?;
-            recovery.add_segment(name, &bytes);
+            let read = read_file(&mut backend, &file, config.segment_bytes)?;
+            sectors_unreadable += read.sectors_unreadable;
+            recovery.add_segment(name, &read.bytes);
         }
         let (index, log, cut) = recovery.finish();
 
@@ -445,6 +457,7 @@ impl<B: Backend> Storage<B> {
             log,
             superblock_copies_intact: intact,
             files_removed,
+            sectors_unreadable,
         };
         Ok((storage, recovered))
     }
@@ -744,6 +757,7 @@ fn read_checkpoint<B: Backend>(
     backend: &mut B,
     config: &Config,
     checkpoint: &CheckpointRef,
+    sectors_unreadable: &mut u64,
 ) -> Result<RecoveredCheckpoint, Error> {
     if checkpoint.op == 0 {
         return Ok(RecoveredCheckpoint::Empty);
@@ -758,7 +772,14 @@ fn read_checkpoint<B: Backend>(
         return Ok(lost);
     }
     let mut sector = vec![0u8; SECTOR_SIZE];
-    let n = backend.read_at(&file, 0, &mut sector)?;
+    let n = match backend.read_at(&file, 0, &mut sector) {
+        Ok(n) => n,
+        Err(e) if is_media_error(&e) => {
+            *sectors_unreadable += 1;
+            return Ok(lost);
+        }
+        Err(e) => return Err(e.into()),
+    };
     let Some(manifest) = verify_manifest(
         config.identity,
         checkpoint.op,
@@ -770,7 +791,9 @@ fn read_checkpoint<B: Backend>(
     if manifest.root != checkpoint.root || manifest.page_count != checkpoint.page_count {
         return Ok(lost);
     }
-    let bytes = read_file(backend, &file, file_bytes_max(&manifest))?;
+    let read = read_file(backend, &file, file_bytes_max(&manifest))?;
+    *sectors_unreadable += read.sectors_unreadable;
+    let bytes = read.bytes;
     Ok(
         match read_pages(
             config.identity,

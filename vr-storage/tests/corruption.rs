@@ -400,3 +400,132 @@ fn damage_at_the_tail_below_the_commit_number_is_faulty_not_cut() {
         (LAST_BATCH_FIRST..=LAST_OP).collect::<Vec<_>>()
     );
 }
+
+/// Sectors the device cannot read (`EIO`, a latent sector error) are
+/// damage like any other: named, never fatal to the replica's start.
+#[test]
+fn unreadable_sectors_are_damage_not_a_failed_start() {
+    let built = build(2);
+    let segments: Vec<String> = built
+        .disk
+        .file_names()
+        .into_iter()
+        .filter(|n| n.starts_with("log-"))
+        .collect();
+    let name = &segments[1];
+    let bytes = built.disk.file(name).unwrap();
+    let sector = 3u64;
+    let damaged = (
+        sector * SECTOR_SIZE as u64,
+        (sector + 1) * SECTOR_SIZE as u64,
+    );
+    let expect = Expect {
+        identity: ID,
+        file: name[4..].parse().unwrap(),
+        body_bytes_max: 4096,
+    };
+    let mut want_faulty = Vec::new();
+    for found in Scanner::new(&bytes, expect) {
+        if let Found::Valid {
+            offset,
+            header,
+            body,
+        } = found
+        {
+            let record = (offset, offset + (HEADER_SIZE + body.len()) as u64);
+            if header.kind == Kind::Entry && header.op > CHECKPOINT_OP && overlaps(record, damaged)
+            {
+                want_faulty.push(header.op);
+            }
+        }
+    }
+    assert!(!want_faulty.is_empty());
+    built.disk.fail_reads(name, sector);
+    // Superblock copy 0 and checkpoint page 0's sector too.
+    built.disk.fail_reads(SUPERBLOCK_FILE, 0);
+    let checkpoint = vr_storage::checkpoint::checkpoint_file_name(CHECKPOINT_OP);
+    built.disk.fail_reads(&checkpoint, 1);
+    let (_, recovered) = Storage::open(built.disk.clone(), small_config()).unwrap();
+    check_never_wrong(&built, &recovered, false);
+    assert_eq!(recovered.sectors_unreadable, 3);
+    assert_eq!(recovered.log.faulty, want_faulty);
+    assert_eq!(recovered.superblock_copies_intact, 1);
+    match &recovered.checkpoint {
+        RecoveredCheckpoint::Read { faulty_pages, .. } => {
+            assert!(faulty_pages.contains(&0), "{faulty_pages:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // The superblock was rewritten at open (the device remaps the sector).
+    let (_, again) = Storage::open(built.disk.clone(), small_config()).unwrap();
+    assert_eq!(again.superblock_copies_intact, 2);
+    assert_eq!(again.sectors_unreadable, 2);
+
+    // An unreadable manifest loses the checkpoint (fetch it from peers).
+    built.disk.fail_reads(&checkpoint, 0);
+    let (_, recovered) = Storage::open(built.disk.clone(), small_config()).unwrap();
+    assert!(matches!(
+        recovered.checkpoint,
+        RecoveredCheckpoint::Lost {
+            op: CHECKPOINT_OP,
+            ..
+        }
+    ));
+}
+
+/// Any other read error (not the device's `EIO`) fails the start loudly:
+/// taking a permissions problem for damage would cut the log.
+#[test]
+fn other_read_errors_fail_the_start() {
+    struct Denied(MemDisk);
+    impl vr_storage::Backend for Denied {
+        fn list(&mut self) -> std::io::Result<Vec<String>> {
+            self.0.list()
+        }
+        fn len(&mut self, name: &str) -> std::io::Result<u64> {
+            self.0.len(name)
+        }
+        fn read_at(&mut self, name: &str, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+            if name.starts_with("log-") {
+                return Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+            }
+            self.0.read_at(name, offset, buf)
+        }
+        fn write_at(&mut self, name: &str, offset: u64, data: &[u8]) -> std::io::Result<()> {
+            self.0.write_at(name, offset, data)
+        }
+        fn sync(&mut self, name: &str) -> std::io::Result<()> {
+            self.0.sync(name)
+        }
+        fn truncate(&mut self, name: &str, len: u64) -> std::io::Result<()> {
+            self.0.truncate(name, len)
+        }
+        fn remove(&mut self, name: &str) -> std::io::Result<()> {
+            self.0.remove(name)
+        }
+        fn rename(&mut self, from: &str, to: &str) -> std::io::Result<()> {
+            self.0.rename(from, to)
+        }
+        fn sync_dir(&mut self) -> std::io::Result<()> {
+            self.0.sync_dir()
+        }
+    }
+    let built = build(0);
+    let before: Vec<(String, Vec<u8>)> = built
+        .disk
+        .file_names()
+        .into_iter()
+        .map(|n| (n.clone(), built.disk.file(&n).unwrap()))
+        .collect();
+    assert!(matches!(
+        Storage::open(Denied(built.disk.clone()), small_config()),
+        Err(Error::Io(_))
+    ));
+    let after: Vec<(String, Vec<u8>)> = built
+        .disk
+        .file_names()
+        .into_iter()
+        .map(|n| (n.clone(), built.disk.file(&n).unwrap()))
+        .collect();
+    assert_eq!(before, after, "a failed open changed nothing");
+}
