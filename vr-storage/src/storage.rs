@@ -98,7 +98,10 @@ impl Config {
 #[derive(Debug)]
 pub enum Error {
     /// The backend failed. After a failed write or sync the [`Storage`] is
-    /// unusable (what reached the disk is unknown): reopen it.
+    /// unusable (what reached the disk is unknown). After a failed sync,
+    /// do not reopen in the same boot and carry on: Linux may have marked
+    /// the unwritten pages clean, so they would read back as if durable.
+    /// Stop the replica (see `docs/storage.md`).
     Io(io::Error),
     /// The directory holds no data of ours: it was never formatted. Format
     /// it only if this replica is new (see `docs/storage.md`).
@@ -258,8 +261,8 @@ pub struct StorageStats {
 /// [`Storage::append`] only once [`Storage::sync`] returns;
 /// [`Storage::truncate_after`], [`Storage::write_superblock`] and
 /// [`Storage::write_checkpoint`] when they return. After any IO error the
-/// storage refuses further use ([`Error::Poisoned`]): reopen it, which
-/// scans what really reached the disk.
+/// storage refuses further use ([`Error::Poisoned`]); see [`Error::Io`]
+/// for what the caller must do then.
 pub struct Storage<B: Backend> {
     backend: B,
     config: Config,
