@@ -12,10 +12,16 @@
 //!   they plan is whole 4096-byte sectors at sector offsets, so an
 //!   O_DIRECT/io_uring adapter (glommio's DMA files) can encode straight
 //!   into its own aligned buffers.
-//! - **IO**: [`Storage`] drives a [`Backend`] (named files: read, write,
-//!   sync, truncate, remove, sync the directory) in a crash-safe order.
-//!   [`FsBackend`] is std `fs` with `pwrite` and `fdatasync`; [`MemDisk`]
-//!   is an in-memory disk with seeded faults for the simulator and tests.
+//! - **Plans, no IO**: [`plan`]'s [`Planner`] turns each change (append,
+//!   sync, truncate, superblock, checkpoint) into [`Step`]s (write, sync,
+//!   truncate, remove, rename, sync the directory) in the order that makes
+//!   it crash-safe. The order exists once, whoever does the IO.
+//! - **IO**: [`Storage`] runs the recovery scan and then executes the
+//!   planner's steps on a blocking [`Backend`]. [`FsBackend`] is std `fs`
+//!   with `pwrite` and `fdatasync`; [`MemDisk`] is an in-memory disk with
+//!   seeded faults for the simulator and tests. An adapter with its own IO
+//!   opens with [`Storage::open`] (blocking, once) and then takes the
+//!   planner with [`Storage::into_parts`].
 //!
 //! A data directory must be formatted once ([`Storage::format`]) before
 //! [`Storage::open`] accepts it; `open` tells a never-formatted directory
@@ -76,12 +82,14 @@ pub mod checkpoint;
 pub mod format;
 pub mod log;
 mod mem;
+pub mod plan;
 mod storage;
 
 pub use backend::{Backend, FsBackend};
 pub use format::{CheckpointRef, Identity, ReplicaState, SECTOR_SIZE};
 pub use log::{Entry, EntryRef, RecoveredLog};
 pub use mem::{CrashMode, MemDisk, MemStats, Rng};
+pub use plan::{Planner, Step};
 pub use storage::{
     Config, Error, Recovered, RecoveredCheckpoint, Storage, StorageStats, SUPERBLOCK_FILE,
 };

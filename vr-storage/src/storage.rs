@@ -1,22 +1,22 @@
-//! [`Storage`]: one replica's data directory over a [`Backend`], doing
-//! the IO in the order that keeps it crash-safe.
+//! [`Storage`]: one replica's data directory over a blocking [`Backend`]:
+//! the recovery scan at open, then the [`Planner`]'s plans executed in
+//! order.
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::io;
 
 use crate::backend::{is_media_error, read_file, Backend};
 use crate::checkpoint::{
     checkpoint_file_name, file_bytes_max, parse_checkpoint_file_name, read_pages, verify_manifest,
-    CheckpointWriter,
 };
 use crate::format::{
     record_size, CheckpointRef, Identity, ReplicaState, Superblock, SECTOR_SIZE, SUPERBLOCK_COPIES,
 };
 use crate::log::{
-    encode_batch, parse_segment_file_name, segment_file_name, AppendError, EntryRef, LogIndex,
-    LogLimits, LogRecovery, RecoveredLog,
+    parse_segment_file_name, segment_file_name, AppendError, EntryRef, LogLimits, LogRecovery,
+    RecoveredLog,
 };
+use crate::plan::{execute, format_steps, superblock_steps, Planner, Step};
 
 /// The superblock's file.
 pub const SUPERBLOCK_FILE: &str = "superblock";
@@ -24,11 +24,11 @@ pub const SUPERBLOCK_FILE: &str = "superblock";
 /// Where [`Storage::format`] writes the first superblock before renaming
 /// it into place, so that a crash during format leaves the directory
 /// unformatted (format again), never half formatted.
-const FORMAT_FILE: &str = "superblock.format";
+pub(crate) const FORMAT_FILE: &str = "superblock.format";
 
 /// Checkpoint pages are written in chunks of this many bytes (whole
-/// sectors), so a checkpoint needs no more buffer than this.
-const CHECKPOINT_CHUNK_BYTES: usize = 1 << 20;
+/// sectors).
+pub(crate) const CHECKPOINT_CHUNK_BYTES: usize = 1 << 20;
 
 /// Sizes and identity of a data directory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -265,13 +265,8 @@ pub struct StorageStats {
 /// for what the caller must do then.
 pub struct Storage<B: Backend> {
     backend: B,
-    config: Config,
-    superblock: Superblock,
-    index: LogIndex,
-    unsynced: BTreeSet<u64>,
-    dir_unsynced: bool,
+    planner: Planner,
     poisoned: bool,
-    buffer: Vec<u8>,
     stats: StorageStats,
 }
 
@@ -283,30 +278,16 @@ fn is_ours(name: &str) -> bool {
 
 impl<B: Backend> Storage<B> {
     /// Formats an empty data directory: writes a fresh superblock (view 0,
-    /// no checkpoint, empty log) for `config.identity`, durably. Refuses a
-    /// directory that holds any of our files.
+    /// no checkpoint, empty log) for `config.identity`, durably, through a
+    /// side file renamed into place (a crash leaves the directory
+    /// unformatted or formatted, never half). Refuses a directory that
+    /// holds any of our files.
     pub fn format(backend: &mut B, config: &Config) -> Result<(), Error> {
         config.validate()?;
         if backend.list()?.iter().any(|n| is_ours(n)) {
             return Err(Error::AlreadyFormatted);
         }
-        let superblock = Superblock {
-            sequence: 1,
-            state: ReplicaState::default(),
-            checkpoint: CheckpointRef::default(),
-            log_first_op: 1,
-        };
-        let mut stats = StorageStats::default();
-        backend.remove(FORMAT_FILE)?;
-        write_superblock_copies(
-            backend,
-            FORMAT_FILE,
-            config.identity,
-            &superblock,
-            &mut stats,
-        )?;
-        backend.rename(FORMAT_FILE, SUPERBLOCK_FILE)?;
-        backend.sync_dir()?;
+        execute(backend, &format_steps(config), &mut StorageStats::default())?;
         Ok(())
     }
 
@@ -391,69 +372,64 @@ impl<B: Backend> Storage<B> {
         }
         let (index, log, cut) = recovery.finish();
 
-        let mut storage = Storage {
-            backend,
-            config,
-            superblock,
-            index,
-            unsynced: BTreeSet::new(),
-            dir_unsynced: false,
-            poisoned: false,
-            buffer: Vec::new(),
-            stats: StorageStats::default(),
-        };
+        let mut steps = Vec::new();
         let mut files_removed = 0;
         if let Some((name, len)) = cut {
             let file = segment_file_name(name);
-            storage.backend.truncate(&file, len)?;
-            storage.backend.sync(&file)?;
-            storage.stats.syncs += 1;
+            steps.push(Step::Truncate {
+                file: file.clone(),
+                len,
+            });
+            steps.push(Step::Sync { file });
         }
+        let mut index = index;
         // A segment created for a batch that was lost whole is named above
         // the head: appending op head+1 to it would put an op below its
         // name, so it goes.
-        while let Some(last) = storage.index.segments.last() {
-            if last.name <= storage.index.head_op + 1 {
+        while let Some(last) = index.segments.last() {
+            if last.name <= index.head_op + 1 {
                 break;
             }
-            let name = last.name;
-            storage.index.segments.pop();
-            storage.backend.remove(&segment_file_name(name))?;
+            steps.push(Step::Remove {
+                file: segment_file_name(last.name),
+            });
+            index.segments.pop();
             files_removed += 1;
         }
         if names.iter().any(|n| n == FORMAT_FILE) {
             // Left by a format whose rename survived a crash twice over.
-            storage.backend.remove(FORMAT_FILE)?;
+            steps.push(Step::Remove {
+                file: FORMAT_FILE.to_string(),
+            });
             files_removed += 1;
         }
         for name in &names {
             if parse_checkpoint_file_name(name).is_some_and(|op| op != superblock.checkpoint.op) {
-                storage.backend.remove(name)?;
+                steps.push(Step::Remove { file: name.clone() });
                 files_removed += 1;
             }
         }
-        for name in storage.index.release(superblock.checkpoint.op) {
-            storage.backend.remove(&segment_file_name(name))?;
+        for name in index.release(superblock.checkpoint.op) {
+            steps.push(Step::Remove {
+                file: segment_file_name(name),
+            });
             files_removed += 1;
         }
         if files_removed > 0 {
-            storage.backend.sync_dir()?;
-            storage.stats.dir_syncs += 1;
+            steps.push(Step::SyncDir);
         }
+        let mut current = superblock;
         if !all_current {
-            let repaired = Superblock {
-                sequence: superblock.sequence + 1,
-                ..superblock
-            };
-            write_superblock_copies(
-                &mut storage.backend,
-                SUPERBLOCK_FILE,
-                identity,
-                &repaired,
-                &mut storage.stats,
-            )?;
-            storage.superblock = repaired;
+            current.sequence += 1;
+            steps.extend(superblock_steps(SUPERBLOCK_FILE, identity, &current));
         }
+        let mut storage = Storage {
+            backend,
+            planner: Planner::new(config, current, index),
+            poisoned: false,
+            stats: StorageStats::default(),
+        };
+        storage.run(Ok(steps))?;
         let recovered = Recovered {
             state: superblock.state,
             checkpoint,
@@ -465,16 +441,13 @@ impl<B: Backend> Storage<B> {
         Ok((storage, recovered))
     }
 
-    fn check(&self) -> Result<(), Error> {
+    /// Runs a plan; an IO error poisons the storage.
+    fn run(&mut self, plan: Result<Vec<Step>, Error>) -> Result<(), Error> {
         if self.poisoned {
-            Err(Error::Poisoned)
-        } else {
-            Ok(())
+            return Err(Error::Poisoned);
         }
-    }
-
-    fn io<T>(&mut self, result: io::Result<T>) -> Result<T, Error> {
-        result.map_err(|e| {
+        let steps = plan?;
+        execute(&mut self.backend, &steps, &mut self.stats).map_err(|e| {
             self.poisoned = true;
             Error::Io(e)
         })
@@ -485,82 +458,41 @@ impl<B: Backend> Storage<B> {
     /// allow. Not durable until [`Storage::sync`] returns: call `sync` once
     /// for everything appended since the last one (group commit).
     pub fn append(&mut self, entries: &[EntryRef<'_>]) -> Result<(), Error> {
-        self.check()?;
-        let batches = self.index.plan_append(entries)?;
-        for batch in &batches {
-            self.buffer.clear();
-            self.buffer.resize(batch.len, 0);
-            encode_batch(self.config.identity, batch, entries, &mut self.buffer);
-            let file = segment_file_name(batch.segment);
-            let result = self.backend.write_at(&file, batch.offset, &self.buffer);
-            self.io(result)?;
-            self.stats.writes += 1;
-            self.stats.bytes_written += batch.len as u64;
-            self.unsynced.insert(batch.segment);
-            self.dir_unsynced |= batch.creates_segment;
+        if self.poisoned {
+            return Err(Error::Poisoned);
         }
-        self.stats.entries_appended += entries.len() as u64;
-        Ok(())
+        let plan = self.planner.append(entries);
+        self.run(plan)
     }
 
     /// Makes every append so far durable: one `fdatasync` per segment
     /// written (usually one), and a directory sync if a segment was
     /// created.
     pub fn sync(&mut self) -> Result<(), Error> {
-        self.check()?;
-        while let Some(&segment) = self.unsynced.iter().next() {
-            let result = self.backend.sync(&segment_file_name(segment));
-            self.io(result)?;
-            self.stats.syncs += 1;
-            self.unsynced.remove(&segment);
+        if self.poisoned {
+            return Err(Error::Poisoned);
         }
-        if self.dir_unsynced {
-            let result = self.backend.sync_dir();
-            self.io(result)?;
-            self.stats.dir_syncs += 1;
-            self.dir_unsynced = false;
-        }
-        Ok(())
+        let plan = self.planner.sync();
+        self.run(Ok(plan))
     }
 
     /// Whether everything appended is durable.
     pub fn is_synced(&self) -> bool {
-        self.unsynced.is_empty() && !self.dir_unsynced
+        self.planner.is_synced()
     }
 
     /// Removes every entry after `op` (a view change replacing the
     /// uncommitted suffix, or the start of repairing a faulty op: truncate
     /// before it, then append the entries again), durably. Later segments
-    /// are removed first, then the last one cut, so that a crash in between
-    /// leaves a prefix of the old log, never old entries after a gap.
+    /// are removed first, one at a time, then the last one cut, so that a
+    /// crash in between leaves a prefix of the old log, never old entries
+    /// after a gap. Refused below the checkpoint.
     pub fn truncate_after(&mut self, op: u64) -> Result<(), Error> {
-        self.check()?;
-        let plan = self
-            .index
-            .plan_truncate(op)
-            .ok_or(Error::TruncateBelowCheckpoint)?;
-        // One at a time, highest first, each removal durable before the
-        // next: a directory need not make removals durable in order, and a
-        // later segment coming back after an earlier one went would leave
-        // old entries after a gap.
-        for &name in &plan.remove {
-            let result = self.backend.remove(&segment_file_name(name));
-            self.io(result)?;
-            self.unsynced.remove(&name);
-            let result = self.backend.sync_dir();
-            self.io(result)?;
-            self.stats.dir_syncs += 1;
+        if self.poisoned {
+            return Err(Error::Poisoned);
         }
-        if let Some((name, len)) = plan.cut {
-            let file = segment_file_name(name);
-            let result = self.backend.truncate(&file, len);
-            self.io(result)?;
-            let result = self.backend.sync(&file);
-            self.io(result)?;
-            self.stats.syncs += 1;
-            self.unsynced.remove(&name);
-        }
-        Ok(())
+        let plan = self.planner.truncate_after(op);
+        self.run(plan)
     }
 
     /// Writes the replica's promises, durably: both superblock copies, one
@@ -570,39 +502,11 @@ impl<B: Backend> Storage<B> {
     /// back. Costs two `fdatasync`s: write it when a promise changes (a
     /// view change, a recovery), not per commit.
     pub fn write_superblock(&mut self, state: &ReplicaState) -> Result<(), Error> {
-        self.check()?;
-        let old = &self.superblock.state;
-        if state.epoch < old.epoch {
-            return Err(Error::Regression("the epoch"));
+        if self.poisoned {
+            return Err(Error::Poisoned);
         }
-        if state.view_number < old.view_number {
-            return Err(Error::Regression("the view number"));
-        }
-        if state.last_normal_view < old.last_normal_view {
-            return Err(Error::Regression("the last normal view"));
-        }
-        if state.incarnation < old.incarnation {
-            return Err(Error::Regression("the incarnation"));
-        }
-        let next = Superblock {
-            sequence: self.superblock.sequence + 1,
-            state: *state,
-            ..self.superblock
-        };
-        self.put_superblock(next)
-    }
-
-    fn put_superblock(&mut self, next: Superblock) -> Result<(), Error> {
-        let result = write_superblock_copies(
-            &mut self.backend,
-            SUPERBLOCK_FILE,
-            self.config.identity,
-            &next,
-            &mut self.stats,
-        );
-        self.io(result)?;
-        self.superblock = next;
-        Ok(())
+        let plan = self.planner.write_superblock(state);
+        self.run(plan)
     }
 
     /// Writes the checkpoint at `op` (the state after executing op `op`:
@@ -620,108 +524,45 @@ impl<B: Backend> Storage<B> {
         I: IntoIterator,
         I::Item: AsRef<[u8]>,
     {
-        self.check()?;
-        if op <= self.superblock.checkpoint.op {
-            return Err(Error::CheckpointNotNewer);
+        if self.poisoned {
+            return Err(Error::Poisoned);
         }
-        let file = checkpoint_file_name(op);
-        let result = self.backend.remove(&file);
-        self.io(result)?;
-        let mut writer = CheckpointWriter::new(self.config.identity, op);
-        let mut chunk = Vec::with_capacity(CHECKPOINT_CHUNK_BYTES + SECTOR_SIZE);
-        let mut flushed = SECTOR_SIZE as u64;
-        for page in pages {
-            let page = page.as_ref();
-            if page.len() > self.config.page_bytes_max as usize {
-                return Err(Error::PageTooLarge);
-            }
-            writer.push_page(page, &mut chunk);
-            if chunk.len() >= CHECKPOINT_CHUNK_BYTES {
-                // Write whole sectors only; the rest waits for the next.
-                let whole = chunk.len() / SECTOR_SIZE * SECTOR_SIZE;
-                let result = self.backend.write_at(&file, flushed, &chunk[..whole]);
-                self.io(result)?;
-                self.stats.writes += 1;
-                self.stats.bytes_written += whole as u64;
-                chunk.drain(..whole);
-                flushed += whole as u64;
-            }
-        }
-        chunk.resize(chunk.len() + writer.padding(), 0);
-        let (sector, manifest_id, manifest) = writer.finish(root);
-        for (offset, bytes) in [(flushed, &chunk[..]), (0, &sector[..])] {
-            if !bytes.is_empty() {
-                let result = self.backend.write_at(&file, offset, bytes);
-                self.io(result)?;
-                self.stats.writes += 1;
-                self.stats.bytes_written += bytes.len() as u64;
-            }
-        }
-        let result = self.backend.sync(&file);
-        self.io(result)?;
-        let result = self.backend.sync_dir();
-        self.io(result)?;
-        self.stats.syncs += 1;
-        self.stats.dir_syncs += 1;
-
-        let previous = self.superblock.checkpoint.op;
-        let next = Superblock {
-            sequence: self.superblock.sequence + 1,
-            checkpoint: CheckpointRef {
-                op,
-                page_count: manifest.page_count,
-                root,
-                manifest: manifest_id,
-            },
-            log_first_op: op + 1,
-            ..self.superblock
-        };
-        self.put_superblock(next)?;
-
-        if previous != 0 {
-            let result = self.backend.remove(&checkpoint_file_name(previous));
-            self.io(result)?;
-        }
-        for name in self.index.release(op) {
-            let result = self.backend.remove(&segment_file_name(name));
-            self.io(result)?;
-            self.unsynced.remove(&name);
-        }
-        let result = self.backend.sync_dir();
-        self.io(result)?;
-        self.stats.dir_syncs += 1;
-        Ok(())
+        let plan = self.planner.write_checkpoint(op, root, pages);
+        self.run(plan)
     }
 
     /// The highest op in the log (appended, synced or not), or the
     /// checkpoint's op if the log is empty after it.
     pub fn head_op(&self) -> u64 {
-        self.index.head_op
+        self.planner.head_op()
     }
 
     /// The promises as last written.
     pub fn state(&self) -> ReplicaState {
-        self.superblock.state
+        self.planner.state()
     }
 
     /// The current checkpoint.
     pub fn checkpoint(&self) -> CheckpointRef {
-        self.superblock.checkpoint
+        self.planner.checkpoint()
     }
 
     /// The configuration.
     pub fn config(&self) -> &Config {
-        &self.config
+        self.planner.config()
     }
 
     /// Counts of the IO done so far.
     pub fn stats(&self) -> StorageStats {
-        self.stats
+        StorageStats {
+            entries_appended: self.planner.entries_appended(),
+            ..self.stats
+        }
     }
 
     /// The log segments (names) on disk.
     pub fn segments(&self) -> Vec<u64> {
-        self.index.segments.iter().map(|s| s.name).collect()
+        self.planner.segments()
     }
 
     /// The backend, to inspect it.
@@ -733,27 +574,13 @@ impl<B: Backend> Storage<B> {
     pub fn into_backend(self) -> B {
         self.backend
     }
-}
 
-fn write_superblock_copies<B: Backend>(
-    backend: &mut B,
-    file: &str,
-    identity: Identity,
-    superblock: &Superblock,
-    stats: &mut StorageStats,
-) -> io::Result<()> {
-    let mut sector = Box::new([0u8; SECTOR_SIZE]);
-    for copy in 0..SUPERBLOCK_COPIES {
-        superblock.encode(identity, copy, &mut sector);
-        backend.write_at(file, (copy * SECTOR_SIZE) as u64, &sector[..])?;
-        // Synced one at a time: a crash can tear only the copy being
-        // written, never both.
-        backend.sync(file)?;
-        stats.writes += 1;
-        stats.bytes_written += SECTOR_SIZE as u64;
-        stats.syncs += 1;
+    /// Splits the storage into its planner and backend, for an adapter that
+    /// does its own IO after a blocking [`Storage::open`]: it executes the
+    /// planner's [`Step`]s (see [`crate::plan`]). `None` if poisoned.
+    pub fn into_parts(self) -> Option<(Planner, B)> {
+        (!self.poisoned).then_some((self.planner, self.backend))
     }
-    Ok(())
 }
 
 fn read_checkpoint<B: Backend>(
