@@ -156,3 +156,30 @@ fn a_flipped_byte_on_disk_is_detected() {
         assert_eq!(entry.payload, payload(entry.op));
     }
 }
+
+/// What the adapters move to a blocking thread (tokio's `spawn_blocking`,
+/// glommio's `spawn_blocking`, a mio storage thread) must be `Send +
+/// 'static`; `MemDisk` is shared between a simulated replica and its test.
+#[test]
+fn storage_types_cross_threads() {
+    fn send<T: Send + 'static>() {}
+    fn shared<T: Send + Sync + 'static>() {}
+    send::<Storage<FsBackend>>();
+    send::<vr_storage::Planner>();
+    send::<vr_storage::Step>();
+    send::<Error>();
+    shared::<vr_storage::MemDisk>();
+    // And a storage really works from another thread.
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend = FsBackend::new(dir.path()).unwrap();
+    Storage::format(&mut backend, &config()).unwrap();
+    let (storage, _) = Storage::open(backend, config()).unwrap();
+    let storage = std::thread::spawn(move || {
+        let mut storage = storage;
+        write_ops(&mut storage, 1, 3, 1);
+        storage
+    })
+    .join()
+    .unwrap();
+    assert_eq!(storage.head_op(), 3);
+}
