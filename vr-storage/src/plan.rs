@@ -290,11 +290,23 @@ impl Planner {
         I: IntoIterator,
         I::Item: AsRef<[u8]>,
     {
-        if op <= self.superblock.checkpoint.op {
+        let current = self.superblock.checkpoint;
+        if op < current.op || (op == current.op && op == 0) {
             return Err(Error::CheckpointNotNewer);
         }
+        let repair = op == current.op;
+        if repair && root != current.root {
+            return Err(Error::CheckpointMismatch);
+        }
         let file = checkpoint_file_name(op);
-        let mut steps = vec![Step::Remove { file: file.clone() }];
+        // A new checkpoint starts from an empty file (a leftover of an
+        // interrupted attempt goes); a repair rewrites the current file in
+        // place with the same bytes.
+        let mut steps = if repair {
+            Vec::new()
+        } else {
+            vec![Step::Remove { file: file.clone() }]
+        };
         let mut writer = CheckpointWriter::new(self.config.identity, op);
         let mut chunk = Vec::with_capacity(CHECKPOINT_CHUNK_BYTES + SECTOR_SIZE);
         let mut flushed = SECTOR_SIZE as u64;
@@ -325,6 +337,19 @@ impl Planner {
             });
         }
         let (sector, manifest_id, manifest) = writer.finish(root);
+        if repair {
+            if manifest_id != current.manifest {
+                return Err(Error::CheckpointMismatch);
+            }
+            steps.push(Step::Write {
+                file: file.clone(),
+                offset: 0,
+                bytes: sector.to_vec(),
+            });
+            steps.push(Step::Sync { file });
+            steps.push(Step::SyncDir);
+            return Ok(steps);
+        }
         steps.push(Step::Write {
             file: file.clone(),
             offset: 0,

@@ -128,8 +128,11 @@ pub enum Error {
     Regression(&'static str),
     /// A truncation below the checkpoint (committed ops are never removed).
     TruncateBelowCheckpoint,
-    /// A checkpoint not newer than the current one.
+    /// A checkpoint older than the current one.
     CheckpointNotNewer,
+    /// A checkpoint at the current one's op whose pages or root differ
+    /// from it (a repair must write the same checkpoint).
+    CheckpointMismatch,
     /// A checkpoint page over `page_bytes_max`.
     PageTooLarge,
     /// An earlier IO error left the storage in an unknown state.
@@ -164,7 +167,11 @@ impl fmt::Display for Error {
             Error::Append(e) => write!(f, "append refused: {e:?}"),
             Error::Regression(what) => write!(f, "superblock write would take {what} back"),
             Error::TruncateBelowCheckpoint => write!(f, "truncation below the durable checkpoint refused"),
-            Error::CheckpointNotNewer => write!(f, "checkpoint is not newer than the current one"),
+            Error::CheckpointNotNewer => write!(f, "checkpoint is older than the current one"),
+            Error::CheckpointMismatch => write!(
+                f,
+                "checkpoint at the current op differs from the current checkpoint: a repair must write the same pages"
+            ),
             Error::PageTooLarge => write!(f, "checkpoint page over page_bytes_max"),
             Error::Poisoned => write!(f, "storage unusable after an earlier IO error: reopen it"),
             Error::SegmentTooLarge { file, len } => write!(
@@ -316,25 +323,30 @@ impl<B: Backend> Storage<B> {
         )?;
         let mut sectors_unreadable = read.sectors_unreadable;
         let bytes = read.bytes;
+        // Only copies of ours count: another replica's copy (a misdirected
+        // write from a neighbour on the same disk) is damage, not a reason
+        // to refuse our own intact copy.
+        let sector = |copy: usize| bytes.get(copy * SECTOR_SIZE..(copy + 1) * SECTOR_SIZE);
         let copies: Vec<Option<(Superblock, Identity)>> = (0..SUPERBLOCK_COPIES)
-            .map(|copy| {
-                let sector = bytes.get(copy * SECTOR_SIZE..(copy + 1) * SECTOR_SIZE)?;
-                Superblock::decode(sector, copy, None)
-            })
+            .map(|copy| Superblock::decode(sector(copy)?, copy, Some(config.identity)))
             .collect();
         let intact = copies.iter().flatten().count();
-        let (superblock, identity) = copies
+        let Some((superblock, identity)) = copies
             .iter()
             .flatten()
             .max_by_key(|(sb, _)| sb.sequence)
             .copied()
-            .ok_or(Error::SuperblockLost)?;
-        if identity != config.identity {
-            return Err(Error::WrongIdentity {
-                found: identity,
-                expected: config.identity,
+        else {
+            let foreign = (0..SUPERBLOCK_COPIES)
+                .find_map(|copy| Superblock::decode(sector(copy)?, copy, None));
+            return Err(match foreign {
+                Some((_, found)) => Error::WrongIdentity {
+                    found,
+                    expected: config.identity,
+                },
+                None => Error::SuperblockLost,
             });
-        }
+        };
         let all_current = copies
             .iter()
             .all(|c| c.is_some_and(|(sb, _)| sb == superblock));
@@ -519,6 +531,13 @@ impl<B: Backend> Storage<B> {
     /// new one. A checkpoint past the log's head (one fetched from peers)
     /// restarts the log after it. Pages are written whole every time (no
     /// incremental checkpoints yet).
+    ///
+    /// At the current checkpoint's op it is a *repair* (the checkpoint was
+    /// [`RecoveredCheckpoint::Lost`] or had faulty pages, and its pages came
+    /// from peers): the same bytes are written over the file in place, so a
+    /// crash during it damages at most sectors that were being rewritten
+    /// with the same content. Pages or root other than the current
+    /// checkpoint's are refused ([`Error::CheckpointMismatch`]).
     pub fn write_checkpoint<I>(&mut self, op: u64, root: [u8; 32], pages: I) -> Result<(), Error>
     where
         I: IntoIterator,

@@ -529,3 +529,75 @@ fn other_read_errors_fail_the_start() {
         .collect();
     assert_eq!(before, after, "a failed open changed nothing");
 }
+
+/// A damaged or lost checkpoint is repaired by writing the same checkpoint
+/// again (its pages fetched from peers): in place, then read whole.
+#[test]
+fn a_damaged_checkpoint_is_repaired_in_place() {
+    let built = build(3);
+    let name = vr_storage::checkpoint::checkpoint_file_name(CHECKPOINT_OP);
+    for (offset, lost) in [((SECTOR_SIZE + HEADER_SIZE + 5) as u64, false), (20, true)] {
+        built.disk.corrupt(&name, offset, 1, 11);
+        let (mut storage, recovered) = Storage::open(built.disk.clone(), small_config()).unwrap();
+        assert_eq!(
+            matches!(recovered.checkpoint, RecoveredCheckpoint::Lost { .. }),
+            lost
+        );
+        storage
+            .write_checkpoint(
+                CHECKPOINT_OP,
+                root_of(CHECKPOINT_OP),
+                pages_of(CHECKPOINT_OP, PAGES),
+            )
+            .unwrap();
+        drop(storage);
+        let (_, recovered) = Storage::open(built.disk.clone(), small_config()).unwrap();
+        check_never_wrong(&built, &recovered, false);
+        assert_eq!(
+            recovered.checkpoint,
+            RecoveredCheckpoint::Read {
+                op: CHECKPOINT_OP,
+                root: root_of(CHECKPOINT_OP),
+                pages: pages_of(CHECKPOINT_OP, PAGES),
+                faulty_pages: vec![],
+            }
+        );
+        assert_eq!(recovered.log.entries.len() as u64, LAST_OP - CHECKPOINT_OP);
+    }
+}
+
+/// Another replica's superblock copy written over one of ours (a
+/// misdirected write between neighbours on one disk) is damage: our other
+/// copy is used. Only when no copy is ours is the directory refused as
+/// someone else's.
+#[test]
+fn a_foreign_superblock_copy_is_damage() {
+    let built = build(1);
+    let mut other = MemDisk::new();
+    let mut other_config = small_config();
+    other_config.identity.member_id = 7;
+    Storage::format(&mut other, &other_config).unwrap();
+    let (mut storage, _) = Storage::open(other.clone(), other_config).unwrap();
+    for view in 1..50 {
+        storage
+            .write_superblock(&ReplicaState {
+                view_number: view,
+                ..ReplicaState::default()
+            })
+            .unwrap();
+    }
+    drop(storage);
+    let foreign = other.file(SUPERBLOCK_FILE).unwrap();
+    let mut ours = built.disk.file(SUPERBLOCK_FILE).unwrap();
+    ours[SECTOR_SIZE..].copy_from_slice(&foreign[SECTOR_SIZE..]);
+    built.disk.set_file(SUPERBLOCK_FILE, ours);
+    let (_, recovered) = Storage::open(built.disk.clone(), small_config()).unwrap();
+    check_never_wrong(&built, &recovered, false);
+    assert_eq!(recovered.superblock_copies_intact, 1);
+    // Both copies foreign: someone else's directory.
+    built.disk.set_file(SUPERBLOCK_FILE, foreign);
+    assert!(matches!(
+        Storage::open(built.disk.clone(), small_config()),
+        Err(Error::WrongIdentity { .. })
+    ));
+}

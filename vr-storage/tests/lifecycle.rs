@@ -128,9 +128,21 @@ fn segments_behind_a_checkpoint_are_deleted() {
         vec![vr_storage::checkpoint::checkpoint_file_name(op2)]
     );
     assert!(matches!(
-        storage.write_checkpoint(op2, root_of(op2), pages_of(op2, 4)),
+        storage.write_checkpoint(op, root_of(op), pages_of(op, 4)),
         Err(Error::CheckpointNotNewer)
     ));
+    // At the same op, only the same checkpoint (a repair) is accepted.
+    assert!(matches!(
+        storage.write_checkpoint(op2, root_of(op2), pages_of(op2, 5)),
+        Err(Error::CheckpointMismatch)
+    ));
+    assert!(matches!(
+        storage.write_checkpoint(op2, root_of(op2 + 1), pages_of(op2, 4)),
+        Err(Error::CheckpointMismatch)
+    ));
+    storage
+        .write_checkpoint(op2, root_of(op2), pages_of(op2, 4))
+        .unwrap();
     drop(storage);
     let (_, recovered) = Storage::open(disk.clone(), config).unwrap();
     assert_eq!(recovered.files_removed, 0);
