@@ -445,8 +445,9 @@ pub struct Superblock {
     pub state: ReplicaState,
     /// The current checkpoint.
     pub checkpoint: CheckpointRef,
-    /// The first op the log keeps: `checkpoint.op + 1` once segments behind
-    /// the checkpoint are deleted.
+    /// The first op the log is meant to keep: `checkpoint.op + 1`, or
+    /// `checkpoint.op - log_retain_ops + 1` (for the operator and tools;
+    /// recovery does not depend on it).
     pub log_first_op: u64,
 }
 

@@ -319,13 +319,18 @@ impl LogIndex {
     }
 
     /// Records a new durable checkpoint at `op` and returns the segments
-    /// (names) that hold nothing after it, to be removed.
-    pub fn release(&mut self, op: u64) -> Vec<u64> {
+    /// (names) to remove: those holding nothing after `op - retain_ops`
+    /// (the log keeps `retain_ops` ops behind its checkpoint, for peers
+    /// that lag by fewer to catch up from it).
+    pub fn release(&mut self, op: u64, retain_ops: u64) -> Vec<u64> {
         self.checkpoint_op = self.checkpoint_op.max(op);
-        if self.head_op < op {
+        let mut op = op.saturating_sub(retain_ops);
+        if self.head_op < self.checkpoint_op {
             // The checkpoint came from a peer (state transfer) past the
-            // log: the log restarts after it.
-            self.head_op = op;
+            // log: the log restarts after it, and nothing before it is
+            // worth keeping (it does not reach the checkpoint).
+            self.head_op = self.checkpoint_op;
+            op = self.checkpoint_op;
         }
         let mut remove = Vec::new();
         loop {
@@ -362,6 +367,7 @@ pub struct LogScanReport {
 /// Assembles the log from its segments, read one at a time in name order.
 pub struct LogRecovery {
     identity: Identity,
+    first_op: u64,
     index: LogIndex,
     entries: Vec<Entry>,
     /// Highest op accepted (also below the checkpoint: order is checked
@@ -380,7 +386,8 @@ pub struct LogRecovery {
 /// The log as recovered.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecoveredLog {
-    /// Readable entries above the checkpoint, in op order.
+    /// Readable entries above the checkpoint (and those retained behind it,
+    /// `Config::log_retain_ops`), in op order.
     pub entries: Vec<Entry>,
     /// Ops above the checkpoint, up to the head, that were written but are
     /// unreadable: to be repaired from peers, never acknowledged again
@@ -394,17 +401,21 @@ pub struct RecoveredLog {
 
 impl LogRecovery {
     /// Starts assembling a log whose checkpoint is at `checkpoint_op`.
-    /// `known_op` is an op the log is known to reach (the superblock's
-    /// commit number): ops up to it that cannot be read are faulty, never
-    /// cut as a torn tail.
+    /// Entries from `first_op` on are returned (`checkpoint_op + 1`, or
+    /// lower to return the ops retained behind the checkpoint); faulty ops
+    /// are named only above the checkpoint. `known_op` is an op the log is
+    /// known to reach (the superblock's commit number): ops up to it that
+    /// cannot be read are faulty, never cut as a torn tail.
     pub fn new(
         identity: Identity,
         checkpoint_op: u64,
+        first_op: u64,
         known_op: u64,
         limits: LogLimits,
     ) -> LogRecovery {
         LogRecovery {
             identity,
+            first_op: first_op.min(checkpoint_op + 1),
             index: LogIndex::new(checkpoint_op, limits),
             entries: Vec::new(),
             last_op: 0,
@@ -453,7 +464,7 @@ impl LogRecovery {
                             self.last_op = header.op;
                             self.last_view = header.aux;
                             segment.entries.push((header.op, header.aux, record_end));
-                            if header.op > self.index.checkpoint_op {
+                            if header.op >= self.first_op {
                                 self.entries.push(Entry {
                                     op: header.op,
                                     view: header.aux,
@@ -520,7 +531,7 @@ impl LogRecovery {
         }
         let mut faulty = Vec::new();
         let mut next = checkpoint_op + 1;
-        for entry in &self.entries {
+        for entry in self.entries.iter().filter(|e| e.op > checkpoint_op) {
             faulty.extend(next..entry.op);
             next = entry.op + 1;
         }
@@ -621,7 +632,7 @@ mod tests {
             file.resize((b.offset as usize + b.len).max(file.len()), 0);
             encode_batch(ID, b, &entries, &mut file[b.offset as usize..]);
         }
-        let mut recovery = LogRecovery::new(ID, 0, 0, LIMITS);
+        let mut recovery = LogRecovery::new(ID, 0, 1, 0, LIMITS);
         for (name, bytes) in &files {
             recovery.add_segment(*name, bytes);
         }
@@ -644,10 +655,11 @@ mod tests {
             });
         }
         index.head_op = 25;
-        assert_eq!(index.release(9), Vec::<u64>::new());
-        assert_eq!(index.release(10), vec![1]);
-        assert_eq!(index.release(24), vec![11]);
-        assert_eq!(index.release(25), vec![21]);
+        assert_eq!(index.release(9, 0), Vec::<u64>::new());
+        assert_eq!(index.release(14, 5), Vec::<u64>::new());
+        assert_eq!(index.release(15, 5), vec![1]);
+        assert_eq!(index.release(24, 0), vec![11]);
+        assert_eq!(index.release(25, 0), vec![21]);
         assert!(index.segments.is_empty());
         assert_eq!(index.head_op, 25);
     }

@@ -367,7 +367,11 @@ impl Planner {
                 root,
                 manifest: manifest_id,
             },
-            log_first_op: op + 1,
+            log_first_op: if op > self.index.head_op {
+                op + 1
+            } else {
+                op.saturating_sub(self.config.log_retain_ops) + 1
+            },
             ..self.superblock
         };
         steps.extend(superblock_steps(
@@ -380,7 +384,7 @@ impl Planner {
                 file: checkpoint_file_name(previous),
             });
         }
-        for name in self.index.release(op) {
+        for name in self.index.release(op, self.config.log_retain_ops) {
             steps.push(Step::Remove {
                 file: segment_file_name(name),
             });

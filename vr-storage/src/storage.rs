@@ -47,6 +47,11 @@ pub struct Config {
     pub entry_bytes_max: u32,
     /// The largest checkpoint page.
     pub page_bytes_max: u32,
+    /// Ops the log keeps behind its checkpoint (whole segments are removed
+    /// only once wholly behind `checkpoint - log_retain_ops`), and that
+    /// [`Storage::open`] returns: vr-core's `log_tail_ops`, so that peers
+    /// lagging by fewer catch up from the log, after a restart too.
+    pub log_retain_ops: u64,
 }
 
 impl Config {
@@ -59,6 +64,7 @@ impl Config {
             batch_bytes_max: 1 << 20,
             entry_bytes_max: 512 << 10,
             page_bytes_max: 64 << 10,
+            log_retain_ops: 0,
         }
     }
 
@@ -366,6 +372,11 @@ impl<B: Backend> Storage<B> {
         let mut recovery = LogRecovery::new(
             identity,
             superblock.checkpoint.op,
+            superblock
+                .checkpoint
+                .op
+                .saturating_sub(config.log_retain_ops)
+                + 1,
             superblock.state.commit_number,
             config.limits(),
         );
@@ -421,7 +432,7 @@ impl<B: Backend> Storage<B> {
                 files_removed += 1;
             }
         }
-        for name in index.release(superblock.checkpoint.op) {
+        for name in index.release(superblock.checkpoint.op, config.log_retain_ops) {
             steps.push(Step::Remove {
                 file: segment_file_name(name),
             });

@@ -122,7 +122,7 @@ fn log_batches_round_trip_through_the_scan() {
             encode_batch(ID, &batch, chunk, &mut file[batch.offset as usize..]);
         }
     }
-    let mut recovery = LogRecovery::new(ID, 0, 0, limits);
+    let mut recovery = LogRecovery::new(ID, 0, 1, 0, limits);
     for (name, bytes) in &files {
         assert!(bytes.len() as u64 <= limits.segment_bytes);
         recovery.add_segment(*name, bytes);
