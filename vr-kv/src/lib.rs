@@ -78,6 +78,9 @@
 pub mod admin;
 pub mod batch;
 pub mod command;
+pub mod commands;
+pub mod connection;
+pub mod db;
 pub mod resp;
 pub mod server;
 pub mod service;
