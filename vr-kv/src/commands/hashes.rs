@@ -11,7 +11,7 @@ use crate::db::Db;
 use crate::resp::{parse_integer, Reply};
 
 fn set_pairs(db: &mut Db, args: &[Vec<u8>], name: &str) -> Result<usize, Reply> {
-    if args.len().is_multiple_of(2) {
+    if !args.len().is_multiple_of(2) {
         return Err(wrong_arity(name));
     }
     let h = hash_mut(db, &args[1], true)?.expect("created");
