@@ -18,10 +18,9 @@
 //!   kind 0, a command:      u32 argument count (at least 1, the name)
 //!                           per argument: u32 length, then the bytes
 //!   kind 1, a transaction (MULTI ... EXEC):
-//!                           u64 watch sequence (the store's write
-//!                               sequence when the WATCH was taken)
-//!                           u32 watched key count, per key: u32 length,
-//!                               then the bytes
+//!                           u32 watched key count, per key: u64 the
+//!                               store's write sequence when its WATCH
+//!                               was taken, u32 length, then the bytes
 //!                           u32 command count, per command as kind 0
 //! ```
 //!
@@ -103,13 +102,11 @@ pub enum Entry {
     /// A command.
     Command(Args),
     /// `MULTI ... EXEC`: runs as a whole, or not at all if a watched key
-    /// changed after `watch_seq`.
+    /// changed after it was watched.
     Transaction {
-        /// The store's write sequence when the connection's `WATCH` was
-        /// taken (0 without `WATCH`).
-        watch_seq: u64,
-        /// The keys the connection watched.
-        watched: Vec<Vec<u8>>,
+        /// The keys the connection watched, each with the store's write
+        /// sequence when its `WATCH` was taken.
+        watched: Vec<(u64, Vec<u8>)>,
         /// The queued commands.
         commands: Vec<Args>,
     },
@@ -168,12 +165,9 @@ fn args_len(args: &[Vec<u8>]) -> usize {
 pub fn encoded_entry_len(entry: &Entry) -> usize {
     match entry {
         Entry::Command(args) => encoded_command_len(args),
-        Entry::Transaction {
-            watched, commands, ..
-        } => {
-            1 + 8
-                + 4
-                + watched.iter().map(|k| 4 + k.len()).sum::<usize>()
+        Entry::Transaction { watched, commands } => {
+            1 + 4
+                + watched.iter().map(|(_, k)| 8 + 4 + k.len()).sum::<usize>()
                 + 4
                 + commands.iter().map(|c| args_len(c)).sum::<usize>()
         }
@@ -207,15 +201,11 @@ pub fn encode_op(batch: &Batch) -> Vec<u8> {
                 out.push(0);
                 put_args(&mut out, args);
             }
-            Entry::Transaction {
-                watch_seq,
-                watched,
-                commands,
-            } => {
+            Entry::Transaction { watched, commands } => {
                 out.push(1);
-                out.extend_from_slice(&watch_seq.to_le_bytes());
                 put_len(&mut out, watched.len());
-                for key in watched {
+                for (seq, key) in watched {
+                    out.extend_from_slice(&seq.to_le_bytes());
                     put_len(&mut out, key.len());
                     out.extend_from_slice(key);
                 }
@@ -267,23 +257,19 @@ pub fn decode_op(op: &[u8]) -> Result<Batch, BatchError> {
         match kind {
             0 => entries.push(Entry::Command(read_args(&mut r)?)),
             1 => {
-                let watch_seq = r.u64()?;
                 let n = r.u32()?;
-                let mut watched = Vec::with_capacity(n.min(r.remaining() / 4));
+                let mut watched = Vec::with_capacity(n.min(r.remaining() / 12));
                 for _ in 0..n {
+                    let seq = r.u64()?;
                     let len = r.u32()?;
-                    watched.push(r.bytes(len)?.to_vec());
+                    watched.push((seq, r.bytes(len)?.to_vec()));
                 }
                 let n = r.u32()?;
                 let mut commands = Vec::with_capacity(n.min(r.remaining() / 8));
                 for _ in 0..n {
                     commands.push(read_args(&mut r)?);
                 }
-                entries.push(Entry::Transaction {
-                    watch_seq,
-                    watched,
-                    commands,
-                });
+                entries.push(Entry::Transaction { watched, commands });
             }
             other => return Err(BatchError::UnknownFormat(other)),
         }

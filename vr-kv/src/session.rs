@@ -326,8 +326,9 @@ pub struct Session {
     /// Inside `MULTI`: the commands queued, and whether one was refused
     /// (then `EXEC` answers `EXECABORT`).
     multi: Option<(Vec<Args>, bool)>,
-    /// After `WATCH`: the write sequence it was taken at, and the keys.
-    watch: Option<(u64, Vec<Vec<u8>>)>,
+    /// The keys watched, each with the write sequence its `WATCH` was
+    /// taken at.
+    watch: Vec<(u64, Vec<u8>)>,
     /// The store's write sequence after this connection's last batch.
     last_seq: u64,
 }
@@ -358,7 +359,7 @@ impl Session {
             out: Vec::new(),
             client: ClientState::default(),
             multi: None,
-            watch: None,
+            watch: Vec::new(),
             last_seq: 0,
         }
     }
@@ -524,7 +525,13 @@ impl Session {
                 "exec" | "discard" | "multi" | "watch" | "quit" | "reset"
             ) {
                 match command.spec.exec {
+                    // UNWATCH inside MULTI is queued, as in Redis; by EXEC
+                    // the watch has done its work, so it only answers OK.
                     Exec::Read(_) | Exec::Write(_) => {
+                        queued.push(command.args);
+                        self.local(Reply::Simple("QUEUED".to_owned()));
+                    }
+                    Exec::Session if name == "unwatch" => {
                         queued.push(command.args);
                         self.local(Reply::Simple("QUEUED".to_owned()));
                     }
@@ -620,7 +627,7 @@ impl Session {
             "reset" => {
                 self.read_only = false;
                 self.multi = None;
-                self.watch = None;
+                self.watch.clear();
                 self.client.name = None;
                 Reply::Simple("RESET".to_owned())
             }
@@ -635,7 +642,7 @@ impl Session {
             "discard" => match self.multi.take() {
                 None => Reply::Error("ERR DISCARD without MULTI".to_owned()),
                 Some(_) => {
-                    self.watch = None;
+                    self.watch.clear();
                     Reply::ok()
                 }
             },
@@ -650,39 +657,31 @@ impl Session {
                     // Never later than the true sequence at this point: at
                     // worst a change before the WATCH aborts the EXEC.
                     let seq = self.last_seq.max(lock(&node.store).seq());
-                    let watch = self.watch.get_or_insert((seq, Vec::new()));
-                    watch.1.extend(args[1..].iter().cloned());
+                    self.watch
+                        .extend(args[1..].iter().map(|key| (seq, key.clone())));
                     Reply::ok()
                 }
             }
             "unwatch" => {
-                self.watch = None;
+                self.watch.clear();
                 Reply::ok()
             }
             "exec" => match self.multi.take() {
                 None => Reply::Error("ERR EXEC without MULTI".to_owned()),
                 Some((_, true)) => {
-                    self.watch = None;
+                    self.watch.clear();
                     Reply::Error(ERR_EXECABORT.to_owned())
                 }
                 Some((commands, false)) => {
-                    let (watch_seq, watched) = self.watch.take().unwrap_or_default();
-                    let entry = Entry::Transaction {
-                        watch_seq,
-                        watched,
-                        commands,
-                    };
-                    if let Some(Entry::Transaction {
-                        watch_seq,
-                        watched,
-                        commands,
-                    }) = self.push_entry(entry, node)
+                    let watched = std::mem::take(&mut self.watch);
+                    let entry = Entry::Transaction { watched, commands };
+                    if let Some(Entry::Transaction { watched, commands }) =
+                        self.push_entry(entry, node)
                     {
                         // The batch is full: replicate it, then come back
                         // to this EXEC with the transaction restored.
                         self.multi = Some((commands, false));
-                        self.watch =
-                            (!watched.is_empty() || watch_seq != 0).then_some((watch_seq, watched));
+                        self.watch = watched;
                         return Some(command.args);
                     }
                     return None;

@@ -145,17 +145,12 @@ impl Store {
         }
     }
 
-    fn run_transaction(
-        &mut self,
-        watch_seq: u64,
-        watched: &[Vec<u8>],
-        commands: &[Vec<Vec<u8>>],
-    ) -> Reply {
-        // Redis deletes a watched key that expired before checking.
-        for key in watched {
+    fn run_transaction(&mut self, watched: &[(u64, Vec<u8>)], commands: &[Vec<Vec<u8>>]) -> Reply {
+        // A watched key due now is deleted first, a change like any other.
+        for (_, key) in watched {
             self.db.expire_if_due(key);
         }
-        if watched.iter().any(|key| self.db.version(key) > watch_seq) {
+        if watched.iter().any(|(seq, key)| self.db.version(key) > *seq) {
             return Reply::Array(None);
         }
         Reply::Array(Some(commands.iter().map(|args| self.apply(args)).collect()))
@@ -172,6 +167,8 @@ fn not_in_store(spec: &Spec) -> Reply {
 /// Runs `args` on `db`.
 fn run(db: &mut Db, args: &[Vec<u8>]) -> Reply {
     match check(args) {
+        // Queued inside MULTI; the transaction's watch is checked already.
+        Ok(spec) if spec.name == "unwatch" => Reply::ok(),
         Ok(spec) => match spec.exec {
             Exec::Read(f) => f(db, args),
             Exec::Write(f) => f(db, args),
@@ -213,11 +210,7 @@ impl vr_core::Service for Store {
             .iter()
             .map(|entry| match entry {
                 Entry::Command(args) => self.apply(args),
-                Entry::Transaction {
-                    watch_seq,
-                    watched,
-                    commands,
-                } => self.run_transaction(*watch_seq, watched, commands),
+                Entry::Transaction { watched, commands } => self.run_transaction(watched, commands),
             })
             .collect();
         self.db.settle();

@@ -522,8 +522,10 @@ fn sorted_sets() {
 fn transactions_run_whole_and_watch_aborts_after_a_change() {
     let mut s = Store::new();
     let tx = |watch_seq: u64, watched: &[&str], commands: &[&[&str]]| Entry::Transaction {
-        watch_seq,
-        watched: watched.iter().map(|k| k.as_bytes().to_vec()).collect(),
+        watched: watched
+            .iter()
+            .map(|k| (watch_seq, k.as_bytes().to_vec()))
+            .collect(),
         commands: commands.iter().map(|c| args(c)).collect(),
     };
     let r = execute(

@@ -103,7 +103,7 @@ fn strings_and_expiry(c: &mut Connection) {
     std::thread::sleep(Duration::from_millis(300));
     // Gone by the log time of this read's own operation.
     assert_eq!(c.get::<_, Option<String>>("short").unwrap(), None);
-    assert_eq!(c.exists::<_, bool>("short").unwrap(), false);
+    assert!(!c.exists::<_, bool>("short").unwrap());
     assert_eq!(c.incr::<_, _, i64>("n", 5).unwrap(), 5);
     assert_eq!(c.decr::<_, _, i64>("n", 2).unwrap(), 3);
     let f: f64 = c.incr("f", 1.5).unwrap();

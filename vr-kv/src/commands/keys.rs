@@ -224,7 +224,8 @@ fn expire_generic(db: &mut Db, args: &[Vec<u8>], unit: i64, absolute: bool, name
         None => !(xx || gt),
         Some(old) => {
             let old = i64::try_from(old).unwrap_or(i64::MAX);
-            !nx && !(gt && at <= old) && !(lt && at >= old)
+            let refused = nx || (gt && at <= old) || (lt && at >= old);
+            !refused
         }
     };
     if !ok {
@@ -283,7 +284,8 @@ pub fn pttl(db: &Db, args: &[Vec<u8>]) -> Reply {
 
 /// `EXPIRETIME key`
 pub fn expiretime(db: &Db, args: &[Vec<u8>]) -> Reply {
-    ttl_generic(db, &args[1], |at, _| (at / 1000) as i64)
+    // Rounded as TTL is, as in Redis's ttlGenericCommand.
+    ttl_generic(db, &args[1], |at, _| (at.saturating_add(500) / 1000) as i64)
 }
 
 /// `PEXPIRETIME key`

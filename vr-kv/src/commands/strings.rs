@@ -117,7 +117,7 @@ pub fn set(db: &mut Db, args: &[Vec<u8>]) -> Reply {
         Some(_) => Some(Vec::new()),
     };
     let found = old.is_some();
-    let reply = get.then(|| Reply::Bulk(old));
+    let reply = get.then_some(Reply::Bulk(old));
     if (nx && found) || (xx && !found) {
         return reply.unwrap_or(Reply::Bulk(None));
     }

@@ -45,7 +45,7 @@ pub fn zadd(db: &mut Db, args: &[Vec<u8>]) -> Reply {
     if nx && xx {
         return error("ERR XX and NX options at the same time are not compatible");
     }
-    if (gt && nx) || (lt && nx) || (gt && lt) {
+    if (nx && (gt || lt)) || (gt && lt) {
         return error("ERR GT, LT, and/or NX options at the same time are not compatible");
     }
     if incr && pairs.len() > 2 {
@@ -84,7 +84,10 @@ pub fn zadd(db: &mut Db, args: &[Vec<u8>]) -> Reply {
         }
         let allowed = match old {
             None => !xx,
-            Some(old) => !nx && !(gt && new <= old) && !(lt && new >= old),
+            Some(old) => {
+                let refused = nx || (gt && new <= old) || (lt && new >= old);
+                !refused
+            }
         };
         if !allowed {
             continue;
@@ -191,11 +194,11 @@ fn below(s: f64, max: Bound<f64>) -> bool {
     }
 }
 
-fn in_range<'a>(
-    z: &'a ZSet,
+fn in_range(
+    z: &ZSet,
     min: Bound<f64>,
     max: Bound<f64>,
-) -> impl DoubleEndedIterator<Item = &'a (Score, Vec<u8>)> {
+) -> impl DoubleEndedIterator<Item = &(Score, Vec<u8>)> {
     z.order
         .iter()
         .skip_while(move |(s, _)| !above(s.0, min))
