@@ -1,7 +1,7 @@
 //! The command table: every command this server knows, its arity, its
 //! keys, whether it only reads, and what runs it; and [`Command`], a
 //! command parsed once against the table, which routing ([`crate::session`]),
-//! the read-only checks ([`crate::store::Store::is_read_only`]) and
+//! the read-only checks (`Service::is_read_only` in [`crate::store`]) and
 //! execution ([`crate::store`]) all work from.
 //!
 //! Options of a command (`SET`'s `EX`, `ZADD`'s `NX`) are parsed by the
