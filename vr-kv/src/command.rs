@@ -137,6 +137,7 @@ pub static TABLE: &[Spec] = &[
     s("readonly", 1),
     s("readwrite", 1),
     s("vr.status", 1),
+    w("vr.sweep", 1, NOKEY, server::sweep),
     s("quit", -1),
     s("auth", -2),
     s("reset", 1),

@@ -198,6 +198,37 @@ fn unsupported(c: &mut Connection) {
     }
 }
 
+/// Active expiry without client writes: the primary's node sends
+/// `VR.SWEEP` (an op in the log), so even a backup's own copy, read with
+/// `READONLY`, loses the expired key; `DBSIZE` counts keys held, so it
+/// shows the deletion.
+fn expired_keys_are_swept_without_writes(cluster: &LocalCluster, c: &mut Connection) {
+    let _: () = redis::cmd("FLUSHALL").query(c).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("soon")
+        .arg("v")
+        .arg("PX")
+        .arg(50)
+        .query(c)
+        .unwrap();
+    let mut backups: Vec<Connection> = cluster.resp_addrs().iter().map(|a| connect(*a)).collect();
+    for b in &mut backups {
+        let _: () = redis::cmd("READONLY").query(b).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let sizes: Vec<usize> = backups
+            .iter_mut()
+            .map(|b| redis::cmd("DBSIZE").query(b).unwrap())
+            .collect();
+        if sizes.iter().all(|&n| n == 0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never swept: {sizes:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn every_family(runtime: Runtime) {
     let (cluster, mut c) = start(runtime);
     let mut other = connect(cluster.resp_addrs()[0]);
@@ -206,6 +237,7 @@ fn every_family(runtime: Runtime) {
     collections(&mut c);
     transactions(&mut c, &mut other);
     unsupported(&mut c);
+    expired_keys_are_swept_without_writes(&cluster, &mut c);
 }
 
 #[test]

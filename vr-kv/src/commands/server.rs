@@ -27,6 +27,17 @@ pub fn dbsize(db: &Db, _args: &[Vec<u8>]) -> Reply {
     integer(db.len())
 }
 
+/// Keys one `VR.SWEEP` deletes at most (on top of the operation's own
+/// sweep), so that one operation's cost stays bounded.
+pub const SWEEP_MAX: usize = 1024;
+
+/// `VR.SWEEP`: deletes up to [`SWEEP_MAX`] keys whose deadline has passed
+/// by the log time, earliest first; replies how many. The primary's node
+/// sends it when keys are due and no client writes (active expiry).
+pub fn sweep(db: &mut Db, _args: &[Vec<u8>]) -> Reply {
+    integer(db.sweep(SWEEP_MAX))
+}
+
 /// `FLUSHDB [ASYNC | SYNC]`, `FLUSHALL [ASYNC | SYNC]`: there is one
 /// database, so both delete every key.
 pub fn flush(db: &mut Db, args: &[Vec<u8>]) -> Reply {
