@@ -384,11 +384,12 @@ impl List {
             .range(pos + 1..)
             .next()
             .map_or(pos.saturating_add(CHUNK_GAP), |(&p, _)| p);
-        if next - pos < 2 {
+        if next.abs_diff(pos) < 2 {
             self.renumber();
             return;
         }
-        let middle = pos + (next - pos) / 2;
+        // No overflow: the midpoint of two i64s, in i128.
+        let middle = ((i128::from(pos) + i128::from(next)) / 2) as i64;
         let chunk = self.chunks.get_mut(&pos).expect("chunk to split exists");
         let tail = chunk.split_off(chunk.len() / 2);
         self.chunks.insert(middle, tail);
@@ -674,8 +675,11 @@ impl Db {
 
     /// Stores `value` at `key`, with no expiry, replacing whatever was
     /// there. Returns the old entry.
-    pub fn insert(&mut self, key: &[u8], value: Value) -> Option<Entry> {
+    pub fn insert(&mut self, key: &[u8], mut value: Value) -> Option<Entry> {
         let old = self.remove(key);
+        // Every part of the value is new at this key (a renamed or copied
+        // collection brings its parts): all go on the key's element pages.
+        value.mark_all_dirty();
         let page = key_page(key);
         self.keys[page as usize].insert(
             key.to_vec(),

@@ -165,10 +165,7 @@ pub fn copy(db: &mut Db, args: &[Vec<u8>]) -> Reply {
         return Reply::Integer(0);
     }
     let at = entry.expire_at();
-    let mut value = entry.value;
-    // Every part of the copy is new on its pages.
-    value.mark_all_dirty();
-    db.insert(to, value);
+    db.insert(to, entry.value);
     if at.is_some() {
         db.set_expiry(to, at);
     }

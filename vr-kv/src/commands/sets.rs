@@ -15,6 +15,9 @@ use crate::command::ERR_POSITIVE;
 use crate::db::{fnv, Db, Parted, Value};
 use crate::resp::Reply;
 
+/// The most members `SRANDMEMBER key -count` returns.
+pub const SRANDMEMBER_REPEATS_MAX: usize = 1 << 20;
+
 /// `SADD key member [member ...]`
 pub fn sadd(db: &mut Db, args: &[Vec<u8>]) -> Reply {
     match set_mut(db, &args[1], true) {
@@ -157,7 +160,12 @@ pub fn srandmember(db: &Db, args: &[Vec<u8>]) -> Reply {
     match count {
         None => Reply::Bulk(s.nth(choose.below(s.len())).map(|(m, _)| m.clone())),
         Some(n) if n < 0 => {
-            let n = usize::try_from(n.unsigned_abs()).unwrap_or(usize::MAX);
+            // Bounded: the reply repeats members, and a count of -2^62
+            // would hold the store for ever (Redis would run out of
+            // memory building it). Every replica cuts alike.
+            let n = usize::try_from(n.unsigned_abs())
+                .unwrap_or(usize::MAX)
+                .min(SRANDMEMBER_REPEATS_MAX);
             array(
                 (0..n)
                     .filter_map(|_| s.nth(choose.below(s.len())).map(|(m, _)| bulk(m)))
