@@ -166,14 +166,16 @@ impl NodeView {
             }
         }
         let mut text = String::new();
-        let store = lock(&self.store);
         for section in sections {
             let body = if section == "replication" {
+                // Never while holding the store: the replica's loop answers
+                // the status, and it may be waiting for the store.
                 let Reply::Bulk(Some(bytes)) = self.status_reply(true) else {
                     continue;
                 };
                 String::from_utf8_lossy(&bytes).into_owned()
             } else {
+                let store = lock(&self.store);
                 match connection::info_section(&section, &store, self.replica) {
                     Some(body) => body,
                     None => continue,

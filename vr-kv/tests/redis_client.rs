@@ -229,6 +229,37 @@ fn expired_keys_are_swept_without_writes(cluster: &LocalCluster, c: &mut Connect
     }
 }
 
+/// `INFO` while the same node executes writes: `INFO replication` asks the
+/// replica's loop for its status, which must never happen while the front
+/// end holds the store the loop needs to execute (that deadlocked).
+fn info_during_writes(cluster: &LocalCluster) {
+    for address in cluster.resp_addrs().to_vec() {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut w = connect(address);
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let mut pipe = redis::pipe();
+                    for i in 0..20 {
+                        pipe.set(format!("w{i}"), n).ignore();
+                    }
+                    let _: () = pipe.query(&mut w).unwrap();
+                    n += 1;
+                }
+            })
+        };
+        let mut c = connect(address);
+        for _ in 0..100 {
+            let info: String = redis::cmd("INFO").query(&mut c).unwrap();
+            assert!(info.contains("# Replication"));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.join().unwrap();
+    }
+}
+
 fn every_family(runtime: Runtime) {
     let (cluster, mut c) = start(runtime);
     let mut other = connect(cluster.resp_addrs()[0]);
@@ -238,6 +269,7 @@ fn every_family(runtime: Runtime) {
     transactions(&mut c, &mut other);
     unsupported(&mut c);
     expired_keys_are_swept_without_writes(&cluster, &mut c);
+    info_during_writes(&cluster);
 }
 
 #[test]
