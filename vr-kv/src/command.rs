@@ -305,11 +305,16 @@ pub static TABLE: &[Spec] = &[
 /// The row of the command named `name`, compared without regard to ASCII
 /// case, as Redis does.
 pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
-    if name.len() > 20 {
-        return None;
+    static INDEX: std::sync::OnceLock<std::collections::HashMap<&'static [u8], &'static Spec>> =
+        std::sync::OnceLock::new();
+    let index = INDEX.get_or_init(|| TABLE.iter().map(|s| (s.name.as_bytes(), s)).collect());
+    // Every name is short: lower-case into a buffer on the stack.
+    let mut lower = [0u8; 24];
+    let lower = lower.get_mut(..name.len())?;
+    for (to, from) in lower.iter_mut().zip(name) {
+        *to = from.to_ascii_lowercase();
     }
-    let lower = name.to_ascii_lowercase();
-    TABLE.iter().find(|s| s.name.as_bytes() == lower.as_slice())
+    index.get(&*lower).copied()
 }
 
 impl Spec {

@@ -10,6 +10,17 @@ use crate::resp::Reply;
 
 /// `PING [message]`
 pub fn ping(_db: &Db, args: &[Vec<u8>]) -> Reply {
+    ping_reply(args)
+}
+
+/// `PING` or `ECHO` without a store: the front end answers them itself.
+pub fn ping_reply(args: &[Vec<u8>]) -> Reply {
+    if args[0].eq_ignore_ascii_case(b"ECHO") {
+        return match args.len() {
+            2 => Reply::Bulk(Some(args[1].clone())),
+            _ => wrong_arity("echo"),
+        };
+    }
     match args.len() {
         1 => Reply::Simple("PONG".to_owned()),
         2 => Reply::Bulk(Some(args[1].clone())),
