@@ -168,6 +168,17 @@ impl Rng {
     fn int(&mut self, lo: i64, hi: i64) -> String {
         (lo + self.below((hi - lo + 1) as u64) as i64).to_string()
     }
+    /// An expiry amount (seconds or ms): never due within the test's run
+    /// (100,000 and up) or due at once (0 or less), so that the two
+    /// servers' clocks, a few ms apart, cannot disagree on whether a key
+    /// is alive.
+    fn ttl(&mut self) -> String {
+        match self.below(4) {
+            0 => self.int(-5, 0),
+            _ => self.int(100_000, 1_000_000),
+        }
+    }
+
     /// A score or increment: a multiple of 0.5, printed exactly alike by
     /// both servers.
     fn half(&mut self) -> String {
@@ -219,25 +230,22 @@ fn strings(rng: &mut Rng) -> Vec<String> {
         .into_iter()
         .flat_map(|w| w.split(' ').map(str::to_owned).collect::<Vec<_>>())
         .collect(),
-        2 => vec![
-            "SET".into(),
-            k.into(),
-            v.into(),
-            "EX".into(),
-            rng.int(-1, 100000),
-        ],
+        2 => vec!["SET".into(), k.into(), v.into(), "EX".into(), rng.ttl()],
         3 => words(&["GET", k]),
         4 => words(&["INCR", k]),
         5 => words(&["DECR", k]),
         6 => vec!["INCRBY".into(), k.into(), rng.int(-100, 100)],
         7 => vec!["DECRBY".into(), k.into(), rng.int(-100, 100)],
-        8 => vec!["INCRBYFLOAT".into(), k.into(), rng.half()],
+        // On a key of its own: APPEND can build digit strings longer than
+        // f64 holds exactly, where vr-kv and Redis (long double) differ by
+        // design (docs/kv.md).
+        8 => vec!["INCRBYFLOAT".into(), "fl".into(), rng.half()],
         9 => words(&["APPEND", k, v]),
         10 => words(&["STRLEN", k]),
         11 => vec!["GETRANGE".into(), k.into(), rng.int(-6, 6), rng.int(-6, 6)],
         12 => vec!["SETRANGE".into(), k.into(), rng.int(-1, 8), v.into()],
         13 => words(&["SETNX", k, v]),
-        14 => vec!["SETEX".into(), k.into(), rng.int(-1, 100000), v.into()],
+        14 => vec!["SETEX".into(), k.into(), rng.ttl(), v.into()],
         15 => words(&["GETSET", k, v]),
         16 => words(&["GETDEL", k]),
         17 => words(&["GETEX", k, rng.pick(&["PERSIST", "EX", "PX"]), "100000"]),
@@ -273,7 +281,7 @@ fn keyspace(rng: &mut Rng) -> Vec<String> {
         14 => vec![
             rng.pick(&["EXPIRE", "PEXPIRE"]).into(),
             k.into(),
-            rng.int(-5, 1_000_000),
+            rng.ttl(),
             rng.pick(&["NX", "XX", "GT", "LT", "", "BAD"]).into(),
         ]
         .into_iter()
@@ -579,13 +587,12 @@ fn replies_equal_redis_for_random_commands_of_every_family() {
         ("zsets", zsets),
         ("transactions", transactions),
     ];
+    // The pinned seeds; `VR_KV_DIFF_SEED=n` explores others.
+    let base = std::env::var("VR_KV_DIFF_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(0x5eed_0000);
     for (i, (family, generate)) in families.into_iter().enumerate() {
-        differ(
-            family,
-            0x5eed_0000 + i as u64,
-            generate,
-            &mut kv,
-            &mut redis,
-        );
+        differ(family, base + i as u64, generate, &mut kv, &mut redis);
     }
 }
