@@ -950,4 +950,98 @@ mod tests {
         // An empty keyspace section is its header alone, as in Redis.
         assert!(out.ends_with("$12\r\n# Keyspace\r\n\r\n"), "{out}");
     }
+
+    #[test]
+    fn a_transaction_is_one_entry_of_one_stamped_operation() {
+        let (node, mut session) =
+            started(b"MULTI\r\nSET k 1\r\nINCR k\r\nPING\r\nEXEC\r\nGET k\r\n");
+        let node = node.with_clock(Box::new(|| 1_700_000_000_123_456));
+        let Step::Submit(op) = session.poll(&node) else {
+            panic!("the transaction is replicated");
+        };
+        let batch = crate::batch::decode_op(&op).unwrap();
+        assert_eq!(
+            batch.time_ms, 1_700_000_000_123,
+            "stamped with the clock, in ms"
+        );
+        assert_eq!(batch.entries.len(), 2, "the transaction, then GET");
+        let Entry::Transaction { watched, commands } = &batch.entries[0] else {
+            panic!("{:?}", batch.entries[0]);
+        };
+        assert!(watched.is_empty());
+        assert_eq!(commands.len(), 3, "SET, INCR and PING, queued");
+        let mut store = lock(&node.store);
+        let result = store.execute(1, &op);
+        drop(store);
+        session.complete(Ok(result));
+        assert_eq!(session.poll(&node), Step::Idle);
+        assert_output(
+            &session,
+            "+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*3\r\n+OK\r\n:2\r\n+PONG\r\n$1\r\n2\r\n",
+        );
+    }
+
+    #[test]
+    fn a_refused_command_inside_multi_aborts_the_exec_and_nothing_is_sent() {
+        let (node, mut session) = started(
+            b"MULTI\r\nSET k 1\r\nNOPE\r\nINFO\r\nEXEC\r\nEXEC\r\nDISCARD\r\nMULTI\r\nMULTI\r\nDISCARD\r\n",
+        );
+        let batches = run(&mut session, &node, Step::Idle);
+        assert!(batches.is_empty());
+        let out = String::from_utf8_lossy(session.output()).into_owned();
+        assert!(
+            out.starts_with("+OK\r\n+QUEUED\r\n-ERR unknown command 'NOPE'"),
+            "{out}"
+        );
+        assert!(
+            out.ends_with(&format!(
+                "-{ERR_EXECABORT}\r\n-ERR EXEC without MULTI\r\n-ERR DISCARD without MULTI\r\n+OK\r\n-ERR MULTI calls can not be nested\r\n+OK\r\n"
+            )),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn watch_waits_for_the_writes_pipelined_before_it() {
+        // Redis runs this EXEC: the INCR happened before the WATCH.
+        let (node, mut session) = started(b"SET k 1\r\nWATCH k\r\nMULTI\r\nINCR k\r\nEXEC\r\n");
+        let batches = run(&mut session, &node, Step::Idle);
+        assert_eq!(
+            batches.len(),
+            2,
+            "the SET is replicated before the WATCH is taken"
+        );
+        assert_output(&session, "+OK\r\n+OK\r\n+OK\r\n+QUEUED\r\n*1\r\n:2\r\n");
+        // A change after the WATCH (here by this connection) aborts.
+        session.clear_output();
+        session.receive(b"WATCH k\r\nSET k 5\r\nMULTI\r\nINCR k\r\nEXEC\r\nGET k\r\n");
+        run(&mut session, &node, Step::Idle);
+        assert_output(
+            &session,
+            "+OK\r\n+OK\r\n+OK\r\n+QUEUED\r\n*-1\r\n$1\r\n5\r\n",
+        );
+    }
+
+    #[test]
+    fn unsupported_and_connection_commands_answer_locally() {
+        let (node, mut session) = started(
+            b"BLPOP l 0\r\nSUBSCRIBE c\r\nHELLO 3\r\nSELECT 0\r\nSELECT 2\r\nCLIENT SETNAME x\r\nCLIENT GETNAME\r\nCONFIG GET appendonly\r\nQUIT\r\nPING\r\n",
+        );
+        let batches = run(&mut session, &node, Step::Close);
+        assert!(batches.is_empty());
+        let out = String::from_utf8_lossy(session.output()).into_owned();
+        assert!(
+            out.starts_with("-ERR 'blpop' is not supported by vr-kv: blocking commands"),
+            "{out}"
+        );
+        assert!(
+            out.contains("-ERR 'subscribe' is not supported by vr-kv: Pub/Sub"),
+            "{out}"
+        );
+        assert!(out.contains("-NOPROTO"), "{out}");
+        assert!(
+            out.ends_with("+OK\r\n-ERR DB index is out of range\r\n+OK\r\n$1\r\nx\r\n*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n+OK\r\n"),
+            "QUIT answers OK and closes; the PING after it is never answered: {out}"
+        );
+    }
 }
