@@ -350,14 +350,16 @@ pub fn time(now_micros: u64) -> Reply {
 
 /// The sections of `INFO` other than `replication`, which the session
 /// adds from the node's status.
-pub fn info_section(section: &str, store: &Store, port_hint: u8) -> Option<String> {
+pub fn info_section(section: &str, store: &Store, connected_clients: usize) -> Option<String> {
     Some(match section {
         "server" => format!(
-            "# Server\r\nredis_version:{REDIS_VERSION}\r\nredis_mode:standalone\r\nvr_kv_version:{}\r\nvr_replica:{port_hint}\r\narch_bits:64\r\nprocess_id:{}\r\n",
+            "# Server\r\nredis_version:{REDIS_VERSION}\r\nredis_mode:standalone\r\nvr_kv_version:{}\r\narch_bits:64\r\nprocess_id:{}\r\n",
             env!("CARGO_PKG_VERSION"),
             std::process::id()
         ),
-        "clients" => "# Clients\r\nblocked_clients:0\r\n".to_owned(),
+        "clients" => format!(
+            "# Clients\r\nconnected_clients:{connected_clients}\r\nblocked_clients:0\r\n"
+        ),
         "memory" => "# Memory\r\nmaxmemory:0\r\nmaxmemory_policy:noeviction\r\n".to_owned(),
         "persistence" => "# Persistence\r\nloading:0\r\naof_enabled:0\r\nrdb_changes_since_last_save:0\r\n".to_owned(),
         "keyspace" => {

@@ -92,6 +92,8 @@ pub struct NodeView {
     clock: Box<dyn Fn() -> u64 + Send + Sync>,
     /// Connection ids (`CLIENT ID`).
     next_client_id: std::sync::atomic::AtomicU64,
+    /// Sessions that have polled and are not dropped (`INFO clients`).
+    connected: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// The system's wall clock in µs since the Unix epoch (0 if it is set
@@ -130,6 +132,7 @@ impl NodeView {
             status,
             clock: Box::new(wall_clock_micros),
             next_client_id: std::sync::atomic::AtomicU64::new(1),
+            connected: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         }
     }
 
@@ -176,7 +179,8 @@ impl NodeView {
                 String::from_utf8_lossy(&bytes).into_owned()
             } else {
                 let store = lock(&self.store);
-                match connection::info_section(&section, &store, self.replica) {
+                let clients = self.connected.load(std::sync::atomic::Ordering::Relaxed);
+                match connection::info_section(&section, &store, clients) {
                     Some(body) => body,
                     None => continue,
                 }
@@ -333,6 +337,16 @@ pub struct Session {
     watch: Vec<(u64, Vec<u8>)>,
     /// The store's write sequence after this connection's last batch.
     last_seq: u64,
+    /// The node's count of connected sessions, once this one counts.
+    connected: Option<Arc<std::sync::atomic::AtomicUsize>>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(connected) = &self.connected {
+            connected.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 /// Redis's reply to `EXEC` after a command was refused inside `MULTI`.
@@ -363,6 +377,7 @@ impl Session {
             multi: None,
             watch: Vec::new(),
             last_seq: 0,
+            connected: None,
         }
     }
 
@@ -423,6 +438,9 @@ impl Session {
             self.client.id = node
                 .next_client_id
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            node.connected
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.connected = Some(node.connected.clone());
         }
         // Each turn takes a command, replicates a batch, or returns; the
         // input is finite, so this ends.

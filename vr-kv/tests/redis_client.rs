@@ -78,6 +78,10 @@ fn handshake_and_server(c: &mut Connection) {
         Some("7.0.0")
     );
     assert_eq!(info.get::<String>("role").as_deref(), Some("slave"));
+    // This connection, and the other test connections to the node.
+    assert!(info
+        .get::<usize>("connected_clients")
+        .is_some_and(|n| n >= 1));
     let time: (u64, u64) = redis::cmd("TIME").query(c).unwrap();
     assert!(time.0 > 1_600_000_000);
     let _: () = redis::cmd("FLUSHALL").query(c).unwrap();
