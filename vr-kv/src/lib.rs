@@ -7,13 +7,19 @@
 //!   (RESP arrays of bulk strings, and inline commands as typed into
 //!   `telnet`) incrementally and within [`resp::Limits`];
 //!   [`resp::Reply::encode`] writes replies.
-//! - [`command`]: the command table (`GET SET DEL EXISTS INCR INCRBY APPEND
-//!   MGET MSET PING ECHO`), arity, [`command::is_read_only`] and
-//!   [`command::is_known`], and Redis's wording for the errors it gives
-//!   before running a command.
-//! - [`batch`]: the bytes of a replicated operation (a batch of commands,
-//!   so one connection's pipeline is one VR operation) and of its result
-//!   (one RESP reply per command).
+//! - [`command`]: the command table ([`command::TABLE`]: name, arity, key
+//!   positions, and what runs each command), [`Command`] (a command parsed
+//!   once against it, used by routing, read-only checks and execution),
+//!   and Redis's wording for the errors it gives before running a command.
+//! - [`commands`]: the commands the store runs, one module per family
+//!   (strings, keys, hashes, lists, sets, sorted sets, server).
+//! - [`connection`]: the connection and server commands the front end
+//!   answers (`HELLO`, `CLIENT`, `COMMAND`, `CONFIG`, `INFO`, ...).
+//! - [`db`]: the keyspace: typed values, expiry by log time, and the pages
+//!   (by key, and by part of a collection) that checkpoints hold.
+//! - [`batch`]: the bytes of a replicated operation (a time stamp and a
+//!   batch of commands and transactions, so one connection's pipeline is
+//!   one VR operation) and of its result (one RESP reply per entry).
 //! - [`store`]: [`Store`], the deterministic state machine, a
 //!   [`vr_core::Service`]. It runs a batch in order, keeps going after a
 //!   failed command as a Redis pipeline does, answers any bytes without
@@ -24,8 +30,8 @@
 //! - [`session`]: one RESP connection without the network: parsing,
 //!   batching (a connection's pipeline becomes one VR operation, within
 //!   `op_size_max`), the commands answered locally (`READONLY`,
-//!   `VR.STATUS`, `INFO`, errors), reply order, bad input and buffer
-//!   bounds. Every runtime's front end drives the same [`session::Session`].
+//!   `VR.STATUS`, `INFO`, `MULTI` queuing, errors), reply order, bad input
+//!   and buffer bounds. Every runtime's front end drives the same [`session::Session`].
 //! - [`server`]: the server on tokio, mio or glommio
 //!   ([`server::Runtime`]): [`server::start_node`] runs one replica
 //!   (through `vr-tokio`, `vr-mio` or `vr-glommio`) and a RESP front end on
@@ -34,13 +40,15 @@
 //!   forwards to the primary); [`server::start_local_on`] runs a whole
 //!   cluster on loopback.
 //!
-//! Apart from [`server`], nothing here does IO, starts a thread or reads a
-//! clock.
+//! Apart from [`server`], nothing here does IO or starts a thread; the only
+//! clock read is the session's ([`session::NodeView`]), which stamps each
+//! operation with the wall time the store's key expiry follows.
 //!
 //! # What does not exist yet
 //!
-//! Key expiry (`EX`, `PX`, `EXPIRE`) is not supported. Replicas keep no
-//! durable state.
+//! Blocking commands, Pub/Sub, scripting and streams (refused with a clear
+//! error; `docs/kv.md` lists what is supported). Replicas keep no durable
+//! state.
 //!
 //! # How the pieces fit
 //!
@@ -78,6 +86,9 @@
 pub mod admin;
 pub mod batch;
 pub mod command;
+pub mod commands;
+pub mod connection;
+pub mod db;
 pub mod resp;
 pub mod server;
 pub mod service;

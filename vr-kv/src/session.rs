@@ -44,9 +44,11 @@ use vr_core::node::NodeStats;
 use vr_core::{ClientError, Config, Status};
 
 use crate::batch::{
-    decode_results, encode_batch, encoded_command_len, Args, BatchResult, BATCH_HEADER_LEN,
+    decode_results, encode_op, encoded_entry_len, result_seq, Args, Batch, BatchResult, Entry,
+    BATCH_HEADER_LEN,
 };
-use crate::command::{is_read_only, Command};
+use crate::command::{unsupported, Command, Exec};
+use crate::connection::{self, ClientState};
 use crate::resp::{parse_command, Limits, Reply};
 use crate::service::lock;
 use crate::store::Store;
@@ -85,6 +87,21 @@ pub struct NodeView {
     limits: Limits,
     read_buffer_max: usize,
     status: Box<dyn Fn() -> NodeStats + Send + Sync>,
+    /// The wall clock, µs since the Unix epoch: stamps operations (key
+    /// expiry, `docs/kv.md`) and answers `TIME`.
+    clock: Box<dyn Fn() -> u64 + Send + Sync>,
+    /// Connection ids (`CLIENT ID`).
+    next_client_id: std::sync::atomic::AtomicU64,
+    /// Sessions that have polled and are not dropped (`INFO clients`).
+    connected: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// The system's wall clock in µs since the Unix epoch (0 if it is set
+/// before 1970).
+pub fn wall_clock_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 impl NodeView {
@@ -113,7 +130,67 @@ impl NodeView {
             limits,
             read_buffer_max: read_buffer_max.max(1),
             status,
+            clock: Box::new(wall_clock_micros),
+            next_client_id: std::sync::atomic::AtomicU64::new(1),
+            connected: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         }
+    }
+
+    /// Replaces the wall clock (µs since the Unix epoch), for tests.
+    pub fn with_clock(mut self, clock: Box<dyn Fn() -> u64 + Send + Sync>) -> NodeView {
+        self.clock = clock;
+        self
+    }
+
+    fn is_primary(&self) -> bool {
+        (self.status)().primary
+    }
+
+    /// `INFO [section ...]`.
+    fn info(&self, args: &[Vec<u8>]) -> Reply {
+        const DEFAULT: [&str; 6] = [
+            "server",
+            "clients",
+            "memory",
+            "persistence",
+            "replication",
+            "keyspace",
+        ];
+        let mut sections: Vec<String> = Vec::new();
+        if args.len() == 1 {
+            sections.extend(DEFAULT.iter().map(|s| (*s).to_owned()));
+        }
+        for arg in &args[1..] {
+            let name = String::from_utf8_lossy(arg).to_ascii_lowercase();
+            if ["all", "default", "everything"].contains(&name.as_str()) {
+                sections.extend(DEFAULT.iter().map(|s| (*s).to_owned()));
+            } else {
+                sections.push(name);
+            }
+        }
+        let mut text = String::new();
+        for section in sections {
+            let body = if section == "replication" {
+                // Never while holding the store: the replica's loop answers
+                // the status, and it may be waiting for the store.
+                let Reply::Bulk(Some(bytes)) = self.status_reply(true) else {
+                    continue;
+                };
+                String::from_utf8_lossy(&bytes).into_owned()
+            } else {
+                let store = lock(&self.store);
+                let clients = self.connected.load(std::sync::atomic::Ordering::Relaxed);
+                match connection::info_section(&section, &store, clients) {
+                    Some(body) => body,
+                    None => continue,
+                }
+            };
+            if !text.is_empty() {
+                text.push_str("\r\n");
+            }
+            text.push_str(&body);
+        }
+        Reply::Bulk(Some(text.into_bytes()))
     }
 
     /// The cluster's configuration.
@@ -142,6 +219,13 @@ impl NodeView {
         let mut text = String::new();
         if info {
             text.push_str("# Replication\r\n");
+            // Redis's words first, for client libraries; VR's after.
+            text.push_str(if primary {
+                "role:master\r\nconnected_slaves:0\r\n"
+            } else {
+                "role:slave\r\nmaster_link_status:up\r\n"
+            });
+            text.push_str("vr_");
         }
         text.push_str(&format!(
             "role:{}\r\nreplica:{}\r\nreplicas:{}\r\nview:{}\r\nstatus:{}\r\nop_number:{}\r\ncommit_number:{}\r\nepoch:{}\r\n",
@@ -231,8 +315,8 @@ pub struct Session {
     /// replies that must wait for them. Empty whenever `batch` is empty and
     /// nothing is in flight: local replies then go straight to `out`.
     slots: Vec<Slot>,
-    batch: Vec<Args>,
-    /// `encode_batch(&batch).len()`, kept as commands are added.
+    batch: Vec<Entry>,
+    /// `encode_op(&batch).len()`, kept as entries are added.
     batch_bytes: usize,
     /// A command parsed but not taken yet: the batch ahead of it must be
     /// replicated first.
@@ -243,7 +327,30 @@ pub struct Session {
     closing_reply: Option<Reply>,
     closed: bool,
     out: Vec<u8>,
+    /// `CLIENT` state.
+    client: ClientState,
+    /// Inside `MULTI`: the commands queued, and whether one was refused
+    /// (then `EXEC` answers `EXECABORT`).
+    multi: Option<(Vec<Args>, bool)>,
+    /// The keys watched, each with the write sequence its `WATCH` was
+    /// taken at.
+    watch: Vec<(u64, Vec<u8>)>,
+    /// The store's write sequence after this connection's last batch.
+    last_seq: u64,
+    /// The node's count of connected sessions, once this one counts.
+    connected: Option<Arc<std::sync::atomic::AtomicUsize>>,
 }
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(connected) = &self.connected {
+            connected.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// Redis's reply to `EXEC` after a command was refused inside `MULTI`.
+pub const ERR_EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
 
 impl Default for Session {
     fn default() -> Self {
@@ -266,6 +373,11 @@ impl Session {
             closing_reply: None,
             closed: false,
             out: Vec::new(),
+            client: ClientState::default(),
+            multi: None,
+            watch: Vec::new(),
+            last_seq: 0,
+            connected: None,
         }
     }
 
@@ -322,6 +434,14 @@ impl Session {
             self.in_flight.is_none(),
             "Session::poll while a batch is in flight"
         );
+        if self.client.id == 0 {
+            self.client.id = node
+                .next_client_id
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            node.connected
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.connected = Some(node.connected.clone());
+        }
         // Each turn takes a command, replicates a batch, or returns; the
         // input is finite, so this ends.
         loop {
@@ -385,6 +505,11 @@ impl Session {
             debug_assert!(false, "Session::complete without a batch in flight");
             return;
         };
+        if let Ok(result) = &outcome {
+            if let Some(seq) = result_seq(result) {
+                self.last_seq = self.last_seq.max(seq);
+            }
+        }
         let replies = batch_replies(count, outcome);
         self.render(&replies);
     }
@@ -401,84 +526,191 @@ impl Session {
 
     /// Takes one command in pipeline order, or gives it back when the batch
     /// must be replicated before it (it would not fit, or it is a local read
-    /// that must see the batch's effects).
+    /// that must see the batch's effects, or a `WATCH`).
     fn push(&mut self, args: Args, node: &NodeView) -> Option<Args> {
-        let Some(name) = args.first() else {
-            // `poll` skips empty commands, as Redis does.
-            return None;
-        };
-        if name.eq_ignore_ascii_case(b"READONLY") || name.eq_ignore_ascii_case(b"READWRITE") {
-            if args.len() != 1 {
-                let lower = String::from_utf8_lossy(name).to_ascii_lowercase();
-                self.local(Reply::Error(format!(
-                    "ERR wrong number of arguments for '{lower}' command"
-                )));
-            } else {
-                self.read_only = name.eq_ignore_ascii_case(b"READONLY");
-                self.local(Reply::ok());
-            }
-            return None;
-        }
-        if name.eq_ignore_ascii_case(b"VR.STATUS") {
-            self.local(node.status_reply(false));
-            return None;
-        }
-        if name.eq_ignore_ascii_case(b"INFO") {
-            let wanted = match args.get(1) {
-                None => true,
-                Some(section) => ["replication", "all", "default", "everything"]
-                    .iter()
-                    .any(|s| section.eq_ignore_ascii_case(s.as_bytes())),
-            };
-            let reply = if args.len() > 2 {
-                Reply::Error("ERR syntax error".to_owned())
-            } else if wanted {
-                node.status_reply(true)
-            } else {
-                Reply::Bulk(Some(Vec::new()))
-            };
-            self.local(reply);
-            return None;
-        }
-        let command = match Command::parse(&args) {
+        let command = match Command::parse(args) {
             Ok(command) => command,
             Err(reply) => {
+                if let Some((_, failed)) = &mut self.multi {
+                    *failed = true;
+                }
                 self.local(reply);
                 return None;
             }
         };
-        if matches!(command, Command::Ping | Command::Echo) {
-            self.local(Store::new().read(&args));
-            return None;
-        }
-        if self.read_only && is_read_only(&args) {
-            // Possibly stale, but not older than this connection's own
-            // earlier commands as this replica has applied them.
-            if !self.batch.is_empty() {
-                return Some(args);
+        let name = command.name();
+        if let Some((queued, failed)) = &mut self.multi {
+            if !matches!(
+                name,
+                "exec" | "discard" | "multi" | "watch" | "quit" | "reset"
+            ) {
+                match command.spec.exec {
+                    // UNWATCH inside MULTI is queued, as in Redis; by EXEC
+                    // the watch has done its work, so it only answers OK.
+                    Exec::Read(_) | Exec::Write(_) => {
+                        queued.push(command.args);
+                        self.local(Reply::Simple("QUEUED".to_owned()));
+                    }
+                    Exec::Session if name == "unwatch" => {
+                        queued.push(command.args);
+                        self.local(Reply::Simple("QUEUED".to_owned()));
+                    }
+                    Exec::Session => {
+                        *failed = true;
+                        self.local(Reply::Error(format!(
+                            "ERR '{name}' inside MULTI is not supported by vr-kv"
+                        )));
+                    }
+                    Exec::Unsupported(what) => {
+                        *failed = true;
+                        self.local(unsupported(name, what));
+                    }
+                }
+                return None;
             }
-            // A replica restarted empty has nothing to read until recovery
-            // has installed the state: answer as a Redis replica still
-            // loading its dataset does, rather than with an empty store.
-            let reply = if node.config.is_witness(node.replica) {
-                Reply::Error(ERR_WITNESS.to_owned())
-            } else if (node.status)().status == Some(Status::Recovering) {
-                Reply::Error(ERR_LOADING.to_owned())
-            } else {
-                lock(&node.store).read(&args)
-            };
-            self.local(reply);
-            return None;
         }
-        let command_bytes = encoded_command_len(&args);
+        match command.spec.exec {
+            Exec::Session => self.session_command(command, node),
+            Exec::Unsupported(what) => {
+                self.local(unsupported(name, what));
+                None
+            }
+            Exec::Read(_) if matches!(name, "ping" | "echo") => {
+                // Not through a store: a PING costs no allocation.
+                self.local(crate::commands::server::ping_reply(&command.args));
+                None
+            }
+            Exec::Read(_) if self.read_only => {
+                // Possibly stale, but not older than this connection's own
+                // earlier commands as this replica has applied them.
+                if !self.batch.is_empty() {
+                    return Some(command.args);
+                }
+                // A replica restarted empty has nothing to read until
+                // recovery has installed the state: answer as a Redis
+                // replica still loading its dataset does, rather than with
+                // an empty store.
+                let reply = if node.config.is_witness(node.replica) {
+                    Reply::Error(ERR_WITNESS.to_owned())
+                } else if (node.status)().status == Some(Status::Recovering) {
+                    Reply::Error(ERR_LOADING.to_owned())
+                } else {
+                    lock(&node.store).read(&command.args)
+                };
+                self.local(reply);
+                None
+            }
+            Exec::Read(_) | Exec::Write(_) => self
+                .push_entry(Entry::Command(command.args), node)
+                .map(|entry| match entry {
+                    Entry::Command(args) => args,
+                    Entry::Transaction { .. } => unreachable!("a command was pushed"),
+                }),
+        }
+    }
+
+    /// Adds an entry to the batch, or gives it back when the batch is too
+    /// full for it.
+    fn push_entry(&mut self, entry: Entry, node: &NodeView) -> Option<Entry> {
+        let entry_bytes = encoded_entry_len(&entry);
         let op_size_max = node.config.op_size_max as usize;
-        if !self.batch.is_empty() && self.batch_bytes + command_bytes > op_size_max {
-            return Some(args);
+        if !self.batch.is_empty() && self.batch_bytes + entry_bytes > op_size_max {
+            return Some(entry);
         }
-        // A command too large on its own goes alone; `flush` refuses it.
+        // An entry too large on its own goes alone; `flush` refuses it.
         self.slots.push(Slot::Batched(self.batch.len()));
-        self.batch_bytes += command_bytes;
-        self.batch.push(args);
+        self.batch_bytes += entry_bytes;
+        self.batch.push(entry);
+        None
+    }
+
+    /// The commands the connection answers itself.
+    fn session_command(&mut self, command: Command, node: &NodeView) -> Option<Args> {
+        let args = &command.args;
+        let reply = match command.name() {
+            "readonly" | "readwrite" => {
+                self.read_only = command.name() == "readonly";
+                Reply::ok()
+            }
+            "vr.status" => node.status_reply(false),
+            "info" => node.info(args),
+            "hello" => connection::hello(args, &mut self.client, node.is_primary()),
+            "auth" => connection::auth(args),
+            "client" => connection::client(args, &mut self.client),
+            "select" => connection::select(args),
+            "command" => connection::command(args),
+            "config" => connection::config(args),
+            "time" => connection::time((node.clock)()),
+            "quit" => {
+                self.closing_reply = Some(Reply::ok());
+                return None;
+            }
+            "reset" => {
+                self.read_only = false;
+                self.multi = None;
+                self.watch.clear();
+                self.client.name = None;
+                Reply::Simple("RESET".to_owned())
+            }
+            "multi" => {
+                if self.multi.is_some() {
+                    Reply::Error("ERR MULTI calls can not be nested".to_owned())
+                } else {
+                    self.multi = Some((Vec::new(), false));
+                    Reply::ok()
+                }
+            }
+            "discard" => match self.multi.take() {
+                None => Reply::Error("ERR DISCARD without MULTI".to_owned()),
+                Some(_) => {
+                    self.watch.clear();
+                    Reply::ok()
+                }
+            },
+            "watch" => {
+                if self.multi.is_some() {
+                    Reply::Error("ERR WATCH inside MULTI is not allowed".to_owned())
+                } else if !self.batch.is_empty() {
+                    // The version must cover this connection's own writes
+                    // before the WATCH: replicate them first.
+                    return Some(command.args);
+                } else {
+                    // Never later than the true sequence at this point: at
+                    // worst a change before the WATCH aborts the EXEC.
+                    let seq = self.last_seq.max(lock(&node.store).seq());
+                    self.watch
+                        .extend(args[1..].iter().map(|key| (seq, key.clone())));
+                    Reply::ok()
+                }
+            }
+            "unwatch" => {
+                self.watch.clear();
+                Reply::ok()
+            }
+            "exec" => match self.multi.take() {
+                None => Reply::Error("ERR EXEC without MULTI".to_owned()),
+                Some((_, true)) => {
+                    self.watch.clear();
+                    Reply::Error(ERR_EXECABORT.to_owned())
+                }
+                Some((commands, false)) => {
+                    let watched = std::mem::take(&mut self.watch);
+                    let entry = Entry::Transaction { watched, commands };
+                    if let Some(Entry::Transaction { watched, commands }) =
+                        self.push_entry(entry, node)
+                    {
+                        // The batch is full: replicate it, then come back
+                        // to this EXEC with the transaction restored.
+                        self.multi = Some((commands, false));
+                        self.watch = watched;
+                        return Some(command.args);
+                    }
+                    return None;
+                }
+            },
+            other => Reply::Error(format!("ERR '{other}' is not handled by the connection")),
+        };
+        self.local(reply);
         None
     }
 
@@ -489,15 +721,18 @@ impl Session {
             self.render(&[]);
             return None;
         }
-        let batch = std::mem::take(&mut self.batch);
+        let entries = std::mem::take(&mut self.batch);
         let batch_bytes = std::mem::replace(&mut self.batch_bytes, BATCH_HEADER_LEN);
         if batch_bytes > node.config.op_size_max as usize {
-            let every = vec![Reply::Error(ERR_TOO_LARGE.to_owned()).to_bytes(); batch.len()];
+            let every = vec![Reply::Error(ERR_TOO_LARGE.to_owned()).to_bytes(); entries.len()];
             self.render(&every);
             return None;
         }
-        self.in_flight = Some(batch.len());
-        Some(encode_batch(&batch))
+        self.in_flight = Some(entries.len());
+        Some(encode_op(&Batch {
+            time_ms: (node.clock)() / 1000,
+            entries,
+        }))
     }
 
     /// Writes every reply owed, in order, to the output; `replies` are the
@@ -731,7 +966,105 @@ mod tests {
         let out = String::from_utf8_lossy(session.output()).into_owned();
         // View 4 of 3 replicas: replica 1 is the primary.
         assert!(out.contains("role:primary\r\nreplica:1\r\nreplicas:3\r\nview:4\r\nstatus:normal\r\nop_number:7\r\ncommit_number:6\r\nepoch:2\r\nmembers:0,1,4\r\nmay_shut_down:0\r\n"), "{out}");
-        assert!(out.contains("# Replication\r\n"), "{out}");
-        assert!(out.ends_with("$0\r\n\r\n"), "{out}");
+        assert!(
+            out.contains("# Replication\r\nrole:master\r\nconnected_slaves:0\r\nvr_role:primary\r\nreplica:1\r\n"),
+            "{out}"
+        );
+        // An empty keyspace section is its header alone, as in Redis.
+        assert!(out.ends_with("$12\r\n# Keyspace\r\n\r\n"), "{out}");
+    }
+
+    #[test]
+    fn a_transaction_is_one_entry_of_one_stamped_operation() {
+        let (node, mut session) =
+            started(b"MULTI\r\nSET k 1\r\nINCR k\r\nPING\r\nEXEC\r\nGET k\r\n");
+        let node = node.with_clock(Box::new(|| 1_700_000_000_123_456));
+        let Step::Submit(op) = session.poll(&node) else {
+            panic!("the transaction is replicated");
+        };
+        let batch = crate::batch::decode_op(&op).unwrap();
+        assert_eq!(
+            batch.time_ms, 1_700_000_000_123,
+            "stamped with the clock, in ms"
+        );
+        assert_eq!(batch.entries.len(), 2, "the transaction, then GET");
+        let Entry::Transaction { watched, commands } = &batch.entries[0] else {
+            panic!("{:?}", batch.entries[0]);
+        };
+        assert!(watched.is_empty());
+        assert_eq!(commands.len(), 3, "SET, INCR and PING, queued");
+        let mut store = lock(&node.store);
+        let result = store.execute(1, &op);
+        drop(store);
+        session.complete(Ok(result));
+        assert_eq!(session.poll(&node), Step::Idle);
+        assert_output(
+            &session,
+            "+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*3\r\n+OK\r\n:2\r\n+PONG\r\n$1\r\n2\r\n",
+        );
+    }
+
+    #[test]
+    fn a_refused_command_inside_multi_aborts_the_exec_and_nothing_is_sent() {
+        let (node, mut session) = started(
+            b"MULTI\r\nSET k 1\r\nNOPE\r\nINFO\r\nEXEC\r\nEXEC\r\nDISCARD\r\nMULTI\r\nMULTI\r\nDISCARD\r\n",
+        );
+        let batches = run(&mut session, &node, Step::Idle);
+        assert!(batches.is_empty());
+        let out = String::from_utf8_lossy(session.output()).into_owned();
+        assert!(
+            out.starts_with("+OK\r\n+QUEUED\r\n-ERR unknown command 'NOPE'"),
+            "{out}"
+        );
+        assert!(
+            out.ends_with(&format!(
+                "-{ERR_EXECABORT}\r\n-ERR EXEC without MULTI\r\n-ERR DISCARD without MULTI\r\n+OK\r\n-ERR MULTI calls can not be nested\r\n+OK\r\n"
+            )),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn watch_waits_for_the_writes_pipelined_before_it() {
+        // Redis runs this EXEC: the INCR happened before the WATCH.
+        let (node, mut session) = started(b"SET k 1\r\nWATCH k\r\nMULTI\r\nINCR k\r\nEXEC\r\n");
+        let batches = run(&mut session, &node, Step::Idle);
+        assert_eq!(
+            batches.len(),
+            2,
+            "the SET is replicated before the WATCH is taken"
+        );
+        assert_output(&session, "+OK\r\n+OK\r\n+OK\r\n+QUEUED\r\n*1\r\n:2\r\n");
+        // A change after the WATCH (here by this connection) aborts.
+        session.clear_output();
+        session.receive(b"WATCH k\r\nSET k 5\r\nMULTI\r\nINCR k\r\nEXEC\r\nGET k\r\n");
+        run(&mut session, &node, Step::Idle);
+        assert_output(
+            &session,
+            "+OK\r\n+OK\r\n+OK\r\n+QUEUED\r\n*-1\r\n$1\r\n5\r\n",
+        );
+    }
+
+    #[test]
+    fn unsupported_and_connection_commands_answer_locally() {
+        let (node, mut session) = started(
+            b"BLPOP l 0\r\nSUBSCRIBE c\r\nHELLO 3\r\nSELECT 0\r\nSELECT 2\r\nCLIENT SETNAME x\r\nCLIENT GETNAME\r\nCONFIG GET appendonly\r\nQUIT\r\nPING\r\n",
+        );
+        let batches = run(&mut session, &node, Step::Close);
+        assert!(batches.is_empty());
+        let out = String::from_utf8_lossy(session.output()).into_owned();
+        assert!(
+            out.starts_with("-ERR 'blpop' is not supported by vr-kv: blocking commands"),
+            "{out}"
+        );
+        assert!(
+            out.contains("-ERR 'subscribe' is not supported by vr-kv: Pub/Sub"),
+            "{out}"
+        );
+        assert!(out.contains("-NOPROTO"), "{out}");
+        assert!(
+            out.ends_with("+OK\r\n-ERR DB index is out of range\r\n+OK\r\n$1\r\nx\r\n*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n+OK\r\n"),
+            "QUIT answers OK and closes; the PING after it is never answered: {out}"
+        );
     }
 }

@@ -83,11 +83,10 @@ fn set_syntax_errors() {
         &["SET", "k", "v", "NX", "XX"][..],
         &["SET", "k", "v", "XX", "NX"],
         &["SET", "k", "v", "BOGUS"],
-        // Expiry needs a clock the replicas agree on: not supported yet.
-        &["SET", "k", "v", "EX", "10"],
-        &["SET", "k", "v", "PX", "10"],
-        &["SET", "k", "v", "EXAT", "10"],
-        &["SET", "k", "v", "PXAT", "10"],
+        &["SET", "k", "v", "EX"],
+        &["SET", "k", "v", "EX", "10", "PX", "10"],
+        &["SET", "k", "v", "EX", "10", "KEEPTTL"],
+        &["SET", "k", "v", "KEEPTTL", "PXAT", "10"],
     ] {
         assert_eq!(run(&mut s, words), err("ERR syntax error"), "{words:?}");
     }
@@ -308,13 +307,14 @@ fn classification() {
         assert!(!is_read_only(&args(&[name, "k"])), "{name}");
         assert!(is_known(&args(&[name])), "{name}");
     }
-    for unknown in [&["FLUSHALL"][..], &["GETX", "k"], &[]] {
+    for unknown in [&["FLUSHX"][..], &["GETX", "k"], &[]] {
         assert!(!is_read_only(&args(unknown)));
         assert!(!is_known(&args(unknown)));
     }
-    assert_eq!(Command::lookup(b"iNcRbY"), Some(Command::IncrBy));
-    assert_eq!(Command::IncrBy.name(), "incrby");
-    assert_eq!(Command::MSet.arity(), -3);
+    let incrby = Command::parse(args(&["iNcRbY", "k", "1"])).unwrap();
+    assert_eq!(incrby.name(), "incrby");
+    assert!(!incrby.is_read_only());
+    assert_eq!(vr_kv::command::lookup(b"MSET").unwrap().arity, -3);
 }
 
 #[test]
@@ -477,8 +477,18 @@ fn batch_errors() {
         decode_batch(b"\x01\x01\x00\x00\x00\xff\xff\xff\xff"),
         Err(BatchError::Truncated)
     );
+    // Format 2: a time, then entries with a kind byte.
+    assert_eq!(
+        decode_batch(b"\x02\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x07"),
+        Err(BatchError::UnknownFormat(7))
+    );
+    assert_eq!(
+        decode_batch(b"\x02\x00\x00\x00\x00"),
+        Err(BatchError::Truncated)
+    );
     assert_eq!(decode_results(b"\x02\xff"), Err(BatchError::InvalidMessage));
-    assert_eq!(decode_results(b"\x03"), Err(BatchError::UnknownFormat(3)));
+    assert_eq!(decode_results(b"\x03"), Err(BatchError::Truncated));
+    assert_eq!(decode_results(b"\x04"), Err(BatchError::UnknownFormat(4)));
 }
 
 #[test]
@@ -486,11 +496,15 @@ fn batch_layout_is_fixed_width_little_endian() {
     let op = encode_batch(&[args(&["GET", "k"])]);
     assert_eq!(
         op,
-        b"\x01\x01\x00\x00\x00\x02\x00\x00\x00\x03\x00\x00\x00GET\x01\x00\x00\x00k"
+        b"\x02\0\0\0\0\0\0\0\0\x01\x00\x00\x00\x00\x02\x00\x00\x00\x03\x00\x00\x00GET\x01\x00\x00\x00k"
     );
     assert_eq!(encoded_batch_len(&[args(&["GET", "k"])]), op.len());
-    let result = encode_results(&[Reply::Integer(7)]);
-    assert_eq!(result, b"\x01\x01\x00\x00\x00\x04\x00\x00\x00:7\r\n");
+    let result = vr_kv::batch::encode_results_at(9, &[Reply::Integer(7)]);
+    assert_eq!(
+        result,
+        b"\x03\x09\0\0\0\0\0\0\0\x01\x00\x00\x00\x04\x00\x00\x00:7\r\n"
+    );
+    assert_eq!(vr_kv::batch::result_seq(&result), Some(9));
     assert_eq!(encode_rejected("why"), b"\x02why");
 }
 

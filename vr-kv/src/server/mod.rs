@@ -24,6 +24,7 @@ mod async_conn;
 mod on_glommio;
 mod on_mio;
 mod on_tokio;
+pub mod sweeper;
 
 use std::fmt;
 use std::io;
@@ -300,6 +301,7 @@ impl FrontEnd {
 
 /// A running node. Dropping it stops it too, without re-raising panics.
 pub struct NodeHandle {
+    sweeper: Option<sweeper::Sweeper>,
     replica: Option<Arc<RunningReplica>>,
     front_end: Option<FrontEnd>,
     resp_address: SocketAddr,
@@ -338,6 +340,9 @@ impl NodeHandle {
     }
 
     fn shutdown(&mut self) {
+        if let Some(mut sweeper) = self.sweeper.take() {
+            sweeper.stop();
+        }
         if let Some(front_end) = self.front_end.take() {
             (front_end.stop)();
         }
@@ -408,6 +413,11 @@ pub fn start_node(options: NodeOptions) -> io::Result<NodeHandle> {
         let running = running.clone();
         Box::new(move || running.node_stats())
     };
+    let is_primary = {
+        let running = running.clone();
+        Box::new(move || running.node_stats().primary)
+    };
+    let sweeper_store = store.clone();
     let shared = Arc::new(Shared {
         view: NodeView::new(store, config, replica, read_buffer_max, status),
         replicas,
@@ -420,7 +430,9 @@ pub fn start_node(options: NodeOptions) -> io::Result<NodeHandle> {
         Runtime::Mio => on_mio::start(resp_listener, shared)?,
         Runtime::Glommio => on_glommio::start(resp_listener, shared)?,
     };
+    let sweeper = sweeper::Sweeper::start(sweeper_store, resp_address, is_primary)?;
     Ok(NodeHandle {
+        sweeper: Some(sweeper),
         replica: Some(running),
         front_end: Some(front_end),
         resp_address,
