@@ -213,7 +213,11 @@ INFO  jepsen.util - 4   :info   :read   :timed-out
                 1,
                 "no operation outstanding",
             ),
-            ("INFO  jepsen.util - 0   :invoke  :read  ", 1, "syntax error"),
+            (
+                "INFO  jepsen.util - 0   :invoke  :read  ",
+                1,
+                "syntax error",
+            ),
             (
                 "INFO  jepsen.util - 0x  :invoke  :read  nil",
                 1,
