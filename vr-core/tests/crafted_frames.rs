@@ -1334,7 +1334,7 @@ fn run_case(
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 3000,
+        cases: 2000,
         failure_persistence: None,
         ..ProptestConfig::default()
     })]
@@ -1385,21 +1385,23 @@ fn every_base_state_builds() {
     }
 }
 
-/// Not a test: with `CRAFTED_SURVEY=N`, runs N random cases without
-/// stopping at the first panic and prints where every distinct panic
-/// happened, to fix them all in one round.
+/// A tool rather than a test, run by hand: `CRAFTED_SURVEY=N cargo test -p
+/// vr-core --test crafted_frames survey -- --ignored --nocapture` runs N
+/// cases (20,000 by default) without stopping at the first panic, and
+/// prints where every distinct panic happened (to fix them all in one
+/// round), the largest cost of one frame, and in how many cases the
+/// crafted frames reached each path (to judge the generator).
 #[test]
+#[ignore]
 fn survey() {
     use proptest::strategy::ValueTree;
     use proptest::test_runner::TestRunner;
     use std::collections::BTreeMap;
     use std::sync::{Arc, Mutex};
-    let Some(cases) = std::env::var("CRAFTED_SURVEY")
+    let cases = std::env::var("CRAFTED_SURVEY")
         .ok()
         .and_then(|s| s.parse::<usize>().ok())
-    else {
-        return;
-    };
+        .unwrap_or(20_000);
     let seen: Arc<Mutex<BTreeMap<String, (usize, String)>>> = Arc::default();
     let hook_seen = seen.clone();
     std::panic::set_hook(Box::new(move |info| {
@@ -1478,5 +1480,266 @@ fn survey() {
     }
     for (at, (count, payload)) in seen.lock().unwrap().iter() {
         eprintln!("{count:6} {at}: {payload}");
+    }
+}
+
+// ---- Clients ----
+
+fn reply_spec() -> impl Strategy<Value = (V, V, V, bool, Vec<u8>)> {
+    (v(), v(), v(), any::<bool>(), vec(any::<u8>(), 0..12))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 2000,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// Crafted replies (extreme view, request- and op-numbers, a recovery
+    /// answer of `u64::MAX`) to a client that is recovering or waiting for
+    /// a request: no panic, then or when it numbers its next requests.
+    #[test]
+    fn crafted_replies_never_panic_a_client(
+        recovering in any::<bool>(),
+        replies in vec(reply_spec(), 1..5),
+    ) {
+        use vr_core::{Client, ClientConfig};
+        let config = config(Setup::Plain);
+        let now = Instant::from_nanos(1);
+        let mut client = if recovering {
+            Client::recover(ClientConfig::new(&config, 1000), now)
+        } else {
+            let mut client = Client::new(ClientConfig::new(&config, 1000), 0);
+            client.request(now, b"w".to_vec()).expect("idle");
+            client
+        };
+        let c = Ctx::default();
+        for (view, request_number, op_number, latest, result) in replies {
+            let reply = Reply {
+                view: view.at(&c),
+                client_id: 1000,
+                request_number: if latest { 0 } else { request_number.at(&c) },
+                op_number: op_number.at(&c),
+                result: if latest {
+                    request_number.at(&c).to_le_bytes().to_vec()
+                } else {
+                    result
+                },
+            };
+            let mut frame = Vec::new();
+            let message = Message::Reply(reply);
+            encode_in_epoch(&message, config.cluster, 0, &mut frame);
+            let (decoded, _, _) =
+                decode_in_epoch(&frame, config.cluster, config.message_size_max as usize)
+                    .expect("a valid frame");
+            let Message::Reply(reply) = decoded else { unreachable!() };
+            if client.handle_reply(now, reply).is_some() || client.poll_timeout().is_none() {
+                // Idle again: it numbers requests from what it learned.
+                let number = client.request(now, b"w".to_vec()).expect("idle");
+                // At most two above an answer in range (`Client::recover`).
+                prop_assert!(number <= vr_core::message::NUMBER_MAX + 2);
+            }
+            while client.poll_action().is_some() {}
+        }
+    }
+}
+
+/// A recovering client ignores a recovery answer above `NUMBER_MAX`, which
+/// would overflow its next request-number, and takes a true one.
+#[test]
+fn a_client_ignores_a_recovery_answer_out_of_range() {
+    use vr_core::{Client, ClientConfig};
+    let config = config(Setup::Plain);
+    let now = Instant::from_nanos(1);
+    let mut client = Client::recover(ClientConfig::new(&config, 1000), now);
+    let answer = |latest: u64| Reply {
+        view: 0,
+        client_id: 1000,
+        request_number: 0,
+        op_number: 1,
+        result: latest.to_le_bytes().to_vec(),
+    };
+    assert!(client.handle_reply(now, answer(u64::MAX)).is_none());
+    assert!(client.is_recovering(), "still waiting for a true answer");
+    assert!(client.handle_reply(now, answer(41)).is_some());
+    let next = client.request(now, b"w".to_vec()).expect("idle");
+    assert!(next > 41);
+}
+
+// ---- The cases the survey found on the code before the fix ----
+
+/// What a dropped frame must leave alone.
+fn state(replica: &Replica<Store>) -> (Status, u64, u64, u64, u64, Vec<u64>) {
+    (
+        replica.status(),
+        replica.view(),
+        replica.op_number(),
+        replica.commit_number(),
+        replica.log_base(),
+        replica.crash_vector().to_vec(),
+    )
+}
+
+/// Feeds one crafted message and asserts that it was counted invalid and
+/// changed nothing.
+fn assert_dropped(setup: Setup, base: Base, message: impl Fn(&Ctx) -> Message) {
+    let (mut replica, c) = build(setup, base);
+    let before = state(&replica);
+    let invalid = replica.stats().messages_invalid;
+    let message = message(&c);
+    feed(
+        &mut replica,
+        Instant::from_nanos(1_000_000_000),
+        c.epoch,
+        &message,
+    )
+    .expect("a frame the codec accepts");
+    assert_eq!(
+        replica.stats().messages_invalid,
+        invalid + 1,
+        "{base:?}: counted invalid: {message:?}"
+    );
+    assert_eq!(
+        state(&replica),
+        before,
+        "{base:?}: unchanged by {message:?}"
+    );
+}
+
+fn entry(op_number: u64, view: u64) -> LogEntry {
+    LogEntry {
+        op_number,
+        view,
+        client_id: 1000,
+        request_number: 1,
+        op: b"x".to_vec(),
+        kind: EntryKind::Operation,
+    }
+}
+
+/// Two entries from op `u64::MAX`: `first + i` overflowed checking that
+/// they are contiguous (`view_change.rs`).
+#[test]
+fn a_prepare_numbered_past_u64_max_is_dropped() {
+    assert_dropped(Setup::Plain, Base::Backup, |c| {
+        Message::Prepare(Prepare {
+            view: c.view,
+            commit_number: c.commit_number,
+            timestamp_ns: 1,
+            full_commit_min: 0,
+            entries: vec![entry(u64::MAX, c.view), entry(0, c.view)],
+        })
+    });
+}
+
+/// A StartView ending at op `u64::MAX`: `op_number + 1` overflowed.
+#[test]
+fn a_start_view_ending_at_u64_max_is_dropped() {
+    assert_dropped(Setup::Plain, Base::Backup, |c| {
+        Message::StartView(StartView {
+            view: c.view + 1,
+            op_number: u64::MAX,
+            commit_number: 0,
+            log: Vec::new(),
+        })
+    });
+}
+
+/// A DoViewChange committing up to `u64::MAX`: `commit_number + 1`
+/// overflowed (replica 1 leads view 1).
+#[test]
+fn a_do_view_change_committed_to_u64_max_is_dropped() {
+    assert_dropped(Setup::Plain, Base::ViewChange, |c| {
+        Message::DoViewChange(DoViewChange {
+            view: c.view,
+            last_normal_view: 0,
+            op_number: u64::MAX,
+            commit_number: u64::MAX,
+            log: Vec::new(),
+            replica: 0,
+            crash_vector: vec![0; 3].into(),
+        })
+    });
+}
+
+/// Recovery answers that know this replica's incarnation as `u64::MAX`:
+/// round 1 chose `highest + 1`, round 2 `known + 1`, both overflowing
+/// (`recovery.rs`).
+#[test]
+fn recovery_answers_with_incarnation_u64_max_are_dropped() {
+    for base in [Base::Recovering, Base::RecoveringSyncing] {
+        assert_dropped(Setup::Plain, base, |c| {
+            Message::RecoveryResponse(RecoveryResponse {
+                view: 0,
+                nonce: c.nonce,
+                status: RecoveryStatus::Normal,
+                op_number: 0,
+                commit_number: 0,
+                crash_vector: vec![0, u64::MAX, 0].into(),
+                replica: 0,
+            })
+        });
+    }
+}
+
+/// A StartView whose log replaces ops this replica committed by others, or
+/// ends below its commit-number: installing it would lose committed ops
+/// (debug assertions of `install_view` fired on it).
+#[test]
+fn a_start_view_contradicting_committed_ops_is_refused() {
+    assert_dropped(Setup::Plain, Base::Backup, |c| {
+        Message::StartView(StartView {
+            view: c.view + 1,
+            op_number: c.commit_number,
+            commit_number: c.commit_number,
+            log: vec![entry(c.commit_number, c.view + 7)],
+        })
+    });
+    assert_dropped(Setup::Plain, Base::Backup, |c| {
+        Message::StartView(StartView {
+            view: c.view + 1,
+            op_number: c.commit_number - 1,
+            commit_number: 0,
+            log: Vec::new(),
+        })
+    });
+}
+
+/// A checkpoint summary of 2^24 pages, offered to a replica fetching a
+/// view's log (from its source, in its view): it made the replica allocate
+/// 16 bytes per page up front (256 MiB), and 48 more per page when frames
+/// are too small for the tree walk. Now the fetch starts at no cost.
+#[test]
+fn a_summary_of_two_to_the_24_pages_costs_nothing_up_front() {
+    for setup in [Setup::Plain, Setup::TinyFrames] {
+        let (mut replica, c) = build(setup, Base::ViewChangeSyncing);
+        let offer = Message::NewState(NewState {
+            view: c.view,
+            op_number: c.commit_number + 1,
+            commit_number: c.commit_number + 1,
+            log: Vec::new(),
+            replica: c.peer,
+            checkpoint: Some(CheckpointSummary {
+                op_number: c.commit_number + 1,
+                page_count: 1 << 24,
+                service_page_count: 1 << 24,
+                root: digest_of(7),
+            }),
+            full_commit_min: 0,
+        });
+        let requests = replica.stats().state_requests_sent;
+        // `feed` asserts the bound.
+        feed(
+            &mut replica,
+            Instant::from_nanos(1_000_000_000),
+            c.epoch,
+            &offer,
+        );
+        assert!(
+            replica.stats().state_requests_sent > requests,
+            "{setup:?}: the fetch started (it asks for the tree or pages)"
+        );
+        assert!(replica.checkpoint_fetch_stats().is_some(), "{setup:?}");
     }
 }
