@@ -1668,19 +1668,36 @@ fn a_do_view_change_committed_to_u64_max_is_dropped() {
 /// (`recovery.rs`).
 #[test]
 fn recovery_answers_with_incarnation_u64_max_are_dropped() {
-    for base in [Base::Recovering, Base::RecoveringSyncing] {
-        assert_dropped(Setup::Plain, base, |c| {
-            Message::RecoveryResponse(RecoveryResponse {
-                view: 0,
-                nonce: c.nonce,
-                status: RecoveryStatus::Normal,
-                op_number: 0,
-                commit_number: 0,
-                crash_vector: vec![0, u64::MAX, 0].into(),
-                replica: 0,
-            })
-        });
+    let answer = |c: &Ctx, from: u8, incarnation: u64| {
+        Message::RecoveryResponse(RecoveryResponse {
+            view: 0,
+            nonce: c.nonce,
+            status: RecoveryStatus::Normal,
+            op_number: 0,
+            commit_number: 0,
+            crash_vector: vec![0, incarnation, 0].into(),
+            replica: from,
+        })
+    };
+    let now = Instant::from_nanos(1_000_000_000);
+    // Round 1: two answers (f + 1) choose the incarnation.
+    let (mut replica, c) = build(Setup::Plain, Base::Recovering);
+    let before = state(&replica);
+    for from in [0, 2] {
+        feed(&mut replica, now, 0, &answer(&c, from, u64::MAX));
     }
+    assert_eq!(replica.stats().messages_invalid, 2, "both dropped");
+    assert_eq!(state(&replica), before);
+    // Round 2, after a true round 1 (incarnation 1).
+    let (mut replica, c) = build(Setup::Plain, Base::Recovering);
+    for from in [0, 2] {
+        feed(&mut replica, now, 0, &answer(&c, from, 0));
+    }
+    assert_eq!(replica.incarnation(), 1, "round 1 done");
+    let before = state(&replica);
+    feed(&mut replica, now, 0, &answer(&c, 0, u64::MAX));
+    assert_eq!(replica.stats().messages_invalid, 1, "dropped");
+    assert_eq!(state(&replica), before);
 }
 
 /// A StartView whose log replaces ops this replica committed by others, or
@@ -1689,8 +1706,9 @@ fn recovery_answers_with_incarnation_u64_max_are_dropped() {
 #[test]
 fn a_start_view_contradicting_committed_ops_is_refused() {
     assert_dropped(Setup::Plain, Base::Backup, |c| {
+        // View 2: led by replica 2, not this one.
         Message::StartView(StartView {
-            view: c.view + 1,
+            view: c.view + 2,
             op_number: c.commit_number,
             commit_number: c.commit_number,
             log: vec![entry(c.commit_number, c.view + 7)],
@@ -1698,7 +1716,7 @@ fn a_start_view_contradicting_committed_ops_is_refused() {
     });
     assert_dropped(Setup::Plain, Base::Backup, |c| {
         Message::StartView(StartView {
-            view: c.view + 1,
+            view: c.view + 2,
             op_number: c.commit_number - 1,
             commit_number: 0,
             log: Vec::new(),
