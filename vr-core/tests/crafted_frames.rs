@@ -897,7 +897,7 @@ impl Spec {
                     // in all.
                     checkpoint: offer.then(|| CheckpointSummary {
                         op_number: commit.wrapping_add(1 + step(1) % 2),
-                        ..if self.level % 2 == 0 {
+                        ..if self.level.is_multiple_of(2) {
                             story.summary(c)
                         } else {
                             self.summary.build(c, story)
@@ -917,7 +917,11 @@ impl Spec {
                 op_number: op.wrapping_add(step(1)),
                 commit_number: op,
                 crash_vector: cv,
-                replica: if self.level % 2 == 0 { c.peer } else { 2 },
+                replica: if self.level.is_multiple_of(2) {
+                    c.peer
+                } else {
+                    2
+                },
             }),
             12 => Message::GetCheckpointTree(GetCheckpointTree {
                 view,
@@ -977,7 +981,7 @@ impl Spec {
                 epoch: c.epoch.wrapping_add(1),
                 op_number: commit.wrapping_add(step(1) % 3).max(1),
                 entry_view: step(2) % 2,
-                members: if self.status % 2 == 0 {
+                members: if self.status.is_multiple_of(2) {
                     vec![0, 1, 3]
                 } else {
                     vec![0, 1]
@@ -1324,7 +1328,7 @@ fn run_case(
         feed(&mut replica, now, epoch, &message);
         now = now + 1_000_000;
         // Timers fire too: state a crafted frame left must not make them panic.
-        if spec.u % 5 == 0 {
+        if spec.u.is_multiple_of(5) {
             replica.handle_timeout(replica.poll_timeout().unwrap_or(now).max(now));
             while replica.poll_action().is_some() {}
         }
