@@ -882,14 +882,18 @@ impl Spec {
             9 => {
                 let offer = self.status % 2 == 1;
                 let new_ops = step(2) % 4;
+                // Status 2: a log starting past this replica's end, and
+                // every full replica said to have executed up to there (a
+                // witness skips to it).
+                let gap = if self.status == 2 { 1 + step(4) } else { 0 };
                 Message::NewState(NewState {
                     view,
-                    op_number: commit.wrapping_add(new_ops),
-                    commit_number: commit.wrapping_add(new_ops),
+                    op_number: commit.wrapping_add(gap + new_ops),
+                    commit_number: commit.wrapping_add(gap + new_ops),
                     log: if offer {
                         Vec::new()
                     } else {
-                        entries(commit.wrapping_add(1), new_ops, view)
+                        entries(commit.wrapping_add(1 + gap), new_ops, view)
                     },
                     replica: c.peer,
                     // The case's checkpoint, or (one time in two) any
@@ -903,7 +907,11 @@ impl Spec {
                             self.summary.build(c, story)
                         }
                     }),
-                    full_commit_min: step(3),
+                    full_commit_min: if gap > 0 {
+                        commit.wrapping_add(gap + step(3))
+                    } else {
+                        step(3)
+                    },
                 })
             }
             11 => Message::RecoveryResponse(RecoveryResponse {
@@ -1279,7 +1287,8 @@ fn base() -> impl Strategy<Value = Base> {
 fn script(base: Base) -> &'static [(u8, u8)] {
     match base {
         Base::Primary => &[(0, 0), (2, 0), (2, 1), (14, 0), (12, 0), (8, 0)],
-        Base::Backup | Base::OtherBackup => &[(1, 0), (3, 0), (9, 1), (13, 0), (15, 0), (9, 0)],
+        Base::Backup => &[(1, 0), (3, 0), (9, 1), (13, 0), (15, 0), (9, 0)],
+        Base::OtherBackup => &[(9, 2), (1, 0), (3, 0), (9, 2), (9, 1), (13, 0), (15, 0)],
         Base::ViewChange => &[(5, 0), (6, 0), (6, 1), (2, 0), (8, 0)],
         Base::Recovering => &[(11, 0), (11, 1), (11, 0), (11, 1), (9, 1), (13, 0), (15, 0)],
         Base::ViewChangeSyncing | Base::RecoveringSyncing | Base::TransitioningSyncing => {
