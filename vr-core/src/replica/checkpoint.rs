@@ -61,7 +61,7 @@ pub(crate) struct CheckpointFetch {
     /// Pages to fetch, in ascending order, with their digests (`None` when
     /// fetched without the tree: the whole checkpoint is then checked
     /// against the root). Fetched ones leave from the front; one fetched
-    /// out of order stays until the pages before it are fetched (its slot
+    /// out of order stays until the pages before it are fetched (its entry
     /// in `pages` says it is done).
     pages_wanted: VecDeque<(u64, Option<Digest>)>,
     /// Without the tree walk, the pages from here to the end are wanted too

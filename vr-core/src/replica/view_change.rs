@@ -492,7 +492,7 @@ impl<S: Service> Replica<S> {
     /// commit-number, and every entry of it that this replica holds
     /// committed is the same entry (same view). An installed log that did
     /// not would lose committed ops; only a crafted frame carries one.
-    pub(super) fn agrees_with_committed(&self, entries: &[LogEntry], op_number: u64) -> bool {
+    fn agrees_with_committed(&self, entries: &[LogEntry], op_number: u64) -> bool {
         op_number >= self.commit_number
             && entries
                 .iter()
