@@ -181,6 +181,10 @@ enum Base {
     Transitioning,
     /// Member 3 of epoch 1, fetching the state up to the reconfiguration.
     TransitioningSyncing,
+    /// Replica 2, removed by a reconfiguration to {0, 1}: it serves state
+    /// to the new epoch until it may shut down (without witnesses: a
+    /// cluster with witnesses cannot be reconfigured).
+    Retired,
 }
 
 const OPS: usize = 6;
@@ -331,6 +335,21 @@ fn build(setup: Setup, base: Base) -> (Replica<Store>, Ctx) {
             assert!(replica.stats().state_requests_sent > 0, "fetching");
             (replica, nonce)
         }
+        Base::Retired => {
+            let mut cluster = if matches!(setup, Setup::Witness) {
+                self::cluster(Setup::Plain)
+            } else {
+                cluster
+            };
+            let number = cluster.reconfigure(0, &[0, 1]);
+            cluster
+                .await_completion(0, number, 10_000)
+                .expect("the reconfiguration completes");
+            cluster.run_for_ms(50);
+            let replica = take(&mut cluster, 2);
+            assert_eq!(replica.status(), Status::Retired);
+            (replica, 0)
+        }
         Base::Transitioning | Base::TransitioningSyncing => {
             let mut replica =
                 Replica::join(config(setup), 3, Store::default(), now, 5).expect("valid config");
@@ -384,7 +403,7 @@ impl V {
     }
 }
 
-fn lit() -> impl Strategy<Value = u64> {
+fn lit() -> BoxedStrategy<u64> {
     prop_oneof![
         4 => 0..8u64,
         1 => Just(u64::MAX),
@@ -397,9 +416,10 @@ fn lit() -> impl Strategy<Value = u64> {
         1 => Just(u64::from(u32::MAX)),
         2 => any::<u64>(),
     ]
+    .boxed()
 }
 
-fn v() -> impl Strategy<Value = V> {
+fn v() -> BoxedStrategy<V> {
     let near = -2i8..=2;
     prop_oneof![
         4 => lit().prop_map(V::Lit),
@@ -409,11 +429,12 @@ fn v() -> impl Strategy<Value = V> {
         1 => near.prop_map(V::LogBase),
         1 => Just(V::Nonce),
     ]
+    .boxed()
 }
 
 /// A replica index: mostly valid ones, some past the configuration.
-fn index() -> impl Strategy<Value = u8> {
-    prop_oneof![6 => 0..4u8, 1 => Just(255u8), 1 => any::<u8>()]
+fn index() -> BoxedStrategy<u8> {
+    prop_oneof![6 => 0..4u8, 1 => Just(255u8), 1 => any::<u8>()].boxed()
 }
 
 #[derive(Clone, Debug)]
@@ -426,7 +447,7 @@ struct EntrySpec {
     reconfiguration: bool,
 }
 
-fn entry_spec() -> impl Strategy<Value = EntrySpec> {
+fn entry_spec() -> BoxedStrategy<EntrySpec> {
     (
         v(),
         v(),
@@ -445,6 +466,7 @@ fn entry_spec() -> impl Strategy<Value = EntrySpec> {
                 reconfiguration,
             },
         )
+        .boxed()
 }
 
 /// A log: consecutive op-numbers from `start`, or each entry's own.
@@ -455,14 +477,14 @@ struct LogSpec {
     entries: Vec<EntrySpec>,
 }
 
-fn log_spec() -> impl Strategy<Value = LogSpec> {
-    (v(), proptest::bool::weighted(0.8), vec(entry_spec(), 0..5)).prop_map(
-        |(start, contiguous, entries)| LogSpec {
+fn log_spec() -> BoxedStrategy<LogSpec> {
+    (v(), proptest::bool::weighted(0.8), vec(entry_spec(), 0..5))
+        .prop_map(|(start, contiguous, entries)| LogSpec {
             start,
             contiguous,
             entries,
-        },
-    )
+        })
+        .boxed()
 }
 
 impl LogSpec {
@@ -498,12 +520,14 @@ struct CvSpec {
     entries: Vec<V>,
 }
 
-fn cv_spec() -> impl Strategy<Value = CvSpec> {
+fn cv_spec() -> BoxedStrategy<CvSpec> {
     let entry = prop_oneof![4 => Just(V::Lit(0)), 1 => Just(V::Lit(1)), 2 => v()];
-    (proptest::bool::weighted(0.85), vec(entry, 0..10)).prop_map(|(right_length, entries)| CvSpec {
-        right_length,
-        entries,
-    })
+    (proptest::bool::weighted(0.85), vec(entry, 0..10))
+        .prop_map(|(right_length, entries)| CvSpec {
+            right_length,
+            entries,
+        })
+        .boxed()
 }
 
 impl CvSpec {
@@ -528,7 +552,7 @@ struct Story {
     service_page_count: u64,
 }
 
-fn story() -> impl Strategy<Value = Story> {
+fn story() -> BoxedStrategy<Story> {
     (
         v(),
         vec(vec(any::<u8>(), 0..40), 0..20),
@@ -551,6 +575,7 @@ fn story() -> impl Strategy<Value = Story> {
                 service_page_count,
             }
         })
+        .boxed()
 }
 
 impl Story {
@@ -588,7 +613,7 @@ enum SummarySpec {
     },
 }
 
-fn summary_spec() -> impl Strategy<Value = SummarySpec> {
+fn summary_spec() -> BoxedStrategy<SummarySpec> {
     let count = prop_oneof![
         3 => 0..40u64,
         1 => Just(1u64 << 24),
@@ -609,6 +634,7 @@ fn summary_spec() -> impl Strategy<Value = SummarySpec> {
             }
         ),
     ]
+    .boxed()
 }
 
 fn digest_of(x: u64) -> [u8; 32] {
@@ -654,7 +680,7 @@ struct ChunkSpec {
     data: Vec<u8>,
 }
 
-fn chunk_spec() -> impl Strategy<Value = ChunkSpec> {
+fn chunk_spec() -> BoxedStrategy<ChunkSpec> {
     (
         proptest::option::weighted(0.7, 0..24usize),
         v(),
@@ -669,6 +695,7 @@ fn chunk_spec() -> impl Strategy<Value = ChunkSpec> {
             size,
             data,
         })
+        .boxed()
 }
 
 impl ChunkSpec {
@@ -723,7 +750,7 @@ struct Spec {
     u: u64,
 }
 
-fn spec() -> impl Strategy<Value = Spec> {
+fn spec() -> BoxedStrategy<Spec> {
     (
         (
             0..20u8,
@@ -773,6 +800,7 @@ fn spec() -> impl Strategy<Value = Spec> {
                 u,
             },
         )
+        .boxed()
 }
 
 impl Spec {
@@ -1278,6 +1306,7 @@ fn base() -> impl Strategy<Value = Base> {
         Just(Base::RecoveringSyncing),
         Just(Base::Transitioning),
         Just(Base::TransitioningSyncing),
+        Just(Base::Retired),
     ]
 }
 
@@ -1295,6 +1324,7 @@ fn script(base: Base) -> &'static [(u8, u8)] {
             &[(9, 1), (13, 0), (13, 0), (15, 0), (15, 0), (9, 0), (9, 0)]
         }
         Base::Transitioning => &[(18, 0), (9, 1), (13, 0), (15, 0), (9, 0)],
+        Base::Retired => &[(8, 0), (12, 0), (14, 0), (18, 0), (19, 0)],
     }
 }
 
@@ -1380,6 +1410,7 @@ fn every_base_state_builds() {
             Base::RecoveringSyncing,
             Base::Transitioning,
             Base::TransitioningSyncing,
+            Base::Retired,
         ] {
             let (replica, c) = build(setup, base);
             match base {
