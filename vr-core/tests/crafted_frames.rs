@@ -13,7 +13,7 @@
 //! The property test below builds replicas in every status — normal primary
 //! and backup, changing view (with and without a fetch in progress),
 //! recovering (in round 1, and fetching), transitioning (waiting, and
-//! fetching) — in clusters with ordinary frames, with frames too small for
+//! fetching), retired (serving the epoch that removed it) — in clusters with ordinary frames, with frames too small for
 //! a checkpoint tree walk, and with a witness. It feeds each a few messages
 //! of every kind whose fields are drawn from extreme values (0, 1, 2^24,
 //! 2^62, 2^63, `u64::MAX`, arbitrary) and from values near the replica's
