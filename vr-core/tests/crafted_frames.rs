@@ -13,8 +13,9 @@
 //! The property test below builds replicas in every status — normal primary
 //! and backup, changing view (with and without a fetch in progress),
 //! recovering (in round 1, and fetching), transitioning (waiting, and
-//! fetching), retired (serving the epoch that removed it) — in clusters with ordinary frames, with frames too small for
-//! a checkpoint tree walk, and with a witness. It feeds each a few messages
+//! fetching), retired (serving the epoch that removed it) — in clusters
+//! with ordinary frames, with frames too small for a checkpoint tree walk,
+//! and with a witness. It feeds each a few messages
 //! of every kind whose fields are drawn from extreme values (0, 1, 2^24,
 //! 2^62, 2^63, `u64::MAX`, arbitrary) and from values near the replica's
 //! own (its view, op-number, commit-number, recovery nonce, checkpoint
@@ -105,7 +106,8 @@ fn allocated_by<R>(f: impl FnOnce() -> R) -> (R, u64) {
 /// The most one frame of `frame_len` bytes may make a replica of `config`
 /// allocate, decoding and handling it, outputs included, as
 /// `docs/protocol.md` ("Bounds on a frame's cost") states it: 8 × the frame
-/// for the decoded message, one frame of `message_size_max` per replica for
+/// for the decoded message (the rule says 6 ×; the rest is slack for the
+/// handlers' small copies), one frame of `message_size_max` per replica for
 /// the messages it causes (twice, for the copy kept to resend), and a fixed
 /// 256 KiB for the work on the small states of this test (executing a few
 /// ops, a checkpoint of a few pages). Sized by the frame and the
