@@ -74,8 +74,9 @@ pub enum ClientError {
     /// No reply after `request_attempts_max` attempts. The request may still
     /// execute later: its outcome is unknown.
     TimedOut,
-    /// The client's request-numbers are used up (a recovery's fence left
-    /// no room above it, see [`Client::recover`]): use a new client id.
+    /// The client's request-numbers are used up (a recovery's fence would
+    /// pass [`crate::message::NUMBER_MAX`], see [`Client::recover`]): use
+    /// a new client id.
     Exhausted,
 }
 
@@ -414,7 +415,7 @@ impl Client {
     /// and the recovery's fence (`u64` little-endian, then the nonce) as its
     /// result; the client then continues above it.
     pub fn handle_reply(&mut self, _now: Instant, reply: Reply) -> Option<Completion> {
-        if reply.client_id != self.config.client_id {
+        if reply.client_id != self.config.client_id || !reply_in_range(&reply) {
             return None;
         }
         // A reply to a Request comes from the primary of its view (a backup
@@ -493,6 +494,22 @@ impl Client {
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.outstanding.as_ref().map(|o| o.deadline)
     }
+}
+
+/// Whether a reply's numbers are ones a replica sends (at most
+/// [`crate::message::NUMBER_MAX`], the latest request-number of a recovery
+/// answer included). A crafted one is dropped: a recovering client that
+/// took `u64::MAX` as its latest request-number would overflow numbering
+/// its next request (issue 17, item 5).
+fn reply_in_range(reply: &Reply) -> bool {
+    use crate::message::NUMBER_MAX;
+    let latest = (reply.request_number == 0)
+        .then(|| reply.result.get(..8).and_then(|b| b.try_into().ok()))
+        .flatten()
+        .map_or(0, u64::from_le_bytes);
+    [reply.view, reply.request_number, reply.op_number, latest]
+        .iter()
+        .all(|&x| x <= NUMBER_MAX)
 }
 
 #[cfg(test)]

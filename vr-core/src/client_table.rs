@@ -50,12 +50,14 @@ pub const REQUEST_NUMBERS_PER_INCARNATION: u64 = 1 << 40;
 /// requests from the start of `latest`'s block (0, or the fence its own
 /// recovery set), one by one, so all of them, executed or still in flight,
 /// lie below the new fence, and the table drops them as stale once the
-/// fence is recorded. `None` when the numbers are exhausted (2^24
-/// recoveries, or a client that numbered its requests near `u64::MAX`).
+/// fence is recorded. `None` when the numbers are exhausted: the fence
+/// would pass [`crate::message::NUMBER_MAX`], above which replicas drop
+/// requests (2^22 recoveries of one client id).
 pub fn recovery_fence(latest: u64) -> Option<u64> {
     (latest / REQUEST_NUMBERS_PER_INCARNATION)
         .checked_add(1)?
         .checked_mul(REQUEST_NUMBERS_PER_INCARNATION)
+        .filter(|&fence| fence < crate::message::NUMBER_MAX)
 }
 
 /// No slot: an empty index bucket, or the end of the eviction list.

@@ -435,6 +435,18 @@ pub struct Reconfiguration {
 /// The largest address a [`Reconfiguration`] may carry per member, in bytes.
 pub const ADDRESS_SIZE_MAX: usize = 255;
 
+/// The largest view-number, op-number, commit-number, incarnation or
+/// request-number a message may carry: 2^62.
+///
+/// No cluster gets near it (2^62 ops at a billion a second take 146
+/// years), and below it the sum of any two such numbers, plus any `u32`,
+/// fits a `u64`: the replica's `+ 1`s and sums cannot overflow. A replica
+/// drops a message with a larger one unread, as invalid
+/// ([`Message::numbers_in_range`]), so a crafted frame cannot lead it to
+/// overflow (issue 17, item 5; `docs/protocol.md`, "Bounds on a frame's
+/// cost"). Timestamps and nonces, which are opaque, are not bounded.
+pub const NUMBER_MAX: u64 = 1 << 62;
+
 /// `StartEpoch(e, n, old-config, new-config)` (§7.2): epoch `epoch` began
 /// after op `op_number` (the committed reconfiguration entry) with
 /// `members`. Sent by replicas that executed that op to the new epoch's
@@ -610,6 +622,61 @@ impl Message {
             Message::Reconfiguration(_) => 0,
             Message::StartEpoch(m) => m.view,
             Message::EpochStarted(_) => 0,
+        }
+    }
+}
+
+impl Message {
+    /// Whether every view-number, op-number, commit-number, incarnation,
+    /// request-number and checkpoint op-number the message carries is at
+    /// most [`NUMBER_MAX`]. Page indexes, offsets and counts are checked
+    /// where they are used, against the checkpoint they name.
+    pub fn numbers_in_range(&self) -> bool {
+        fn ok(numbers: &[u64]) -> bool {
+            numbers.iter().all(|&x| x <= NUMBER_MAX)
+        }
+        fn log_ok(log: &[LogEntry]) -> bool {
+            log.iter()
+                .all(|e| ok(&[e.op_number, e.view, e.request_number]))
+        }
+        fn summary_ok(summary: &CheckpointSummary) -> bool {
+            ok(&[summary.op_number])
+        }
+        match self {
+            Message::Request(m) => ok(&[m.request_number]),
+            Message::Prepare(m) => {
+                ok(&[m.view, m.commit_number, m.full_commit_min]) && log_ok(&m.entries)
+            }
+            Message::PrepareOk(m) => {
+                ok(&[m.view, m.op_number, m.commit_number]) && ok(&m.crash_vector)
+            }
+            Message::Commit(m) => ok(&[m.view, m.commit_number, m.op_number, m.full_commit_min]),
+            Message::Reply(m) => ok(&[m.view, m.request_number, m.op_number]),
+            Message::StartViewChange(m) => ok(&[m.view, m.promised_view]) && ok(&m.crash_vector),
+            Message::DoViewChange(m) => {
+                ok(&[m.view, m.last_normal_view, m.op_number, m.commit_number])
+                    && log_ok(&m.log)
+                    && ok(&m.crash_vector)
+            }
+            Message::StartView(m) => ok(&[m.view, m.op_number, m.commit_number]) && log_ok(&m.log),
+            Message::GetState(m) => ok(&[m.view, m.op_number]),
+            Message::NewState(m) => {
+                ok(&[m.view, m.op_number, m.commit_number, m.full_commit_min])
+                    && log_ok(&m.log)
+                    && m.checkpoint.as_ref().is_none_or(summary_ok)
+            }
+            Message::Recovery(m) => ok(&[m.incarnation]),
+            Message::RecoveryResponse(m) => {
+                ok(&[m.view, m.op_number, m.commit_number]) && ok(&m.crash_vector)
+            }
+            Message::GetCheckpointTree(m) => ok(&[m.view]),
+            Message::CheckpointTree(m) => ok(&[m.view]) && summary_ok(&m.summary),
+            Message::GetCheckpointPages(m) => ok(&[m.view]),
+            Message::CheckpointPages(m) => ok(&[m.view]) && summary_ok(&m.summary),
+            Message::ReadRequest(m) => ok(&[m.request_number, m.op_number_min]),
+            Message::Reconfiguration(m) => ok(&[m.request_number]),
+            Message::StartEpoch(m) => ok(&[m.view, m.op_number, m.entry_view]),
+            Message::EpochStarted(_) => true,
         }
     }
 }

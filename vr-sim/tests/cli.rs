@@ -75,6 +75,19 @@ fn check_reads_the_other_formats() {
     let path = history_file("etcd.log", etcd);
     let out = vr_sim(&["check", "--format", "jepsen-etcd", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    // Jepsen also separates the fields by runs of spaces (issue 17, item 7):
+    // the same history, and one that a stale read makes not linearizable.
+    let spaced = "INFO  jepsen.util - 0   :invoke :write  1\n\
+                  INFO  jepsen.util - 0   :ok     :write  1\n\
+                  INFO  jepsen.util - 1   :invoke :read   nil\n\
+                  INFO  jepsen.util - 1   :ok     :read   1\n";
+    let path = history_file("etcd-spaces.log", spaced);
+    let out = vr_sim(&["check", "--format", "jepsen-etcd", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let stale = spaced.replace(":ok     :read   1", ":ok     :read   nil");
+    let path = history_file("etcd-spaces-stale.log", &stale);
+    let out = vr_sim(&["check", "--format", "jepsen-etcd", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     let kv = "{:process 0, :type :invoke, :f :put, :key \"k\", :value \"v\"}\n\
               {:process 0, :type :ok, :f :put, :key \"k\", :value \"v\"}\n\
               {:process 1, :type :invoke, :f :get, :key \"k\", :value nil}\n\

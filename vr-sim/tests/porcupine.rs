@@ -120,3 +120,47 @@ fn verdicts_agree_with_porcupine() {
         disagreements.join("\n")
     );
 }
+
+/// Jepsen writes a log's fields separated by tabs or by runs of spaces, and
+/// the checker must read both alike (issue 17, item 7): every `jepsen-etcd`
+/// history, with each tab turned into one to four spaces at test time (the
+/// data stays outside the repository), parses to the same history.
+#[test]
+fn jepsen_logs_separated_by_spaces_parse_as_with_tabs() {
+    let folder = data_dir().join("jepsen-etcd");
+    if !folder.is_dir() {
+        let msg = format!(
+            "porcupine test data {} not found (set VR_PORCUPINE_DIR)",
+            folder.display()
+        );
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{msg}");
+        }
+        eprintln!("\n*** SKIPPED: {msg} ***\n");
+        return;
+    }
+    let mut files = 0;
+    let mut tabs_replaced = 0usize;
+    for (file, _) in verdicts(&folder) {
+        let path = folder.join(&file);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let mut spaced = String::with_capacity(text.len() * 2);
+        for (i, c) in text.chars().enumerate() {
+            if c == '\t' {
+                tabs_replaced += 1;
+                spaced.push_str(&"    "[..1 + i % 4]);
+            } else {
+                spaced.push(c);
+            }
+        }
+        let want = parse(Format::JepsenEtcd, &text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let got = parse(Format::JepsenEtcd, &spaced)
+            .unwrap_or_else(|e| panic!("{file} with spaces: {e}"));
+        assert!(!want.operations().is_empty(), "{file}: no operations");
+        assert_eq!(got, want, "{file}: spaces read differently from tabs");
+        files += 1;
+    }
+    assert!(files > 0, "no jepsen-etcd histories");
+    assert!(tabs_replaced > 0, "the histories had no tabs to replace");
+}

@@ -49,18 +49,26 @@ pub struct CheckpointFetchStats {
 #[derive(Clone, Debug)]
 pub(crate) struct CheckpointFetch {
     summary: CheckpointSummary,
-    /// Every page, once known: reused from this replica's checkpoint or
-    /// fetched and checked.
-    pages: Vec<Option<Arc<[u8]>>>,
+    /// The pages known so far, by index: reused from this replica's
+    /// checkpoint or fetched and checked. A map filled as pages arrive, not
+    /// a slot per page of the summary: a summary is one small frame, and a
+    /// crafted one announcing 2^24 pages made the replica allocate for all
+    /// of them up front (issue 17, item 5).
+    pages: BTreeMap<u64, Arc<[u8]>>,
     /// Nodes whose children are still to be asked for: `(level, index,
     /// digest)`, level by level; `level == height` is the root.
     nodes_wanted: VecDeque<(usize, u64, Digest)>,
     /// Pages to fetch, in ascending order, with their digests (`None` when
     /// fetched without the tree: the whole checkpoint is then checked
     /// against the root). Fetched ones leave from the front; one fetched
-    /// out of order stays until the pages before it are fetched (its slot
+    /// out of order stays until the pages before it are fetched (its entry
     /// in `pages` says it is done).
     pages_wanted: VecDeque<(u64, Option<Digest>)>,
+    /// Without the tree walk, the pages from here to the end are wanted too
+    /// (after those of `pages_wanted`), without digests: listed lazily, so
+    /// that a summary costs nothing before its pages arrive. The page count
+    /// when walking the tree.
+    unlisted_from: u64,
     /// The beginning of pages received in part (a page larger than a
     /// message comes in several chunks).
     partials: BTreeMap<u64, Vec<u8>>,
@@ -83,21 +91,67 @@ impl CheckpointFetch {
     fn new(summary: CheckpointSummary, walk_tree: bool) -> CheckpointFetch {
         let height = crate::checkpoint::level_sizes(summary.page_count).len();
         let mut nodes_wanted = VecDeque::new();
-        let mut pages_wanted = VecDeque::new();
         if walk_tree {
             nodes_wanted.push_back((height, 0, summary.root));
-        } else {
-            pages_wanted.extend((0..summary.page_count).map(|page| (page, None)));
         }
         CheckpointFetch {
             summary,
-            pages: alloc::vec![None; summary.page_count as usize],
+            pages: BTreeMap::new(),
             nodes_wanted,
-            pages_wanted,
+            pages_wanted: VecDeque::new(),
+            unlisted_from: if walk_tree { summary.page_count } else { 0 },
             partials: BTreeMap::new(),
             requested_until: None,
             stats: CheckpointFetchStats::default(),
         }
+    }
+
+    /// Whether `page` needs nothing more: fetched, reused, or past the end.
+    fn has_page(&self, page: u64) -> bool {
+        page >= self.summary.page_count || self.pages.contains_key(&page)
+    }
+
+    /// If `page` is wanted, its digest (`None` without the tree walk).
+    fn wanted_digest(&self, page: u64) -> Option<Option<Digest>> {
+        match self.pages_wanted.binary_search_by_key(&page, |&(p, _)| p) {
+            Ok(at) => Some(self.pages_wanted[at].1),
+            Err(_) => {
+                (page >= self.unlisted_from && page < self.summary.page_count).then_some(None)
+            }
+        }
+    }
+
+    /// The pages wanted, in order, from `from` on, not yet known.
+    fn pending_from(&self, from: u64) -> impl Iterator<Item = u64> + '_ {
+        let listed = self.pages_wanted.iter().map(|&(page, _)| page);
+        let unlisted = self.unlisted_from.max(from)..self.summary.page_count;
+        listed
+            .chain(unlisted)
+            .filter(move |&page| page >= from && !self.has_page(page))
+    }
+
+    /// Drops the pages known from the front of what is wanted.
+    fn drop_known_front(&mut self) {
+        while self
+            .pages_wanted
+            .front()
+            .is_some_and(|&(page, _)| self.has_page(page))
+        {
+            self.pages_wanted.pop_front();
+        }
+        if self.pages_wanted.is_empty() {
+            while self.unlisted_from < self.summary.page_count && self.has_page(self.unlisted_from)
+            {
+                self.unlisted_from += 1;
+            }
+        }
+    }
+
+    /// Whether every node and page is known.
+    fn is_complete(&self) -> bool {
+        self.nodes_wanted.is_empty()
+            && self.pages_wanted.is_empty()
+            && self.unlisted_from >= self.summary.page_count
     }
 }
 
@@ -511,13 +565,7 @@ impl<S: Service> Replica<S> {
             return Vec::new();
         };
         let mut groups: Vec<GetCheckpointPages> = Vec::new();
-        let pending = fetch
-            .pages_wanted
-            .iter()
-            .map(|&(page, _)| page)
-            .filter(|&page| page >= from)
-            .filter(|&page| fetch.pages.get(page as usize).is_some_and(|p| p.is_none()));
-        for page in pending {
+        for page in fetch.pending_from(from) {
             let open = groups
                 .last()
                 .is_some_and(|g| g.pages.len() < per_request && g.offset == 0);
@@ -673,7 +721,7 @@ impl<S: Service> Replica<S> {
                     let last = ((index + 1) * span).min(page_count);
                     for page in first..last {
                         if let Some(bytes) = own.pages.get(page as usize) {
-                            fetch.pages[page as usize] = Some(bytes.clone());
+                            fetch.pages.insert(page, bytes.clone());
                             fetch.stats.pages_reused += 1;
                         }
                     }
@@ -707,11 +755,10 @@ impl<S: Service> Replica<S> {
         let mut cut = None;
         for chunk in message.chunks {
             let page = chunk.page;
-            let Ok(wanted) = fetch.pages_wanted.binary_search_by_key(&page, |&(p, _)| p) else {
+            let Some(digest) = fetch.wanted_digest(page) else {
                 continue;
             };
-            let digest = fetch.pages_wanted[wanted].1;
-            if fetch.pages.get(page as usize).is_none_or(|p| p.is_some()) {
+            if fetch.has_page(page) {
                 continue; // Fetched already.
             }
             let partial = fetch.partials.entry(page).or_default();
@@ -732,19 +779,13 @@ impl<S: Service> Replica<S> {
                 continue;
             }
             received += bytes.len() as u64;
-            fetch.pages[page as usize] = Some(Arc::from(bytes));
+            fetch.pages.insert(page, Arc::from(bytes));
             // An empty page completes without bytes: still progress.
             progressed = true;
             fetch.stats.pages_fetched += 1;
             self.stats.checkpoint_pages_received += 1;
         }
-        while fetch
-            .pages_wanted
-            .front()
-            .is_some_and(|&(page, _)| fetch.pages.get(page as usize).is_some_and(|p| p.is_some()))
-        {
-            fetch.pages_wanted.pop_front();
-        }
+        fetch.drop_known_front();
         self.stats.checkpoint_bytes_received += received;
         if !progressed {
             // A duplicate or stale answer begets no request: with a network
@@ -788,7 +829,7 @@ impl<S: Service> Replica<S> {
         self.sync
             .as_ref()
             .and_then(|s| s.fetch.as_ref())
-            .is_some_and(|f| f.nodes_wanted.is_empty() && f.pages_wanted.is_empty())
+            .is_some_and(CheckpointFetch::is_complete)
     }
 
     /// After a fetch step: ask for more, or stage the complete checkpoint and
@@ -807,7 +848,10 @@ impl<S: Service> Replica<S> {
         let Some(fetch) = sync.fetch.take() else {
             return;
         };
-        let complete: Option<Vec<Arc<[u8]>>> = fetch.pages.into_iter().collect();
+        // Every page below the count, or some missing (which checked pages
+        // never leave).
+        let complete = (fetch.pages.len() as u64 == fetch.summary.page_count)
+            .then(|| fetch.pages.into_values().collect::<Vec<Arc<[u8]>>>());
         let checkpoint = complete.map(|pages| {
             Checkpoint::from_pages(
                 fetch.summary.op_number,

@@ -620,6 +620,12 @@ impl<S: Service> Replica<S> {
     /// epoch is dropped (until a StartEpoch arrives).
     pub fn handle_message_in_epoch(&mut self, now: Instant, epoch: u32, message: Message) {
         self.now = now;
+        if !message.numbers_in_range() {
+            // No replica sends such numbers (see `NUMBER_MAX`): a crafted
+            // frame, dropped before anything can overflow on them.
+            self.stats.messages_invalid += 1;
+            return;
+        }
         match message {
             Message::StartEpoch(m) => self.on_start_epoch(now, m),
             Message::EpochStarted(m) => self.on_epoch_started(m),

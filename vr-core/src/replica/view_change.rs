@@ -8,11 +8,13 @@ use crate::time::Instant;
 use crate::Service;
 
 /// Whether `entries` are numbered `first, first + 1, …` without a gap.
+/// Numbers that would pass `u64::MAX` are not contiguous: a crafted
+/// message may start anywhere (issue 17, item 5).
 pub(super) fn is_contiguous_from(entries: &[LogEntry], first: u64) -> bool {
     entries
         .iter()
         .enumerate()
-        .all(|(i, e)| e.op_number == first + i as u64)
+        .all(|(i, e)| first.checked_add(i as u64) == Some(e.op_number))
 }
 
 impl<S: Service> Replica<S> {
@@ -236,7 +238,10 @@ impl<S: Service> Replica<S> {
             || message.commit_number > message.op_number
             || message.last_normal_view >= message.view
             || message.log.len() as u64 != message.op_number - message.commit_number
-            || !is_contiguous_from(&message.log, message.commit_number + 1)
+            || !message
+                .commit_number
+                .checked_add(1)
+                .is_some_and(|first| is_contiguous_from(&message.log, first))
         {
             self.stats.messages_invalid += 1;
             return;
@@ -433,7 +438,8 @@ impl<S: Service> Replica<S> {
 
     /// §4.2 step 5: a backup adopts the new view's log.
     pub(super) fn on_start_view(&mut self, now: Instant, message: StartView) {
-        let first = (message.op_number + 1).checked_sub(message.log.len() as u64);
+        let first = (message.op_number.checked_add(1))
+            .and_then(|end| end.checked_sub(message.log.len() as u64));
         let valid = first
             .is_some_and(|first| first >= 1 && is_contiguous_from(&message.log, first))
             && message.commit_number <= message.op_number
@@ -460,6 +466,12 @@ impl<S: Service> Replica<S> {
             return;
         }
         if self.commit_number + 1 >= first {
+            if !self.agrees_with_committed(&message.log, message.op_number) {
+                // No primary sends this (its log holds every committed op,
+                // as committed): a crafted or corrupt frame.
+                self.stats.messages_invalid += 1;
+                return;
+            }
             // Everything before the suffix is committed here, so identical in
             // the new view's log.
             self.install_view(
@@ -473,6 +485,19 @@ impl<S: Service> Replica<S> {
         } else {
             self.start_sync(now, message.view);
         }
+    }
+
+    /// Whether a view's log ending at `op_number`, of which `entries` is a
+    /// suffix, can hold this replica's committed ops: it reaches its
+    /// commit-number, and every entry of it that this replica holds
+    /// committed is the same entry (same view). An installed log that did
+    /// not would lose committed ops; only a crafted frame carries one.
+    fn agrees_with_committed(&self, entries: &[LogEntry], op_number: u64) -> bool {
+        op_number >= self.commit_number
+            && entries
+                .iter()
+                .filter(|e| e.op_number > self.log_base && e.op_number <= self.commit_number)
+                .all(|theirs| self.entry(theirs.op_number).view == theirs.view)
     }
 
     /// Replaces the log after op `keep` with `entries`, ending at `op_number`,

@@ -659,7 +659,9 @@ pub enum Format {
     /// Jepsen logs of one compare-and-set register (key [`JEPSEN_KEY`]), which
     /// starts as nil. Lines
     /// `… jepsen.util - P\t:TYPE\t:F\tVALUE` with a numeric process `P` are
-    /// events; all other lines (including `:nemesis` ones) are ignored.
+    /// events (Jepsen separates the fields by tabs or by runs of spaces: any
+    /// run of whitespace separates them); all other lines (including
+    /// `:nemesis` ones) are ignored.
     /// `:read`, `:write` and `:cas` map to [`Function`]s of the same name;
     /// `:fail :cas [FROM TO]` becomes an `ok` cas that did not swap, `:fail
     /// :read …` (a timed-out read) becomes `info`, other `:fail`s stay `fail`.
