@@ -323,7 +323,11 @@ fn fixed_bug_seeds_pass() {
 /// member that fetched a checkpoint up to the source's commit-number never
 /// told it was complete; 628634, a removed replica restarted with the first
 /// configuration never told it was removed (the members had themselves
-/// restarted in the new epoch and did not know which op began it).
+/// restarted in the new epoch and did not know which op began it);
+/// 6006619 and 7039229 (issue 17, item 1), replicas that recovered with the
+/// reconfiguration uncommitted in their log and were sent through a second
+/// recovery in the new epoch although their earlier incarnation could not
+/// have entered it, which with one more member down stalled the epoch.
 #[test]
 fn random_seeds_that_found_reconfiguration_bugs_pass() {
     let options = Options {
@@ -337,6 +341,14 @@ fn random_seeds_that_found_reconfiguration_bugs_pass() {
         (500720, "reconfigure-to=[0, 1, 5, 3, 4]@947ms"),
         (501759, "reconfigure-to=[0, 1, 2, 5, 4]@6216ms"),
         (628634, "reconfigure-to=[3, 1, 2]@2264ms"),
+        (
+            6006619,
+            "reconfigure-to=[0, 1, 2, 3, 5]@6653ms restart-in=first-epoch",
+        ),
+        (
+            7039229,
+            "reconfigure-to=[3, 1, 2]@4218ms crash-primary=after-commit",
+        ),
     ];
     for (seed, target) in cases {
         let report = vr_sim::run_seed(seed, &options);

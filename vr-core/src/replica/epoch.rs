@@ -371,7 +371,7 @@ impl<S: Service> Replica<S> {
             .collect();
         self.stats.epochs_started += 1;
         match next.index_of_member(self.member) {
-            Some(index) if self.recovered_log_op.is_some_and(|op| op_number <= op) => {
+            Some(index) if self.earlier_life_may_have_entered(op_number, entry_view) => {
                 // Its earlier incarnation may have been a member of this
                 // epoch already, and voted there: recover in it, so that
                 // a new incarnation fences those votes and the epoch's
@@ -700,8 +700,7 @@ impl<S: Service> Replica<S> {
         self.view = 0;
         self.last_normal_view = 0;
         if self
-            .recovered_log_op
-            .is_some_and(|op| self.epoch_state.start_op <= op)
+            .earlier_life_may_have_entered(self.epoch_state.start_op, self.epoch_state.entry_view)
         {
             // As in `apply_pending_epoch`: an earlier incarnation may have
             // voted in this epoch; recover in it.

@@ -286,15 +286,9 @@ pub struct Replica<S: Service> {
     /// While recovering: the recovery in progress.
     recovery: Option<RecoveryState>,
     /// Set once this replica, restarted without its memory, completed a
-    /// recovery in the current epoch: the op-number of the log it then
-    /// installed. Every reconfiguration committed before its crash is in
-    /// that log, so its earlier incarnation may have taken part in an
-    /// epoch begun by an entry at or below this op, and never in one begun
-    /// above it. Entering such an epoch, it recovers there (§4.3 in the
-    /// new epoch) instead of becoming normal at once with a blank crash
-    /// vector: its forgotten votes there would otherwise count (issue 17,
-    /// item 1).
-    recovered_log_op: Option<u64>,
+    /// recovery: what it then installed (see `earlier_life_may_have_entered`
+    /// and docs/protocol.md, "Entering a later epoch after a recovery").
+    recovered: Option<Recovered>,
 
     // Primary state.
     /// Per replica, the highest op-number it acknowledged in this view.
@@ -358,6 +352,15 @@ pub struct Replica<S: Service> {
     timers: Timers,
     outbox: VecDeque<Action>,
     stats: Stats,
+}
+
+/// What a replica installed when it completed a recovery (§4.3): the log's
+/// end, the view it joined, and that view's primary's commit-number.
+#[derive(Clone, Copy, Debug)]
+struct Recovered {
+    log_op: u64,
+    view: u64,
+    commit_number: u64,
 }
 
 /// A set of replica indexes (at most 256 replicas).
@@ -489,7 +492,7 @@ impl<S: Service> Replica<S> {
             now,
             crash_vector: core::iter::repeat_n(0, n).collect(),
             recovery: None,
-            recovered_log_op: None,
+            recovered: None,
             prepare_ok_op: alloc::vec![0; n],
             prepare_ok_commit: alloc::vec![0; n],
             prepare_ok_heard_at: alloc::vec![now; n],

@@ -344,7 +344,11 @@ impl<S: Service> Replica<S> {
     /// Every replica lost its state: start view 0 with an empty log.
     fn form_new_cluster(&mut self, now: Instant) {
         self.recovery = None;
-        self.recovered_log_op = Some(self.op_number);
+        self.recovered = Some(super::Recovered {
+            log_op: self.op_number,
+            view: 0,
+            commit_number: self.commit_number,
+        });
         self.view = 0;
         self.last_normal_view = 0;
         self.status = Status::Normal;
@@ -352,13 +356,34 @@ impl<S: Service> Replica<S> {
         self.enter_normal_timers(now);
     }
 
-    /// Called when the recovering replica installed the primary's state,
-    /// a log up to `op_number`.
-    pub(super) fn finish_recovery(&mut self, op_number: u64) {
+    /// Called when the recovering replica installed the state of `view`'s
+    /// primary: a log up to `op_number`, committed up to `commit_number`.
+    pub(super) fn finish_recovery(&mut self, view: u64, op_number: u64, commit_number: u64) {
         if self.recovery.take().is_some() {
             self.stats.recoveries_completed += 1;
-            self.recovered_log_op = Some(op_number);
+            self.recovered = Some(super::Recovered {
+                log_op: op_number,
+                view,
+                commit_number,
+            });
         }
+    }
+
+    /// Whether this replica's earlier incarnation, which it forgot in a
+    /// crash, may have executed the reconfiguration at `op_number`,
+    /// prepared in view `entry_view`, and so voted in the epoch it began
+    /// (issue 17, item 1). It can have only if the entry was committed
+    /// before the crash. Then the entry is in the log the recovery
+    /// installed (the primary of the latest view holds every committed
+    /// op). And if the entry was prepared in the very view the recovery
+    /// joined, its primary, which decides commits in that view and was
+    /// alive throughout, already knew it committed when it answered. An
+    /// entry from an older view may have committed there with the
+    /// knowledge lost since: assumed entered.
+    pub(super) fn earlier_life_may_have_entered(&self, op_number: u64, entry_view: u64) -> bool {
+        self.recovered.is_some_and(|r| {
+            op_number <= r.log_op && (entry_view < r.view || op_number <= r.commit_number)
+        })
     }
 
     /// Whether crash vectors are switched off by the test-only bug.

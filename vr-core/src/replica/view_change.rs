@@ -538,7 +538,7 @@ impl<S: Service> Replica<S> {
             "an installed log is contiguous and holds every committed op"
         );
         if was_recovering {
-            self.finish_recovery(op_number);
+            self.finish_recovery(view, op_number, commit_number);
         }
         self.op_number = op_number;
         self.last_normal_view = view;
