@@ -91,8 +91,12 @@ impl Simulator {
         // the latest epoch (removed or joining ones), are healed.
         for i in 0..self.replicas.len() as u8 {
             let node = &self.replicas[usize::from(i)];
-            if node.replica.is_some() && (node.recovering_since.is_some() || !members.contains(&i))
-            {
+            let recovering = node.recovering_since.is_some()
+                || node
+                    .replica
+                    .as_ref()
+                    .is_some_and(|r| r.status() == Status::Recovering);
+            if node.replica.is_some() && (recovering || !members.contains(&i)) {
                 self.healed.insert(i);
             }
         }
