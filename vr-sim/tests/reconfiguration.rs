@@ -327,7 +327,10 @@ fn fixed_bug_seeds_pass() {
 /// 6006619 and 7039229 (issue 17, item 1), replicas that recovered with the
 /// reconfiguration uncommitted in their log and were sent through a second
 /// recovery in the new epoch although their earlier incarnation could not
-/// have entered it, which with one more member down stalled the epoch.
+/// have entered it, which with one more member down stalled the epoch;
+/// 8040562, a new member never told of its epoch (every replica that had
+/// executed the reconfiguration, and with it the list of members still to
+/// tell, had restarted since).
 #[test]
 fn random_seeds_that_found_reconfiguration_bugs_pass() {
     let options = Options {

@@ -615,6 +615,36 @@ impl<S: Service> Replica<S> {
         self.send_get_state(now, source, self.commit_number);
     }
 
+    /// A new member still waiting for the `StartEpoch` of its epoch asks
+    /// the members it was configured with, as a replica of their first
+    /// epoch would: members of a later epoch answer an older epoch's
+    /// message with the notice (§7.3), others drop it. The members that
+    /// executed the reconfiguration send the notice until each member
+    /// answers, but that list dies with them: with every one of them
+    /// restarted since, a new member waited for ever (vr-sim seed
+    /// 8040562).
+    pub(super) fn ask_for_epoch(&mut self, now: Instant) {
+        let me = self.member;
+        let probe = crate::message::GetState {
+            view: 0,
+            op_number: 0,
+            // In the first epoch a member's index is its id.
+            replica: me,
+        };
+        for member in self.config.member_ids() {
+            if member != me {
+                self.outbox.push_back(Action::Send {
+                    replica: member,
+                    epoch: self.config.epoch,
+                    message: Message::GetState(probe),
+                });
+            }
+        }
+        // Not every resend interval: a new member may wait long for its
+        // epoch, and its probes are dropped until the epoch begins.
+        self.timers.repair = Some(now + self.config.view_change_timeout_ns);
+    }
+
     /// Transitioning: the replica to fetch from.
     pub(super) fn transition_source(&self) -> Option<MemberId> {
         let transition = self

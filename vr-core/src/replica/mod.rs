@@ -418,6 +418,7 @@ impl<S: Service> Replica<S> {
         this.member = member;
         this.take_checkpoint(0);
         this.status = Status::Transitioning;
+        this.timers.repair = Some(now + this.config.view_change_timeout_ns);
         Ok(this)
     }
 

@@ -79,6 +79,8 @@ impl<S: Service> Replica<S> {
             self.on_recovery_resend_timeout(now);
         } else if self.sync.is_some() {
             self.resend_sync_request(now);
+        } else if self.status == Status::Transitioning {
+            self.ask_for_epoch(now);
         } else if self.status == Status::Normal
             && !self.is_primary()
             && self.commit_max > self.op_number
