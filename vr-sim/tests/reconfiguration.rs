@@ -352,6 +352,10 @@ fn random_seeds_that_found_reconfiguration_bugs_pass() {
             7039229,
             "reconfigure-to=[3, 1, 2]@4218ms crash-primary=after-commit",
         ),
+        (
+            8040562,
+            "reconfigure-to=[0, 1, 2, 3, 4]@10329ms restart-in=first-epoch",
+        ),
     ];
     for (seed, target) in cases {
         let report = vr_sim::run_seed(seed, &options);
