@@ -315,7 +315,9 @@ fn a_primary_restarted_with_a_shorter_log_does_not_reuse_op_numbers() {
         cluster.restart_from_disk(0, Recorder::default(), 400 + seed);
         let done = cluster.execute(1, b"new");
         assert!(done.op_number >= 5, "seed {seed}: op 4 was given again");
-        cluster.await_completion(0, number, 2_000).expect("the first completes");
+        cluster
+            .await_completion(0, number, 2_000)
+            .expect("the first completes");
         cluster.run_for_ms(300);
         cluster.assert_agreement();
         for r in 0..3u8 {

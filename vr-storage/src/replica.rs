@@ -98,7 +98,8 @@ use crate::storage::{
 pub const RECOVERING_FILE: &str = "recovering";
 
 /// The marker's bytes (one sector, so that it is written whole).
-const RECOVERING_TEXT: &[u8] = b"vr replica recovering from its peers: do not restart from this directory\n";
+const RECOVERING_TEXT: &[u8] =
+    b"vr replica recovering from its peers: do not restart from this directory\n";
 
 /// Bytes of [`encode_entry`]'s encoding besides the op.
 pub const ENTRY_FIXED_BYTES: usize = 16 + 8 + 1 + 4;
@@ -309,10 +310,9 @@ pub fn on_disk(recovered: Recovered) -> Result<OnDisk, RecoverFromPeers> {
         RecoveredCheckpoint::Lost { op, .. } => {
             return Err(RecoverFromPeers::CheckpointLost { op })
         }
-        RecoveredCheckpoint::Read {
-            faulty_pages,
-            ..
-        } if !faulty_pages.is_empty() => return Err(RecoverFromPeers::FaultyPages(faulty_pages)),
+        RecoveredCheckpoint::Read { faulty_pages, .. } if !faulty_pages.is_empty() => {
+            return Err(RecoverFromPeers::FaultyPages(faulty_pages))
+        }
         RecoveredCheckpoint::Read {
             op,
             root,
@@ -457,4 +457,134 @@ pub fn finish_recovery<B: Backend>(storage: &mut Storage<B>) -> Result<(), Error
 /// Whether the directory is marked as recovering from peers.
 pub fn recovery_unfinished<B: Backend>(storage: &mut Storage<B>) -> Result<bool, Error> {
     has_marker(storage.backend_mut())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::Identity;
+    use crate::MemDisk;
+
+    fn config() -> Config {
+        Config::new(Identity {
+            cluster_id: 9,
+            member_id: 1,
+        })
+    }
+
+    fn entry(op_number: u64, view: u64) -> LogEntry {
+        LogEntry {
+            op_number,
+            view,
+            client_id: 0xabc0_0000_0000_0000_0000_0000_0000_0001,
+            request_number: op_number * 3,
+            op: format!("op{op_number}").into_bytes(),
+            kind: if op_number == 2 {
+                EntryKind::Reconfiguration
+            } else {
+                EntryKind::Operation
+            },
+        }
+    }
+
+    fn persist(sequence: u64, state: DurableState, entries: Vec<LogEntry>) -> Persist {
+        Persist {
+            sequence,
+            state,
+            truncate_after: None,
+            entries,
+            checkpoint: None,
+        }
+    }
+
+    #[test]
+    fn entries_round_trip_and_malformed_ones_are_refused() {
+        for e in [entry(1, 0), entry(2, 5)] {
+            let mut bytes = Vec::new();
+            encode_entry(&e, &mut bytes);
+            assert_eq!(decode_entry(e.op_number, e.view, &bytes), Some(e.clone()));
+            assert_eq!(decode_entry(1, 0, &bytes[..bytes.len() - 1]), None);
+            let mut bad_kind = bytes.clone();
+            bad_kind[24] = 7;
+            assert_eq!(decode_entry(1, 0, &bad_kind), None);
+        }
+    }
+
+    /// A persist applied, then the directory reopened: the same log, the
+    /// same promises, a checkpoint rebuilt with its root.
+    #[test]
+    fn a_persisted_replica_reads_back_as_it_was() {
+        let mut disk = MemDisk::new();
+        Storage::format(&mut disk, &config()).unwrap();
+        let (mut storage, _) = Storage::open(disk.clone(), config()).unwrap();
+        let state = DurableState {
+            view: 3,
+            last_normal_view: 3,
+            incarnation: 2,
+            commit_number: 40,
+            ..DurableState::default()
+        };
+        let entries: Vec<LogEntry> = (1..=4).map(|op| entry(op, 3)).collect();
+        apply_persist(&mut storage, &persist(1, state, entries.clone()), &[]).unwrap();
+        assert_eq!(storage.state().view_number, 3);
+        assert_eq!(
+            storage.state().commit_number,
+            4,
+            "capped at the synced head"
+        );
+        let pages: Vec<Arc<[u8]>> = vec![Arc::from(&b"service"[..]), Arc::from(&b"table"[..])];
+        let checkpoint = Checkpoint::from_pages(3, pages.clone(), 1);
+        let mut with_checkpoint = persist(2, state, vec![entry(5, 3)]);
+        with_checkpoint.checkpoint = Some(checkpoint.summary);
+        apply_persist(&mut storage, &with_checkpoint, &pages).unwrap();
+        drop(storage);
+        let (_, recovered) = Storage::open(disk, config()).unwrap();
+        let on = on_disk(recovered).unwrap();
+        assert_eq!(on.state.view, 3);
+        assert_eq!(on.state.incarnation, 2);
+        assert_eq!(on.state.log_base, 3);
+        let rebuilt = on.checkpoint.expect("a checkpoint");
+        assert_eq!(rebuilt.summary, checkpoint.summary);
+        let ops: Vec<u64> = on.log.iter().map(|e| e.op_number).collect();
+        assert_eq!(ops, [4, 5]);
+        assert_eq!(on.log[0], entries[3]);
+    }
+
+    /// A damaged op is never restarted from: the replica recovers from its
+    /// peers, and a crash before that finished recovers again.
+    #[test]
+    fn damage_leads_to_recovery_until_it_finished() {
+        let mut disk = MemDisk::new();
+        Storage::format(&mut disk, &config()).unwrap();
+        let (mut storage, _) = Storage::open(disk.clone(), config()).unwrap();
+        let state = DurableState {
+            view: 1,
+            last_normal_view: 1,
+            commit_number: 3,
+            ..DurableState::default()
+        };
+        let entries: Vec<LogEntry> = (1..=3).map(|op| entry(op, 1)).collect();
+        apply_persist(&mut storage, &persist(1, state, entries), &[]).unwrap();
+        drop(storage);
+        disk.corrupt_sector("log-00000000000000000001", 0, 5);
+        let reopen = disk.clone();
+        let start = open_replica(disk.clone(), || Ok(reopen.clone()), config()).unwrap();
+        let Start::Recover { mut storage, why } = start else {
+            panic!("restarted from a damaged disk");
+        };
+        assert!(matches!(why, RecoverFromPeers::FaultyOps { .. }), "{why:?}");
+        assert!(recovery_unfinished(&mut storage).unwrap());
+        assert_eq!(storage.head_op(), 0, "formatted afresh");
+        drop(storage);
+        // Crashed before the recovery finished: it recovers again.
+        let start = open_replica(disk.clone(), || Ok(reopen.clone()), config()).unwrap();
+        let Start::Recover { mut storage, why } = start else {
+            panic!("restarted from a partial disk");
+        };
+        assert_eq!(why, RecoverFromPeers::RecoveryUnfinished);
+        finish_recovery(&mut storage).unwrap();
+        drop(storage);
+        let start = open_replica(disk, || Ok(reopen.clone()), config()).unwrap();
+        assert!(matches!(start, Start::Restart { .. }));
+    }
 }

@@ -30,6 +30,7 @@ const N: u8 = 3;
 const CLIENTS: usize = 3;
 const MS: u64 = 1_000_000;
 const SEEDS: u64 = 50;
+const THINK_NS: u64 = 50_000;
 
 /// A service that records what it executed and returns the op-number and
 /// the op; its state is one page per executed op (as vr-core's test
@@ -109,6 +110,10 @@ struct Cluster {
     clients: Vec<Client>,
     /// Per client, the op of its outstanding request.
     outstanding: Vec<Option<Vec<u8>>>,
+    /// Per client, when it sends its next write (it thinks for 50 µs
+    /// between writes, so that time moves on even when nothing waits for
+    /// a disk).
+    next_write: Vec<Option<Instant>>,
     acknowledged: Vec<Vec<u8>>,
     queue: VecDeque<Envelope>,
     now: Instant,
@@ -117,6 +122,8 @@ struct Cluster {
     writing: bool,
     nonce: u64,
     restarts: Restarts,
+    /// A `run_for` gave up: a million deliveries without time moving on.
+    runaway: bool,
 }
 
 fn storage_config(member: u8, log_retain_ops: u64) -> Config {
@@ -176,6 +183,7 @@ impl Cluster {
             nodes,
             clients,
             outstanding: vec![None; CLIENTS],
+            next_write: vec![None; CLIENTS],
             acknowledged: Vec::new(),
             queue: VecDeque::new(),
             now,
@@ -184,6 +192,7 @@ impl Cluster {
             writing: false,
             nonce: seed << 16,
             restarts: Restarts::default(),
+            runaway: false,
         };
         for i in 0..N {
             cluster.drain_replica(i);
@@ -261,8 +270,7 @@ impl Cluster {
                     let storage = node.storage.as_mut().expect("a live replica has storage");
                     replica::write_persist(storage, &persist, &pages)
                         .unwrap_or_else(|e| panic!("r{i}: persist {persist:?} refused: {e}"));
-                    let mut latency = 100_000 + self.rng.below(2 * MS);
-                    if std::env::var("DC_SYNC").is_ok() { latency = 1000; }
+                    let latency = 100_000 + self.rng.below(2 * MS);
                     node.pending = Some(Pending {
                         persist,
                         due: self.now + latency,
@@ -364,7 +372,7 @@ impl Cluster {
                     if self.clients[c].handle_reply(self.now, reply).is_some() {
                         let op = self.outstanding[c].take().expect("a reply to a request");
                         self.acknowledged.push(op);
-                        self.submit_next(c);
+                        self.next_write[c] = Some(self.now + THINK_NS);
                     }
                 }
             }
@@ -379,7 +387,8 @@ impl Cluster {
             timer.into_iter().chain(disk)
         });
         let clients = self.clients.iter().filter_map(|c| c.poll_timeout());
-        replicas.chain(clients).min()
+        let writes = self.next_write.iter().flatten().copied();
+        replicas.chain(clients).chain(writes).min()
     }
 
     fn fire(&mut self) {
@@ -398,6 +407,10 @@ impl Cluster {
             }
         }
         for c in 0..CLIENTS {
+            if self.next_write[c].is_some_and(|t| t <= self.now) {
+                self.next_write[c] = None;
+                self.submit_next(c);
+            }
             if self.clients[c]
                 .poll_timeout()
                 .is_some_and(|t| t <= self.now)
@@ -405,7 +418,7 @@ impl Cluster {
                 if self.clients[c].handle_timeout(self.now).is_some() {
                     // Abandoned: its outcome is unknown, not acknowledged.
                     self.outstanding[c] = None;
-                    self.submit_next(c);
+                    self.next_write[c] = Some(self.now + THINK_NS);
                 }
                 self.drain_client(c);
             }
@@ -417,7 +430,12 @@ impl Cluster {
         let mut steps = 0u64;
         loop {
             steps += 1;
-            assert!(steps < 20_000_000, "runaway simulation");
+            if steps > 1_000_000 {
+                // Messages bouncing at one instant for ever: reported by
+                // `check` (a livelock is a failure too), not spun on.
+                self.runaway = true;
+                return;
+            }
             if self.deliver_one() {
                 continue;
             }
@@ -437,6 +455,9 @@ impl Cluster {
     fn settle(&mut self) -> Result<(), String> {
         self.writing = false;
         for _ in 0..100 {
+            if self.runaway {
+                return Err("runaway: a million deliveries at one instant".into());
+            }
             if self.outstanding.iter().all(Option::is_none) {
                 break;
             }
@@ -455,6 +476,9 @@ impl Cluster {
     /// The invariants: agreement, exactly once, and every acknowledged
     /// write executed by every replica.
     fn check(&self) -> Result<(), String> {
+        if self.runaway {
+            return Err("runaway: a million deliveries at one instant".into());
+        }
         let executed: Vec<&Vec<(u64, Vec<u8>)>> = self
             .nodes
             .iter()
@@ -463,7 +487,8 @@ impl Cluster {
         let longest = executed.iter().max_by_key(|e| e.len()).unwrap();
         for (r, e) in executed.iter().enumerate() {
             if let Some(at) = (0..e.len()).find(|&k| e[k] != longest[k]) {
-                let show = |x: &(u64, Vec<u8>)| format!("{}:{}", x.0, String::from_utf8_lossy(&x.1));
+                let show =
+                    |x: &(u64, Vec<u8>)| format!("{}:{}", x.0, String::from_utf8_lossy(&x.1));
                 return Err(format!(
                     "r{r} diverged from the longest executed sequence at index {at}: {} vs {} (lengths {:?})",
                     show(&e[at]),
@@ -492,24 +517,8 @@ impl Cluster {
         Ok(())
     }
 
-    fn check_prefix(&self) -> Result<(), String> {
-        let executed: Vec<&Vec<(u64, Vec<u8>)>> = self
-            .nodes
-            .iter()
-            .map(|n| &n.replica.as_ref().expect("all up").service().executed)
-            .collect();
-        let longest = executed.iter().max_by_key(|e| e.len()).unwrap();
-        for (r, e) in executed.iter().enumerate() {
-            if let Some(at) = (0..e.len()).find(|&k| e[k] != longest[k]) {
-                return Err(format!("r{r} at {at}: {:?} vs {:?}", e[at], longest[at]));
-            }
-        }
-        Ok(())
-    }
-
     fn random_crash_mode(&mut self, modes: &[fn(u64) -> CrashMode]) -> CrashMode {
         let pick = modes[self.rng.below(modes.len() as u64) as usize];
-        if std::env::var("DC_KEEP").is_ok() { return CrashMode::KeepAll; }
         pick(self.rng.next_u64())
     }
 }
@@ -594,8 +603,8 @@ fn whole_cluster_crash(
 #[test]
 fn every_replica_crashes_at_once_and_restarts_from_disk() {
     for seed in 0..SEEDS {
-        let restarts = whole_cluster_crash(seed, false, false)
-            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let restarts =
+            whole_cluster_crash(seed, false, false).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         assert_eq!(
             (restarts.from_disk, restarts.recovered),
             (u64::from(N), 0),
@@ -627,6 +636,7 @@ fn a_replica_with_a_corrupt_log_sector_recovers_from_its_peers() {
     // The damaged sector holds the head op's record: below the checkpoint
     // it would need no repair, so not every seed takes the recovery path;
     // most must, or the scenario tests nothing.
+    eprintln!("{recovered} of {SEEDS} seeds: the damaged replica recovered from its peers");
     assert!(
         recovered >= SEEDS / 2,
         "only {recovered} of {SEEDS} seeds recovered from peers"
@@ -647,24 +657,12 @@ fn one_replica_at_a_time_restarts_from_disk_faster_than_anything() {
             cluster.run_for(wait);
             let victim = cluster.rng.below(u64::from(N)) as u8;
             let mode = cluster.random_crash_mode(&[keep_all, keep_all, lose_all, torn_last]);
-            let trace = std::env::var("DC_TRACE").is_ok();
-            if trace {
-                for (i, n) in cluster.nodes.iter().enumerate() {
-                    let r = n.replica.as_ref().unwrap();
-                    let st = n.storage.as_ref().unwrap().state();
-                    eprintln!("  r{i} {:?} view {} op {} commit {} exec {} disk(view {} lnv {} head {}) pending {:?}", r.status(), r.view(), r.op_number(), r.commit_number(), r.service().executed.len(), st.view_number, st.last_normal_view, n.storage.as_ref().unwrap().head_op(), n.pending.as_ref().map(|p| (p.persist.sequence, p.persist.truncate_after, p.persist.entries.first().map(|e| e.op_number), p.persist.entries.last().map(|e| e.op_number), p.persist.state)));
-                }
-                if let Err(e) = cluster.check_prefix() { eprintln!("DIVERGED: {e}"); }
-                eprintln!("t={:?} crash r{victim} {mode:?}", cluster.now);
-            }
             cluster.crash(victim, mode);
             cluster.restart(victim);
-            if trace {
-                let r = cluster.nodes[victim as usize].replica.as_ref().unwrap();
-                eprintln!("  restarted r{victim} {:?} view {} op {} commit {}", r.status(), r.view(), r.op_number(), r.commit_number());
-            }
         }
-        cluster.settle().unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        cluster
+            .settle()
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         cluster
             .check()
             .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
@@ -685,9 +683,22 @@ fn one_replica_at_a_time_restarts_from_disk_faster_than_anything() {
 #[cfg(feature = "bug-injection")]
 #[test]
 fn ack_before_persist_is_caught() {
-    let caught = (0..SEEDS)
-        .filter(|&seed| whole_cluster_crash(seed, false, true).is_err())
-        .count();
-    assert!(caught > 0, "the injected bug was never caught");
-    eprintln!("ack-before-persist caught in {caught} of {SEEDS} seeds");
+    // Caught either by this test's checks (an acknowledged write lost) or
+    // by one of vr-core's own debug assertions (a panic): count both, over
+    // the first ten seeds.
+    let mut by_check = 0;
+    let mut by_panic = 0;
+    for seed in 0..10 {
+        let run = std::panic::catch_unwind(|| whole_cluster_crash(seed, false, true));
+        match run {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                eprintln!("seed {seed}: caught by the checks: {e}");
+                by_check += 1;
+            }
+            Err(_) => by_panic += 1,
+        }
+    }
+    eprintln!("ack-before-persist: {by_check} of 10 seeds caught by the checks, {by_panic} by a vr-core assertion");
+    assert!(by_check + by_panic > 0, "the injected bug was never caught");
 }
