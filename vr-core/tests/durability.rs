@@ -285,3 +285,44 @@ fn acknowledged_writes_are_on_a_quorum_of_disks() {
 fn ack_before_persist_is_caught() {
     assert!(acknowledged_writes_survive_losing_the_primarys_disk(true).is_err());
 }
+
+/// Reference: §4.1 (the primary assigns op-numbers in order; an op-number
+/// names one request per view) with stable storage. A primary sends its
+/// Prepares before its own disk holds them; if it then crashes and
+/// restarts from its disk, its log is shorter than the one its backups
+/// hold for the same view. Resuming as primary of that view would assign
+/// the same op-numbers to new requests: two different ops at one op-number
+/// in one view, and the replicas diverge. It must take part only through a
+/// new view, whose view change merges its log with its backups' (§4.2).
+#[test]
+fn a_primary_restarted_with_a_shorter_log_does_not_reuse_op_numbers() {
+    for seed in 0..4 {
+        let mut cluster = durable_cluster(3, 2, 40 + seed);
+        for i in 0..3 {
+            cluster.execute(0, &op("a", i));
+        }
+        cluster.run_for_ms(20);
+        // The primary's disk stalls: its Prepare reaches the backups, whose
+        // disks take it, but not its own disk.
+        cluster.hold_persists[0] = true;
+        let number = cluster.submit(0, b"prepared");
+        cluster.run_for_ms(5);
+        assert_eq!(cluster.replicas[1].op_number(), 4, "seed {seed}");
+        assert_eq!(cluster.disks[0].log.len(), 3, "seed {seed}");
+        // Killed and restarted at once: its disk lacks op 4.
+        cluster.crash(0);
+        cluster.hold_persists[0] = false;
+        cluster.restart_from_disk(0, Recorder::default(), 400 + seed);
+        let done = cluster.execute(1, b"new");
+        assert!(done.op_number >= 5, "seed {seed}: op 4 was given again");
+        cluster
+            .await_completion(0, number, 2_000)
+            .expect("the first completes");
+        cluster.run_for_ms(300);
+        cluster.assert_agreement();
+        for r in 0..3u8 {
+            let executed = cluster.executed(r);
+            assert_eq!(executed.len(), 5, "seed {seed}: r{r} {executed:?}");
+        }
+    }
+}

@@ -83,6 +83,8 @@ pub mod format;
 pub mod log;
 mod mem;
 pub mod plan;
+#[cfg(feature = "vr-core")]
+pub mod replica;
 mod storage;
 
 pub use backend::{Backend, FsBackend};

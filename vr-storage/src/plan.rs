@@ -246,17 +246,20 @@ impl Planner {
     }
 
     /// Plans writing the replica's promises: both superblock copies, each
-    /// synced. Refuses to take the epoch, view, last normal view or
-    /// incarnation back.
+    /// synced. Refuses to take the epoch or incarnation back, or the view or
+    /// last normal view within one epoch (views restart in a new epoch).
     pub fn write_superblock(&mut self, state: &ReplicaState) -> Result<Vec<Step>, Error> {
         let old = &self.superblock.state;
         if state.epoch < old.epoch {
             return Err(Error::Regression("the epoch"));
         }
-        if state.view_number < old.view_number {
+        // Views start again at 0 in a new epoch (§7): they are ordered
+        // only within one.
+        let same_epoch = state.epoch == old.epoch;
+        if same_epoch && state.view_number < old.view_number {
             return Err(Error::Regression("the view number"));
         }
-        if state.last_normal_view < old.last_normal_view {
+        if same_epoch && state.last_normal_view < old.last_normal_view {
             return Err(Error::Regression("the last normal view"));
         }
         if state.incarnation < old.incarnation {

@@ -143,6 +143,9 @@ pub enum Error {
     PageTooLarge,
     /// An earlier IO error left the storage in an unknown state.
     Poisoned,
+    /// A persist of vr-core that does not fit the disk (e.g. checkpoint
+    /// pages that are not the checkpoint's): a bug in the caller.
+    InvalidPersist(&'static str),
     /// A log segment longer than `segment_bytes`: the directory was written
     /// with a larger setting. Open it with that setting.
     SegmentTooLarge {
@@ -179,6 +182,7 @@ impl fmt::Display for Error {
                 "checkpoint at the current op differs from the current checkpoint: a repair must write the same pages"
             ),
             Error::PageTooLarge => write!(f, "checkpoint page over page_bytes_max"),
+            Error::InvalidPersist(why) => write!(f, "persist refused: {why}"),
             Error::Poisoned => write!(f, "storage unusable after an earlier IO error: reopen it"),
             Error::SegmentTooLarge { file, len } => write!(
                 f,
@@ -598,6 +602,13 @@ impl<B: Backend> Storage<B> {
     /// The backend, to inspect it.
     pub fn backend(&self) -> &B {
         &self.backend
+    }
+
+    /// The backend, for files beside the storage's own (the glue's
+    /// recovery marker).
+    #[cfg_attr(not(feature = "vr-core"), allow(dead_code))]
+    pub(crate) fn backend_mut(&mut self) -> &mut B {
+        &mut self.backend
     }
 
     /// Gives the backend back (closing the storage).

@@ -273,9 +273,10 @@ impl<S: Service> Replica<S> {
     /// must be empty.
     ///
     /// It forgot nothing it promised, so it takes part at once, fenced by
-    /// nothing: normal in its view if it was normal there (ops are
+    /// nothing: a backup normal in its view if it was one there (ops are
     /// re-executed up to the commit-number it knew; the rest is learned
-    /// from the primary), else it moves on to the next view. Its
+    /// from the primary), else (it was that view's primary, or not normal)
+    /// it moves on to the next view. Its
     /// configuration must be that of `state.epoch`.
     pub fn restart(
         config: Config,
@@ -323,16 +324,16 @@ impl<S: Service> Replica<S> {
         // Promises to a primary's lease (§6) are kept, as after `recover`.
         this.lease_promise_until = now + this.config.lease_duration_ns;
         this.commit_to(state.commit_number.min(this.op_number));
-        if state.last_normal_view == state.view {
+        // A primary sends its Prepares before its own disk holds them, so
+        // its backups may hold ops of this view that its disk lacks:
+        // resumed as primary, it would give those op-numbers to new
+        // requests, two ops at one op-number in one view (§4.1), and the
+        // replicas diverge. It moves on to the next view instead, whose
+        // view change takes the longest log of the view (§4.2).
+        if state.last_normal_view == state.view && !this.is_primary() {
             this.status = Status::Normal;
             this.view_start_op = this.op_number;
             this.enter_normal_timers(now);
-            if this.is_primary() {
-                // Its backups' acknowledgements are gone with its memory:
-                // the prepare timer asks for them again.
-                this.prepare_ok_op[me] = this.op_number;
-                this.timers.prepare = Some(now);
-            }
         } else {
             this.start_view_change(now, state.view + 1);
         }
