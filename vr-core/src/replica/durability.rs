@@ -60,14 +60,20 @@ pub struct DurableState {
 /// An [`Action::Persist`]: make this durable, in this order, then call
 /// [`Replica::handle_persisted`] with `sequence`.
 ///
-/// 1. If `checkpoint` is set, store that checkpoint's pages
+/// 1. If `truncate_after` is set, drop the log entries after that op (a
+///    checkpoint fetched from a peer replaces the entries up to it too).
+/// 2. If `checkpoint` is set, store that checkpoint's pages
 ///    ([`Replica::checkpoint_pages`], read now: a later checkpoint replaces
 ///    them).
-/// 2. If `truncate_after` is set, drop the log entries after that op.
 /// 3. Append `entries` (ascending, contiguous, starting right after the
 ///    log's end or, after a checkpoint, after `state.log_base`).
-/// 4. Write `state`.
-/// 5. Sync (`fdatasync`), and only then answer.
+/// 4. Sync (`fdatasync`).
+/// 5. Write `state` and sync it, and only then answer. After the log: a
+///    state "normal in view v" on disk without v's log would let a
+///    restarted replica claim a log it does not hold.
+///
+/// `vr_storage::replica::apply_persist` does exactly this on a
+/// `vr-storage` directory.
 ///
 /// An embedding may answer several persists with one sync, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
