@@ -128,9 +128,6 @@ pub(crate) struct PersistState {
     truncate_after: Option<u64>,
     /// The checkpoint on disk (op-number), to tell when a new one must go.
     checkpoint_op: u64,
-    /// A StartViewChange or DoViewChange was held back until its view is
-    /// on disk: sent when it is.
-    pub(crate) view_change_held: bool,
 }
 
 impl<S: Service> Replica<S> {
@@ -167,7 +164,7 @@ impl<S: Service> Replica<S> {
 
     /// Whether `message` must wait until its view is on disk: a vote for a
     /// view (§4.2) binds the replica to leave the older ones.
-    pub(super) fn holds_for_disk(&mut self, message: &Message) -> bool {
+    pub(super) fn holds_for_disk(&self, message: &Message) -> bool {
         if !self.durable() {
             return false;
         }
@@ -176,11 +173,7 @@ impl<S: Service> Replica<S> {
             Message::DoViewChange(m) => m.view,
             _ => return false,
         };
-        if view <= self.persist.persisted.view {
-            return false;
-        }
-        self.persist.view_change_held = true;
-        true
+        view > self.persist.persisted.view
     }
 
     /// The log was cut after `keep` (a view change replaced the suffix, or
@@ -246,6 +239,7 @@ impl<S: Service> Replica<S> {
         // to the cut (the next persist truncates it).
         let cut = self.persist.truncate_after.unwrap_or(u64::MAX);
         self.persist.persisted_op = in_flight.op_number.min(cut);
+        let view_was_on_disk = self.persist.persisted.view >= self.view;
         self.persist.persisted = in_flight.state;
         self.stats.persists_completed += 1;
         match self.status {
@@ -255,10 +249,9 @@ impl<S: Service> Replica<S> {
                 self.advance_commit_from_acks(now);
             }
             Status::Normal if in_flight.state.view == self.view => self.send_prepare_ok(),
-            Status::ViewChange
-                if self.persist.view_change_held && self.persist.persisted.view >= self.view =>
-            {
-                self.persist.view_change_held = false;
+            // The view's votes were held back (`holds_for_disk`) until
+            // this persist put the view on disk: send them now.
+            Status::ViewChange if !view_was_on_disk && self.persist.persisted.view >= self.view => {
                 self.on_view_change_resend_timeout(now);
             }
             _ => {}

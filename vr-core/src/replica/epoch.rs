@@ -633,11 +633,7 @@ impl<S: Service> Replica<S> {
         };
         for member in self.config.member_ids() {
             if member != me {
-                self.outbox.push_back(Action::Send {
-                    replica: member,
-                    epoch: self.config.epoch,
-                    message: Message::GetState(probe),
-                });
+                self.send_member(member, Message::GetState(probe));
             }
         }
         // Not every resend interval: a new member may wait long for its

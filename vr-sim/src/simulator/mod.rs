@@ -641,18 +641,24 @@ impl Simulator {
         (0..self.replicas.len()).filter(|&i| self.failed(i)).count()
     }
 
-    /// Whether replica `i` counts against the fault bound: down, restarted
-    /// and not yet recovered, or recovering again — a replica that
-    /// recovered in an older epoch recovers anew when it enters one its
-    /// earlier incarnation may have voted in (docs/protocol.md, "Entering
-    /// a later epoch after a recovery"): until then it is as good as down.
+    /// Whether replica `i` counts against the fault bound: down, or
+    /// recovering (see `recovering`).
     fn failed(&self, i: usize) -> bool {
+        self.replicas[i].replica.is_none() || self.recovering(i)
+    }
+
+    /// Whether replica `i` is restarted and not yet recovered, or
+    /// recovering again: a replica that recovered in an older epoch
+    /// recovers anew when it enters one its earlier incarnation may have
+    /// voted in (docs/protocol.md, "Entering a later epoch after a
+    /// recovery"); until then it is as good as down.
+    fn recovering(&self, i: usize) -> bool {
         let node = &self.replicas[i];
         node.recovering_since.is_some()
             || node
                 .replica
                 .as_ref()
-                .is_none_or(|r| r.status() == Status::Recovering)
+                .is_some_and(|r| r.status() == Status::Recovering)
     }
 
     // ---- Driving ----

@@ -90,13 +90,8 @@ impl Simulator {
         // Recovering replicas, and every replica that is not a member of
         // the latest epoch (removed or joining ones), are healed.
         for i in 0..self.replicas.len() as u8 {
-            let node = &self.replicas[usize::from(i)];
-            let recovering = node.recovering_since.is_some()
-                || node
-                    .replica
-                    .as_ref()
-                    .is_some_and(|r| r.status() == Status::Recovering);
-            if node.replica.is_some() && (recovering || !members.contains(&i)) {
+            let up = self.replicas[usize::from(i)].replica.is_some();
+            if up && (self.recovering(usize::from(i)) || !members.contains(&i)) {
                 self.healed.insert(i);
             }
         }
