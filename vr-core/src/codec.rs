@@ -775,6 +775,7 @@ fn decode_body(command: Command, view: u64, body: &[u8]) -> Result<Message, Deco
                 0 => RecoveryStatus::Normal,
                 1 => RecoveryStatus::ViewChange,
                 2 => RecoveryStatus::Recovering,
+                3 => RecoveryStatus::RecoveringDataLost,
                 _ => return Err(DecodeError::Malformed("unknown recovery status")),
             },
             op_number: r.u64()?,

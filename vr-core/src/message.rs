@@ -304,6 +304,22 @@ pub enum RecoveryStatus {
     /// Recovering itself: its answer counts toward forming a new cluster
     /// when every replica is recovering.
     Recovering = 2,
+    /// Recovering itself after its durable data was lost or found damaged
+    /// ([`crate::Replica::recover_lost_disk`]): otherwise like
+    /// `Recovering`, but it held data, so while it answers so no replica
+    /// forms a new, empty cluster (issue 18, safe formation).
+    RecoveringDataLost = 3,
+}
+
+impl RecoveryStatus {
+    /// Whether the responder is recovering itself (with or without lost
+    /// durable data): it holds no state to count toward a recovery quorum.
+    pub fn is_recovering(self) -> bool {
+        matches!(
+            self,
+            RecoveryStatus::Recovering | RecoveryStatus::RecoveringDataLost
+        )
+    }
 }
 
 /// `RecoveryResponse(v, x, n, k, j)` (§4.3). Unlike the paper's, no log

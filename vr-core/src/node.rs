@@ -123,9 +123,6 @@ impl ReplicaOptions {
         self.config
             .validate()
             .map_err(|_| "invalid cluster configuration")?;
-        if self.config.durability != crate::config::Durability::Memory {
-            return Err("durable replicas are not supported by the adapters yet");
-        }
         if self.join {
             if usize::from(self.replica) >= self.addresses.len() {
                 return Err("a joining replica needs its own address");
@@ -192,10 +189,19 @@ pub enum NodeEvent {
         members: Vec<(MemberId, Vec<u8>)>,
     },
     /// Durable replicas ([`crate::config::Durability::Disk`]): make this
-    /// durable, then call [`ReplicaNode::handle_persisted`]. The adapters
-    /// do not run durable replicas yet ([`ReplicaOptions::validate`]
-    /// refuses them).
+    /// durable, then call [`ReplicaNode::handle_persisted`] with its
+    /// `sequence`. The replica emits the next only after that.
     Persist(crate::replica::Persist),
+    /// The replica formed a new, empty cluster in view 0: every other
+    /// replica answered its recovery that it holds nothing
+    /// ([`crate::Stats::clusters_formed`]). Expected at a new cluster's
+    /// first start; at any other time a diskless cluster has lost its
+    /// state (more than f replicas were down or recovering at once), and
+    /// the embedding should say so loudly.
+    ClusterFormed {
+        /// The view formed (0).
+        view: u64,
+    },
     /// A connection sent a frame that could not be decoded.
     FrameRejected {
         /// The connection, which the adapter should close.
@@ -282,6 +288,8 @@ pub struct ReplicaNode<S: Service> {
     events: VecDeque<NodeEvent>,
     last_status: (u64, Status, bool),
     last_epoch: u32,
+    /// `Stats::clusters_formed` when last looked at.
+    clusters_formed: u64,
     stats: NodeStats,
 }
 
@@ -302,6 +310,7 @@ impl<S: Service> ReplicaNode<S> {
             events: VecDeque::new(),
             last_status,
             last_epoch: 0,
+            clusters_formed: 0,
             stats: NodeStats::default(),
         };
         node.stats.to_replicas = alloc::vec![Traffic::default(); n];
@@ -543,6 +552,13 @@ impl<S: Service> ReplicaNode<S> {
             self.events.push_back(NodeEvent::EpochChanged {
                 epoch: self.last_epoch,
                 members,
+            });
+        }
+        let formed = self.replica.stats().clusters_formed;
+        if formed != self.clusters_formed {
+            self.clusters_formed = formed;
+            self.events.push_back(NodeEvent::ClusterFormed {
+                view: self.replica.view(),
             });
         }
         if status != self.last_status {

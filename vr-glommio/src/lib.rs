@@ -91,10 +91,11 @@ use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 pub use client::{BlockingClient, Client};
 pub use replica::{
-    start_replica, start_replica_with_listener, AdapterStats, ConnectionStats, ReplicaHandle,
-    ReplicaOptions,
+    start_durable_replica_with_listener, start_replica, start_replica_with_listener, AdapterStats,
+    ConnectionStats, ReplicaHandle, ReplicaOptions,
 };
 pub use vr_core::ClientError;
+pub use vr_storage::data_dir::{Boot, DataDir};
 
 /// glommio's `io_memory` for every executor of this crate: its minimum.
 /// See "Locked memory" above.

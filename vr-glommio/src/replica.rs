@@ -31,6 +31,7 @@ use tracing::{info, warn};
 use vr_core::codec::DecodeError;
 use vr_core::node::{ConnectionId, Destination, NodeEvent, NodeStats, ReplicaNode};
 use vr_core::{Instant, MemberId, ReplicaIndex, Service};
+use vr_storage::data_dir::{Boot, DataDir, PersistJob};
 
 use crate::connection::{run_connection, Closed, Outbox};
 use crate::sync::{CloseOnDrop, Mailbox, Notify};
@@ -183,6 +184,32 @@ pub fn start_replica_with_listener<S: Service + Send + 'static>(
     listener: std::net::TcpListener,
     service: S,
 ) -> io::Result<ReplicaHandle> {
+    start(options, listener, service, None)
+}
+
+/// Starts a durable replica ([`vr_core::Durability::Disk`] in
+/// `options.config`) on a listener bound by the caller, with its data
+/// directory opened by [`DataDir::open`] and started as `boot` says. Its
+/// persists run one at a time on the executor's blocking thread
+/// (`spawn_blocking`), the same blocking file code as the other adapters;
+/// nothing is acknowledged before the persist it rests on returned. A
+/// storage error stops the replica (logged).
+pub fn start_durable_replica_with_listener<S: Service + Send + 'static>(
+    options: ReplicaOptions,
+    listener: std::net::TcpListener,
+    service: S,
+    data_dir: DataDir,
+    boot: Boot,
+) -> io::Result<ReplicaHandle> {
+    start(options, listener, service, Some((data_dir, boot)))
+}
+
+fn start<S: Service + Send + 'static>(
+    options: ReplicaOptions,
+    listener: std::net::TcpListener,
+    service: S,
+    disk: Option<(DataDir, Boot)>,
+) -> io::Result<ReplicaHandle> {
     options.validate().map_err(invalid_input)?;
     if options.peer_queue_bytes_max < options.config.message_size_max as usize {
         return Err(invalid_input(
@@ -191,16 +218,15 @@ pub fn start_replica_with_listener<S: Service + Send + 'static>(
     }
     // The node's clock: nanoseconds since the replica started.
     let origin = std::time::Instant::now();
-    let replica = options
-        .build_replica(service, vr_core::Instant::ZERO)
-        .map_err(|error| invalid_input(&error.to_string()))?;
+    let (replica, data_dir) = vr_storage::data_dir::build_node_replica(&options, service, disk)
+        .map_err(|error| invalid_input(&error))?;
     let node = ReplicaNode::new(replica, options.client_routes_max);
     listener.set_nonblocking(true)?;
     let local_addr = listener.local_addr()?;
     let control = Arc::new(Mailbox::new());
     let thread = spawn_executor(&format!("vr-replica-{}", options.replica), {
         let control = control.clone();
-        move || run(options, node, origin, listener, control)
+        move || run(options, node, origin, listener, control, data_dir)
     })?;
     Ok(ReplicaHandle {
         control,
@@ -217,6 +243,7 @@ async fn run<S: Service + 'static>(
     origin: std::time::Instant,
     listener: std::net::TcpListener,
     control: Arc<Mailbox<Control>>,
+    data_dir: Option<DataDir>,
 ) {
     let _release_waiters = CloseOnDrop(&control);
     // SAFETY: the descriptor comes from a bound, listening listener that we
@@ -230,6 +257,9 @@ async fn run<S: Service + 'static>(
         spawn_local(flush_outputs(shared.clone())).detach(),
         spawn_local(start_peers(shared.clone())).detach(),
     ];
+    if let Some(dir) = data_dir {
+        tasks.push(spawn_local(persist(shared.clone(), dir, control.clone())).detach());
+    }
     info!(replica, "replica started");
     while let Some(Control::Stats(reply)) = control.recv().await {
         // The handle may have given up waiting; nothing to do then.
@@ -256,6 +286,45 @@ async fn run<S: Service + 'static>(
     glommio::timer::sleep(CANCEL_FLUSH_DELAY).await;
     drop(listener);
     info!(replica, "replica stopped");
+}
+
+/// A durable replica's persists: each carried out on the executor's
+/// blocking thread, then answered to the node. A storage error closes the
+/// control mailbox, which stops the replica.
+async fn persist<S: Service + 'static>(
+    shared: Rc<RefCell<Shared<S>>>,
+    dir: DataDir,
+    control: Arc<Mailbox<Control>>,
+) {
+    let ready = shared.borrow().persist_ready.clone();
+    let mut dir = Some(dir);
+    loop {
+        let job = shared.borrow_mut().persists.pop_front();
+        let Some(job) = job else {
+            ready.notified().await;
+            continue;
+        };
+        let Some(mut owned) = dir.take() else {
+            return;
+        };
+        let (back, sequence, outcome) = glommio::executor()
+            .spawn_blocking(move || {
+                let outcome = owned.persist(&job);
+                (owned, job.sequence(), outcome)
+            })
+            .await;
+        if let Err(error) = outcome {
+            let replica = shared.borrow().options.replica;
+            tracing::error!(replica, %error, "storage failed: stopping the replica");
+            control.close();
+            return;
+        }
+        dir = Some(back);
+        let mut shared = shared.borrow_mut();
+        let now = shared.now();
+        shared.node.handle_persisted(now, sequence);
+        shared.dispatch();
+    }
 }
 
 /// The state every task of one replica shares.
@@ -291,6 +360,11 @@ struct Shared<S: Service> {
     flush: Rc<Notify>,
     /// Bytes were fed since the last [`Shared::dispatch`].
     flush_pending: bool,
+    /// A durable replica's persists waiting for the [`persist`] task (the
+    /// core emits one at a time, so at most one waits).
+    persists: std::collections::VecDeque<PersistJob>,
+    /// Wakes the [`persist`] task.
+    persist_ready: Rc<Notify>,
 }
 
 struct Connection {
@@ -328,6 +402,8 @@ impl<S: Service> Shared<S> {
             next_connection: 0,
             counters: AdapterStats::default(),
             timer: Rc::new(Notify::default()),
+            persists: std::collections::VecDeque::new(),
+            persist_ready: Rc::new(Notify::default()),
             timer_armed: None,
             flush: Rc::new(Notify::default()),
             flush_pending: false,
@@ -455,10 +531,13 @@ impl<S: Service> Shared<S> {
                     warn!(replica, connection, %error, "rejected a frame; closing its connection");
                 }
                 NodeEvent::EpochChanged { epoch, members } => self.on_epoch(epoch, members),
-                // `ReplicaOptions::validate` refuses durable replicas, whose
-                // replicas alone emit it.
-                NodeEvent::Persist(_) => {
-                    tracing::error!("durable replicas are not supported by this adapter")
+                NodeEvent::ClusterFormed { view } => {
+                    tracing::warn!(replica, view, "formed a new, empty cluster: every other replica answered that it holds no state; if this cluster held data, that data is lost (more than f replicas were down or recovering at once)");
+                }
+                NodeEvent::Persist(persist) => {
+                    let job = PersistJob::new(self.node.replica(), persist);
+                    self.persists.push_back(job);
+                    self.persist_ready.notify();
                 }
             }
         }

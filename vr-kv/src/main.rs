@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use vr_kv::server::{start_local_with_witnesses, start_node, NodeOptions};
+use vr_kv::server::{start_local_in, start_node, NodeOptions};
 
 #[derive(Parser)]
 #[command(
@@ -71,6 +71,12 @@ enum Mode {
         /// node's included), and --replica this node's member id.
         #[arg(long)]
         join: bool,
+        /// Keep this replica's log, promises and checkpoints in DIR (created
+        /// if missing): a write is acknowledged only once it is on the disks
+        /// of a quorum, and restarting with the same DIR resumes from it.
+        /// Without it the node is diskless (state in memory only).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<std::path::PathBuf>,
     },
     /// Moves a running cluster to new members (§7 reconfiguration): adds,
     /// removes or replaces nodes while it serves. New nodes must be running
@@ -106,6 +112,11 @@ enum Mode {
         /// most f of 2f+1.
         #[arg(long, default_value_t = 0)]
         witnesses: u8,
+        /// Keep replica I's data in DIR/replica-I (created if missing);
+        /// running `local` again with the same DIR resumes from it. Without
+        /// it the replicas are diskless.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<std::path::PathBuf>,
     },
 }
 
@@ -141,6 +152,7 @@ fn run(cli: Cli) -> Result<(), String> {
             runtime,
             witnesses,
             join,
+            data_dir,
         } => {
             if usize::from(replica) >= cluster.len() {
                 return Err(format!(
@@ -166,6 +178,7 @@ fn run(cli: Cli) -> Result<(), String> {
             getrandom::getrandom(&mut nonce).map_err(|e| format!("no random source: {e}"))?;
             options.recovery_nonce = Some(u64::from_le_bytes(nonce));
             options.join = join;
+            options.data_dir = data_dir;
             let node = start_node(options).map_err(|e| format!("cannot start: {e}"))?;
             println!(
                 "replica {replica}: VR on {}, redis-cli -h {} -p {}",
@@ -205,10 +218,16 @@ fn run(cli: Cli) -> Result<(), String> {
             cluster_id,
             runtime,
             witnesses,
+            data_dir,
         } => {
-            let cluster =
-                start_local_with_witnesses(runtime.into(), cluster_id, replicas, witnesses)
-                    .map_err(|e| format!("cannot start: {e}"))?;
+            let cluster = start_local_in(
+                runtime.into(),
+                cluster_id,
+                replicas,
+                witnesses,
+                data_dir.as_deref(),
+            )
+            .map_err(|e| format!("cannot start: {e}"))?;
             for (i, address) in cluster.resp_addrs().iter().enumerate() {
                 let witness = i >= usize::from(replicas.saturating_sub(witnesses));
                 let note = if witness { "   (witness)" } else { "" };
@@ -223,7 +242,27 @@ fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
+/// Logs to stderr: status changes, restarts and warnings by default
+/// (`info`), more with `VR_LOG=debug|trace`, less with
+/// `VR_LOG=warn|error|off`.
+fn init_logging() {
+    let level = match std::env::var("VR_LOG").ok().as_deref().map(str::trim) {
+        Some("off") => return,
+        Some("error") => tracing::Level::ERROR,
+        Some("warn") => tracing::Level::WARN,
+        Some("debug") => tracing::Level::DEBUG,
+        Some("trace") => tracing::Level::TRACE,
+        _ => tracing::Level::INFO,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
 fn main() -> ExitCode {
+    init_logging();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

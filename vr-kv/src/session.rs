@@ -255,6 +255,18 @@ impl NodeView {
             u8::from(stats.may_shut_down),
         ));
         let counters = &stats.replica;
+        // Safe formation (issue 18): a diskless cluster that formed afresh
+        // after holding data lost it; the replica that formed it says so.
+        text.push_str(&format!(
+            "durability:{}\r\npersists_completed:{}\r\nrestarts_from_disk:{}\r\nclusters_formed:{}\r\n",
+            match self.config.durability {
+                vr_core::Durability::Disk => "disk",
+                vr_core::Durability::Memory => "memory",
+            },
+            counters.persists_completed,
+            counters.restarts_from_disk,
+            counters.clusters_formed,
+        ));
         text.push_str(&format!(
             "recoveries_completed:{}\r\nleased_reads:{}\r\nbackup_reads:{}\r\nprepare_batches:{}\r\nprepare_batch_entries:{}\r\ncheckpoints_taken:{}\r\ncheckpoints_installed:{}\r\n",
             counters.recoveries_completed,

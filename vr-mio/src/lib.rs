@@ -75,7 +75,10 @@ use vr_core::node::{ConnectionId, NodeStats};
 use vr_core::ReplicaIndex;
 
 pub use client::{Client, ClientError};
-pub use replica::{start_replica, start_replica_with_listener, ReplicaHandle};
+pub use replica::{
+    start_durable_replica_with_listener, start_replica, start_replica_with_listener, ReplicaHandle,
+};
+pub use vr_storage::data_dir::{Boot, DataDir};
 
 pub use vr_core::node::ReplicaOptions;
 

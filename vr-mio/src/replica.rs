@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant as StdInstant};
 
@@ -14,6 +14,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, error, info, warn};
 use vr_core::node::{Destination, NodeEvent, ReplicaNode, Transmit};
 use vr_core::{MemberId, Service};
+use vr_storage::data_dir::{Boot, DataDir, PersistJob};
 
 use crate::conn::{CloseReason, Conn, ReadOutcome};
 use crate::{AdapterStats, ConnectionStats, ReplicaOptions};
@@ -62,11 +63,35 @@ pub fn start_replica_with_listener<S: Service + Send + 'static>(
     listener: std::net::TcpListener,
     service: S,
 ) -> io::Result<ReplicaHandle> {
+    start(options, listener, service, None)
+}
+
+/// Starts a durable replica ([`vr_core::Durability::Disk`] in
+/// `options.config`) on a listener bound by the caller, with its data
+/// directory opened by [`DataDir::open`] and started as `boot` says. Its
+/// persists run on a thread of their own, one at a time, which wakes the
+/// loop when each is durable; nothing is acknowledged before. A storage
+/// error stops the replica (logged).
+pub fn start_durable_replica_with_listener<S: Service + Send + 'static>(
+    options: ReplicaOptions,
+    listener: std::net::TcpListener,
+    service: S,
+    data_dir: DataDir,
+    boot: Boot,
+) -> io::Result<ReplicaHandle> {
+    start(options, listener, service, Some((data_dir, boot)))
+}
+
+fn start<S: Service + Send + 'static>(
+    options: ReplicaOptions,
+    listener: std::net::TcpListener,
+    service: S,
+    disk: Option<(DataDir, Boot)>,
+) -> io::Result<ReplicaHandle> {
     options.validate().map_err(invalid)?;
     let origin = StdInstant::now();
-    let replica = options
-        .build_replica(service, vr_core::Instant::ZERO)
-        .map_err(|error| invalid(&error.to_string()))?;
+    let (replica, data_dir) = vr_storage::data_dir::build_node_replica(&options, service, disk)
+        .map_err(|error| invalid(&error))?;
     let node = ReplicaNode::new(replica, options.client_routes_max);
 
     listener.set_nonblocking(true)?;
@@ -75,8 +100,12 @@ pub fn start_replica_with_listener<S: Service + Send + 'static>(
     let poll = Poll::new()?;
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)?;
-    let waker = Waker::new(poll.registry(), WAKER)?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (commands_tx, commands) = mpsc::channel();
+    let disk = match data_dir {
+        Some(dir) => Some(DiskThread::start(dir, waker.clone(), options.replica)?),
+        None => None,
+    };
 
     let backoff = options.reconnect_backoff_min;
     let mut event_loop = Loop {
@@ -102,6 +131,7 @@ pub fn start_replica_with_listener<S: Service + Send + 'static>(
         read_again: Vec::new(),
         scratch: vec![0; READ_CHUNK_BYTES],
         stats: AdapterStats::default(),
+        disk,
         options,
     };
     let replica_index = event_loop.options.replica;
@@ -128,7 +158,7 @@ fn invalid(why: &str) -> io::Error {
 /// A running replica. Dropping it stops the replica, like [`ReplicaHandle::stop`].
 pub struct ReplicaHandle {
     commands: Sender<Command>,
-    waker: Waker,
+    waker: Arc<Waker>,
     thread: Option<JoinHandle<()>>,
     address: SocketAddr,
     /// The last snapshot received, returned if the loop has died.
@@ -243,6 +273,41 @@ struct Loop<S: Service> {
     read_again: Vec<Token>,
     scratch: Vec<u8>,
     stats: AdapterStats,
+    /// A durable replica's persist thread.
+    disk: Option<DiskThread>,
+}
+
+/// A durable replica's data directory, on a thread of its own: persists go
+/// in through `jobs`, outcomes come back through `done`, and the thread
+/// wakes the loop after each.
+struct DiskThread {
+    jobs: Sender<PersistJob>,
+    done: Receiver<(u64, Result<(), vr_storage::Error>)>,
+}
+
+impl DiskThread {
+    fn start(mut dir: DataDir, waker: Arc<Waker>, replica: MemberId) -> io::Result<DiskThread> {
+        let (jobs, job_rx) = mpsc::channel::<PersistJob>();
+        let (done_tx, done) = mpsc::channel();
+        std::thread::Builder::new()
+            .name(format!("vr-mio-disk-{replica}"))
+            .spawn(move || {
+                // Ends when the loop drops `jobs`, or after a failure.
+                while let Ok(job) = job_rx.recv() {
+                    let outcome = dir.persist(&job);
+                    let failed = outcome.is_err();
+                    if done_tx.send((job.sequence(), outcome)).is_err() {
+                        return;
+                    }
+                    // A failed wake means the loop is gone too.
+                    let _ = waker.wake();
+                    if failed {
+                        return;
+                    }
+                }
+            })?;
+        Ok(DiskThread { jobs, done })
+    }
 }
 
 impl<S: Service> Loop<S> {
@@ -275,6 +340,9 @@ impl<S: Service> Loop<S> {
             if woken && self.handle_commands() {
                 return Ok(());
             }
+            if woken {
+                self.handle_persisted(now)?;
+            }
             self.expire_connects(now);
             let deadline = self.node.poll_timeout();
             if deadline.is_some_and(|d| d <= self.core_time(now)) {
@@ -304,6 +372,22 @@ impl<S: Service> Loop<S> {
             .chain(connects)
             .min()
             .map(|deadline| deadline.saturating_duration_since(now))
+    }
+
+    /// Answers the persists the disk thread completed.
+    fn handle_persisted(&mut self, now: StdInstant) -> io::Result<()> {
+        let Some(disk) = &self.disk else {
+            return Ok(());
+        };
+        while let Ok((sequence, outcome)) = disk.done.try_recv() {
+            if let Err(error) = outcome {
+                let replica = self.options.replica;
+                error!(replica, %error, "storage failed: stopping the replica");
+                return Err(io::Error::other(error));
+            }
+            self.node.handle_persisted(self.core_time(now), sequence);
+        }
+        Ok(())
     }
 
     /// Answers requests from other threads; true when asked to stop.
@@ -538,10 +622,20 @@ impl<S: Service> Loop<S> {
                 // Logged with the peer's address when the connection is closed.
                 NodeEvent::FrameRejected { .. } => {}
                 NodeEvent::EpochChanged { epoch, members } => self.on_epoch(epoch, members, now),
-                // `ReplicaOptions::validate` refuses durable replicas, whose
-                // replicas alone emit it.
-                NodeEvent::Persist(_) => {
-                    tracing::error!("durable replicas are not supported by this adapter")
+                NodeEvent::ClusterFormed { view } => {
+                    let replica = self.options.replica;
+                    tracing::warn!(replica, view, "formed a new, empty cluster: every other replica answered that it holds no state; if this cluster held data, that data is lost (more than f replicas were down or recovering at once)");
+                }
+                NodeEvent::Persist(persist) => {
+                    let job = PersistJob::new(self.node.replica(), persist);
+                    let sent = self.disk.as_ref().map(|d| d.jobs.send(job));
+                    if !matches!(sent, Some(Ok(()))) {
+                        // The thread ended after a failure it reported.
+                        error!(
+                            replica = self.options.replica,
+                            "persist not carried out: no disk thread"
+                        );
+                    }
                 }
             }
         }

@@ -79,6 +79,8 @@
 
 mod backend;
 pub mod checkpoint;
+#[cfg(feature = "vr-core")]
+pub mod data_dir;
 pub mod format;
 pub mod log;
 mod mem;

@@ -97,9 +97,39 @@ use crate::storage::{
 /// exists, the directory is not an intact image of the replica.
 pub const RECOVERING_FILE: &str = "recovering";
 
-/// The marker's bytes (one sector, so that it is written whole).
+/// The marker's bytes for a replica whose disk held data it lost (less
+/// than one sector, so that it is written whole).
 const RECOVERING_TEXT: &[u8] =
     b"vr replica recovering from its peers: do not restart from this directory\n";
+
+/// The marker's bytes for a replica whose directory never held data (its
+/// first start): it recovers too, but may form a new cluster with other
+/// replicas that never held data (`Replica::recover`, not
+/// `recover_lost_disk`). Any marker other than this one means data lost.
+const FIRST_START_TEXT: &[u8] =
+    b"vr replica starting for the first time, never held data: recovering from its peers\n";
+
+/// The marker file's length: either text padded with spaces.
+const MARKER_BYTES: usize = 128;
+
+fn marker_bytes(text: &[u8]) -> Vec<u8> {
+    let mut bytes = text.to_vec();
+    bytes.resize(MARKER_BYTES, b' ');
+    bytes
+}
+
+/// Which marker [`reset_for_recovery`] leaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Marker {
+    /// The directory held data that is now lost or untrusted: the replica
+    /// recovers with `Replica::recover_lost_disk` and never forms a new
+    /// cluster.
+    DataLost,
+    /// The directory never held data (the replica's first start): the
+    /// replica recovers with `Replica::recover` and, if every replica is
+    /// new, forms the cluster.
+    FirstStart,
+}
 
 /// Bytes of [`encode_entry`]'s encoding besides the op.
 pub const ENTRY_FIXED_BYTES: usize = 16 + 8 + 1 + 4;
@@ -293,6 +323,65 @@ pub enum RecoverFromPeers {
     /// An earlier recovery from peers did not finish (the
     /// [`RECOVERING_FILE`] marker is there).
     RecoveryUnfinished,
+    /// The replica's first start did not finish recovering from its peers
+    /// (the [`RECOVERING_FILE`] marker says the directory never held data).
+    FirstStartUnfinished,
+}
+
+impl RecoverFromPeers {
+    /// Whether the directory held data the replica has lost: then it must
+    /// recover with `Replica::recover_lost_disk` (never forming a new
+    /// cluster). Only an unfinished first start held none.
+    pub fn held_data(&self) -> bool {
+        !matches!(self, RecoverFromPeers::FirstStartUnfinished)
+    }
+
+    /// The marker a reset for this reason leaves.
+    pub fn marker(&self) -> Marker {
+        if self.held_data() {
+            Marker::DataLost
+        } else {
+            Marker::FirstStart
+        }
+    }
+}
+
+impl std::fmt::Display for RecoverFromPeers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecoverFromPeers::FaultyOps { count, first } => {
+                write!(
+                    f,
+                    "{count} log records fail their checksums (ops {first:?}...)"
+                )
+            }
+            RecoverFromPeers::FaultyPages(pages) => {
+                write!(f, "checkpoint pages {pages:?} fail their checksums")
+            }
+            RecoverFromPeers::CheckpointLost { op } => {
+                write!(f, "the checkpoint at op {op} is lost")
+            }
+            RecoverFromPeers::CheckpointMismatch { op } => {
+                write!(
+                    f,
+                    "the checkpoint at op {op} does not rebuild into its root"
+                )
+            }
+            RecoverFromPeers::MalformedEntry { op } => {
+                write!(f, "the log record of op {op} is not an entry")
+            }
+            RecoverFromPeers::SuperblockLost => write!(f, "both superblock copies are lost"),
+            RecoverFromPeers::RecoveryUnfinished => {
+                write!(f, "an earlier recovery from the peers did not finish")
+            }
+            RecoverFromPeers::FirstStartUnfinished => {
+                write!(
+                    f,
+                    "the first start did not finish recovering from the peers"
+                )
+            }
+        }
+    }
 }
 
 /// Turns a recovery scan into `Replica::restart`'s input, or says why the
@@ -392,8 +481,8 @@ pub fn open_replica<B: Backend>(
 ) -> Result<Start<B>, Error> {
     let why = match Storage::open(backend, config) {
         Ok((mut storage, recovered)) => {
-            if has_marker(storage.backend_mut())? {
-                RecoverFromPeers::RecoveryUnfinished
+            if let Some(marker) = read_marker(storage.backend_mut())? {
+                unfinished(marker)
             } else {
                 match on_disk(recovered) {
                     Ok(disk) => return Ok(Start::Restart { storage, disk }),
@@ -404,26 +493,70 @@ pub fn open_replica<B: Backend>(
         Err(Error::SuperblockLost) => RecoverFromPeers::SuperblockLost,
         // A reset interrupted between removing the files and formatting
         // leaves only the marker.
-        Err(Error::Unformatted) if has_marker(&mut reopen()?)? => {
-            RecoverFromPeers::RecoveryUnfinished
-        }
+        Err(Error::Unformatted) => match read_marker(&mut reopen()?)? {
+            Some(marker) => unfinished(marker),
+            None => return Err(Error::Unformatted),
+        },
         Err(e) => return Err(e),
     };
-    let storage = reset_for_recovery(reopen()?, config)?;
+    let storage = reset_for_recovery_marked(reopen()?, config, why.marker())?;
     Ok(Start::Recover { storage, why })
+}
+
+fn unfinished(marker: Marker) -> RecoverFromPeers {
+    match marker {
+        Marker::DataLost => RecoverFromPeers::RecoveryUnfinished,
+        Marker::FirstStart => RecoverFromPeers::FirstStartUnfinished,
+    }
 }
 
 fn has_marker<B: Backend>(backend: &mut B) -> Result<bool, Error> {
     Ok(backend.list()?.iter().any(|n| n == RECOVERING_FILE))
 }
 
+/// The recovery marker, if there is one. Anything but the exact first-start
+/// text (a torn or damaged marker too) counts as data lost: the safe side.
+fn read_marker<B: Backend>(backend: &mut B) -> Result<Option<Marker>, Error> {
+    if !has_marker(backend)? {
+        return Ok(None);
+    }
+    let expected = marker_bytes(FIRST_START_TEXT);
+    let mut bytes = vec![0; MARKER_BYTES];
+    let first_start = backend.len(RECOVERING_FILE)? == MARKER_BYTES as u64
+        && backend
+            .read_at(RECOVERING_FILE, 0, &mut bytes)
+            .is_ok_and(|n| n == MARKER_BYTES)
+        && bytes == expected;
+    Ok(Some(if first_start {
+        Marker::FirstStart
+    } else {
+        Marker::DataLost
+    }))
+}
+
 /// Resets a data directory for a replica that recovers from its peers:
 /// writes the [`RECOVERING_FILE`] marker durably, then removes every file
 /// of ours and formats the directory afresh. A crash at any point leaves
 /// the marker, so the next start recovers again.
-pub fn reset_for_recovery<B: Backend>(mut backend: B, config: Config) -> Result<Storage<B>, Error> {
+pub fn reset_for_recovery<B: Backend>(backend: B, config: Config) -> Result<Storage<B>, Error> {
+    reset_for_recovery_marked(backend, config, Marker::DataLost)
+}
+
+/// [`reset_for_recovery`] with the marker given: [`Marker::FirstStart`]
+/// prepares a never-formatted directory for a replica's first start.
+pub fn reset_for_recovery_marked<B: Backend>(
+    mut backend: B,
+    config: Config,
+    marker: Marker,
+) -> Result<Storage<B>, Error> {
     config.validate()?;
-    backend.write_at(RECOVERING_FILE, 0, RECOVERING_TEXT)?;
+    let text = match marker {
+        Marker::DataLost => RECOVERING_TEXT,
+        Marker::FirstStart => FIRST_START_TEXT,
+    };
+    // Both kinds are padded to one length, so that one overwrites the
+    // other whole: the marker is never removed while the disk is untrusted.
+    backend.write_at(RECOVERING_FILE, 0, &marker_bytes(text))?;
     backend.sync(RECOVERING_FILE)?;
     backend.sync_dir()?;
     for name in backend.list()? {

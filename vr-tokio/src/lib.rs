@@ -67,8 +67,11 @@ use std::net::SocketAddr;
 use vr_core::node::{ConnectionId, NodeStats};
 
 pub use client::Client;
-pub use replica::{start_replica, start_replica_with_listener, ReplicaHandle};
+pub use replica::{
+    start_durable_replica_with_listener, start_replica, start_replica_with_listener, ReplicaHandle,
+};
 pub use vr_core::ClientError;
+pub use vr_storage::data_dir::{Boot, DataDir};
 
 pub use vr_core::node::ReplicaOptions;
 

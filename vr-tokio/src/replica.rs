@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use vr_core::codec;
 use vr_core::node::{ConnectionId, Destination, NodeEvent, ReplicaNode, Transmit};
 use vr_core::{Instant, MemberId, Service};
+use vr_storage::data_dir::{Boot, DataDir, PersistJob};
 
 use crate::link::{self, Backoff, Events, LinkCounters, LinkEvent, Outbox, PushError};
 use crate::{AdapterStats, ConnectionStats, ReplicaOptions};
@@ -43,6 +44,22 @@ pub fn start_replica<S: Service + Send + 'static>(
     start_replica_with_listener(options, listener, service)
 }
 
+/// Starts a durable replica ([`vr_core::Durability::Disk`] in
+/// `options.config`) on a listener bound by the caller, with its data
+/// directory opened by [`DataDir::open`] and started as `boot` says. Its
+/// persists run on tokio's blocking threads (`spawn_blocking`), one at a
+/// time; nothing is acknowledged before the persist it rests on returned.
+/// A storage error stops the replica (logged).
+pub fn start_durable_replica_with_listener<S: Service + Send + 'static>(
+    options: ReplicaOptions,
+    listener: std::net::TcpListener,
+    service: S,
+    data_dir: DataDir,
+    boot: Boot,
+) -> io::Result<ReplicaHandle> {
+    start(options, listener, service, Some((data_dir, boot)))
+}
+
 /// Starts replica `options.replica` on a listener bound by the caller (tests
 /// bind port 0 to learn free addresses first).
 pub fn start_replica_with_listener<S: Service + Send + 'static>(
@@ -50,11 +67,19 @@ pub fn start_replica_with_listener<S: Service + Send + 'static>(
     listener: std::net::TcpListener,
     service: S,
 ) -> io::Result<ReplicaHandle> {
+    start(options, listener, service, None)
+}
+
+fn start<S: Service + Send + 'static>(
+    options: ReplicaOptions,
+    listener: std::net::TcpListener,
+    service: S,
+    disk: Option<(DataDir, Boot)>,
+) -> io::Result<ReplicaHandle> {
     options.validate().map_err(invalid_input)?;
     let origin = std::time::Instant::now();
-    let replica = options
-        .build_replica(service, vr_core::Instant::ZERO)
-        .map_err(|error| invalid_input(&error.to_string()))?;
+    let (replica, data_dir) = vr_storage::data_dir::build_node_replica(&options, service, disk)
+        .map_err(|error| invalid_input(&error))?;
     let node = ReplicaNode::new(replica, options.client_routes_max);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -72,6 +97,7 @@ pub fn start_replica_with_listener<S: Service + Send + 'static>(
         .name(format!("vr-replica-{index}"))
         .spawn(move || {
             let (events_tx, events_rx) = mpsc::channel(EVENTS_QUEUED_MAX);
+            let (persisted_tx, persisted_rx) = mpsc::unbounded_channel();
             let state = Loop {
                 node,
                 peers: (0..options.addresses.len()).map(|_| None).collect(),
@@ -83,8 +109,10 @@ pub fn start_replica_with_listener<S: Service + Send + 'static>(
                 events_tx,
                 counters: Arc::default(),
                 stats: AdapterStats::default(),
+                disk: data_dir.map(Disk::Idle),
+                persisted_tx,
             };
-            runtime.block_on(state.run(listener, commands_rx, events_rx));
+            runtime.block_on(state.run(listener, commands_rx, events_rx, persisted_rx));
             // Dropping the runtime drops every connection task, and with
             // them every socket.
             drop(runtime);
@@ -200,7 +228,25 @@ struct Loop<S: Service> {
     counters: Arc<LinkCounters>,
     /// The adapter's own counters (`node` and `inbound` filled on request).
     stats: AdapterStats,
+    /// A durable replica's data directory: idle here, or away on a
+    /// blocking thread carrying out one persist.
+    disk: Option<Disk>,
+    /// Where a blocking thread returns the directory with the outcome.
+    persisted_tx: mpsc::UnboundedSender<Persisted>,
 }
+
+/// A durable replica's data directory, as the node's task holds it.
+enum Disk {
+    Idle(DataDir),
+    /// On a blocking thread; `next` waits for it (the core emits one
+    /// persist at a time, so at most one does).
+    Busy {
+        next: Option<PersistJob>,
+    },
+}
+
+/// A persist carried out: the directory back, and the outcome.
+type Persisted = (DataDir, u64, Result<(), vr_storage::Error>);
 
 impl<S: Service> Loop<S> {
     async fn run(
@@ -208,6 +254,7 @@ impl<S: Service> Loop<S> {
         listener: TcpListener,
         mut commands: mpsc::UnboundedReceiver<Command>,
         mut events: mpsc::Receiver<LinkEvent>,
+        mut persisted: mpsc::UnboundedReceiver<Persisted>,
     ) {
         let replica = self.options.replica;
         let address = listener.local_addr().ok();
@@ -248,6 +295,15 @@ impl<S: Service> Loop<S> {
                             Err(_) => break,
                         }
                     }
+                }
+                Some((dir, sequence, outcome)) = persisted.recv() => {
+                    if let Err(error) = outcome {
+                        let replica = self.options.replica;
+                        tracing::error!(replica, %error, "storage failed: stopping the replica");
+                        return;
+                    }
+                    self.node.handle_persisted(self.now(), sequence);
+                    self.disk_done(dir);
                 }
                 () = &mut timer, if deadline.is_some() => {
                     self.node.handle_timeout(self.now());
@@ -373,10 +429,13 @@ impl<S: Service> Loop<S> {
                 // Logged with the peer's address where the connection is closed.
                 NodeEvent::FrameRejected { .. } => {}
                 NodeEvent::EpochChanged { epoch, members } => self.on_epoch(epoch, members),
-                // `ReplicaOptions::validate` refuses durable replicas, whose
-                // replicas alone emit it.
-                NodeEvent::Persist(_) => {
-                    tracing::error!("durable replicas are not supported by this adapter")
+                NodeEvent::ClusterFormed { view } => {
+                    let replica = self.options.replica;
+                    tracing::warn!(replica, view, "formed a new, empty cluster: every other replica answered that it holds no state; if this cluster held data, that data is lost (more than f replicas were down or recovering at once)");
+                }
+                NodeEvent::Persist(persist) => {
+                    let job = PersistJob::new(self.node.replica(), persist);
+                    self.persist(job);
                 }
             }
         }
@@ -396,6 +455,38 @@ impl<S: Service> Loop<S> {
                 Err(PushError::Full) => self.stats.frames_dropped_queue_full += 1,
                 Err(PushError::Closed) => self.stats.frames_dropped_disconnected += 1,
             }
+        }
+    }
+
+    /// Sends `job` to a blocking thread, or queues it behind the one there.
+    fn persist(&mut self, job: PersistJob) {
+        match self.disk.take() {
+            Some(Disk::Idle(mut dir)) => {
+                let done = self.persisted_tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let outcome = dir.persist(&job);
+                    // The loop is gone if this fails: nothing to answer.
+                    let _ = done.send((dir, job.sequence(), outcome));
+                });
+                self.disk = Some(Disk::Busy { next: None });
+            }
+            Some(Disk::Busy { next }) => {
+                debug_assert!(next.is_none(), "the core emits one persist at a time");
+                self.disk = Some(Disk::Busy { next: Some(job) });
+            }
+            None => tracing::error!("a persist from a replica without a data directory"),
+        }
+    }
+
+    /// The directory came back from a persist: start the one queued, if any.
+    fn disk_done(&mut self, dir: DataDir) {
+        let next = match self.disk.take() {
+            Some(Disk::Busy { next }) => next,
+            _ => None,
+        };
+        self.disk = Some(Disk::Idle(dir));
+        if let Some(job) = next {
+            self.persist(job);
         }
     }
 

@@ -175,6 +175,13 @@ pub struct Stats {
     pub persists_completed: u64,
     /// Durable replicas: restarts from disk ([`Replica::restart`]).
     pub restarts_from_disk: u64,
+    /// Times this replica formed a new, empty cluster in view 0 because
+    /// every other replica answered its recovery that it holds nothing
+    /// (§4.3's whole-cluster restart). Expected once at a new cluster's
+    /// birth; any other time, a diskless cluster lost its state (more than
+    /// f replicas down or recovering at once), and the embedding should
+    /// say so loudly.
+    pub clusters_formed: u64,
 }
 
 /// Deadlines of the replica's timers; `None` is disarmed.
@@ -289,6 +296,9 @@ pub struct Replica<S: Service> {
     /// recovery: what it then installed (see `earlier_life_may_have_entered`
     /// and docs/protocol.md, "Entering a later epoch after a recovery").
     recovered: Option<Recovered>,
+    /// Started by [`Replica::recover_lost_disk`]: a durable replica whose
+    /// disk held data it lost. Never forms a new cluster.
+    lost_disk: bool,
 
     // Primary state.
     /// Per replica, the highest op-number it acknowledged in this view.
@@ -451,6 +461,29 @@ impl<S: Service> Replica<S> {
         Ok(this)
     }
 
+    /// A durable replica ([`crate::Durability::Disk`]) whose disk held data
+    /// that is now lost or damaged (a replaced disk, a corrupt record): it
+    /// recovers like [`Replica::recover`], but, having held data, it never
+    /// forms a new cluster, and while it recovers no other replica does
+    /// ([`crate::message::RecoveryStatus::RecoveringDataLost`]): a new, empty view 0 would
+    /// serve without the acknowledged writes its disk held. A durable
+    /// replica whose disk never held data (a new cluster's first start)
+    /// uses `recover`.
+    pub fn recover_lost_disk(
+        config: Config,
+        replica: ReplicaIndex,
+        service: S,
+        now: Instant,
+        nonce: u64,
+    ) -> Result<Self, ConfigError> {
+        let mut this = Replica::blank(config, replica, service, now, nonce)?;
+        this.lost_disk = true;
+        this.lease_promise_until = now + this.config.lease_duration_ns;
+        this.take_checkpoint(0);
+        this.start_recovery(now);
+        Ok(this)
+    }
+
     fn blank(
         config: Config,
         replica: ReplicaIndex,
@@ -494,6 +527,7 @@ impl<S: Service> Replica<S> {
             crash_vector: core::iter::repeat_n(0, n).collect(),
             recovery: None,
             recovered: None,
+            lost_disk: false,
             prepare_ok_op: alloc::vec![0; n],
             prepare_ok_commit: alloc::vec![0; n],
             prepare_ok_heard_at: alloc::vec![now; n],

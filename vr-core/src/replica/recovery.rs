@@ -138,6 +138,7 @@ impl<S: Service> Replica<S> {
             // Transitioning and retired replicas do not answer (they handle
             // no Recovery); for completeness they would count as holding
             // nothing.
+            Status::Recovering if self.lost_disk => RecoveryStatus::RecoveringDataLost,
             Status::Recovering | Status::Transitioning | Status::Retired => {
                 RecoveryStatus::Recovering
             }
@@ -178,7 +179,7 @@ impl<S: Service> Replica<S> {
         }
         let adjusted;
         let mut crash_vector = &message.crash_vector;
-        if message.status == RecoveryStatus::Recovering {
+        if message.status.is_recovering() {
             // A recovering replica lost its crash vector with its memory:
             // its own entry is 0 until its round 1 picks a new incarnation.
             // Its answer is no vote (it says only that it holds nothing),
@@ -237,7 +238,7 @@ impl<S: Service> Replica<S> {
         // (`round_one_does_not_count_answers_from_recovering_replicas`).
         let remembering = answered
             .iter()
-            .filter(|r| r.status != RecoveryStatus::Recovering)
+            .filter(|r| !r.status.is_recovering())
             .count();
         if remembering < needed && answered.len() < others {
             return;
@@ -276,11 +277,22 @@ impl<S: Service> Replica<S> {
         let view_led_by_another = answered.iter().any(|r| {
             r.status == RecoveryStatus::Normal && self.config.primary_index(r.view) != self.replica
         });
+        // A durable replica that lost data it held (its own disk, or
+        // another's answering so) never forms a new cluster: an empty view
+        // 0 would serve as if the acknowledged writes on those disks had
+        // never been (issue 18, safe formation). The cluster waits instead
+        // for a replica with its state: beyond f failures, unavailable
+        // rather than wrong.
+        let data_lost = self.lost_disk
+            || answered
+                .iter()
+                .any(|r| r.status == RecoveryStatus::RecoveringDataLost);
         if answered.len() == others
             && !view_led_by_another
+            && !data_lost
             && answered
                 .iter()
-                .all(|r| r.status == RecoveryStatus::Recovering || r.op_number == 0)
+                .all(|r| r.status.is_recovering() || r.op_number == 0)
         {
             self.form_new_cluster(now);
             return;
@@ -353,6 +365,7 @@ impl<S: Service> Replica<S> {
         self.last_normal_view = 0;
         self.status = Status::Normal;
         self.stats.recoveries_completed += 1;
+        self.stats.clusters_formed += 1;
         self.enter_normal_timers(now);
     }
 

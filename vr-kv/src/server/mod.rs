@@ -134,6 +134,12 @@ pub struct NodeOptions {
     /// it (§7): `replica` is then its member id, its position in
     /// `replicas` (the registry of every member's address).
     pub join: bool,
+    /// `Some(dir)`: a durable replica (`Durability::Disk`) keeping its log,
+    /// promises and checkpoints in `dir` (created if missing): no write is
+    /// acknowledged before it is on the disks of a quorum, and a restart
+    /// with the same `dir` resumes from it (`docs/kv.md`, "Durability").
+    /// `None`: diskless, state in memory only.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl NodeOptions {
@@ -166,6 +172,7 @@ impl NodeOptions {
             runtime: Runtime::Tokio,
             recovery_nonce: None,
             join: false,
+            data_dir: None,
         }
     }
 }
@@ -196,7 +203,25 @@ impl RunningReplica {
         options: ReplicaOptions,
         listener: std::net::TcpListener,
         service: SharedStore,
+        disk: Option<(vr_storage::data_dir::DataDir, vr_storage::data_dir::Boot)>,
     ) -> io::Result<RunningReplica> {
+        if let Some((dir, boot)) = disk {
+            return Ok(match runtime {
+                Runtime::Tokio => {
+                    RunningReplica::Tokio(vr_tokio::start_durable_replica_with_listener(
+                        options, listener, service, dir, boot,
+                    )?)
+                }
+                Runtime::Mio => RunningReplica::Mio(vr_mio::start_durable_replica_with_listener(
+                    options, listener, service, dir, boot,
+                )?),
+                Runtime::Glommio => {
+                    RunningReplica::Glommio(vr_glommio::start_durable_replica_with_listener(
+                        options, listener, service, dir, boot,
+                    )?)
+                }
+            });
+        }
         Ok(match runtime {
             Runtime::Tokio => RunningReplica::Tokio(vr_tokio::start_replica_with_listener(
                 options, listener, service,
@@ -259,6 +284,12 @@ impl Shared {
     pub(crate) fn cluster(&self) -> u64 {
         self.view.config().cluster
     }
+}
+
+/// A fresh nonce for a replica's start (`Replica::recover` and
+/// `Replica::restart` need one that differs on every start).
+pub fn random_nonce() -> u64 {
+    client_id() as u64
 }
 
 /// A random client id: two clients with the same id would see each other's
@@ -365,13 +396,34 @@ impl Drop for NodeHandle {
 /// Starts one node: its replica on its own thread (through the adapter of
 /// `options.runtime`), and the RESP front end on another thread of the same
 /// runtime.
-pub fn start_node(options: NodeOptions) -> io::Result<NodeHandle> {
+pub fn start_node(mut options: NodeOptions) -> io::Result<NodeHandle> {
     if options.resp_connections_max == 0 || options.read_buffer_max == 0 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "resp_connections_max and read_buffer_max must be positive",
         ));
     }
+    let disk = match &options.data_dir {
+        Some(path) => {
+            options.config.durability = vr_core::Durability::Disk;
+            let (dir, boot) = vr_storage::data_dir::DataDir::open(
+                path,
+                &options.config,
+                options.replica,
+                u128::from(options.config.cluster),
+            )
+            .map_err(|e| io::Error::other(format!("data directory {}: {e}", path.display())))?;
+            tracing::info!(replica = options.replica, dir = %path.display(), "{}", boot.describe());
+            Some((dir, boot))
+        }
+        None => {
+            tracing::info!(
+                replica = options.replica,
+                "diskless: state in memory only; it survives while at most f replicas are down or recovering at once"
+            );
+            None
+        }
+    };
     let replica_options = replica_options(&options);
     let NodeOptions {
         config,
@@ -386,6 +438,7 @@ pub fn start_node(options: NodeOptions) -> io::Result<NodeHandle> {
         runtime,
         recovery_nonce: _,
         join: _,
+        data_dir: _,
     } = options;
     let resp_listener = match resp_listener {
         Some(listener) => listener,
@@ -406,6 +459,7 @@ pub fn start_node(options: NodeOptions) -> io::Result<NodeHandle> {
         replica_options,
         replica_listener,
         SharedStore(store.clone()),
+        disk,
     )?;
     let replica_address = running.local_addr();
     let running = Arc::new(running);
@@ -503,6 +557,21 @@ pub fn start_local_with_witnesses(
     replicas: u8,
     witnesses: u8,
 ) -> io::Result<LocalCluster> {
+    start_local_in(runtime, cluster, replicas, witnesses, None)
+}
+
+/// [`start_local_with_witnesses`], durable when `data_dir` is given:
+/// replica `i` keeps its data in `data_dir/replica-i` (created if
+/// missing), and a cluster started again on the same directory resumes
+/// from it. Durable replicas start recovering (`Replica::recover`), so a
+/// new cluster forms when all of them find their directories empty.
+pub fn start_local_in(
+    runtime: Runtime,
+    cluster: u64,
+    replicas: u8,
+    witnesses: u8,
+    data_dir: Option<&std::path::Path>,
+) -> io::Result<LocalCluster> {
     if replicas == 0 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -538,6 +607,10 @@ pub fn start_local_with_witnesses(
         options.replica_listener = Some(replica_listener);
         options.resp_listener = Some(resp_listener);
         options.runtime = runtime;
+        if let Some(dir) = data_dir {
+            options.data_dir = Some(dir.join(format!("replica-{index}")));
+            options.recovery_nonce = Some(random_nonce());
+        }
         nodes.push(Some(start_node(options)?));
     }
     Ok(LocalCluster {

@@ -1,0 +1,288 @@
+//! A durable replica's data directory on a file system: what the three
+//! runtime adapters (`vr-tokio`, `vr-mio`, `vr-glommio`) share, so that
+//! each does only the IO its runtime's way (feature `vr-core`).
+//!
+//! 1. At startup, [`DataDir::open`] opens (or, for a replica's first
+//!    start, prepares) the directory and says how the replica starts: a
+//!    [`Boot`], whose [`Boot::build_replica`] calls `Replica::restart`,
+//!    `Replica::recover` or `Replica::recover_lost_disk`.
+//! 2. For every `NodeEvent::Persist` the replica emits, the adapter builds a
+//!    [`PersistJob`] (at once: it reads the replica's checkpoint pages and
+//!    status), runs [`DataDir::persist`] off its event loop (a blocking
+//!    thread), and answers `handle_persisted` when it returned `Ok`. An
+//!    `Err` leaves the disk in an unknown state: the adapter stops the
+//!    replica, and the operator restarts it (it then restarts from what
+//!    the disk holds, or recovers from its peers if that is damaged).
+//!
+//! # Safe formation
+//!
+//! A directory that was never formatted is a replica's *first start*: it
+//! is formatted with a first-start marker and the replica recovers with
+//! `Replica::recover`. When every replica of a cluster starts that way,
+//! they find each other recovering and form view 0, empty (§4.3's
+//! whole-cluster restart): that is how a new cluster forms. A replica
+//! whose directory held data restarts from it, and one whose data is
+//! damaged or lost recovers with `Replica::recover_lost_disk`: neither ever
+//! forms a new cluster, and while either answers, no replica does. So a
+//! cluster forms afresh only when every member starts with no data; a
+//! member whose directory was deleted recovers from the others like a
+//! replaced machine.
+//!
+//! The first-start marker stays until the replica's first persist after
+//! its recovery is durable (the same rule as for a damaged disk), before
+//! which it acknowledged nothing: a crash in between is still a first
+//! start.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use vr_core::{Config as CoreConfig, ConfigError, Instant, Persist, Replica, Service, Status};
+
+use crate::backend::FsBackend;
+use crate::format::{record_size, Identity, HEADER_SIZE, RECORD_ALIGN};
+use crate::replica::{
+    apply_persist, finish_recovery, open_replica, reset_for_recovery_marked, Marker,
+    RecoverFromPeers, Start, ENTRY_FIXED_BYTES,
+};
+use crate::storage::{Config, Error, Storage, StorageStats, CHECKPOINT_CHUNK_BYTES};
+
+/// How a durable replica starts, decided by [`DataDir::open`].
+#[derive(Debug)]
+pub enum Boot {
+    /// The directory holds an intact image: `Replica::restart` from it.
+    Restart(vr_core::OnDisk),
+    /// The directory never held data: `Replica::recover` (a new cluster
+    /// forms when every replica starts so).
+    FirstStart,
+    /// The directory held data that is lost or damaged (and was reset):
+    /// `Replica::recover_lost_disk`.
+    LostDisk(RecoverFromPeers),
+}
+
+impl Boot {
+    /// The replica this boot starts, with the options of a `vr-core`
+    /// [`Replica`] constructor. `config.durability` must be `Disk`.
+    pub fn build_replica<S: Service>(
+        self,
+        config: CoreConfig,
+        replica: vr_core::ReplicaIndex,
+        service: S,
+        now: Instant,
+        nonce: u64,
+    ) -> Result<Replica<S>, ConfigError> {
+        match self {
+            Boot::Restart(disk) => Replica::restart(config, replica, service, now, nonce, disk),
+            Boot::FirstStart => Replica::recover(config, replica, service, now, nonce),
+            Boot::LostDisk(_) => Replica::recover_lost_disk(config, replica, service, now, nonce),
+        }
+    }
+
+    /// A short description for the startup log line.
+    pub fn describe(&self) -> String {
+        match self {
+            Boot::Restart(disk) => format!(
+                "restarting from disk: view {}, epoch {}, log up to op {}, committed up to op {}",
+                disk.state.view,
+                disk.state.epoch,
+                disk.state.log_base + disk.log.len() as u64,
+                disk.state.commit_number
+            ),
+            Boot::FirstStart => "first start (empty data directory): recovering from the peers, \
+                 or forming a new cluster if every replica is new"
+                .to_owned(),
+            Boot::LostDisk(why) => format!(
+                "the data directory cannot be trusted ({why}): reset, recovering from the peers"
+            ),
+        }
+    }
+}
+
+/// The storage configuration for a replica of a cluster configured with
+/// `core`: entries up to the largest op, checkpoint pages up to what one
+/// checkpoint chunk holds, the log kept `log_tail_ops` behind its
+/// checkpoint (as vr-core keeps it in memory).
+pub fn storage_config(core: &CoreConfig, member: vr_core::MemberId, cluster_id: u128) -> Config {
+    let entry_bytes_max = core.op_size_max.saturating_add(ENTRY_FIXED_BYTES as u32);
+    let one_batch = record_size(entry_bytes_max as usize) + RECORD_ALIGN;
+    let batch_bytes_max = one_batch.next_multiple_of(crate::SECTOR_SIZE).max(1 << 20);
+    Config {
+        segment_bytes: (64u64 << 20).max(batch_bytes_max as u64),
+        batch_bytes_max,
+        entry_bytes_max,
+        page_bytes_max: (CHECKPOINT_CHUNK_BYTES - HEADER_SIZE - RECORD_ALIGN) as u32,
+        log_retain_ops: core.log_tail_ops,
+        ..Config::new(Identity {
+            cluster_id,
+            member_id: member,
+        })
+    }
+}
+
+/// One replica's data directory, open.
+pub struct DataDir {
+    storage: Storage<FsBackend>,
+    path: PathBuf,
+    /// The recovery marker is on disk (first start or lost data) until the
+    /// first persist drained after the replica recovered is durable.
+    marked: bool,
+}
+
+impl std::fmt::Debug for DataDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataDir")
+            .field("path", &self.path)
+            .field("marked", &self.marked)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DataDir {
+    /// Opens replica `member`'s directory `path` (created if missing) for a
+    /// cluster configured with `core` and identified by `cluster_id`, and
+    /// says how the replica starts. An image of an epoch other than
+    /// `core.epoch` (the cluster was reconfigured since the configuration
+    /// the replica is started with) cannot be restarted from: the directory
+    /// is reset and the replica recovers from its peers, as after a lost
+    /// disk.
+    pub fn open(
+        path: &Path,
+        core: &CoreConfig,
+        member: vr_core::MemberId,
+        cluster_id: u128,
+    ) -> Result<(DataDir, Boot), Error> {
+        let config = storage_config(core, member, cluster_id);
+        config.validate()?;
+        let reopen = || FsBackend::new(path);
+        let (storage, boot) = match open_replica(reopen()?, reopen, config) {
+            Ok(Start::Restart { storage, disk }) if disk.state.epoch == core.epoch => {
+                (storage, Boot::Restart(disk))
+            }
+            Ok(Start::Restart { storage, .. }) => {
+                drop(storage);
+                let storage = reset_for_recovery_marked(reopen()?, config, Marker::DataLost)?;
+                (
+                    storage,
+                    Boot::LostDisk(RecoverFromPeers::RecoveryUnfinished),
+                )
+            }
+            Ok(Start::Recover { storage, why }) if why.held_data() => {
+                (storage, Boot::LostDisk(why))
+            }
+            Ok(Start::Recover { storage, .. }) => (storage, Boot::FirstStart),
+            Err(Error::Unformatted) => {
+                let storage = reset_for_recovery_marked(reopen()?, config, Marker::FirstStart)?;
+                (storage, Boot::FirstStart)
+            }
+            Err(e) => return Err(e),
+        };
+        let marked = !matches!(boot, Boot::Restart(_));
+        Ok((
+            DataDir {
+                storage,
+                path: path.to_path_buf(),
+                marked,
+            },
+            boot,
+        ))
+    }
+
+    /// Carries out `job` durably (see [`apply_persist`]); blocking. When it
+    /// returns `Ok`, answer with `handle_persisted(now, job.sequence())`.
+    pub fn persist(&mut self, job: &PersistJob) -> Result<(), Error> {
+        apply_persist(&mut self.storage, &job.persist, &job.pages)?;
+        if self.marked && job.recovered {
+            // The disk now holds what the recovery installed: an intact
+            // image again. Before `handle_persisted`, so that nothing is
+            // acknowledged while a crash would still lead to recovery.
+            finish_recovery(&mut self.storage)?;
+            self.marked = false;
+        }
+        Ok(())
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The storage's counters (syncs, bytes written, ...).
+    pub fn stats(&self) -> StorageStats {
+        self.storage.stats()
+    }
+}
+
+/// One persist, ready to be carried out away from the replica: the
+/// `Persist` and what it needs of the replica's state at the moment it was
+/// drained.
+#[derive(Debug)]
+pub struct PersistJob {
+    /// The step.
+    pub persist: Persist,
+    /// The checkpoint's pages when the step names a checkpoint, else empty.
+    pub pages: Vec<Arc<[u8]>>,
+    /// The replica was no longer recovering when the step was drained.
+    pub recovered: bool,
+}
+
+impl PersistJob {
+    /// The job for `persist`, just drained from `replica`.
+    pub fn new<S: Service>(replica: &Replica<S>, persist: Persist) -> PersistJob {
+        let pages = if persist.checkpoint.is_some() {
+            replica.checkpoint_pages().to_vec()
+        } else {
+            Vec::new()
+        };
+        PersistJob {
+            persist,
+            pages,
+            recovered: replica.status() != Status::Recovering,
+        }
+    }
+
+    /// The number `handle_persisted` takes.
+    pub fn sequence(&self) -> u64 {
+        self.persist.sequence
+    }
+}
+
+/// The replica an adapter runs for `options`: built by
+/// [`ReplicaOptions::build_replica`](vr_core::node::ReplicaOptions::build_replica)
+/// for a diskless replica (`disk` is `None`), or as `boot` says for a
+/// durable one (a joining replica's first start joins). The data directory
+/// is handed back for the adapter to keep. Errors say what is wrong with
+/// the options.
+pub fn build_node_replica<S: Service>(
+    options: &vr_core::node::ReplicaOptions,
+    service: S,
+    disk: Option<(DataDir, Boot)>,
+) -> Result<(Replica<S>, Option<DataDir>), String> {
+    let durable = options.config.durability == vr_core::Durability::Disk;
+    let now = Instant::ZERO;
+    match disk {
+        None if durable => {
+            Err("a durable replica (Durability::Disk) needs a data directory".into())
+        }
+        None => Ok((
+            options
+                .build_replica(service, now)
+                .map_err(|e| e.to_string())?,
+            None,
+        )),
+        Some(_) if !durable => {
+            Err("a data directory is given but the configuration is diskless".into())
+        }
+        Some((dir, boot)) => {
+            let nonce = options.recovery_nonce.unwrap_or(0);
+            let replica = match boot {
+                Boot::FirstStart if options.join => {
+                    Replica::join(options.config.clone(), options.replica, service, now, nonce)
+                }
+                boot => {
+                    boot.build_replica(options.config.clone(), options.replica, service, now, nonce)
+                }
+            }
+            .map_err(|e| e.to_string())?;
+            Ok((replica, Some(dir)))
+        }
+    }
+}
