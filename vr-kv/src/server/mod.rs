@@ -442,7 +442,7 @@ pub fn start_node(mut options: NodeOptions) -> io::Result<NodeHandle> {
     } = options;
     let resp_listener = match resp_listener {
         Some(listener) => listener,
-        None => std::net::TcpListener::bind(listen_resp)?,
+        None => bind_retrying(listen_resp)?,
     };
     let replica_listener = match replica_listener {
         Some(listener) => listener,
@@ -450,7 +450,7 @@ pub fn start_node(mut options: NodeOptions) -> io::Result<NodeHandle> {
             let address = replicas.get(usize::from(replica)).ok_or_else(|| {
                 io::Error::new(io::ErrorKind::InvalidInput, "replica index out of range")
             })?;
-            std::net::TcpListener::bind(address)?
+            bind_retrying(*address)?
         }
     };
     let store = Arc::new(Mutex::new(Store::new()));
@@ -493,6 +493,25 @@ pub fn start_node(mut options: NodeOptions) -> io::Result<NodeHandle> {
         replica_address,
         runtime,
     })
+}
+
+/// How long a node restarted on its addresses waits for them to be free.
+const BIND_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Binds `address`, retrying for [`BIND_RETRY_FOR`] while it is in use: a
+/// node restarted right after it was killed finds its ports held a moment
+/// longer by the kernel (an io_uring instance of the dead process, as
+/// glommio's, is torn down asynchronously, closing its sockets late).
+fn bind_retrying(address: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let start = std::time::Instant::now();
+    loop {
+        match std::net::TcpListener::bind(address) {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && start.elapsed() < BIND_RETRY_FOR => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            result => return result,
+        }
+    }
 }
 
 /// A whole cluster in this process, on loopback.
