@@ -326,3 +326,67 @@ fn a_primary_restarted_with_a_shorter_log_does_not_reuse_op_numbers() {
         }
     }
 }
+
+/// Safe formation (issue 18; §4.3's whole-cluster restart): replicas that
+/// find every other one recovering form a new, empty view 0 only if none
+/// of them held data. One that lost the disk it held data on
+/// (`recover_lost_disk`) never forms, and holds the others back: the
+/// cluster stays unavailable rather than serve without its acknowledged
+/// writes.
+#[test]
+fn a_replica_that_lost_its_disk_never_forms_a_new_cluster() {
+    for lost in [vec![0u8], vec![1], vec![0, 1, 2]] {
+        let mut cluster = durable_cluster(3, 1, 31);
+        for i in 0..5 {
+            cluster.execute(0, &op("w", i));
+        }
+        for r in 0..3 {
+            cluster.crash(r);
+        }
+        // Every disk is gone (more than f: beyond what VR promises); the
+        // replicas in `lost` know theirs held data, the others start as if
+        // new (their directories were deleted).
+        for r in 0..3u8 {
+            if lost.contains(&r) {
+                cluster.restart_lost_disk(r, Recorder::default(), 50 + u64::from(r));
+            } else {
+                cluster.restart(r, Recorder::default(), 50 + u64::from(r));
+            }
+        }
+        cluster.run_for_ms(3_000);
+        for r in 0..3usize {
+            let replica = &cluster.replicas[r];
+            assert_eq!(
+                replica.status(),
+                Status::Recovering,
+                "lost {lost:?}: r{r} left recovery with every disk gone"
+            );
+            assert_eq!(replica.stats().clusters_formed, 0, "lost {lost:?}: r{r}");
+        }
+    }
+}
+
+/// The other side of the rule: replicas that never held data (a new
+/// cluster's first start, each with an empty directory) form the cluster.
+#[test]
+fn replicas_that_never_held_data_form_the_cluster() {
+    let mut config = Config::new(7, 3);
+    config.durability = Durability::Disk;
+    let mut cluster = Cluster::with_config(config, 1);
+    for r in 0..3u8 {
+        cluster.crash(r);
+    }
+    for r in 0..3u8 {
+        cluster.restart(r, Recorder::default(), 70 + u64::from(r));
+    }
+    cluster.run_for_ms(1_000);
+    let formed: u64 = cluster
+        .replicas
+        .iter()
+        .map(|r| r.stats().clusters_formed)
+        .sum();
+    assert!(formed >= 1, "no replica formed the new cluster");
+    let done = cluster.execute(0, b"first");
+    assert_eq!(done.op_number, 1);
+    cluster.assert_agreement();
+}

@@ -200,6 +200,20 @@ impl<S: Service> Cluster<S> {
         self.drain_replica(replica);
     }
 
+    /// Durable replicas: restarts replica `replica` after a crash that also
+    /// lost (or damaged) its disk: `Replica::recover_lost_disk`.
+    #[allow(dead_code)]
+    pub fn restart_lost_disk(&mut self, replica: u8, service: S, nonce: u64) {
+        let i = usize::from(replica);
+        self.held_persists.retain(|(r, _, _)| *r != replica);
+        self.disks[i] = Default::default();
+        self.replicas[i] =
+            Replica::recover_lost_disk(self.config.clone(), replica, service, self.now, nonce)
+                .expect("valid config");
+        self.crashed[i] = false;
+        self.drain_replica(replica);
+    }
+
     /// Durable replicas: restarts replica `replica` from its disk after a
     /// crash (memory lost, disk kept).
     pub fn restart_from_disk(&mut self, replica: u8, service: S, nonce: u64) {
