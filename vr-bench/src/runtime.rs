@@ -89,6 +89,27 @@ impl Cluster {
     /// Like [`Cluster::start`], with `config` (three replicas) for every
     /// replica and client: e.g. another `batch_ops_max`.
     pub fn start_with(runtime: Runtime, config: Config) -> io::Result<Cluster> {
+        Cluster::start_on(runtime, config, None)
+    }
+
+    /// Like [`Cluster::start_with`], durable: replica `i` keeps its data in
+    /// `data_root/replica-i` (`config.durability` is set to `Disk`), and
+    /// acknowledges only what is fdatasynced there. The directories should
+    /// be empty: the replicas then form a new cluster.
+    pub fn start_durable(
+        runtime: Runtime,
+        mut config: Config,
+        data_root: &std::path::Path,
+    ) -> io::Result<Cluster> {
+        config.durability = vr_core::Durability::Disk;
+        Cluster::start_on(runtime, config, Some(data_root))
+    }
+
+    fn start_on(
+        runtime: Runtime,
+        config: Config,
+        data_root: Option<&std::path::Path>,
+    ) -> io::Result<Cluster> {
         assert_eq!(config.replica_count, 3, "a 3-replica cluster");
         let listeners = (0..3)
             .map(|_| TcpListener::bind("127.0.0.1:0"))
@@ -99,9 +120,38 @@ impl Cluster {
             .collect::<io::Result<Vec<_>>>()?;
         let mut replicas = Vec::new();
         for (i, listener) in listeners.into_iter().enumerate() {
-            let options =
+            let mut options =
                 vr_core::node::ReplicaOptions::new(config.clone(), addresses.clone(), i as u8);
             let service = BenchService::new();
+            if let Some(root) = data_root {
+                let path = root.join(format!("replica-{i}"));
+                let (dir, boot) = vr_storage::data_dir::DataDir::open(
+                    &path,
+                    &config,
+                    i as u8,
+                    config.cluster.into(),
+                )
+                .map_err(io::Error::other)?;
+                options.recovery_nonce = Some(0x5eed + i as u64);
+                replicas.push(match runtime {
+                    Runtime::Mio => {
+                        ReplicaHandle::Mio(vr_mio::start_durable_replica_with_listener(
+                            options, listener, service, dir, boot,
+                        )?)
+                    }
+                    Runtime::Tokio => {
+                        ReplicaHandle::Tokio(vr_tokio::start_durable_replica_with_listener(
+                            options, listener, service, dir, boot,
+                        )?)
+                    }
+                    Runtime::Glommio => {
+                        ReplicaHandle::Glommio(vr_glommio::start_durable_replica_with_listener(
+                            options, listener, service, dir, boot,
+                        )?)
+                    }
+                });
+                continue;
+            }
             replicas.push(match runtime {
                 Runtime::Mio => ReplicaHandle::Mio(vr_mio::start_replica_with_listener(
                     options, listener, service,
@@ -143,10 +193,20 @@ impl Cluster {
     /// The protocol counters of replica 0, the primary of view 0 (for
     /// the mean number of entries per Prepare over a row).
     pub fn primary_stats(&self) -> vr_core::replica::Stats {
-        match &self.replicas[0] {
-            ReplicaHandle::Mio(h) => h.stats().node.replica,
-            ReplicaHandle::Tokio(h) => h.stats().node.replica,
-            ReplicaHandle::Glommio(h) => h.stats().node.replica,
+        self.replica_stats(0)
+    }
+
+    /// The protocol counters of replica `i`.
+    pub fn replica_stats(&self, i: usize) -> vr_core::replica::Stats {
+        self.node_stats(i).replica
+    }
+
+    /// The node counters of replica `i` (view, status, op numbers, ...).
+    pub fn node_stats(&self, i: usize) -> vr_core::node::NodeStats {
+        match &self.replicas[i] {
+            ReplicaHandle::Mio(h) => h.stats().node,
+            ReplicaHandle::Tokio(h) => h.stats().node,
+            ReplicaHandle::Glommio(h) => h.stats().node,
         }
     }
 

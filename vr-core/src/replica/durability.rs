@@ -198,7 +198,15 @@ impl<S: Service> Replica<S> {
         let checkpoint = (self.checkpoint.summary.op_number != self.persist.checkpoint_op)
             .then_some(self.checkpoint.summary);
         let from = self.persist.persisted_op.max(self.log_base);
-        let changed = state != self.persist.persisted
+        // The commit number alone is no reason for a persist: nothing rests
+        // on it (a restarted replica learns commits from the primary again),
+        // and the disk takes it with the next entries or promise. Persisting
+        // it by itself would put a disk round trip between two batches.
+        let without_commit = |s: DurableState| DurableState {
+            commit_number: 0,
+            ..s
+        };
+        let changed = without_commit(state) != without_commit(self.persist.persisted)
             || self.op_number > from
             || self.persist.truncate_after.is_some()
             || checkpoint.is_some();
