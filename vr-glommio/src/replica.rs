@@ -205,7 +205,7 @@ pub fn start_durable_replica_with_listener<S: Service + Send + 'static>(
 }
 
 fn start<S: Service + Send + 'static>(
-    options: ReplicaOptions,
+    mut options: ReplicaOptions,
     listener: std::net::TcpListener,
     service: S,
     disk: Option<(DataDir, Boot)>,
@@ -218,7 +218,7 @@ fn start<S: Service + Send + 'static>(
     }
     // The node's clock: nanoseconds since the replica started.
     let origin = std::time::Instant::now();
-    let (replica, data_dir) = vr_storage::data_dir::build_node_replica(&options, service, disk)
+    let (replica, data_dir) = vr_storage::data_dir::build_node_replica(&mut options, service, disk)
         .map_err(|error| invalid_input(&error))?;
     let node = ReplicaNode::new(replica, options.client_routes_max);
     listener.set_nonblocking(true)?;

@@ -404,7 +404,7 @@ fn repair_then_depend_on_it(
 fn durable_cluster_survives_every_kill(runtime: &str) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut cluster = Cluster::start(runtime, true);
-    let mut writers = Writers::start(&cluster.resp);
+    let writers = Writers::start(&cluster.resp);
 
     // 1. Every node at once, three times.
     for round in 0..3 {

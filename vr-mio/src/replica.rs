@@ -83,14 +83,14 @@ pub fn start_durable_replica_with_listener<S: Service + Send + 'static>(
 }
 
 fn start<S: Service + Send + 'static>(
-    options: ReplicaOptions,
+    mut options: ReplicaOptions,
     listener: std::net::TcpListener,
     service: S,
     disk: Option<(DataDir, Boot)>,
 ) -> io::Result<ReplicaHandle> {
     options.validate().map_err(invalid)?;
     let origin = StdInstant::now();
-    let (replica, data_dir) = vr_storage::data_dir::build_node_replica(&options, service, disk)
+    let (replica, data_dir) = vr_storage::data_dir::build_node_replica(&mut options, service, disk)
         .map_err(|error| invalid(&error))?;
     let node = ReplicaNode::new(replica, options.client_routes_max);
 
@@ -628,8 +628,8 @@ impl<S: Service> Loop<S> {
                 }
                 NodeEvent::Persist(persist) => {
                     let job = PersistJob::new(self.node.replica(), persist);
-                    let sent = self.disk.as_ref().map(|d| d.jobs.send(job));
-                    if !matches!(sent, Some(Ok(()))) {
+                    let sent = self.disk.as_ref().is_some_and(|d| d.jobs.send(job).is_ok());
+                    if !sent {
                         // The thread ended after a failure it reported.
                         error!(
                             replica = self.options.replica,

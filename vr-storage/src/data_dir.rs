@@ -50,7 +50,13 @@ use crate::storage::{Config, Error, Storage, StorageStats, CHECKPOINT_CHUNK_BYTE
 #[derive(Debug)]
 pub enum Boot {
     /// The directory holds an intact image: `Replica::restart` from it.
+    /// Its epoch may be a later one than the configuration's (the cluster
+    /// was reconfigured): then `epoch` is that epoch's membership, stored
+    /// with it, which [`build_node_replica`] applies.
     Restart(vr_core::OnDisk),
+    /// Like `Restart`, in an epoch other than the configuration's: the
+    /// membership stored for the disk's epoch.
+    RestartInEpoch(vr_core::OnDisk, EpochMembership),
     /// The directory never held data: `Replica::recover` (a new cluster
     /// forms when every replica starts so).
     FirstStart,
@@ -72,6 +78,14 @@ impl Boot {
     ) -> Result<Replica<S>, ConfigError> {
         match self {
             Boot::Restart(disk) => Replica::restart(config, replica, service, now, nonce, disk),
+            Boot::RestartInEpoch(disk, epoch) => {
+                let member = config.member_id(replica);
+                let config = epoch.apply(&config);
+                let index = epoch
+                    .index_of(member)
+                    .ok_or(ConfigError::ReplicaIndexOutOfRange)?;
+                Replica::restart(config, index, service, now, nonce, disk)
+            }
             Boot::FirstStart => Replica::recover(config, replica, service, now, nonce),
             Boot::LostDisk(_) => Replica::recover_lost_disk(config, replica, service, now, nonce),
         }
@@ -80,7 +94,7 @@ impl Boot {
     /// A short description for the startup log line.
     pub fn describe(&self) -> String {
         match self {
-            Boot::Restart(disk) => format!(
+            Boot::Restart(disk) | Boot::RestartInEpoch(disk, _) => format!(
                 "restarting from disk: view {}, epoch {}, log up to op {}, committed up to op {}",
                 disk.state.view,
                 disk.state.epoch,
@@ -125,6 +139,9 @@ pub struct DataDir {
     /// The recovery marker is on disk (first start or lost data) until the
     /// first persist drained after the replica recovered is durable.
     marked: bool,
+    /// The latest epoch whose membership is on disk (or that of the
+    /// configuration the directory was opened with).
+    stored_epoch: u32,
 }
 
 impl std::fmt::Debug for DataDir {
@@ -153,17 +170,21 @@ impl DataDir {
         let config = storage_config(core, member, cluster_id);
         config.validate()?;
         let reopen = || FsBackend::new(path);
-        let (storage, boot) = match open_replica(reopen()?, reopen, config) {
+        let (mut storage, boot) = match open_replica(reopen()?, reopen, config) {
             Ok(Start::Restart { storage, disk }) if disk.state.epoch == core.epoch => {
                 (storage, Boot::Restart(disk))
             }
-            Ok(Start::Restart { storage, .. }) => {
-                drop(storage);
-                let storage = reset_for_recovery_marked(reopen()?, config, Marker::DataLost)?;
-                (
-                    storage,
-                    Boot::LostDisk(RecoverFromPeers::RecoveryUnfinished),
-                )
+            Ok(Start::Restart { mut storage, disk }) => {
+                // Reconfigured since the configuration given: restart in
+                // the disk's epoch, with its stored membership. Without one
+                // (a directory written before memberships were stored),
+                // refuse: the image is intact, and wiping it to recover
+                // from the peers would lose it if they are down too.
+                let epoch = disk.state.epoch;
+                match read_epoch(storage.backend_mut(), epoch)? {
+                    Some(membership) => (storage, Boot::RestartInEpoch(disk, membership)),
+                    None => return Err(Error::EpochUnknown { epoch }),
+                }
             }
             Ok(Start::Recover { storage, why }) if why.held_data() => {
                 (storage, Boot::LostDisk(why))
@@ -175,12 +196,18 @@ impl DataDir {
             }
             Err(e) => return Err(e),
         };
-        let marked = !matches!(boot, Boot::Restart(_));
+        let marked = !matches!(boot, Boot::Restart(_) | Boot::RestartInEpoch(..));
+        let stored_epoch = match &boot {
+            Boot::Restart(disk) | Boot::RestartInEpoch(disk, _) => disk.state.epoch,
+            _ => core.epoch,
+        };
+        remove_other_epochs(storage.backend_mut(), stored_epoch)?;
         Ok((
             DataDir {
                 storage,
                 path: path.to_path_buf(),
                 marked,
+                stored_epoch,
             },
             boot,
         ))
@@ -189,6 +216,14 @@ impl DataDir {
     /// Carries out `job` durably (see [`apply_persist`]); blocking. When it
     /// returns `Ok`, answer with `handle_persisted(now, job.sequence())`.
     pub fn persist(&mut self, job: &PersistJob) -> Result<(), Error> {
+        if let Some(membership) = &job.epoch {
+            if membership.epoch != self.stored_epoch {
+                // Before the superblock that names the epoch: a restart
+                // always finds the membership of the epoch it is in.
+                write_epoch(self.storage.backend_mut(), membership)?;
+                self.stored_epoch = membership.epoch;
+            }
+        }
         apply_persist(&mut self.storage, &job.persist, &job.pages)?;
         if self.marked && job.recovered {
             // The disk now holds what the recovery installed: an intact
@@ -222,6 +257,10 @@ pub struct PersistJob {
     pub pages: Vec<Arc<[u8]>>,
     /// The replica was no longer recovering when the step was drained.
     pub recovered: bool,
+    /// The membership of the step's epoch, when it is the replica's
+    /// current one and not the first: stored before the step, so that a
+    /// restart in that epoch can rebuild its configuration.
+    pub epoch: Option<EpochMembership>,
 }
 
 impl PersistJob {
@@ -232,10 +271,15 @@ impl PersistJob {
         } else {
             Vec::new()
         };
+        let epoch = (persist.state.epoch != 0
+            && persist.state.epoch == replica.epoch()
+            && replica.status() != Status::Retired)
+            .then(|| EpochMembership::of(replica));
         PersistJob {
             persist,
             pages,
             recovered: replica.status() != Status::Recovering,
+            epoch,
         }
     }
 
@@ -251,11 +295,28 @@ impl PersistJob {
 /// durable one (a joining replica's first start joins). The data directory
 /// is handed back for the adapter to keep. Errors say what is wrong with
 /// the options.
+///
+/// A restart in a later epoch than `options.config`'s adds the addresses
+/// stored with that epoch to `options.addresses` (by member id), so that
+/// the adapter reaches members the command line did not name.
 pub fn build_node_replica<S: Service>(
-    options: &vr_core::node::ReplicaOptions,
+    options: &mut vr_core::node::ReplicaOptions,
     service: S,
     disk: Option<(DataDir, Boot)>,
 ) -> Result<(Replica<S>, Option<DataDir>), String> {
+    if let Some((_, Boot::RestartInEpoch(_, membership))) = &disk {
+        for (member, address) in membership.addresses_by_member() {
+            let index = usize::from(member);
+            if options.addresses.len() <= index {
+                // Members between the known ones and this one get a
+                // placeholder no connection reaches (port 0: refused), as
+                // for a member whose address is unknown.
+                let nowhere = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+                options.addresses.resize(index + 1, nowhere);
+            }
+            options.addresses[index] = address;
+        }
+    }
     let durable = options.config.durability == vr_core::Durability::Disk;
     let now = Instant::ZERO;
     match disk {
@@ -285,4 +346,169 @@ pub fn build_node_replica<S: Service>(
             Ok((replica, Some(dir)))
         }
     }
+}
+
+/// The membership of one epoch (§7), stored in the data directory as
+/// `epoch-E` when the replica enters epoch E, so that a replica restarted
+/// from a disk of a later epoch than its command line's configuration can
+/// rebuild that epoch's configuration: the tunables come from the command
+/// line, the membership from here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EpochMembership {
+    /// The epoch.
+    pub epoch: u32,
+    /// Its replicas' member ids, in index order.
+    pub members: Vec<vr_core::MemberId>,
+    /// Its witnesses, by index.
+    pub witnesses: Vec<vr_core::ReplicaIndex>,
+    /// The members' addresses as the reconfiguration carried them (in
+    /// index order; empty if it carried none).
+    pub addresses: Vec<Vec<u8>>,
+}
+
+/// `epoch-E` files begin with this.
+const EPOCH_MAGIC: &[u8; 8] = b"VREPOCH1";
+
+impl EpochMembership {
+    /// The membership of `replica`'s current epoch.
+    pub fn of<S: Service>(replica: &Replica<S>) -> EpochMembership {
+        EpochMembership {
+            epoch: replica.epoch(),
+            members: replica.epoch_members(),
+            witnesses: replica.config().witnesses.clone(),
+            addresses: replica.epoch_addresses().to_vec(),
+        }
+    }
+
+    /// `base` (the command line's tunables) with this membership.
+    pub fn apply(&self, base: &CoreConfig) -> CoreConfig {
+        let mut config = base.clone();
+        config.epoch = self.epoch;
+        config.replica_count = self.members.len() as u8;
+        config.members = self.members.clone();
+        config.witnesses = self.witnesses.clone();
+        config
+    }
+
+    /// The index of `member` in this epoch.
+    pub fn index_of(&self, member: vr_core::MemberId) -> Option<vr_core::ReplicaIndex> {
+        let index = self.members.iter().position(|&m| m == member)?;
+        vr_core::ReplicaIndex::try_from(index).ok()
+    }
+
+    /// The members' addresses by member id, where carried and valid:
+    /// what an adapter adds to its address book.
+    pub fn addresses_by_member(&self) -> Vec<(vr_core::MemberId, std::net::SocketAddr)> {
+        self.members
+            .iter()
+            .zip(&self.addresses)
+            .filter_map(|(&m, a)| Some((m, std::str::from_utf8(a).ok()?.parse().ok()?)))
+            .collect()
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = EPOCH_MAGIC.to_vec();
+        out.extend_from_slice(&self.epoch.to_le_bytes());
+        out.push(self.members.len() as u8);
+        out.extend_from_slice(&self.members);
+        out.push(self.witnesses.len() as u8);
+        out.extend_from_slice(&self.witnesses);
+        out.push(self.addresses.len() as u8);
+        for address in &self.addresses {
+            out.push(address.len().min(255) as u8);
+            out.extend_from_slice(&address[..address.len().min(255)]);
+        }
+        let checksum = blake3::hash(&out);
+        out.extend_from_slice(&checksum.as_bytes()[..16]);
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<EpochMembership> {
+        let (body, checksum) = bytes.split_at(bytes.len().checked_sub(16)?);
+        if blake3::hash(body).as_bytes()[..16] != *checksum || !body.starts_with(EPOCH_MAGIC) {
+            return None;
+        }
+        let mut rest = &body[EPOCH_MAGIC.len()..];
+        let mut take = |n: usize| -> Option<&[u8]> {
+            let (head, tail) = rest.split_at_checked(n)?;
+            rest = tail;
+            Some(head)
+        };
+        let epoch = u32::from_le_bytes(take(4)?.try_into().ok()?);
+        let n = usize::from(take(1)?[0]);
+        let members = take(n)?.to_vec();
+        let w = usize::from(take(1)?[0]);
+        let witnesses = take(w)?.to_vec();
+        let a = usize::from(take(1)?[0]);
+        let mut addresses = Vec::with_capacity(a);
+        for _ in 0..a {
+            let len = usize::from(take(1)?[0]);
+            addresses.push(take(len)?.to_vec());
+        }
+        (!members.is_empty()).then_some(EpochMembership {
+            epoch,
+            members,
+            witnesses,
+            addresses,
+        })
+    }
+}
+
+fn epoch_file_name(epoch: u32) -> String {
+    format!("epoch-{epoch:010}")
+}
+
+/// Writes `epoch-E` durably: a temporary file, synced, renamed, the
+/// directory synced.
+fn write_epoch(backend: &mut FsBackend, membership: &EpochMembership) -> Result<(), Error> {
+    use crate::Backend as _;
+    let name = epoch_file_name(membership.epoch);
+    let temporary = format!("{name}.tmp");
+    backend.remove(&temporary)?;
+    backend.write_at(&temporary, 0, &membership.encode())?;
+    backend.sync(&temporary)?;
+    backend.rename(&temporary, &name)?;
+    backend.sync_dir()?;
+    Ok(())
+}
+
+/// The membership stored for `epoch`, if its file is there and intact.
+fn read_epoch(backend: &mut FsBackend, epoch: u32) -> Result<Option<EpochMembership>, Error> {
+    use crate::Backend as _;
+    let name = epoch_file_name(epoch);
+    if !backend.list()?.contains(&name) {
+        return Ok(None);
+    }
+    let len = backend.len(&name)?;
+    if len > 64 * 1024 {
+        return Ok(None);
+    }
+    let mut bytes = vec![0; len as usize];
+    let read = backend.read_at(&name, 0, &mut bytes)?;
+    bytes.truncate(read);
+    Ok(EpochMembership::decode(&bytes).filter(|m| m.epoch == epoch))
+}
+
+/// Removes the membership files of epochs before `keep` (never needed
+/// again: the superblock only moves forward) and temporary leftovers.
+fn remove_other_epochs(backend: &mut FsBackend, keep: u32) -> Result<(), Error> {
+    use crate::Backend as _;
+    let mut removed = false;
+    for name in backend.list()? {
+        let Some(number) = name.strip_prefix("epoch-") else {
+            continue;
+        };
+        let stale = match number.parse::<u32>() {
+            Ok(epoch) => epoch < keep,
+            Err(_) => number.ends_with(".tmp"),
+        };
+        if stale {
+            backend.remove(&name)?;
+            removed = true;
+        }
+    }
+    if removed {
+        backend.sync_dir()?;
+    }
+    Ok(())
 }

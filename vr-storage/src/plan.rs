@@ -262,7 +262,9 @@ impl Planner {
         if same_epoch && state.last_normal_view < old.last_normal_view {
             return Err(Error::Regression("the last normal view"));
         }
-        if state.incarnation < old.incarnation {
+        // Incarnations too: a new epoch's crash vectors start at 0
+        // (vr-core resets them with the epoch's replica indexes).
+        if same_epoch && state.incarnation < old.incarnation {
             return Err(Error::Regression("the incarnation"));
         }
         self.superblock = Superblock {

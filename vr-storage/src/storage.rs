@@ -146,6 +146,13 @@ pub enum Error {
     /// A persist of vr-core that does not fit the disk (e.g. checkpoint
     /// pages that are not the checkpoint's): a bug in the caller.
     InvalidPersist(&'static str),
+    /// The directory is an intact image of a later epoch (the cluster was
+    /// reconfigured) whose membership is not stored with it: start the
+    /// replica with that epoch's configuration.
+    EpochUnknown {
+        /// The disk's epoch.
+        epoch: u32,
+    },
     /// A log segment longer than `segment_bytes`: the directory was written
     /// with a larger setting. Open it with that setting.
     SegmentTooLarge {
@@ -184,6 +191,11 @@ impl fmt::Display for Error {
             Error::PageTooLarge => write!(f, "checkpoint page over page_bytes_max"),
             Error::InvalidPersist(why) => write!(f, "persist refused: {why}"),
             Error::Poisoned => write!(f, "storage unusable after an earlier IO error: reopen it"),
+            Error::EpochUnknown { epoch } => write!(
+                f,
+                "data directory is an intact image of epoch {epoch}, whose membership is not stored: \
+                 start this replica with epoch {epoch}'s configuration (do not delete the directory)"
+            ),
             Error::SegmentTooLarge { file, len } => write!(
                 f,
                 "log segment {file} is {len} bytes, over segment_bytes: open with the setting it was written with"

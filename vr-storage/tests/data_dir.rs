@@ -9,7 +9,7 @@ use std::path::Path;
 use vr_core::{
     Action, Config as CoreConfig, Durability, Instant, Message, Replica, Service, Status,
 };
-use vr_storage::data_dir::{Boot, DataDir, PersistJob};
+use vr_storage::data_dir::{Boot, DataDir, EpochMembership, PersistJob};
 
 #[derive(Default)]
 struct Log(Vec<Vec<u8>>);
@@ -129,15 +129,80 @@ fn a_damaged_log_is_a_lost_disk_that_never_forms_a_cluster() {
     assert!(matches!(boot, Boot::LostDisk(_)), "{boot:?}");
 }
 
+/// A disk of an epoch other than the configuration's, without that
+/// epoch's membership stored, is refused, not wiped: the image is intact.
 #[test]
-fn an_image_of_another_epoch_is_not_restarted_from() {
+fn an_image_of_an_unknown_epoch_is_refused_not_wiped() {
     let root = tempfile::tempdir().unwrap();
     let path = root.path().join("replica-0");
     run(&path, &[b"a"]);
     let mut later = core();
     later.epoch = 1;
-    let (_, boot) = DataDir::open(&path, &later, 0, 3).unwrap();
-    assert!(matches!(boot, Boot::LostDisk(_)), "{boot:?}");
+    let error = DataDir::open(&path, &later, 0, 3).unwrap_err();
+    assert!(
+        matches!(error, vr_storage::Error::EpochUnknown { epoch: 0 }),
+        "{error}"
+    );
+    // Still intact for the right configuration.
+    assert!(matches!(open(&path).1, Boot::Restart(_)));
+}
+
+/// A replica that entered a later epoch (§7) stores its membership before
+/// the superblock names the epoch; restarted with the first epoch's
+/// configuration (the command line it was started with), it restarts from
+/// its disk in the later epoch.
+#[test]
+fn a_disk_of_a_later_epoch_restarts_in_it_with_the_stored_membership() {
+    let root = tempfile::tempdir().unwrap();
+    let path = root.path().join("replica-0");
+    run(&path, &[b"a"]);
+    let (mut dir, boot) = open(&path);
+    let Boot::Restart(disk) = boot else {
+        panic!("expected a restart")
+    };
+    // What entering epoch 1, alone, persists.
+    let membership = EpochMembership {
+        epoch: 1,
+        members: vec![0],
+        witnesses: Vec::new(),
+        addresses: vec![b"127.0.0.1:7005".to_vec()],
+    };
+    let job = PersistJob {
+        persist: vr_core::Persist {
+            sequence: 1,
+            state: vr_core::DurableState {
+                epoch: 1,
+                view: 0,
+                last_normal_view: 0,
+                incarnation: 0,
+                commit_number: 1,
+                log_base: disk.state.log_base,
+            },
+            truncate_after: None,
+            entries: Vec::new(),
+            checkpoint: None,
+        },
+        pages: Vec::new(),
+        recovered: true,
+        epoch: Some(membership.clone()),
+    };
+    dir.persist(&job).expect("persist in epoch 1");
+    drop(dir);
+    let first = core();
+    let (_, boot) = DataDir::open(&path, &first, 0, 3).expect("open");
+    match &boot {
+        Boot::RestartInEpoch(disk, stored) => {
+            assert_eq!(disk.state.epoch, 1);
+            assert_eq!(stored, &membership);
+        }
+        boot => panic!("expected a restart in epoch 1, got {boot:?}"),
+    }
+    let replica = boot
+        .build_replica(first, 0, Log::default(), Instant::ZERO, 2)
+        .expect("restart in epoch 1");
+    assert_eq!(replica.epoch(), 1);
+    assert_eq!(replica.epoch_members(), vec![0]);
+    assert_eq!(replica.op_number(), 1, "the log came back");
 }
 
 #[test]

@@ -71,14 +71,14 @@ pub fn start_replica_with_listener<S: Service + Send + 'static>(
 }
 
 fn start<S: Service + Send + 'static>(
-    options: ReplicaOptions,
+    mut options: ReplicaOptions,
     listener: std::net::TcpListener,
     service: S,
     disk: Option<(DataDir, Boot)>,
 ) -> io::Result<ReplicaHandle> {
     options.validate().map_err(invalid_input)?;
     let origin = std::time::Instant::now();
-    let (replica, data_dir) = vr_storage::data_dir::build_node_replica(&options, service, disk)
+    let (replica, data_dir) = vr_storage::data_dir::build_node_replica(&mut options, service, disk)
         .map_err(|error| invalid_input(&error))?;
     let node = ReplicaNode::new(replica, options.client_routes_max);
     let runtime = tokio::runtime::Builder::new_current_thread()
