@@ -147,6 +147,11 @@ impl Simulator {
             self.plan.disk.latency_min_ns,
             self.plan.disk.latency_max_ns,
         );
+        let backup = self.config.replica_count == 1
+            || self.replicas[usize::from(i)]
+                .replica
+                .as_ref()
+                .is_some_and(|r| !r.is_primary());
         let Some(disk) = self.replicas[usize::from(i)].disk.as_mut() else {
             // The simulated replicas keep their state in memory
             // (`Durability::Memory`): none may ask for a disk.
@@ -172,9 +177,10 @@ impl Simulator {
             return;
         }
         let (sequence, entries) = (persist.sequence, persist.entries.len() as u64);
-        if std::mem::take(&mut self.cluster_crash_armed) {
-            // An aimed whole-cluster crash strikes while this persist is
-            // in flight: its writes are not synced yet.
+        if entries > 0 && backup && std::mem::take(&mut self.cluster_crash_armed) {
+            // An aimed whole-cluster crash strikes while this backup's
+            // entries are in flight (not synced yet), and its primary may
+            // have heard its acknowledgement.
             self.cluster_crash_aimed = true;
             self.cluster_crash_next_at = Some(now + self.disk_prng.below(latency));
         }
@@ -510,22 +516,45 @@ impl Simulator {
         if files.is_empty() {
             return;
         }
-        let file = pick(&mut self.disk_prng, &files.iter().collect::<Vec<_>>()).clone();
-        let len = mem.file(&file).map_or(0, |b| b.len() as u64);
+        // Half of the time the newest segment (the log a restart replays),
+        // else any file of ours.
+        let newest = files
+            .iter()
+            .rfind(|n| vr_storage::log::parse_segment_file_name(n).is_some())
+            .cloned();
+        let file = match newest {
+            Some(newest) if self.disk_prng.below(2) == 0 => newest,
+            _ => pick(&mut self.disk_prng, &files.iter().collect::<Vec<_>>()).clone(),
+        };
+        let bytes = mem.file(&file).unwrap_or_default();
+        let len = bytes.len() as u64;
         if len == 0 {
             return;
         }
         let sector_size = vr_storage::SECTOR_SIZE as u64;
         let sectors = len.div_ceil(sector_size);
+        // Damage lands on written bytes (records), not on the zeros that
+        // pad batches to their sectors, where it would change nothing: a
+        // few random offsets are tried for a nonzero byte.
+        let somewhere = |prng: &mut Prng| {
+            let mut at = prng.below(len);
+            for _ in 0..64 {
+                if bytes[at as usize] != 0 {
+                    break;
+                }
+                at = prng.below(len);
+            }
+            at
+        };
         let description = match kind {
             DiskFault::CorruptSector => {
-                let sector = self.disk_prng.below(sectors);
+                let sector = somewhere(&mut self.disk_prng) / sector_size;
                 mem.corrupt_sector(&file, sector, seed);
                 self.stats.disk.corrupt_sectors += 1;
                 format!("sector {sector} of {file} corrupted")
             }
             DiskFault::BitRot => {
-                let offset = self.disk_prng.below(len);
+                let offset = somewhere(&mut self.disk_prng);
                 let count = between(&mut self.disk_prng, 1, 16).min(len - offset);
                 mem.corrupt(&file, offset, count, seed);
                 self.stats.disk.bit_rot += 1;
@@ -542,7 +571,7 @@ impl Simulator {
                 format!("the next write goes to {file} at {offset}")
             }
             DiskFault::ReadFailure => {
-                let sector = self.disk_prng.below(sectors);
+                let sector = somewhere(&mut self.disk_prng) / sector_size;
                 mem.fail_reads(&file, sector);
                 self.stats.disk.read_failures += 1;
                 format!("reads of sector {sector} of {file} fail")
@@ -585,8 +614,9 @@ impl Simulator {
         }
         if !std::mem::take(&mut self.cluster_crash_aimed) && self.disk_prng.below(2) == 0 {
             // Half of the crashes are aimed: they wait for the next
-            // persist written and strike while it is in flight, so that
-            // some disk has unsynced writes to lose (`disk_write`).
+            // persist of entries a backup writes and strike while it is
+            // in flight, so that some disk has unsynced entries to lose
+            // (`disk_write`).
             self.cluster_crash_next_at = None;
             self.cluster_crash_armed = true;
             return;
