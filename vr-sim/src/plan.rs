@@ -1444,6 +1444,53 @@ mod tests {
         assert!((10..80).contains(&bursts), "{bursts}");
     }
 
+    /// Disk plans: durable in about half of the seeds that may be; at
+    /// most f replicas take disk faults, and with the crashes for good at
+    /// most f; frames hold a DoViewChange of three windows; a seed drawn
+    /// memory-only keeps the plan it had before.
+    #[test]
+    fn disk_plans_are_drawn_in_half_the_seeds_within_the_fault_bound() {
+        let (mut durable, mut faults, mut cluster_crashes, mut slow) = (0, 0, 0, 0);
+        for seed in 0..400 {
+            let before = SeedPlan::random(seed, None);
+            let mut plan = before.clone();
+            plan.draw_disk();
+            let d = &plan.disk;
+            if !d.durable {
+                assert_eq!(plan, before, "seed {seed}: a memory-only plan is unchanged");
+                continue;
+            }
+            durable += 1;
+            let n = plan.config.replica_count;
+            let f = (n - 1) / 2;
+            assert!(!before.boot.recovering && !before.config.has_witnesses());
+            assert_eq!(plan.config.durability, vr_core::Durability::Disk);
+            assert_eq!(plan.config.validate(), Ok(()));
+            assert!(d.fault_replicas.len() <= usize::from(f));
+            assert!(d.fault_replicas.iter().all(|&r| r < n));
+            assert!(
+                usize::from(plan.faults.crashes_max) + d.fault_replicas.len() <= usize::from(f)
+            );
+            assert!(d.fault_kinds.is_empty() == d.fault_replicas.is_empty());
+            assert!(d.latency_min_ns >= 50_000 && d.latency_max_ns <= 5 * MS);
+            let frame = smallest_frame(3 * plan.config.prepare_window_max, plan.config.op_size_max);
+            assert!(plan.config.message_size_max >= frame);
+            faults += u32::from(!d.fault_kinds.is_empty());
+            cluster_crashes += u32::from(d.cluster_crashes_max > 0);
+            slow += u32::from(d.latency_min_ns >= 500_000);
+            let mut forced = before.clone();
+            forced.draw_disk_forced(Some(true));
+            assert_eq!(forced, plan, "forcing draws the same disk");
+        }
+        assert!((120..220).contains(&durable), "{durable}");
+        assert!((20..durable / 2).contains(&faults), "{faults}");
+        assert!(
+            (durable / 4..durable * 3 / 4).contains(&cluster_crashes),
+            "{cluster_crashes}"
+        );
+        assert!((10..durable / 2).contains(&slow), "{slow}");
+    }
+
     #[test]
     fn recovery_plans_vary_and_classic_plans_are_the_old_ones() {
         let (mut restarts, mut ballast, mut small_checkpoints, mut linger) = (0, 0, 0, 0);
