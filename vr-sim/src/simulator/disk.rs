@@ -379,11 +379,10 @@ impl Simulator {
         let start = glue::open_replica(mem.clone(), || Ok(reopen.clone()), config);
         let (storage, why) = match start {
             Ok(Start::Restart { storage, disk }) => {
-                let (view, lnv, log_end) = (
-                    disk.state.view,
-                    disk.state.last_normal_view,
-                    disk.state.log_base + disk.log.len() as u64,
-                );
+                // The log may hold entries retained behind the checkpoint.
+                let base = disk.state.log_base;
+                let log_end = disk.log.last().map_or(base, |e| e.op_number.max(base));
+                let (view, lnv) = (disk.state.view, disk.state.last_normal_view);
                 match Replica::restart(self.config.clone(), i, kv, local, nonce, disk) {
                     Ok(replica) => {
                         self.stats.disk.restarts_from_disk += 1;
