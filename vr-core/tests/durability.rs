@@ -390,3 +390,114 @@ fn replicas_that_never_held_data_form_the_cluster() {
     assert_eq!(done.op_number, 1);
     cluster.assert_agreement();
 }
+
+/// Carries out, on `replica`'s disk, only the truncations of its held
+/// persists (the glue makes a truncation durable at once, before the
+/// entries that follow it are synced) and loses the rest: a power loss
+/// right after the persist was written.
+fn lose_all_but_truncations(cluster: &mut Cluster, replica: u8) {
+    let disk = &mut cluster.disks[usize::from(replica)];
+    for (_, persist, _) in cluster
+        .held_persists
+        .iter()
+        .filter(|(r, _, _)| *r == replica)
+    {
+        if let Some(after) = persist.truncate_after {
+            disk.log.retain(|&op, _| op <= after);
+        }
+    }
+    cluster.crash(replica);
+}
+
+/// Reference: §4.2 with stable storage. A view change replaces the log
+/// after the replica's commit-number, and after a restart from disk that
+/// is the disk's commit-number, which the glue stores only with a promise
+/// and so lags: the entries after it are committed ops this replica
+/// acknowledged, and the new view's log holds them again. The persist
+/// must not cut them from the disk: a one-replica cluster (its own
+/// quorum) restarted from a disk whose commit-number lags takes the next
+/// view with the same log, loses power right after the persist was
+/// written, and must still hold every op it committed (vr-sim seed 772).
+#[test]
+fn a_view_change_does_not_cut_from_the_disk_the_committed_ops_it_keeps() {
+    let mut cluster = durable_cluster(1, 1, 9);
+    let written: Vec<Vec<u8>> = (0..6).map(|i| op("a", i)).collect();
+    for o in &written {
+        cluster.execute(0, o);
+    }
+    cluster.crash(0);
+    cluster.disks[0].state.commit_number = 0;
+    cluster.hold_persists[0] = true;
+    cluster.restart_from_disk(0, Recorder::default(), 77);
+    assert_eq!(cluster.replicas[0].status(), Status::Normal);
+    assert!(cluster.replicas[0].view() > 0, "it moved to the next view");
+    for (_, persist, _) in &cluster.held_persists {
+        assert!(
+            persist.truncate_after.is_none_or(|after| after >= 6),
+            "the disk's committed ops are cut: {:?}",
+            persist.truncate_after
+        );
+    }
+    lose_all_but_truncations(&mut cluster, 0);
+    cluster.hold_persists[0] = false;
+    cluster.restart_from_disk(0, Recorder::default(), 78);
+    cluster.run_for_ms(10);
+    assert_eq!(cluster.executed(0), written, "a committed op was lost");
+}
+
+/// Reference: §4.2 with stable storage, as above on three replicas: every
+/// replica restarts from a disk whose commit-number lags (a whole-cluster
+/// power loss); the view change that follows installs the same log
+/// everywhere, and no replica's persist cuts an op its disk held.
+#[test]
+fn a_view_change_after_a_power_loss_cuts_nothing_from_the_disks() {
+    for seed in 0..4 {
+        let mut cluster = durable_cluster(3, 1, 30 + seed);
+        for i in 0..6 {
+            cluster.execute(0, &op("w", i));
+        }
+        cluster.run_for_ms(50);
+        let held: Vec<u64> = cluster.disks.iter().map(|d| d.log.len() as u64).collect();
+        for r in 0..3 {
+            cluster.crash(r);
+            cluster.disks[usize::from(r)].state.commit_number = 0;
+            cluster.hold_persists[usize::from(r)] = true;
+        }
+        for r in 0..3 {
+            cluster.restart_from_disk(r, Recorder::default(), 200 + u64::from(r));
+        }
+        let mut truncations = Vec::new();
+        for step in 0..200 {
+            cluster.run_for_ms(5);
+            for (r, persist, _) in &cluster.held_persists {
+                if let Some(after) = persist.truncate_after {
+                    truncations.push((*r, after, step));
+                }
+            }
+            for r in 0..3 {
+                cluster.complete_persists(r);
+            }
+            if cluster
+                .replicas
+                .iter()
+                .all(|r| r.status() == Status::Normal)
+            {
+                break;
+            }
+        }
+        assert!(
+            cluster
+                .replicas
+                .iter()
+                .all(|r| r.status() == Status::Normal && r.view() > 0),
+            "seed {seed}: a new view formed"
+        );
+        for (r, after, step) in truncations {
+            assert!(
+                after >= held[usize::from(r)],
+                "seed {seed}: r{r} cut its disk's log after op {after} (it held {} ops) at step {step}",
+                held[usize::from(r)]
+            );
+        }
+    }
+}

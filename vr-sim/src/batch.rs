@@ -116,6 +116,17 @@ pub struct Totals {
     pub seeds_boot_formed: u64,
     /// See `seeds_boot`.
     pub formed_ns_max: u64,
+    /// Seeds with durable replicas (a disk model), and those of them that
+    /// failed.
+    pub seeds_durable: u64,
+    /// See `seeds_durable`.
+    pub seeds_durable_failed: u64,
+    /// Durable seeds with disk faults, and with whole-cluster crashes.
+    pub seeds_disk_faults: u64,
+    /// See `seeds_disk_faults`.
+    pub seeds_cluster_crashes: u64,
+    /// The disks' counters, summed.
+    pub disk: crate::simulator::DiskCounters,
 }
 
 impl Totals {
@@ -188,6 +199,13 @@ impl Totals {
             self.reconfigurations_completed += s.reconfigurations_completed;
             self.seeds_reconfiguration_failed += u64::from(!report.passed());
             self.scripted_primary_crashes += s.scripted_primary_crashes;
+        }
+        if report.plan.disk.durable {
+            self.seeds_durable += 1;
+            self.seeds_durable_failed += u64::from(!report.passed());
+            self.seeds_disk_faults += u64::from(!report.plan.disk.fault_kinds.is_empty());
+            self.seeds_cluster_crashes += u64::from(report.plan.disk.cluster_crashes_max > 0);
+            self.disk.merge(&s.disk);
         }
         if report.plan.boot.recovering {
             self.seeds_boot += 1;
@@ -329,6 +347,17 @@ impl Totals {
             self.reconfigurations_completed,
             self.scripted_primary_crashes,
             self.seeds_reconfiguration_failed
+        );
+        let _ = writeln!(
+            out,
+            "durable replicas (issue 18): {} seeds ({} with disk faults, {} with whole-cluster crashes; {} failed); \
+             {} persists completed; disks: {}",
+            self.seeds_durable,
+            self.seeds_disk_faults,
+            self.seeds_cluster_crashes,
+            self.seeds_durable_failed,
+            self.core.persists_completed,
+            self.disk.render()
         );
         let _ = write!(
             out,

@@ -45,6 +45,10 @@ pub enum ViolationKind {
     /// its value is not the key's value after the committed ops up to the
     /// op-number it names.
     BackupRead,
+    /// A durable replica's disk glue refused or failed where it must not:
+    /// a persist that does not fit the disk, an intact disk that
+    /// `Replica::restart` refuses, a disk that does not open.
+    Storage,
 }
 
 impl ViolationKind {
@@ -61,6 +65,7 @@ impl ViolationKind {
             ViolationKind::Panic => "panic",
             ViolationKind::Stuck => "stuck",
             ViolationKind::BackupRead => "backup-read",
+            ViolationKind::Storage => "storage",
         }
     }
 }

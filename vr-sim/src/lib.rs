@@ -16,5 +16,5 @@ pub mod plan;
 pub mod simulator;
 pub mod trace;
 pub mod workload;
-pub use simulator::{run_plan, run_seed, FinalReplica, Options, SeedReport, Simulator};
+pub use simulator::{plan_for, run_plan, run_seed, FinalReplica, Options, SeedReport, Simulator};
 pub mod batch;

@@ -67,6 +67,38 @@ enum BugArg {
     TruncateLogOnNewView,
     /// A backup answers a read before executing up to the client's op-number.
     BackupReadBeforeExecuting,
+    /// Durable replicas: a backup acknowledges, and the primary counts
+    /// itself, before the op is on disk (forces durable replicas).
+    AckBeforePersist,
+    /// Durable replicas: the disk's recovery scan takes a log record whose
+    /// checksum fails as data (vr-storage; forces durable replicas).
+    TrustUncheckedRecord,
+}
+
+impl BugArg {
+    /// The storage's bug this names, if it is one.
+    fn storage(self) -> Option<vr_storage::InjectedBug> {
+        match self {
+            BugArg::TrustUncheckedRecord => Some(vr_storage::InjectedBug::TrustUncheckedRecord),
+            _ => None,
+        }
+    }
+
+    /// Whether the bug lives in durable replicas only.
+    fn needs_disk(self) -> bool {
+        matches!(
+            self,
+            BugArg::AckBeforePersist | BugArg::TrustUncheckedRecord
+        )
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum DurabilityArg {
+    /// Every replica keeps its state in memory only.
+    Memory,
+    /// Every replica keeps its promises on a simulated disk.
+    Disk,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -77,15 +109,18 @@ enum BootArg {
     Fresh,
 }
 
-impl From<BugArg> for InjectedBug {
-    fn from(bug: BugArg) -> InjectedBug {
-        match bug {
+impl BugArg {
+    /// vr-core's bug this names, if it is one.
+    fn core(self) -> Option<InjectedBug> {
+        Some(match self {
             BugArg::CommitWithoutQuorum => InjectedBug::CommitWithoutQuorum,
             BugArg::ChooseLogByOpNumberOnly => InjectedBug::ChooseLogByOpNumberOnly,
             BugArg::RecoveryWithoutCrashVectors => InjectedBug::RecoveryWithoutCrashVectors,
             BugArg::TruncateLogOnNewView => InjectedBug::TruncateLogOnNewView,
             BugArg::BackupReadBeforeExecuting => InjectedBug::BackupReadBeforeExecuting,
-        }
+            BugArg::AckBeforePersist => InjectedBug::AckBeforePersist,
+            BugArg::TrustUncheckedRecord => return None,
+        })
     }
 }
 
@@ -128,6 +163,17 @@ struct RunArgs {
     /// a new membership during the safety phase.
     #[arg(long)]
     no_reconfiguration: bool,
+    /// Where replicas keep their state: `memory` (the paper's replicas)
+    /// or `disk` (durable replicas on a simulated disk with faults); default:
+    /// drawn per seed (half of the seeds that do not boot recovering are
+    /// durable).
+    #[arg(long, value_enum)]
+    durability: Option<DurabilityArg>,
+    /// Durable replicas: let a power loss of the whole cluster (or of a
+    /// one-replica cluster) persist any subset of the unsynced sectors
+    /// (an open issue: see docs/testing.md, "Durable replicas").
+    #[arg(long)]
+    reordered_power_loss: bool,
     /// Skip the linearizability check (faster soaks of the other checkers).
     #[arg(long)]
     no_linearizability: bool,
@@ -164,6 +210,7 @@ enum KindArg {
     Panic,
     Stuck,
     BackupRead,
+    Storage,
 }
 
 impl KindArg {
@@ -179,6 +226,7 @@ impl KindArg {
             KindArg::Panic => ViolationKind::Panic,
             KindArg::Stuck => ViolationKind::Stuck,
             KindArg::BackupRead => ViolationKind::BackupRead,
+            KindArg::Storage => ViolationKind::Storage,
         }
     }
 }
@@ -243,7 +291,14 @@ fn check(format: Format, file: &PathBuf, step_limit: u64) -> ExitCode {
 fn options(args: &RunArgs) -> Options {
     Options {
         replica_count: args.replicas,
-        injected_bug: args.bug.map(InjectedBug::from),
+        injected_bug: args.bug.and_then(BugArg::core),
+        storage_bug: args.bug.and_then(BugArg::storage),
+        disk_plans: true,
+        reordered_power_loss: args.reordered_power_loss,
+        durability: match args.durability {
+            Some(d) => Some(matches!(d, DurabilityArg::Disk)),
+            None => args.bug.filter(|b| b.needs_disk()).map(|_| true),
+        },
         trace: args.trace,
         check_linearizability: !args.no_linearizability,
         classic_plans: args.classic,
@@ -295,8 +350,7 @@ fn run(args: &RunArgs) -> ExitCode {
     });
     println!(
         "running {count} seeds from {start} (reproduce one with: vr-sim --seed S --trace){}",
-        options
-            .injected_bug
+        args.bug
             .map(|b| format!("; injected bug {b:?}"))
             .unwrap_or_default()
     );
@@ -458,6 +512,13 @@ fn run_single(seed: u64, args: &RunArgs, options: &Options) -> ExitCode {
             s.epoch_max,
             s.reconfiguration_op,
             s.scripted_primary_crashes
+        );
+    }
+    if report.plan.disk.durable {
+        println!(
+            "disks: {}; {} persists completed",
+            s.disk.render(),
+            s.core.persists_completed
         );
     }
     println!("linearizability: {:?}", report.linearizability);

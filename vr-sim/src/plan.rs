@@ -285,6 +285,97 @@ impl LoadPlan {
     }
 }
 
+/// A fault the simulator injects into a replica's disk (`vr_storage::MemDisk`)
+/// at a random time, on the replicas of [`DiskPlan::fault_replicas`] only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DiskFault {
+    /// A whole 4096-byte sector of a file garbled (a latent sector error
+    /// read back as garbage, or a sector torn by a failing drive).
+    CorruptSector,
+    /// 1–16 bytes garbled at a random offset (bit rot): small enough to
+    /// leave a record's header intact and damage only its body.
+    BitRot,
+    /// The next write lands at a random sector of a log segment instead of
+    /// where it was meant to go (firmware or driver bug): the data meant
+    /// for its place is missing, and the place it hit is overwritten.
+    MisdirectedWrite,
+    /// Reads of a sector fail with `EIO` until it is written again (a
+    /// latent sector error the drive reports).
+    ReadFailure,
+}
+
+impl DiskFault {
+    /// Every kind.
+    pub const ALL: [DiskFault; 4] = [
+        DiskFault::CorruptSector,
+        DiskFault::BitRot,
+        DiskFault::MisdirectedWrite,
+        DiskFault::ReadFailure,
+    ];
+
+    /// A short name for summaries.
+    pub fn name(self) -> &'static str {
+        match self {
+            DiskFault::CorruptSector => "corrupt-sector",
+            DiskFault::BitRot => "bit-rot",
+            DiskFault::MisdirectedWrite => "misdirect",
+            DiskFault::ReadFailure => "eio",
+        }
+    }
+}
+
+/// Durable replicas (issue 18): each replica keeps its promises on an
+/// in-memory disk (`vr_storage::MemDisk` under a `vr_storage::Storage`),
+/// crashes lose what was not synced, disks fail, and the whole cluster
+/// loses power at once. Drawn from a stream of its own, after everything
+/// else ([`SeedPlan::draw_disk`]), so that a memory-only seed replays the
+/// run it had before.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskPlan {
+    /// `Config::durability = Durability::Disk`: every other field is
+    /// unused when `false`.
+    pub durable: bool,
+    /// A persist is synced and answered `latency_min_ns..=latency_max_ns`
+    /// after it was written.
+    pub latency_min_ns: u64,
+    /// See `latency_min_ns`.
+    pub latency_max_ns: u64,
+    /// The replicas whose disks take [`DiskPlan::fault_kinds`]: at most f,
+    /// so that every op keeps an intact copy on a quorum of disks (a
+    /// damaged replica recovers from its peers and counts as failed while
+    /// it does). Crashes for good take the rest of the f (`crashes_max` is
+    /// capped so that the two together stay within f).
+    pub fault_replicas: Vec<u8>,
+    /// The disk faults in use; empty: none.
+    pub fault_kinds: Vec<DiskFault>,
+    /// Disk faults strike at intervals drawn from `0..2 ×` this.
+    pub fault_interval_mean_ns: u64,
+    /// Whole-cluster crashes (every replica at the same instant, each
+    /// losing its unsynced writes), at most this many.
+    pub cluster_crashes_max: u8,
+    /// They strike at intervals drawn from `0..2 ×` this.
+    pub cluster_crash_interval_mean_ns: u64,
+    /// The cluster restarts from its disks `1 ms..=` this after the crash.
+    pub cluster_crash_pause_max_ns: u64,
+}
+
+impl DiskPlan {
+    /// Memory-only replicas.
+    pub fn off() -> DiskPlan {
+        DiskPlan {
+            durable: false,
+            latency_min_ns: 0,
+            latency_max_ns: 0,
+            fault_replicas: Vec::new(),
+            fault_kinds: Vec::new(),
+            fault_interval_mean_ns: 0,
+            cluster_crashes_max: 0,
+            cluster_crash_interval_mean_ns: 0,
+            cluster_crash_pause_max_ns: 0,
+        }
+    }
+}
+
 /// The smallest `clock_drift_max_ns` that covers clock rates between
 /// `rate_min_ppm` and `rate_max_ppm` for a lease of `lease_ns`: a backup
 /// with the fastest clock ends its promise after `lease / rate_max` of real
@@ -325,6 +416,9 @@ pub struct SeedPlan {
     /// from the witnesses (§6; issue 17, item 2). Not part of the
     /// fingerprints: drawn by `run_seed` with the reconfiguration plans.
     pub strand_laggard: bool,
+    /// Durable replicas and their disks' faults. Not part of the older
+    /// fingerprints: drawn by `run_seed` with `Options::disk_plans`.
+    pub disk: DiskPlan,
 }
 
 /// When the scripted crash of a reconfiguration plan hits the primary.
@@ -509,6 +603,105 @@ impl SeedPlan {
             && self.recovery.restarts
             && self.reconfiguration.is_none()
             && prng.below(2) == 0;
+    }
+
+    /// In half of the seeds that do not boot recovering: durable replicas
+    /// ([`DiskPlan`]). Drawn from a stream of its own, after everything
+    /// else (reconfiguration included, which a durable seed drops: a
+    /// durable replica must restart with its epoch's configuration, which
+    /// the simulator does not store), so that the memory-only seeds replay
+    /// the runs they had before. Not part of [`SeedPlan::random`]:
+    /// `run_seed` draws it with `Options::disk_plans`, as the CLI does by
+    /// default.
+    pub fn draw_disk(&mut self) {
+        self.draw_disk_forced(None);
+    }
+
+    /// Draws the disk plan; `Some(durable)` forces the choice (a forced
+    /// durable seed that drew a recovering boot boots fresh instead) and
+    /// draws the same disk as an unforced durable seed.
+    pub fn draw_disk_forced(&mut self, durable: Option<bool>) {
+        let mut prng = Prng::new(self.seed ^ 0xD15C_5EED_0F1A_57E5);
+        // Witnesses are not durable yet: a witness moves its log's start
+        // past ops without a checkpoint (`witness_log_skips`), which the
+        // disk's log cannot represent (vr-storage refuses the gap).
+        let drawn = prng.below(2) == 0 && !self.boot.recovering && !self.config.has_witnesses();
+        self.disk = DiskPlan::off();
+        if !durable.unwrap_or(drawn) {
+            self.config.durability = vr_core::Durability::Memory;
+            return;
+        }
+        self.boot = BootPlan::fresh();
+        self.reconfiguration = None;
+        self.config.witnesses.clear();
+        self.strand_laggard = false;
+        self.config.durability = vr_core::Durability::Disk;
+        // After a restart from disk a DoViewChange carries the log after
+        // the commit-number the disk held, which lags the one in memory by
+        // up to a window (`Simulator::disk_complete` refreshes it then):
+        // frames hold a DoViewChange of three windows.
+        let frame = smallest_frame(3 * self.config.prepare_window_max, self.config.op_size_max);
+        self.config.message_size_max = self.config.message_size_max.max(frame);
+        let n = self.config.replica_count;
+        let f = (n.max(1) - 1) / 2;
+        let l = &self.faults.links;
+        let quiet = !self.faults.has_nemesis()
+            && l.loss_ppm == 0
+            && l.duplicate_ppm == 0
+            && l.corrupt_ppm == 0
+            && l.reorder_ppm == 0;
+        // Most seeds a fast device (an NVMe fdatasync: 50–500 µs), a
+        // quarter a slow one (0.5–5 ms): group commit then gathers more.
+        let (latency_min_ns, latency_max_ns) = if prng.below(4) == 0 {
+            let min = between(&mut prng, 500_000, MS);
+            (min, between(&mut prng, MS, 5 * MS))
+        } else {
+            (50_000, between(&mut prng, 50_000, 500_000))
+        };
+        let mut fault_replicas = Vec::new();
+        if !quiet && f > 0 && prng.below(2) == 0 {
+            let count = between(&mut prng, 1, u64::from(f)) as usize;
+            while fault_replicas.len() < count {
+                let r = prng.below(u64::from(n)) as u8;
+                if !fault_replicas.contains(&r) {
+                    fault_replicas.push(r);
+                }
+            }
+            fault_replicas.sort_unstable();
+        }
+        let mut fault_kinds: Vec<DiskFault> = DiskFault::ALL
+            .into_iter()
+            .filter(|_| prng.below(2) == 0)
+            .collect();
+        if fault_kinds.is_empty() {
+            fault_kinds.push(pick(&mut prng, &DiskFault::ALL));
+        }
+        if fault_replicas.is_empty() {
+            fault_kinds.clear();
+        }
+        let fault_interval_mean_ns = between(&mut prng, 20 * MS, SECOND);
+        let cluster_crashes_max = if !quiet && prng.below(2) == 0 {
+            between(&mut prng, 1, 4) as u8
+        } else {
+            0
+        };
+        let cluster_crash_interval_mean_ns = between(&mut prng, 100 * MS, 3 * SECOND);
+        let cluster_crash_pause_max_ns = between(&mut prng, MS, 2 * SECOND);
+        // A replica crashed for good and one whose disk is damaged are
+        // both lost to the quorum: together at most f.
+        let room = f.saturating_sub(fault_replicas.len() as u8);
+        self.faults.crashes_max = self.faults.crashes_max.min(room);
+        self.disk = DiskPlan {
+            durable: true,
+            latency_min_ns,
+            latency_max_ns,
+            fault_replicas,
+            fault_kinds,
+            fault_interval_mean_ns,
+            cluster_crashes_max,
+            cluster_crash_interval_mean_ns,
+            cluster_crash_pause_max_ns,
+        };
     }
 
     /// This plan with a reconfiguration to `members` at `at_ns` (scripted
@@ -791,6 +984,7 @@ impl SeedPlan {
             load: LoadPlan::off(),
             reconfiguration: None,
             strand_laggard: false,
+            disk: DiskPlan::off(),
         }
     }
 
@@ -889,6 +1083,7 @@ impl SeedPlan {
             load: LoadPlan::off(),
             reconfiguration: None,
             strand_laggard: false,
+            disk: DiskPlan::off(),
         }
     }
 
@@ -959,6 +1154,53 @@ impl SeedPlan {
     pub fn fingerprint_load(&self) -> u64 {
         let text = format!("{:x} {:?}", self.fingerprint_boot(), self.load);
         crate::trace::Fnv64::of(text.as_bytes())
+    }
+
+    /// [`SeedPlan::fingerprint_load`] and what `run_seed` draws after it:
+    /// the reconfiguration, the stranding and the disk plan. The pinned
+    /// seeds of durable runs check it.
+    pub fn fingerprint_disk(&self) -> u64 {
+        let text = format!(
+            "{:x} {:?} {} {:?} {:?}",
+            self.fingerprint_load(),
+            self.reconfiguration,
+            self.strand_laggard,
+            self.config.durability,
+            self.disk
+        );
+        crate::trace::Fnv64::of(text.as_bytes())
+    }
+
+    /// The disk part of [`SeedPlan::summary`]: empty for memory-only
+    /// replicas.
+    pub fn disk_summary(&self) -> String {
+        let d = &self.disk;
+        if !d.durable {
+            return String::new();
+        }
+        let mut out = format!(
+            " durable disk-latency={}..{}us",
+            d.latency_min_ns / 1000,
+            d.latency_max_ns / 1000
+        );
+        if !d.fault_kinds.is_empty() {
+            let kinds: Vec<&str> = d.fault_kinds.iter().map(|k| k.name()).collect();
+            out += &format!(
+                " disk-faults={:?}:{}/{}ms",
+                d.fault_replicas,
+                kinds.join(","),
+                d.fault_interval_mean_ns / MS
+            );
+        }
+        if d.cluster_crashes_max > 0 {
+            out += &format!(
+                " cluster-crashes<={}/{}ms pause<={}ms",
+                d.cluster_crashes_max,
+                d.cluster_crash_interval_mean_ns / MS,
+                d.cluster_crash_pause_max_ns / MS
+            );
+        }
+        out
     }
 
     /// The optimizations part of [`SeedPlan::summary`]: empty for plans
@@ -1069,7 +1311,7 @@ impl SeedPlan {
             .count();
         format!(
             "n={} clients={} keys={} ops<={} window={} frame={}B loss={:.1}% dup={:.1}% corrupt={:.1}% \
-             reorder={:.1}%/{}ms latency={}..{}us partitions=[{}] pauses={} crashes<={} skewed-clocks={}{}{}{}{}{}{}",
+             reorder={:.1}%/{}ms latency={}..{}us partitions=[{}] pauses={} crashes<={} skewed-clocks={}{}{}{}{}{}{}{}",
             self.config.replica_count,
             self.workload.client_count,
             self.workload.key_count,
@@ -1099,6 +1341,7 @@ impl SeedPlan {
                 } else {
                     ""
                 },
+            self.disk_summary(),
             match self.config.injected_bug {
                 Some(bug) => format!(" injected-bug={bug:?}"),
                 None => String::new(),
@@ -1199,6 +1442,53 @@ mod tests {
         assert!((50..160).contains(&boots), "{boots}");
         assert!((60..200).contains(&polls), "{polls}");
         assert!((10..80).contains(&bursts), "{bursts}");
+    }
+
+    /// Disk plans: durable in about half of the seeds that may be; at
+    /// most f replicas take disk faults, and with the crashes for good at
+    /// most f; frames hold a DoViewChange of three windows; a seed drawn
+    /// memory-only keeps the plan it had before.
+    #[test]
+    fn disk_plans_are_drawn_in_half_the_seeds_within_the_fault_bound() {
+        let (mut durable, mut faults, mut cluster_crashes, mut slow) = (0, 0, 0, 0);
+        for seed in 0..400 {
+            let before = SeedPlan::random(seed, None);
+            let mut plan = before.clone();
+            plan.draw_disk();
+            let d = &plan.disk;
+            if !d.durable {
+                assert_eq!(plan, before, "seed {seed}: a memory-only plan is unchanged");
+                continue;
+            }
+            durable += 1;
+            let n = plan.config.replica_count;
+            let f = (n - 1) / 2;
+            assert!(!before.boot.recovering && !before.config.has_witnesses());
+            assert_eq!(plan.config.durability, vr_core::Durability::Disk);
+            assert_eq!(plan.config.validate(), Ok(()));
+            assert!(d.fault_replicas.len() <= usize::from(f));
+            assert!(d.fault_replicas.iter().all(|&r| r < n));
+            assert!(
+                usize::from(plan.faults.crashes_max) + d.fault_replicas.len() <= usize::from(f)
+            );
+            assert!(d.fault_kinds.is_empty() == d.fault_replicas.is_empty());
+            assert!(d.latency_min_ns >= 50_000 && d.latency_max_ns <= 5 * MS);
+            let frame = smallest_frame(3 * plan.config.prepare_window_max, plan.config.op_size_max);
+            assert!(plan.config.message_size_max >= frame);
+            faults += u32::from(!d.fault_kinds.is_empty());
+            cluster_crashes += u32::from(d.cluster_crashes_max > 0);
+            slow += u32::from(d.latency_min_ns >= 500_000);
+            let mut forced = before.clone();
+            forced.draw_disk_forced(Some(true));
+            assert_eq!(forced, plan, "forcing draws the same disk");
+        }
+        assert!((120..220).contains(&durable), "{durable}");
+        assert!((20..durable / 2).contains(&faults), "{faults}");
+        assert!(
+            (durable / 4..durable * 3 / 4).contains(&cluster_crashes),
+            "{cluster_crashes}"
+        );
+        assert!((10..durable / 2).contains(&slow), "{slow}");
     }
 
     #[test]

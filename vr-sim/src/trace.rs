@@ -38,6 +38,9 @@ pub enum TraceKind {
     Phase = 13,
     /// A checker found a violation.
     Violation = 14,
+    /// A durable replica's disk: a persist made durable, a crash's loss, a
+    /// restart from disk, an injected disk fault.
+    Disk = 15,
 }
 
 impl TraceKind {
@@ -50,6 +53,7 @@ impl TraceKind {
             TraceKind::Corrupt => "corrupt",
             TraceKind::Reject => "reject",
             TraceKind::Timeout => "timeout",
+            TraceKind::Disk => "disk",
             TraceKind::View => "view",
             TraceKind::Commit => "commit",
             TraceKind::Invoke => "invoke",

@@ -6,7 +6,7 @@
 use vr_core::InjectedBug;
 use vr_sim::checks::ViolationKind;
 use vr_sim::plan::{SeedPlan, MS, SECOND};
-use vr_sim::{run_seed, Options, SeedReport, Simulator};
+use vr_sim::{plan_for, run_plan, run_seed, Options, SeedReport, Simulator};
 
 /// Whether a checker of the protocol's safety (not a panic or a liveness
 /// problem) reported the run.
@@ -432,4 +432,73 @@ fn backup_read_before_executing_is_caught() {
         assert!(report.passed(), "seed {seed}: {:#?}", report.violations);
         assert!(report.stats.backup_reads_completed > 0, "seed {seed}");
     }
+}
+
+/// The options of a pinned durable seed: as the CLI draws its plans
+/// (reconfiguration and disk plans), durable replicas forced, as `--bug`
+/// forces them for a durable-only bug.
+fn durable(replica_count: Option<u8>) -> Options {
+    Options {
+        replica_count,
+        reconfiguration_plans: true,
+        disk_plans: true,
+        durability: Some(true),
+        ..Options::default()
+    }
+}
+
+/// Runs `seed` with `options` and with `buggy` (the same with a bug on),
+/// after checking the plan's fingerprint: the correct run passes, the
+/// buggy one a safety checker rejects.
+fn caught_by_pinned_seed(seed: u64, fingerprint: u64, options: Options, buggy: Options) {
+    let plan = plan_for(seed, &options);
+    assert_eq!(
+        plan.fingerprint_disk(),
+        fingerprint,
+        "seed {seed}: plan generation changed, so this seed no longer replays the run that \
+         caught the bug; find a new one (`vr-sim --seeds N --bug ...`) and update the test"
+    );
+    let correct = run_plan(plan, &options);
+    assert!(
+        correct.passed(),
+        "seed {seed}: the correct code passes: {:#?}",
+        correct.violations
+    );
+    let report = run_seed(seed, &buggy);
+    assert!(
+        safety_violation(&report),
+        "seed {seed}: the bug is caught: {:#?}",
+        report.violations
+    );
+}
+
+/// Reference: §4.1 steps 4–5 with stable storage (issue 18). Backups
+/// that acknowledge, and a primary that counts itself, before the op is
+/// on disk: a whole-cluster crash aimed at a backup's persist in flight
+/// loses an op the primary had executed, and the replicas restarted from
+/// disk commit another at its number (agreement). Seed 608, three
+/// replicas.
+#[test]
+fn ack_before_persist_is_caught_by_a_whole_cluster_crash() {
+    let options = durable(Some(3));
+    let buggy = Options {
+        injected_bug: Some(InjectedBug::AckBeforePersist),
+        ..options.clone()
+    };
+    caught_by_pinned_seed(608, 0x83032d6fc6f84bc8, options, buggy);
+}
+
+/// Issue 18, item 3 (Alagappan et al., FAST '18). A recovery scan that
+/// takes a log record whose body fails its checksum as data
+/// (vr-storage's injected bug `TrustUncheckedRecord`): bit rot in an
+/// entry of a fault-prone replica's log, the replica restarts from its
+/// disk and executes the damaged op (agreement). Seed 14.
+#[test]
+fn trust_unchecked_record_is_caught_after_bit_rot_and_a_restart() {
+    let options = durable(None);
+    let buggy = Options {
+        storage_bug: Some(vr_storage::InjectedBug::TrustUncheckedRecord),
+        ..options.clone()
+    };
+    caught_by_pinned_seed(14, 0x46d41ac76903df85, options, buggy);
 }

@@ -94,6 +94,8 @@ pub use format::{CheckpointRef, Identity, ReplicaState, SECTOR_SIZE};
 pub use log::{Entry, EntryRef, RecoveredLog};
 pub use mem::{CrashMode, MemDisk, MemStats, Rng};
 pub use plan::{Planner, Step};
+#[cfg(feature = "bug-injection")]
+pub use storage::InjectedBug;
 pub use storage::{
     Config, Error, Recovered, RecoveredCheckpoint, Storage, StorageStats, SUPERBLOCK_FILE,
 };

@@ -377,6 +377,10 @@ pub struct LogRecovery {
     /// Highest op that some intact record says was written (seals, and
     /// intact records in the wrong place).
     evidence_op: u64,
+    /// Injected bug (`InjectedBug::TrustUncheckedRecord`): entry records
+    /// whose body fails its checksum are taken as valid.
+    #[cfg(feature = "bug-injection")]
+    trust_unchecked: bool,
     /// End of the last intact record of the last segment read.
     last_segment_end: u64,
     last_segment_len: u64,
@@ -421,9 +425,41 @@ impl LogRecovery {
             last_op: 0,
             last_view: 0,
             evidence_op: known_op,
+            #[cfg(feature = "bug-injection")]
+            trust_unchecked: false,
             last_segment_end: 0,
             last_segment_len: 0,
             report: LogScanReport::default(),
+        }
+    }
+
+    /// Test-only: switches on the injected bug
+    /// `InjectedBug::TrustUncheckedRecord` for this scan.
+    #[cfg(feature = "bug-injection")]
+    pub fn trust_unchecked_records(&mut self) {
+        self.trust_unchecked = true;
+    }
+
+    /// The injected bug's view of a found record: an entry with an intact
+    /// header over a damaged body that lies within the file becomes valid.
+    #[cfg(feature = "bug-injection")]
+    fn injected<'b>(&self, found: Found<'b>, bytes: &'b [u8]) -> Found<'b> {
+        use crate::format::HEADER_SIZE;
+        match found {
+            Found::BodyCorrupt { offset, header }
+                if self.trust_unchecked && header.kind == Kind::Entry =>
+            {
+                let start = offset as usize + HEADER_SIZE;
+                match bytes.get(start..start + header.body_size as usize) {
+                    Some(body) => Found::Valid {
+                        offset,
+                        header,
+                        body,
+                    },
+                    None => Found::BodyCorrupt { offset, header },
+                }
+            }
+            other => other,
         }
     }
 
@@ -448,6 +484,8 @@ impl LogRecovery {
         };
         let mut end = 0u64;
         for found in Scanner::new(bytes, expect) {
+            #[cfg(feature = "bug-injection")]
+            let found = self.injected(found, bytes);
             match found {
                 Found::Valid {
                     offset,

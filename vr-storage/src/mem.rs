@@ -91,8 +91,11 @@ struct Inner {
     next_inode: u64,
     write_seq: u64,
     misdirect: Option<(String, u64)>,
-    /// Sectors (file, index) whose reads fail with `EIO` until rewritten.
-    unreadable: std::collections::BTreeSet<(String, u64)>,
+    /// Sectors (inode, index) whose reads fail with `EIO` until rewritten.
+    /// Kept by inode, not by name: a latent sector error is in the blocks
+    /// of the file that had it, not in a file created later under the
+    /// same name (or renamed over it).
+    unreadable: std::collections::BTreeSet<(u64, u64)>,
     stats: MemStats,
 }
 
@@ -227,7 +230,10 @@ impl MemDisk {
     /// sector error) until the sector is written again (the device remaps
     /// it).
     pub fn fail_reads(&self, name: &str, sector: u64) {
-        self.lock().unreadable.insert((name.to_string(), sector));
+        let mut inner = self.lock();
+        if let Some(&id) = inner.now.get(name) {
+            inner.unreadable.insert((id, sector));
+        }
     }
 
     /// Whether any write or directory change is not yet durable.
@@ -382,8 +388,10 @@ impl Backend for MemDisk {
         let mut inner = self.lock();
         let first = offset / SECTOR_SIZE as u64;
         let last = (offset + buf.len().max(1) as u64 - 1) / SECTOR_SIZE as u64;
-        if (first..=last).any(|sector| inner.unreadable.contains(&(name.to_string(), sector))) {
-            return Err(io::Error::from_raw_os_error(crate::backend::EIO));
+        if let Some(&id) = inner.now.get(name) {
+            if (first..=last).any(|sector| inner.unreadable.contains(&(id, sector))) {
+                return Err(io::Error::from_raw_os_error(crate::backend::EIO));
+            }
         }
         let image = &MemDisk::inode_mut(&mut inner, name)?.current;
         let start = (offset as usize).min(image.len());
@@ -407,11 +415,12 @@ impl Backend for MemDisk {
             inner.now.insert(name.clone(), id);
         }
         if !data.is_empty() {
+            let id = inner.now[&name];
             let first = offset / SECTOR_SIZE as u64;
             let last = (offset + data.len() as u64 - 1) / SECTOR_SIZE as u64;
             inner
                 .unreadable
-                .retain(|(file, sector)| file != &name || !(first..=last).contains(sector));
+                .retain(|&(inode, sector)| inode != id || !(first..=last).contains(&sector));
         }
         inner.write_seq += 1;
         let seq = inner.write_seq;
@@ -515,6 +524,25 @@ mod tests {
         disk.remove("old").unwrap();
         disk.crash(CrashMode::LoseAll);
         assert_eq!(disk.file_names(), vec!["old".to_string()]);
+    }
+
+    /// A latent sector error belongs to the file that had it: a file made
+    /// later under its name (a reformat renames a new superblock over the
+    /// old) reads fine.
+    #[test]
+    fn unreadable_sectors_stay_with_their_file() {
+        let mut disk = MemDisk::new();
+        disk.write_at("a", 0, &[1; 8192]).unwrap();
+        disk.fail_reads("a", 1);
+        let mut buf = [0u8; 8192];
+        assert!(disk.read_at("a", 0, &mut buf).is_err());
+        disk.write_at("a.new", 0, &[2; 8192]).unwrap();
+        disk.rename("a.new", "a").unwrap();
+        assert_eq!(disk.read_at("a", 0, &mut buf).unwrap(), 8192);
+        disk.fail_reads("a", 0);
+        disk.remove("a").unwrap();
+        disk.write_at("a", 0, &[3; 100]).unwrap();
+        assert_eq!(disk.read_at("a", 0, &mut buf[..100]).unwrap(), 100);
     }
 
     #[test]

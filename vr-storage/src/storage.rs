@@ -52,6 +52,22 @@ pub struct Config {
     /// [`Storage::open`] returns: vr-core's `log_tail_ops`, so that peers
     /// lagging by fewer catch up from the log, after a restart too.
     pub log_retain_ops: u64,
+    /// Test-only: a deliberate storage bug, for showing that a checker
+    /// catches it. `None` in every real configuration.
+    #[cfg(feature = "bug-injection")]
+    pub injected_bug: Option<InjectedBug>,
+}
+
+/// Deliberate storage bugs, for tests of checkers (the simulator's); they
+/// can be switched on only with the feature `bug-injection`.
+#[cfg(feature = "bug-injection")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InjectedBug {
+    /// The recovery scan takes a log entry record whose header is intact
+    /// but whose body fails its checksum as if it were valid: the damaged
+    /// bytes become the entry, instead of the op being reported faulty
+    /// (breaks "damage is never returned as data").
+    TrustUncheckedRecord,
 }
 
 impl Config {
@@ -65,6 +81,8 @@ impl Config {
             entry_bytes_max: 512 << 10,
             page_bytes_max: 64 << 10,
             log_retain_ops: 0,
+            #[cfg(feature = "bug-injection")]
+            injected_bug: None,
         }
     }
 
@@ -396,6 +414,10 @@ impl<B: Backend> Storage<B> {
             superblock.state.commit_number,
             config.limits(),
         );
+        #[cfg(feature = "bug-injection")]
+        if config.injected_bug == Some(InjectedBug::TrustUncheckedRecord) {
+            recovery.trust_unchecked_records();
+        }
         for &name in &segments {
             let file = segment_file_name(name);
             // Memory is bounded by the segment size; a longer file (written

@@ -363,7 +363,7 @@ impl<S: Service> Replica<S> {
             .commit_number
             .min(best.commit_number)
             .max(self.log_base);
-        self.truncate_log(keep);
+        let old = self.take_log_after(keep);
         self.extend_log(
             staged
                 .into_iter()
@@ -374,6 +374,7 @@ impl<S: Service> Replica<S> {
             "committed prefix complete"
         );
         self.extend_log(best.log);
+        self.note_log_replaced(keep, &old);
         debug_assert!(is_contiguous_from(&self.log, self.log_base + 1));
         self.op_number = best.op_number;
         self.last_normal_view = self.view;
@@ -531,8 +532,9 @@ impl<S: Service> Replica<S> {
         let was_changing = self.status == Status::ViewChange;
         let was_recovering = self.status == Status::Recovering;
         self.reset_view_state(view);
-        self.truncate_log(keep);
+        let old = self.take_log_after(keep);
         self.extend_log(entries);
+        self.note_log_replaced(keep, &old);
         debug_assert!(
             self.log_base + self.log.len() as u64 == op_number && op_number >= self.commit_number,
             "an installed log is contiguous and holds every committed op"

@@ -125,11 +125,20 @@ impl Simulator {
             &[5, u64::from(i), restart_at.unwrap_or(0)],
             || format!("crash r{i} ({when})"),
         );
+        // A durable replica's disk loses what was not synced. Its unsynced
+        // writes reach the disk in any subset only where that leaves at
+        // most f replicas recovering from their peers
+        // (`Options::reordered_power_loss`).
+        let reorder = self.options.reordered_power_loss
+            || (!self.cluster_crashing && self.config.replica_count >= 3);
+        self.disk_crash(i, reorder);
     }
 
     /// Restarts the crashed replica `i` now, with wiped memory: a fresh
     /// `Replica::recover` and an empty service, and a nonce drawn from the
-    /// nemesis stream.
+    /// nemesis stream. A durable replica restarts from its disk
+    /// (`Replica::restart`), or recovers from its peers if the disk is not
+    /// intact.
     pub fn restart(&mut self, i: u8) {
         let now = self.now;
         let nonce = self.nemesis_prng.next_u64();
@@ -138,7 +147,12 @@ impl Simulator {
         }
         let local = self.replicas[usize::from(i)].clock.local(now);
         // In the latest epoch it is a member of (§7), or joining again.
-        let (replica, recovering) = self.rebuild(i, local, nonce);
+        let durable = self.durable();
+        let (replica, recovering) = if durable {
+            self.restart_from_disk(i, local, nonce)
+        } else {
+            self.rebuild(i, local, nonce)
+        };
         let node = &mut self.replicas[usize::from(i)];
         node.replica = Some(replica);
         node.restart_at = None;
@@ -156,10 +170,12 @@ impl Simulator {
                 });
         } else {
             self.stats.restarts += 1;
-            self.trace
-                .record(now, TraceKind::Nemesis, &[10, u64::from(i)], || {
-                    format!("restart r{i} with wiped memory (recovering, nonce {nonce:x})")
-                });
+            if !durable {
+                self.trace
+                    .record(now, TraceKind::Nemesis, &[10, u64::from(i)], || {
+                        format!("restart r{i} with wiped memory (recovering, nonce {nonce:x})")
+                    });
+            }
         }
         // Drain what `recover` queued (its Recovery messages).
         self.replica_step(i, |_, _| {});

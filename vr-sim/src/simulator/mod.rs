@@ -105,6 +105,33 @@ pub struct Options {
     /// the library (the pinned batches replay the plans before it); the
     /// CLI switches it on.
     pub reconfiguration_plans: bool,
+    /// Draw durable replicas with a disk model in half of the random seeds
+    /// that do not boot recovering ([`SeedPlan::draw_disk`]). Off by
+    /// default in the library (the pinned seeds replay the plans before
+    /// it); the CLI switches it on.
+    pub disk_plans: bool,
+    /// Force durable replicas (`Some(true)`) or memory-only ones
+    /// (`Some(false)`) in every random seed; `None` draws it (with
+    /// `disk_plans`).
+    pub durability: Option<bool>,
+    /// Switch on a deliberate storage bug in every replica's disk (test
+    /// tool; durable seeds only).
+    pub storage_bug: Option<vr_storage::InjectedBug>,
+    /// Durable replicas: the simulator, as the embedding, writes the
+    /// superblock when the commit-number in memory is a prepare window
+    /// past the one on disk (the glue writes it only with a promise). On
+    /// by default; off reproduces the liveness failure it avoids
+    /// (docs/testing.md, "Durable replicas").
+    pub disk_commit_refresh: bool,
+    /// Durable replicas: a power loss may persist any subset of the
+    /// unsynced sectors (`CrashMode::RandomSectors`) in whole-cluster
+    /// crashes and in one-replica clusters too. Off by default: there,
+    /// vr-storage reports the ops of a torn unsynced batch whose seal
+    /// survived as faulty, the glue then has more than f replicas recover
+    /// from their peers, and committed ops are lost (an open issue,
+    /// docs/testing.md, "Durable replicas"). A single crash in a cluster
+    /// of three or more draws it always.
+    pub reordered_power_loss: bool,
 }
 
 impl Default for Options {
@@ -121,21 +148,34 @@ impl Default for Options {
             optimization_plans: true,
             boot_recovering: None,
             reconfiguration_plans: false,
+            disk_plans: false,
+            durability: None,
+            storage_bug: None,
+            disk_commit_refresh: true,
+            reordered_power_loss: false,
         }
     }
 }
 
 mod clients;
+mod disk;
 mod epochs;
 mod faults;
 mod phases;
 mod replicas;
 mod report;
 
-pub use report::{CoreCounters, FinalReplica, LinearizabilityVerdict, RunStats, SeedReport};
+pub use report::{
+    CoreCounters, DiskCounters, FinalReplica, LinearizabilityVerdict, RunStats, SeedReport,
+};
 
 /// Runs `seed` with a random plan: the whole two-phase run and every checker.
 pub fn run_seed(seed: u64, options: &Options) -> SeedReport {
+    run_plan(plan_for(seed, options), options)
+}
+
+/// The plan [`run_seed`] runs for `seed` with `options`.
+pub fn plan_for(seed: u64, options: &Options) -> SeedPlan {
     let mut plan = if options.classic_plans {
         SeedPlan::classic(seed, options.replica_count)
     } else if !options.optimization_plans {
@@ -150,8 +190,11 @@ pub fn run_seed(seed: u64, options: &Options) -> SeedReport {
         plan.draw_reconfiguration();
         plan.draw_stranding();
     }
+    if (options.disk_plans || options.durability.is_some()) && !options.classic_plans {
+        plan.draw_disk_forced(options.durability);
+    }
     plan.config.injected_bug = options.injected_bug;
-    run_plan(plan, options)
+    plan
 }
 
 /// Runs `plan` to the end. A panic in the code under test is caught and
@@ -268,6 +311,8 @@ struct ReplicaNode {
     /// Frames that arrived while paused, delivered on resume.
     held: VecDeque<Packet>,
     observed: Observed,
+    /// Durable replicas: its disk (it survives crashes).
+    disk: Option<disk::DiskNode>,
 }
 
 /// An operation a client is waiting for.
@@ -374,6 +419,23 @@ pub struct Simulator {
     crash_due: Option<u8>,
     /// Whether the scripted primary crash happened (or was skipped).
     primary_crash_done: bool,
+    /// Durable replicas: the disks' stream (latencies, crash modes, disk
+    /// faults, whole-cluster crashes), apart from the others so that
+    /// memory-only seeds draw what they drew before.
+    disk_prng: Prng,
+    /// When the next disk fault strikes.
+    disk_fault_next_at: Option<u64>,
+    /// When the next whole-cluster crash strikes.
+    cluster_crash_next_at: Option<u64>,
+    /// Whole-cluster crashes still to come.
+    cluster_crashes_left: u8,
+    /// A whole-cluster crash waits for the next persist written.
+    cluster_crash_armed: bool,
+    /// The whole-cluster crash due was aimed at a persist in flight.
+    cluster_crash_aimed: bool,
+    /// A whole-cluster crash is under way (its crashes are not the
+    /// nemesis's single ones).
+    cluster_crashing: bool,
     agreement: Agreement,
     backup_reads: Vec<BackupRead>,
     views_formed: BTreeSet<u64>,
@@ -426,6 +488,7 @@ impl Simulator {
                         paused_until: None,
                         held: VecDeque::new(),
                         observed: Observed::default(),
+                        disk: None,
                     };
                 }
                 let kv =
@@ -444,9 +507,21 @@ impl Simulator {
                         normal: true,
                         ..Observed::default()
                     },
+                    disk: None,
                 }
             })
             .collect::<Vec<_>>();
+        if plan.disk.durable {
+            for (i, node) in replicas.iter_mut().enumerate() {
+                let storage = disk::storage_config(
+                    config.cluster,
+                    i as u8,
+                    config.log_tail_ops,
+                    options.storage_bug,
+                );
+                node.disk = Some(disk::DiskNode::format(storage));
+            }
+        }
         // New members of a reconfiguration plan: slots after the initial
         // ones (slots are member ids), each a `Replica::join` from time
         // zero, waiting for the new epoch. Clocks from a stream of their
@@ -484,6 +559,7 @@ impl Simulator {
                 paused_until: None,
                 held: VecDeque::new(),
                 observed: Observed::default(),
+                disk: None,
             });
         }
         let mut workload_prng = Prng::new(seed ^ 0x3052_4B10_AD00);
@@ -539,6 +615,13 @@ impl Simulator {
                 2 * plan.faults.nemesis_interval_mean_ns,
             )
         });
+        let mut disk_prng = Prng::new(seed ^ 0xD15C_D15C_0A7E_5EED);
+        let d = &plan.disk;
+        let disk_fault_next_at = (d.durable && !d.fault_kinds.is_empty())
+            .then(|| between(&mut disk_prng, 1, 2 * d.fault_interval_mean_ns));
+        let cluster_crash_next_at = (d.durable && d.cluster_crashes_max > 0)
+            .then(|| between(&mut disk_prng, 1, 2 * d.cluster_crash_interval_mean_ns));
+        let cluster_crashes_left = d.cluster_crashes_max;
         let mut trace = Trace::new(options.trace);
         trace.record(0, TraceKind::Phase, &[0], || {
             format!("seed {seed}: safety phase; {}", plan.summary())
@@ -567,6 +650,13 @@ impl Simulator {
             admin,
             crash_due: None,
             primary_crash_done: false,
+            disk_prng,
+            disk_fault_next_at,
+            cluster_crash_next_at,
+            cluster_crashes_left,
+            cluster_crash_armed: false,
+            cluster_crash_aimed: false,
+            cluster_crashing: false,
             agreement: Agreement::new(),
             backup_reads: Vec::new(),
             views_formed: BTreeSet::new(),
@@ -736,6 +826,8 @@ impl Simulator {
             self.nemesis_next_at,
             self.partition.map(|p| p.heal_at),
             self.network.next_arrival(),
+            self.disk_fault_next_at,
+            self.cluster_crash_next_at,
         ]
         .into_iter()
         .flatten()
@@ -749,6 +841,7 @@ impl Simulator {
             consider(node.paused_until);
             consider(node.restart_at);
             consider(self.replica_deadline(i));
+            consider(self.disk_due(i));
         }
         for node in &self.clients {
             consider(node.client.poll_timeout().map(Instant::as_nanos));
@@ -773,6 +866,14 @@ impl Simulator {
             self.heal();
             return;
         }
+        if self.cluster_crash_next_at.is_some_and(|t| t <= now) {
+            self.cluster_crash_act();
+            return;
+        }
+        if self.disk_fault_next_at.is_some_and(|t| t <= now) {
+            self.disk_fault_act();
+            return;
+        }
         if let Some(i) = (0..self.replicas.len())
             .find(|&i| self.replicas[i].paused_until.is_some_and(|t| t <= now))
         {
@@ -783,6 +884,12 @@ impl Simulator {
             .find(|&i| self.replicas[i].restart_at.is_some_and(|t| t <= now))
         {
             self.restart(i as u8);
+            return;
+        }
+        if let Some(i) =
+            (0..self.replicas.len()).find(|&i| self.disk_due(i).is_some_and(|t| t <= now))
+        {
+            self.disk_complete(i as u8);
             return;
         }
         if let Some(packet) = self.network.pop_due(now, &mut self.trace) {

@@ -11,6 +11,9 @@ impl Simulator {
     pub fn start_liveness(&mut self, isolate_minority: bool) {
         let now = self.now;
         self.nemesis_next_at = None;
+        self.disk_fault_next_at = None;
+        self.cluster_crash_next_at = None;
+        self.cluster_crash_armed = false;
         self.partition = None;
         self.network.heal_all();
         self.network

@@ -182,7 +182,18 @@ impl Simulator {
         };
         input(replica, local);
         let mut outputs = Vec::new();
+        // Per persist, read as it is drained: the checkpoint's pages (a
+        // later checkpoint replaces them) and whether the replica had left
+        // `Recovering` (its recovery is then on disk once it is durable).
+        let mut persists = VecDeque::new();
         while let Some(action) = replica.poll_action() {
+            if let Action::Persist(persist) = &action {
+                let pages = persist
+                    .checkpoint
+                    .map(|_| replica.checkpoint_pages().to_vec())
+                    .unwrap_or_default();
+                persists.push_back((pages, replica.status() != Status::Recovering));
+            }
             outputs.push(action);
         }
         let own_epoch = replica.epoch();
@@ -204,11 +215,9 @@ impl Simulator {
                         self.violation(ViolationKind::Codec, detail);
                     }
                 }
-                Action::Persist(_) => {
-                    // The simulated replicas keep their state in memory
-                    // (`Durability::Memory`): none may ask for a disk.
-                    let detail = format!("r{i} asked to persist in a memory-only cluster");
-                    self.violation(ViolationKind::Service, detail);
+                Action::Persist(persist) => {
+                    let (pages, clears_marker) = persists.pop_front().unwrap_or_default();
+                    self.disk_write(i, persist, pages, clears_marker);
                 }
                 Action::NewEpoch { client_id, notice } => {
                     if let Some(&c) = self.client_by_id.get(&client_id) {

@@ -82,6 +82,117 @@ pub struct RunStats {
     /// Restarted replicas that learned, recovering, that a reconfiguration
     /// removed them (they retire, and are no longer counted as failed).
     pub retired_while_recovering: u64,
+    /// Durable replicas: their disks.
+    pub disk: DiskCounters,
+}
+
+/// What the disks of durable replicas did and suffered (issue 18).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DiskCounters {
+    /// Persists written (each then synced and answered, unless a crash
+    /// came first).
+    pub persists_written: u64,
+    /// Whole-cluster crashes.
+    pub cluster_crashes: u64,
+    /// Crashes, by what the disk lost of its unsynced writes.
+    pub crashes_keep_all: u64,
+    /// See `crashes_keep_all`.
+    pub crashes_lose_all: u64,
+    /// See `crashes_keep_all`.
+    pub crashes_random_sectors: u64,
+    /// See `crashes_keep_all`.
+    pub crashes_torn_last: u64,
+    /// Crashes that lost (some of) unsynced writes: there were some, and
+    /// the mode was not `KeepAll`.
+    pub crashes_losing_writes: u64,
+    /// Disk faults injected, by kind.
+    pub corrupt_sectors: u64,
+    /// See `corrupt_sectors`.
+    pub bit_rot: u64,
+    /// See `corrupt_sectors`.
+    pub misdirected_writes: u64,
+    /// See `corrupt_sectors`.
+    pub read_failures: u64,
+    /// Restarts from an intact disk (`Replica::restart`).
+    pub restarts_from_disk: u64,
+    /// Restarts from a disk that was not intact, which recovered from
+    /// their peers instead, by reason (`RecoverFromPeers`, or what went
+    /// wrong opening the disk).
+    pub repairs: BTreeMap<String, u64>,
+    /// Recoveries from peers whose state then reached the disk (the
+    /// recovery marker removed).
+    pub recoveries_finished: u64,
+    /// IO errors of the storage (the replica stopped and restarted).
+    pub storage_errors: u64,
+    /// Superblock writes to refresh a lagging commit-number
+    /// (`Options::disk_commit_refresh`).
+    pub commit_refreshes: u64,
+}
+
+impl DiskCounters {
+    /// Restarts that recovered from peers, for any reason.
+    pub fn repairs_total(&self) -> u64 {
+        self.repairs.values().sum()
+    }
+
+    /// Disk faults injected, of every kind.
+    pub fn faults_total(&self) -> u64 {
+        self.corrupt_sectors + self.bit_rot + self.misdirected_writes + self.read_failures
+    }
+
+    /// Adds another run's counters.
+    pub fn merge(&mut self, other: &DiskCounters) {
+        self.persists_written += other.persists_written;
+        self.cluster_crashes += other.cluster_crashes;
+        self.crashes_keep_all += other.crashes_keep_all;
+        self.crashes_lose_all += other.crashes_lose_all;
+        self.crashes_random_sectors += other.crashes_random_sectors;
+        self.crashes_torn_last += other.crashes_torn_last;
+        self.crashes_losing_writes += other.crashes_losing_writes;
+        self.corrupt_sectors += other.corrupt_sectors;
+        self.bit_rot += other.bit_rot;
+        self.misdirected_writes += other.misdirected_writes;
+        self.read_failures += other.read_failures;
+        self.restarts_from_disk += other.restarts_from_disk;
+        for (why, count) in &other.repairs {
+            *self.repairs.entry(why.clone()).or_default() += count;
+        }
+        self.recoveries_finished += other.recoveries_finished;
+        self.storage_errors += other.storage_errors;
+        self.commit_refreshes += other.commit_refreshes;
+    }
+
+    /// One line for reports.
+    pub fn render(&self) -> String {
+        let repairs: Vec<String> = self
+            .repairs
+            .iter()
+            .map(|(why, c)| format!("{why} {c}"))
+            .collect();
+        format!(
+            "{} persists written; {} whole-cluster crashes; crashes keep-all {}, lose-all {}, random-sectors {}, \
+             torn-last {} ({} lost unsynced writes); faults: {} corrupt sectors, {} bit rot, {} misdirected writes, \
+             {} read failures; {} restarts from disk, {} recoveries from peers [{}], {} finished on disk; \
+             {} storage errors; {} commit-number refreshes",
+            self.persists_written,
+            self.cluster_crashes,
+            self.crashes_keep_all,
+            self.crashes_lose_all,
+            self.crashes_random_sectors,
+            self.crashes_torn_last,
+            self.crashes_losing_writes,
+            self.corrupt_sectors,
+            self.bit_rot,
+            self.misdirected_writes,
+            self.read_failures,
+            self.restarts_from_disk,
+            self.repairs_total(),
+            repairs.join(", "),
+            self.recoveries_finished,
+            self.storage_errors,
+            self.commit_refreshes
+        )
+    }
 }
 
 /// vr-core's counters ([`vr_core::Stats`]) of interest, summed over every
@@ -116,6 +227,10 @@ pub struct CoreCounters {
     pub witness_log_skips: u64,
     /// Times a witness was offered a skip it could not yet take.
     pub witness_skips_deferred: u64,
+    /// Durable replicas: persists completed (answered).
+    pub persists_completed: u64,
+    /// Durable replicas: restarts from disk, as the replicas count them.
+    pub restarts_from_disk: u64,
 }
 
 impl CoreCounters {
@@ -135,6 +250,8 @@ impl CoreCounters {
         self.prepare_batch_entries += stats.prepare_batch_entries;
         self.witness_log_skips += stats.witness_log_skips;
         self.witness_skips_deferred += stats.witness_skips_deferred;
+        self.persists_completed += stats.persists_completed;
+        self.restarts_from_disk += stats.restarts_from_disk;
     }
 
     /// Adds another sum.
@@ -153,6 +270,8 @@ impl CoreCounters {
         self.prepare_batch_entries += other.prepare_batch_entries;
         self.witness_log_skips += other.witness_log_skips;
         self.witness_skips_deferred += other.witness_skips_deferred;
+        self.persists_completed += other.persists_completed;
+        self.restarts_from_disk += other.restarts_from_disk;
     }
 }
 
