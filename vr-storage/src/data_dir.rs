@@ -125,6 +125,7 @@ pub fn storage_config(core: &CoreConfig, member: vr_core::MemberId, cluster_id: 
         entry_bytes_max,
         page_bytes_max: (CHECKPOINT_CHUNK_BYTES - HEADER_SIZE - RECORD_ALIGN) as u32,
         log_retain_ops: core.log_tail_ops,
+        commit_refresh_ops: u64::from(core.prepare_window_max),
         ..Config::new(Identity {
             cluster_id,
             member_id: member,

@@ -269,7 +269,11 @@ pub fn complete_persist<B: Backend>(
         state.view_number = state.view_number.max(old.view_number);
     }
     let promises = |s: &ReplicaState| (s.epoch, s.view_number, s.last_normal_view, s.incarnation);
-    if promises(&state) != promises(&old) {
+    let refresh = storage.config().commit_refresh_ops;
+    let commit_lags = refresh > 0
+        && state.epoch == old.epoch
+        && state.commit_number >= old.commit_number.saturating_add(refresh);
+    if promises(&state) != promises(&old) || commit_lags {
         storage.write_superblock(&state)?;
     }
     Ok(())

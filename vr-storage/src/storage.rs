@@ -52,6 +52,14 @@ pub struct Config {
     /// [`Storage::open`] returns: vr-core's `log_tail_ops`, so that peers
     /// lagging by fewer catch up from the log, after a restart too.
     pub log_retain_ops: u64,
+    /// [`crate::replica::complete_persist`] writes the superblock when a
+    /// promise changed, and also when the commit-number it would store is
+    /// this many ops past the stored one (0: never for that reason). After
+    /// a restart a replica knows only the disk's commit-number, and its
+    /// DoViewChange carries its log after it: a commit-number that lags
+    /// without bound makes that message outgrow a frame (vr-sim seed 43).
+    /// vr-core's `prepare_window_max` keeps it within the window's reach.
+    pub commit_refresh_ops: u64,
     /// Test-only: a deliberate storage bug, for showing that a checker
     /// catches it. `None` in every real configuration.
     #[cfg(feature = "bug-injection")]
@@ -81,6 +89,7 @@ impl Config {
             entry_bytes_max: 512 << 10,
             page_bytes_max: 64 << 10,
             log_retain_ops: 0,
+            commit_refresh_ops: 0,
             #[cfg(feature = "bug-injection")]
             injected_bug: None,
         }

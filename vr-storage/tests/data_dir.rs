@@ -213,3 +213,41 @@ fn a_directory_of_another_cluster_is_refused() {
     let error = DataDir::open(&path, &core(), 0, 4).unwrap_err();
     assert!(error.to_string().contains("belongs to cluster"), "{error}");
 }
+
+/// The stored commit-number follows the replica's once it lags a prepare
+/// window, without a promise changing: a restarted replica's DoViewChange
+/// carries its log after that number, which must fit a frame (vr-sim
+/// seed 43 formed no view after a whole-cluster crash without it).
+#[test]
+fn the_stored_commit_number_never_lags_more_than_a_window() {
+    let root = tempfile::tempdir().unwrap();
+    let path = root.path().join("replica-0");
+    let mut config = core();
+    config.prepare_window_max = 4;
+    let (mut dir, boot) = DataDir::open(&path, &config, 0, 3).unwrap();
+    let mut replica = boot
+        .build_replica(config.clone(), 0, Log::default(), Instant::ZERO, 1)
+        .unwrap();
+    drain(&mut replica, &mut dir);
+    for i in 0..20u64 {
+        replica.handle_message(
+            Instant::ZERO,
+            Message::Request(vr_core::message::Request {
+                op: vec![i as u8],
+                client_id: 77,
+                request_number: i + 1,
+            }),
+        );
+        drain(&mut replica, &mut dir);
+    }
+    assert_eq!(replica.commit_number(), 20);
+    drop(dir);
+    let Boot::Restart(disk) = DataDir::open(&path, &config, 0, 3).unwrap().1 else {
+        panic!("expected a restart from disk")
+    };
+    assert!(
+        disk.state.commit_number + 4 >= 20,
+        "the stored commit-number lags: {}",
+        disk.state.commit_number
+    );
+}

@@ -64,7 +64,12 @@ impl<S: Service> Replica<S> {
         });
         if n == 1 {
             // Alone, the replica is the whole cluster: it lost everything.
-            self.form_new_cluster(now);
+            // If that was durable data, serving an empty state would be a
+            // loss it does not get to decide: it stays recovering (safe
+            // formation); an operator who accepts the loss wipes its disk.
+            if !self.lost_disk {
+                self.form_new_cluster(now);
+            }
             return;
         }
         self.send_recovery(now);

@@ -114,6 +114,7 @@ fn why_name(why: &RecoverFromPeers) -> &'static str {
         RecoverFromPeers::MalformedEntry { .. } => "malformed-entry",
         RecoverFromPeers::SuperblockLost => "superblock-lost",
         RecoverFromPeers::RecoveryUnfinished => "recovery-unfinished",
+        RecoverFromPeers::FirstStartUnfinished => "first-start-unfinished",
     }
 }
 
@@ -443,7 +444,10 @@ impl Simulator {
             .expect("checked above");
         disk.storage = storage;
         disk.marked = true;
-        let replica = Replica::recover(self.config.clone(), i, kv_again, local, nonce)
+        // Every simulated disk held data (formatted at the cluster's
+        // birth): a replica that cannot trust it never forms a new cluster
+        // (safe formation, `docs/protocol.md`).
+        let replica = Replica::recover_lost_disk(self.config.clone(), i, kv_again, local, nonce)
             .unwrap_or_else(|e| panic!("invalid replica configuration: {e}"));
         (replica, true)
     }
