@@ -382,7 +382,9 @@ impl Cluster {
         let start = Instant::now();
         loop {
             let statuses: Vec<Option<Status>> = self.resp.iter().map(|&a| status(a)).collect();
-            let healthy = statuses.iter().all(|s| s.as_ref().is_some_and(|s| s.normal))
+            let healthy = statuses
+                .iter()
+                .all(|s| s.as_ref().is_some_and(|s| s.normal))
                 && statuses.iter().flatten().filter(|s| s.primary).count() == 1
                 && statuses
                     .iter()
@@ -570,7 +572,8 @@ impl Resp {
         Resp::encode(&mut out, &[b"VR.STATUS"]);
         self.send(&out)?;
         let text = self.reply()?.unwrap_or_default();
-        Status::parse(&String::from_utf8_lossy(&text)).ok_or_else(|| io::ErrorKind::InvalidData.into())
+        Status::parse(&String::from_utf8_lossy(&text))
+            .ok_or_else(|| io::ErrorKind::InvalidData.into())
     }
 }
 
@@ -604,9 +607,10 @@ fn prefill(resp: &[SocketAddr], keys: usize, value_bytes: usize) -> io::Result<(
                 })
             })
             .collect();
-        tasks
-            .into_iter()
-            .try_for_each(|t| t.join().unwrap_or_else(|_| Err(io::Error::other("panicked"))))
+        tasks.into_iter().try_for_each(|t| {
+            t.join()
+                .unwrap_or_else(|_| Err(io::Error::other("panicked")))
+        })
     })
 }
 
@@ -627,7 +631,8 @@ impl Load {
         let acknowledged = Arc::new(AtomicU64::new(0));
         let threads = (0..writers)
             .map(|w| {
-                let (stop, avoid, acknowledged) = (stop.clone(), avoid.clone(), acknowledged.clone());
+                let (stop, avoid, acknowledged) =
+                    (stop.clone(), avoid.clone(), acknowledged.clone());
                 let resp = resp.to_vec();
                 thread::spawn(move || {
                     write_loop(w, &resp, keys, value_bytes, &stop, &avoid, &acknowledged)

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use vr_core::codec;
@@ -107,6 +107,7 @@ fn start<S: Service + Send + 'static>(
                 inbound: HashMap::new(),
                 connection_next: 0,
                 events_tx,
+                accepted: watch::Sender::new(0),
                 counters: Arc::default(),
                 stats: AdapterStats::default(),
                 disk: data_dir.map(Disk::Idle),
@@ -225,6 +226,9 @@ struct Loop<S: Service> {
     inbound: HashMap<ConnectionId, Inbound>,
     connection_next: ConnectionId,
     events_tx: mpsc::Sender<LinkEvent>,
+    /// Counts accepted connections; every outbound link to a peer watches
+    /// it, to try again at once when a restarted peer connects.
+    accepted: watch::Sender<u64>,
     counters: Arc<LinkCounters>,
     /// The adapter's own counters (`node` and `inbound` filled on request).
     stats: AdapterStats,
@@ -327,6 +331,11 @@ impl<S: Service> Loop<S> {
             return;
         }
         self.stats.connections_accepted += 1;
+        // A peer that restarted connects as soon as it has something to
+        // say (recovery, its first view change vote): links backing off
+        // from it try again now rather than after up to
+        // `reconnect_backoff_max`, which it would otherwise wait out.
+        self.accepted.send_modify(|n| *n = n.wrapping_add(1));
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%peer, %error, "set_nodelay failed");
         }
@@ -540,6 +549,7 @@ impl<S: Service> Loop<S> {
                 None,
                 backoff,
                 self.counters.clone(),
+                Some(self.accepted.subscribe()),
             ));
             *slot = Some(outbox);
         }
