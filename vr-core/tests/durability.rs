@@ -208,6 +208,67 @@ fn a_primary_restarted_from_disk_loses_nothing() {
     }
 }
 
+/// Reference: §4.2, and `docs/protocol.md` (restarting from disk). A
+/// primary restarted from its disk moves on to the next view and votes for
+/// it (StartViewChange). Its backups heard it a moment before its crash,
+/// yet join at once: the vote comes from their primary, which has left the
+/// view. The next view forms well within a primary-silence timeout (100 ms
+/// and jitter), which the backups waited out before (issue 18, item 8).
+#[test]
+fn backups_follow_their_restarted_primary_into_the_next_view_at_once() {
+    for seed in 0..4 {
+        let mut cluster = durable_cluster(3, 1, 30 + seed);
+        for i in 0..6 {
+            cluster.execute(0, &op("a", i));
+        }
+        cluster.crash(0);
+        cluster.restart_from_disk(0, Recorder::default(), 77);
+        let mut formed_after_ms = None;
+        for ms in 1..=400 {
+            cluster.run_for_ms(1);
+            if (0..3).all(|r| cluster.replicas[r].status() == Status::Normal)
+                && cluster.replicas[1].view() >= 1
+            {
+                formed_after_ms = Some(ms);
+                break;
+            }
+        }
+        let ms = formed_after_ms.expect("the next view forms");
+        assert!(ms <= 5, "seed {seed}: the next view formed after {ms} ms");
+        let done = cluster.execute(0, b"after");
+        assert_eq!(done.op_number, 7, "seed {seed}");
+        cluster.assert_agreement();
+    }
+}
+
+/// A backup restarted from its disk asks its primary for what it missed at
+/// once (§5.2, GetState), not at the primary's next Prepare or heartbeat:
+/// over TCP its request also opens its connection to the primary, which
+/// tells the primary's runtime that it is back (issue 18, item 8).
+#[test]
+fn a_backup_restarted_from_disk_asks_for_what_it_missed_at_once() {
+    let mut config = Config::new(7, 3);
+    config.seed = 8;
+    config.durability = Durability::Disk;
+    config.log_tail_ops = 64;
+    let mut cluster = Cluster::with_config(config, 1);
+    for i in 0..3 {
+        cluster.execute(0, &op("a", i));
+    }
+    cluster.crash(2);
+    for i in 0..4 {
+        cluster.execute(0, &op("b", i));
+    }
+    cluster.restart_from_disk(2, Recorder::default(), 88);
+    // The messages in flight only: no time passes, no heartbeat is due.
+    cluster.run_for_ms(0);
+    let (primary, restarted) = (&cluster.replicas[0], &cluster.replicas[2]);
+    assert_eq!(restarted.status(), Status::Normal);
+    assert_eq!(restarted.op_number(), primary.op_number());
+    assert_eq!(restarted.commit_number(), primary.commit_number());
+    assert_eq!(cluster.executed(2), cluster.executed(0));
+}
+
 /// Acknowledged writes survive losing the primary's disk while the backups
 /// restart from theirs, when backups acknowledge only what their disks hold:
 /// an op acknowledged by a quorum of disks is on the backups. With

@@ -70,6 +70,45 @@ fn restarted_primary_recovers_as_a_backup_of_a_later_view() {
     cluster.assert_agreement();
 }
 
+/// Reference: §4.3 and §4.2. A restarted primary's recovery proves, by the
+/// new incarnation of its round 2, that it lost its state: its backups
+/// start the view change at once rather than after their primary-silence
+/// timeout (100 ms and up to 50 ms of jitter here), and it is a normal
+/// backup of the next view well within one timeout (issue 18, item 8:
+/// recovery speed).
+#[test]
+fn backups_change_view_as_soon_as_their_primary_recovers() {
+    for seed in 0..4 {
+        let mut cluster = Cluster::new(3, 1, 40 + seed);
+        for i in 0..10 {
+            cluster.execute(0, &op(i));
+        }
+        let committed = cluster.executed(0);
+        cluster.crash(0);
+        cluster.restart(0, Recorder::default(), 7 + seed);
+        let mut normal_after_ms = None;
+        for ms in 1..=400 {
+            cluster.run_for_ms(1);
+            if cluster.replicas[0].status() == Status::Normal {
+                normal_after_ms = Some(ms);
+                break;
+            }
+        }
+        let ms = normal_after_ms.expect("the restarted primary recovers");
+        // The view change is immediate on this network; what remains is the
+        // recovering replica's resend interval (20 ms), after its round 2
+        // was answered by replicas changing view.
+        assert!(ms <= 30, "seed {seed}: normal after {ms} ms");
+        assert!(cluster.replicas[0].view() >= 1 && !cluster.replicas[0].is_primary());
+        assert!(
+            (1..3).any(|r| cluster.replicas[r].stats().view_changes_primary_restarted > 0),
+            "seed {seed}: a backup changed view because its primary restarted"
+        );
+        assert_eq!(cluster.executed(0), committed, "seed {seed}: nothing lost");
+        cluster.assert_agreement();
+    }
+}
+
 /// Reference: §4.3 ("waits to receive at least f + 1 RecoveryResponse
 /// messages"). With another replica down, a recovering replica of three
 /// hears one normal replica: not enough, so it stays recovering, takes no

@@ -122,7 +122,7 @@ impl<S: Service> Replica<S> {
     /// paper, replicas that are not normal answer too, saying so: their
     /// answers carry incarnations (round 1) and let a cluster in which every
     /// replica is recovering start afresh.
-    pub(super) fn on_recovery(&mut self, message: Recovery) {
+    pub(super) fn on_recovery(&mut self, now: Instant, message: Recovery) {
         let from = message.replica;
         if from >= self.config.replica_count || from == self.replica {
             self.stats.messages_invalid += 1;
@@ -131,6 +131,7 @@ impl<S: Service> Replica<S> {
         if message.incarnation > self.crash_vector[usize::from(from)] && !self.crash_vectors_off() {
             self.crash_vector[usize::from(from)] = message.incarnation;
             self.fence(from);
+            self.primary_restarted(now, from);
         }
         let status = match self.status {
             Status::Normal => RecoveryStatus::Normal,
@@ -155,6 +156,32 @@ impl<S: Service> Replica<S> {
                 replica: self.replica,
             }),
         );
+    }
+
+    /// `from` has just proved a new incarnation (round 2 of its recovery):
+    /// it restarted without its state. If it is this backup's primary, the
+    /// view has no primary any more (a recovering replica leads nothing, and
+    /// it comes back as a backup of a later view, see
+    /// `check_recovery_quorum`), so this backup starts the view change now
+    /// rather than after its primary-silence timeout (issue 18, item 8).
+    /// The recovering replica waits for that view change anyway: it needs
+    /// answers from the primary of the latest view. Only round 2 counts:
+    /// round 1 (incarnation 0) of a recovery long finished, delayed, looks
+    /// like a new one's, and could depose the same replica leading a later
+    /// view. Starting a view change is always safe (§4.2); what this
+    /// changes is only when.
+    fn primary_restarted(&mut self, now: Instant, from: ReplicaIndex) {
+        if self.status != Status::Normal || self.is_primary() || from != self.primary_index() {
+            return;
+        }
+        if now < self.lease_promise_until {
+            // A promise to the primary's lease (§6) is kept whatever
+            // happened to it; the view-change timer takes over.
+            self.stats.view_changes_deferred_by_lease += 1;
+            return;
+        }
+        self.stats.view_changes_primary_restarted += 1;
+        self.start_view_change(now, self.view + 1);
     }
 
     /// §4.3 step 3, at the recovering replica.

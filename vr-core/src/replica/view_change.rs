@@ -132,14 +132,23 @@ impl<S: Service> Replica<S> {
             if self.lease_forbids_view_change(now) {
                 return;
             }
-            if self.primary_heard_recently(now) && message.promised_view <= self.view {
+            if self.primary_heard_recently(now)
+                && message.promised_view <= self.view
+                && message.replica != self.primary_index()
+            {
                 // Departure: a replica that still hears its primary does not
                 // join, so one replica cut off from the primary alone cannot
                 // depose it. f+1 replicas that lost the primary still do.
                 // But a sender that promised a view above this one (its
                 // DoViewChange went to a view that never formed) can never
                 // come back to this view: moving up is the only way to let
-                // it back in (vr-sim seed 80).
+                // it back in (vr-sim seed 80). Nor does the rule hold back
+                // a vote from this view's primary itself: it has left the
+                // view (a primary restarted from disk moves on to the next,
+                // see `Replica::restart`) and never leads it again
+                // (`may_rejoin` bars a view's primary from going back), so
+                // waiting for the primary-silence timeout only delays the
+                // view change (issue 18, item 8).
                 self.stats.start_view_changes_ignored += 1;
                 return;
             }
