@@ -241,6 +241,43 @@ fn backups_follow_their_restarted_primary_into_the_next_view_at_once() {
     }
 }
 
+/// Reference: §6 (leased reads) and §4.2. With leases, the backups of a
+/// primary restarted from its disk keep the promise they made it, and join
+/// its view change the moment the promise runs out: not at their timeout
+/// (400 ms here), nor at its next StartViewChange (resent every 150 ms
+/// here).
+#[test]
+fn with_leases_backups_follow_their_restarted_primary_when_their_promise_ends() {
+    let mut config = Config::new(7, 3);
+    config.seed = 34;
+    config.durability = Durability::Disk;
+    config.lease_duration_ns = 100_000_000;
+    config.clock_drift_max_ns = 10_000_000;
+    config.view_change_timeout_ns = 400_000_000;
+    config.resend_interval_ns = 150_000_000;
+    let mut cluster = Cluster::with_config(config, 1);
+    for i in 0..5 {
+        cluster.execute(0, &op("a", i));
+    }
+    cluster.crash(0);
+    cluster.restart_from_disk(0, Recorder::default(), 99);
+    let mut joined_after_ms = None;
+    for ms in 1..=600 {
+        cluster.run_for_ms(1);
+        if (1..3).all(|r| cluster.replicas[r].view() >= 1) {
+            joined_after_ms = Some(ms);
+            break;
+        }
+    }
+    let ms = joined_after_ms.expect("the backups join the next view");
+    // The last promise was made at the last heartbeat, at most 10 ms
+    // before the crash.
+    assert!((89..=101).contains(&ms), "joined after {ms} ms");
+    let done = cluster.execute(0, b"after");
+    assert_eq!(done.op_number, 6);
+    cluster.assert_agreement();
+}
+
 /// A backup restarted from its disk asks its primary for what it missed at
 /// once (§5.2, GetState), not at the primary's next Prepare or heartbeat:
 /// over TCP its request also opens its connection to the primary, which

@@ -169,19 +169,14 @@ impl<S: Service> Replica<S> {
     /// round 1 (incarnation 0) of a recovery long finished, delayed, looks
     /// like a new one's, and could depose the same replica leading a later
     /// view. Starting a view change is always safe (§4.2); what this
-    /// changes is only when.
+    /// changes is only when (and not before a lease promised to the primary
+    /// runs out: see `primary_left`).
     fn primary_restarted(&mut self, now: Instant, from: ReplicaIndex) {
         if self.status != Status::Normal || self.is_primary() || from != self.primary_index() {
             return;
         }
-        if now < self.lease_promise_until {
-            // A promise to the primary's lease (§6) is kept whatever
-            // happened to it; the view-change timer takes over.
-            self.stats.view_changes_deferred_by_lease += 1;
-            return;
-        }
         self.stats.view_changes_primary_restarted += 1;
-        self.start_view_change(now, self.view + 1);
+        self.primary_left(now, self.view + 1);
     }
 
     /// §4.3 step 3, at the recovering replica.
