@@ -110,9 +110,13 @@ struct RestartArgs {
     /// Bytes per value.
     #[arg(long, default_value_t = 150)]
     value_bytes: usize,
-    /// Closed-loop writers during the trials.
+    /// Writers during the trials.
     #[arg(long, default_value_t = 8)]
     writers: usize,
+    /// SETs per second of all writers together [default: closed loop,
+    /// each writer sends its next SET when the last is answered].
+    #[arg(long)]
+    rate: Option<f64>,
     /// Milliseconds under load between a healthy cluster and the next kill.
     #[arg(long, default_value_t = 500)]
     settle_ms: u64,
@@ -138,6 +142,7 @@ fn restart(args: RestartArgs) -> std::io::Result<()> {
         keys: args.keys.max(1),
         value_bytes: args.value_bytes,
         writers: args.writers,
+        rate_per_sec: args.rate,
         settle: Duration::from_millis(args.settle_ms),
         timeout: Duration::from_secs(args.timeout_secs.max(1)),
         work_dir: std::env::temp_dir(),

@@ -84,8 +84,12 @@ pub struct RestartPlan {
     pub keys: usize,
     /// Bytes per value.
     pub value_bytes: usize,
-    /// Closed-loop writers during the trials (each one SET at a time).
+    /// Writers during the trials (each one SET at a time).
     pub writers: usize,
+    /// All writers together send at most this many SETs per second; `None`:
+    /// each sends its next as soon as the last is answered (closed loop,
+    /// which on a small machine takes every CPU cycle the nodes leave).
+    pub rate_per_sec: Option<f64>,
     /// Time under load between a cluster being healthy and the next kill.
     pub settle: Duration,
     /// A trial that takes longer than this fails.
@@ -231,7 +235,7 @@ fn measure_cluster(
         plan.value_bytes
     );
     prefill(&cluster.resp, plan.keys, plan.value_bytes)?;
-    let load = Load::start(&cluster.resp, plan.writers, plan.keys, plan.value_bytes);
+    let load = Load::start(&cluster.resp, plan);
     let mut rows = Vec::new();
     for &victim in &plan.victims {
         let writes_before = load.acknowledged.load(Ordering::Relaxed);
@@ -446,17 +450,15 @@ impl Cluster {
             }
             let answer = connection.as_mut().map(|c| c.status());
             match answer {
-                Some(Ok(s)) => {
-                    if s.normal {
-                        normal.get_or_insert_with(|| start.elapsed());
-                        if s.commit_number >= target {
-                            caught_up = Some(start.elapsed());
-                            break;
-                        }
+                Some(Ok(s)) if s.normal => {
+                    normal.get_or_insert_with(|| start.elapsed());
+                    if s.commit_number >= target {
+                        caught_up = Some(start.elapsed());
+                        break;
                     }
                 }
+                Some(Ok(_)) | None => {}
                 Some(Err(_)) => connection = None,
-                None => {}
             }
             thread::sleep(Duration::from_millis(1));
         }
@@ -625,18 +627,27 @@ struct Load {
 }
 
 impl Load {
-    fn start(resp: &[SocketAddr], writers: usize, keys: usize, value_bytes: usize) -> Load {
+    fn start(resp: &[SocketAddr], plan: &RestartPlan) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let avoid = Arc::new(AtomicUsize::new(usize::MAX));
         let acknowledged = Arc::new(AtomicU64::new(0));
-        let threads = (0..writers)
-            .map(|w| {
+        // Each writer's share of the rate, as the time between its SETs.
+        let interval = plan
+            .rate_per_sec
+            .filter(|&r| r > 0.0)
+            .map(|r| Duration::from_secs_f64(plan.writers as f64 / r));
+        let threads = (0..plan.writers)
+            .map(|index| {
                 let (stop, avoid, acknowledged) =
                     (stop.clone(), avoid.clone(), acknowledged.clone());
                 let resp = resp.to_vec();
-                thread::spawn(move || {
-                    write_loop(w, &resp, keys, value_bytes, &stop, &avoid, &acknowledged)
-                })
+                let writer = Writer {
+                    index,
+                    keys: plan.keys,
+                    value_bytes: plan.value_bytes,
+                    interval,
+                };
+                thread::spawn(move || write_loop(&writer, &resp, &stop, &avoid, &acknowledged))
             })
             .collect();
         Load {
@@ -655,22 +666,41 @@ impl Load {
     }
 }
 
-fn write_loop(
-    writer: usize,
-    resp: &[SocketAddr],
+/// What one writer does.
+struct Writer {
+    index: usize,
     keys: usize,
     value_bytes: usize,
+    /// Between two of its SETs, if paced.
+    interval: Option<Duration>,
+}
+
+fn write_loop(
+    writer: &Writer,
+    resp: &[SocketAddr],
     stop: &AtomicBool,
     avoid: &AtomicUsize,
     acknowledged: &AtomicU64,
 ) {
+    let (keys, value_bytes) = (writer.keys, writer.value_bytes);
     let value = vec![b'w'; value_bytes];
     // xorshift64: any spread of keys will do, and runs need not repeat.
-    let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ (writer as u64 + 1);
-    let mut node = writer % resp.len();
+    let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ (writer.index as u64 + 1);
+    let mut node = writer.index % resp.len();
     let mut connection: Option<(usize, Resp)> = None;
     let mut recent_errors: VecDeque<Instant> = VecDeque::new();
+    let mut next_at = Instant::now();
     while !stop.load(Ordering::Relaxed) {
+        if let Some(interval) = writer.interval {
+            let now = Instant::now();
+            if next_at > now {
+                thread::sleep(next_at - now);
+            } else if now - next_at > Duration::from_millis(100) {
+                // Far behind (a node was down): no burst to catch up.
+                next_at = now;
+            }
+            next_at += interval;
+        }
         let avoided = avoid.load(Ordering::Relaxed);
         if connection.as_ref().is_some_and(|(n, _)| *n == avoided) {
             connection = None;

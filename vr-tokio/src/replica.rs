@@ -110,7 +110,7 @@ fn start<S: Service + Send + 'static>(
                 accepted: watch::Sender::new(0),
                 counters: Arc::default(),
                 stats: AdapterStats::default(),
-                disk: data_dir.map(Disk::Idle),
+                disk: data_dir.map(|dir| Disk::Idle(Box::new(dir))),
                 persisted_tx,
             };
             runtime.block_on(state.run(listener, commands_rx, events_rx, persisted_rx));
@@ -241,7 +241,9 @@ struct Loop<S: Service> {
 
 /// A durable replica's data directory, as the node's task holds it.
 enum Disk {
-    Idle(DataDir),
+    /// Boxed: the directory is large (the storage's buffers), and moves to
+    /// a blocking thread and back at every persist.
+    Idle(Box<DataDir>),
     /// On a blocking thread; `next` waits for it (the core emits one
     /// persist at a time, so at most one does).
     Busy {
@@ -250,7 +252,7 @@ enum Disk {
 }
 
 /// A persist carried out: the directory back, and the outcome.
-type Persisted = (DataDir, u64, Result<(), vr_storage::Error>);
+type Persisted = (Box<DataDir>, u64, Result<(), vr_storage::Error>);
 
 impl<S: Service> Loop<S> {
     async fn run(
@@ -488,7 +490,7 @@ impl<S: Service> Loop<S> {
     }
 
     /// The directory came back from a persist: start the one queued, if any.
-    fn disk_done(&mut self, dir: DataDir) {
+    fn disk_done(&mut self, dir: Box<DataDir>) {
         let next = match self.disk.take() {
             Some(Disk::Busy { next }) => next,
             _ => None,
