@@ -593,16 +593,37 @@ fn prefill(resp: &[SocketAddr], keys: usize, value_bytes: usize) -> io::Result<(
             .map(|c| {
                 let value = &value;
                 scope.spawn(move || -> io::Result<()> {
-                    let mut connection = Resp::connect(resp[c % resp.len()])?;
                     let mine: Vec<usize> = (c..keys).step_by(CONNECTIONS).collect();
+                    let mut node = c % resp.len();
+                    let mut connection = None;
                     for batch in mine.chunks(PIPELINE) {
                         let mut out = Vec::new();
                         for &k in batch {
                             Resp::encode(&mut out, &[b"SET", &key(k), value]);
                         }
-                        connection.send(&out)?;
-                        for _ in batch {
-                            connection.reply()?;
+                        // A SET may be sent again: a batch that failed (an
+                        // error answer, a reply that did not come in time)
+                        // goes again, through the next node, a few times.
+                        let mut attempts = 0;
+                        loop {
+                            let done = (|| -> io::Result<()> {
+                                let c = match &mut connection {
+                                    Some(c) => c,
+                                    None => connection.insert(Resp::connect(resp[node])?),
+                                };
+                                c.send(&out)?;
+                                batch.iter().try_for_each(|_| c.reply().map(drop))
+                            })();
+                            match done {
+                                Ok(()) => break,
+                                Err(e) if attempts < 5 => {
+                                    eprintln!("prefill through node {node}: {e}; trying again");
+                                    attempts += 1;
+                                    connection = None;
+                                    node = (node + 1) % resp.len();
+                                }
+                                Err(e) => return Err(e),
+                            }
                         }
                     }
                     Ok(())
