@@ -246,9 +246,7 @@ enum Disk {
     Idle(Box<DataDir>),
     /// On a blocking thread; `next` waits for it (the core emits one
     /// persist at a time, so at most one does).
-    Busy {
-        next: Option<PersistJob>,
-    },
+    Busy { next: Option<PersistJob> },
 }
 
 /// A persist carried out: the directory back, and the outcome.
