@@ -10,6 +10,9 @@
 //!   closed- or open-loop clients of the same runtime;
 //! - [`pingpong`]: the floor, a plain TCP echo on loopback with each runtime.
 //!
+//! [`restart`] times a killed `vr-kv node` process back to normal
+//! (`vr-bench restart`).
+//!
 //! `benches/` holds the criterion benchmarks (`cargo bench -p vr-bench`);
 //! [`runner`] is the comparison that `cargo run --release -p vr-bench`
 //! prints, charts and saves as JSON ([`report`]). Latency comes from HDR
@@ -26,6 +29,7 @@ pub mod load;
 pub mod mem;
 pub mod pingpong;
 pub mod report;
+pub mod restart;
 pub mod runner;
 pub mod runtime;
 pub mod service;

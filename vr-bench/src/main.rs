@@ -1,21 +1,25 @@
 //! `cargo run --release -p vr-bench`: compares the runtime adapters on
 //! loopback against each runtime's TCP ping-pong floor and the core alone,
 //! prints a table, and writes `results.json` and `chart.svg` under
-//! `target/vr-bench/`. See `docs/benchmarks.md`.
+//! `target/vr-bench/`. `vr-bench restart` times killed `vr-kv node`
+//! processes back to normal instead. See `docs/benchmarks.md`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use vr_bench::report::{table, write_chart, write_json};
+use vr_bench::restart::{restart_table, run_restarts, Mode, RestartPlan, Victim};
 use vr_bench::runner::{run, Plan};
 use vr_bench::runtime::Runtime;
 
 /// Replicated writes per second and their latency, per runtime, next to
 /// what loopback TCP allows.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Subcommands>,
     /// A short run (under a minute): 1, 16 and 256 clients, 16-byte
     /// operations, batch_ops_max 1 and 64. Other options override its
     /// choices.
@@ -74,8 +78,107 @@ struct Args {
     out: Option<PathBuf>,
 }
 
+#[derive(Subcommand, Debug)]
+enum Subcommands {
+    /// Restart to normal: kills a backup or the primary of three `vr-kv
+    /// node` processes under load, restarts it with the same command, and
+    /// times it until it is normal with every write committed at the kill.
+    Restart(RestartArgs),
+}
+
+/// `vr-bench restart`'s options.
+#[derive(clap::Args, Debug)]
+struct RestartArgs {
+    /// The vr-kv binary [default: vr-kv beside this binary].
+    #[arg(long)]
+    vr_kv: Option<PathBuf>,
+    /// Runtimes [default: all].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    runtime: Vec<Runtime>,
+    /// Durable, diskless [default: both].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    mode: Vec<Mode>,
+    /// Which replica to kill [default: backup,primary].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    victim: Vec<Victim>,
+    /// Trials per runtime, mode and victim.
+    #[arg(long, default_value_t = 10)]
+    trials: usize,
+    /// Keys written before the trials, and overwritten during them.
+    #[arg(long, default_value_t = 20_000)]
+    keys: usize,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 150)]
+    value_bytes: usize,
+    /// Writers during the trials.
+    #[arg(long, default_value_t = 8)]
+    writers: usize,
+    /// SETs per second of all writers together [default: closed loop,
+    /// each writer sends its next SET when the last is answered].
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Milliseconds under load between a healthy cluster and the next kill.
+    #[arg(long, default_value_t = 500)]
+    settle_ms: u64,
+    /// Seconds after which a trial counts as failed.
+    #[arg(long, default_value_t = 20)]
+    timeout_secs: u64,
+    /// Keep the nodes' logs and data directories (printed).
+    #[arg(long)]
+    keep: bool,
+}
+
+fn restart(args: RestartArgs) -> std::io::Result<()> {
+    let vr_kv = match args.vr_kv {
+        Some(path) => path,
+        None => std::env::current_exe()?.with_file_name("vr-kv"),
+    };
+    let plan = RestartPlan {
+        vr_kv,
+        runtimes: or_all(args.runtime, &Runtime::ALL),
+        modes: or_all(args.mode, &[Mode::Disk, Mode::Diskless]),
+        victims: or_all(args.victim, &[Victim::Backup, Victim::Primary]),
+        trials: args.trials.max(1),
+        keys: args.keys.max(1),
+        value_bytes: args.value_bytes,
+        writers: args.writers,
+        rate_per_sec: args.rate,
+        settle: Duration::from_millis(args.settle_ms),
+        timeout: Duration::from_secs(args.timeout_secs.max(1)),
+        work_dir: std::env::temp_dir(),
+        keep: args.keep,
+    };
+    eprintln!(
+        "vr-bench restart: load average {} ({} CPUs); {} trials each",
+        vr_bench::report::load_average(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        plan.trials
+    );
+    let rows = run_restarts(&plan)?;
+    println!();
+    print!("{}", restart_table(&rows));
+    println!(
+        "restart to normal: from spawning the killed node's process until its VR.STATUS says \
+         status:normal with the commit_number the primary had at the kill; load average after {}",
+        vr_bench::report::load_average()
+    );
+    Ok(())
+}
+
+/// `chosen`, or `all` when nothing was chosen.
+fn or_all<T: Clone>(chosen: Vec<T>, all: &[T]) -> Vec<T> {
+    if chosen.is_empty() {
+        all.to_vec()
+    } else {
+        chosen
+    }
+}
+
 fn main() -> std::io::Result<()> {
     let args = Args::parse();
+    if let Some(Subcommands::Restart(restart_args)) = args.command {
+        return restart(restart_args);
+    }
     let mut plan = if args.quick {
         Plan::quick()
     } else {

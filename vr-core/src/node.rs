@@ -59,7 +59,10 @@ pub struct ReplicaOptions {
     pub peer_queue_bytes_max: usize,
     /// First wait before reconnecting to a peer after a failure.
     pub reconnect_backoff_min: core::time::Duration,
-    /// The wait doubles after each failure up to this.
+    /// The wait doubles after each failure up to this. An accepted
+    /// connection cuts every wait short (to `reconnect_backoff_min` after
+    /// the failure): a peer that restarted connects first, as soon as it
+    /// has something to say.
     pub reconnect_backoff_max: core::time::Duration,
     /// Clients whose replies the node can route at a time.
     pub client_routes_max: usize,

@@ -208,6 +208,104 @@ fn a_primary_restarted_from_disk_loses_nothing() {
     }
 }
 
+/// Reference: §4.2, and `docs/protocol.md` (restarting from disk). A
+/// primary restarted from its disk moves on to the next view and votes for
+/// it (StartViewChange). Its backups heard it a moment before its crash,
+/// yet join at once: the vote comes from their primary, which has left the
+/// view. The next view forms well within a primary-silence timeout (100 ms
+/// and jitter), which the backups waited out before (issue 18, item 8).
+#[test]
+fn backups_follow_their_restarted_primary_into_the_next_view_at_once() {
+    for seed in 0..4 {
+        let mut cluster = durable_cluster(3, 1, 30 + seed);
+        for i in 0..6 {
+            cluster.execute(0, &op("a", i));
+        }
+        cluster.crash(0);
+        cluster.restart_from_disk(0, Recorder::default(), 77);
+        let mut formed_after_ms = None;
+        for ms in 1..=400 {
+            cluster.run_for_ms(1);
+            if (0..3).all(|r| cluster.replicas[r].status() == Status::Normal)
+                && cluster.replicas[1].view() >= 1
+            {
+                formed_after_ms = Some(ms);
+                break;
+            }
+        }
+        let ms = formed_after_ms.expect("the next view forms");
+        assert!(ms <= 5, "seed {seed}: the next view formed after {ms} ms");
+        let done = cluster.execute(0, b"after");
+        assert_eq!(done.op_number, 7, "seed {seed}");
+        cluster.assert_agreement();
+    }
+}
+
+/// Reference: §6 (leased reads) and §4.2. With leases, the backups of a
+/// primary restarted from its disk keep the promise they made it, and join
+/// its view change the moment the promise runs out: not at their timeout
+/// (400 ms here), nor at its next StartViewChange (resent every 150 ms
+/// here).
+#[test]
+fn with_leases_backups_follow_their_restarted_primary_when_their_promise_ends() {
+    let mut config = Config::new(7, 3);
+    config.seed = 34;
+    config.durability = Durability::Disk;
+    config.lease_duration_ns = 100_000_000;
+    config.clock_drift_max_ns = 10_000_000;
+    config.view_change_timeout_ns = 400_000_000;
+    config.resend_interval_ns = 150_000_000;
+    let mut cluster = Cluster::with_config(config, 1);
+    for i in 0..5 {
+        cluster.execute(0, &op("a", i));
+    }
+    cluster.crash(0);
+    cluster.restart_from_disk(0, Recorder::default(), 99);
+    let mut joined_after_ms = None;
+    for ms in 1..=600 {
+        cluster.run_for_ms(1);
+        if (1..3).all(|r| cluster.replicas[r].view() >= 1) {
+            joined_after_ms = Some(ms);
+            break;
+        }
+    }
+    let ms = joined_after_ms.expect("the backups join the next view");
+    // The last promise was made at the last heartbeat, at most 10 ms
+    // before the crash.
+    assert!((89..=101).contains(&ms), "joined after {ms} ms");
+    let done = cluster.execute(0, b"after");
+    assert_eq!(done.op_number, 6);
+    cluster.assert_agreement();
+}
+
+/// A backup restarted from its disk asks its primary for what it missed at
+/// once (§5.2, GetState), not at the primary's next Prepare or heartbeat:
+/// over TCP its request also opens its connection to the primary, which
+/// tells the primary's runtime that it is back (issue 18, item 8).
+#[test]
+fn a_backup_restarted_from_disk_asks_for_what_it_missed_at_once() {
+    let mut config = Config::new(7, 3);
+    config.seed = 8;
+    config.durability = Durability::Disk;
+    config.log_tail_ops = 64;
+    let mut cluster = Cluster::with_config(config, 1);
+    for i in 0..3 {
+        cluster.execute(0, &op("a", i));
+    }
+    cluster.crash(2);
+    for i in 0..4 {
+        cluster.execute(0, &op("b", i));
+    }
+    cluster.restart_from_disk(2, Recorder::default(), 88);
+    // The messages in flight only: no time passes, no heartbeat is due.
+    cluster.run_for_ms(0);
+    let (primary, restarted) = (&cluster.replicas[0], &cluster.replicas[2]);
+    assert_eq!(restarted.status(), Status::Normal);
+    assert_eq!(restarted.op_number(), primary.op_number());
+    assert_eq!(restarted.commit_number(), primary.commit_number());
+    assert_eq!(cluster.executed(2), cluster.executed(0));
+}
+
 /// Acknowledged writes survive losing the primary's disk while the backups
 /// restart from theirs, when backups acknowledge only what their disks hold:
 /// an op acknowledged by a quorum of disks is on the backups. With

@@ -70,6 +70,80 @@ fn restarted_primary_recovers_as_a_backup_of_a_later_view() {
     cluster.assert_agreement();
 }
 
+/// Reference: §4.3 and §4.2. A restarted primary's recovery proves, by the
+/// new incarnation of its round 2, that it lost its state: its backups
+/// start the view change at once rather than after their primary-silence
+/// timeout (100 ms and up to 50 ms of jitter here), and it is a normal
+/// backup of the next view well within one timeout (issue 18, item 8:
+/// recovery speed).
+#[test]
+fn backups_change_view_as_soon_as_their_primary_recovers() {
+    for seed in 0..4 {
+        let mut cluster = Cluster::new(3, 1, 40 + seed);
+        for i in 0..10 {
+            cluster.execute(0, &op(i));
+        }
+        let committed = cluster.executed(0);
+        cluster.crash(0);
+        cluster.restart(0, Recorder::default(), 7 + seed);
+        let mut normal_after_ms = None;
+        for ms in 1..=400 {
+            cluster.run_for_ms(1);
+            if cluster.replicas[0].status() == Status::Normal {
+                normal_after_ms = Some(ms);
+                break;
+            }
+        }
+        let ms = normal_after_ms.expect("the restarted primary recovers");
+        // The view change is immediate on this network; what remains is one
+        // resend of the recovery (a quarter of the 20 ms resend interval),
+        // after its round 2 was answered by replicas changing view.
+        assert!(ms <= 6, "seed {seed}: normal after {ms} ms");
+        assert!(cluster.replicas[0].view() >= 1 && !cluster.replicas[0].is_primary());
+        assert!(
+            (1..3).any(|r| cluster.replicas[r].stats().view_changes_primary_restarted > 0),
+            "seed {seed}: a backup changed view because its primary restarted"
+        );
+        assert_eq!(cluster.executed(0), committed, "seed {seed}: nothing lost");
+        cluster.assert_agreement();
+    }
+}
+
+/// Reference: §6 (leased reads) and §4.3. A backup that promised its
+/// primary a lease keeps the promise even when the primary restarts
+/// without its state (a delayed message from an earlier life of that
+/// replica could pass for the restart), but leaves the view the moment the
+/// promise runs out, not at its primary-silence timeout (400 ms here).
+#[test]
+fn with_leases_backups_leave_a_restarted_primarys_view_when_their_promise_ends() {
+    let mut config = Config::new(7, 3);
+    config.seed = 44;
+    config.lease_duration_ns = 100_000_000;
+    config.clock_drift_max_ns = 10_000_000;
+    config.view_change_timeout_ns = 400_000_000;
+    let mut cluster = Cluster::with_config(config, 1);
+    for i in 0..5 {
+        cluster.execute(0, &op(i));
+    }
+    cluster.crash(0);
+    cluster.restart(0, Recorder::default(), 9);
+    let mut left_after_ms = None;
+    for ms in 1..=600 {
+        cluster.run_for_ms(1);
+        if (1..3).all(|r| cluster.replicas[r].view() >= 1) {
+            left_after_ms = Some(ms);
+            break;
+        }
+    }
+    let ms = left_after_ms.expect("the backups leave view 0");
+    // The last promise was made at the last heartbeat, at most 10 ms
+    // before the crash.
+    assert!((89..=101).contains(&ms), "left view 0 after {ms} ms");
+    cluster.run_for_ms(100);
+    assert_eq!(cluster.replicas[0].status(), Status::Normal);
+    cluster.assert_agreement();
+}
+
 /// Reference: §4.3 ("waits to receive at least f + 1 RecoveryResponse
 /// messages"). With another replica down, a recovering replica of three
 /// hears one normal replica: not enough, so it stays recovering, takes no

@@ -346,6 +346,9 @@ struct Shared<S: Service> {
     peers_added: Rc<Notify>,
     /// The peers' tasks, cancelled on stop.
     peer_tasks: Vec<JoinHandle<()>>,
+    /// Each peer task's wake-up on an accepted connection (see
+    /// [`back_off`]), by member id.
+    peer_wakes: Vec<Option<Rc<Notify>>>,
     connections: HashMap<ConnectionId, Connection>,
     inbound_open: usize,
     next_connection: ConnectionId,
@@ -395,6 +398,7 @@ impl<S: Service> Shared<S> {
             peers_to_start,
             peers_added,
             peer_tasks: Vec::new(),
+            peer_wakes: Vec::new(),
             options,
             peers,
             connections: HashMap::new(),
@@ -610,8 +614,15 @@ async fn start_peers<S: Service + 'static>(shared: Rc<RefCell<Shared<S>>>) {
         added.notified().await;
         let peers = std::mem::take(&mut shared.borrow_mut().peers_to_start);
         for peer in peers {
-            let task = spawn_local(connect_peer(shared.clone(), peer)).detach();
-            shared.borrow_mut().peer_tasks.push(task);
+            let wake = Rc::new(Notify::default());
+            let task = spawn_local(connect_peer(shared.clone(), peer, wake.clone())).detach();
+            let mut state = shared.borrow_mut();
+            state.peer_tasks.push(task);
+            let index = usize::from(peer);
+            if state.peer_wakes.len() <= index {
+                state.peer_wakes.resize(index + 1, None);
+            }
+            state.peer_wakes[index] = Some(wake);
         }
     }
 }
@@ -639,6 +650,13 @@ fn serve_inbound<S: Service + 'static>(shared: &Rc<RefCell<Shared<S>>>, mut stre
         return;
     }
     state.counters.connections_accepted += 1;
+    // A peer that restarted connects as soon as it has something to say
+    // (recovery, its first view change vote), from an address that does not
+    // say who it is: every peer task waiting out a backoff tries again now
+    // rather than after up to `reconnect_backoff_max`.
+    for wake in state.peer_wakes.iter().flatten() {
+        wake.notify();
+    }
     // Frames are small and latency matters; batching is done by the queue.
     if let Err(error) = stream.set_nodelay(true) {
         info!(replica, ?remote, %error, "could not set TCP_NODELAY");
@@ -662,10 +680,39 @@ fn serve_inbound<S: Service + 'static>(shared: &Rc<RefCell<Shared<S>>>, mut stre
     }
 }
 
+/// After a failure: waits `backoff`, or, once `wake` says a connection was
+/// accepted since, until `min` after the failure. Returns whether it was
+/// woken early.
+async fn back_off(backoff: Duration, min: Duration, wake: &Notify) -> bool {
+    let failed_at = std::time::Instant::now();
+    // Connections accepted before the failure say nothing of the peer.
+    wake.clear();
+    let woken = future::or(
+        async {
+            glommio::timer::sleep(backoff).await;
+            false
+        },
+        async {
+            wake.notified().await;
+            true
+        },
+    )
+    .await;
+    if woken {
+        glommio::timer::sleep(min.saturating_sub(failed_at.elapsed())).await;
+    }
+    woken
+}
+
 /// Keeps the outbound connection to `peer`: opens it when a frame is queued,
 /// serves it, and after a failure drops the queue (VR resends what still
-/// matters) and waits a growing backoff before trying again.
-async fn connect_peer<S: Service + 'static>(shared: Rc<RefCell<Shared<S>>>, peer: ReplicaIndex) {
+/// matters) and waits a growing backoff before trying again, cut short when
+/// `wake` says a connection was accepted (the peer may have restarted).
+async fn connect_peer<S: Service + 'static>(
+    shared: Rc<RefCell<Shared<S>>>,
+    peer: ReplicaIndex,
+    wake: Rc<Notify>,
+) {
     let (replica, outbox, backoff_min, backoff_max) = {
         let state = shared.borrow();
         let options = &state.options;
@@ -695,8 +742,11 @@ async fn connect_peer<S: Service + 'static>(shared: Rc<RefCell<Shared<S>>>, peer
                     counters.connect_failures += 1;
                     counters.frames_dropped_unconnected += outbox.clear() as u64;
                 }
-                glommio::timer::sleep(backoff).await;
-                backoff = backoff.saturating_mul(2).min(backoff_max);
+                backoff = if back_off(backoff, backoff_min, &wake).await {
+                    backoff_min
+                } else {
+                    backoff.saturating_mul(2).min(backoff_max)
+                };
                 failed_before = true;
                 continue;
             }
@@ -722,7 +772,7 @@ async fn connect_peer<S: Service + 'static>(shared: Rc<RefCell<Shared<S>>>, peer
         drop(stream);
         shared.borrow_mut().close_connection(id, &closed);
         failed_before = true;
-        glommio::timer::sleep(backoff).await;
+        back_off(backoff, backoff_min, &wake).await;
     }
 }
 

@@ -121,6 +121,7 @@ fn start<S: Service + Send + 'static>(
                 token: None,
                 connect_deadline: None,
                 retry_at: origin,
+                failed_at: origin,
                 backoff,
                 attempted: false,
             })
@@ -233,6 +234,8 @@ struct Peer {
     connect_deadline: Option<StdInstant>,
     /// No connect before this, after a failure.
     retry_at: StdInstant,
+    /// When the last connection failed or was lost.
+    failed_at: StdInstant,
     backoff: Duration,
     attempted: bool,
 }
@@ -241,8 +244,20 @@ impl Peer {
     /// Records a failed or lost connection: no new attempt for `backoff`,
     /// which doubles up to `max`.
     fn back_off(&mut self, now: StdInstant, max: Duration) {
+        self.failed_at = now;
         self.retry_at = later(now, self.backoff);
         self.backoff = self.backoff.saturating_mul(2).min(max);
+    }
+
+    /// A connection was accepted, perhaps from this peer, restarted: if it
+    /// is waiting out a backoff, it may try again `min` after the failure
+    /// (at once, usually), and backs off afresh from there.
+    fn may_be_back(&mut self, min: Duration) {
+        let early = later(self.failed_at, min);
+        if self.token.is_none() && early < self.retry_at {
+            self.retry_at = early;
+            self.backoff = min;
+        }
     }
 }
 
@@ -461,6 +476,13 @@ impl<S: Service> Loop<S> {
             let _ = stream.set_nodelay(true);
             self.inbound += 1;
             self.stats.connections_accepted += 1;
+            // A peer that restarted connects as soon as it has something to
+            // say (recovery, its first view change vote), from an address
+            // that does not say who it is: every peer waiting out a backoff
+            // tries again at its next frame rather than after up to
+            // `reconnect_backoff_max`, which a restarted peer would wait out.
+            let min = self.options.reconnect_backoff_min;
+            self.peers.iter_mut().for_each(|p| p.may_be_back(min));
             debug!(replica = self.options.replica, %peer, "accepted");
             self.add(stream, |stream| Entry {
                 conn: Conn::new(stream, peer, true),
@@ -628,6 +650,7 @@ impl<S: Service> Loop<S> {
                 }
                 NodeEvent::Persist(persist) => {
                     let job = PersistJob::new(self.node.replica(), persist);
+                    // The job comes back in the error: only whether it went matters.
                     let sent = self.disk.as_ref().is_some_and(|d| d.jobs.send(job).is_ok());
                     if !sent {
                         // The thread ended after a failure it reported.
@@ -686,6 +709,7 @@ impl<S: Service> Loop<S> {
                     token: None,
                     connect_deadline: None,
                     retry_at: now,
+                    failed_at: now,
                     backoff: self.options.reconnect_backoff_min,
                     attempted: false,
                 });

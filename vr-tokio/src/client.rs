@@ -290,6 +290,7 @@ impl Client {
                     events,
                     BACKOFF,
                     self.counters.clone(),
+                    None,
                 ));
                 Link {
                     key,

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 /// Bytes a connection task reads at once, and the most it hands over per event.
@@ -249,8 +249,33 @@ pub(crate) struct Backoff {
     pub(crate) max: Duration,
 }
 
+/// Bumped by a replica each time it accepts a connection: a peer that
+/// restarted connects to the others as soon as it has something to say, so
+/// a link waiting out its backoff to a peer may try again at once. Peers are
+/// not told apart (an accepted connection does not say who opened it), so
+/// every waiting link tries again; [`Backoff::min`] still spaces attempts.
+pub(crate) type Accepted = watch::Receiver<u64>;
+
+/// Waits until `at`, or, sooner, until `accepted` changes and `early` has
+/// come. Returns whether it was woken early.
+async fn wait_retry(at: Instant, early: Instant, accepted: &mut Option<Accepted>) -> bool {
+    let Some(accepted) = accepted else {
+        tokio::time::sleep_until(at).await;
+        return false;
+    };
+    tokio::select! {
+        () = tokio::time::sleep_until(at) => false,
+        // An error means the replica is gone: then only the sleep ends it.
+        Ok(()) = accepted.changed() => {
+            tokio::time::sleep_until(early.min(at)).await;
+            true
+        }
+    }
+}
+
 /// An outbound connection to `address`, opened when the first frame is
-/// queued and re-opened after a failure, no sooner than the backoff allows.
+/// queued and re-opened after a failure, no sooner than the backoff allows,
+/// or than [`Backoff::min`] after the failure once `accepted` changes.
 /// Ends when the outbox is dropped.
 pub(crate) async fn run_outbound(
     address: SocketAddr,
@@ -258,16 +283,21 @@ pub(crate) async fn run_outbound(
     events: Events,
     backoff: Backoff,
     counters: Arc<LinkCounters>,
+    mut accepted: Option<Accepted>,
 ) {
     let mut delay = backoff.min;
-    let mut retry_at: Option<Instant> = None;
+    // When to try again, and when to at the earliest if woken.
+    let mut retry_at: Option<(Instant, Instant)> = None;
     loop {
         // On demand: wait for something to send before connecting.
         let Some(first) = inbox.rx.recv().await else {
             return;
         };
-        if let Some(at) = retry_at {
-            tokio::time::sleep_until(at).await;
+        if let Some((at, early)) = retry_at {
+            if wait_retry(at, early, &mut accepted).await {
+                // The peer may be back: start the backoff over.
+                delay = backoff.min;
+            }
         }
         let error = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await {
             Ok(Ok(mut stream)) => {
@@ -321,7 +351,12 @@ pub(crate) async fn run_outbound(
                 return;
             }
         }
-        retry_at = Some(Instant::now() + delay);
+        // Connections accepted before this failure say nothing of the peer.
+        if let Some(accepted) = &mut accepted {
+            accepted.borrow_and_update();
+        }
+        let now = Instant::now();
+        retry_at = Some((now + delay, now + backoff.min));
         delay = (delay * 2).min(backoff.max);
     }
 }
@@ -369,6 +404,7 @@ mod tests {
             None,
             backoff,
             counters.clone(),
+            None,
         ));
         // Nothing listens yet: the connect fails and the frame is dropped.
         outbox.push(b"lost".to_vec()).unwrap();
@@ -391,6 +427,50 @@ mod tests {
             counters.frames_dropped_disconnected.load(Ordering::Relaxed),
             1
         );
+    }
+
+    /// A link backing off from a peer that is down tries again as soon as
+    /// the replica accepts a connection (the restarted peer connecting to
+    /// it), instead of waiting out a backoff grown to a second (issue 18,
+    /// item 8).
+    #[tokio::test]
+    async fn an_accepted_connection_cuts_the_backoff_short() {
+        let address = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap();
+        let (outbox, inbox) = queue(1 << 20);
+        let counters = Arc::new(LinkCounters::default());
+        let backoff = Backoff {
+            min: Duration::from_millis(2),
+            max: Duration::from_secs(60),
+        };
+        let (accepted_tx, accepted_rx) = watch::channel(0u64);
+        tokio::spawn(run_outbound(
+            address,
+            inbox,
+            None,
+            backoff,
+            counters.clone(),
+            Some(accepted_rx),
+        ));
+        // Ten failed connects: 2 + 4 + ... + 512 ms of waiting between
+        // them, and the next attempt is due 1024 ms after the last.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while counters.connect_failures.load(Ordering::Relaxed) < 10 {
+            assert!(Instant::now() < deadline, "the connects were attempted");
+            let _ = outbox.push(b"lost".to_vec());
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let listener = tokio::net::TcpListener::bind(address).await.unwrap();
+        outbox.push(b"found".to_vec()).unwrap();
+        accepted_tx.send_modify(|n| *n += 1);
+        let (mut stream, _) = tokio::time::timeout(Duration::from_millis(400), listener.accept())
+            .await
+            .expect("the link reconnects without waiting out its backoff")
+            .unwrap();
+        let mut got = [0u8; 5];
+        stream.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"found");
     }
 
     #[tokio::test]

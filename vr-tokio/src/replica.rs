@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use vr_core::codec;
@@ -107,9 +107,10 @@ fn start<S: Service + Send + 'static>(
                 inbound: HashMap::new(),
                 connection_next: 0,
                 events_tx,
+                accepted: watch::Sender::new(0),
                 counters: Arc::default(),
                 stats: AdapterStats::default(),
-                disk: data_dir.map(Disk::Idle),
+                disk: data_dir.map(|dir| Disk::Idle(Box::new(dir))),
                 persisted_tx,
             };
             runtime.block_on(state.run(listener, commands_rx, events_rx, persisted_rx));
@@ -225,6 +226,9 @@ struct Loop<S: Service> {
     inbound: HashMap<ConnectionId, Inbound>,
     connection_next: ConnectionId,
     events_tx: mpsc::Sender<LinkEvent>,
+    /// Counts accepted connections; every outbound link to a peer watches
+    /// it, to try again at once when a restarted peer connects.
+    accepted: watch::Sender<u64>,
     counters: Arc<LinkCounters>,
     /// The adapter's own counters (`node` and `inbound` filled on request).
     stats: AdapterStats,
@@ -237,16 +241,16 @@ struct Loop<S: Service> {
 
 /// A durable replica's data directory, as the node's task holds it.
 enum Disk {
-    Idle(DataDir),
+    /// Boxed: the directory is large (the storage's buffers), and moves to
+    /// a blocking thread and back at every persist.
+    Idle(Box<DataDir>),
     /// On a blocking thread; `next` waits for it (the core emits one
     /// persist at a time, so at most one does).
-    Busy {
-        next: Option<PersistJob>,
-    },
+    Busy { next: Option<PersistJob> },
 }
 
 /// A persist carried out: the directory back, and the outcome.
-type Persisted = (DataDir, u64, Result<(), vr_storage::Error>);
+type Persisted = (Box<DataDir>, u64, Result<(), vr_storage::Error>);
 
 impl<S: Service> Loop<S> {
     async fn run(
@@ -327,6 +331,11 @@ impl<S: Service> Loop<S> {
             return;
         }
         self.stats.connections_accepted += 1;
+        // A peer that restarted connects as soon as it has something to
+        // say (recovery, its first view change vote): links backing off
+        // from it try again now rather than after up to
+        // `reconnect_backoff_max`, which it would otherwise wait out.
+        self.accepted.send_modify(|n| *n = n.wrapping_add(1));
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%peer, %error, "set_nodelay failed");
         }
@@ -479,7 +488,7 @@ impl<S: Service> Loop<S> {
     }
 
     /// The directory came back from a persist: start the one queued, if any.
-    fn disk_done(&mut self, dir: DataDir) {
+    fn disk_done(&mut self, dir: Box<DataDir>) {
         let next = match self.disk.take() {
             Some(Disk::Busy { next }) => next,
             _ => None,
@@ -540,6 +549,7 @@ impl<S: Service> Loop<S> {
                 None,
                 backoff,
                 self.counters.clone(),
+                Some(self.accepted.subscribe()),
             ));
             *slot = Some(outbox);
         }

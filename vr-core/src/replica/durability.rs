@@ -341,6 +341,12 @@ impl<S: Service> Replica<S> {
             this.status = Status::Normal;
             this.view_start_op = this.op_number;
             this.enter_normal_timers(now);
+            // It likely missed ops while down: ask the primary now rather
+            // than at its next Prepare or heartbeat. Over TCP that also
+            // opens this replica's connection to the primary, which tells
+            // the primary's runtime that it is back (issue 18, item 8: the
+            // primary's link to it may be waiting out a long backoff).
+            this.request_state(now);
         } else {
             this.start_view_change(now, state.view + 1);
         }

@@ -119,6 +119,10 @@ pub struct Stats {
     /// StartViewChange messages ignored because the primary was heard from
     /// recently (see `docs/protocol.md`, "Departures").
     pub start_view_changes_ignored: u64,
+    /// View changes this replica started, as a backup, because its primary
+    /// announced a new incarnation: it restarted without its state (§4.3),
+    /// and leads the view no more.
+    pub view_changes_primary_restarted: u64,
     /// Votes dropped because they came from an incarnation of their sender
     /// older than one this replica knows (crash vectors, §4.3).
     pub messages_stale_incarnation: u64,
@@ -700,7 +704,7 @@ impl<S: Service> Replica<S> {
             Message::StartView(m) => self.on_start_view(now, m),
             Message::GetState(m) => self.on_get_state(now, m),
             Message::NewState(m) => self.on_new_state(now, m),
-            Message::Recovery(m) => self.on_recovery(m),
+            Message::Recovery(m) => self.on_recovery(now, m),
             Message::RecoveryResponse(_) => self.stats.messages_stale_view += 1,
             Message::GetCheckpointTree(m) => self.on_get_checkpoint_tree(now, m),
             Message::CheckpointTree(m) => self.on_checkpoint_tree(now, m),
@@ -720,7 +724,7 @@ impl<S: Service> Replica<S> {
     /// replica does not participate in request processing or view changes").
     fn handle_message_recovering(&mut self, now: Instant, message: Message) {
         match message {
-            Message::Recovery(m) => self.on_recovery(m),
+            Message::Recovery(m) => self.on_recovery(now, m),
             Message::RecoveryResponse(m) => self.on_recovery_response(now, m),
             Message::NewState(m) => self.on_new_state(now, m),
             Message::CheckpointTree(m) => self.on_checkpoint_tree(now, m),

@@ -85,6 +85,27 @@ impl<S: Service> Replica<S> {
         false
     }
 
+    /// This backup's primary has left the view: it voted for `view`, a
+    /// later one, or it restarted without its state (`primary_restarted`).
+    /// Start the view change now, or, if this replica promised the primary
+    /// a lease (§6), the moment the promise runs out (the view-change timer
+    /// is set to it). The promise is kept even so: the message saying the
+    /// primary left may be a stale one from an earlier life of that replica
+    /// (a diskless replica forgets its views; crash vectors drop stale votes
+    /// only where the new incarnation is known, and a StartView or Prepare
+    /// does not carry it), while the primary leading this view holds a
+    /// lease. Without a lease the same stale message costs one needless
+    /// view change, never safety (§4.2: any replica may start one).
+    pub(super) fn primary_left(&mut self, now: Instant, view: u64) {
+        debug_assert!(self.status == Status::Normal && !self.is_primary());
+        if self.lease_forbids_view_change(now) {
+            let at = self.lease_promise_until;
+            self.timers.view_change = Some(self.timers.view_change.map_or(at, |t| t.min(at)));
+            return;
+        }
+        self.start_view_change(now, view);
+    }
+
     /// Whether this replica, changing view to a view that has not formed, may
     /// go back to `view`, an older view whose primary is running. That is safe
     /// only if it never promised its log to a view after `view` (it sent no
@@ -129,21 +150,38 @@ impl<S: Service> Replica<S> {
             return;
         }
         if message.view > self.view {
-            if self.lease_forbids_view_change(now) {
+            // This view's primary itself votes for a later view: it has left
+            // this one (a primary restarted from disk moves on to the next,
+            // see `Replica::restart`; a primary that lost its quorum
+            // abdicates) and never leads it again (`may_rejoin` bars a
+            // view's primary from going back). Waiting for the
+            // primary-silence timeout would only delay the view change
+            // (issue 18, item 8).
+            let primary_left = message.replica == self.primary_index();
+            if primary_left && self.status == Status::Normal {
+                self.primary_left(now, message.view);
+                if self.view < message.view {
+                    return; // Deferred by a lease promised to it.
+                }
+            } else if self.lease_forbids_view_change(now) {
                 return;
-            }
-            if self.primary_heard_recently(now) && message.promised_view <= self.view {
+            } else if self.primary_heard_recently(now)
+                && message.promised_view <= self.view
+                && !primary_left
+            {
                 // Departure: a replica that still hears its primary does not
                 // join, so one replica cut off from the primary alone cannot
                 // depose it. f+1 replicas that lost the primary still do.
                 // But a sender that promised a view above this one (its
                 // DoViewChange went to a view that never formed) can never
                 // come back to this view: moving up is the only way to let
-                // it back in (vr-sim seed 80).
+                // it back in (vr-sim seed 80). Nor does the rule hold back
+                // the vote of this view's primary (above).
                 self.stats.start_view_changes_ignored += 1;
                 return;
+            } else {
+                self.start_view_change(now, message.view);
             }
-            self.start_view_change(now, message.view);
         }
         if self.status == Status::Normal {
             // The sender missed the StartView of this view.
