@@ -246,7 +246,7 @@ enum Disk {
     Idle(Box<DataDir>),
     /// On a blocking thread; `next` waits for it (the core emits one
     /// persist at a time, so at most one does).
-    Busy { next: Option<PersistJob> },
+    Busy { next: Option<Box<PersistJob>> },
 }
 
 /// A persist carried out: the directory back, and the outcome.
@@ -481,7 +481,9 @@ impl<S: Service> Loop<S> {
             }
             Some(Disk::Busy { next }) => {
                 debug_assert!(next.is_none(), "the core emits one persist at a time");
-                self.disk = Some(Disk::Busy { next: Some(job) });
+                self.disk = Some(Disk::Busy {
+                    next: Some(Box::new(job)),
+                });
             }
             None => tracing::error!("a persist from a replica without a data directory"),
         }
@@ -495,7 +497,7 @@ impl<S: Service> Loop<S> {
         };
         self.disk = Some(Disk::Idle(dir));
         if let Some(job) = next {
-            self.persist(job);
+            self.persist(*job);
         }
     }
 
