@@ -84,7 +84,11 @@ impl Boot {
                 let index = epoch
                     .index_of(member)
                     .ok_or(ConfigError::ReplicaIndexOutOfRange)?;
-                Replica::restart(config, index, service, now, nonce, disk)
+                let mut replica = Replica::restart(config, index, service, now, nonce, disk)?;
+                // Its StartEpoch notices carry them again: a client of an
+                // older epoch learns where the members it never knew are.
+                replica.restore_epoch_addresses(epoch.addresses);
+                Ok(replica)
             }
             Boot::FirstStart => Replica::recover(config, replica, service, now, nonce),
             Boot::LostDisk(_) => Replica::recover_lost_disk(config, replica, service, now, nonce),

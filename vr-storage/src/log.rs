@@ -89,11 +89,6 @@ pub enum AppendError {
         /// The op given.
         got: u64,
     },
-    /// A view lower than the entry before it.
-    ViewDecreases {
-        /// The op whose view is lower.
-        op: u64,
-    },
     /// A payload over the configured maximum.
     TooLarge {
         /// The op.
@@ -210,7 +205,6 @@ impl LogIndex {
     /// [`encode_batch`] and writes it; a failed write leaves the index ahead
     /// of the disk, so the caller must stop using it (reopen).
     pub fn plan_append(&mut self, entries: &[EntryRef<'_>]) -> Result<Vec<Batch>, AppendError> {
-        let mut view = self.head_view;
         for (expected, entry) in (self.head_op + 1..).zip(entries) {
             if entry.op != expected {
                 return Err(AppendError::NotConsecutive {
@@ -218,16 +212,18 @@ impl LogIndex {
                     got: entry.op,
                 });
             }
-            if entry.view < view {
-                return Err(AppendError::ViewDecreases { op: entry.op });
-            }
+            // Views are ordered only within an epoch: a reconfiguration's
+            // next epoch starts again at view 0 (§7), and its ops continue
+            // the log. So a lower view is refused only by vr-core, which
+            // knows the epochs; the log orders records by op-number, and
+            // each record's placement (file and offset in its header)
+            // keeps stale and misdirected ones out of a recovery.
             if entry.payload.len() > self.limits.body_bytes_max as usize {
                 return Err(AppendError::TooLarge {
                     op: entry.op,
                     bytes: entry.payload.len(),
                 });
             }
-            view = entry.view;
         }
         let mut batches = Vec::new();
         let mut next = 0usize;
@@ -373,7 +369,6 @@ pub struct LogRecovery {
     /// Highest op accepted (also below the checkpoint: order is checked
     /// over the whole log).
     last_op: u64,
-    last_view: u64,
     /// Highest op that some intact record says was written (seals, and
     /// intact records in the wrong place).
     evidence_op: u64,
@@ -423,7 +418,6 @@ impl LogRecovery {
             index: LogIndex::new(checkpoint_op, limits),
             entries: Vec::new(),
             last_op: 0,
-            last_view: 0,
             evidence_op: known_op,
             #[cfg(feature = "bug-injection")]
             trust_unchecked: false,
@@ -494,13 +488,10 @@ impl LogRecovery {
                 } => {
                     let record_end = offset + record_size(body.len()) as u64;
                     match header.kind {
-                        Kind::Entry
-                            if header.op > self.last_op
-                                && header.aux >= self.last_view
-                                && header.op >= name =>
-                        {
+                        // No view order (see `plan_append`): views start
+                        // again in each epoch.
+                        Kind::Entry if header.op > self.last_op && header.op >= name => {
                             self.last_op = header.op;
-                            self.last_view = header.aux;
                             segment.entries.push((header.op, header.aux, record_end));
                             if header.op >= self.first_op {
                                 self.entries.push(Entry {
@@ -633,15 +624,13 @@ mod tests {
             payload: b"x",
         }];
         assert_eq!(index.plan_append(&ok).unwrap().len(), 1);
-        let lower_view = [EntryRef {
+        // A lower view is a new epoch's (§7): the log takes it.
+        let next_epoch = [EntryRef {
             op: 2,
-            view: 4,
+            view: 0,
             payload: b"x",
         }];
-        assert_eq!(
-            index.plan_append(&lower_view),
-            Err(AppendError::ViewDecreases { op: 2 })
-        );
+        assert_eq!(index.plan_append(&next_epoch).unwrap().len(), 1);
     }
 
     #[test]

@@ -172,7 +172,7 @@ impl Planner {
     }
 
     /// Plans writing `entries`, which must continue the log (op
-    /// `head_op() + 1` on, consecutive, views not decreasing): one
+    /// `head_op() + 1` on, consecutive; views may restart at a new epoch): one
     /// [`Step::Write`] per batch. Not durable until a [`Planner::sync`]
     /// plan made after it has run.
     pub fn append(&mut self, entries: &[EntryRef<'_>]) -> Result<Vec<Step>, Error> {

@@ -524,7 +524,7 @@ impl<B: Backend> Storage<B> {
     }
 
     /// Writes `entries`, which must continue the log (op `head_op() + 1`
-    /// on, consecutive, views not decreasing), as few batches as the limits
+    /// on, consecutive; views may restart at a new epoch), as few batches as the limits
     /// allow. Not durable until [`Storage::sync`] returns: call `sync` once
     /// for everything appended since the last one (group commit).
     pub fn append(&mut self, entries: &[EntryRef<'_>]) -> Result<(), Error> {

@@ -186,6 +186,23 @@ impl<S: Service> Replica<S> {
         &self.epoch_state.addresses
     }
 
+    /// Durable replicas: gives back, after [`Replica::restart`], the
+    /// addresses the reconfiguration that began the current epoch carried
+    /// (as [`Replica::epoch_addresses`] returned them before the crash; the
+    /// embedding stores them with the epoch's membership). The replica
+    /// passes them on in its `StartEpoch` notices, so that clients and
+    /// replicas of older epochs can reach members they never knew. Refused
+    /// (`false`) unless one per member of the epoch, each at most 255
+    /// bytes.
+    pub fn restore_epoch_addresses(&mut self, addresses: Vec<Vec<u8>>) -> bool {
+        let members = self.config.member_ids();
+        if addresses.is_empty() || !addresses_fit(&members, &addresses) {
+            return false;
+        }
+        self.epoch_state.addresses = addresses;
+        true
+    }
+
     /// The members of `epoch`, if remembered.
     fn members_of_epoch(&self, epoch: u32) -> Option<&[MemberId]> {
         let history = &self.epoch_state.history;
