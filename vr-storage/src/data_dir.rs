@@ -337,6 +337,11 @@ pub fn build_node_replica<S: Service>(
         Some(_) if !durable => {
             Err("a data directory is given but the configuration is diskless".into())
         }
+        // A witness moves its log's start forward without a checkpoint
+        // (it holds no state); the disk's log refuses that gap.
+        Some(_) if !options.join && options.config.is_witness(options.replica) => {
+            Err("a witness cannot be durable yet: run witnesses without a data directory, or no witnesses".into())
+        }
         Some((dir, boot)) => {
             let nonce = options.recovery_nonce.unwrap_or(0);
             let replica = match boot {

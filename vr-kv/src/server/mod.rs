@@ -403,6 +403,12 @@ pub fn start_node(mut options: NodeOptions) -> io::Result<NodeHandle> {
             "resp_connections_max and read_buffer_max must be positive",
         ));
     }
+    if options.data_dir.is_some() && !options.config.witnesses.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--data-dir with witnesses is not supported yet (a witness's log may skip ahead, which the disk's log cannot store)",
+        ));
+    }
     let disk = match &options.data_dir {
         Some(path) => {
             options.config.durability = vr_core::Durability::Disk;
