@@ -205,10 +205,27 @@ impl MemDisk {
             return;
         };
         let inode = inner.inodes.get_mut(&id).expect("inode of a listed file");
+        // Corruption is of the media: bytes not on it yet (an unsynced
+        // append) are left alone, and where an unsynced write covers a
+        // byte, what the next sync writes is that write's data, so the
+        // page cache (`current`) keeps it; elsewhere the cache reads what
+        // the media holds.
+        let pending_covers = |i: u64, pending: &[Pending]| {
+            pending.iter().any(|p| match p {
+                Pending::Write { offset, data, .. } => {
+                    (*offset..offset + data.len() as u64).contains(&i)
+                }
+                Pending::SetLen { len } => i >= *len,
+            })
+        };
         for i in offset..offset + len {
             let mask = 1 + rng.below(255) as u8;
-            for image in [&mut inode.durable, &mut inode.current] {
-                if let Some(byte) = image.get_mut(i as usize) {
+            let Some(byte) = inode.durable.get_mut(i as usize) else {
+                continue;
+            };
+            *byte ^= mask;
+            if !pending_covers(i, &inode.pending) {
+                if let Some(byte) = inode.current.get_mut(i as usize) {
                     *byte ^= mask;
                 }
             }
