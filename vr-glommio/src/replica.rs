@@ -119,6 +119,12 @@ impl ReplicaHandle {
         self.local_addr
     }
 
+    /// Whether the replica still runs: `false` once its loop ended (a
+    /// storage error stops a durable replica; see the log).
+    pub fn is_running(&self) -> bool {
+        !self.control.is_closed()
+    }
+
     /// A snapshot of the replica's counters, taken on its thread. Empty if
     /// the replica's thread has died (a bug, reported when it is stopped).
     pub fn stats(&self) -> AdapterStats {

@@ -93,6 +93,11 @@ impl<T> Mailbox<T> {
         Ok(())
     }
 
+    /// Whether the mailbox was closed (by either end).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
     /// Closes the mailbox from either end: later sends fail, the receiver
     /// sees `None` once the queue is empty, and queued items are dropped
     /// (which tells a sender waiting for an answer that none will come).

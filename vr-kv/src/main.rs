@@ -120,24 +120,34 @@ enum Mode {
     },
 }
 
-/// Waits for Ctrl-C or SIGTERM.
-fn wait_for_signal() -> std::io::Result<()> {
+/// Waits for Ctrl-C or SIGTERM (`Ok(true)`), or until `alive` says the
+/// node can no longer serve (`Ok(false)`), checked every 100 ms.
+fn wait_for_signal(alive: impl Fn() -> bool) -> std::io::Result<bool> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        let died = async {
+            while alive() {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        };
         #[cfg(unix)]
         {
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             tokio::select! {
-                result = tokio::signal::ctrl_c() => result,
-                _ = term.recv() => Ok(()),
+                result = tokio::signal::ctrl_c() => result.map(|()| true),
+                _ = term.recv() => Ok(true),
+                () = died => Ok(false),
             }
         }
         #[cfg(not(unix))]
         {
-            tokio::signal::ctrl_c().await
+            tokio::select! {
+                result = tokio::signal::ctrl_c() => result.map(|()| true),
+                () = died => Ok(false),
+            }
         }
     })
 }
@@ -186,10 +196,16 @@ fn run(cli: Cli) -> Result<(), String> {
                 node.resp_addr().ip(),
                 node.resp_addr().port()
             );
-            wait_for_signal().map_err(|e| e.to_string())?;
+            let signalled =
+                wait_for_signal(|| node.replica_running()).map_err(|e| e.to_string())?;
             eprintln!("vr-kv: stopping");
             node.stop();
             eprintln!("vr-kv: stopped");
+            if !signalled {
+                // Exit non-zero so that a supervisor restarts the node: it
+                // resumes from what its disk holds, or recovers.
+                return Err("the replica stopped (see the log above); exiting".to_owned());
+            }
             Ok(())
         }
         Mode::Reconfigure {
@@ -233,9 +249,16 @@ fn run(cli: Cli) -> Result<(), String> {
                 let note = if witness { "   (witness)" } else { "" };
                 println!("replica {i}: redis-cli -p {}{note}", address.port());
             }
-            wait_for_signal().map_err(|e| e.to_string())?;
+            let alive = || {
+                (0..usize::from(replicas))
+                    .all(|i| cluster.node(i).is_some_and(|n| n.replica_running()))
+            };
+            let signalled = wait_for_signal(alive).map_err(|e| e.to_string())?;
             eprintln!("vr-kv: stopping");
             cluster.stop();
+            if !signalled {
+                return Err("a replica stopped (see the log above); exiting".to_owned());
+            }
             eprintln!("vr-kv: stopped");
             Ok(())
         }

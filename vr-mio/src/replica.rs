@@ -172,6 +172,12 @@ impl ReplicaHandle {
         self.address
     }
 
+    /// Whether the replica still runs: `false` once its loop ended (a
+    /// storage error stops a durable replica; see the log).
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
     /// A snapshot of the replica's counters, taken by its loop between two
     /// events. If the loop has ended (it failed or panicked), the last
     /// snapshot taken.

@@ -151,6 +151,12 @@ impl ReplicaHandle {
         self.address
     }
 
+    /// Whether the replica still runs: `false` once its loop ended (a
+    /// storage error stops a durable replica; see the log).
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
     /// A snapshot of the counters, taken by the replica's own loop between
     /// two inputs (so it is consistent). Callable from any thread, including
     /// a tokio runtime's: it blocks only until the loop answers.

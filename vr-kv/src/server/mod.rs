@@ -235,6 +235,14 @@ impl RunningReplica {
         })
     }
 
+    fn is_running(&self) -> bool {
+        match self {
+            RunningReplica::Tokio(replica) => replica.is_running(),
+            RunningReplica::Mio(replica) => replica.is_running(),
+            RunningReplica::Glommio(replica) => replica.is_running(),
+        }
+    }
+
     fn local_addr(&self) -> SocketAddr {
         match self {
             RunningReplica::Tokio(replica) => replica.local_addr(),
@@ -354,6 +362,14 @@ impl NodeHandle {
     /// The runtime the node runs on.
     pub fn runtime(&self) -> Runtime {
         self.runtime
+    }
+
+    /// Whether the node's replica still runs. It stops on a storage error
+    /// (a durable replica whose disk failed: what reached the disk is
+    /// unknown, so it must not go on); the process should then exit, so
+    /// that it is restarted and resumes from what its disk holds.
+    pub fn replica_running(&self) -> bool {
+        self.replica.as_ref().is_some_and(|r| r.is_running())
     }
 
     /// The replica's counters: view, status, op and commit numbers, traffic.
