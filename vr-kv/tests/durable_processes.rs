@@ -379,15 +379,33 @@ fn repair_then_depend_on_it(
     cluster.nodes[k].kill();
     damage(&cluster.data_dir(k));
     cluster.nodes[k].start();
-    wait_until(
-        &format!("{scenario}: node {k} recovered"),
-        Duration::from_secs(30),
-        || {
-            let s = cluster.status_of(k);
-            field(&s, "status").as_deref() == Some("normal")
-                && field(&s, "recoveries_completed").is_some_and(|r| r != "0")
-        },
-    );
+    let start = Instant::now();
+    loop {
+        let s = cluster.status_of(k);
+        if field(&s, "status").as_deref() == Some("normal")
+            && field(&s, "recoveries_completed").is_some_and(|r| r != "0")
+        {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let logs: Vec<String> = (0..3)
+                .map(|i| {
+                    let log = cluster.nodes[i].log_text();
+                    let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                    format!(
+                        "--- node {i} ({}):\n{}",
+                        cluster.status_of(i).replace("\r\n", " "),
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    )
+                })
+                .collect();
+            panic!(
+                "{scenario}: node {k} did not recover in 60 s\n{}",
+                logs.join("\n")
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
     writers.wait_for_progress(50, &format!("{scenario}: writes after the repair"));
     let acked = writers.stop();
     // The repaired node's own copy holds every acknowledged write...
