@@ -170,8 +170,6 @@ pub struct LogIndex {
     pub segments: Vec<Segment>,
     /// The highest op in the log (or the checkpoint's op if higher).
     pub head_op: u64,
-    /// The view of the head entry, where known (0 otherwise).
-    pub head_view: u64,
     /// The checkpoint's op: the log holds only ops above it that matter.
     pub checkpoint_op: u64,
     /// Sizes.
@@ -194,7 +192,6 @@ impl LogIndex {
         LogIndex {
             segments: Vec::new(),
             head_op: checkpoint_op,
-            head_view: 0,
             checkpoint_op,
             limits,
         }
@@ -276,7 +273,6 @@ impl LogIndex {
         }
         if let Some(last) = entries.last() {
             self.head_op = last.op;
-            self.head_view = last.view;
         }
         Ok(batches)
     }
@@ -303,11 +299,9 @@ impl LogIndex {
             plan.remove.push(self.segments.pop().expect("checked").name);
         }
         self.head_op = op;
-        self.head_view = 0;
         if let Some(s) = self.segments.last_mut() {
             s.entries.retain(|&(entry_op, _, _)| entry_op <= op);
             let len = s.entries.last().map_or(0, |&(_, _, end)| end);
-            self.head_view = s.entries.last().map_or(0, |&(_, view, _)| view);
             s.write_offset = align_up_u64(len, SECTOR_SIZE as u64);
             plan.cut = Some((s.name, len));
         }
@@ -544,13 +538,6 @@ impl LogRecovery {
         let checkpoint_op = self.index.checkpoint_op;
         let head = checkpoint_op.max(self.last_op).max(self.evidence_op);
         self.index.head_op = head;
-        self.index.head_view = self
-            .index
-            .segments
-            .iter()
-            .rev()
-            .find_map(|s| s.entries.last())
-            .map_or(0, |&(_, view, _)| view);
         let mut cut = None;
         if let Some(last) = self.index.segments.last() {
             if self.last_segment_len > self.last_segment_end {
