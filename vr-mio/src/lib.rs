@@ -2,20 +2,18 @@
 //!
 //! The protocol lives in [`vr_core`]; this crate only moves bytes and time.
 //! Each replica runs on its own thread: one [`mio::Poll`] loop that sleeps
-//! until the next socket event or the core's next deadline
-//! ([`vr_core::node::ReplicaNode::poll_timeout`]), feeds received bytes to
-//! the node, and writes the frames the node produces. Other threads talk to
-//! the loop through a [`mio::Waker`] ([`ReplicaHandle::stats`],
+//! until the next socket event or the node's deadline, feeds what it read
+//! to a [`vr_core::node::ReplicaNode`], and carries out the node's outputs:
+//! open a connection, queue a frame, close a connection. The node decides
+//! everything else (reconnect backoff, queue bounds, addresses learned in a
+//! reconfiguration, reply routing; see [`vr_core::node`]). Other threads
+//! talk to the loop through a [`mio::Waker`] ([`ReplicaHandle::stats`],
 //! [`ReplicaHandle::stop`]).
 //!
-//! - Replica-to-replica connections are opened on demand, when the node
-//!   first has a frame for a peer, with a non-blocking connect; after a
-//!   failure the next attempt waits an exponential backoff.
-//! - Each connection's outgoing queue is bounded
-//!   ([`ReplicaOptions::peer_queue_bytes_max`]); frames beyond it are dropped
-//!   and counted, since VR retransmits what matters.
-//! - Everything queued for a connection goes out in as few
-//!   `write_vectored` calls as the socket allows (up to 64 frames a call).
+//! - Every connection that was ready is read before the node's timers
+//!   fire, so the requests of all of them share a Prepare (§6, batching).
+//! - Everything queued for a connection in one turn goes out in one
+//!   `write` when the socket allows.
 //! - A connection that sends anything but valid frames of this cluster is
 //!   logged, counted and closed; everyone else is served on.
 //!
@@ -52,7 +50,7 @@
 //! let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
 //! let addresses = vec![listener.local_addr()?];
 //! let executed = Arc::new(Mutex::new(Vec::new()));
-//! let options = ReplicaOptions::new(config.clone(), addresses.clone(), 0);
+//! let options = ReplicaOptions::new(config.clone(), addresses.clone(), vr_core::MemberId(0));
 //! let replica = start_replica_with_listener(options, listener, Recorder(executed.clone()))?;
 //!
 //! let mut client = Client::connect(addresses, ClientConfig::new(&config, 1), config.cluster)?;
@@ -68,90 +66,45 @@ mod client;
 mod conn;
 mod replica;
 
-use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant as StdInstant};
 
-use vr_core::node::{ConnectionId, NodeStats};
-use vr_core::ReplicaIndex;
+use tracing::{info, warn};
+use vr_core::node::NodeEvent;
+use vr_core::MemberId;
 
 pub use client::{Client, ClientError};
 pub use replica::{
     start_durable_replica_with_listener, start_replica, start_replica_with_listener, ReplicaHandle,
 };
+pub use vr_core::node::{NodeStats, ReplicaOptions};
 pub use vr_storage::data_dir::{Boot, DataDir};
 
-pub use vr_core::node::ReplicaOptions;
+/// The core's clock: nanoseconds since the loop started.
+#[derive(Clone, Copy)]
+pub(crate) struct Clock(StdInstant);
 
-/// One open connection, as seen by the replica.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConnectionStats {
-    /// The id the node knows it by.
-    pub id: ConnectionId,
-    /// The remote address.
-    pub peer: SocketAddr,
-    /// For a connection this replica opened: the member it leads to.
-    /// `None` for an accepted connection (a peer's or a client's).
-    pub replica: Option<ReplicaIndex>,
-    /// Whether an outbound connect has completed (always true for accepted ones).
-    pub connected: bool,
-    /// Bytes received.
-    pub bytes_in: u64,
-    /// Bytes written.
-    pub bytes_out: u64,
-    /// Bytes queued and not yet written.
-    pub queued_bytes: usize,
+impl Clock {
+    pub(crate) fn new() -> Clock {
+        Clock(StdInstant::now())
+    }
+
+    pub(crate) fn now(self) -> vr_core::Instant {
+        let ns = self.0.elapsed().as_nanos();
+        vr_core::Instant::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
+    }
+
+    /// How long until `deadline`: zero if it passed.
+    pub(crate) fn until(self, deadline: vr_core::Instant) -> Duration {
+        Duration::from_nanos(deadline.saturating_since(self.now()))
+    }
 }
 
-/// A snapshot of a replica's counters, from [`ReplicaHandle::stats`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct AdapterStats {
-    /// The node's counters: view, status, op and commit numbers, frames in,
-    /// frames and bytes out per replica, rejected frames by reason.
-    pub node: NodeStats,
-    /// The connections open now, with their traffic.
-    pub connections: Vec<ConnectionStats>,
-    /// Inbound connections accepted.
-    pub connections_accepted: u64,
-    /// Inbound connections closed at once because `client_connections_max`
-    /// were open.
-    pub connections_refused: u64,
-    /// Connections closed because they sent something that is not a frame
-    /// of this cluster (the reason is in `node.rejected`).
-    pub connections_closed_bad_input: u64,
-    /// Connections whose peer closed in the middle of a frame.
-    pub connections_closed_mid_frame: u64,
-    /// Frames dropped because their connection's queue was full.
-    pub frames_dropped_queue_full: u64,
-    /// Frames dropped because there was no connection to send them on: a
-    /// peer waiting out its reconnect backoff, or a client that left.
-    pub frames_dropped_disconnected: u64,
-    /// Outbound connection attempts, the first to each peer included.
-    pub connects: u64,
-    /// Outbound connection attempts after the first to the same peer.
-    pub reconnects: u64,
-    /// Outbound connection attempts that failed or timed out.
-    pub connect_failures: u64,
-    /// `write_vectored` calls: with `node` frames out, shows the batching.
-    pub writes: u64,
-}
-
-/// The core's clock: nanoseconds since `origin`, the loop's start.
-/// A member's address as a reconfiguration carries it: `ip:port` text.
-fn parse_address(bytes: &[u8]) -> Option<std::net::SocketAddr> {
-    std::str::from_utf8(bytes).ok()?.parse().ok()
-}
-
-fn core_time(origin: std::time::Instant, now: std::time::Instant) -> vr_core::Instant {
-    let ns = now.saturating_duration_since(origin).as_nanos();
-    vr_core::Instant::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
-}
-
-/// A core deadline on the std clock. A deadline past what the std clock can
-/// represent (centuries away) becomes a year from now: sleep, wake, recheck.
-fn std_time(origin: std::time::Instant, deadline: vr_core::Instant) -> std::time::Instant {
-    let year = Duration::from_secs(365 * 24 * 3600);
-    origin
-        .checked_add(Duration::from_nanos(deadline.as_nanos()))
-        .or_else(|| std::time::Instant::now().checked_add(year))
-        .unwrap_or(origin)
+/// Logs what the node reported, at the level an operator needs.
+pub(crate) fn log_event(replica: MemberId, event: &NodeEvent) {
+    match event {
+        NodeEvent::ClusterFormed { .. } | NodeEvent::FrameRejected { .. } => {
+            warn!(replica = %replica, "{event}")
+        }
+        _ => info!(replica = %replica, "{event}"),
+    }
 }

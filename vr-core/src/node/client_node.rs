@@ -1,0 +1,336 @@
+//! [`ClientNode`]: a client proxy behind the codec and the connection
+//! layer.
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use core::net::SocketAddr;
+
+use super::links::{LinkLimits, Links, Route};
+use super::options::duration_ns;
+use super::{format_address, parse_address, Closed, ConnectionId, LinkStats, Output};
+use crate::client::{Client, ClientError, ClientOutput, Completion};
+use crate::codec::{self, DecodeError};
+use crate::message::{MemberId, Message};
+use crate::time::Instant;
+
+/// How a client node reaches the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// Member `i` of the client's first epoch listens on `addresses[i]`.
+    pub addresses: Vec<SocketAddr>,
+    /// Bound on each connection's queue of unsent frames, in bytes; an
+    /// empty queue takes one frame of any size.
+    pub queue_bytes_max: usize,
+    /// First wait before reconnecting to a replica after a failure.
+    pub reconnect_backoff_min: core::time::Duration,
+    /// The wait doubles after each failure up to this.
+    pub reconnect_backoff_max: core::time::Duration,
+    /// How long a connect may take before the node gives up on it.
+    pub connect_timeout: core::time::Duration,
+}
+
+impl ClientOptions {
+    /// Options for a cluster at `addresses`: 1 MiB queues, reconnects after
+    /// 10 ms growing to 1 s, connects given 2 s.
+    pub fn new(addresses: Vec<SocketAddr>) -> ClientOptions {
+        ClientOptions {
+            addresses,
+            queue_bytes_max: 1 << 20,
+            reconnect_backoff_min: core::time::Duration::from_millis(10),
+            reconnect_backoff_max: core::time::Duration::from_secs(1),
+            connect_timeout: core::time::Duration::from_secs(2),
+        }
+    }
+}
+
+/// What a client node reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// The outstanding request finished.
+    Completed(Completion),
+    /// The outstanding request was abandoned after
+    /// [`crate::ClientConfig::request_attempts_max`] attempts: its outcome
+    /// is unknown.
+    Failed {
+        /// Its request-number.
+        request_number: u64,
+        /// Why.
+        error: ClientError,
+    },
+    /// The reconfiguration started with [`ClientNode::reconfigure`] is
+    /// done: the cluster runs in `epoch` (§7).
+    Reconfigured {
+        /// Its request-number.
+        request_number: u64,
+        /// The new epoch-number.
+        epoch: u32,
+    },
+    /// The client follows a newer epoch (§7.3).
+    EpochChanged {
+        /// The epoch-number.
+        epoch: u32,
+        /// Its members, in index order.
+        members: Vec<MemberId>,
+    },
+    /// A member's address was learned from a newer epoch's notice.
+    AddressLearned {
+        /// The member.
+        member: MemberId,
+        /// Where it listens.
+        address: SocketAddr,
+    },
+    /// A replica sent something that is not a frame of this cluster; the
+    /// node forgot the connection, and the adapter closes it.
+    FrameRejected {
+        /// The connection.
+        connection: ConnectionId,
+        /// Why.
+        error: DecodeError,
+    },
+}
+
+/// A client proxy with the codec and the connection layer around it. See
+/// the [module docs](super) for the contract.
+pub struct ClientNode {
+    client: Client,
+    cluster: u64,
+    frame_size_max: usize,
+    links: Links,
+    after_connect: Option<(ConnectionId, u32, Message)>,
+    events: VecDeque<ClientEvent>,
+    /// The request-number of an outstanding reconfiguration.
+    reconfiguration: Option<u64>,
+    last_epoch: u32,
+}
+
+impl ClientNode {
+    /// Wraps `client` for the cluster `cluster`; replies larger than
+    /// `frame_size_max` are rejected.
+    pub fn new(client: Client, cluster: u64, frame_size_max: usize, options: &ClientOptions) -> ClientNode {
+        let limits = LinkLimits {
+            queue_bytes_max: options.queue_bytes_max,
+            backoff_min_ns: duration_ns(options.reconnect_backoff_min),
+            backoff_max_ns: duration_ns(options.reconnect_backoff_max),
+            connect_timeout_ns: duration_ns(options.connect_timeout),
+            inbound_max: 0,
+        };
+        let mut links = Links::new(limits, None);
+        for (i, address) in options.addresses.iter().enumerate() {
+            let Ok(member) = u8::try_from(i) else { break };
+            links.learn(Instant::ZERO, MemberId(member), *address);
+        }
+        ClientNode {
+            last_epoch: client.epoch(),
+            client,
+            cluster,
+            frame_size_max,
+            links,
+            after_connect: None,
+            events: VecDeque::new(),
+            reconfiguration: None,
+        }
+    }
+
+    /// The client inside.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The member → address book.
+    pub fn addresses(&self) -> Vec<(MemberId, SocketAddr)> {
+        self.links.addresses().collect()
+    }
+
+    /// The connection layer's counters.
+    pub fn stats(&self) -> LinkStats {
+        self.links.snapshot()
+    }
+
+    // ---- Inputs ----
+
+    /// Starts a request; see [`Client::request`].
+    pub fn request(&mut self, now: Instant, op: Vec<u8>) -> Result<u64, ClientError> {
+        self.links.set_now(now);
+        self.client.request(now, op)
+    }
+
+    /// Starts a reconfiguration to `members`, listening at `addresses`
+    /// (§7.1); [`ClientEvent::Reconfigured`] reports its end.
+    pub fn reconfigure(
+        &mut self,
+        now: Instant,
+        members: Vec<MemberId>,
+        addresses: &[SocketAddr],
+    ) -> Result<u64, ClientError> {
+        self.links.set_now(now);
+        let addresses = addresses.iter().map(|a| format_address(*a)).collect();
+        let number = self.client.reconfigure_with_addresses(now, members, addresses)?;
+        self.reconfiguration = Some(number);
+        Ok(number)
+    }
+
+    /// Gives up on the outstanding request; see [`Client::abandon`].
+    pub fn abandon(&mut self) -> Option<u64> {
+        self.reconfiguration = None;
+        self.client.abandon()
+    }
+
+    /// An outbound connection from [`Output::Connect`] is open.
+    pub fn handle_connected(&mut self, now: Instant, connection: ConnectionId) {
+        self.links.set_now(now);
+        self.links.connected(connection);
+    }
+
+    /// `bytes` of `connection`'s queue were written.
+    pub fn handle_written(&mut self, connection: ConnectionId, bytes: usize) {
+        self.links.written(connection, bytes);
+    }
+
+    /// `connection` closed or failed; the replica behind it backs off.
+    pub fn handle_closed(&mut self, now: Instant, connection: ConnectionId, how: Closed) {
+        self.links.set_now(now);
+        self.links.closed(now, connection, how);
+    }
+
+    /// Consumes whole frames from the front of `bytes`, read from
+    /// `connection`, and returns how many bytes were used. Replies and
+    /// epoch notices are taken in; other frames are ignored. An error:
+    /// the node forgot the connection; close it.
+    pub fn handle_bytes(
+        &mut self,
+        now: Instant,
+        connection: ConnectionId,
+        bytes: &[u8],
+    ) -> Result<usize, DecodeError> {
+        self.links.set_now(now);
+        let (mut used, mut frames) = (0, 0);
+        let result = loop {
+            if used == bytes.len() {
+                break Ok(used);
+            }
+            match codec::decode(&bytes[used..], self.cluster, self.frame_size_max) {
+                Ok((message, size)) => {
+                    used += size;
+                    frames += 1;
+                    match message {
+                        Message::Reply(reply) => self.client.handle_reply(now, reply),
+                        // A replica of a newer epoch (§7.3): follow it.
+                        Message::StartEpoch(notice) => {
+                            self.client.handle_start_epoch(now, notice);
+                            self.observe_epoch(now);
+                        }
+                        _ => {}
+                    }
+                }
+                Err(DecodeError::Truncated { .. }) => break Ok(used),
+                Err(error) => break Err(error),
+            }
+        };
+        self.links.received(connection, frames, used as u64);
+        if let Err(error) = &result {
+            self.links.closed(now, connection, Closed::Rejected);
+            self.events.push_back(ClientEvent::FrameRejected {
+                connection,
+                error: error.clone(),
+            });
+        }
+        result
+    }
+
+    /// Resends the outstanding request when its deadline passed, and gives
+    /// up on connects past theirs.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.links.set_now(now);
+        self.client.handle_timeout(now);
+        self.links.expire(now);
+    }
+
+    // ---- Outputs ----
+
+    /// The next thing to do; frames are appended to `buffer`. Drain until
+    /// [`Output::Timeout`] after every input.
+    pub fn poll_output(&mut self, buffer: &mut Vec<u8>) -> Output<ClientEvent> {
+        if let Some(connection) = self.links.poll_close() {
+            return Output::Close { connection };
+        }
+        if let Some((connection, epoch, message)) = self.after_connect.take() {
+            if let Some(len) = self.encode(connection, epoch, &message, buffer) {
+                return Output::Transmit { connection, len };
+            }
+        }
+        if let Some(event) = self.events.pop_front() {
+            return Output::Event(event);
+        }
+        loop {
+            match self.client.poll_output() {
+                ClientOutput::Timeout(deadline) => {
+                    let links = self.links.deadline();
+                    return Output::Timeout(deadline.into_iter().chain(links).min());
+                }
+                ClientOutput::Completed(done) if Some(done.request_number) == self.reconfiguration => {
+                    self.reconfiguration = None;
+                    // The primary answers a reconfiguration with the new
+                    // epoch-number (§7.1).
+                    let epoch = (done.result.get(..4).and_then(|b| b.try_into().ok()))
+                        .map_or(0, u32::from_le_bytes);
+                    return Output::Event(ClientEvent::Reconfigured {
+                        request_number: done.request_number,
+                        epoch,
+                    });
+                }
+                ClientOutput::Completed(done) => return Output::Event(ClientEvent::Completed(done)),
+                ClientOutput::Failed { request_number, error } => {
+                    if Some(request_number) == self.reconfiguration {
+                        self.reconfiguration = None;
+                    }
+                    return Output::Event(ClientEvent::Failed { request_number, error });
+                }
+                ClientOutput::Send { to, epoch, message } => match self.links.route(to) {
+                    Route::Open(connection) => {
+                        if let Some(len) = self.encode(connection, epoch, &message, buffer) {
+                            return Output::Transmit { connection, len };
+                        }
+                    }
+                    Route::Connect(connection, address) => {
+                        self.after_connect = Some((connection, epoch, message));
+                        return Output::Connect { connection, address };
+                    }
+                    Route::Unreachable => self.links.stats.frames_dropped_disconnected += 1,
+                },
+            }
+        }
+    }
+
+    /// The deadline `poll_output` would end with, without draining.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let links = self.links.deadline();
+        self.client.poll_timeout().into_iter().chain(links).min()
+    }
+
+    fn encode(&mut self, connection: ConnectionId, epoch: u32, message: &Message, buffer: &mut Vec<u8>) -> Option<usize> {
+        let len = codec::encoded_size(message);
+        if !self.links.admit(connection, len) {
+            return None;
+        }
+        let start = buffer.len();
+        codec::encode_in_epoch(message, self.cluster, epoch, buffer);
+        Some(buffer.len() - start)
+    }
+
+    /// Learns the addresses of a newer epoch the client now follows.
+    fn observe_epoch(&mut self, now: Instant) {
+        let epoch = self.client.epoch();
+        if epoch == self.last_epoch {
+            return;
+        }
+        self.last_epoch = epoch;
+        let members = self.client.members();
+        for (member, address) in members.iter().zip(self.client.addresses()) {
+            let Some(address) = parse_address(address) else { continue };
+            if self.links.learn(now, *member, address) {
+                self.events.push_back(ClientEvent::AddressLearned { member: *member, address });
+            }
+        }
+        self.events.push_back(ClientEvent::EpochChanged { epoch, members });
+    }
+}

@@ -1,0 +1,605 @@
+//! [`ReplicaNode`]: a replica behind the codec and the connection layer.
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::vec::Vec;
+use core::net::SocketAddr;
+
+use super::links::{Links, Route};
+use super::{parse_address, Closed, ConnectionId, NodeStats, Output, ReplicaOptions};
+use crate::codec::{self, DecodeError};
+use crate::message::{ClientId, MemberId, Message};
+use crate::replica::{Output as ReplicaOutput, Persist, Replica, Status};
+use crate::time::Instant;
+use crate::Service;
+
+/// Something a replica node reports: act on [`NodeEvent::Persist`]; log
+/// the rest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// Durable replicas ([`crate::config::Durability::Disk`]): make this
+    /// durable, then call [`ReplicaNode::handle_persisted`] with its
+    /// `sequence`. One is in flight at a time: the replica emits the next
+    /// only after that call.
+    Persist(Persist),
+    /// The replica's view or status changed.
+    StatusChanged {
+        /// The new view-number.
+        view: u64,
+        /// The new status.
+        status: Status,
+        /// Whether it is now the primary.
+        primary: bool,
+    },
+    /// The replica entered a new epoch, or retired in it (§7).
+    EpochChanged {
+        /// The new epoch-number.
+        epoch: u32,
+        /// Its members, in index order.
+        members: Vec<MemberId>,
+    },
+    /// A member's address was learned from a reconfiguration (§7); the
+    /// node connects there from now on.
+    AddressLearned {
+        /// The member.
+        member: MemberId,
+        /// Where it listens.
+        address: SocketAddr,
+    },
+    /// The replica formed a new, empty cluster in view 0: every other
+    /// replica answered its recovery that it holds nothing
+    /// ([`crate::Stats::clusters_formed`]). Expected at a new cluster's
+    /// first start; at any other time a diskless cluster has lost its
+    /// state (more than f replicas were down or recovering at once), and
+    /// the embedding should say so loudly.
+    ClusterFormed {
+        /// The view formed (0).
+        view: u64,
+    },
+    /// A connection sent a frame that could not be decoded; the node
+    /// forgot the connection, and the adapter closes it.
+    FrameRejected {
+        /// The connection.
+        connection: ConnectionId,
+        /// Why.
+        error: DecodeError,
+    },
+}
+
+impl core::fmt::Display for NodeEvent {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            NodeEvent::Persist(p) => write!(f, "persist {}", p.sequence),
+            NodeEvent::StatusChanged { view, status, primary } => {
+                write!(f, "status changed: view {view}, {status:?}, primary {primary}")
+            }
+            NodeEvent::EpochChanged { epoch, members } => {
+                write!(f, "epoch changed: epoch {epoch}, members {members:?}")
+            }
+            NodeEvent::AddressLearned { member, address } => {
+                write!(f, "member {member} address learned: {address}")
+            }
+            NodeEvent::ClusterFormed { view } => write!(
+                f,
+                "formed a new, empty cluster in view {view}: every other replica answered that \
+                 it holds no state; if this cluster held data, that data is lost (more than f \
+                 replicas were down or recovering at once)"
+            ),
+            NodeEvent::FrameRejected { connection, error } => {
+                write!(f, "rejected a frame from {connection} ({error:?}); closing it")
+            }
+        }
+    }
+}
+
+/// A replica with the codec, the connection layer and client routing
+/// around it. See the [module docs](super) for the contract.
+pub struct ReplicaNode<S: Service> {
+    replica: Replica<S>,
+    frame_size_max: usize,
+    links: Links,
+    /// The connection each client's latest request came in on. Bounded: on
+    /// overflow the least recently used route is forgotten (that client's
+    /// next retry re-creates it).
+    routes: BTreeMap<ClientId, (ConnectionId, u64)>,
+    routes_max: usize,
+    route_clock: u64,
+    /// A message for a connection announced by the last `Connect`.
+    after_connect: Option<(ConnectionId, u32, Message)>,
+    events: VecDeque<NodeEvent>,
+    last_status: (u64, Status, bool),
+    last_epoch: Option<u32>,
+    /// `Stats::clusters_formed` when last looked at.
+    clusters_formed: u64,
+    stats: NodeStats,
+}
+
+impl<S: Service> ReplicaNode<S> {
+    /// Wraps `replica`, built from `options` (see
+    /// [`ReplicaOptions::build_replica`]): its address book starts from
+    /// `options.addresses`, and its limits are the options'.
+    pub fn new(replica: Replica<S>, options: &ReplicaOptions, now: Instant) -> Self {
+        let mut links = Links::new(options.link_limits(), Some(options.replica));
+        for (member, address) in options.address_book() {
+            links.learn(now, member, address);
+        }
+        let last_status = (replica.view(), replica.status(), replica.is_primary());
+        ReplicaNode {
+            frame_size_max: replica.config().message_size_max as usize,
+            clusters_formed: replica.stats().clusters_formed,
+            replica,
+            links,
+            routes: BTreeMap::new(),
+            routes_max: options.client_routes_max.max(1),
+            route_clock: 0,
+            after_connect: None,
+            events: VecDeque::new(),
+            last_status,
+            last_epoch: None,
+            stats: NodeStats::default(),
+        }
+    }
+
+    /// The replica inside.
+    pub fn replica(&self) -> &Replica<S> {
+        &self.replica
+    }
+
+    // ---- Inputs ----
+
+    /// An inbound connection was accepted from `remote`: its id, or `None`
+    /// when the inbound cap is reached (close it; counted).
+    pub fn handle_accepted(&mut self, now: Instant, remote: Option<SocketAddr>) -> Option<ConnectionId> {
+        self.links.set_now(now);
+        self.links.accepted(now, remote)
+    }
+
+    /// An outbound connection from [`Output::Connect`] is open.
+    pub fn handle_connected(&mut self, now: Instant, connection: ConnectionId) {
+        self.links.set_now(now);
+        self.links.connected(connection);
+    }
+
+    /// `bytes` of `connection`'s queue were written.
+    pub fn handle_written(&mut self, connection: ConnectionId, bytes: usize) {
+        self.links.written(connection, bytes);
+    }
+
+    /// `connection` closed or failed (a connect included). Its client
+    /// routes are forgotten; a peer connection backs off. Unknown ids (the
+    /// node closed them already) are ignored.
+    pub fn handle_closed(&mut self, now: Instant, connection: ConnectionId, how: Closed) {
+        self.links.set_now(now);
+        if self.links.closed(now, connection, how) {
+            self.routes.retain(|_, (c, _)| *c != connection);
+        }
+    }
+
+    /// Consumes whole frames from the front of `bytes`, read from
+    /// `connection`, and returns how many bytes were used; the rest is an
+    /// incomplete frame to keep for later. An error means the connection
+    /// sent something that is not a frame of this cluster: it was counted
+    /// and reported, the node forgot the connection, and the adapter closes
+    /// it. The replica's outputs wait for `poll_output`; a primary's new
+    /// requests wait for `handle_timeout` (batching: see the module docs).
+    pub fn handle_bytes(
+        &mut self,
+        now: Instant,
+        connection: ConnectionId,
+        bytes: &[u8],
+    ) -> Result<usize, DecodeError> {
+        self.links.set_now(now);
+        let cluster = self.replica.config().cluster;
+        let (mut used, mut frames) = (0, 0);
+        let result = loop {
+            if used == bytes.len() {
+                break Ok(used);
+            }
+            match codec::decode_in_epoch(&bytes[used..], cluster, self.frame_size_max) {
+                Ok((message, epoch, size)) => {
+                    used += size;
+                    frames += 1;
+                    match &message {
+                        Message::Request(m) => self.route(m.client_id, connection),
+                        Message::ReadRequest(m) => self.route(m.client_id, connection),
+                        Message::Reconfiguration(m) => self.route(m.client_id, connection),
+                        _ => {}
+                    }
+                    self.replica.handle_message(now, epoch, message);
+                }
+                Err(DecodeError::Truncated { .. }) => break Ok(used),
+                Err(error) => break Err(error),
+            }
+        };
+        self.stats.frames_in += frames;
+        self.stats.bytes_in += used as u64;
+        self.links.received(connection, frames, used as u64);
+        if let Err(error) = &result {
+            self.stats.rejected.count(error);
+            self.handle_closed(now, connection, Closed::Rejected);
+            self.events.push_back(NodeEvent::FrameRejected {
+                connection,
+                error: error.clone(),
+            });
+        }
+        result
+    }
+
+    /// Fires the replica's timers that are due (the batch timer included)
+    /// and gives up on connects past their deadline.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.links.set_now(now);
+        self.replica.handle_timeout(now);
+        self.links.expire(now);
+    }
+
+    /// Durable replicas: the embedding made [`NodeEvent::Persist`] number
+    /// `sequence` durable.
+    pub fn handle_persisted(&mut self, now: Instant, sequence: u64) {
+        self.links.set_now(now);
+        self.replica.handle_persisted(now, sequence);
+    }
+
+    // ---- Outputs ----
+
+    /// The next thing to do; frames are appended to `buffer`. Drain until
+    /// [`Output::Timeout`] after every batch of inputs.
+    pub fn poll_output(&mut self, buffer: &mut Vec<u8>) -> Output<NodeEvent> {
+        if let Some(connection) = self.links.poll_close() {
+            self.routes.retain(|_, (c, _)| *c != connection);
+            return Output::Close { connection };
+        }
+        if let Some((connection, epoch, message)) = self.after_connect.take() {
+            if let Some(len) = self.encode(connection, epoch, &message, buffer) {
+                return Output::Transmit { connection, len };
+            }
+        }
+        self.observe();
+        if let Some(event) = self.events.pop_front() {
+            return Output::Event(event);
+        }
+        loop {
+            let (connection, epoch, message) = match self.replica.poll_output() {
+                ReplicaOutput::Timeout(deadline) => {
+                    let links = self.links.deadline();
+                    return Output::Timeout(deadline.into_iter().chain(links).min());
+                }
+                ReplicaOutput::Persist(persist) => return Output::Event(NodeEvent::Persist(persist)),
+                ReplicaOutput::Send { to, epoch, message } => {
+                    match self.links.route(to) {
+                        Route::Open(connection) => (connection, epoch, message),
+                        Route::Connect(connection, address) => {
+                            self.after_connect = Some((connection, epoch, message));
+                            return Output::Connect { connection, address };
+                        }
+                        Route::Unreachable => {
+                            self.links.stats.frames_dropped_disconnected += 1;
+                            continue;
+                        }
+                    }
+                }
+                ReplicaOutput::Reply(reply) => match self.routes.get(&reply.client_id) {
+                    Some(&(connection, _)) => (connection, self.replica.epoch(), Message::Reply(reply)),
+                    None => {
+                        self.stats.replies_unroutable += 1;
+                        continue;
+                    }
+                },
+                ReplicaOutput::NewEpoch { client_id, notice } => match self.routes.get(&client_id) {
+                    Some(&(connection, _)) => (connection, self.replica.epoch(), Message::StartEpoch(notice)),
+                    None => {
+                        self.stats.replies_unroutable += 1;
+                        continue;
+                    }
+                },
+            };
+            if let Some(len) = self.encode(connection, epoch, &message, buffer) {
+                return Output::Transmit { connection, len };
+            }
+        }
+    }
+
+    /// The deadline `poll_output` would end with, without draining.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let links = self.links.deadline();
+        self.replica.poll_timeout().into_iter().chain(links).min()
+    }
+
+    /// A snapshot of the counters, the connections and the replica's
+    /// numbers.
+    pub fn stats(&self) -> NodeStats {
+        let mut stats = self.stats.clone();
+        stats.links = self.links.snapshot();
+        stats.view = self.replica.view();
+        stats.epoch = self.replica.epoch();
+        stats.members = self.replica.epoch_members();
+        stats.primary = self.replica.is_primary();
+        stats.may_shut_down = self.replica.may_shut_down();
+        stats.status = Some(self.replica.status());
+        stats.op_number = self.replica.op_number();
+        stats.commit_number = self.replica.commit_number();
+        stats.replica = self.replica.stats().clone();
+        stats
+    }
+
+    /// Encodes `message` onto `buffer` for `connection` if its queue has
+    /// room; the frame's length, or `None` (dropped, counted).
+    fn encode(&mut self, connection: ConnectionId, epoch: u32, message: &Message, buffer: &mut Vec<u8>) -> Option<usize> {
+        let len = codec::encoded_size(message);
+        if !self.links.admit(connection, len) {
+            return None;
+        }
+        let start = buffer.len();
+        codec::encode_in_epoch(message, self.replica.config().cluster, epoch, buffer);
+        debug_assert_eq!(buffer.len() - start, len, "encoded_size is exact");
+        if matches!(message, Message::Reply(_) | Message::StartEpoch(_)) {
+            self.stats.frames_to_clients += 1;
+            self.stats.bytes_to_clients += len as u64;
+        } else {
+            self.stats.frames_to_replicas += 1;
+            self.stats.bytes_to_replicas += len as u64;
+        }
+        Some(buffer.len() - start)
+    }
+
+    fn route(&mut self, client_id: ClientId, connection: ConnectionId) {
+        self.route_clock += 1;
+        if !self.routes.contains_key(&client_id) && self.routes.len() >= self.routes_max {
+            // Evict the least recently used route. Linear, but only on
+            // overflow, and bounded by routes_max.
+            let oldest = (self.routes.iter()).min_by_key(|(_, (_, t))| *t).map(|(c, _)| *c);
+            if let Some(oldest) = oldest {
+                self.routes.remove(&oldest);
+            }
+        }
+        self.routes.insert(client_id, (connection, self.route_clock));
+    }
+
+    /// Turns changes of the replica's epoch, formation and status into
+    /// events; learns the addresses a new epoch carries before anything is
+    /// sent to its members.
+    fn observe(&mut self) {
+        let epoch = self.replica.epoch();
+        if self.last_epoch != Some(epoch) {
+            let first = self.last_epoch.is_none();
+            self.last_epoch = Some(epoch);
+            let members = self.replica.epoch_members();
+            let addresses = self.replica.epoch_addresses().to_vec();
+            let now = self.links.now();
+            for (member, address) in members.iter().zip(&addresses) {
+                let Some(address) = parse_address(address) else { continue };
+                if self.links.learn(now, *member, address) {
+                    self.events.push_back(NodeEvent::AddressLearned { member: *member, address });
+                }
+            }
+            if !first || epoch != 0 {
+                self.events.push_back(NodeEvent::EpochChanged { epoch, members });
+            }
+        }
+        let formed = self.replica.stats().clusters_formed;
+        if formed != self.clusters_formed {
+            self.clusters_formed = formed;
+            self.events.push_back(NodeEvent::ClusterFormed {
+                view: self.replica.view(),
+            });
+        }
+        let status = (self.replica.view(), self.replica.status(), self.replica.is_primary());
+        if status != self.last_status {
+            self.last_status = status;
+            self.events.push_back(NodeEvent::StatusChanged {
+                view: status.0,
+                status: status.1,
+                primary: status.2,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::{Client, ClientConfig};
+    use crate::config::Config;
+    use crate::node::{ClientEvent, ClientNode, ClientOptions};
+
+    struct Echo;
+    impl Service for Echo {
+        fn execute(&mut self, _op_number: u64, op: &[u8]) -> Vec<u8> {
+            op.to_vec()
+        }
+        // Stateless: no pages.
+        fn page_count(&self) -> u64 {
+            0
+        }
+        fn read_page(&self, _index: u64, _out: &mut Vec<u8>) {}
+        fn install_pages(&mut self, _pages: &[&[u8]]) {}
+    }
+
+    fn addresses(n: u16) -> Vec<SocketAddr> {
+        (0..n).map(|i| SocketAddr::from(([127, 0, 0, 1], 7000 + i))).collect()
+    }
+
+    fn node(n: u8, me: u8, routes_max: usize) -> ReplicaNode<Echo> {
+        let config = Config::new(3, n);
+        let mut options = ReplicaOptions::new(config, addresses(u16::from(n)), MemberId(me));
+        options.client_routes_max = routes_max;
+        let replica = options.build_replica(Echo, Instant::ZERO).unwrap();
+        ReplicaNode::new(replica, &options, Instant::ZERO)
+    }
+
+    /// Drains `node` until it waits, firing timers due at `now` (the
+    /// batch); the frames, each with its connection, and the events.
+    fn drain(node: &mut ReplicaNode<Echo>, now: Instant) -> (Vec<(ConnectionId, Vec<u8>)>, Vec<NodeEvent>) {
+        let (mut frames, mut events, mut buffer) = (Vec::new(), Vec::new(), Vec::new());
+        loop {
+            match node.poll_output(&mut buffer) {
+                Output::Transmit { connection, len } => {
+                    frames.push((connection, buffer[buffer.len() - len..].to_vec()));
+                }
+                Output::Event(event) => events.push(event),
+                Output::Connect { connection, .. } => node.handle_connected(now, connection),
+                Output::Close { .. } => {}
+                Output::Timeout(Some(t)) if t <= now => node.handle_timeout(now),
+                Output::Timeout(_) => return (frames, events),
+            }
+        }
+    }
+
+    fn request_frame(client_id: ClientId) -> Vec<u8> {
+        let mut frame = Vec::new();
+        let request = crate::message::Request {
+            client_id,
+            request_number: 1,
+            op: b"op".to_vec(),
+        };
+        codec::encode(&Message::Request(request), 3, &mut frame);
+        frame
+    }
+
+    #[test]
+    fn frames_flow_between_a_client_node_and_a_replica_node() {
+        let now = Instant::ZERO;
+        let mut replica = node(1, 0, 16);
+        let config = Config::new(3, 1);
+        let options = ClientOptions::new(addresses(1));
+        let mut client = ClientNode::new(Client::new(ClientConfig::new(&config, 9), 0), 3, 1 << 20, &options);
+        client.request(now, b"hi".to_vec()).unwrap();
+        let mut buffer = Vec::new();
+        let Output::Connect { connection: to_replica, address } = client.poll_output(&mut buffer) else {
+            panic!("the client connects first")
+        };
+        assert_eq!(address, addresses(1)[0]);
+        let Output::Transmit { connection, len } = client.poll_output(&mut buffer) else { panic!() };
+        assert_eq!((connection, len), (to_replica, buffer.len()));
+        assert!(matches!(client.poll_output(&mut buffer), Output::Timeout(Some(_))));
+        client.handle_connected(now, to_replica);
+
+        let inbound = replica.handle_accepted(now, None).unwrap();
+        // In two pieces: the first is an incomplete frame.
+        assert_eq!(replica.handle_bytes(now, inbound, &buffer[..10]), Ok(0));
+        assert_eq!(replica.handle_bytes(now, inbound, &buffer), Ok(buffer.len()));
+        let (frames, _) = drain(&mut replica, now);
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0].0, inbound, "the reply goes back on the request's connection");
+        assert_eq!(client.handle_bytes(now, to_replica, &frames[0].1), Ok(frames[0].1.len()));
+        let Output::Event(ClientEvent::Completed(done)) = client.poll_output(&mut buffer) else { panic!() };
+        assert_eq!(done.result, b"hi");
+        assert_eq!(replica.stats().frames_to_clients, 1);
+    }
+
+    #[test]
+    fn garbage_is_rejected_counted_and_its_connection_forgotten() {
+        let now = Instant::ZERO;
+        let mut node = node(1, 0, 16);
+        let bad = node.handle_accepted(now, None).unwrap();
+        assert_eq!(node.handle_bytes(now, bad, &[0xFF; 64]), Err(DecodeError::BadMagic));
+        let stats = node.stats();
+        assert_eq!(stats.rejected.foreign, 1);
+        assert_eq!(stats.links.connections_closed_bad_input, 1);
+        assert!(stats.links.connections.is_empty(), "the connection is forgotten");
+        let (_, events) = drain(&mut node, now);
+        assert!(events.contains(&NodeEvent::FrameRejected { connection: bad, error: DecodeError::BadMagic }));
+        // Another cluster's frame.
+        let other = node.handle_accepted(now, None).unwrap();
+        let mut frame = Vec::new();
+        codec::encode(&Message::Request(crate::message::Request { client_id: 1, request_number: 1, op: Vec::new() }), 4, &mut frame);
+        assert!(matches!(node.handle_bytes(now, other, &frame), Err(DecodeError::WrongCluster { .. })));
+        assert_eq!(node.stats().rejected.wrong_cluster, 1);
+        assert_eq!(node.replica().op_number(), 0, "nothing reached the replica");
+    }
+
+    #[test]
+    fn replica_options_validate() {
+        let options = ReplicaOptions::new(Config::new(3, 3), addresses(3), MemberId(2));
+        assert_eq!(options.validate(), Ok(()));
+        let mut bad = options.clone();
+        bad.addresses.pop();
+        assert!(bad.validate().is_err());
+        let mut bad = options.clone();
+        bad.replica = MemberId(3);
+        assert!(bad.validate().is_err());
+        let mut bad = options;
+        bad.reconnect_backoff_min = bad.reconnect_backoff_max * 2;
+        assert!(bad.validate().is_err());
+    }
+
+    /// §6, batching: requests that arrive before the batch timer fires
+    /// share a Prepare; the timer is due at once, so nothing waits.
+    #[test]
+    fn requests_read_before_the_batch_timer_fires_share_a_prepare() {
+        let now = Instant::ZERO;
+        let mut node = node(3, 0, 16);
+        for client in 0..4u128 {
+            let c = node.handle_accepted(now, None).unwrap();
+            let frame = request_frame(client);
+            assert_eq!(node.handle_bytes(now, c, &frame), Ok(frame.len()));
+        }
+        let mut buffer = Vec::new();
+        assert_eq!(node.poll_output(&mut buffer), Output::Timeout(Some(now)), "the batch is due now");
+        assert!(buffer.is_empty(), "draining sent nothing: it changes no state");
+        let (frames, _) = drain(&mut node, now);
+        assert_eq!(frames.len(), 2, "one Prepare per backup");
+        let stats = node.stats().replica;
+        assert_eq!((stats.prepare_batches, stats.prepare_batch_entries), (1, 4));
+        // The timer fired after each read: one Prepare per request.
+        for client in 4..6u128 {
+            let c = node.handle_accepted(now, None).unwrap();
+            node.handle_bytes(now, c, &request_frame(client)).unwrap();
+            drain(&mut node, now);
+        }
+        let stats = node.stats().replica;
+        assert_eq!((stats.prepare_batches, stats.prepare_batch_entries), (3, 6));
+    }
+
+    #[test]
+    fn frames_to_a_peer_open_a_connection_first_and_respect_its_queue() {
+        let now = Instant::ZERO;
+        let mut node = node(3, 0, 16);
+        let c = node.handle_accepted(now, None).unwrap();
+        node.handle_bytes(now, c, &request_frame(1)).unwrap();
+        node.handle_timeout(now);
+        let mut buffer = Vec::new();
+        let mut connects = Vec::new();
+        let mut transmits = Vec::new();
+        loop {
+            match node.poll_output(&mut buffer) {
+                Output::Connect { connection, address } => connects.push((connection, address)),
+                Output::Transmit { connection, .. } => transmits.push(connection),
+                Output::Timeout(_) => break,
+                _ => {}
+            }
+        }
+        assert_eq!(connects.iter().map(|c| c.1).collect::<Vec<_>>(), addresses(3)[1..].to_vec());
+        assert_eq!(transmits, connects.iter().map(|c| c.0).collect::<Vec<_>>(), "each Prepare follows its Connect");
+        // Nothing was reported written: the next Prepare exceeds no bound
+        // yet (4 frames), but a flood does.
+        let links = node.stats().links;
+        assert_eq!(links.connects, 2);
+        for client in 2..200u128 {
+            node.handle_bytes(now, c, &request_frame(client)).unwrap();
+            drain(&mut node, now);
+        }
+        assert!(node.stats().links.frames_dropped_queue_full > 0, "unwritten queues are bounded");
+    }
+
+    #[test]
+    fn routes_are_bounded() {
+        let now = Instant::ZERO;
+        let mut node = node(1, 0, 2);
+        for client_id in 0..5u128 {
+            let c = node.handle_accepted(now, None).unwrap();
+            node.handle_bytes(now, c, &request_frame(client_id)).unwrap();
+            drain(&mut node, now);
+        }
+        assert_eq!(node.routes.len(), 2);
+        assert_eq!(node.stats().replies_unroutable, 0, "each reply went out before its route was evicted");
+    }
+
+    #[test]
+    fn a_restarted_node_in_a_later_epoch_knows_its_members_addresses() {
+        // Member ids equal indices here; a node only knows what options or
+        // reconfigurations told it.
+        let node = node(3, 1, 16);
+        let book: Vec<_> = node.links.addresses().collect();
+        assert_eq!(book, vec![(MemberId(0), addresses(3)[0]), (MemberId(2), addresses(3)[2])], "never itself");
+    }
+}
