@@ -49,7 +49,8 @@ fn main() -> std::io::Result<()> {
     let mut nodes: Vec<ReplicaNode<Sum>> = (0..3)
         .map(|i| {
             ReplicaNode::new(
-                Replica::new(config.clone(), i, Sum(0), now()).expect("valid config"),
+                Replica::new(config.clone(), vr_core::ReplicaIndex(i), Sum(0), now())
+                    .expect("valid config"),
                 64,
             )
         })

@@ -34,7 +34,7 @@
 //!
 //! ```
 //! use std::collections::VecDeque;
-//! use vr_core::{Action, Client, ClientConfig, Config, Instant, Message, Replica, Service};
+//! use vr_core::{Action, Client, ClientConfig, Config, Instant, MemberId, Message, Replica, ReplicaIndex, Service};
 //!
 //! /// A counter: every operation adds its first byte and returns the total.
 //! struct Counter(u64);
@@ -58,14 +58,14 @@
 //! let config = Config::new(1, 3);
 //! let now = Instant::ZERO;
 //! let mut replicas: Vec<_> = (0..3)
-//!     .map(|i| Replica::new(config.clone(), i, Counter(0), now).unwrap())
+//!     .map(|i| Replica::new(config.clone(), ReplicaIndex(i), Counter(0), now).unwrap())
 //!     .collect();
 //! let mut client = Client::new(ClientConfig::new(&config, 42), 0);
 //! client.request(now, vec![5]).unwrap();
 //!
 //! // A network that delivers every message at once, in order. A real
 //! // embedding encodes with `vr_core::codec` and writes to sockets.
-//! let mut to_replicas: VecDeque<(u8, Message)> = VecDeque::new();
+//! let mut to_replicas: VecDeque<(MemberId, Message)> = VecDeque::new();
 //! let mut result = None;
 //! while result.is_none() {
 //!     while let Some(action) = client.poll_action() {
@@ -73,7 +73,9 @@
 //!         to_replicas.push_back((replica, message));
 //!     }
 //!     let Some((to, message)) = to_replicas.pop_front() else { break };
-//!     let replica = &mut replicas[usize::from(to)];
+//!     // Sends name members; replicas are stored by index.
+//!     let index = config.index_of_member(to).unwrap();
+//!     let replica = &mut replicas[index.as_usize()];
 //!     replica.handle_message(now, message);
 //!     while let Some(action) = replica.poll_action() {
 //!         match action {

@@ -26,7 +26,7 @@ use alloc::vec::Vec;
 
 use crate::client::{Client, ClientAction, ClientError, Completion};
 use crate::codec::{self, DecodeError};
-use crate::message::{ClientId, MemberId, Message, ReplicaIndex};
+use crate::message::{ClientId, MemberId, Message};
 use crate::replica::{Action, Replica, Status};
 use crate::time::Instant;
 use crate::Service;
@@ -47,8 +47,12 @@ pub struct ReplicaOptions {
     /// reconfiguration that carries addresses are learned from it
     /// ([`NodeEvent::EpochChanged`]).
     pub addresses: Vec<core::net::SocketAddr>,
-    /// This replica's index (its member id when `join` is set).
-    pub replica: ReplicaIndex,
+    /// This replica's member id: its name for the life of the cluster,
+    /// the key of `addresses`. Without reconfiguration (`config.members`
+    /// empty) it equals the replica's index; otherwise the index is
+    /// `config.index_of_member(replica)`. A joining replica has no index
+    /// until its epoch starts.
+    pub replica: MemberId,
     /// A new replica that joins a running cluster when a reconfiguration
     /// adds it (§7, [`crate::Replica::join`]); `replica` is then its
     /// member id and `config` gives only the cluster id and tunables.
@@ -85,7 +89,7 @@ impl ReplicaOptions {
     pub fn new(
         config: crate::Config,
         addresses: Vec<core::net::SocketAddr>,
-        replica: ReplicaIndex,
+        replica: MemberId,
     ) -> Self {
         let peer_queue_bytes_max = 4 * config.message_size_max as usize;
         ReplicaOptions {
@@ -113,11 +117,13 @@ impl ReplicaOptions {
             let nonce = self.recovery_nonce.unwrap_or(0);
             return crate::Replica::join(self.config.clone(), self.replica, service, now, nonce);
         }
+        let index = self
+            .config
+            .index_of_member(self.replica)
+            .ok_or(crate::ConfigError::ReplicaIndexOutOfRange)?;
         match self.recovery_nonce {
-            None => crate::Replica::new(self.config.clone(), self.replica, service, now),
-            Some(nonce) => {
-                crate::Replica::recover(self.config.clone(), self.replica, service, now, nonce)
-            }
+            None => crate::Replica::new(self.config.clone(), index, service, now),
+            Some(nonce) => crate::Replica::recover(self.config.clone(), index, service, now, nonce),
         }
     }
 
@@ -134,7 +140,7 @@ impl ReplicaOptions {
             if self.addresses.len() != usize::from(self.config.replica_count) {
                 return Err("one address per replica is needed");
             }
-            if self.replica >= self.config.replica_count {
+            if self.config.index_of_member(self.replica).is_none() {
                 return Err("replica index out of range");
             }
         }
@@ -580,7 +586,7 @@ pub struct ClientNode {
     client: Client,
     cluster: u64,
     frame_size_max: usize,
-    transmits: VecDeque<(ReplicaIndex, Vec<u8>)>,
+    transmits: VecDeque<(MemberId, Vec<u8>)>,
 }
 
 impl ClientNode {
@@ -673,8 +679,8 @@ impl ClientNode {
         self.client.poll_timeout()
     }
 
-    /// The next frame to send, and to which replica.
-    pub fn poll_transmit(&mut self) -> Option<(ReplicaIndex, Vec<u8>)> {
+    /// The next frame to send, and to which member.
+    pub fn poll_transmit(&mut self) -> Option<(MemberId, Vec<u8>)> {
         self.transmits.pop_front()
     }
 
@@ -697,6 +703,7 @@ mod tests {
     use super::*;
     use crate::client::ClientConfig;
     use crate::config::Config;
+    use crate::ReplicaIndex;
 
     struct Echo;
     impl Service for Echo {
@@ -715,11 +722,14 @@ mod tests {
     fn frames_flow_between_client_and_single_replica_node() {
         let config = Config::new(3, 1);
         let now = Instant::ZERO;
-        let mut node = ReplicaNode::new(Replica::new(config.clone(), 0, Echo, now).unwrap(), 16);
+        let mut node = ReplicaNode::new(
+            Replica::new(config.clone(), ReplicaIndex(0), Echo, now).unwrap(),
+            16,
+        );
         let mut client = ClientNode::new(Client::new(ClientConfig::new(&config, 9), 0), 3, 1 << 20);
         client.request(now, b"hi".to_vec()).unwrap();
         let (to, frame) = client.poll_transmit().unwrap();
-        assert_eq!(to, 0);
+        assert_eq!(to, MemberId(0));
         // Deliver in two pieces: the first is an incomplete frame.
         assert_eq!(node.handle_bytes(now, 77, &frame[..10]), Ok(0));
         assert_eq!(node.handle_bytes(now, 77, &frame), Ok(frame.len()));
@@ -735,7 +745,10 @@ mod tests {
     fn garbage_is_rejected_counted_and_reported() {
         let config = Config::new(3, 1);
         let now = Instant::ZERO;
-        let mut node = ReplicaNode::new(Replica::new(config.clone(), 0, Echo, now).unwrap(), 16);
+        let mut node = ReplicaNode::new(
+            Replica::new(config.clone(), ReplicaIndex(0), Echo, now).unwrap(),
+            16,
+        );
         let garbage = [0xFFu8; 64];
         assert_eq!(
             node.handle_bytes(now, 5, &garbage),
@@ -774,13 +787,13 @@ mod tests {
         let addresses: Vec<core::net::SocketAddr> = (0..3u16)
             .map(|i| core::net::SocketAddr::from(([127, 0, 0, 1], 7000 + i)))
             .collect();
-        let options = ReplicaOptions::new(config.clone(), addresses.clone(), 2);
+        let options = ReplicaOptions::new(config.clone(), addresses.clone(), MemberId(2));
         assert_eq!(options.validate(), Ok(()));
         let mut bad = options.clone();
         bad.addresses.pop();
         assert!(bad.validate().is_err());
         let mut bad = options.clone();
-        bad.replica = 3;
+        bad.replica = MemberId(3);
         assert!(bad.validate().is_err());
         let mut bad = options;
         bad.reconnect_backoff_min = bad.reconnect_backoff_max * 2;
@@ -802,7 +815,10 @@ mod tests {
     fn requests_fed_on_several_connections_share_a_prepare() {
         let config = Config::new(3, 3);
         let now = Instant::ZERO;
-        let mut node = ReplicaNode::new(Replica::new(config, 0, Echo, now).unwrap(), 16);
+        let mut node = ReplicaNode::new(
+            Replica::new(config, ReplicaIndex(0), Echo, now).unwrap(),
+            16,
+        );
         for client in 0..4u128 {
             let frame = request_frame(client);
             assert_eq!(node.feed_bytes(now, client as u64, &frame), Ok(frame.len()));
@@ -831,7 +847,8 @@ mod tests {
     fn routes_are_bounded() {
         let config = Config::new(3, 1);
         let now = Instant::ZERO;
-        let mut node = ReplicaNode::new(Replica::new(config, 0, Echo, now).unwrap(), 2);
+        let mut node =
+            ReplicaNode::new(Replica::new(config, ReplicaIndex(0), Echo, now).unwrap(), 2);
         for client_id in 0..5u128 {
             let mut frame = Vec::new();
             let request = crate::message::Request {

@@ -23,7 +23,7 @@ fn prepares(replica: &mut Replica<Recorder>) -> Vec<(u8, usize)> {
                 replica,
                 message: Message::Prepare(p),
                 ..
-            } => Some((replica, p.entries.len())),
+            } => Some((replica.0, p.entries.len())),
             _ => None,
         })
         .collect()
@@ -39,7 +39,8 @@ fn requests_that_arrive_together_share_a_prepare() {
         let mut config = Config::new(7, 3);
         config.batch_ops_max = batch_ops_max;
         let now = Instant::ZERO;
-        let mut primary = Replica::new(config, 0, Recorder::default(), now).unwrap();
+        let mut primary =
+            Replica::new(config, vr_core::ReplicaIndex(0), Recorder::default(), now).unwrap();
         for i in 0..10u64 {
             primary.handle_message(now, request(100 + u128::from(i), 1, b"w"));
         }
@@ -62,7 +63,13 @@ fn requests_that_arrive_together_share_a_prepare() {
 fn a_batch_delay_holds_a_partial_batch_until_it_expires() {
     let mut config = Config::new(7, 3);
     config.batch_delay_ns = 1_000_000;
-    let mut primary = Replica::new(config, 0, Recorder::default(), Instant::ZERO).unwrap();
+    let mut primary = Replica::new(
+        config,
+        vr_core::ReplicaIndex(0),
+        Recorder::default(),
+        Instant::ZERO,
+    )
+    .unwrap();
     primary.handle_message(Instant::ZERO, request(1, 1, b"w"));
     assert!(prepares(&mut primary).is_empty(), "held for the delay");
     assert_eq!(primary.poll_timeout(), Some(Instant::from_nanos(1_000_000)));
@@ -214,7 +221,7 @@ fn a_read_at_a_lagging_backup_waits_for_the_clients_writes() {
     assert!(lagging_commit < write.op_number);
     let now = cluster.now;
     let number = cluster.clients[0]
-        .read_at(now, 2, b"read".to_vec())
+        .read_at(now, vr_core::ReplicaIndex(2), b"read".to_vec())
         .unwrap();
     cluster.drain_client(0);
     assert!(
@@ -231,7 +238,7 @@ fn a_read_at_a_lagging_backup_waits_for_the_clients_writes() {
     // Monotonic: a read at the other backup is no older.
     let now = cluster.now;
     let number = cluster.clients[0]
-        .read_at(now, 1, b"read".to_vec())
+        .read_at(now, vr_core::ReplicaIndex(1), b"read".to_vec())
         .unwrap();
     cluster.drain_client(0);
     let again = cluster.await_completion(0, number, 2_000).unwrap();
@@ -258,7 +265,7 @@ fn a_recovered_replica_keeps_its_lease_promise() {
         Message::StartViewChange(vr_core::message::StartViewChange {
             view: 5,
             promised_view: 0,
-            replica: 1,
+            replica: vr_core::ReplicaIndex(1),
             crash_vector,
         }),
     );

@@ -309,7 +309,13 @@ fn lagging_backup_catches_up_inside_its_view() {
 fn backup_does_not_acknowledge_across_a_gap() {
     let config = Config::new(7, 3);
     let now = Instant::ZERO;
-    let mut backup = Replica::new(config, 1, common::Recorder::default(), now).unwrap();
+    let mut backup = Replica::new(
+        config,
+        vr_core::ReplicaIndex(1),
+        common::Recorder::default(),
+        now,
+    )
+    .unwrap();
     let entry = |n: u64| LogEntry {
         op_number: n,
         view: 0,
@@ -342,7 +348,7 @@ fn backup_does_not_acknowledge_across_a_gap() {
     );
     assert!(actions
         .iter()
-        .any(|a| matches!(a, vr_core::Action::Send { replica: 0, message: Message::GetState(g), .. } if g.op_number == 0)));
+        .any(|a| matches!(a, vr_core::Action::Send { replica: vr_core::MemberId(0), message: Message::GetState(g), .. } if g.op_number == 0)));
     backup.handle_message(
         now,
         Message::Prepare(Prepare {
@@ -356,7 +362,7 @@ fn backup_does_not_acknowledge_across_a_gap() {
     let actions: Vec<_> = std::iter::from_fn(|| backup.poll_action()).collect();
     assert!(actions
         .iter()
-        .any(|a| matches!(a, vr_core::Action::Send { replica: 0, message: Message::PrepareOk(p), .. } if p.op_number == 1)));
+        .any(|a| matches!(a, vr_core::Action::Send { replica: vr_core::MemberId(0), message: Message::PrepareOk(p), .. } if p.op_number == 1)));
 }
 
 /// Reference: §4.2 ("a replica in view-change status does not accept
@@ -366,7 +372,13 @@ fn backup_does_not_acknowledge_across_a_gap() {
 fn replica_changing_view_rejects_old_prepares() {
     let config = Config::new(7, 3);
     let now = Instant::ZERO;
-    let mut backup = Replica::new(config.clone(), 2, common::Recorder::default(), now).unwrap();
+    let mut backup = Replica::new(
+        config.clone(),
+        vr_core::ReplicaIndex(2),
+        common::Recorder::default(),
+        now,
+    )
+    .unwrap();
     // Two others want view 1; backup 2 has not heard from the primary for a
     // long time, so it joins.
     let later = now + 10 * config.view_change_timeout_ns;
@@ -375,7 +387,7 @@ fn replica_changing_view_rejects_old_prepares() {
         Message::StartViewChange(StartViewChange {
             view: 1,
             promised_view: 0,
-            replica: 1,
+            replica: vr_core::ReplicaIndex(1),
             crash_vector: common::cv(3),
         }),
     );
@@ -410,7 +422,13 @@ fn new_primary_chooses_largest_last_normal_view_then_op_number() {
     let config = Config::new(7, 5);
     let now = Instant::ZERO;
     // Replica 1 is a backup in view 0 and the primary of view 6 (6 mod 5).
-    let mut primary = Replica::new(config.clone(), 1, common::Recorder::default(), now).unwrap();
+    let mut primary = Replica::new(
+        config.clone(),
+        vr_core::ReplicaIndex(1),
+        common::Recorder::default(),
+        now,
+    )
+    .unwrap();
     let later = now + 10 * config.view_change_timeout_ns;
     let entry = |n: u64, view: u64, tag: &str| LogEntry {
         op_number: n,
@@ -426,7 +444,7 @@ fn new_primary_chooses_largest_last_normal_view_then_op_number() {
             Message::StartViewChange(StartViewChange {
                 view: 6,
                 promised_view: 0,
-                replica,
+                replica: vr_core::ReplicaIndex(replica),
                 crash_vector: common::cv(5),
             }),
         );
@@ -439,7 +457,7 @@ fn new_primary_chooses_largest_last_normal_view_then_op_number() {
         op_number: 2,
         commit_number: 0,
         log: vec![entry(1, 3, "a"), entry(2, 3, "b")],
-        replica: 2,
+        replica: vr_core::ReplicaIndex(2),
         crash_vector: common::cv(5),
     };
     let from_3 = DoViewChange {
@@ -453,7 +471,7 @@ fn new_primary_chooses_largest_last_normal_view_then_op_number() {
             entry(3, 1, "y"),
             entry(4, 1, "z"),
         ],
-        replica: 3,
+        replica: vr_core::ReplicaIndex(3),
         crash_vector: common::cv(5),
     };
     primary.handle_message(later, Message::DoViewChange(from_3));
@@ -484,14 +502,20 @@ fn new_primary_chooses_largest_last_normal_view_then_op_number() {
 fn equal_last_normal_views_break_ties_by_op_number() {
     let config = Config::new(7, 3);
     let now = Instant::ZERO;
-    let mut primary = Replica::new(config.clone(), 1, common::Recorder::default(), now).unwrap();
+    let mut primary = Replica::new(
+        config.clone(),
+        vr_core::ReplicaIndex(1),
+        common::Recorder::default(),
+        now,
+    )
+    .unwrap();
     let later = now + 10 * config.view_change_timeout_ns;
     primary.handle_message(
         later,
         Message::StartViewChange(StartViewChange {
             view: 1,
             promised_view: 0,
-            replica: 2,
+            replica: vr_core::ReplicaIndex(2),
             crash_vector: common::cv(3),
         }),
     );
@@ -508,7 +532,7 @@ fn equal_last_normal_views_break_ties_by_op_number() {
             op: b"k".to_vec(),
             kind: Default::default(),
         }],
-        replica: 2,
+        replica: vr_core::ReplicaIndex(2),
         crash_vector: common::cv(3),
     };
     primary.handle_message(later, Message::DoViewChange(longer.clone()));
@@ -613,7 +637,13 @@ fn new_primary_fetches_committed_prefix_it_lacks() {
     use vr_core::message::NewState;
     let config = Config::new(7, 3);
     let now = Instant::ZERO;
-    let mut primary = Replica::new(config.clone(), 1, common::Recorder::default(), now).unwrap();
+    let mut primary = Replica::new(
+        config.clone(),
+        vr_core::ReplicaIndex(1),
+        common::Recorder::default(),
+        now,
+    )
+    .unwrap();
     let later = now + 10 * config.view_change_timeout_ns;
     let entry = |n: u64| LogEntry {
         op_number: n,
@@ -628,7 +658,7 @@ fn new_primary_fetches_committed_prefix_it_lacks() {
         Message::StartViewChange(StartViewChange {
             view: 1,
             promised_view: 0,
-            replica: 2,
+            replica: vr_core::ReplicaIndex(2),
             crash_vector: common::cv(3),
         }),
     );
@@ -640,7 +670,7 @@ fn new_primary_fetches_committed_prefix_it_lacks() {
             op_number: 4,
             commit_number: 3,
             log: vec![entry(4)],
-            replica: 2,
+            replica: vr_core::ReplicaIndex(2),
             crash_vector: common::cv(3),
         }),
     );
@@ -651,7 +681,7 @@ fn new_primary_fetches_committed_prefix_it_lacks() {
     );
     assert_eq!(primary.op_number(), 0, "its own log is untouched meanwhile");
     let asked = std::iter::from_fn(|| primary.poll_action()).any(|a| {
-        matches!(a, vr_core::Action::Send { replica: 2, message: Message::GetState(g), .. } if g.view == 1 && g.op_number == 0)
+        matches!(a, vr_core::Action::Send { replica: vr_core::MemberId(2), message: Message::GetState(g), .. } if g.view == 1 && g.op_number == 0)
     });
     assert!(
         asked,
@@ -664,7 +694,7 @@ fn new_primary_fetches_committed_prefix_it_lacks() {
             op_number: 3,
             commit_number: 3,
             log: vec![entry(1), entry(2), entry(3)],
-            replica: 2,
+            replica: vr_core::ReplicaIndex(2),
             checkpoint: None,
             full_commit_min: 0,
         }),

@@ -383,10 +383,10 @@ struct ReplicaSet([u64; 4]);
 
 impl ReplicaSet {
     fn insert(&mut self, replica: ReplicaIndex) {
-        self.0[usize::from(replica / 64)] |= 1 << (replica % 64);
+        self.0[usize::from(replica.0 / 64)] |= 1 << (replica.0 % 64);
     }
     fn remove(&mut self, replica: ReplicaIndex) {
-        self.0[usize::from(replica / 64)] &= !(1 << (replica % 64));
+        self.0[usize::from(replica.0 / 64)] &= !(1 << (replica.0 % 64));
     }
     fn count(&self) -> usize {
         self.0.iter().map(|w| w.count_ones() as usize).sum()
@@ -428,7 +428,8 @@ impl<S: Service> Replica<S> {
         now: Instant,
         nonce: u64,
     ) -> Result<Self, ConfigError> {
-        let mut this = Replica::blank(config, 0, service, now, nonce)?;
+        // Index 0 until a StartEpoch gives it its place.
+        let mut this = Replica::blank(config, ReplicaIndex(0), service, now, nonce)?;
         this.member = member;
         this.take_checkpoint(0);
         this.status = Status::Transitioning;
@@ -496,7 +497,7 @@ impl<S: Service> Replica<S> {
         nonce: u64,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
-        if replica >= config.replica_count {
+        if !config.has_replica(replica) {
             return Err(ConfigError::ReplicaIndexOutOfRange);
         }
         let n = usize::from(config.replica_count);
@@ -504,7 +505,7 @@ impl<S: Service> Replica<S> {
         // and the nonce so that a restarted replica draws new numbers.
         let prng = Prng::new(
             config.seed
-                ^ (u64::from(replica) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                ^ (u64::from(replica.0) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
                 ^ nonce.rotate_left(17),
         );
         Ok(Replica {
@@ -823,7 +824,7 @@ impl<S: Service> Replica<S> {
 
     fn send_to_others(&mut self, message: Message) {
         let me = self.replica;
-        let mut others = (0..self.config.replica_count).filter(move |&r| r != me);
+        let mut others = self.config.replica_indexes().filter(move |&r| r != me);
         let Some(mut next) = others.next() else {
             return;
         };

@@ -392,7 +392,7 @@ impl<S: Service> Replica<S> {
         }
         if prepare_ok.view > self.view
             || !self.is_primary()
-            || prepare_ok.replica >= self.config.replica_count
+            || !self.config.has_replica(prepare_ok.replica)
             || prepare_ok.replica == self.replica
             || prepare_ok.op_number > self.op_number
         {
@@ -436,7 +436,7 @@ impl<S: Service> Replica<S> {
     /// primary keeps the point it knew until all have reported.
     fn update_full_commit_min(&mut self) {
         let mut min = self.commit_number;
-        for replica in 0..self.config.replica_count {
+        for replica in self.config.replica_indexes() {
             if replica != self.replica && !self.config.is_witness(replica) {
                 min = min.min(self.prepare_ok_commit[usize::from(replica)]);
             }
@@ -500,7 +500,7 @@ impl<S: Service> Replica<S> {
         if !self.is_primary() || self.op_number == self.commit_number {
             return;
         }
-        for replica in 0..self.config.replica_count {
+        for replica in self.config.replica_indexes() {
             if replica == self.replica {
                 continue;
             }
@@ -548,7 +548,9 @@ impl<S: Service> Replica<S> {
         if !self.is_primary() {
             return;
         }
-        let heard = (0..self.config.replica_count)
+        let heard = self
+            .config
+            .replica_indexes()
             .filter(|&r| {
                 r == self.replica
                     || now.saturating_since(self.prepare_ok_heard_at[usize::from(r)])

@@ -57,7 +57,9 @@ pub fn cv(n: usize) -> vr_core::message::CrashVector {
     std::iter::repeat_n(0, n).collect()
 }
 
-/// Where a message in flight goes.
+/// Where a message in flight goes. A replica is named by its slot in
+/// `Cluster::replicas`, which is its member id (members join in order), so
+/// `Node::Replica(m.0)` for a `MemberId` m.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Node {
     Replica(u8),
@@ -165,7 +167,10 @@ impl<S: Service> Cluster<S> {
     ) -> Cluster<S> {
         let now = Instant::ZERO;
         let replicas = (0..config.replica_count)
-            .map(|i| Replica::new(config.clone(), i, service(i), now).expect("valid config"))
+            .map(|i| {
+                Replica::new(config.clone(), vr_core::ReplicaIndex(i), service(i), now)
+                    .expect("valid config")
+            })
             .collect();
         let clients = (0..client_count)
             .map(|i| Client::new(ClientConfig::new(&config, 1000 + i as u128), 0))
@@ -194,8 +199,14 @@ impl<S: Service> Cluster<S> {
     /// and the recovery protocol (§4.3).
     pub fn restart(&mut self, replica: u8, service: S, nonce: u64) {
         let i = usize::from(replica);
-        self.replicas[i] = Replica::recover(self.config.clone(), replica, service, self.now, nonce)
-            .expect("valid config");
+        self.replicas[i] = Replica::recover(
+            self.config.clone(),
+            vr_core::ReplicaIndex(replica),
+            service,
+            self.now,
+            nonce,
+        )
+        .expect("valid config");
         self.crashed[i] = false;
         self.drain_replica(replica);
     }
@@ -207,9 +218,14 @@ impl<S: Service> Cluster<S> {
         let i = usize::from(replica);
         self.held_persists.retain(|(r, _, _)| *r != replica);
         self.disks[i] = Default::default();
-        self.replicas[i] =
-            Replica::recover_lost_disk(self.config.clone(), replica, service, self.now, nonce)
-                .expect("valid config");
+        self.replicas[i] = Replica::recover_lost_disk(
+            self.config.clone(),
+            vr_core::ReplicaIndex(replica),
+            service,
+            self.now,
+            nonce,
+        )
+        .expect("valid config");
         self.crashed[i] = false;
         self.drain_replica(replica);
     }
@@ -222,7 +238,7 @@ impl<S: Service> Cluster<S> {
         self.held_persists.retain(|(r, _, _)| *r != replica);
         self.replicas[i] = Replica::restart(
             self.config.clone(),
-            replica,
+            vr_core::ReplicaIndex(replica),
             service,
             self.now,
             nonce,
@@ -257,8 +273,14 @@ impl<S: Service> Cluster<S> {
     /// other arguments would be) and index `index` in it.
     pub fn restart_with(&mut self, replica: u8, config: Config, index: u8, service: S, nonce: u64) {
         let i = usize::from(replica);
-        self.replicas[i] =
-            Replica::recover(config, index, service, self.now, nonce).expect("valid config");
+        self.replicas[i] = Replica::recover(
+            config,
+            vr_core::ReplicaIndex(index),
+            service,
+            self.now,
+            nonce,
+        )
+        .expect("valid config");
         self.crashed[i] = false;
         self.drain_replica(replica);
     }
@@ -279,7 +301,12 @@ impl<S: Service> Cluster<S> {
             message,
         }) = self.clients[client].poll_action()
         {
-            self.push(Node::Client(client), Node::Replica(replica), epoch, message);
+            self.push(
+                Node::Client(client),
+                Node::Replica(replica.0),
+                epoch,
+                message,
+            );
         }
     }
 
@@ -291,8 +318,14 @@ impl<S: Service> Cluster<S> {
             self.replicas.len(),
             "members join in order"
         );
-        let replica =
-            Replica::join(self.config.clone(), member, service, self.now, nonce).expect("valid");
+        let replica = Replica::join(
+            self.config.clone(),
+            vr_core::MemberId(member),
+            service,
+            self.now,
+            nonce,
+        )
+        .expect("valid");
         self.replicas.push(replica);
         self.crashed.push(false);
         self.replies_sent_by.push(0);
@@ -304,7 +337,10 @@ impl<S: Service> Cluster<S> {
     /// Starts a reconfiguration to `members` from `client` (§7.1).
     pub fn reconfigure(&mut self, client: usize, members: &[u8]) -> u64 {
         let number = self.clients[client]
-            .reconfigure(self.now, members.to_vec())
+            .reconfigure(
+                self.now,
+                members.iter().map(|&m| vr_core::MemberId(m)).collect(),
+            )
             .expect("client idle");
         self.drain_client(client);
         number
@@ -317,7 +353,7 @@ impl<S: Service> Cluster<S> {
                     replica: to,
                     epoch,
                     message,
-                } => self.push(Node::Replica(replica), Node::Replica(to), epoch, message),
+                } => self.push(Node::Replica(replica), Node::Replica(to.0), epoch, message),
                 Action::Reply(reply) => {
                     self.replies_sent_by[usize::from(replica)] += 1;
                     let client = (reply.client_id - 1000) as usize;
