@@ -110,7 +110,7 @@ impl MemSpec {
             config.clock_drift_max_ns = CLOCK_DRIFT_NS;
         }
         if self.witness {
-            config.witnesses = vec![REPLICA_COUNT - 1];
+            config.witnesses = vec![vr_core::ReplicaIndex(REPLICA_COUNT - 1)];
         }
         config
     }
@@ -171,7 +171,13 @@ impl MemCluster {
         assert!(spec.read_percent <= 100, "a percentage");
         let replicas = (0..REPLICA_COUNT)
             .map(|i| {
-                Replica::new(config.clone(), i, BenchService::new(), START).expect("a valid Config")
+                Replica::new(
+                    config.clone(),
+                    vr_core::ReplicaIndex(i),
+                    BenchService::new(),
+                    START,
+                )
+                .expect("a valid Config")
             })
             .collect();
         let clients = (0..spec.clients)

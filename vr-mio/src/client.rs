@@ -105,7 +105,15 @@ impl Client {
         let frame_size_max = config.message_size_max as usize;
         // Member ids: the configuration's (epoch 0: replica `i` is member `i`).
         let ids: Vec<usize> = (0..config.replica_count)
-            .map(|i| usize::from(config.members.get(usize::from(i)).copied().unwrap_or(i)))
+            .map(|i| {
+                usize::from(
+                    config
+                        .members
+                        .get(usize::from(i))
+                        .copied()
+                        .unwrap_or(vr_core::MemberId(i)),
+                )
+            })
             .collect();
         let mut by_member = vec![None; ids.iter().max().map_or(0, |m| m + 1)];
         for (&id, &address) in ids.iter().zip(&addresses) {
@@ -292,7 +300,7 @@ impl Client {
     fn open(&mut self, replica: MemberId, now: StdInstant) {
         let i = usize::from(replica);
         let Some(Some(address)) = self.addresses.get(i).copied() else {
-            debug!(member = replica, "no address for member: frame dropped");
+            debug!(member = %replica, "no address for member: frame dropped");
             return;
         };
         let opened = TcpStream::connect(address).and_then(|mut stream| {
@@ -310,7 +318,7 @@ impl Client {
                     started: now,
                 });
             }
-            Err(e) => info!(replica, %address, %e, "client connect failed"),
+            Err(e) => info!(%replica, %address, %e, "client connect failed"),
         }
     }
 

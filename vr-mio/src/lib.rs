@@ -72,7 +72,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use vr_core::node::{ConnectionId, NodeStats};
-use vr_core::ReplicaIndex;
+use vr_core::MemberId;
 
 pub use client::{Client, ClientError};
 pub use replica::{
@@ -91,7 +91,7 @@ pub struct ConnectionStats {
     pub peer: SocketAddr,
     /// For a connection this replica opened: the member it leads to.
     /// `None` for an accepted connection (a peer's or a client's).
-    pub replica: Option<ReplicaIndex>,
+    pub replica: Option<MemberId>,
     /// Whether an outbound connect has completed (always true for accepted ones).
     pub connected: bool,
     /// Bytes received.

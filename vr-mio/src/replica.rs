@@ -140,7 +140,7 @@ fn start<S: Service + Send + 'static>(
         .name(format!("vr-mio-replica-{replica_index}"))
         .spawn(move || {
             if let Err(e) = event_loop.run() {
-                error!(replica = replica_index, %e, "event loop failed");
+                error!(replica = %replica_index, %e, "event loop failed");
             }
         })?;
     Ok(ReplicaHandle {
@@ -403,7 +403,7 @@ impl<S: Service> Loop<S> {
         while let Ok((sequence, outcome)) = disk.done.try_recv() {
             if let Err(error) = outcome {
                 let replica = self.options.replica;
-                error!(replica, %error, "storage failed: stopping the replica");
+                error!(%replica, %error, "storage failed: stopping the replica");
                 return Err(io::Error::other(error));
             }
             self.node.handle_persisted(self.core_time(now), sequence);
@@ -470,13 +470,13 @@ impl<S: Service> Loop<S> {
                 Err(e) => {
                     // E.g. out of file descriptors: the next connection's
                     // arrival is a new edge, so accepting resumes then.
-                    warn!(replica = self.options.replica, %e, "accept failed");
+                    warn!(replica = %self.options.replica, %e, "accept failed");
                     return;
                 }
             };
             if self.inbound >= self.options.client_connections_max {
                 self.stats.connections_refused += 1;
-                warn!(replica = self.options.replica, %peer, "too many connections; refused");
+                warn!(replica = %self.options.replica, %peer, "too many connections; refused");
                 continue;
             }
             let _ = stream.set_nodelay(true);
@@ -489,7 +489,7 @@ impl<S: Service> Loop<S> {
             // `reconnect_backoff_max`, which a restarted peer would wait out.
             let min = self.options.reconnect_backoff_min;
             self.peers.iter_mut().for_each(|p| p.may_be_back(min));
-            debug!(replica = self.options.replica, %peer, "accepted");
+            debug!(replica = %self.options.replica, %peer, "accepted");
             self.add(stream, |stream| Entry {
                 conn: Conn::new(stream, peer, true),
                 replica: None,
@@ -507,7 +507,7 @@ impl<S: Service> Loop<S> {
                 Ok(false) => return,
                 Ok(true) => {
                     if let Some(i) = entry.replica {
-                        debug!(replica = self.options.replica, to = i, "connected");
+                        debug!(replica = %self.options.replica, to = %i, "connected");
                         let peer = &mut self.peers[usize::from(i)];
                         peer.connect_deadline = None;
                         peer.backoff = self.options.reconnect_backoff_min;
@@ -557,14 +557,14 @@ impl<S: Service> Loop<S> {
         match &reason {
             CloseReason::BadInput(e) => {
                 self.stats.connections_closed_bad_input += 1;
-                warn!(replica = me, %peer, reason = %e, "rejected frame; closing connection");
+                warn!(replica = %me, %peer, reason = %e, "rejected frame; closing connection");
             }
             CloseReason::Eof { mid_frame: true } => {
                 self.stats.connections_closed_mid_frame += 1;
-                warn!(replica = me, %peer, "peer closed in the middle of a frame");
+                warn!(replica = %me, %peer, "peer closed in the middle of a frame");
             }
-            CloseReason::Eof { mid_frame: false } => debug!(replica = me, %peer, "peer closed"),
-            CloseReason::Io(e) => info!(replica = me, %peer, %e, "connection failed"),
+            CloseReason::Eof { mid_frame: false } => debug!(replica = %me, %peer, "peer closed"),
+            CloseReason::Io(e) => info!(replica = %me, %peer, %e, "connection failed"),
         }
         match entry.replica {
             Some(i) => {
@@ -609,7 +609,7 @@ impl<S: Service> Loop<S> {
                 peer.token
             }
             Err(e) => {
-                info!(replica = self.options.replica, to = i, %e, "connect failed");
+                info!(replica = %self.options.replica, to = %i, %e, "connect failed");
                 self.stats.connect_failures += 1;
                 let max = self.options.reconnect_backoff_max;
                 self.peers[usize::from(i)].back_off(now, max);
@@ -641,7 +641,7 @@ impl<S: Service> Loop<S> {
                     status,
                     primary,
                 } => info!(
-                    replica = self.options.replica,
+                    replica = %self.options.replica,
                     view,
                     ?status,
                     primary,
@@ -652,7 +652,7 @@ impl<S: Service> Loop<S> {
                 NodeEvent::EpochChanged { epoch, members } => self.on_epoch(epoch, members, now),
                 NodeEvent::ClusterFormed { view } => {
                     let replica = self.options.replica;
-                    tracing::warn!(replica, view, "formed a new, empty cluster: every other replica answered that it holds no state; if this cluster held data, that data is lost (more than f replicas were down or recovering at once)");
+                    tracing::warn!(%replica, view, "formed a new, empty cluster: every other replica answered that it holds no state; if this cluster held data, that data is lost (more than f replicas were down or recovering at once)");
                 }
                 NodeEvent::Persist(persist) => {
                     let job = PersistJob::new(self.node.replica(), persist);
@@ -661,7 +661,7 @@ impl<S: Service> Loop<S> {
                     if !sent {
                         // The thread ended after a failure it reported.
                         error!(
-                            replica = self.options.replica,
+                            replica = %self.options.replica,
                             "persist not carried out: no disk thread"
                         );
                     }
@@ -686,7 +686,7 @@ impl<S: Service> Loop<S> {
                 .push(frame, self.options.peer_queue_bytes_max)
             {
                 self.stats.frames_dropped_queue_full += 1;
-                debug!(replica = self.options.replica, peer = %entry.conn.peer, "queue full; frame dropped");
+                debug!(replica = %self.options.replica, peer = %entry.conn.peer, "queue full; frame dropped");
             } else if !entry.dirty {
                 entry.dirty = true;
                 self.dirty.extend(token);
@@ -700,7 +700,7 @@ impl<S: Service> Loop<S> {
     fn on_epoch(&mut self, epoch: u32, members: Vec<(MemberId, Vec<u8>)>, now: StdInstant) {
         let me = self.options.replica;
         let ids: Vec<MemberId> = members.iter().map(|(m, _)| *m).collect();
-        info!(replica = me, epoch, members = ?ids, "epoch changed");
+        info!(replica = %me, epoch, members = ?ids, "epoch changed");
         for (member, address) in members {
             let Some(address) = crate::parse_address(&address) else {
                 continue;
@@ -724,7 +724,7 @@ impl<S: Service> Loop<S> {
             if peer.address == Some(address) {
                 continue;
             }
-            info!(replica = me, member, %address, "member address learned");
+            info!(replica = %me, %member, %address, "member address learned");
             peer.address = Some(address);
             if let Some(token) = peer.token {
                 let moved = io::Error::other("the member's address changed");

@@ -86,6 +86,7 @@ struct Node {
 }
 
 enum To {
+    /// A replica by its member id's number (its slot in `nodes`).
     Replica(u8),
     Client(usize),
 }
@@ -165,7 +166,13 @@ impl Cluster {
                 let config = storage_config(i, core.log_tail_ops);
                 Storage::format(&mut disk, &config).unwrap();
                 let (storage, _) = Storage::open(disk.clone(), config).unwrap();
-                let replica = Replica::new(core.clone(), i, Recorder::default(), now).unwrap();
+                let replica = Replica::new(
+                    core.clone(),
+                    vr_core::ReplicaIndex(i),
+                    Recorder::default(),
+                    now,
+                )
+                .unwrap();
                 Node {
                     replica: Some(replica),
                     storage: Some(storage),
@@ -228,7 +235,7 @@ impl Cluster {
         }) = self.clients[c].poll_action()
         {
             self.queue.push_back(Envelope {
-                to: To::Replica(replica),
+                to: To::Replica(replica.0),
                 epoch,
                 message,
             });
@@ -247,7 +254,7 @@ impl Cluster {
                     epoch,
                     message,
                 } => self.queue.push_back(Envelope {
-                    to: To::Replica(to),
+                    to: To::Replica(to.0),
                     epoch,
                     message,
                 }),
@@ -325,7 +332,7 @@ impl Cluster {
             Start::Restart { storage, disk } => {
                 let replica = Replica::restart(
                     self.core.clone(),
-                    i,
+                    vr_core::ReplicaIndex(i),
                     Recorder::default(),
                     self.now,
                     self.nonce,
@@ -339,7 +346,7 @@ impl Cluster {
             Start::Recover { storage, why } => {
                 let replica = Replica::recover(
                     self.core.clone(),
-                    i,
+                    vr_core::ReplicaIndex(i),
                     Recorder::default(),
                     self.now,
                     self.nonce,

@@ -209,7 +209,7 @@ impl Simulator {
                     message,
                 } => {
                     if usize::from(to) < self.replicas.len() {
-                        self.send_in_epoch(Addr::Replica(i), Addr::Replica(to), epoch, &message);
+                        self.send_in_epoch(Addr::Replica(i), Addr::Replica(to.0), epoch, &message);
                     } else {
                         let detail = format!("r{i} sent to the unknown member {to}");
                         self.violation(ViolationKind::Codec, detail);
