@@ -151,7 +151,7 @@ pub struct Config {
     pub witness_log_ops_max: u64,
     /// Reconfiguration (§7): the member id of each replica of this epoch,
     /// in index order: the names an embedding maps to addresses, stable
-    /// across epochs ([`crate::Action::Send`] names its destination by
+    /// across epochs ([`crate::Output::Send`] names its destination by
     /// them). Empty (the default): replica `i` is member `i`.
     pub members: Vec<crate::MemberId>,
     /// Reconfiguration (§7): the epoch this configuration belongs to, 0 for
@@ -160,7 +160,7 @@ pub struct Config {
     pub epoch: u32,
     /// Where a replica's promises live: in memory only (the default; a
     /// replica that restarts recovers from its peers, §4.3), or on its
-    /// disk, through the embedding ([`crate::Action::Persist`]): a backup
+    /// disk, through the embedding ([`crate::Output::Persist`]): a backup
     /// acknowledges only what its disk holds, and a replica promises a
     /// view only once it is on disk (see `docs/protocol.md`, "Durable
     /// replicas").
@@ -181,7 +181,7 @@ pub enum Durability {
     #[default]
     Memory,
     /// On disk: every log entry a replica acknowledges, and every view it
-    /// promises, is persisted first ([`crate::Action::Persist`], answered
+    /// promises, is persisted first ([`crate::Output::Persist`], answered
     /// with [`crate::Replica::handle_persisted`]); a replica whose disk
     /// survived restarts from it ([`crate::Replica::restart`]). A committed
     /// op is then on a quorum of disks, and survives every replica failing

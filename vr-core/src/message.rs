@@ -48,7 +48,7 @@ impl core::fmt::Display for ReplicaIndex {
 
 /// A replica's identity for the life of a cluster, across epochs (§7): the
 /// name an embedding maps to an address, and the destination of every
-/// [`crate::Action::Send`]. [`crate::Config::members`] lists the members of
+/// [`crate::Output::Send`]. [`crate::Config::members`] lists the members of
 /// an epoch in index order; without reconfiguration a replica's member id
 /// equals its [`ReplicaIndex`], but the two are different things, and
 /// converting one into the other goes through the configuration

@@ -245,8 +245,8 @@ fn ctx(replica: &Replica<Store>, nonce: u64) -> Ctx {
 
 fn drain(replica: &mut Replica<Store>) -> Vec<Message> {
     let mut sent = Vec::new();
-    while let Some(action) = replica.poll_action() {
-        if let vr_core::Action::Send { message, .. } = action {
+    for output in common::drain(replica).0 {
+        if let vr_core::Output::Send { message, .. } = output {
             sent.push(message);
         }
     }
@@ -297,7 +297,7 @@ fn build(setup: Setup, base: Base) -> (Replica<Store>, Ctx) {
                 timestamp_ns: 1,
                 full_commit_min: 0,
             };
-            replica.handle_message(now, Message::Commit(commit));
+            replica.handle_message(now, replica.epoch(), Message::Commit(commit));
             drain(&mut replica);
             assert_eq!(replica.status(), Status::ViewChange);
             (replica, 0)
@@ -385,7 +385,7 @@ fn build(setup: Setup, base: Base) -> (Replica<Store>, Ctx) {
                     addresses: Vec::new(),
                     sender: vr_core::MemberId(0),
                 };
-                replica.handle_message_in_epoch(now, 1, Message::StartEpoch(notice));
+                replica.handle_message(now, 1, Message::StartEpoch(notice));
                 drain(&mut replica);
                 assert_eq!(replica.epoch(), 1);
             }
@@ -1293,8 +1293,8 @@ fn feed(
     let (handled, allocated) = allocated_by(|| {
         match decode_in_epoch(&frame, config.cluster, config.message_size_max as usize) {
             Ok((decoded, epoch, _)) => {
-                replica.handle_message_in_epoch(now, epoch, decoded);
-                while replica.poll_action().is_some() {}
+                replica.handle_message(now, epoch, decoded);
+                common::drain(replica);
                 true
             }
             // A view in the header of a message that carries none.
@@ -1399,7 +1399,7 @@ fn run_case(
         // Timers fire too: state a crafted frame left must not make them panic.
         if spec.u.is_multiple_of(5) {
             replica.handle_timeout(replica.poll_timeout().unwrap_or(now).max(now));
-            while replica.poll_action().is_some() {}
+            common::drain(&mut replica);
         }
     }
     (before, replica.stats().clone())

@@ -326,6 +326,7 @@ fn backup_does_not_acknowledge_across_a_gap() {
     };
     backup.handle_message(
         now,
+        0,
         Message::Prepare(Prepare {
             view: 0,
             commit_number: 0,
@@ -334,12 +335,12 @@ fn backup_does_not_acknowledge_across_a_gap() {
             entries: vec![entry(2)],
         }),
     );
-    let actions: Vec<_> = std::iter::from_fn(|| backup.poll_action()).collect();
+    let actions: Vec<_> = common::drain(&mut backup).0.into_iter().collect();
     assert_eq!(backup.op_number(), 0);
     assert!(
         actions.iter().all(|a| !matches!(
             a,
-            vr_core::Action::Send {
+            vr_core::Output::Send {
                 message: Message::PrepareOk(_),
                 ..
             }
@@ -348,9 +349,10 @@ fn backup_does_not_acknowledge_across_a_gap() {
     );
     assert!(actions
         .iter()
-        .any(|a| matches!(a, vr_core::Action::Send { replica: vr_core::MemberId(0), message: Message::GetState(g), .. } if g.op_number == 0)));
+        .any(|a| matches!(a, vr_core::Output::Send { to: vr_core::MemberId(0), message: Message::GetState(g), .. } if g.op_number == 0)));
     backup.handle_message(
         now,
+        0,
         Message::Prepare(Prepare {
             view: 0,
             commit_number: 0,
@@ -359,10 +361,10 @@ fn backup_does_not_acknowledge_across_a_gap() {
             entries: vec![entry(1)],
         }),
     );
-    let actions: Vec<_> = std::iter::from_fn(|| backup.poll_action()).collect();
+    let actions: Vec<_> = common::drain(&mut backup).0.into_iter().collect();
     assert!(actions
         .iter()
-        .any(|a| matches!(a, vr_core::Action::Send { replica: vr_core::MemberId(0), message: Message::PrepareOk(p), .. } if p.op_number == 1)));
+        .any(|a| matches!(a, vr_core::Output::Send { to: vr_core::MemberId(0), message: Message::PrepareOk(p), .. } if p.op_number == 1)));
 }
 
 /// Reference: §4.2 ("a replica in view-change status does not accept
@@ -384,6 +386,7 @@ fn replica_changing_view_rejects_old_prepares() {
     let later = now + 10 * config.view_change_timeout_ns;
     backup.handle_message(
         later,
+        0,
         Message::StartViewChange(StartViewChange {
             view: 1,
             promised_view: 0,
@@ -395,6 +398,7 @@ fn replica_changing_view_rejects_old_prepares() {
     assert_eq!(backup.view(), 1);
     backup.handle_message(
         later,
+        0,
         Message::Prepare(Prepare {
             view: 0,
             commit_number: 0,
@@ -441,6 +445,7 @@ fn new_primary_chooses_largest_last_normal_view_then_op_number() {
     for replica in [2, 3] {
         primary.handle_message(
             later,
+            0,
             Message::StartViewChange(StartViewChange {
                 view: 6,
                 promised_view: 0,
@@ -474,13 +479,13 @@ fn new_primary_chooses_largest_last_normal_view_then_op_number() {
         replica: vr_core::ReplicaIndex(3),
         crash_vector: common::cv(5),
     };
-    primary.handle_message(later, Message::DoViewChange(from_3));
+    primary.handle_message(later, 0, Message::DoViewChange(from_3));
     assert_eq!(
         primary.status(),
         Status::ViewChange,
         "two of three DoViewChanges"
     );
-    primary.handle_message(later, Message::DoViewChange(from_2.clone()));
+    primary.handle_message(later, 0, Message::DoViewChange(from_2.clone()));
     assert!(primary.is_primary());
     assert_eq!(primary.view(), 6);
     assert_eq!(primary.last_normal_view(), 6);
@@ -490,8 +495,8 @@ fn new_primary_chooses_largest_last_normal_view_then_op_number() {
         &from_2.log[..],
         "the log of the latest normal view wins"
     );
-    let start_views = std::iter::from_fn(|| primary.poll_action())
-        .filter(|a| matches!(a, vr_core::Action::Send { message: Message::StartView(sv), .. } if sv.view == 6 && sv.log == from_2.log))
+    let start_views = common::drain(&mut primary).0.into_iter()
+        .filter(|a| matches!(a, vr_core::Output::Send { message: Message::StartView(sv), .. } if sv.view == 6 && sv.log == from_2.log))
         .count();
     assert_eq!(start_views, 4, "StartView to every other replica");
 }
@@ -512,6 +517,7 @@ fn equal_last_normal_views_break_ties_by_op_number() {
     let later = now + 10 * config.view_change_timeout_ns;
     primary.handle_message(
         later,
+        0,
         Message::StartViewChange(StartViewChange {
             view: 1,
             promised_view: 0,
@@ -535,7 +541,7 @@ fn equal_last_normal_views_break_ties_by_op_number() {
         replica: vr_core::ReplicaIndex(2),
         crash_vector: common::cv(3),
     };
-    primary.handle_message(later, Message::DoViewChange(longer.clone()));
+    primary.handle_message(later, 0, Message::DoViewChange(longer.clone()));
     assert!(primary.is_primary());
     assert_eq!(primary.log(), &longer.log[..]);
 }
@@ -655,6 +661,7 @@ fn new_primary_fetches_committed_prefix_it_lacks() {
     };
     primary.handle_message(
         later,
+        0,
         Message::StartViewChange(StartViewChange {
             view: 1,
             promised_view: 0,
@@ -664,6 +671,7 @@ fn new_primary_fetches_committed_prefix_it_lacks() {
     );
     primary.handle_message(
         later,
+        0,
         Message::DoViewChange(DoViewChange {
             view: 1,
             last_normal_view: 0,
@@ -680,8 +688,8 @@ fn new_primary_fetches_committed_prefix_it_lacks() {
         "waiting for the committed prefix"
     );
     assert_eq!(primary.op_number(), 0, "its own log is untouched meanwhile");
-    let asked = std::iter::from_fn(|| primary.poll_action()).any(|a| {
-        matches!(a, vr_core::Action::Send { replica: vr_core::MemberId(2), message: Message::GetState(g), .. } if g.view == 1 && g.op_number == 0)
+    let asked = common::drain(&mut primary).0.into_iter().any(|a| {
+        matches!(a, vr_core::Output::Send { to: vr_core::MemberId(2), message: Message::GetState(g), .. } if g.view == 1 && g.op_number == 0)
     });
     assert!(
         asked,
@@ -689,6 +697,7 @@ fn new_primary_fetches_committed_prefix_it_lacks() {
     );
     primary.handle_message(
         later,
+        0,
         Message::NewState(NewState {
             view: 1,
             op_number: 3,

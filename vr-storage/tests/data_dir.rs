@@ -7,7 +7,7 @@ use std::fs;
 use std::path::Path;
 
 use vr_core::{
-    Action, Config as CoreConfig, Durability, Instant, Message, Replica, Service, Status,
+    Config as CoreConfig, Durability, Instant, Message, Output, Replica, Service, Status,
 };
 use vr_storage::data_dir::{Boot, DataDir, EpochMembership, PersistJob};
 
@@ -42,11 +42,17 @@ fn open(path: &Path) -> (DataDir, Boot) {
 
 /// Carries out every persist the replica emits, as an adapter does.
 fn drain(replica: &mut Replica<Log>, dir: &mut DataDir) {
-    while let Some(action) = replica.poll_action() {
-        if let Action::Persist(persist) = action {
-            let job = PersistJob::new(replica, persist);
-            dir.persist(&job).expect("persist");
-            replica.handle_persisted(Instant::ZERO, job.sequence());
+    loop {
+        match replica.poll_output() {
+            Output::Persist(persist) => {
+                let job = PersistJob::new(replica, persist);
+                dir.persist(&job).expect("persist");
+                replica.handle_persisted(Instant::ZERO, job.sequence());
+            }
+            // Timers due now (the batch timer) fire, as the contract asks.
+            Output::Timeout(Some(t)) if t <= Instant::ZERO => replica.handle_timeout(Instant::ZERO),
+            Output::Timeout(_) => break,
+            _ => {}
         }
     }
 }
@@ -70,6 +76,7 @@ fn run(path: &Path, ops: &[&[u8]]) -> Replica<Log> {
     for (i, op) in ops.iter().enumerate() {
         replica.handle_message(
             Instant::ZERO,
+            0,
             Message::Request(vr_core::message::Request {
                 op: op.to_vec(),
                 client_id,
@@ -250,6 +257,7 @@ fn the_stored_commit_number_never_lags_more_than_a_window() {
     for i in 0..20u64 {
         replica.handle_message(
             Instant::ZERO,
+            0,
             Message::Request(vr_core::message::Request {
                 op: vec![i as u8],
                 client_id: 77,

@@ -32,7 +32,7 @@
 
 use alloc::vec::Vec;
 
-use super::{Action, Replica, Status, Sync, SyncGoal};
+use super::{Output, Replica, Status, Sync, SyncGoal};
 use crate::client_table::Lookup;
 use crate::config::Config;
 use crate::message::{
@@ -326,7 +326,7 @@ impl<S: Service> Replica<S> {
         ) {
             let result = epoch.to_le_bytes().to_vec();
             if self.is_primary() {
-                self.outbox.push_back(Action::Reply(Reply {
+                self.outbox.push_back(Output::Reply(Reply {
                     view: self.view,
                     client_id,
                     request_number,
@@ -408,7 +408,7 @@ impl<S: Service> Replica<S> {
         // members now (§7.3), not after their timeout.
         let notice = self.start_epoch_notice();
         for client_id in core::mem::take(&mut self.epoch_state.waiting_clients) {
-            self.outbox.push_back(Action::NewEpoch {
+            self.outbox.push_back(Output::NewEpoch {
                 client_id,
                 notice: notice.clone(),
             });
@@ -803,7 +803,7 @@ impl<S: Service> Replica<S> {
         };
         if let Some(client_id) = client {
             self.outbox
-                .push_back(Action::NewEpoch { client_id, notice });
+                .push_back(Output::NewEpoch { client_id, notice });
             return;
         }
         // In epoch 0 without recorded members, indexes are member ids.

@@ -44,7 +44,7 @@ impl<S: Service> Replica<S> {
             // this state is the latest; no round of prepares is needed.
             let result = self.service.query(&request.op);
             self.stats.leased_reads += 1;
-            self.outbox.push_back(super::Action::Reply(Reply {
+            self.outbox.push_back(super::Output::Reply(Reply {
                 view: self.view,
                 client_id: request.client_id,
                 request_number: request.request_number,
@@ -87,7 +87,7 @@ impl<S: Service> Replica<S> {
                     result: entry.result.clone(),
                 };
                 self.stats.requests_deduplicated += 1;
-                self.outbox.push_back(super::Action::Reply(reply));
+                self.outbox.push_back(super::Output::Reply(reply));
                 true
             }
             Lookup::New => false,
@@ -130,9 +130,8 @@ impl<S: Service> Replica<S> {
     }
 
     /// Appends a request to the log and adds it to the batch for the backups
-    /// (§6, batching): the batch leaves when it is full, when the embedding
-    /// drains the outputs (no delay configured), or when the batch timer
-    /// fires.
+    /// (§6, batching): the batch leaves when it is full or when the batch
+    /// timer fires (see [`Replica`]'s contract).
     fn prepare_request(&mut self, now: Instant, request: Request) {
         self.prepare_entry(
             now,
@@ -173,7 +172,10 @@ impl<S: Service> Replica<S> {
         self.prepare_ok_op[usize::from(self.replica)] = self.ack_op();
         if self.op_number - self.unsent_from >= u64::from(self.config.batch_ops_max) {
             self.flush_batch();
-        } else if self.config.batch_delay_ns != 0 && self.timers.batch.is_none() {
+        } else if self.timers.batch.is_none() {
+            // The first entry of a batch arms the timer; with no delay it
+            // is due at once, and fires once the embedding has fed the
+            // inputs ready now (see [`Replica`]).
             self.timers.batch = Some(now + self.config.batch_delay_ns);
         }
         if self.timers.prepare.is_none() {
@@ -309,7 +311,7 @@ impl<S: Service> Replica<S> {
     fn answer_read(&mut self, read: ReadRequest) {
         let result = self.service.query(&read.op);
         self.stats.backup_reads += 1;
-        self.outbox.push_back(super::Action::Reply(Reply {
+        self.outbox.push_back(super::Output::Reply(Reply {
             view: self.view,
             client_id: read.client_id,
             request_number: read.request_number,

@@ -6,9 +6,37 @@
 
 use vr_core::prng::Prng;
 use vr_core::{
-    Action, Client, ClientAction, ClientConfig, Completion, Config, Instant, Message, Replica,
+    Client, ClientAction, ClientConfig, Completion, Config, Instant, Message, Output, Replica,
     Service,
 };
+
+/// Every output `replica` holds now: a pure drain, up to the
+/// `Output::Timeout` that ends it (returned separately).
+pub fn drain<S: Service>(replica: &mut Replica<S>) -> (Vec<Output>, Option<Instant>) {
+    let mut outputs = Vec::new();
+    loop {
+        match replica.poll_output() {
+            Output::Timeout(t) => return (outputs, t),
+            output => outputs.push(output),
+        }
+    }
+}
+
+/// The outputs of the last input, as the contract asks an embedding to
+/// collect them: drain, and while the deadline is due (the batch timer),
+/// fire it at `now` and drain again.
+pub fn outputs<S: Service>(replica: &mut Replica<S>, now: Instant) -> Vec<Output> {
+    let mut all = Vec::new();
+    for _ in 0..8 {
+        let (outputs, deadline) = drain(replica);
+        all.extend(outputs);
+        match deadline {
+            Some(t) if t <= now => replica.handle_timeout(now),
+            _ => return all,
+        }
+    }
+    panic!("handle_timeout left its deadline due");
+}
 
 /// A service that records what it executed and returns the op-number and the
 /// op, so tests can check order and exactly-once execution.
@@ -346,15 +374,26 @@ impl<S: Service> Cluster<S> {
         number
     }
 
+    /// Carries out replica `replica`'s outputs in order until the
+    /// `Output::Timeout` that ends them; timers due now (the batch timer)
+    /// fire then, so each delivered request leaves in its own Prepare, as
+    /// a node that fires timers after every input sends it.
     fn drain_replica(&mut self, replica: u8) {
-        while let Some(action) = self.replicas[usize::from(replica)].poll_action() {
-            match action {
-                Action::Send {
-                    replica: to,
-                    epoch,
-                    message,
-                } => self.push(Node::Replica(replica), Node::Replica(to.0), epoch, message),
-                Action::Reply(reply) => {
+        let now = self.now;
+        let mut timer_rounds = 0;
+        loop {
+            let output = self.replicas[usize::from(replica)].poll_output();
+            match output {
+                Output::Timeout(Some(t)) if t <= now => {
+                    timer_rounds += 1;
+                    assert!(timer_rounds < 8, "handle_timeout left its deadline due");
+                    self.replicas[usize::from(replica)].handle_timeout(now);
+                }
+                Output::Timeout(_) => break,
+                Output::Send { to, epoch, message } => {
+                    self.push(Node::Replica(replica), Node::Replica(to.0), epoch, message)
+                }
+                Output::Reply(reply) => {
                     self.replies_sent_by[usize::from(replica)] += 1;
                     let client = (reply.client_id - 1000) as usize;
                     let epoch = self.replicas[usize::from(replica)].epoch();
@@ -365,7 +404,7 @@ impl<S: Service> Cluster<S> {
                         Message::Reply(reply),
                     );
                 }
-                Action::Persist(persist) => {
+                Output::Persist(persist) => {
                     let i = usize::from(replica);
                     // The pages are read now: a later checkpoint replaces them.
                     let pages = persist
@@ -380,7 +419,7 @@ impl<S: Service> Cluster<S> {
                         self.replicas[i].handle_persisted(now, persist.sequence);
                     }
                 }
-                Action::NewEpoch { client_id, notice } => {
+                Output::NewEpoch { client_id, notice } => {
                     let client = (client_id - 1000) as usize;
                     let epoch = notice.epoch;
                     self.push(
@@ -445,7 +484,7 @@ impl<S: Service> Cluster<S> {
                 }
                 self.bytes_to[usize::from(i)] +=
                     vr_core::codec::encoded_size(&envelope.message) as u64;
-                self.replicas[usize::from(i)].handle_message_in_epoch(
+                self.replicas[usize::from(i)].handle_message(
                     self.now,
                     envelope.epoch,
                     envelope.message,

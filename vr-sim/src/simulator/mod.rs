@@ -55,8 +55,8 @@ use vr_core::codec::{self, DecodeError};
 use vr_core::message::Command;
 use vr_core::prng::Prng;
 use vr_core::{
-    Action, Client, ClientAction, ClientConfig, ClientId, Completion, Config, EntryKind,
-    InjectedBug, Instant, MemberId, Message, Replica, Service, Stats, Status,
+    Client, ClientAction, ClientConfig, ClientId, Completion, Config, EntryKind, InjectedBug,
+    Instant, MemberId, Message, Output, Replica, Service, Stats, Status,
 };
 
 use crate::checks::{Agreement, Violation, ViolationKind};
