@@ -43,7 +43,7 @@
 use std::collections::VecDeque;
 
 use hdrhistogram::Histogram;
-use vr_core::{Action, Client, ClientAction, ClientConfig, Config, Instant, Message, Replica};
+use vr_core::{Client, ClientAction, ClientConfig, Config, Instant, Message, Output, Replica};
 
 use crate::service::{BenchService, READ_MARKER};
 
@@ -110,7 +110,7 @@ impl MemSpec {
             config.clock_drift_max_ns = CLOCK_DRIFT_NS;
         }
         if self.witness {
-            config.witnesses = vec![REPLICA_COUNT - 1];
+            config.witnesses = vec![vr_core::ReplicaIndex(REPLICA_COUNT - 1)];
         }
         config
     }
@@ -171,7 +171,13 @@ impl MemCluster {
         assert!(spec.read_percent <= 100, "a percentage");
         let replicas = (0..REPLICA_COUNT)
             .map(|i| {
-                Replica::new(config.clone(), i, BenchService::new(), START).expect("a valid Config")
+                Replica::new(
+                    config.clone(),
+                    vr_core::ReplicaIndex(i),
+                    BenchService::new(),
+                    START,
+                )
+                .expect("a valid Config")
             })
             .collect();
         let clients = (0..spec.clients)
@@ -300,7 +306,8 @@ impl MemCluster {
         // while it is delivered.
         for message in self.delivering.drain(..) {
             self.now = self.now + STEP_NS;
-            replica.handle_message(self.now, message);
+            // Epoch 0: the benchmark cluster is never reconfigured.
+            replica.handle_message(self.now, 0, message);
         }
         self.carry_out(to);
         self.fire_due_timers();
@@ -308,7 +315,9 @@ impl MemCluster {
     }
 
     /// Drains replica `from`'s outputs: messages to the inboxes, replies to
-    /// the clients (which in a closed loop send their next request).
+    /// the clients (which in a closed loop send their next request). A
+    /// timer due now (the batch timer) fires in `fire_due_timers`, after
+    /// the whole inbox was fed: its requests share a Prepare.
     fn carry_out(&mut self, from: usize) {
         let MemCluster {
             replicas,
@@ -327,18 +336,18 @@ impl MemCluster {
             ..
         } = self;
         let replica = &mut replicas[from];
-        while let Some(action) = replica.poll_action() {
-            match action {
-                Action::Send {
-                    replica, message, ..
-                } => {
-                    inboxes[usize::from(replica)].push_back(message);
+        loop {
+            match replica.poll_output() {
+                Output::Timeout(_) => break,
+                // Never reconfigured: member ids are the replicas' indexes.
+                Output::Send { to, message, .. } => {
+                    inboxes[usize::from(to)].push_back(message);
                     *in_flight += 1;
                 }
                 // The benchmark cluster is never reconfigured, and keeps
                 // its replicas in memory.
-                Action::NewEpoch { .. } | Action::Persist(_) => {}
-                Action::Reply(reply) => {
+                Output::NewEpoch { .. } | Output::Persist(_) => {}
+                Output::Reply(reply) => {
                     // Client ids are index + 1 (see `with_spec`).
                     let index = (reply.client_id - 1) as usize;
                     if clients[index].handle_reply(*now, reply).is_none() {

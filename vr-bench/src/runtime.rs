@@ -120,15 +120,18 @@ impl Cluster {
             .collect::<io::Result<Vec<_>>>()?;
         let mut replicas = Vec::new();
         for (i, listener) in listeners.into_iter().enumerate() {
-            let mut options =
-                vr_core::node::ReplicaOptions::new(config.clone(), addresses.clone(), i as u8);
+            let mut options = vr_core::node::ReplicaOptions::new(
+                config.clone(),
+                addresses.clone(),
+                vr_core::MemberId(i as u8),
+            );
             let service = BenchService::new();
             if let Some(root) = data_root {
                 let path = root.join(format!("replica-{i}"));
                 let (dir, boot) = vr_storage::data_dir::DataDir::open(
                     &path,
                     &config,
-                    i as u8,
+                    vr_core::MemberId(i as u8),
                     config.cluster.into(),
                 )
                 .map_err(io::Error::other)?;

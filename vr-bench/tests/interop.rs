@@ -50,19 +50,19 @@ fn three_runtimes_one_cluster_survive_a_primary_stop() {
     let mut listeners = listeners.into_iter();
 
     let tokio_replica = vr_tokio::start_replica_with_listener(
-        vr_tokio::ReplicaOptions::new(config.clone(), addresses.clone(), 0),
+        vr_tokio::ReplicaOptions::new(config.clone(), addresses.clone(), vr_core::MemberId(0)),
         listeners.next().unwrap(),
         Recorder(executed[0].clone()),
     )
     .unwrap();
     let mio_replica = vr_mio::start_replica_with_listener(
-        vr_mio::ReplicaOptions::new(config.clone(), addresses.clone(), 1),
+        vr_mio::ReplicaOptions::new(config.clone(), addresses.clone(), vr_core::MemberId(1)),
         listeners.next().unwrap(),
         Recorder(executed[1].clone()),
     )
     .unwrap();
     let glommio_replica = vr_glommio::start_replica_with_listener(
-        vr_glommio::ReplicaOptions::new(config.clone(), addresses.clone(), 2),
+        vr_glommio::ReplicaOptions::new(config.clone(), addresses.clone(), vr_core::MemberId(2)),
         listeners.next().unwrap(),
         Recorder(executed[2].clone()),
     )

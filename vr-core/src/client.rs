@@ -207,12 +207,15 @@ impl Client {
             .is_some_and(|o| o.request_number == 0)
     }
 
+    /// The member id of replica `index` of the client's epoch (as
+    /// [`crate::Config::member_id`]): without members, member `i` is
+    /// replica `i`.
     fn member_id(&self, index: ReplicaIndex) -> MemberId {
         self.config
             .members
-            .get(usize::from(index))
+            .get(index.as_usize())
             .copied()
-            .unwrap_or(index)
+            .unwrap_or(MemberId(index.0))
     }
 
     /// The epoch the client believes current (§7).
@@ -228,7 +231,7 @@ impl Client {
     /// The member ids of the epoch the client believes current.
     pub fn members(&self) -> Vec<MemberId> {
         (0..self.config.replica_count)
-            .map(|i| self.member_id(i))
+            .map(|i| self.member_id(ReplicaIndex(i)))
             .collect()
     }
 
@@ -366,7 +369,7 @@ impl Client {
             op_number_min: self.op_number_seen,
             op,
         };
-        let mut to = replica.min(self.config.replica_count.saturating_sub(1));
+        let mut to = replica.min(ReplicaIndex(self.config.replica_count.saturating_sub(1)));
         if self.config.witnesses.contains(&to) {
             // A witness has no state to read: ask the primary instead.
             to = self.primary();
@@ -463,15 +466,12 @@ impl Client {
             // Later replies may have raised what this read must reflect.
             read.op_number_min = read.op_number_min.max(self.op_number_seen);
         }
-        let members = (0..self.config.replica_count).map(|i| {
-            let member = self.config.members.get(usize::from(i)).copied();
-            member.unwrap_or(i)
-        });
-        for member in members {
+        let message = outstanding.message.clone();
+        for member in self.members() {
             self.outbox.push_back(ClientAction::Send {
                 replica: member,
                 epoch: self.config.epoch,
-                message: outstanding.message.clone(),
+                message: message.clone(),
             });
         }
         None

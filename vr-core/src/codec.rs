@@ -90,9 +90,9 @@ use core::fmt;
 use crate::message::{
     CheckpointPages, CheckpointSummary, CheckpointTree, Command, Commit, CrashVector, Digest,
     DoViewChange, EntryKind, EpochStarted, GetCheckpointPages, GetCheckpointTree, GetState,
-    LogEntry, Message, NewState, PageChunk, Prepare, PrepareOk, ReadRequest, Reconfiguration,
-    Recovery, RecoveryResponse, RecoveryStatus, Reply, Request, StartEpoch, StartView,
-    StartViewChange,
+    LogEntry, MemberId, Message, NewState, PageChunk, Prepare, PrepareOk, ReadRequest,
+    Reconfiguration, Recovery, RecoveryResponse, RecoveryStatus, ReplicaIndex, Reply, Request,
+    StartEpoch, StartView, StartViewChange,
 };
 
 /// The first two bytes of every frame; a cheap guard against a peer that
@@ -382,6 +382,13 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
+/// Member ids travel as a byte string, one byte each (the format predates
+/// the [`MemberId`] type and must not change).
+fn put_members(out: &mut Vec<u8>, members: &[MemberId]) {
+    put_u32(out, length(members.len()));
+    out.extend(members.iter().map(|m| m.0));
+}
+
 fn put_entry(out: &mut Vec<u8>, entry: &LogEntry) {
     put_u64(out, entry.op_number);
     put_u64(out, entry.view);
@@ -456,7 +463,7 @@ fn put_body(message: &Message, out: &mut Vec<u8>) {
         }
         Message::PrepareOk(m) => {
             put_u64(out, m.op_number);
-            put_u8(out, m.replica);
+            put_u8(out, m.replica.0);
             put_u64(out, m.timestamp_ns);
             put_u64(out, m.commit_number);
             put_crash_vector(out, &m.crash_vector);
@@ -481,7 +488,7 @@ fn put_body(message: &Message, out: &mut Vec<u8>) {
         }
         Message::StartViewChange(m) => {
             put_u64(out, m.promised_view);
-            put_u8(out, m.replica);
+            put_u8(out, m.replica.0);
             put_crash_vector(out, &m.crash_vector);
         }
         Message::DoViewChange(m) => {
@@ -489,7 +496,7 @@ fn put_body(message: &Message, out: &mut Vec<u8>) {
             put_u64(out, m.op_number);
             put_u64(out, m.commit_number);
             put_log(out, &m.log);
-            put_u8(out, m.replica);
+            put_u8(out, m.replica.0);
             put_crash_vector(out, &m.crash_vector);
         }
         Message::StartView(m) => {
@@ -499,13 +506,13 @@ fn put_body(message: &Message, out: &mut Vec<u8>) {
         }
         Message::GetState(m) => {
             put_u64(out, m.op_number);
-            put_u8(out, m.replica);
+            put_u8(out, m.replica.0);
         }
         Message::NewState(m) => {
             put_u64(out, m.op_number);
             put_u64(out, m.commit_number);
             put_log(out, &m.log);
-            put_u8(out, m.replica);
+            put_u8(out, m.replica.0);
             match &m.checkpoint {
                 None => put_u8(out, 0),
                 Some(summary) => {
@@ -516,7 +523,7 @@ fn put_body(message: &Message, out: &mut Vec<u8>) {
             put_u64(out, m.full_commit_min);
         }
         Message::Recovery(m) => {
-            put_u8(out, m.replica);
+            put_u8(out, m.replica.0);
             put_u64(out, m.nonce);
             put_u64(out, m.incarnation);
         }
@@ -526,13 +533,13 @@ fn put_body(message: &Message, out: &mut Vec<u8>) {
             put_u64(out, m.op_number);
             put_u64(out, m.commit_number);
             put_crash_vector(out, &m.crash_vector);
-            put_u8(out, m.replica);
+            put_u8(out, m.replica.0);
         }
         Message::GetCheckpointTree(m) => {
             out.extend_from_slice(&m.root);
             put_u8(out, m.level);
             put_u64s(out, &m.parents);
-            put_u8(out, m.replica);
+            put_u8(out, m.replica.0);
         }
         Message::CheckpointTree(m) => {
             put_summary(out, &m.summary);
@@ -542,32 +549,32 @@ fn put_body(message: &Message, out: &mut Vec<u8>) {
             for digest in &m.digests {
                 out.extend_from_slice(digest);
             }
-            put_u8(out, m.replica);
+            put_u8(out, m.replica.0);
         }
         Message::GetCheckpointPages(m) => {
             out.extend_from_slice(&m.root);
             put_u64s(out, &m.pages);
             put_u64(out, m.offset);
-            put_u8(out, m.replica);
+            put_u8(out, m.replica.0);
         }
         Message::Reconfiguration(m) => {
             put_u128(out, m.client_id);
             put_u64(out, m.request_number);
             put_u32(out, m.epoch);
-            put_bytes(out, &m.members);
+            put_members(out, &m.members);
             put_addresses(out, &m.addresses);
         }
         Message::StartEpoch(m) => {
             put_u32(out, m.epoch);
             put_u64(out, m.op_number);
             put_u64(out, m.entry_view);
-            put_bytes(out, &m.members);
+            put_members(out, &m.members);
             put_addresses(out, &m.addresses);
-            put_u8(out, m.sender);
+            put_u8(out, m.sender.0);
         }
         Message::EpochStarted(m) => {
             put_u32(out, m.epoch);
-            put_u8(out, m.member);
+            put_u8(out, m.member.0);
         }
         Message::CheckpointPages(m) => {
             put_summary(out, &m.summary);
@@ -578,7 +585,7 @@ fn put_body(message: &Message, out: &mut Vec<u8>) {
                 put_u64(out, chunk.size);
                 put_bytes(out, &chunk.data);
             }
-            put_u8(out, m.replica);
+            put_u8(out, m.replica.0);
         }
     }
 }
@@ -689,7 +696,7 @@ fn decode_body(command: Command, view: u64, body: &[u8]) -> Result<Message, Deco
         Command::PrepareOk => Message::PrepareOk(PrepareOk {
             view,
             op_number: r.u64()?,
-            replica: r.u8()?,
+            replica: ReplicaIndex(r.u8()?),
             timestamp_ns: r.u64()?,
             commit_number: r.u64()?,
             crash_vector: r.crash_vector()?,
@@ -722,7 +729,7 @@ fn decode_body(command: Command, view: u64, body: &[u8]) -> Result<Message, Deco
         Command::StartViewChange => Message::StartViewChange(StartViewChange {
             view,
             promised_view: r.u64()?,
-            replica: r.u8()?,
+            replica: ReplicaIndex(r.u8()?),
             crash_vector: r.crash_vector()?,
         }),
         Command::DoViewChange => Message::DoViewChange(DoViewChange {
@@ -731,7 +738,7 @@ fn decode_body(command: Command, view: u64, body: &[u8]) -> Result<Message, Deco
             op_number: r.u64()?,
             commit_number: r.u64()?,
             log: r.log()?,
-            replica: r.u8()?,
+            replica: ReplicaIndex(r.u8()?),
             crash_vector: r.crash_vector()?,
         }),
         Command::StartView => Message::StartView(StartView {
@@ -743,14 +750,14 @@ fn decode_body(command: Command, view: u64, body: &[u8]) -> Result<Message, Deco
         Command::GetState => Message::GetState(GetState {
             view,
             op_number: r.u64()?,
-            replica: r.u8()?,
+            replica: ReplicaIndex(r.u8()?),
         }),
         Command::NewState => Message::NewState(NewState {
             view,
             op_number: r.u64()?,
             commit_number: r.u64()?,
             log: r.log()?,
-            replica: r.u8()?,
+            replica: ReplicaIndex(r.u8()?),
             checkpoint: match r.u8()? {
                 0 => None,
                 1 => Some(r.summary()?),
@@ -763,7 +770,7 @@ fn decode_body(command: Command, view: u64, body: &[u8]) -> Result<Message, Deco
                 return Err(DecodeError::Malformed("recovery with a non-zero view"));
             }
             Message::Recovery(Recovery {
-                replica: r.u8()?,
+                replica: ReplicaIndex(r.u8()?),
                 nonce: r.u64()?,
                 incarnation: r.u64()?,
             })
@@ -781,14 +788,14 @@ fn decode_body(command: Command, view: u64, body: &[u8]) -> Result<Message, Deco
             op_number: r.u64()?,
             commit_number: r.u64()?,
             crash_vector: r.crash_vector()?,
-            replica: r.u8()?,
+            replica: ReplicaIndex(r.u8()?),
         }),
         Command::GetCheckpointTree => Message::GetCheckpointTree(GetCheckpointTree {
             view,
             root: r.digest()?,
             level: r.u8()?,
             parents: r.u64s()?,
-            replica: r.u8()?,
+            replica: ReplicaIndex(r.u8()?),
         }),
         Command::CheckpointTree => Message::CheckpointTree(CheckpointTree {
             view,
@@ -803,14 +810,14 @@ fn decode_body(command: Command, view: u64, body: &[u8]) -> Result<Message, Deco
                 }
                 digests
             },
-            replica: r.u8()?,
+            replica: ReplicaIndex(r.u8()?),
         }),
         Command::GetCheckpointPages => Message::GetCheckpointPages(GetCheckpointPages {
             view,
             root: r.digest()?,
             pages: r.u64s()?,
             offset: r.u64()?,
-            replica: r.u8()?,
+            replica: ReplicaIndex(r.u8()?),
         }),
         Command::Reconfiguration => {
             if view != 0 {
@@ -822,7 +829,7 @@ fn decode_body(command: Command, view: u64, body: &[u8]) -> Result<Message, Deco
                 client_id: r.u128()?,
                 request_number: r.u64()?,
                 epoch: r.u32()?,
-                members: r.bytes()?,
+                members: r.members()?,
                 addresses: r.addresses()?,
             })
         }
@@ -831,13 +838,13 @@ fn decode_body(command: Command, view: u64, body: &[u8]) -> Result<Message, Deco
             epoch: r.u32()?,
             op_number: r.u64()?,
             entry_view: r.u64()?,
-            members: r.bytes()?,
+            members: r.members()?,
             addresses: r.addresses()?,
-            sender: r.u8()?,
+            sender: MemberId(r.u8()?),
         }),
         Command::EpochStarted => Message::EpochStarted(EpochStarted {
             epoch: r.u32()?,
-            member: r.u8()?,
+            member: MemberId(r.u8()?),
         }),
         Command::CheckpointPages => Message::CheckpointPages(CheckpointPages {
             view,
@@ -855,7 +862,7 @@ fn decode_body(command: Command, view: u64, body: &[u8]) -> Result<Message, Deco
                 }
                 chunks
             },
-            replica: r.u8()?,
+            replica: ReplicaIndex(r.u8()?),
         }),
     };
     if !r.rest.is_empty() {
@@ -911,6 +918,14 @@ impl Reader<'_> {
         let (bytes, rest) = self.rest.split_at(len);
         self.rest = rest;
         Ok(bytes.to_vec())
+    }
+
+    /// Member ids, one byte each (see `put_members`).
+    fn members(&mut self) -> Result<Vec<MemberId>, DecodeError> {
+        let len = self.len(1, "member list past the end of the body")?;
+        let (bytes, rest) = self.rest.split_at(len);
+        self.rest = rest;
+        Ok(bytes.iter().map(|&m| MemberId(m)).collect())
     }
 
     fn entry(&mut self) -> Result<LogEntry, DecodeError> {

@@ -151,7 +151,7 @@ pub struct Config {
     pub witness_log_ops_max: u64,
     /// Reconfiguration (§7): the member id of each replica of this epoch,
     /// in index order: the names an embedding maps to addresses, stable
-    /// across epochs ([`crate::Action::Send`] names its destination by
+    /// across epochs ([`crate::Output::Send`] names its destination by
     /// them). Empty (the default): replica `i` is member `i`.
     pub members: Vec<crate::MemberId>,
     /// Reconfiguration (§7): the epoch this configuration belongs to, 0 for
@@ -160,7 +160,7 @@ pub struct Config {
     pub epoch: u32,
     /// Where a replica's promises live: in memory only (the default; a
     /// replica that restarts recovers from its peers, §4.3), or on its
-    /// disk, through the embedding ([`crate::Action::Persist`]): a backup
+    /// disk, through the embedding ([`crate::Output::Persist`]): a backup
     /// acknowledges only what its disk holds, and a replica promises a
     /// view only once it is on disk (see `docs/protocol.md`, "Durable
     /// replicas").
@@ -181,7 +181,7 @@ pub enum Durability {
     #[default]
     Memory,
     /// On disk: every log entry a replica acknowledges, and every view it
-    /// promises, is persisted first ([`crate::Action::Persist`], answered
+    /// promises, is persisted first ([`crate::Output::Persist`], answered
     /// with [`crate::Replica::handle_persisted`]); a replica whose disk
     /// survived restarts from it ([`crate::Replica::restart`]). A committed
     /// op is then on a quorum of disks, and survives every replica failing
@@ -285,7 +285,7 @@ impl Config {
         witnesses.sort_unstable();
         witnesses.dedup();
         if witnesses.len() != self.witnesses.len()
-            || witnesses.iter().any(|&w| w >= self.replica_count)
+            || witnesses.iter().any(|&w| w.0 >= self.replica_count)
             || usize::from(self.replica_count) - witnesses.len() < self.quorum()
             || self.witness_log_ops_max == 0
         {
@@ -347,26 +347,41 @@ impl Config {
         !self.witnesses.is_empty()
     }
 
-    /// The member id of replica `index` (§7).
+    /// The member id of replica `index` (§7): the one conversion from an
+    /// index to a member, so that the compiler catches the other way.
+    /// Without [`Config::members`] member `i` is replica `i`.
     pub fn member_id(&self, index: crate::ReplicaIndex) -> crate::MemberId {
         self.members
-            .get(usize::from(index))
+            .get(index.as_usize())
             .copied()
-            .unwrap_or(index)
+            .unwrap_or(crate::MemberId(index.0))
     }
 
-    /// The index of member `member` in this epoch, if it is one.
+    /// The index of member `member` in this epoch, if it is one: the one
+    /// conversion from a member to an index.
     pub fn index_of_member(&self, member: crate::MemberId) -> Option<crate::ReplicaIndex> {
         if self.members.is_empty() {
-            return (member < self.replica_count).then_some(member);
+            return (member.0 < self.replica_count).then_some(crate::ReplicaIndex(member.0));
         }
-        // At most 255 members: the position fits a u8.
-        (self.members.iter().position(|&m| m == member)).map(|i| i as crate::ReplicaIndex)
+        let position = self.members.iter().position(|&m| m == member)?;
+        // At most 255 members (`replica_count` is a u8): the position fits.
+        u8::try_from(position).ok().map(crate::ReplicaIndex)
     }
 
     /// Every member id of this epoch, in index order.
     pub fn member_ids(&self) -> Vec<crate::MemberId> {
-        (0..self.replica_count).map(|i| self.member_id(i)).collect()
+        self.replica_indexes().map(|i| self.member_id(i)).collect()
+    }
+
+    /// Whether `index` names a replica of this epoch (below `replica_count`).
+    pub fn has_replica(&self, index: crate::ReplicaIndex) -> bool {
+        index.0 < self.replica_count
+    }
+
+    /// Every replica index of this epoch: `0..replica_count`. The iterator
+    /// borrows nothing, so a replica can mutate itself while it runs.
+    pub fn replica_indexes(&self) -> impl Iterator<Item = crate::ReplicaIndex> + use<> {
+        (0..self.replica_count).map(crate::ReplicaIndex)
     }
 
     /// The configuration of the epoch that a reconfiguration to `members`
@@ -396,10 +411,10 @@ pub(crate) fn primary_of(
     let full = u64::from(replica_count).saturating_sub(witnesses.len() as u64);
     if witnesses.is_empty() || full == 0 {
         // The remainder is below replica_count, a u8, so the cast cannot truncate.
-        return (view % u64::from(replica_count.max(1))) as crate::ReplicaIndex;
+        return crate::ReplicaIndex((view % u64::from(replica_count.max(1))) as u8);
     }
     let mut rank = view % full;
-    for replica in 0..replica_count {
+    for replica in (0..replica_count).map(crate::ReplicaIndex) {
         if !witnesses.contains(&replica) {
             if rank == 0 {
                 return replica;
@@ -407,12 +422,14 @@ pub(crate) fn primary_of(
             rank -= 1;
         }
     }
-    0 // Unreachable for a valid configuration: there are `full` full replicas.
+    // Unreachable for a valid configuration: there are `full` full replicas.
+    crate::ReplicaIndex(0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{MemberId, ReplicaIndex};
 
     #[test]
     fn quorum_is_a_majority() {
@@ -428,7 +445,7 @@ mod tests {
     #[test]
     fn primary_rotates_round_robin() {
         let config = Config::new(1, 3);
-        let primaries: alloc::vec::Vec<_> = (0..6).map(|v| config.primary_index(v)).collect();
+        let primaries: alloc::vec::Vec<_> = (0..6).map(|v| config.primary_index(v).0).collect();
         assert_eq!(primaries, [0, 1, 2, 0, 1, 2]);
     }
 
@@ -452,7 +469,7 @@ mod tests {
         // §6: f + 1 full replicas and at most f witnesses.
         let with = |n, w: &[u8]| {
             let mut c = Config::new(1, n);
-            c.witnesses = w.to_vec();
+            c.witnesses = w.iter().map(|&i| ReplicaIndex(i)).collect();
             c
         };
         assert_eq!(with(3, &[2]).validate(), Ok(()));
@@ -461,8 +478,27 @@ mod tests {
         assert_eq!(with(5, &[1, 1]).validate(), Err(ConfigError::BadWitnesses));
         assert_eq!(with(3, &[3]).validate(), Err(ConfigError::BadWitnesses));
         let c = with(5, &[1, 3]);
-        let primaries: alloc::vec::Vec<_> = (0..7).map(|v| c.primary_index(v)).collect();
+        let primaries: alloc::vec::Vec<_> = (0..7).map(|v| c.primary_index(v).0).collect();
         assert_eq!(primaries, [0, 2, 4, 0, 2, 4, 0]);
-        assert!(c.is_witness(3) && !c.is_witness(2));
+        assert!(c.is_witness(ReplicaIndex(3)) && !c.is_witness(ReplicaIndex(2)));
+    }
+
+    #[test]
+    fn member_ids_and_indexes_convert_only_through_the_configuration() {
+        // §7: after a reconfiguration a replica's index (its place in the
+        // epoch's sorted configuration) and its member id differ.
+        let c = Config::new(1, 3);
+        assert_eq!(c.member_id(ReplicaIndex(2)), MemberId(2));
+        assert_eq!(c.index_of_member(MemberId(2)), Some(ReplicaIndex(2)));
+        assert_eq!(c.index_of_member(MemberId(3)), None);
+        let c = c
+            .with_members(&[MemberId(0), MemberId(4), MemberId(7)])
+            .unwrap();
+        assert_eq!(c.member_id(ReplicaIndex(1)), MemberId(4));
+        assert_eq!(c.member_id(ReplicaIndex(2)), MemberId(7));
+        assert_eq!(c.index_of_member(MemberId(7)), Some(ReplicaIndex(2)));
+        assert_eq!(c.index_of_member(MemberId(2)), None);
+        assert!(c.has_replica(ReplicaIndex(2)) && !c.has_replica(ReplicaIndex(3)));
+        assert_eq!(c.member_ids(), [MemberId(0), MemberId(4), MemberId(7)]);
     }
 }

@@ -4,20 +4,26 @@
 //! A [`Replica`] is pure state: it performs no IO, reads no clock and spawns
 //! no thread. The embedding feeds it inputs and carries out its outputs:
 //!
-//! - inputs: [`Replica::handle_message`] for every decoded frame and
-//!   [`Replica::handle_timeout`] when the deadline from
-//!   [`Replica::poll_timeout`] passes; both take the current [`Instant`];
-//! - outputs: [`Replica::poll_action`], to be drained completely after every
-//!   input: send a message to a replica, or a reply to a client.
+//! - inputs: [`Replica::handle_message`] for every decoded frame, with the
+//!   epoch its header carries, and [`Replica::handle_timeout`]; both take
+//!   the current [`Instant`];
+//! - one output: [`Replica::poll_output`]. The contract: after every input
+//!   drain `poll_output` until it returns [`Output::Timeout`]`(t)`; when
+//!   `t <= now` call `handle_timeout(now)` and drain again; otherwise call
+//!   it at `t`. Draining changes no state. Batching (§6) is the batch
+//!   timer, due at once without `batch_delay_ns`: feeding every input that
+//!   is ready before firing due timers batches those requests into one
+//!   Prepare (see [`Replica`]).
 //!
-//! Reconfiguration (§7) moves a cluster to new members in a new *epoch*:
-//! replicas are then named by their [`MemberId`] (stable across epochs) in
-//! [`Action::Send`], frames carry the sender's epoch, and an embedding
-//! feeds them with [`Replica::handle_message_in_epoch`]; see
-//! `docs/protocol.md`, "Reconfiguration".
+//! Replicas are named by their [`MemberId`] (stable across epochs) in
+//! [`Output::Send`], and by their [`ReplicaIndex`] (their place in one
+//! epoch's configuration) in the protocol; [`Config::member_id`] and
+//! [`Config::index_of_member`] convert. Reconfiguration (§7) moves a
+//! cluster to new members in a new *epoch*; see `docs/protocol.md`,
+//! "Reconfiguration".
 //!
 //! Durable replicas ([`Config::durability`] = [`Durability::Disk`]) also
-//! emit [`Action::Persist`]: the embedding writes it to disk, syncs, and
+//! emit [`Output::Persist`]: the embedding writes it to disk, syncs, and
 //! calls [`Replica::handle_persisted`]; the replica acknowledges and
 //! promises only what is on disk, and one whose disk survived a crash
 //! comes back with [`Replica::restart`].
@@ -34,7 +40,8 @@
 //!
 //! ```
 //! use std::collections::VecDeque;
-//! use vr_core::{Action, Client, ClientConfig, Config, Instant, Message, Replica, Service};
+//! use vr_core::{Client, ClientConfig, Config, Instant, MemberId, Message, Output, Replica};
+//! use vr_core::{ReplicaIndex, Service};
 //!
 //! /// A counter: every operation adds its first byte and returns the total.
 //! struct Counter(u64);
@@ -58,32 +65,39 @@
 //! let config = Config::new(1, 3);
 //! let now = Instant::ZERO;
 //! let mut replicas: Vec<_> = (0..3)
-//!     .map(|i| Replica::new(config.clone(), i, Counter(0), now).unwrap())
+//!     .map(|i| Replica::new(config.clone(), ReplicaIndex(i), Counter(0), now).unwrap())
 //!     .collect();
 //! let mut client = Client::new(ClientConfig::new(&config, 42), 0);
 //! client.request(now, vec![5]).unwrap();
 //!
 //! // A network that delivers every message at once, in order. A real
 //! // embedding encodes with `vr_core::codec` and writes to sockets.
-//! let mut to_replicas: VecDeque<(u8, Message)> = VecDeque::new();
+//! let mut to_replicas: VecDeque<(MemberId, u32, Message)> = VecDeque::new();
 //! let mut result = None;
 //! while result.is_none() {
 //!     while let Some(action) = client.poll_action() {
 //!         let vr_core::ClientAction::Send { replica, message, .. } = action;
-//!         to_replicas.push_back((replica, message));
+//!         to_replicas.push_back((replica, 0, message));
 //!     }
-//!     let Some((to, message)) = to_replicas.pop_front() else { break };
-//!     let replica = &mut replicas[usize::from(to)];
-//!     replica.handle_message(now, message);
-//!     while let Some(action) = replica.poll_action() {
-//!         match action {
-//!             Action::Send { replica, message, .. } => to_replicas.push_back((replica, message)),
-//!             Action::Reply(reply) => result = client.handle_reply(now, reply),
+//!     let Some((to, epoch, message)) = to_replicas.pop_front() else { break };
+//!     // Sends name members; replicas are stored by index.
+//!     let index = config.index_of_member(to).unwrap();
+//!     let replica = &mut replicas[index.as_usize()];
+//!     replica.handle_message(now, epoch, message);
+//!     // Drain until the deadline; fire it when it is due (here: the
+//!     // batch timer, which sends the Prepare), and drain again.
+//!     loop {
+//!         match replica.poll_output() {
+//!             Output::Send { to, epoch, message } => to_replicas.push_back((to, epoch, message)),
+//!             Output::Reply(reply) => result = client.handle_reply(now, reply),
 //!             // Only after a reconfiguration (§7): tell the client.
-//!             Action::NewEpoch { .. } => {}
+//!             Output::NewEpoch { .. } => {}
 //!             // Only with `Durability::Disk`: write it, sync, then call
 //!             // `replica.handle_persisted(now, persist.sequence)`.
-//!             Action::Persist(_) => {}
+//!             Output::Persist(_) => {}
+//!             Output::Timeout(Some(t)) if t <= now => replica.handle_timeout(now),
+//!             // A real embedding sleeps until then (or the next input).
+//!             Output::Timeout(_) => break,
 //!         }
 //!     }
 //! }
@@ -111,7 +125,7 @@ pub use config::Durability;
 pub use config::InjectedBug;
 pub use config::{Config, ConfigError};
 pub use message::{ClientId, EntryKind, LogEntry, MemberId, Message, ReplicaIndex, StartEpoch};
-pub use replica::{Action, DurableState, OnDisk, Persist, Replica, Stats, Status};
+pub use replica::{DurableState, OnDisk, Output, Persist, Replica, Stats, Status};
 pub use time::Instant;
 
 /// The replicated service: a deterministic state machine (§2, "the service").

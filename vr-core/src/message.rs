@@ -17,14 +17,65 @@ pub use crate::checkpoint::{CheckpointSummary, Digest};
 pub type CrashVector = smallvec::SmallVec<[u64; 8]>;
 
 /// Index of a replica in the (sorted) configuration of its epoch:
-/// `0..replica_count`.
-pub type ReplicaIndex = u8;
+/// `0..replica_count`. It names a replica within one epoch only: the
+/// primary of view `v` is the index `v mod n`, and the protocol's messages
+/// carry the sender's index. Across epochs (§7) the same machine may have
+/// another index, or none; its lasting name is its [`MemberId`], and
+/// [`crate::Config::member_id`] / [`crate::Config::index_of_member`] convert
+/// between the two. On the wire it is one byte.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ReplicaIndex(pub u8);
+
+impl ReplicaIndex {
+    /// The index as a `usize`, for indexing per-replica arrays.
+    pub const fn as_usize(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl From<ReplicaIndex> for usize {
+    fn from(index: ReplicaIndex) -> usize {
+        index.as_usize()
+    }
+}
+
+impl core::fmt::Display for ReplicaIndex {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// A replica's identity for the life of a cluster, across epochs (§7): the
-/// name an embedding maps to an address. [`crate::Config::members`] lists
-/// the members of an epoch in index order; without reconfiguration a
-/// replica's member id is its index.
-pub type MemberId = u8;
+/// name an embedding maps to an address, and the destination of every
+/// [`crate::Output::Send`]. [`crate::Config::members`] lists the members of
+/// an epoch in index order; without reconfiguration a replica's member id
+/// equals its [`ReplicaIndex`], but the two are different things, and
+/// converting one into the other goes through the configuration
+/// ([`crate::Config::member_id`], [`crate::Config::index_of_member`]). On
+/// the wire and on disk it is one byte.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct MemberId(pub u8);
+
+impl MemberId {
+    /// The id as a `usize`, for tables indexed by member.
+    pub const fn as_usize(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl From<MemberId> for usize {
+    fn from(member: MemberId) -> usize {
+        member.as_usize()
+    }
+}
+
+impl core::fmt::Display for MemberId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// What a log entry holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

@@ -105,7 +105,7 @@ fn samples() -> Vec<Message> {
         Message::PrepareOk(PrepareOk {
             view: 3,
             op_number: 5,
-            replica: 2,
+            replica: vr_core::ReplicaIndex(2),
             timestamp_ns: 122,
             commit_number: 0,
             crash_vector: [0, 3, u64::MAX].into_iter().collect(),
@@ -135,7 +135,11 @@ fn samples() -> Vec<Message> {
             client_id: 77,
             request_number: 3,
             epoch: 2,
-            members: vec![0, 1, 5],
+            members: vec![
+                vr_core::MemberId(0),
+                vr_core::MemberId(1),
+                vr_core::MemberId(5),
+            ],
             addresses: vec![b"10.0.0.1:7000".to_vec(), vec![], b"x".to_vec()],
         }),
         Message::StartEpoch(vr_core::message::StartEpoch {
@@ -143,13 +147,17 @@ fn samples() -> Vec<Message> {
             epoch: 3,
             op_number: 900,
             entry_view: 12,
-            members: vec![0, 1, 5],
+            members: vec![
+                vr_core::MemberId(0),
+                vr_core::MemberId(1),
+                vr_core::MemberId(5),
+            ],
             addresses: vec![],
-            sender: 1,
+            sender: vr_core::MemberId(1),
         }),
         Message::EpochStarted(vr_core::message::EpochStarted {
             epoch: 3,
-            member: 5,
+            member: vr_core::MemberId(5),
         }),
         Message::ReadRequest(ReadRequest {
             client_id: 5,
@@ -160,7 +168,7 @@ fn samples() -> Vec<Message> {
         Message::StartViewChange(StartViewChange {
             view: 4,
             promised_view: 3,
-            replica: u8::MAX,
+            replica: vr_core::ReplicaIndex(u8::MAX),
             crash_vector: CrashVector::new(),
         }),
         Message::DoViewChange(DoViewChange {
@@ -169,7 +177,7 @@ fn samples() -> Vec<Message> {
             op_number: 7,
             commit_number: 4,
             log: log.clone(),
-            replica: 1,
+            replica: vr_core::ReplicaIndex(1),
             crash_vector: [1, 2, 3, 4, 5, 6, 7, 8, 9].into_iter().collect(),
         }),
         Message::DoViewChange(DoViewChange {
@@ -178,7 +186,7 @@ fn samples() -> Vec<Message> {
             op_number: 4,
             commit_number: 4,
             log: vec![],
-            replica: 0,
+            replica: vr_core::ReplicaIndex(0),
             crash_vector: [0; 3].into_iter().collect(),
         }),
         Message::StartView(StartView {
@@ -196,14 +204,14 @@ fn samples() -> Vec<Message> {
         Message::GetState(GetState {
             view: 4,
             op_number: 4,
-            replica: 2,
+            replica: vr_core::ReplicaIndex(2),
         }),
         Message::NewState(NewState {
             view: 4,
             op_number: 9,
             commit_number: 7,
             log,
-            replica: 0,
+            replica: vr_core::ReplicaIndex(0),
             checkpoint: None,
             full_commit_min: 3,
         }),
@@ -212,12 +220,12 @@ fn samples() -> Vec<Message> {
             op_number: 4,
             commit_number: 4,
             log: vec![],
-            replica: 0,
+            replica: vr_core::ReplicaIndex(0),
             checkpoint: Some(summary()),
             full_commit_min: 0,
         }),
         Message::Recovery(Recovery {
-            replica: 2,
+            replica: vr_core::ReplicaIndex(2),
             nonce: u64::MAX,
             incarnation: 0,
         }),
@@ -228,14 +236,14 @@ fn samples() -> Vec<Message> {
             op_number: 10,
             commit_number: 8,
             crash_vector: [0, 1, 0].into_iter().collect(),
-            replica: 1,
+            replica: vr_core::ReplicaIndex(1),
         }),
         Message::GetCheckpointTree(GetCheckpointTree {
             view: 2,
             root: [7; 32],
             level: 3,
             parents: vec![0, 5, u64::MAX],
-            replica: 1,
+            replica: vr_core::ReplicaIndex(1),
         }),
         Message::CheckpointTree(CheckpointTree {
             view: 2,
@@ -243,14 +251,14 @@ fn samples() -> Vec<Message> {
             level: 3,
             parents: vec![5],
             digests: vec![[1; 32], [2; 32]],
-            replica: 0,
+            replica: vr_core::ReplicaIndex(0),
         }),
         Message::GetCheckpointPages(GetCheckpointPages {
             view: 2,
             root: [7; 32],
             pages: vec![],
             offset: 4096,
-            replica: 2,
+            replica: vr_core::ReplicaIndex(2),
         }),
         Message::CheckpointPages(CheckpointPages {
             view: 2,
@@ -269,7 +277,7 @@ fn samples() -> Vec<Message> {
                     data: vec![],
                 },
             ],
-            replica: 1,
+            replica: vr_core::ReplicaIndex(1),
         }),
     ]
 }
@@ -397,7 +405,7 @@ fn peek_header_reads_the_raw_fields() {
     let message = Message::PrepareOk(PrepareOk {
         view: 9,
         op_number: 5,
-        replica: 2,
+        replica: vr_core::ReplicaIndex(2),
         timestamp_ns: 1,
         commit_number: 0,
         crash_vector: [0, 0, 1].into_iter().collect(),
@@ -730,7 +738,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
                 Message::PrepareOk(PrepareOk {
                     view,
                     op_number,
-                    replica,
+                    replica: vr_core::ReplicaIndex(replica),
                     timestamp_ns,
                     commit_number,
                     crash_vector,
@@ -774,7 +782,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
                 StartViewChange {
                     view,
                     promised_view,
-                    replica,
+                    replica: vr_core::ReplicaIndex(replica),
                     crash_vector,
                 }
             )
@@ -787,7 +795,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
                     op_number,
                     commit_number,
                     log,
-                    replica,
+                    replica: vr_core::ReplicaIndex(replica),
                     crash_vector,
                 })
             }
@@ -804,7 +812,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
             Message::GetState(GetState {
                 view,
                 op_number,
-                replica,
+                replica: vr_core::ReplicaIndex(replica),
             })
         }),
         (
@@ -823,7 +831,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
                         op_number,
                         commit_number,
                         log,
-                        replica,
+                        replica: vr_core::ReplicaIndex(replica),
                         checkpoint,
                         full_commit_min,
                     })
@@ -831,7 +839,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
             ),
         (any::<u8>(), u(), u()).prop_map(|(replica, nonce, incarnation)| {
             Message::Recovery(Recovery {
-                replica,
+                replica: vr_core::ReplicaIndex(replica),
                 nonce,
                 incarnation,
             })
@@ -849,7 +857,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
                     op_number,
                     commit_number,
                     crash_vector,
-                    replica,
+                    replica: vr_core::ReplicaIndex(replica),
                 })
             }
         ),
@@ -866,7 +874,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
                     root,
                     level,
                     parents,
-                    replica,
+                    replica: vr_core::ReplicaIndex(replica),
                 })
             }),
         (
@@ -884,7 +892,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
                     level,
                     parents,
                     digests,
-                    replica,
+                    replica: vr_core::ReplicaIndex(replica),
                 })
             }),
         (u(), any::<[u8; 32]>(), vec(u(), 0..20), u(), any::<u8>()).prop_map(
@@ -894,7 +902,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
                     root,
                     pages,
                     offset,
-                    replica,
+                    replica: vr_core::ReplicaIndex(replica),
                 })
             }
         ),
@@ -917,7 +925,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
                             data,
                         })
                         .collect(),
-                    replica,
+                    replica: vr_core::ReplicaIndex(replica),
                 })
             }),
     ]

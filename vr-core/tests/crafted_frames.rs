@@ -201,7 +201,7 @@ fn config(setup: Setup) -> Config {
     match setup {
         Setup::Plain => {}
         Setup::TinyFrames => config.message_size_max = 600,
-        Setup::Witness => config.witnesses = vec![2],
+        Setup::Witness => config.witnesses = vec![vr_core::ReplicaIndex(2)],
     }
     config.validate().expect("valid test configuration");
     config
@@ -234,15 +234,19 @@ fn ctx(replica: &Replica<Store>, nonce: u64) -> Ctx {
         epoch: replica.epoch(),
         root: replica.checkpoint().root,
         replica_count: replica.config().replica_count,
-        me: replica.replica(),
-        peer: if replica.replica() == 0 { 1 } else { 0 },
+        me: replica.replica().0,
+        peer: if replica.replica() == vr_core::ReplicaIndex(0) {
+            1
+        } else {
+            0
+        },
     }
 }
 
 fn drain(replica: &mut Replica<Store>) -> Vec<Message> {
     let mut sent = Vec::new();
-    while let Some(action) = replica.poll_action() {
-        if let vr_core::Action::Send { message, .. } = action {
+    for output in common::drain(replica).0 {
+        if let vr_core::Output::Send { message, .. } = output {
             sent.push(message);
         }
     }
@@ -284,7 +288,7 @@ fn build(setup: Setup, base: Base) -> (Replica<Store>, Ctx) {
             // A Commit of a later view led by another replica: the backup
             // fetches that view's log.
             let view = (1..)
-                .find(|&v| ![1, 2].contains(&replica.config().primary_index(v)))
+                .find(|&v| ![1, 2].contains(&replica.config().primary_index(v).0))
                 .expect("a view led by replica 0");
             let commit = Commit {
                 view,
@@ -293,14 +297,20 @@ fn build(setup: Setup, base: Base) -> (Replica<Store>, Ctx) {
                 timestamp_ns: 1,
                 full_commit_min: 0,
             };
-            replica.handle_message(now, Message::Commit(commit));
+            replica.handle_message(now, replica.epoch(), Message::Commit(commit));
             drain(&mut replica);
             assert_eq!(replica.status(), Status::ViewChange);
             (replica, 0)
         }
         Base::Recovering => {
-            let mut replica = Replica::recover(config(setup), 1, Store::default(), now, 99)
-                .expect("valid config");
+            let mut replica = Replica::recover(
+                config(setup),
+                vr_core::ReplicaIndex(1),
+                Store::default(),
+                now,
+                99,
+            )
+            .expect("valid config");
             let nonce = drain(&mut replica)
                 .iter()
                 .find_map(|m| match m {
@@ -353,19 +363,29 @@ fn build(setup: Setup, base: Base) -> (Replica<Store>, Ctx) {
             (replica, 0)
         }
         Base::Transitioning | Base::TransitioningSyncing => {
-            let mut replica =
-                Replica::join(config(setup), 3, Store::default(), now, 5).expect("valid config");
+            let mut replica = Replica::join(
+                config(setup),
+                vr_core::MemberId(3),
+                Store::default(),
+                now,
+                5,
+            )
+            .expect("valid config");
             if matches!(base, Base::TransitioningSyncing) {
                 let notice = StartEpoch {
                     view: 0,
                     epoch: 1,
                     op_number: cluster.replicas[0].commit_number(),
                     entry_view: 0,
-                    members: vec![0, 1, 3],
+                    members: vec![
+                        vr_core::MemberId(0),
+                        vr_core::MemberId(1),
+                        vr_core::MemberId(3),
+                    ],
                     addresses: Vec::new(),
-                    sender: 0,
+                    sender: vr_core::MemberId(0),
                 };
-                replica.handle_message_in_epoch(now, 1, Message::StartEpoch(notice));
+                replica.handle_message(now, 1, Message::StartEpoch(notice));
                 drain(&mut replica);
                 assert_eq!(replica.epoch(), 1);
             }
@@ -865,7 +885,7 @@ impl Spec {
             2 => Message::PrepareOk(PrepareOk {
                 view,
                 op_number: op.wrapping_sub(step(1)),
-                replica: c.peer,
+                replica: vr_core::ReplicaIndex(c.peer),
                 timestamp_ns: 5,
                 commit_number: commit.wrapping_sub(step(2)),
                 crash_vector: cv,
@@ -880,7 +900,7 @@ impl Spec {
             5 => Message::StartViewChange(StartViewChange {
                 view: view.wrapping_add(step(1) % 2),
                 promised_view: 0,
-                replica: c.peer,
+                replica: vr_core::ReplicaIndex(c.peer),
                 crash_vector: cv,
             }),
             6 => {
@@ -891,7 +911,11 @@ impl Spec {
                     op_number: commit.wrapping_add(log_ops),
                     commit_number: commit,
                     log: entries(commit.wrapping_add(1), log_ops, step(4) % 2),
-                    replica: if self.status == 0 { c.peer } else { 2 },
+                    replica: if self.status == 0 {
+                        vr_core::ReplicaIndex(c.peer)
+                    } else {
+                        vr_core::ReplicaIndex(2)
+                    },
                     crash_vector: cv,
                 })
             }
@@ -907,7 +931,7 @@ impl Spec {
             8 => Message::GetState(GetState {
                 view,
                 op_number: commit.wrapping_sub(step(1)),
-                replica: c.peer,
+                replica: vr_core::ReplicaIndex(c.peer),
             }),
             9 => {
                 let offer = self.status % 2 == 1;
@@ -925,7 +949,7 @@ impl Spec {
                     } else {
                         entries(commit.wrapping_add(1 + gap), new_ops, view)
                     },
-                    replica: c.peer,
+                    replica: vr_core::ReplicaIndex(c.peer),
                     // The case's checkpoint, or (one time in two) any
                     // summary: 2^24 pages, more pages of the service than
                     // in all.
@@ -956,9 +980,9 @@ impl Spec {
                 commit_number: op,
                 crash_vector: cv,
                 replica: if self.level.is_multiple_of(2) {
-                    c.peer
+                    vr_core::ReplicaIndex(c.peer)
                 } else {
-                    2
+                    vr_core::ReplicaIndex(2)
                 },
             }),
             12 => Message::GetCheckpointTree(GetCheckpointTree {
@@ -966,7 +990,7 @@ impl Spec {
                 root: c.root,
                 level: (step(1) % 3) as u8,
                 parents: vec![0, step(2)],
-                replica: c.peer,
+                replica: vr_core::ReplicaIndex(c.peer),
             }),
             13 => {
                 // The children of every node of one level of the story's tree.
@@ -985,7 +1009,7 @@ impl Spec {
                     level,
                     parents: if parents.is_empty() { vec![0] } else { parents },
                     digests,
-                    replica: c.peer,
+                    replica: vr_core::ReplicaIndex(c.peer),
                 })
             }
             14 => Message::GetCheckpointPages(GetCheckpointPages {
@@ -993,7 +1017,7 @@ impl Spec {
                 root: c.root,
                 pages: vec![0, step(1)],
                 offset: step(2),
-                replica: c.peer,
+                replica: vr_core::ReplicaIndex(c.peer),
             }),
             15 => Message::CheckpointPages(CheckpointPages {
                 view,
@@ -1012,7 +1036,7 @@ impl Spec {
                         }
                     })
                     .collect(),
-                replica: c.peer,
+                replica: vr_core::ReplicaIndex(c.peer),
             }),
             18 => Message::StartEpoch(StartEpoch {
                 view: 0,
@@ -1020,12 +1044,16 @@ impl Spec {
                 op_number: commit.wrapping_add(step(1) % 3).max(1),
                 entry_view: step(2) % 2,
                 members: if self.status.is_multiple_of(2) {
-                    vec![0, 1, 3]
+                    vec![
+                        vr_core::MemberId(0),
+                        vr_core::MemberId(1),
+                        vr_core::MemberId(3),
+                    ]
                 } else {
-                    vec![0, 1]
+                    vec![vr_core::MemberId(0), vr_core::MemberId(1)]
                 },
                 addresses: Vec::new(),
-                sender: c.peer,
+                sender: vr_core::MemberId(c.peer),
             }),
             _ => return None,
         })
@@ -1060,7 +1088,7 @@ impl Spec {
             2 => Message::PrepareOk(PrepareOk {
                 view,
                 op_number: n(1),
-                replica,
+                replica: vr_core::ReplicaIndex(replica),
                 timestamp_ns: n(2),
                 commit_number: n(3),
                 crash_vector: cv(),
@@ -1082,7 +1110,7 @@ impl Spec {
             5 => Message::StartViewChange(StartViewChange {
                 view,
                 promised_view: n(1),
-                replica,
+                replica: vr_core::ReplicaIndex(replica),
                 crash_vector: cv(),
             }),
             6 => {
@@ -1099,7 +1127,7 @@ impl Spec {
                         n(2).wrapping_sub(log.len() as u64)
                     },
                     log,
-                    replica,
+                    replica: vr_core::ReplicaIndex(replica),
                     crash_vector: cv(),
                 })
             }
@@ -1119,7 +1147,7 @@ impl Spec {
             8 => Message::GetState(GetState {
                 view,
                 op_number: n(1),
-                replica,
+                replica: vr_core::ReplicaIndex(replica),
             }),
             9 => {
                 let log = log();
@@ -1137,13 +1165,13 @@ impl Spec {
                     } else {
                         log
                     },
-                    replica,
+                    replica: vr_core::ReplicaIndex(replica),
                     checkpoint,
                     full_commit_min: n(3),
                 })
             }
             10 => Message::Recovery(Recovery {
-                replica,
+                replica: vr_core::ReplicaIndex(replica),
                 nonce: n(1),
                 incarnation: n(2),
             }),
@@ -1158,7 +1186,7 @@ impl Spec {
                 op_number: n(2),
                 commit_number: n(3),
                 crash_vector: cv(),
-                replica,
+                replica: vr_core::ReplicaIndex(replica),
             }),
             12 => Message::GetCheckpointTree(GetCheckpointTree {
                 view,
@@ -1169,7 +1197,7 @@ impl Spec {
                 },
                 level: self.level,
                 parents: list(),
-                replica,
+                replica: vr_core::ReplicaIndex(replica),
             }),
             13 => {
                 let summary = summary();
@@ -1184,7 +1212,7 @@ impl Spec {
                     level: self.level,
                     parents,
                     digests,
-                    replica,
+                    replica: vr_core::ReplicaIndex(replica),
                 })
             }
             14 => Message::GetCheckpointPages(GetCheckpointPages {
@@ -1196,13 +1224,13 @@ impl Spec {
                 },
                 pages: list(),
                 offset: n(1),
-                replica,
+                replica: vr_core::ReplicaIndex(replica),
             }),
             15 => Message::CheckpointPages(CheckpointPages {
                 view,
                 summary: summary(),
                 chunks: self.chunks.iter().map(|s| s.build(c, story)).collect(),
-                replica,
+                replica: vr_core::ReplicaIndex(replica),
             }),
             16 => Message::ReadRequest(ReadRequest {
                 client_id: 1000 + u128::from(self.replica % 4),
@@ -1222,7 +1250,7 @@ impl Spec {
                 } else {
                     self.u as u32
                 },
-                members: self.members.clone(),
+                members: self.members.iter().map(|&m| vr_core::MemberId(m)).collect(),
                 addresses: self.addresses.clone(),
             }),
             18 => Message::StartEpoch(StartEpoch {
@@ -1234,13 +1262,13 @@ impl Spec {
                 },
                 op_number: n(1),
                 entry_view: n(2),
-                members: self.members.clone(),
+                members: self.members.iter().map(|&m| vr_core::MemberId(m)).collect(),
                 addresses: self.addresses.clone(),
-                sender: replica,
+                sender: vr_core::MemberId(replica),
             }),
             _ => Message::EpochStarted(EpochStarted {
                 epoch: self.u as u32,
-                member: replica,
+                member: vr_core::MemberId(replica),
             }),
         }
     }
@@ -1265,8 +1293,8 @@ fn feed(
     let (handled, allocated) = allocated_by(|| {
         match decode_in_epoch(&frame, config.cluster, config.message_size_max as usize) {
             Ok((decoded, epoch, _)) => {
-                replica.handle_message_in_epoch(now, epoch, decoded);
-                while replica.poll_action().is_some() {}
+                replica.handle_message(now, epoch, decoded);
+                common::drain(replica);
                 true
             }
             // A view in the header of a message that carries none.
@@ -1371,7 +1399,7 @@ fn run_case(
         // Timers fire too: state a crafted frame left must not make them panic.
         if spec.u.is_multiple_of(5) {
             replica.handle_timeout(replica.poll_timeout().unwrap_or(now).max(now));
-            while replica.poll_action().is_some() {}
+            common::drain(&mut replica);
         }
     }
     (before, replica.stats().clone())
@@ -1706,7 +1734,7 @@ fn a_do_view_change_committed_to_u64_max_is_dropped() {
             op_number: u64::MAX,
             commit_number: u64::MAX,
             log: Vec::new(),
-            replica: 0,
+            replica: vr_core::ReplicaIndex(0),
             crash_vector: vec![0; 3].into(),
         })
     });
@@ -1725,7 +1753,7 @@ fn recovery_answers_with_incarnation_u64_max_are_dropped() {
             op_number: 0,
             commit_number: 0,
             crash_vector: vec![0, incarnation, 0].into(),
-            replica: from,
+            replica: vr_core::ReplicaIndex(from),
         })
     };
     let now = Instant::from_nanos(1_000_000_000);
@@ -1786,7 +1814,7 @@ fn a_summary_of_two_to_the_24_pages_costs_nothing_up_front() {
             op_number: c.commit_number + 1,
             commit_number: c.commit_number + 1,
             log: Vec::new(),
-            replica: c.peer,
+            replica: vr_core::ReplicaIndex(c.peer),
             checkpoint: Some(CheckpointSummary {
                 op_number: c.commit_number + 1,
                 page_count: 1 << 24,

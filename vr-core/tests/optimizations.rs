@@ -5,7 +5,7 @@ mod common;
 
 use common::{Cluster, Node, Recorder};
 use vr_core::message::{Message, Request};
-use vr_core::{Action, Config, Instant, Replica};
+use vr_core::{Config, Instant, Output, Replica};
 
 fn request(client: u128, number: u64, op: &[u8]) -> Message {
     Message::Request(Request {
@@ -15,23 +15,29 @@ fn request(client: u128, number: u64, op: &[u8]) -> Message {
     })
 }
 
-/// Prepares sent by `replica`, as (destination, entry count).
-fn prepares(replica: &mut Replica<Recorder>) -> Vec<(u8, usize)> {
-    std::iter::from_fn(|| replica.poll_action())
-        .filter_map(|action| match action {
-            Action::Send {
-                replica,
+/// Prepares sent by `replica` once the timers due at `now` fired, as
+/// (destination, entry count).
+fn prepares(replica: &mut Replica<Recorder>, now: Instant) -> Vec<(u8, usize)> {
+    only_prepares(common::outputs(replica, now))
+}
+
+fn only_prepares(outputs: Vec<Output>) -> Vec<(u8, usize)> {
+    outputs
+        .into_iter()
+        .filter_map(|output| match output {
+            Output::Send {
+                to,
                 message: Message::Prepare(p),
                 ..
-            } => Some((replica, p.entries.len())),
+            } => Some((to.0, p.entries.len())),
             _ => None,
         })
         .collect()
 }
 
 /// Reference: §6 ("batching"). Requests that reach the primary in one go
-/// (before the embedding drains its outputs) leave in one Prepare per
-/// backup, cut at `batch_ops_max`; with `batch_ops_max = 1` each request has
+/// (fed before the embedding fires the batch timer) leave in one Prepare
+/// per backup, cut at `batch_ops_max`; with `batch_ops_max = 1` each request has
 /// its own Prepare, as in §4.1.
 #[test]
 fn requests_that_arrive_together_share_a_prepare() {
@@ -39,11 +45,12 @@ fn requests_that_arrive_together_share_a_prepare() {
         let mut config = Config::new(7, 3);
         config.batch_ops_max = batch_ops_max;
         let now = Instant::ZERO;
-        let mut primary = Replica::new(config, 0, Recorder::default(), now).unwrap();
+        let mut primary =
+            Replica::new(config, vr_core::ReplicaIndex(0), Recorder::default(), now).unwrap();
         for i in 0..10u64 {
-            primary.handle_message(now, request(100 + u128::from(i), 1, b"w"));
+            primary.handle_message(now, 0, request(100 + u128::from(i), 1, b"w"));
         }
-        let sent = prepares(&mut primary);
+        let sent = prepares(&mut primary, now);
         for backup in [1u8, 2] {
             let sizes: Vec<usize> = sent
                 .iter()
@@ -62,12 +69,68 @@ fn requests_that_arrive_together_share_a_prepare() {
 fn a_batch_delay_holds_a_partial_batch_until_it_expires() {
     let mut config = Config::new(7, 3);
     config.batch_delay_ns = 1_000_000;
-    let mut primary = Replica::new(config, 0, Recorder::default(), Instant::ZERO).unwrap();
-    primary.handle_message(Instant::ZERO, request(1, 1, b"w"));
-    assert!(prepares(&mut primary).is_empty(), "held for the delay");
+    let mut primary = Replica::new(
+        config,
+        vr_core::ReplicaIndex(0),
+        Recorder::default(),
+        Instant::ZERO,
+    )
+    .unwrap();
+    primary.handle_message(Instant::ZERO, 0, request(1, 1, b"w"));
+    assert!(
+        prepares(&mut primary, Instant::ZERO).is_empty(),
+        "held for the delay"
+    );
     assert_eq!(primary.poll_timeout(), Some(Instant::from_nanos(1_000_000)));
-    primary.handle_timeout(Instant::from_nanos(1_000_000));
-    assert_eq!(prepares(&mut primary), vec![(1, 1), (2, 1)]);
+    let later = Instant::from_nanos(1_000_000);
+    assert_eq!(prepares(&mut primary, later), vec![(1, 1), (2, 1)]);
+}
+
+/// Reference: §6 ("batching"). Without a delay the batch is an explicit
+/// timer due at the instant its first request arrived: draining the
+/// outputs sends nothing and changes nothing (`poll_output` is a pure
+/// drain), the timer then sends the batch; an embedding that fires timers
+/// after every input sends one Prepare per request instead.
+#[test]
+fn the_batch_timer_is_due_at_once_and_draining_never_sends_the_batch() {
+    let config = Config::new(7, 3);
+    let at = Instant::from_nanos(5_000);
+    let mut primary = Replica::new(
+        config.clone(),
+        vr_core::ReplicaIndex(0),
+        Recorder::default(),
+        Instant::ZERO,
+    )
+    .unwrap();
+    primary.handle_message(at, 0, request(1, 1, b"w"));
+    primary.handle_message(at, 0, request(2, 1, b"w"));
+    let (drained, deadline) = common::drain(&mut primary);
+    assert!(only_prepares(drained).is_empty(), "a drain sends no batch");
+    assert_eq!(deadline, Some(at), "the batch timer is due at once");
+    assert_eq!(
+        common::drain(&mut primary),
+        (vec![], Some(at)),
+        "draining again changes nothing"
+    );
+    primary.handle_timeout(at);
+    assert_eq!(prepares(&mut primary, at), vec![(1, 2), (2, 2)]);
+
+    // Timers fired after each input: one Prepare per request.
+    let mut primary = Replica::new(
+        config,
+        vr_core::ReplicaIndex(0),
+        Recorder::default(),
+        Instant::ZERO,
+    )
+    .unwrap();
+    primary.handle_message(at, 0, request(1, 1, b"w"));
+    let first = prepares(&mut primary, at);
+    primary.handle_message(at, 0, request(2, 1, b"w"));
+    let second = prepares(&mut primary, at);
+    assert_eq!(
+        (first, second),
+        (vec![(1, 1), (2, 1)], vec![(1, 1), (2, 1)])
+    );
 }
 
 /// Batched ops commit, execute once each in order, and are answered per
@@ -153,8 +216,8 @@ fn a_deposed_primary_stops_leased_reads_before_a_new_view_forms() {
     for step in 0..800u64 {
         // A client read reaches the old primary every millisecond.
         let before = cluster.replicas[0].stats().leased_reads;
-        cluster.replicas[0].handle_message(cluster.now, request(9, 1000 + step, b"read"));
-        while cluster.replicas[0].poll_action().is_some() {}
+        cluster.replicas[0].handle_message(cluster.now, 0, request(9, 1000 + step, b"read"));
+        common::drain(&mut cluster.replicas[0]);
         if cluster.replicas[0].stats().leased_reads > before {
             last_leased_read_at = cluster.now;
         }
@@ -214,7 +277,7 @@ fn a_read_at_a_lagging_backup_waits_for_the_clients_writes() {
     assert!(lagging_commit < write.op_number);
     let now = cluster.now;
     let number = cluster.clients[0]
-        .read_at(now, 2, b"read".to_vec())
+        .read_at(now, vr_core::ReplicaIndex(2), b"read".to_vec())
         .unwrap();
     cluster.drain_client(0);
     assert!(
@@ -231,7 +294,7 @@ fn a_read_at_a_lagging_backup_waits_for_the_clients_writes() {
     // Monotonic: a read at the other backup is no older.
     let now = cluster.now;
     let number = cluster.clients[0]
-        .read_at(now, 1, b"read".to_vec())
+        .read_at(now, vr_core::ReplicaIndex(1), b"read".to_vec())
         .unwrap();
     cluster.drain_client(0);
     let again = cluster.await_completion(0, number, 2_000).unwrap();
@@ -258,7 +321,7 @@ fn a_recovered_replica_keeps_its_lease_promise() {
         Message::StartViewChange(vr_core::message::StartViewChange {
             view: 5,
             promised_view: 0,
-            replica: 1,
+            replica: vr_core::ReplicaIndex(1),
             crash_vector,
         }),
     );

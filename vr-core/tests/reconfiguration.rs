@@ -128,7 +128,7 @@ fn replace_one_replica() {
     cluster.run_for_ms(300);
     cluster.assert_agreement();
     assert_eq!(cluster.executed(3).len(), 20);
-    assert_eq!(cluster.replicas[3].epoch_members(), vec![0, 1, 3]);
+    assert_eq!(cluster.replicas[3].epoch_members(), members(&[0, 1, 3]));
 }
 
 /// §7.2: the primary crashes right after the reconfiguration commits, before
@@ -220,7 +220,7 @@ fn invalid_reconfigurations_are_refused() {
 #[test]
 fn clusters_with_witnesses_refuse_reconfiguration() {
     let mut config = Config::new(7, 3);
-    config.witnesses = vec![2];
+    config.witnesses = vec![vr_core::ReplicaIndex(2)];
     let mut cluster = Cluster::with_config(config, 2);
     cluster.execute(0, b"x");
     let number = cluster.reconfigure(1, &[0, 1]);
@@ -267,7 +267,15 @@ fn addresses_travel_with_the_new_epoch() {
         .map(|a| a.as_bytes().to_vec())
         .collect();
     let number = cluster.clients[1]
-        .reconfigure_with_addresses(cluster.now, vec![0, 1, 3], addresses.clone())
+        .reconfigure_with_addresses(
+            cluster.now,
+            vec![
+                vr_core::MemberId(0),
+                vr_core::MemberId(1),
+                vr_core::MemberId(3),
+            ],
+            addresses.clone(),
+        )
         .unwrap();
     cluster.drain_client(1);
     cluster.await_completion(1, number, 10_000).unwrap();
@@ -285,10 +293,10 @@ fn addresses_travel_with_the_new_epoch() {
     );
     cluster.execute(0, b"y");
     assert_eq!(cluster.clients[0].addresses(), &addresses[..]);
-    assert_eq!(cluster.clients[0].members(), vec![0, 1, 3]);
+    assert_eq!(cluster.clients[0].members(), members(&[0, 1, 3]));
     // An address longer than the bound is refused.
     let number = cluster.clients[1]
-        .reconfigure_with_addresses(cluster.now, vec![0, 1], vec![vec![b'x'; 256], vec![]])
+        .reconfigure_with_addresses(cluster.now, members(&[0, 1]), vec![vec![b'x'; 256], vec![]])
         .unwrap();
     cluster.drain_client(1);
     assert!(cluster.await_completion(1, number, 500).is_none());
@@ -448,4 +456,9 @@ fn a_wiped_replica_restarted_in_an_older_epoch_recovers_in_the_next_one() {
         assert!(executed.iter().any(|op| op == b"W1"), "r{r} lost W1");
         assert!(executed.iter().any(|op| op == b"W2"), "r{r} lacks W2");
     }
+}
+
+/// Member ids from their numbers.
+fn members(ids: &[u8]) -> Vec<vr_core::MemberId> {
+    ids.iter().map(|&m| vr_core::MemberId(m)).collect()
 }

@@ -195,7 +195,7 @@ fn a_vote_from_before_a_crash_is_not_counted_after_recovery() {
     let stale = PrepareOk {
         view: 0,
         op_number: 1,
-        replica: 2,
+        replica: vr_core::ReplicaIndex(2),
         timestamp_ns: 0,
         commit_number: 0,
         crash_vector: common::cv(3),
@@ -439,7 +439,7 @@ fn a_replica_known_by_a_later_incarnation_moves_above_it() {
     let vote = PrepareOk {
         view: 0,
         op_number: 1,
-        replica: 1,
+        replica: vr_core::ReplicaIndex(1),
         timestamp_ns: 0,
         commit_number: 1,
         crash_vector,

@@ -309,7 +309,13 @@ fn lagging_backup_catches_up_inside_its_view() {
 fn backup_does_not_acknowledge_across_a_gap() {
     let config = Config::new(7, 3);
     let now = Instant::ZERO;
-    let mut backup = Replica::new(config, 1, common::Recorder::default(), now).unwrap();
+    let mut backup = Replica::new(
+        config,
+        vr_core::ReplicaIndex(1),
+        common::Recorder::default(),
+        now,
+    )
+    .unwrap();
     let entry = |n: u64| LogEntry {
         op_number: n,
         view: 0,
@@ -320,6 +326,7 @@ fn backup_does_not_acknowledge_across_a_gap() {
     };
     backup.handle_message(
         now,
+        0,
         Message::Prepare(Prepare {
             view: 0,
             commit_number: 0,
@@ -328,12 +335,12 @@ fn backup_does_not_acknowledge_across_a_gap() {
             entries: vec![entry(2)],
         }),
     );
-    let actions: Vec<_> = std::iter::from_fn(|| backup.poll_action()).collect();
+    let actions: Vec<_> = common::drain(&mut backup).0.into_iter().collect();
     assert_eq!(backup.op_number(), 0);
     assert!(
         actions.iter().all(|a| !matches!(
             a,
-            vr_core::Action::Send {
+            vr_core::Output::Send {
                 message: Message::PrepareOk(_),
                 ..
             }
@@ -342,9 +349,10 @@ fn backup_does_not_acknowledge_across_a_gap() {
     );
     assert!(actions
         .iter()
-        .any(|a| matches!(a, vr_core::Action::Send { replica: 0, message: Message::GetState(g), .. } if g.op_number == 0)));
+        .any(|a| matches!(a, vr_core::Output::Send { to: vr_core::MemberId(0), message: Message::GetState(g), .. } if g.op_number == 0)));
     backup.handle_message(
         now,
+        0,
         Message::Prepare(Prepare {
             view: 0,
             commit_number: 0,
@@ -353,10 +361,10 @@ fn backup_does_not_acknowledge_across_a_gap() {
             entries: vec![entry(1)],
         }),
     );
-    let actions: Vec<_> = std::iter::from_fn(|| backup.poll_action()).collect();
+    let actions: Vec<_> = common::drain(&mut backup).0.into_iter().collect();
     assert!(actions
         .iter()
-        .any(|a| matches!(a, vr_core::Action::Send { replica: 0, message: Message::PrepareOk(p), .. } if p.op_number == 1)));
+        .any(|a| matches!(a, vr_core::Output::Send { to: vr_core::MemberId(0), message: Message::PrepareOk(p), .. } if p.op_number == 1)));
 }
 
 /// Reference: §4.2 ("a replica in view-change status does not accept
@@ -366,16 +374,23 @@ fn backup_does_not_acknowledge_across_a_gap() {
 fn replica_changing_view_rejects_old_prepares() {
     let config = Config::new(7, 3);
     let now = Instant::ZERO;
-    let mut backup = Replica::new(config.clone(), 2, common::Recorder::default(), now).unwrap();
+    let mut backup = Replica::new(
+        config.clone(),
+        vr_core::ReplicaIndex(2),
+        common::Recorder::default(),
+        now,
+    )
+    .unwrap();
     // Two others want view 1; backup 2 has not heard from the primary for a
     // long time, so it joins.
     let later = now + 10 * config.view_change_timeout_ns;
     backup.handle_message(
         later,
+        0,
         Message::StartViewChange(StartViewChange {
             view: 1,
             promised_view: 0,
-            replica: 1,
+            replica: vr_core::ReplicaIndex(1),
             crash_vector: common::cv(3),
         }),
     );
@@ -383,6 +398,7 @@ fn replica_changing_view_rejects_old_prepares() {
     assert_eq!(backup.view(), 1);
     backup.handle_message(
         later,
+        0,
         Message::Prepare(Prepare {
             view: 0,
             commit_number: 0,
@@ -410,7 +426,13 @@ fn new_primary_chooses_largest_last_normal_view_then_op_number() {
     let config = Config::new(7, 5);
     let now = Instant::ZERO;
     // Replica 1 is a backup in view 0 and the primary of view 6 (6 mod 5).
-    let mut primary = Replica::new(config.clone(), 1, common::Recorder::default(), now).unwrap();
+    let mut primary = Replica::new(
+        config.clone(),
+        vr_core::ReplicaIndex(1),
+        common::Recorder::default(),
+        now,
+    )
+    .unwrap();
     let later = now + 10 * config.view_change_timeout_ns;
     let entry = |n: u64, view: u64, tag: &str| LogEntry {
         op_number: n,
@@ -423,10 +445,11 @@ fn new_primary_chooses_largest_last_normal_view_then_op_number() {
     for replica in [2, 3] {
         primary.handle_message(
             later,
+            0,
             Message::StartViewChange(StartViewChange {
                 view: 6,
                 promised_view: 0,
-                replica,
+                replica: vr_core::ReplicaIndex(replica),
                 crash_vector: common::cv(5),
             }),
         );
@@ -439,7 +462,7 @@ fn new_primary_chooses_largest_last_normal_view_then_op_number() {
         op_number: 2,
         commit_number: 0,
         log: vec![entry(1, 3, "a"), entry(2, 3, "b")],
-        replica: 2,
+        replica: vr_core::ReplicaIndex(2),
         crash_vector: common::cv(5),
     };
     let from_3 = DoViewChange {
@@ -453,16 +476,16 @@ fn new_primary_chooses_largest_last_normal_view_then_op_number() {
             entry(3, 1, "y"),
             entry(4, 1, "z"),
         ],
-        replica: 3,
+        replica: vr_core::ReplicaIndex(3),
         crash_vector: common::cv(5),
     };
-    primary.handle_message(later, Message::DoViewChange(from_3));
+    primary.handle_message(later, 0, Message::DoViewChange(from_3));
     assert_eq!(
         primary.status(),
         Status::ViewChange,
         "two of three DoViewChanges"
     );
-    primary.handle_message(later, Message::DoViewChange(from_2.clone()));
+    primary.handle_message(later, 0, Message::DoViewChange(from_2.clone()));
     assert!(primary.is_primary());
     assert_eq!(primary.view(), 6);
     assert_eq!(primary.last_normal_view(), 6);
@@ -472,8 +495,8 @@ fn new_primary_chooses_largest_last_normal_view_then_op_number() {
         &from_2.log[..],
         "the log of the latest normal view wins"
     );
-    let start_views = std::iter::from_fn(|| primary.poll_action())
-        .filter(|a| matches!(a, vr_core::Action::Send { message: Message::StartView(sv), .. } if sv.view == 6 && sv.log == from_2.log))
+    let start_views = common::drain(&mut primary).0.into_iter()
+        .filter(|a| matches!(a, vr_core::Output::Send { message: Message::StartView(sv), .. } if sv.view == 6 && sv.log == from_2.log))
         .count();
     assert_eq!(start_views, 4, "StartView to every other replica");
 }
@@ -484,14 +507,21 @@ fn new_primary_chooses_largest_last_normal_view_then_op_number() {
 fn equal_last_normal_views_break_ties_by_op_number() {
     let config = Config::new(7, 3);
     let now = Instant::ZERO;
-    let mut primary = Replica::new(config.clone(), 1, common::Recorder::default(), now).unwrap();
+    let mut primary = Replica::new(
+        config.clone(),
+        vr_core::ReplicaIndex(1),
+        common::Recorder::default(),
+        now,
+    )
+    .unwrap();
     let later = now + 10 * config.view_change_timeout_ns;
     primary.handle_message(
         later,
+        0,
         Message::StartViewChange(StartViewChange {
             view: 1,
             promised_view: 0,
-            replica: 2,
+            replica: vr_core::ReplicaIndex(2),
             crash_vector: common::cv(3),
         }),
     );
@@ -508,10 +538,10 @@ fn equal_last_normal_views_break_ties_by_op_number() {
             op: b"k".to_vec(),
             kind: Default::default(),
         }],
-        replica: 2,
+        replica: vr_core::ReplicaIndex(2),
         crash_vector: common::cv(3),
     };
-    primary.handle_message(later, Message::DoViewChange(longer.clone()));
+    primary.handle_message(later, 0, Message::DoViewChange(longer.clone()));
     assert!(primary.is_primary());
     assert_eq!(primary.log(), &longer.log[..]);
 }
@@ -613,7 +643,13 @@ fn new_primary_fetches_committed_prefix_it_lacks() {
     use vr_core::message::NewState;
     let config = Config::new(7, 3);
     let now = Instant::ZERO;
-    let mut primary = Replica::new(config.clone(), 1, common::Recorder::default(), now).unwrap();
+    let mut primary = Replica::new(
+        config.clone(),
+        vr_core::ReplicaIndex(1),
+        common::Recorder::default(),
+        now,
+    )
+    .unwrap();
     let later = now + 10 * config.view_change_timeout_ns;
     let entry = |n: u64| LogEntry {
         op_number: n,
@@ -625,22 +661,24 @@ fn new_primary_fetches_committed_prefix_it_lacks() {
     };
     primary.handle_message(
         later,
+        0,
         Message::StartViewChange(StartViewChange {
             view: 1,
             promised_view: 0,
-            replica: 2,
+            replica: vr_core::ReplicaIndex(2),
             crash_vector: common::cv(3),
         }),
     );
     primary.handle_message(
         later,
+        0,
         Message::DoViewChange(DoViewChange {
             view: 1,
             last_normal_view: 0,
             op_number: 4,
             commit_number: 3,
             log: vec![entry(4)],
-            replica: 2,
+            replica: vr_core::ReplicaIndex(2),
             crash_vector: common::cv(3),
         }),
     );
@@ -650,8 +688,8 @@ fn new_primary_fetches_committed_prefix_it_lacks() {
         "waiting for the committed prefix"
     );
     assert_eq!(primary.op_number(), 0, "its own log is untouched meanwhile");
-    let asked = std::iter::from_fn(|| primary.poll_action()).any(|a| {
-        matches!(a, vr_core::Action::Send { replica: 2, message: Message::GetState(g), .. } if g.view == 1 && g.op_number == 0)
+    let asked = common::drain(&mut primary).0.into_iter().any(|a| {
+        matches!(a, vr_core::Output::Send { to: vr_core::MemberId(2), message: Message::GetState(g), .. } if g.view == 1 && g.op_number == 0)
     });
     assert!(
         asked,
@@ -659,12 +697,13 @@ fn new_primary_fetches_committed_prefix_it_lacks() {
     );
     primary.handle_message(
         later,
+        0,
         Message::NewState(NewState {
             view: 1,
             op_number: 3,
             commit_number: 3,
             log: vec![entry(1), entry(2), entry(3)],
-            replica: 2,
+            replica: vr_core::ReplicaIndex(2),
             checkpoint: None,
             full_commit_min: 0,
         }),

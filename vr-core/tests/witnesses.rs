@@ -13,7 +13,10 @@ use vr_core::{Config, Status};
 fn witness_cluster(n: u8, witnesses: &[u8], clients: usize, seed: u64) -> Cluster {
     let mut config = Config::new(7, n);
     config.seed = seed;
-    config.witnesses = witnesses.to_vec();
+    config.witnesses = witnesses
+        .iter()
+        .map(|&w| vr_core::ReplicaIndex(w))
+        .collect();
     config.checkpoint_interval_ops = 16;
     config.log_tail_ops = 4;
     Cluster::with_config(config, clients)
@@ -161,7 +164,10 @@ fn witnesses_are_never_primary_and_complete_quorums() {
         }
     }
     let survivor = (0..5u8)
-        .find(|&r| !cluster.crashed[usize::from(r)] && !cluster.config.witnesses.contains(&r))
+        .find(|&r| {
+            !cluster.crashed[usize::from(r)]
+                && !cluster.config.witnesses.contains(&vr_core::ReplicaIndex(r))
+        })
         .expect("one full replica left");
     assert_eq!(cluster.executed(survivor), expected);
     for witness in [1, 3] {
@@ -234,7 +240,7 @@ fn witness_recovers_without_state() {
 #[test]
 fn witness_log_bound_holds_requests_until_the_full_replica_returns() {
     let mut config = Config::new(7, 3);
-    config.witnesses = vec![2];
+    config.witnesses = vec![vr_core::ReplicaIndex(2)];
     config.witness_log_ops_max = 20;
     config.checkpoint_interval_ops = 8;
     config.log_tail_ops = 2;

@@ -74,7 +74,7 @@ impl ClientShared {
                 .and_then(Option::as_ref)
                 .is_some_and(|outbox| outbox.push(frame));
             if !queued {
-                debug!(replica, "request frame dropped: queue full or no address");
+                debug!(%replica, "request frame dropped: queue full or no address");
             }
         }
     }
@@ -332,20 +332,20 @@ async fn connect_replica(shared: Rc<ClientShared>, replica: MemberId) {
         let mut stream = match TcpStream::connect_timeout(address, CONNECT_TIMEOUT).await {
             Ok(stream) => stream,
             Err(error) => {
-                debug!(replica, %address, %error, "client could not connect");
+                debug!(%replica, %address, %error, "client could not connect");
                 outbox.clear();
                 continue;
             }
         };
         if let Err(error) = stream.set_nodelay(true) {
-            debug!(replica, %error, "could not set TCP_NODELAY");
+            debug!(%replica, %error, "could not set TCP_NODELAY");
         }
         let closed = run_connection(&mut stream, &outbox, |bytes| shared.on_bytes(bytes)).await;
         match closed {
-            Closed::Eof { .. } => debug!(replica, %address, "replica closed the connection"),
-            Closed::Io(error) => info!(replica, %address, %error, "connection to replica failed"),
+            Closed::Eof { .. } => debug!(%replica, %address, "replica closed the connection"),
+            Closed::Io(error) => info!(%replica, %address, %error, "connection to replica failed"),
             Closed::BadInput(error) => {
-                warn!(replica, %address, %error, "replica sent a bad frame; connection closed");
+                warn!(%replica, %address, %error, "replica sent a bad frame; connection closed");
             }
         }
     }

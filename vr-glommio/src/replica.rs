@@ -30,7 +30,7 @@ use glommio::{spawn_local, ExecutorJoinHandle};
 use tracing::{info, warn};
 use vr_core::codec::DecodeError;
 use vr_core::node::{ConnectionId, Destination, NodeEvent, NodeStats, ReplicaNode};
-use vr_core::{Instant, MemberId, ReplicaIndex, Service};
+use vr_core::{Instant, MemberId, Service};
 use vr_storage::data_dir::{Boot, DataDir, PersistJob};
 
 use crate::connection::{run_connection, Closed, Outbox};
@@ -59,7 +59,7 @@ pub struct ConnectionStats {
     pub remote: Option<SocketAddr>,
     /// `Some(i)` for this replica's outbound connection to member `i`;
     /// `None` for an inbound connection (a peer's or a client's).
-    pub peer: Option<ReplicaIndex>,
+    pub peer: Option<MemberId>,
     /// Bytes of whole frames received and accepted on it.
     pub bytes_in: u64,
     /// Frames written to it.
@@ -266,7 +266,7 @@ async fn run<S: Service + 'static>(
     if let Some(dir) = data_dir {
         tasks.push(spawn_local(persist(shared.clone(), dir, control.clone())).detach());
     }
-    info!(replica, "replica started");
+    info!(%replica, "replica started");
     while let Some(Control::Stats(reply)) = control.recv().await {
         // The handle may have given up waiting; nothing to do then.
         let _ = reply.send(shared.borrow().stats());
@@ -291,7 +291,7 @@ async fn run<S: Service + 'static>(
     // releases the port before `stop` returns.
     glommio::timer::sleep(CANCEL_FLUSH_DELAY).await;
     drop(listener);
-    info!(replica, "replica stopped");
+    info!(%replica, "replica stopped");
 }
 
 /// A durable replica's persists: each carried out on the executor's
@@ -321,7 +321,7 @@ async fn persist<S: Service + 'static>(
             .await;
         if let Err(error) = outcome {
             let replica = shared.borrow().options.replica;
-            tracing::error!(replica, %error, "storage failed: stopping the replica");
+            tracing::error!(%replica, %error, "storage failed: stopping the replica");
             control.close();
             return;
         }
@@ -379,7 +379,7 @@ struct Shared<S: Service> {
 struct Connection {
     outbox: Rc<Outbox>,
     remote: Option<SocketAddr>,
-    peer: Option<ReplicaIndex>,
+    peer: Option<MemberId>,
     bytes_in: u64,
     /// The task serving an inbound connection, cancelled on stop.
     task: Option<JoinHandle<()>>,
@@ -393,7 +393,7 @@ impl<S: Service> Shared<S> {
             .collect();
         let peers_to_start = (0..options.addresses.len())
             .filter(|&peer| peer != me)
-            .map(|peer| peer as MemberId)
+            .map(|peer| MemberId(peer as u8))
             .collect();
         let peers_added = Rc::new(Notify::default());
         peers_added.notify();
@@ -448,7 +448,7 @@ impl<S: Service> Shared<S> {
     fn open_connection(
         &mut self,
         remote: Option<SocketAddr>,
-        peer: Option<ReplicaIndex>,
+        peer: Option<MemberId>,
         outbox: Rc<Outbox>,
     ) -> ConnectionId {
         let id = self.next_connection;
@@ -479,12 +479,12 @@ impl<S: Service> Shared<S> {
         let remote = connection.remote;
         match closed {
             Closed::Eof { partial_bytes: 0 } => {
-                info!(replica, connection = id, ?remote, "connection closed");
+                info!(%replica, connection = id, ?remote, "connection closed");
             }
             Closed::Eof { partial_bytes } => {
                 self.counters.connections_closed_mid_frame += 1;
                 info!(
-                    replica,
+                    %replica,
                     connection = id,
                     ?remote,
                     partial_bytes,
@@ -492,12 +492,12 @@ impl<S: Service> Shared<S> {
                 );
             }
             Closed::Io(error) => {
-                info!(replica, connection = id, ?remote, %error, "connection failed");
+                info!(%replica, connection = id, ?remote, %error, "connection failed");
             }
             Closed::BadInput(error) => {
                 self.counters.connections_closed_bad_input += 1;
                 // The frame itself was logged as a warning when rejected.
-                info!(replica, connection = id, ?remote, %error, "closed a connection that sent a bad frame");
+                info!(%replica, connection = id, ?remote, %error, "closed a connection that sent a bad frame");
             }
         }
     }
@@ -536,13 +536,13 @@ impl<S: Service> Shared<S> {
                     view,
                     status,
                     primary,
-                } => info!(replica, view, ?status, primary, "status changed"),
+                } => info!(%replica, view, ?status, primary, "status changed"),
                 NodeEvent::FrameRejected { connection, error } => {
-                    warn!(replica, connection, %error, "rejected a frame; closing its connection");
+                    warn!(%replica, connection, %error, "rejected a frame; closing its connection");
                 }
                 NodeEvent::EpochChanged { epoch, members } => self.on_epoch(epoch, members),
                 NodeEvent::ClusterFormed { view } => {
-                    tracing::warn!(replica, view, "formed a new, empty cluster: every other replica answered that it holds no state; if this cluster held data, that data is lost (more than f replicas were down or recovering at once)");
+                    tracing::warn!(%replica, view, "formed a new, empty cluster: every other replica answered that it holds no state; if this cluster held data, that data is lost (more than f replicas were down or recovering at once)");
                 }
                 NodeEvent::Persist(persist) => {
                     let job = PersistJob::new(self.node.replica(), persist);
@@ -582,7 +582,7 @@ impl<S: Service> Shared<S> {
     fn on_epoch(&mut self, epoch: u32, members: Vec<(MemberId, Vec<u8>)>) {
         let replica = self.options.replica;
         let ids: Vec<MemberId> = members.iter().map(|(m, _)| *m).collect();
-        info!(replica, epoch, members = ?ids, "epoch changed");
+        info!(%replica, epoch, members = ?ids, "epoch changed");
         for (member, address) in members {
             let Some(address) = crate::parse_address(&address) else {
                 continue;
@@ -600,7 +600,7 @@ impl<S: Service> Shared<S> {
             if self.peer_addresses[index] == Some(address) {
                 continue;
             }
-            info!(replica, member, %address, "member address learned");
+            info!(%replica, %member, %address, "member address learned");
             self.peer_addresses[index] = Some(address);
             if self.peers[index].is_none() {
                 let outbox = Rc::new(Outbox::new(self.options.peer_queue_bytes_max));
@@ -639,7 +639,7 @@ async fn accept<S: Service + 'static>(shared: Rc<RefCell<Shared<S>>>, listener: 
         match listener.accept().await {
             Ok(stream) => serve_inbound(&shared, stream),
             Err(error) => {
-                warn!(replica = shared.borrow().options.replica, %error, "accept failed");
+                warn!(replica = %shared.borrow().options.replica, %error, "accept failed");
                 glommio::timer::sleep(ACCEPT_RETRY_DELAY).await;
             }
         }
@@ -652,7 +652,7 @@ fn serve_inbound<S: Service + 'static>(shared: &Rc<RefCell<Shared<S>>>, mut stre
     let replica = state.options.replica;
     if state.inbound_open >= state.options.client_connections_max {
         state.counters.connections_refused += 1;
-        info!(replica, ?remote, "refused a connection: too many open");
+        info!(%replica, ?remote, "refused a connection: too many open");
         return;
     }
     state.counters.connections_accepted += 1;
@@ -665,7 +665,7 @@ fn serve_inbound<S: Service + 'static>(shared: &Rc<RefCell<Shared<S>>>, mut stre
     }
     // Frames are small and latency matters; batching is done by the queue.
     if let Err(error) = stream.set_nodelay(true) {
-        info!(replica, ?remote, %error, "could not set TCP_NODELAY");
+        info!(%replica, ?remote, %error, "could not set TCP_NODELAY");
     }
     let outbox = Rc::new(Outbox::new(state.options.peer_queue_bytes_max));
     let id = state.open_connection(remote, None, outbox.clone());
@@ -716,7 +716,7 @@ async fn back_off(backoff: Duration, min: Duration, wake: &Notify) -> bool {
 /// `wake` says a connection was accepted (the peer may have restarted).
 async fn connect_peer<S: Service + 'static>(
     shared: Rc<RefCell<Shared<S>>>,
-    peer: ReplicaIndex,
+    peer: MemberId,
     wake: Rc<Notify>,
 ) {
     let (replica, outbox, backoff_min, backoff_max) = {
@@ -742,7 +742,7 @@ async fn connect_peer<S: Service + 'static>(
         let mut stream = match TcpStream::connect_timeout(address, CONNECT_TIMEOUT).await {
             Ok(stream) => stream,
             Err(error) => {
-                info!(replica, peer, %address, %error, ?backoff, "connecting to peer failed");
+                info!(%replica, %peer, %address, %error, ?backoff, "connecting to peer failed");
                 {
                     let counters = &mut shared.borrow_mut().counters;
                     counters.connect_failures += 1;
@@ -759,7 +759,7 @@ async fn connect_peer<S: Service + 'static>(
         };
         backoff = backoff_min;
         if let Err(error) = stream.set_nodelay(true) {
-            info!(replica, peer, %error, "could not set TCP_NODELAY");
+            info!(%replica, %peer, %error, "could not set TCP_NODELAY");
         }
         let id = {
             let mut state = shared.borrow_mut();
@@ -768,7 +768,7 @@ async fn connect_peer<S: Service + 'static>(
             }
             state.open_connection(Some(address), Some(peer), outbox.clone())
         };
-        info!(replica, peer, %address, connection = id, "connected to peer");
+        info!(%replica, %peer, %address, connection = id, "connected to peer");
         // Peers send nothing back on this connection, but reading it is how
         // a close is noticed before the next write fails.
         let closed = run_connection(&mut stream, &outbox, |bytes| {

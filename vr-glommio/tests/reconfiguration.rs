@@ -62,7 +62,16 @@ fn grow_to_five_then_shrink_while_a_client_writes() {
     .unwrap();
     assert_eq!(
         admin
-            .reconfigure(vec![0, 1, 2, 3, 4], addresses.clone())
+            .reconfigure(
+                vec![
+                    vr_core::MemberId(0),
+                    vr_core::MemberId(1),
+                    vr_core::MemberId(2),
+                    vr_core::MemberId(3),
+                    vr_core::MemberId(4)
+                ],
+                addresses.clone()
+            )
             .unwrap(),
         1
     );
@@ -77,13 +86,32 @@ fn grow_to_five_then_shrink_while_a_client_writes() {
     assert_eq!(admin.submit(b"admin".to_vec()).unwrap(), b"admin".to_vec());
     assert_eq!(admin.epoch().0, 1);
     let kept = vec![addresses[0], addresses[1], addresses[3]];
-    assert_eq!(admin.reconfigure(vec![0, 1, 3], kept).unwrap(), 2);
+    assert_eq!(
+        admin
+            .reconfigure(
+                vec![
+                    vr_core::MemberId(0),
+                    vr_core::MemberId(1),
+                    vr_core::MemberId(3)
+                ],
+                kept
+            )
+            .unwrap(),
+        2
+    );
 
     stop.store(true, Ordering::Relaxed);
     let writer = worker.join().expect("the writer finishes");
     assert_eq!(
         writer.epoch(),
-        (2, vec![0, 1, 3]),
+        (
+            2,
+            vec![
+                vr_core::MemberId(0),
+                vr_core::MemberId(1),
+                vr_core::MemberId(3)
+            ]
+        ),
         "the writer followed both epochs"
     );
 
@@ -133,11 +161,33 @@ fn a_client_reaches_a_new_primary_at_the_address_the_notice_carried() {
     );
     // Member 3 first: the primary of view 0 in epoch 1.
     let at = vec![addresses[3], addresses[0], addresses[1]];
-    assert_eq!(client.reconfigure(vec![3, 0, 1], at).unwrap(), 1);
+    assert_eq!(
+        client
+            .reconfigure(
+                vec![
+                    vr_core::MemberId(3),
+                    vr_core::MemberId(0),
+                    vr_core::MemberId(1)
+                ],
+                at
+            )
+            .unwrap(),
+        1
+    );
     // Replica 2 retired: the client's request goes to a retired replica or
     // a member of epoch 1, either of which tells it of the new epoch.
     assert_eq!(client.submit(b"after".to_vec()).unwrap(), b"after".to_vec());
-    assert_eq!(client.epoch(), (1, vec![3, 0, 1]));
+    assert_eq!(
+        client.epoch(),
+        (
+            1,
+            vec![
+                vr_core::MemberId(3),
+                vr_core::MemberId(0),
+                vr_core::MemberId(1)
+            ]
+        )
+    );
     // Only the primary answers a write, and member 3 led epoch 1 throughout.
     let primary = replicas[3].stats().node;
     assert_eq!(
@@ -173,7 +223,8 @@ fn start_members(
         } else {
             &addresses[..]
         };
-        let mut options = ReplicaOptions::new(config.clone(), known.to_vec(), i as u8);
+        let mut options =
+            ReplicaOptions::new(config.clone(), known.to_vec(), vr_core::MemberId(i as u8));
         options.join = i >= 3;
         let log = Executed::default();
         replicas

@@ -136,7 +136,7 @@ fn stopping_the_primary_mid_workload_loses_no_acknowledged_op() {
     let to_backup = stats
         .connections
         .iter()
-        .find(|connection| connection.peer == Some(2))
+        .find(|connection| connection.peer == Some(vr_core::MemberId(2)))
         .expect("the new primary is connected to its backup");
     let (batches, entries) = (
         stats.node.replica.prepare_batches,

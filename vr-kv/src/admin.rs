@@ -44,7 +44,9 @@ pub fn assign_members(
                 registry.len() - 1
             }
         };
-        let id = MemberId::try_from(id).map_err(|_| "at most 256 members ever".to_owned())?;
+        let id = u8::try_from(id)
+            .map(MemberId)
+            .map_err(|_| "at most 256 members ever".to_owned())?;
         if members.contains(&id) {
             return Err(format!("{address} is listed twice"));
         }

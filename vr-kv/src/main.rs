@@ -175,7 +175,7 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             let mut options = NodeOptions::new(cluster_id, cluster, replica, listen_resp);
             options.runtime = runtime.into();
-            options.config.witnesses = witnesses;
+            options.config.witnesses = witnesses.into_iter().map(vr_core::ReplicaIndex).collect();
             options
                 .config
                 .validate()
@@ -221,10 +221,12 @@ fn run(cli: Cli) -> Result<(), String> {
                 std::time::Duration::from_secs(timeout_secs),
             )?;
             let registry: Vec<String> = done.registry.iter().map(|a| a.to_string()).collect();
+            // Printed as numbers, the ids an operator types.
+            let members: Vec<u8> = done.members.iter().map(|m| m.0).collect();
             println!(
                 "epoch {}: members {:?}\nregistry: --cluster {}",
                 done.epoch,
-                done.members,
+                members,
                 registry.join(",")
             );
             Ok(())

@@ -231,7 +231,7 @@ impl NodeView {
             "role:{}\r\nreplica:{}\r\nreplicas:{}\r\nview:{}\r\nstatus:{}\r\nop_number:{}\r\ncommit_number:{}\r\nepoch:{}\r\n",
             if primary {
                 "primary"
-            } else if self.config.is_witness(self.replica) {
+            } else if self.config.is_witness(vr_core::ReplicaIndex(self.replica)) {
                 "witness"
             } else {
                 "backup"
@@ -602,7 +602,7 @@ impl Session {
                 // recovery has installed the state: answer as a Redis
                 // replica still loading its dataset does, rather than with
                 // an empty store.
-                let reply = if node.config.is_witness(node.replica) {
+                let reply = if node.config.is_witness(vr_core::ReplicaIndex(node.replica)) {
                     Reply::Error(ERR_WITNESS.to_owned())
                 } else if (node.status)().status == Some(Status::Recovering) {
                     Reply::Error(ERR_LOADING.to_owned())
@@ -815,7 +815,11 @@ mod tests {
             op_number: 7,
             commit_number: 6,
             epoch: 2,
-            members: vec![0, 1, 4],
+            members: vec![
+                vr_core::MemberId(0),
+                vr_core::MemberId(1),
+                vr_core::MemberId(4),
+            ],
             primary: true,
             ..NodeStats::default()
         };

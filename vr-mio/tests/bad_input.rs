@@ -113,7 +113,8 @@ fn inbound_connections_are_bounded() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let config = vr_core::Config::new(CLUSTER, 1);
     let addresses = vec![listener.local_addr().unwrap()];
-    let mut options = vr_mio::ReplicaOptions::new(config.clone(), addresses.clone(), 0);
+    let mut options =
+        vr_mio::ReplicaOptions::new(config.clone(), addresses.clone(), vr_core::MemberId(0));
     options.client_connections_max = 2;
     let executed = common::Executed::default();
     let replica =

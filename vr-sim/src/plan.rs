@@ -585,7 +585,7 @@ impl SeedPlan {
         // Drawn last: the plans drawn before it keep their other choices.
         let restart_in_first_epoch = prng.below(2) == 0;
         self.reconfiguration = Some(ReconfigurationPlan {
-            members,
+            members: members.into_iter().map(vr_core::MemberId).collect(),
             at_ns,
             crash_primary,
             restart_delay_ns,
@@ -855,7 +855,7 @@ impl SeedPlan {
             let count = between(&mut prng, 1, u64::from(witnesses_max)) as usize;
             let mut chosen = Vec::new();
             while chosen.len() < count {
-                let w = prng.below(u64::from(n)) as u8;
+                let w = vr_core::ReplicaIndex(prng.below(u64::from(n)) as u8);
                 if !chosen.contains(&w) {
                     chosen.push(w);
                 }

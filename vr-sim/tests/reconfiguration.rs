@@ -126,7 +126,8 @@ fn plan(seed: u64, n: u8, members: &[u8], crash: PrimaryCrash) -> SeedPlan {
         plan.recovery.restarts = false;
     }
     let at = 20 * MS + seed % 8 * 50 * MS;
-    plan.with_reconfiguration(members, at, crash)
+    let members: Vec<vr_core::MemberId> = members.iter().map(|&m| vr_core::MemberId(m)).collect();
+    plan.with_reconfiguration(&members, at, crash)
 }
 
 /// Runs the plans and checks every report; returns the reports.
@@ -154,12 +155,13 @@ fn run_all(plans: Vec<SeedPlan>) -> Vec<SeedReport> {
 /// that runs is retired and may shut down.
 fn check_new_epoch(report: &SeedReport) {
     let seed = report.seed;
-    let target = &report
-        .plan
-        .reconfiguration
-        .as_ref()
+    // The report names members by number.
+    let target: &Vec<u8> = &(report.plan.reconfiguration.as_ref())
         .expect("a plan")
-        .members;
+        .members
+        .iter()
+        .map(|m| m.0)
+        .collect();
     assert_eq!(report.stats.reconfigurations_completed, 1, "seed {seed}");
     assert_eq!(report.stats.epoch_max, 1, "seed {seed}");
     let mut commits = Vec::new();

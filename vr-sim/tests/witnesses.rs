@@ -25,7 +25,10 @@ fn same_schedules(replica_count: u8, witnesses: &[u8], seeds: std::ops::Range<u6
         );
 
         let mut with_witnesses = full;
-        with_witnesses.config.witnesses = witnesses.to_vec();
+        with_witnesses.config.witnesses = witnesses
+            .iter()
+            .map(|&w| vr_core::ReplicaIndex(w))
+            .collect();
         with_witnesses
             .config
             .validate()

@@ -66,20 +66,29 @@ pub enum Boot {
 }
 
 impl Boot {
-    /// The replica this boot starts, with the options of a `vr-core`
-    /// [`Replica`] constructor. `config.durability` must be `Disk`.
+    /// The replica this boot starts: member `member` of `config` (its
+    /// index there, or in the epoch the disk holds, is looked up), with the
+    /// options of a `vr-core` [`Replica`] constructor. `config.durability`
+    /// must be `Disk`.
     pub fn build_replica<S: Service>(
         self,
         config: CoreConfig,
-        replica: vr_core::ReplicaIndex,
+        member: vr_core::MemberId,
         service: S,
         now: Instant,
         nonce: u64,
     ) -> Result<Replica<S>, ConfigError> {
+        let index_in = |config: &CoreConfig| {
+            config
+                .index_of_member(member)
+                .ok_or(ConfigError::ReplicaIndexOutOfRange)
+        };
         match self {
-            Boot::Restart(disk) => Replica::restart(config, replica, service, now, nonce, disk),
+            Boot::Restart(disk) => {
+                let replica = index_in(&config)?;
+                Replica::restart(config, replica, service, now, nonce, disk)
+            }
             Boot::RestartInEpoch(disk, epoch) => {
-                let member = config.member_id(replica);
                 let config = epoch.apply(&config);
                 let index = epoch
                     .index_of(member)
@@ -90,8 +99,14 @@ impl Boot {
                 replica.restore_epoch_addresses(epoch.addresses);
                 Ok(replica)
             }
-            Boot::FirstStart => Replica::recover(config, replica, service, now, nonce),
-            Boot::LostDisk(_) => Replica::recover_lost_disk(config, replica, service, now, nonce),
+            Boot::FirstStart => {
+                let replica = index_in(&config)?;
+                Replica::recover(config, replica, service, now, nonce)
+            }
+            Boot::LostDisk(_) => {
+                let replica = index_in(&config)?;
+                Replica::recover_lost_disk(config, replica, service, now, nonce)
+            }
         }
     }
 
@@ -132,7 +147,7 @@ pub fn storage_config(core: &CoreConfig, member: vr_core::MemberId, cluster_id: 
         commit_refresh_ops: u64::from(core.prepare_window_max),
         ..Config::new(Identity {
             cluster_id,
-            member_id: member,
+            member_id: member.0,
         })
     }
 }
@@ -339,7 +354,11 @@ pub fn build_node_replica<S: Service>(
         }
         // A witness moves its log's start forward without a checkpoint
         // (it holds no state); the disk's log refuses that gap.
-        Some(_) if !options.join && options.config.is_witness(options.replica) => {
+        Some(_)
+            if !options.join
+                && (options.config.index_of_member(options.replica))
+                    .is_some_and(|index| options.config.is_witness(index)) =>
+        {
             Err("a witness cannot be durable yet: run witnesses without a data directory, or no witnesses".into())
         }
         Some((dir, boot)) => {
@@ -403,7 +422,7 @@ impl EpochMembership {
     /// The index of `member` in this epoch.
     pub fn index_of(&self, member: vr_core::MemberId) -> Option<vr_core::ReplicaIndex> {
         let index = self.members.iter().position(|&m| m == member)?;
-        vr_core::ReplicaIndex::try_from(index).ok()
+        u8::try_from(index).ok().map(vr_core::ReplicaIndex)
     }
 
     /// The members' addresses by member id, where carried and valid:
@@ -420,9 +439,9 @@ impl EpochMembership {
         let mut out = EPOCH_MAGIC.to_vec();
         out.extend_from_slice(&self.epoch.to_le_bytes());
         out.push(self.members.len() as u8);
-        out.extend_from_slice(&self.members);
+        out.extend(self.members.iter().map(|m| m.0));
         out.push(self.witnesses.len() as u8);
-        out.extend_from_slice(&self.witnesses);
+        out.extend(self.witnesses.iter().map(|w| w.0));
         out.push(self.addresses.len() as u8);
         for address in &self.addresses {
             out.push(address.len().min(255) as u8);
@@ -446,9 +465,9 @@ impl EpochMembership {
         };
         let epoch = u32::from_le_bytes(take(4)?.try_into().ok()?);
         let n = usize::from(take(1)?[0]);
-        let members = take(n)?.to_vec();
+        let members: Vec<_> = take(n)?.iter().map(|&m| vr_core::MemberId(m)).collect();
         let w = usize::from(take(1)?[0]);
-        let witnesses = take(w)?.to_vec();
+        let witnesses = take(w)?.iter().map(|&i| vr_core::ReplicaIndex(i)).collect();
         let a = usize::from(take(1)?[0]);
         let mut addresses = Vec::with_capacity(a);
         for _ in 0..a {

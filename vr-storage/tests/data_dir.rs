@@ -7,7 +7,7 @@ use std::fs;
 use std::path::Path;
 
 use vr_core::{
-    Action, Config as CoreConfig, Durability, Instant, Message, Replica, Service, Status,
+    Config as CoreConfig, Durability, Instant, Message, Output, Replica, Service, Status,
 };
 use vr_storage::data_dir::{Boot, DataDir, EpochMembership, PersistJob};
 
@@ -37,16 +37,22 @@ fn core() -> CoreConfig {
 }
 
 fn open(path: &Path) -> (DataDir, Boot) {
-    DataDir::open(path, &core(), 0, 3).expect("open")
+    DataDir::open(path, &core(), vr_core::MemberId(0), 3).expect("open")
 }
 
 /// Carries out every persist the replica emits, as an adapter does.
 fn drain(replica: &mut Replica<Log>, dir: &mut DataDir) {
-    while let Some(action) = replica.poll_action() {
-        if let Action::Persist(persist) = action {
-            let job = PersistJob::new(replica, persist);
-            dir.persist(&job).expect("persist");
-            replica.handle_persisted(Instant::ZERO, job.sequence());
+    loop {
+        match replica.poll_output() {
+            Output::Persist(persist) => {
+                let job = PersistJob::new(replica, persist);
+                dir.persist(&job).expect("persist");
+                replica.handle_persisted(Instant::ZERO, job.sequence());
+            }
+            // Timers due now (the batch timer) fire, as the contract asks.
+            Output::Timeout(Some(t)) if t <= Instant::ZERO => replica.handle_timeout(Instant::ZERO),
+            Output::Timeout(_) => break,
+            _ => {}
         }
     }
 }
@@ -57,13 +63,20 @@ fn run(path: &Path, ops: &[&[u8]]) -> Replica<Log> {
     let client_id = u128::from(ops[0][0]) << 8 | ops.len() as u128;
     let (mut dir, boot) = open(path);
     let mut replica = boot
-        .build_replica(core(), 0, Log::default(), Instant::ZERO, 1)
+        .build_replica(
+            core(),
+            vr_core::MemberId(0),
+            Log::default(),
+            Instant::ZERO,
+            1,
+        )
         .expect("build");
     drain(&mut replica, &mut dir);
     assert_eq!(replica.status(), Status::Normal);
     for (i, op) in ops.iter().enumerate() {
         replica.handle_message(
             Instant::ZERO,
+            0,
             Message::Request(vr_core::message::Request {
                 op: op.to_vec(),
                 client_id,
@@ -138,7 +151,7 @@ fn an_image_of_an_unknown_epoch_is_refused_not_wiped() {
     run(&path, &[b"a"]);
     let mut later = core();
     later.epoch = 1;
-    let error = DataDir::open(&path, &later, 0, 3).unwrap_err();
+    let error = DataDir::open(&path, &later, vr_core::MemberId(0), 3).unwrap_err();
     assert!(
         matches!(error, vr_storage::Error::EpochUnknown { epoch: 0 }),
         "{error}"
@@ -163,7 +176,7 @@ fn a_disk_of_a_later_epoch_restarts_in_it_with_the_stored_membership() {
     // What entering epoch 1, alone, persists.
     let membership = EpochMembership {
         epoch: 1,
-        members: vec![0],
+        members: vec![vr_core::MemberId(0)],
         witnesses: Vec::new(),
         addresses: vec![b"127.0.0.1:7005".to_vec()],
     };
@@ -189,7 +202,7 @@ fn a_disk_of_a_later_epoch_restarts_in_it_with_the_stored_membership() {
     dir.persist(&job).expect("persist in epoch 1");
     drop(dir);
     let first = core();
-    let (_, boot) = DataDir::open(&path, &first, 0, 3).expect("open");
+    let (_, boot) = DataDir::open(&path, &first, vr_core::MemberId(0), 3).expect("open");
     match &boot {
         Boot::RestartInEpoch(disk, stored) => {
             assert_eq!(disk.state.epoch, 1);
@@ -198,10 +211,16 @@ fn a_disk_of_a_later_epoch_restarts_in_it_with_the_stored_membership() {
         boot => panic!("expected a restart in epoch 1, got {boot:?}"),
     }
     let replica = boot
-        .build_replica(first, 0, Log::default(), Instant::ZERO, 2)
+        .build_replica(
+            first,
+            vr_core::MemberId(0),
+            Log::default(),
+            Instant::ZERO,
+            2,
+        )
         .expect("restart in epoch 1");
     assert_eq!(replica.epoch(), 1);
-    assert_eq!(replica.epoch_members(), vec![0]);
+    assert_eq!(replica.epoch_members(), vec![vr_core::MemberId(0)]);
     assert_eq!(replica.op_number(), 1, "the log came back");
 }
 
@@ -210,7 +229,7 @@ fn a_directory_of_another_cluster_is_refused() {
     let root = tempfile::tempdir().unwrap();
     let path = root.path().join("replica-0");
     run(&path, &[b"a"]);
-    let error = DataDir::open(&path, &core(), 0, 4).unwrap_err();
+    let error = DataDir::open(&path, &core(), vr_core::MemberId(0), 4).unwrap_err();
     assert!(error.to_string().contains("belongs to cluster"), "{error}");
 }
 
@@ -224,14 +243,21 @@ fn the_stored_commit_number_never_lags_more_than_a_window() {
     let path = root.path().join("replica-0");
     let mut config = core();
     config.prepare_window_max = 4;
-    let (mut dir, boot) = DataDir::open(&path, &config, 0, 3).unwrap();
+    let (mut dir, boot) = DataDir::open(&path, &config, vr_core::MemberId(0), 3).unwrap();
     let mut replica = boot
-        .build_replica(config.clone(), 0, Log::default(), Instant::ZERO, 1)
+        .build_replica(
+            config.clone(),
+            vr_core::MemberId(0),
+            Log::default(),
+            Instant::ZERO,
+            1,
+        )
         .unwrap();
     drain(&mut replica, &mut dir);
     for i in 0..20u64 {
         replica.handle_message(
             Instant::ZERO,
+            0,
             Message::Request(vr_core::message::Request {
                 op: vec![i as u8],
                 client_id: 77,
@@ -242,7 +268,10 @@ fn the_stored_commit_number_never_lags_more_than_a_window() {
     }
     assert_eq!(replica.commit_number(), 20);
     drop(dir);
-    let Boot::Restart(disk) = DataDir::open(&path, &config, 0, 3).unwrap().1 else {
+    let Boot::Restart(disk) = DataDir::open(&path, &config, vr_core::MemberId(0), 3)
+        .unwrap()
+        .1
+    else {
         panic!("expected a restart from disk")
     };
     assert!(

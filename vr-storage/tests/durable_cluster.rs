@@ -20,7 +20,7 @@
 use std::collections::{BTreeSet, VecDeque};
 
 use vr_core::{
-    Action, Client, ClientAction, ClientConfig, Config as CoreConfig, Durability, Instant, Message,
+    Client, ClientAction, ClientConfig, Config as CoreConfig, Durability, Instant, Message, Output,
     Persist, Replica, Service, Status,
 };
 use vr_storage::replica::{self, RecoverFromPeers, Start};
@@ -86,6 +86,7 @@ struct Node {
 }
 
 enum To {
+    /// A replica by its member id's number (its slot in `nodes`).
     Replica(u8),
     Client(usize),
 }
@@ -165,7 +166,13 @@ impl Cluster {
                 let config = storage_config(i, core.log_tail_ops);
                 Storage::format(&mut disk, &config).unwrap();
                 let (storage, _) = Storage::open(disk.clone(), config).unwrap();
-                let replica = Replica::new(core.clone(), i, Recorder::default(), now).unwrap();
+                let replica = Replica::new(
+                    core.clone(),
+                    vr_core::ReplicaIndex(i),
+                    Recorder::default(),
+                    now,
+                )
+                .unwrap();
                 Node {
                     replica: Some(replica),
                     storage: Some(storage),
@@ -228,7 +235,7 @@ impl Cluster {
         }) = self.clients[c].poll_action()
         {
             self.queue.push_back(Envelope {
-                to: To::Replica(replica),
+                to: To::Replica(replica.0),
                 epoch,
                 message,
             });
@@ -240,18 +247,26 @@ impl Cluster {
         let Some(replica) = node.replica.as_mut() else {
             return;
         };
-        while let Some(action) = replica.poll_action() {
-            match action {
-                Action::Send {
-                    replica: to,
-                    epoch,
-                    message,
-                } => self.queue.push_back(Envelope {
-                    to: To::Replica(to),
+        // Timers due now (the batch timer) fire as the outputs end, as
+        // the contract asks of an embedding that fires after each input.
+        let mut timer_rounds = 0;
+        loop {
+            match replica.poll_output() {
+                Output::Timeout(Some(t)) if t <= self.now => {
+                    timer_rounds += 1;
+                    assert!(
+                        timer_rounds < 8,
+                        "r{i}: handle_timeout left its deadline due"
+                    );
+                    replica.handle_timeout(self.now);
+                }
+                Output::Timeout(_) => break,
+                Output::Send { to, epoch, message } => self.queue.push_back(Envelope {
+                    to: To::Replica(to.0),
                     epoch,
                     message,
                 }),
-                Action::Reply(reply) => {
+                Output::Reply(reply) => {
                     let c = (reply.client_id - 1000) as usize;
                     self.queue.push_back(Envelope {
                         to: To::Client(c),
@@ -259,8 +274,8 @@ impl Cluster {
                         message: Message::Reply(reply),
                     });
                 }
-                Action::NewEpoch { .. } => panic!("no reconfiguration here"),
-                Action::Persist(persist) => {
+                Output::NewEpoch { .. } => panic!("no reconfiguration here"),
+                Output::Persist(persist) => {
                     assert!(node.pending.is_none(), "one persist in flight at a time");
                     // The pages are read now: a later checkpoint replaces them.
                     let pages = persist
@@ -325,7 +340,7 @@ impl Cluster {
             Start::Restart { storage, disk } => {
                 let replica = Replica::restart(
                     self.core.clone(),
-                    i,
+                    vr_core::ReplicaIndex(i),
                     Recorder::default(),
                     self.now,
                     self.nonce,
@@ -339,7 +354,7 @@ impl Cluster {
             Start::Recover { storage, why } => {
                 let replica = Replica::recover(
                     self.core.clone(),
-                    i,
+                    vr_core::ReplicaIndex(i),
                     Recorder::default(),
                     self.now,
                     self.nonce,
@@ -364,7 +379,7 @@ impl Cluster {
                 let Some(replica) = self.nodes[usize::from(i)].replica.as_mut() else {
                     return true;
                 };
-                replica.handle_message_in_epoch(self.now, envelope.epoch, envelope.message);
+                replica.handle_message(self.now, envelope.epoch, envelope.message);
                 self.drain_replica(i);
             }
             To::Client(c) => {

@@ -87,7 +87,15 @@ impl Client {
         let (events_tx, events) = mpsc::channel(EVENTS_QUEUED_MAX);
         // Member ids: the configuration's (epoch 0: replica `i` is member `i`).
         let ids: Vec<usize> = (0..config.replica_count)
-            .map(|i| usize::from(config.members.get(usize::from(i)).copied().unwrap_or(i)))
+            .map(|i| {
+                usize::from(
+                    config
+                        .members
+                        .get(usize::from(i))
+                        .copied()
+                        .unwrap_or(vr_core::MemberId(i)),
+                )
+            })
             .collect();
         let slots = ids.iter().max().map_or(0, |m| m + 1);
         let mut by_member = vec![None; slots];
@@ -272,7 +280,7 @@ impl Client {
         while let Some((replica, frame)) = self.node.poll_transmit() {
             let index = usize::from(replica);
             let Some(address) = self.addresses.get(index).copied().flatten() else {
-                tracing::debug!(member = replica, "no address for member: frame dropped");
+                tracing::debug!(member = %replica, "no address for member: frame dropped");
                 continue;
             };
             let Some(slot) = self.links.get_mut(index) else {
@@ -301,7 +309,7 @@ impl Client {
             });
             // A dropped frame is resent on the client's timer.
             if let Err(error) = link.outbox.push(frame) {
-                tracing::debug!(replica, ?error, "request frame dropped");
+                tracing::debug!(%replica, ?error, "request frame dropped");
             }
         }
     }

@@ -117,7 +117,7 @@ fn start<S: Service + Send + 'static>(
             // Dropping the runtime drops every connection task, and with
             // them every socket.
             drop(runtime);
-            tracing::info!(replica = index, "replica stopped");
+            tracing::info!(replica = %index, "replica stopped");
         })?;
     Ok(ReplicaHandle {
         address,
@@ -268,7 +268,7 @@ impl<S: Service> Loop<S> {
     ) {
         let replica = self.options.replica;
         let address = listener.local_addr().ok();
-        tracing::info!(replica, ?address, "replica listening");
+        tracing::info!(%replica, ?address, "replica listening");
         let (accepted_tx, mut accepted) = mpsc::channel(16);
         // Accepting in a task of its own lets it pause after an error
         // without delaying the node.
@@ -309,7 +309,7 @@ impl<S: Service> Loop<S> {
                 Some((dir, sequence, outcome)) = persisted.recv() => {
                     if let Err(error) = outcome {
                         let replica = self.options.replica;
-                        tracing::error!(replica, %error, "storage failed: stopping the replica");
+                        tracing::error!(%replica, %error, "storage failed: stopping the replica");
                         return;
                     }
                     self.node.handle_persisted(self.now(), sequence);
@@ -439,14 +439,14 @@ impl<S: Service> Loop<S> {
                     primary,
                 } => {
                     let replica = self.options.replica;
-                    tracing::info!(replica, view, ?status, primary, "status changed");
+                    tracing::info!(%replica, view, ?status, primary, "status changed");
                 }
                 // Logged with the peer's address where the connection is closed.
                 NodeEvent::FrameRejected { .. } => {}
                 NodeEvent::EpochChanged { epoch, members } => self.on_epoch(epoch, members),
                 NodeEvent::ClusterFormed { view } => {
                     let replica = self.options.replica;
-                    tracing::warn!(replica, view, "formed a new, empty cluster: every other replica answered that it holds no state; if this cluster held data, that data is lost (more than f replicas were down or recovering at once)");
+                    tracing::warn!(%replica, view, "formed a new, empty cluster: every other replica answered that it holds no state; if this cluster held data, that data is lost (more than f replicas were down or recovering at once)");
                 }
                 NodeEvent::Persist(persist) => {
                     let job = PersistJob::new(self.node.replica(), persist);
@@ -513,7 +513,7 @@ impl<S: Service> Loop<S> {
     fn on_epoch(&mut self, epoch: u32, members: Vec<(MemberId, Vec<u8>)>) {
         let replica = self.options.replica;
         let ids: Vec<MemberId> = members.iter().map(|(m, _)| *m).collect();
-        tracing::info!(replica, epoch, members = ?ids, "epoch changed");
+        tracing::info!(%replica, epoch, members = ?ids, "epoch changed");
         for (member, address) in members {
             let Some(address) = parse_address(&address) else {
                 continue;
@@ -529,7 +529,7 @@ impl<S: Service> Loop<S> {
                 self.peers.resize_with(index + 1, || None);
             }
             if self.peer_addresses[index] != Some(address) {
-                tracing::info!(replica, member, %address, "member address learned");
+                tracing::info!(%replica, %member, %address, "member address learned");
                 self.peer_addresses[index] = Some(address);
                 // Dropping the outbox ends the old link's task.
                 self.peers[index] = None;

@@ -157,7 +157,8 @@ async fn connections_beyond_the_limit_are_refused() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
     let config = test_config(CLUSTER + 2, 1);
-    let mut options = vr_tokio::ReplicaOptions::new(config.clone(), vec![address], 0);
+    let mut options =
+        vr_tokio::ReplicaOptions::new(config.clone(), vec![address], vr_core::MemberId(0));
     options.client_connections_max = 1;
     let executed = common::Executed::default();
     let replica = vr_tokio::start_replica_with_listener(

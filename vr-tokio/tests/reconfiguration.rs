@@ -70,7 +70,16 @@ async fn grow_to_five_then_shrink_while_a_client_writes() {
     .unwrap();
     let grow = tokio::time::timeout(
         Duration::from_secs(5),
-        admin.reconfigure(vec![0, 1, 2, 3, 4], addresses.clone()),
+        admin.reconfigure(
+            vec![
+                vr_core::MemberId(0),
+                vr_core::MemberId(1),
+                vr_core::MemberId(2),
+                vr_core::MemberId(3),
+                vr_core::MemberId(4),
+            ],
+            addresses.clone(),
+        ),
     );
     assert_eq!(grow.await.expect("grows in time"), Ok(1));
     assert!(
@@ -91,7 +100,14 @@ async fn grow_to_five_then_shrink_while_a_client_writes() {
     let kept = vec![addresses[0], addresses[1], addresses[3]];
     let shrink = tokio::time::timeout(
         Duration::from_secs(5),
-        admin.reconfigure(vec![0, 1, 3], kept),
+        admin.reconfigure(
+            vec![
+                vr_core::MemberId(0),
+                vr_core::MemberId(1),
+                vr_core::MemberId(3),
+            ],
+            kept,
+        ),
     );
     assert_eq!(shrink.await.expect("shrinks in time"), Ok(2));
 
@@ -101,7 +117,14 @@ async fn grow_to_five_then_shrink_while_a_client_writes() {
         .expect("the writer finishes")
         .unwrap();
     assert_eq!(writer.epoch(), 2, "the writer followed both epochs");
-    assert_eq!(writer.members(), vec![0, 1, 3]);
+    assert_eq!(
+        writer.members(),
+        vec![
+            vr_core::MemberId(0),
+            vr_core::MemberId(1),
+            vr_core::MemberId(3)
+        ]
+    );
 
     let acknowledged = acknowledged.lock().unwrap().clone();
     for member in [0usize, 1, 3] {
@@ -155,7 +178,11 @@ async fn a_client_reaches_a_new_primary_at_the_address_the_notice_carried() {
         Ok(b"before".to_vec())
     );
     // Member 3 first: the primary of view 0 in epoch 1.
-    let members = vec![3, 0, 1];
+    let members = vec![
+        vr_core::MemberId(3),
+        vr_core::MemberId(0),
+        vr_core::MemberId(1),
+    ];
     let at = vec![addresses[3], addresses[0], addresses[1]];
     assert_eq!(
         tokio::time::timeout(Duration::from_secs(5), client.reconfigure(members, at))
@@ -171,7 +198,17 @@ async fn a_client_reaches_a_new_primary_at_the_address_the_notice_carried() {
             .unwrap(),
         Ok(b"after".to_vec())
     );
-    assert_eq!((client.epoch(), client.members()), (1, vec![3, 0, 1]));
+    assert_eq!(
+        (client.epoch(), client.members()),
+        (
+            1,
+            vec![
+                vr_core::MemberId(3),
+                vr_core::MemberId(0),
+                vr_core::MemberId(1)
+            ]
+        )
+    );
     // Only the primary answers a write, and member 3 led epoch 1 throughout.
     let primary = replicas[3].stats().node;
     assert_eq!(
@@ -203,7 +240,8 @@ fn start_members(
         } else {
             &addresses[..]
         };
-        let mut options = ReplicaOptions::new(config.clone(), known.to_vec(), i as u8);
+        let mut options =
+            ReplicaOptions::new(config.clone(), known.to_vec(), vr_core::MemberId(i as u8));
         options.join = i >= 3;
         let log = Executed::default();
         replicas

@@ -35,7 +35,8 @@ fn a_peer_that_connects_is_connected_to_at_once() {
     let own = listeners.next().unwrap();
     // Peers 1 and 2 are down: nothing listens at their addresses.
     drop(listeners);
-    let mut options = ReplicaOptions::new(Config::new(7, 3), addresses.clone(), 0);
+    let mut options =
+        ReplicaOptions::new(Config::new(7, 3), addresses.clone(), vr_core::MemberId(0));
     // Backoff from 2 ms, doubling without a practical bound: 2 + 4 + ...
     // + 512 ms of waiting makes ten failed connects to a peer, and its
     // next attempt is due a second after the last.

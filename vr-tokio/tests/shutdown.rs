@@ -44,7 +44,7 @@ async fn dropping_the_handle_stops_the_replica() {
         .local_addr()
         .unwrap();
     let config = test_config(32, 1);
-    let options = ReplicaOptions::new(config.clone(), vec![address], 0);
+    let options = ReplicaOptions::new(config.clone(), vec![address], vr_core::MemberId(0));
     let handle = start_replica(options, Recorder(Default::default())).unwrap();
     let mut client = Client::connect(vec![address], ClientConfig::new(&config, 3), 32)
         .await

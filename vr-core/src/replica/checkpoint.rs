@@ -357,7 +357,7 @@ impl<S: Service> Replica<S> {
     pub(super) fn on_get_checkpoint_tree(&mut self, now: Instant, message: GetCheckpointTree) {
         // A replica that left is asked by the new epoch's indexes.
         if self.status != crate::Status::Retired
-            && (message.replica >= self.config.replica_count || message.replica == self.replica)
+            && (!self.config.has_replica(message.replica) || message.replica == self.replica)
         {
             self.stats.messages_invalid += 1;
             return;
@@ -401,7 +401,7 @@ impl<S: Service> Replica<S> {
     pub(super) fn on_get_checkpoint_pages(&mut self, now: Instant, message: GetCheckpointPages) {
         // A replica that left is asked by the new epoch's indexes.
         if self.status != crate::Status::Retired
-            && (message.replica >= self.config.replica_count || message.replica == self.replica)
+            && (!self.config.has_replica(message.replica) || message.replica == self.replica)
         {
             self.stats.messages_invalid += 1;
             return;
@@ -629,7 +629,10 @@ impl<S: Service> Replica<S> {
         let n = self.config.replica_count;
         (1..n)
             // In u16: the sum of two indexes may pass 255.
-            .map(|step| ((u16::from(current) + u16::from(step)) % u16::from(n)) as ReplicaIndex)
+            .map(|step| {
+                // Below n, a u8: the cast cannot truncate.
+                ReplicaIndex(((u16::from(current.0) + u16::from(step)) % u16::from(n)) as u8)
+            })
             .find(|&r| {
                 r != self.replica
                     && self.do_view_change_from[usize::from(r)]
@@ -641,7 +644,12 @@ impl<S: Service> Replica<S> {
 
     /// Whether a checkpoint answer belongs to the fetch in progress; a newer
     /// checkpoint at the source restarts the fetch with it.
-    fn fetch_matches(&mut self, now: Instant, from: u8, summary: &CheckpointSummary) -> bool {
+    fn fetch_matches(
+        &mut self,
+        now: Instant,
+        from: ReplicaIndex,
+        summary: &CheckpointSummary,
+    ) -> bool {
         let Some(sync) = self.sync.as_ref() else {
             self.stats.messages_stale_view += 1;
             return false;
@@ -799,7 +807,7 @@ impl<S: Service> Replica<S> {
         self.arm_view_change_timer(now);
         // One answer, one request: the window stays full. The rest of a page
         // cut short, else the next pages no request has asked for yet.
-        let source = self.sync.as_ref().map_or(0, |s| s.source);
+        let source = self.sync.as_ref().map_or(ReplicaIndex(0), |s| s.source);
         let follow_up = match cut {
             Some(page) => self.page_groups(page, 1),
             None => {

@@ -4,7 +4,7 @@
 //! With memory-only replicas, VR is safe while at most f replicas are down
 //! or recovering at once (§4.3). Replicas that share a power source fail
 //! together, so a replica may keep its promises on disk instead: the
-//! embedding carries out [`Action::Persist`] (write, then `fdatasync`) and
+//! embedding carries out [`Output::Persist`] (write, then `fdatasync`) and
 //! answers with [`Replica::handle_persisted`]. The core stays sans-IO: it
 //! says what must be durable, and holds back every message whose promise
 //! rests on it until the embedding says it is.
@@ -29,7 +29,7 @@
 
 use alloc::vec::Vec;
 
-use super::{Action, Replica, Status};
+use super::{Output, Replica, Status};
 use crate::checkpoint::{Checkpoint, CheckpointSummary};
 use crate::config::{Config, ConfigError, Durability};
 use crate::message::{LogEntry, Message};
@@ -57,7 +57,7 @@ pub struct DurableState {
     pub log_base: u64,
 }
 
-/// An [`Action::Persist`]: make this durable, in this order, then call
+/// An [`Output::Persist`]: make this durable, in this order, then call
 /// [`Replica::handle_persisted`] with `sequence`.
 ///
 /// 1. If `truncate_after` is set, drop the log entries after that op (a
@@ -225,7 +225,7 @@ impl<S: Service> Replica<S> {
             self.persist.checkpoint_op = summary.op_number;
         }
         let truncate_after = self.persist.truncate_after.take();
-        self.outbox.push_back(Action::Persist(Persist {
+        self.outbox.push_back(Output::Persist(Persist {
             sequence,
             state,
             truncate_after,

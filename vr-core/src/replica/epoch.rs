@@ -32,7 +32,7 @@
 
 use alloc::vec::Vec;
 
-use super::{Action, Replica, Status, Sync, SyncGoal};
+use super::{Output, Replica, Status, Sync, SyncGoal};
 use crate::client_table::Lookup;
 use crate::config::Config;
 use crate::message::{
@@ -112,7 +112,7 @@ pub(crate) fn encode_reconfiguration(r: &Reconfigured) -> Vec<u8> {
     // Members and addresses were checked (`addresses_fit`, `with_members`):
     // at most 255 members, addresses of at most 255 bytes.
     op.push(r.members.len() as u8);
-    op.extend_from_slice(&r.members);
+    op.extend(r.members.iter().map(|m| m.0));
     for address in &r.addresses {
         op.push(address.len() as u8);
         op.extend_from_slice(address);
@@ -125,7 +125,7 @@ pub(crate) fn decode_reconfiguration(op: &[u8]) -> Option<Reconfigured> {
     let (epoch, rest) = op.split_first_chunk::<4>()?;
     let (&count, rest) = rest.split_first()?;
     let count = usize::from(count);
-    let members = rest.get(..count)?.to_vec();
+    let members = rest.get(..count)?.iter().map(|&m| MemberId(m)).collect();
     let mut rest = &rest[count..];
     let mut addresses = Vec::new();
     while let Some((&len, tail)) = rest.split_first() {
@@ -326,7 +326,7 @@ impl<S: Service> Replica<S> {
         ) {
             let result = epoch.to_le_bytes().to_vec();
             if self.is_primary() {
-                self.outbox.push_back(Action::Reply(Reply {
+                self.outbox.push_back(Output::Reply(Reply {
                     view: self.view,
                     client_id,
                     request_number,
@@ -408,7 +408,7 @@ impl<S: Service> Replica<S> {
         // members now (§7.3), not after their timeout.
         let notice = self.start_epoch_notice();
         for client_id in core::mem::take(&mut self.epoch_state.waiting_clients) {
-            self.outbox.push_back(Action::NewEpoch {
+            self.outbox.push_back(Output::NewEpoch {
                 client_id,
                 notice: notice.clone(),
             });
@@ -616,7 +616,10 @@ impl<S: Service> Replica<S> {
         self.enter_epoch_config(now, next, index);
         self.epoch_state.sources = sources;
         self.epoch_state.source_at = 0;
-        let source = self.config.index_of_member(message.sender).unwrap_or(0);
+        let source = self
+            .config
+            .index_of_member(message.sender)
+            .unwrap_or(crate::ReplicaIndex(0));
         self.status = Status::Transitioning;
         self.view = message.view;
         self.sync = Some(Sync {
@@ -646,7 +649,7 @@ impl<S: Service> Replica<S> {
             view: 0,
             op_number: 0,
             // In the first epoch a member's index is its id.
-            replica: me,
+            replica: crate::ReplicaIndex(me.0),
         };
         for member in self.config.member_ids() {
             if member != me {
@@ -800,7 +803,7 @@ impl<S: Service> Replica<S> {
         };
         if let Some(client_id) = client {
             self.outbox
-                .push_back(Action::NewEpoch { client_id, notice });
+                .push_back(Output::NewEpoch { client_id, notice });
             return;
         }
         // In epoch 0 without recorded members, indexes are member ids.
@@ -822,7 +825,8 @@ impl<S: Service> Replica<S> {
             // clusters have none.
             Message::Prepare(_) | Message::Commit(_) | Message::StartView(_) => {
                 let count = members.len() as u64;
-                (count > 0).then(|| (message.view() % count) as crate::ReplicaIndex)
+                // Below the member count, at most 255: the cast cannot truncate.
+                (count > 0).then(|| crate::ReplicaIndex((message.view() % count) as u8))
             }
             _ => None,
         };
@@ -832,7 +836,7 @@ impl<S: Service> Replica<S> {
             // longer list than the first members (the registry of every
             // member so far, as vr-kv passes it) names itself by its
             // position in it, which is its member id.
-            None if epoch == 0 => Some(i),
+            None if epoch == 0 => Some(MemberId(i.0)),
             None => None,
         });
         if let Some(member) = member.filter(|&m| m != self.member) {

@@ -1,9 +1,9 @@
 //! The replica: the paper's server-side state machine (§4).
 //!
 //! Inputs are [`Replica::handle_message`] and [`Replica::handle_timeout`];
-//! outputs are drained with [`Replica::poll_action`], and
-//! [`Replica::poll_timeout`] says when to call `handle_timeout` next. After
-//! every input, drain every action before the next input.
+//! outputs are drained with [`Replica::poll_output`] until it returns
+//! [`Output::Timeout`], which says when to call `handle_timeout` next. See
+//! [`Replica`] for the contract.
 //!
 //! The handlers live in one module per protocol phase: `normal` (§4.1),
 //! `view_change` (§4.2), `recovery` (§4.3), `state_transfer` (§5.2),
@@ -59,15 +59,16 @@ pub enum Status {
     Retired,
 }
 
-/// An output of the replica, for the embedding to carry out.
+/// An output of the replica, for the embedding to carry out, drained with
+/// [`Replica::poll_output`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Send `message` to replica `replica`, stamped with the sender's
-    /// epoch `epoch` (the frame header's).
+pub enum Output {
+    /// Send `message` to member `to`, stamped with the sender's epoch
+    /// `epoch` (the frame header's).
     Send {
-        /// The destination's member id ([`Config::members`]; its index
-        /// unless the cluster was reconfigured).
-        replica: MemberId,
+        /// The destination's member id ([`Config::members`]; it equals
+        /// the destination's index unless the cluster was reconfigured).
+        to: MemberId,
         /// The sender's epoch when it sent the message.
         epoch: u32,
         /// The message.
@@ -86,9 +87,14 @@ pub enum Action {
     },
     /// Durable replicas only ([`crate::config::Durability::Disk`]): make
     /// this durable, then call [`Replica::handle_persisted`]. Messages
-    /// that rest on it are held back until then; the actions around it
+    /// that rest on it are held back until then; the outputs around it
     /// may be carried out meanwhile.
     Persist(Persist),
+    /// Nothing more to carry out now; call [`Replica::handle_timeout`] at
+    /// this instant (`None`: no timer armed). It may be the current
+    /// instant (the batch timer, see [`Replica`]): then call it as soon as
+    /// the inputs ready now are fed.
+    Timeout(Option<Instant>),
 }
 
 /// Counters an operator or a test can read. They only grow.
@@ -249,6 +255,26 @@ enum SyncGoal {
 }
 
 /// One replica of a VR cluster, running the service `S`.
+///
+/// # The contract
+///
+/// Methods fall in three groups: getters, inputs (`handle_*`, each taking
+/// the current [`Instant`]), and one output, [`Replica::poll_output`].
+/// After every input, drain `poll_output` until it returns
+/// [`Output::Timeout`]`(t)`; when `t <= now`, call
+/// [`Replica::handle_timeout`]`(now)` and drain again. `poll_output` is a
+/// pure drain: it never changes protocol state, so an embedding may drain
+/// late or in pieces without changing what the replica does.
+///
+/// Batching (§6) is an explicit timer. A request that joins an empty batch
+/// arms the batch timer at `now + batch_delay_ns`; the batch leaves as one
+/// Prepare per backup when it fills or when `handle_timeout` fires the
+/// timer. With `batch_delay_ns == 0` the timer is due at once (the
+/// instant the request joined), so the batch's size is the embedding's
+/// choice: one that feeds every input ready now (a socket read's frames)
+/// before it fires due timers sends them in one Prepare; one that fires
+/// timers after each input sends one Prepare per request. Both are
+/// correct.
 pub struct Replica<S: Service> {
     config: Config,
     replica: ReplicaIndex,
@@ -364,7 +390,8 @@ pub struct Replica<S: Service> {
     /// Durable replicas: what is on disk, and what is on its way there.
     persist: durability::PersistState,
     timers: Timers,
-    outbox: VecDeque<Action>,
+    /// Outputs not yet drained; never holds [`Output::Timeout`].
+    outbox: VecDeque<Output>,
     stats: Stats,
 }
 
@@ -383,10 +410,10 @@ struct ReplicaSet([u64; 4]);
 
 impl ReplicaSet {
     fn insert(&mut self, replica: ReplicaIndex) {
-        self.0[usize::from(replica / 64)] |= 1 << (replica % 64);
+        self.0[usize::from(replica.0 / 64)] |= 1 << (replica.0 % 64);
     }
     fn remove(&mut self, replica: ReplicaIndex) {
-        self.0[usize::from(replica / 64)] &= !(1 << (replica % 64));
+        self.0[usize::from(replica.0 / 64)] &= !(1 << (replica.0 % 64));
     }
     fn count(&self) -> usize {
         self.0.iter().map(|w| w.count_ones() as usize).sum()
@@ -428,7 +455,8 @@ impl<S: Service> Replica<S> {
         now: Instant,
         nonce: u64,
     ) -> Result<Self, ConfigError> {
-        let mut this = Replica::blank(config, 0, service, now, nonce)?;
+        // Index 0 until a StartEpoch gives it its place.
+        let mut this = Replica::blank(config, ReplicaIndex(0), service, now, nonce)?;
         this.member = member;
         this.take_checkpoint(0);
         this.status = Status::Transitioning;
@@ -496,7 +524,7 @@ impl<S: Service> Replica<S> {
         nonce: u64,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
-        if replica >= config.replica_count {
+        if !config.has_replica(replica) {
             return Err(ConfigError::ReplicaIndexOutOfRange);
         }
         let n = usize::from(config.replica_count);
@@ -504,7 +532,7 @@ impl<S: Service> Replica<S> {
         // and the nonce so that a restarted replica draws new numbers.
         let prng = Prng::new(
             config.seed
-                ^ (u64::from(replica) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                ^ (u64::from(replica.0) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
                 ^ nonce.rotate_left(17),
         );
         Ok(Replica {
@@ -649,18 +677,13 @@ impl<S: Service> Replica<S> {
 
     // ---- Inputs ----
 
-    /// Handles one message from a replica or a client of this replica's
-    /// epoch. Messages that do not apply in the current state are counted
-    /// and dropped; none panics. An embedding whose frames carry the
-    /// sender's epoch uses [`Replica::handle_message_in_epoch`].
-    pub fn handle_message(&mut self, now: Instant, message: Message) {
-        self.handle_message_in_epoch(now, self.epoch, message);
-    }
-
-    /// Handles one message sent in epoch `epoch` (§7.3): a message of an
-    /// older epoch is answered with [`Message::StartEpoch`], one of a newer
-    /// epoch is dropped (until a StartEpoch arrives).
-    pub fn handle_message_in_epoch(&mut self, now: Instant, epoch: u32, message: Message) {
+    /// Handles one message from a replica or a client, sent in epoch
+    /// `epoch` (the frame header's, [`crate::codec::decode_in_epoch`]).
+    /// Messages that do not apply in the current state are counted and
+    /// dropped; none panics. A message of an older epoch is answered with
+    /// [`Message::StartEpoch`], one of a newer epoch is dropped until a
+    /// StartEpoch arrives (§7.3).
+    pub fn handle_message(&mut self, now: Instant, epoch: u32, message: Message) {
         self.now = now;
         if !message.numbers_in_range() {
             // No replica sends such numbers (see `NUMBER_MAX`): a crafted
@@ -733,7 +756,8 @@ impl<S: Service> Replica<S> {
         }
     }
 
-    /// Fires every timer whose deadline is at or before `now`.
+    /// Fires every timer whose deadline is at or before `now`, the batch
+    /// timer first (see [`Replica`]).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
         if self.timers.batch.is_some_and(|t| t <= now) {
@@ -768,17 +792,23 @@ impl<S: Service> Replica<S> {
 
     // ---- Outputs ----
 
-    /// The next action to carry out, if any.
-    pub fn poll_action(&mut self) -> Option<Action> {
-        // Without a batching delay, the batch built during the last input(s)
-        // leaves now, as one Prepare per backup.
-        if self.unsent_from < self.op_number && self.config.batch_delay_ns == 0 {
-            self.flush_batch();
+    /// The next output to carry out; [`Output::Timeout`] once there is
+    /// none. A pure drain: it changes no protocol state.
+    pub fn poll_output(&mut self) -> Output {
+        match self.outbox.pop_front() {
+            Some(output) => {
+                debug_assert!(
+                    !matches!(output, Output::Timeout(_)),
+                    "the outbox holds no Timeout"
+                );
+                output
+            }
+            None => Output::Timeout(self.poll_timeout()),
         }
-        self.outbox.pop_front()
     }
 
-    /// When [`Replica::handle_timeout`] must next be called.
+    /// When [`Replica::handle_timeout`] must next be called (a getter; the
+    /// same instant [`Output::Timeout`] carries).
     pub fn poll_timeout(&self) -> Option<Instant> {
         let t = &self.timers;
         [
@@ -814,8 +844,8 @@ impl<S: Service> Replica<S> {
             // Sent again once its view is on disk (`handle_persisted`).
             return;
         }
-        self.outbox.push_back(Action::Send {
-            replica: member,
+        self.outbox.push_back(Output::Send {
+            to: member,
             epoch: self.epoch,
             message,
         });
@@ -823,7 +853,7 @@ impl<S: Service> Replica<S> {
 
     fn send_to_others(&mut self, message: Message) {
         let me = self.replica;
-        let mut others = (0..self.config.replica_count).filter(move |&r| r != me);
+        let mut others = self.config.replica_indexes().filter(move |&r| r != me);
         let Some(mut next) = others.next() else {
             return;
         };
@@ -1080,7 +1110,7 @@ impl<S: Service> Replica<S> {
             }
         };
         if self.is_primary() {
-            self.outbox.push_back(Action::Reply(Reply {
+            self.outbox.push_back(Output::Reply(Reply {
                 view: self.view,
                 client_id,
                 request_number: 0,
@@ -1130,7 +1160,7 @@ impl<S: Service> Replica<S> {
             }
         }
         if let Some(result) = reply {
-            self.outbox.push_back(Action::Reply(Reply {
+            self.outbox.push_back(Output::Reply(Reply {
                 view: self.view,
                 client_id,
                 request_number,

@@ -44,7 +44,7 @@ impl<S: Service> Replica<S> {
             // this state is the latest; no round of prepares is needed.
             let result = self.service.query(&request.op);
             self.stats.leased_reads += 1;
-            self.outbox.push_back(super::Action::Reply(Reply {
+            self.outbox.push_back(super::Output::Reply(Reply {
                 view: self.view,
                 client_id: request.client_id,
                 request_number: request.request_number,
@@ -87,7 +87,7 @@ impl<S: Service> Replica<S> {
                     result: entry.result.clone(),
                 };
                 self.stats.requests_deduplicated += 1;
-                self.outbox.push_back(super::Action::Reply(reply));
+                self.outbox.push_back(super::Output::Reply(reply));
                 true
             }
             Lookup::New => false,
@@ -130,9 +130,8 @@ impl<S: Service> Replica<S> {
     }
 
     /// Appends a request to the log and adds it to the batch for the backups
-    /// (§6, batching): the batch leaves when it is full, when the embedding
-    /// drains the outputs (no delay configured), or when the batch timer
-    /// fires.
+    /// (§6, batching): the batch leaves when it is full or when the batch
+    /// timer fires (see [`Replica`]'s contract).
     fn prepare_request(&mut self, now: Instant, request: Request) {
         self.prepare_entry(
             now,
@@ -173,7 +172,10 @@ impl<S: Service> Replica<S> {
         self.prepare_ok_op[usize::from(self.replica)] = self.ack_op();
         if self.op_number - self.unsent_from >= u64::from(self.config.batch_ops_max) {
             self.flush_batch();
-        } else if self.config.batch_delay_ns != 0 && self.timers.batch.is_none() {
+        } else if self.timers.batch.is_none() {
+            // The first entry of a batch arms the timer; with no delay it
+            // is due at once, and fires once the embedding has fed the
+            // inputs ready now (see [`Replica`]).
             self.timers.batch = Some(now + self.config.batch_delay_ns);
         }
         if self.timers.prepare.is_none() {
@@ -309,7 +311,7 @@ impl<S: Service> Replica<S> {
     fn answer_read(&mut self, read: ReadRequest) {
         let result = self.service.query(&read.op);
         self.stats.backup_reads += 1;
-        self.outbox.push_back(super::Action::Reply(Reply {
+        self.outbox.push_back(super::Output::Reply(Reply {
             view: self.view,
             client_id: read.client_id,
             request_number: read.request_number,
@@ -392,7 +394,7 @@ impl<S: Service> Replica<S> {
         }
         if prepare_ok.view > self.view
             || !self.is_primary()
-            || prepare_ok.replica >= self.config.replica_count
+            || !self.config.has_replica(prepare_ok.replica)
             || prepare_ok.replica == self.replica
             || prepare_ok.op_number > self.op_number
         {
@@ -436,7 +438,7 @@ impl<S: Service> Replica<S> {
     /// primary keeps the point it knew until all have reported.
     fn update_full_commit_min(&mut self) {
         let mut min = self.commit_number;
-        for replica in 0..self.config.replica_count {
+        for replica in self.config.replica_indexes() {
             if replica != self.replica && !self.config.is_witness(replica) {
                 min = min.min(self.prepare_ok_commit[usize::from(replica)]);
             }
@@ -500,7 +502,7 @@ impl<S: Service> Replica<S> {
         if !self.is_primary() || self.op_number == self.commit_number {
             return;
         }
-        for replica in 0..self.config.replica_count {
+        for replica in self.config.replica_indexes() {
             if replica == self.replica {
                 continue;
             }
@@ -548,7 +550,9 @@ impl<S: Service> Replica<S> {
         if !self.is_primary() {
             return;
         }
-        let heard = (0..self.config.replica_count)
+        let heard = self
+            .config
+            .replica_indexes()
             .filter(|&r| {
                 r == self.replica
                     || now.saturating_since(self.prepare_ok_heard_at[usize::from(r)])

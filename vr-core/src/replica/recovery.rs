@@ -95,7 +95,9 @@ impl<S: Service> Replica<S> {
         // a reconfiguration that happened after an answer (a replica of the
         // new epoch answers with StartEpoch; seed 2034580, where round 1
         // asked only a partitioned replica for ever).
-        let missing: Vec<ReplicaIndex> = (0..self.config.replica_count)
+        let missing: Vec<ReplicaIndex> = self
+            .config
+            .replica_indexes()
             .filter(|&r| r != self.replica)
             .collect();
         for replica in missing {
@@ -139,7 +141,7 @@ impl<S: Service> Replica<S> {
     /// replica is recovering start afresh.
     pub(super) fn on_recovery(&mut self, now: Instant, message: Recovery) {
         let from = message.replica;
-        if from >= self.config.replica_count || from == self.replica {
+        if !self.config.has_replica(from) || from == self.replica {
             self.stats.messages_invalid += 1;
             return;
         }
@@ -198,7 +200,7 @@ impl<S: Service> Replica<S> {
     pub(super) fn on_recovery_response(&mut self, now: Instant, message: RecoveryResponse) {
         let n = usize::from(self.config.replica_count);
         let from = message.replica;
-        if from >= self.config.replica_count
+        if !self.config.has_replica(from)
             || from == self.replica
             || message.crash_vector.len() != n
             || message.commit_number > message.op_number
@@ -478,7 +480,7 @@ impl<S: Service> Replica<S> {
             self.crash_vector[me] = cv[me].saturating_add(1);
             self.stats.incarnations_raised += 1;
         }
-        for replica in 0..self.config.replica_count {
+        for replica in self.config.replica_indexes() {
             let k = usize::from(replica);
             if replica != self.replica && cv[k] > self.crash_vector[k] {
                 self.crash_vector[k] = cv[k];

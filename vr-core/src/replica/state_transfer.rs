@@ -97,7 +97,7 @@ impl<S: Service> Replica<S> {
         // A replica that left is asked by the new epoch's indexes.
         let retired = self.status == Status::Retired;
         if !retired
-            && (message.replica >= self.config.replica_count || message.replica == self.replica)
+            && (!self.config.has_replica(message.replica) || message.replica == self.replica)
         {
             self.stats.messages_invalid += 1;
             return;
@@ -204,7 +204,7 @@ impl<S: Service> Replica<S> {
             .as_ref()
             .is_some_and(|s| matches!(s.goal, SyncGoal::Transition(_)));
         let valid = (transition
-            || (message.replica < self.config.replica_count && message.replica != self.replica))
+            || (self.config.has_replica(message.replica) && message.replica != self.replica))
             && message.commit_number <= message.op_number
             && message
                 .checkpoint

@@ -138,7 +138,7 @@ impl<S: Service> Replica<S> {
 
     /// §4.2 step 1–2.
     pub(super) fn on_start_view_change(&mut self, now: Instant, message: StartViewChange) {
-        if message.replica >= self.config.replica_count || message.replica == self.replica {
+        if !self.config.has_replica(message.replica) || message.replica == self.replica {
             self.stats.messages_invalid += 1;
             return;
         }
@@ -270,7 +270,7 @@ impl<S: Service> Replica<S> {
 
     /// §4.2 step 3.
     pub(super) fn on_do_view_change(&mut self, now: Instant, message: DoViewChange) {
-        if message.replica >= self.config.replica_count
+        if !self.config.has_replica(message.replica)
             || message.replica == self.replica
             || !self.is_primary_of(message.view)
             || message.commit_number > message.op_number
@@ -441,7 +441,7 @@ impl<S: Service> Replica<S> {
         // Backups that sent a DoViewChange hold everything up to their commit
         // number; the suffix from the smallest of those covers them all.
         self.start_view_suffix_from = commit_min;
-        for replica in 0..self.config.replica_count {
+        for replica in self.config.replica_indexes() {
             if replica != self.replica {
                 self.send_start_view(replica);
             }

@@ -6,9 +6,37 @@
 
 use vr_core::prng::Prng;
 use vr_core::{
-    Action, Client, ClientAction, ClientConfig, Completion, Config, Instant, Message, Replica,
+    Client, ClientAction, ClientConfig, Completion, Config, Instant, Message, Output, Replica,
     Service,
 };
+
+/// Every output `replica` holds now: a pure drain, up to the
+/// `Output::Timeout` that ends it (returned separately).
+pub fn drain<S: Service>(replica: &mut Replica<S>) -> (Vec<Output>, Option<Instant>) {
+    let mut outputs = Vec::new();
+    loop {
+        match replica.poll_output() {
+            Output::Timeout(t) => return (outputs, t),
+            output => outputs.push(output),
+        }
+    }
+}
+
+/// The outputs of the last input, as the contract asks an embedding to
+/// collect them: drain, and while the deadline is due (the batch timer),
+/// fire it at `now` and drain again.
+pub fn outputs<S: Service>(replica: &mut Replica<S>, now: Instant) -> Vec<Output> {
+    let mut all = Vec::new();
+    for _ in 0..8 {
+        let (outputs, deadline) = drain(replica);
+        all.extend(outputs);
+        match deadline {
+            Some(t) if t <= now => replica.handle_timeout(now),
+            _ => return all,
+        }
+    }
+    panic!("handle_timeout left its deadline due");
+}
 
 /// A service that records what it executed and returns the op-number and the
 /// op, so tests can check order and exactly-once execution.
@@ -57,7 +85,9 @@ pub fn cv(n: usize) -> vr_core::message::CrashVector {
     std::iter::repeat_n(0, n).collect()
 }
 
-/// Where a message in flight goes.
+/// Where a message in flight goes. A replica is named by its slot in
+/// `Cluster::replicas`, which is its member id (members join in order), so
+/// `Node::Replica(m.0)` for a `MemberId` m.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Node {
     Replica(u8),
@@ -165,7 +195,10 @@ impl<S: Service> Cluster<S> {
     ) -> Cluster<S> {
         let now = Instant::ZERO;
         let replicas = (0..config.replica_count)
-            .map(|i| Replica::new(config.clone(), i, service(i), now).expect("valid config"))
+            .map(|i| {
+                Replica::new(config.clone(), vr_core::ReplicaIndex(i), service(i), now)
+                    .expect("valid config")
+            })
             .collect();
         let clients = (0..client_count)
             .map(|i| Client::new(ClientConfig::new(&config, 1000 + i as u128), 0))
@@ -194,8 +227,14 @@ impl<S: Service> Cluster<S> {
     /// and the recovery protocol (§4.3).
     pub fn restart(&mut self, replica: u8, service: S, nonce: u64) {
         let i = usize::from(replica);
-        self.replicas[i] = Replica::recover(self.config.clone(), replica, service, self.now, nonce)
-            .expect("valid config");
+        self.replicas[i] = Replica::recover(
+            self.config.clone(),
+            vr_core::ReplicaIndex(replica),
+            service,
+            self.now,
+            nonce,
+        )
+        .expect("valid config");
         self.crashed[i] = false;
         self.drain_replica(replica);
     }
@@ -207,9 +246,14 @@ impl<S: Service> Cluster<S> {
         let i = usize::from(replica);
         self.held_persists.retain(|(r, _, _)| *r != replica);
         self.disks[i] = Default::default();
-        self.replicas[i] =
-            Replica::recover_lost_disk(self.config.clone(), replica, service, self.now, nonce)
-                .expect("valid config");
+        self.replicas[i] = Replica::recover_lost_disk(
+            self.config.clone(),
+            vr_core::ReplicaIndex(replica),
+            service,
+            self.now,
+            nonce,
+        )
+        .expect("valid config");
         self.crashed[i] = false;
         self.drain_replica(replica);
     }
@@ -222,7 +266,7 @@ impl<S: Service> Cluster<S> {
         self.held_persists.retain(|(r, _, _)| *r != replica);
         self.replicas[i] = Replica::restart(
             self.config.clone(),
-            replica,
+            vr_core::ReplicaIndex(replica),
             service,
             self.now,
             nonce,
@@ -257,8 +301,14 @@ impl<S: Service> Cluster<S> {
     /// other arguments would be) and index `index` in it.
     pub fn restart_with(&mut self, replica: u8, config: Config, index: u8, service: S, nonce: u64) {
         let i = usize::from(replica);
-        self.replicas[i] =
-            Replica::recover(config, index, service, self.now, nonce).expect("valid config");
+        self.replicas[i] = Replica::recover(
+            config,
+            vr_core::ReplicaIndex(index),
+            service,
+            self.now,
+            nonce,
+        )
+        .expect("valid config");
         self.crashed[i] = false;
         self.drain_replica(replica);
     }
@@ -279,7 +329,12 @@ impl<S: Service> Cluster<S> {
             message,
         }) = self.clients[client].poll_action()
         {
-            self.push(Node::Client(client), Node::Replica(replica), epoch, message);
+            self.push(
+                Node::Client(client),
+                Node::Replica(replica.0),
+                epoch,
+                message,
+            );
         }
     }
 
@@ -291,8 +346,14 @@ impl<S: Service> Cluster<S> {
             self.replicas.len(),
             "members join in order"
         );
-        let replica =
-            Replica::join(self.config.clone(), member, service, self.now, nonce).expect("valid");
+        let replica = Replica::join(
+            self.config.clone(),
+            vr_core::MemberId(member),
+            service,
+            self.now,
+            nonce,
+        )
+        .expect("valid");
         self.replicas.push(replica);
         self.crashed.push(false);
         self.replies_sent_by.push(0);
@@ -304,21 +365,35 @@ impl<S: Service> Cluster<S> {
     /// Starts a reconfiguration to `members` from `client` (§7.1).
     pub fn reconfigure(&mut self, client: usize, members: &[u8]) -> u64 {
         let number = self.clients[client]
-            .reconfigure(self.now, members.to_vec())
+            .reconfigure(
+                self.now,
+                members.iter().map(|&m| vr_core::MemberId(m)).collect(),
+            )
             .expect("client idle");
         self.drain_client(client);
         number
     }
 
+    /// Carries out replica `replica`'s outputs in order until the
+    /// `Output::Timeout` that ends them; timers due now (the batch timer)
+    /// fire then, so each delivered request leaves in its own Prepare, as
+    /// a node that fires timers after every input sends it.
     fn drain_replica(&mut self, replica: u8) {
-        while let Some(action) = self.replicas[usize::from(replica)].poll_action() {
-            match action {
-                Action::Send {
-                    replica: to,
-                    epoch,
-                    message,
-                } => self.push(Node::Replica(replica), Node::Replica(to), epoch, message),
-                Action::Reply(reply) => {
+        let now = self.now;
+        let mut timer_rounds = 0;
+        loop {
+            let output = self.replicas[usize::from(replica)].poll_output();
+            match output {
+                Output::Timeout(Some(t)) if t <= now => {
+                    timer_rounds += 1;
+                    assert!(timer_rounds < 8, "handle_timeout left its deadline due");
+                    self.replicas[usize::from(replica)].handle_timeout(now);
+                }
+                Output::Timeout(_) => break,
+                Output::Send { to, epoch, message } => {
+                    self.push(Node::Replica(replica), Node::Replica(to.0), epoch, message)
+                }
+                Output::Reply(reply) => {
                     self.replies_sent_by[usize::from(replica)] += 1;
                     let client = (reply.client_id - 1000) as usize;
                     let epoch = self.replicas[usize::from(replica)].epoch();
@@ -329,7 +404,7 @@ impl<S: Service> Cluster<S> {
                         Message::Reply(reply),
                     );
                 }
-                Action::Persist(persist) => {
+                Output::Persist(persist) => {
                     let i = usize::from(replica);
                     // The pages are read now: a later checkpoint replaces them.
                     let pages = persist
@@ -344,7 +419,7 @@ impl<S: Service> Cluster<S> {
                         self.replicas[i].handle_persisted(now, persist.sequence);
                     }
                 }
-                Action::NewEpoch { client_id, notice } => {
+                Output::NewEpoch { client_id, notice } => {
                     let client = (client_id - 1000) as usize;
                     let epoch = notice.epoch;
                     self.push(
@@ -409,7 +484,7 @@ impl<S: Service> Cluster<S> {
                 }
                 self.bytes_to[usize::from(i)] +=
                     vr_core::codec::encoded_size(&envelope.message) as u64;
-                self.replicas[usize::from(i)].handle_message_in_epoch(
+                self.replicas[usize::from(i)].handle_message(
                     self.now,
                     envelope.epoch,
                     envelope.message,

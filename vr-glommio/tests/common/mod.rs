@@ -67,7 +67,11 @@ pub fn start_cluster_with(config: Config, adjust: impl Fn(&mut ReplicaOptions)) 
     let mut replicas = Vec::new();
     let mut executed = Vec::new();
     for (index, listener) in listeners.into_iter().enumerate() {
-        let mut options = ReplicaOptions::new(config.clone(), addresses.clone(), index as u8);
+        let mut options = ReplicaOptions::new(
+            config.clone(),
+            addresses.clone(),
+            vr_core::MemberId(index as u8),
+        );
         adjust(&mut options);
         let log = Executed::default();
         let handle = start_replica_with_listener(options, listener, Recorder(log.clone()))

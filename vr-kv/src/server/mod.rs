@@ -183,7 +183,7 @@ pub fn replica_options(options: &NodeOptions) -> ReplicaOptions {
     let mut replica_options = ReplicaOptions::new(
         options.config.clone(),
         options.replicas.clone(),
-        options.replica,
+        vr_core::MemberId(options.replica),
     );
     replica_options.recovery_nonce = options.recovery_nonce;
     replica_options.join = options.join;
@@ -431,7 +431,7 @@ pub fn start_node(mut options: NodeOptions) -> io::Result<NodeHandle> {
             let (dir, boot) = vr_storage::data_dir::DataDir::open(
                 path,
                 &options.config,
-                options.replica,
+                vr_core::MemberId(options.replica),
                 u128::from(options.config.cluster),
             )
             .map_err(|e| io::Error::other(format!("data directory {}: {e}", path.display())))?;
@@ -646,7 +646,9 @@ pub fn start_local_in(
     {
         let i = usize::from(index);
         let mut options = NodeOptions::new(cluster, replica_addrs.clone(), index, resp[i]);
-        options.config.witnesses = (replicas.saturating_sub(witnesses)..replicas).collect();
+        options.config.witnesses = (replicas.saturating_sub(witnesses)..replicas)
+            .map(vr_core::ReplicaIndex)
+            .collect();
         options
             .config
             .validate()

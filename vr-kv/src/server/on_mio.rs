@@ -251,7 +251,7 @@ struct Proxy {
 impl Proxy {
     /// Records member `member`'s address, growing the tables; a link to an
     /// old address is closed (the next frame opens one to the new).
-    fn learn(&mut self, member: u8, address: SocketAddr) -> Option<Link> {
+    fn learn(&mut self, member: vr_core::MemberId, address: SocketAddr) -> Option<Link> {
         let i = usize::from(member);
         if i >= LINK_SLOTS_MAX {
             return None;
@@ -276,7 +276,7 @@ impl Proxy {
             return false;
         }
         self.epoch = client.epoch();
-        let learned: Vec<(u8, SocketAddr)> = client
+        let learned: Vec<(vr_core::MemberId, SocketAddr)> = client
             .members()
             .into_iter()
             .zip(client.addresses())
@@ -589,7 +589,7 @@ impl Loop {
             };
             link.queue(&frame, queue_bytes_max);
             if let Err(error) = link.flush() {
-                tracing::debug!(replica, %error, "link to replica failed");
+                tracing::debug!(%replica, %error, "link to replica failed");
                 if let Some(link) = slot.take() {
                     self.sockets.close_link(link);
                 }

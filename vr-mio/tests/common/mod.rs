@@ -54,7 +54,11 @@ impl Cluster {
         let mut executed = Vec::new();
         for (i, listener) in listeners.into_iter().enumerate() {
             let log = Executed::default();
-            let options = ReplicaOptions::new(config.clone(), addresses.clone(), i as u8);
+            let options = ReplicaOptions::new(
+                config.clone(),
+                addresses.clone(),
+                vr_core::MemberId(i as u8),
+            );
             let handle =
                 start_replica_with_listener(options, listener, Recorder(log.clone())).unwrap();
             replicas.push(Some(handle));

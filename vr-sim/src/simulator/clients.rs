@@ -42,7 +42,7 @@ impl Simulator {
         } in outputs
         {
             if usize::from(replica) < self.replicas.len() {
-                self.send_in_epoch(Addr::Client(c), Addr::Replica(replica), epoch, &message);
+                self.send_in_epoch(Addr::Client(c), Addr::Replica(replica.0), epoch, &message);
             }
         }
     }
@@ -85,9 +85,11 @@ impl Simulator {
             && node.client.op_number_seen() != node.op_number_seen)
             .then(|| (node.client.op_number_seen(), node.op_number_seen));
         let sent = match backup_read_at {
-            Some(r) => node
-                .client
-                .read_at(Instant::from_nanos(now), r, op.encode()),
+            Some(r) => node.client.read_at(
+                Instant::from_nanos(now),
+                vr_core::ReplicaIndex(r),
+                op.encode(),
+            ),
             None => node.client.request(Instant::from_nanos(now), op.encode()),
         };
         match sent {

@@ -384,7 +384,14 @@ impl Simulator {
                 let base = disk.state.log_base;
                 let log_end = disk.log.last().map_or(base, |e| e.op_number.max(base));
                 let (view, lnv) = (disk.state.view, disk.state.last_normal_view);
-                match Replica::restart(self.config.clone(), i, kv, local, nonce, disk) {
+                match Replica::restart(
+                    self.config.clone(),
+                    vr_core::ReplicaIndex(i),
+                    kv,
+                    local,
+                    nonce,
+                    disk,
+                ) {
                     Ok(replica) => {
                         self.stats.disk.restarts_from_disk += 1;
                         self.trace.record(
@@ -447,8 +454,14 @@ impl Simulator {
         // Every simulated disk held data (formatted at the cluster's
         // birth): a replica that cannot trust it never forms a new cluster
         // (safe formation, `docs/protocol.md`).
-        let replica = Replica::recover_lost_disk(self.config.clone(), i, kv_again, local, nonce)
-            .unwrap_or_else(|e| panic!("invalid replica configuration: {e}"));
+        let replica = Replica::recover_lost_disk(
+            self.config.clone(),
+            vr_core::ReplicaIndex(i),
+            kv_again,
+            local,
+            nonce,
+        )
+        .unwrap_or_else(|e| panic!("invalid replica configuration: {e}"));
         (replica, true)
     }
 

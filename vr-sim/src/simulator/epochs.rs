@@ -23,11 +23,11 @@ impl Simulator {
     }
 
     /// Every replica slot that takes part in the run: the initial members
-    /// and the reconfiguration's new members.
+    /// and the reconfiguration's new members (a slot is its member id).
     pub(super) fn participants(&self) -> Vec<u8> {
-        let mut all = self.initial_members.clone();
+        let mut all: Vec<u8> = self.initial_members.iter().map(|m| m.0).collect();
         if let Some(target) = self.target_members() {
-            all.extend_from_slice(target);
+            all.extend(target.iter().map(|m| m.0));
         }
         all.sort_unstable();
         all.dedup();
@@ -56,7 +56,7 @@ impl Simulator {
     pub(super) fn may_fail(&self, i: u8) -> bool {
         self.fault_groups()
             .iter()
-            .filter(|g| g.contains(&i))
+            .filter(|g| g.contains(&MemberId(i)))
             .all(|g| self.failed_in(g) < (g.len() - 1) / 2)
     }
 
@@ -90,17 +90,25 @@ impl Simulator {
             .reconfiguration
             .as_ref()
             .is_some_and(|r| r.restart_in_first_epoch)
-            && self.initial_members.contains(&i);
+            && self.initial_members.contains(&MemberId(i));
         let built = if let Some(index) = self
             .epoch_config
-            .index_of_member(i)
+            .index_of_member(vr_core::MemberId(i))
             .filter(|_| self.epoch > 0 && !in_first_epoch)
         {
             Replica::recover(self.epoch_config.clone(), index, kv, now, nonce).map(|r| (r, true))
-        } else if self.initial_members.contains(&i) {
-            Replica::recover(self.config.clone(), i, kv, now, nonce).map(|r| (r, true))
+        } else if self.initial_members.contains(&MemberId(i)) {
+            Replica::recover(
+                self.config.clone(),
+                vr_core::ReplicaIndex(i),
+                kv,
+                now,
+                nonce,
+            )
+            .map(|r| (r, true))
         } else {
-            Replica::join(self.config.clone(), i, kv, now, nonce).map(|r| (r, false))
+            Replica::join(self.config.clone(), vr_core::MemberId(i), kv, now, nonce)
+                .map(|r| (r, false))
         };
         built.unwrap_or_else(|e| panic!("invalid replica configuration: {e}"))
     }
@@ -133,7 +141,7 @@ impl Simulator {
     /// Sends the administrator's reconfiguration request.
     pub(super) fn admin_issue(&mut self) {
         let now = self.now;
-        let Some(members) = self.target_members().map(<[u8]>::to_vec) else {
+        let Some(members) = self.target_members().map(<[MemberId]>::to_vec) else {
             return;
         };
         let Some(admin) = self.admin.as_mut() else {
@@ -270,7 +278,7 @@ impl Simulator {
     /// every running replica the reconfiguration removed is retired and
     /// may shut down (a quorum of the new epoch answered it).
     pub(super) fn check_reconfiguration(&mut self) {
-        let Some(target) = self.target_members().map(<[u8]>::to_vec) else {
+        let Some(target) = self.target_members().map(<[MemberId]>::to_vec) else {
             return;
         };
         let mut problems = Vec::new();
@@ -315,8 +323,8 @@ impl Simulator {
         };
         self.initial_members
             .iter()
-            .copied()
             .filter(|m| !target.contains(m))
+            .map(|m| m.0)
             .collect()
     }
 

@@ -55,8 +55,8 @@ use vr_core::codec::{self, DecodeError};
 use vr_core::message::Command;
 use vr_core::prng::Prng;
 use vr_core::{
-    Action, Client, ClientAction, ClientConfig, ClientId, Completion, Config, EntryKind,
-    InjectedBug, Instant, MemberId, Message, Replica, Service, Stats, Status,
+    Client, ClientAction, ClientConfig, ClientId, Completion, Config, EntryKind, InjectedBug,
+    Instant, MemberId, Message, Output, Replica, Service, Stats, Status,
 };
 
 use crate::checks::{Agreement, Violation, ViolationKind};
@@ -493,8 +493,9 @@ impl Simulator {
                 }
                 let kv =
                     Kv::with_ballast(plan.recovery.ballast_pages, plan.recovery.ballast_page_size);
-                let replica = Replica::new(config.clone(), i, kv, clock.local(0))
-                    .unwrap_or_else(|e| panic!("invalid replica configuration: {e}"));
+                let replica =
+                    Replica::new(config.clone(), vr_core::ReplicaIndex(i), kv, clock.local(0))
+                        .unwrap_or_else(|e| panic!("invalid replica configuration: {e}"));
                 ReplicaNode {
                     started: true,
                     replica: Some(replica),
@@ -530,7 +531,7 @@ impl Simulator {
             .reconfiguration
             .as_ref()
             .map_or(Vec::new(), |r| r.members.clone());
-        let slots = target.iter().map(|&m| m + 1).max().unwrap_or(0).max(n);
+        let slots = target.iter().map(|&m| m.0 + 1).max().unwrap_or(0).max(n);
         let mut join_prng = Prng::new(seed ^ 0x7015_E4C0_FF1E_5EED);
         for member in n..slots {
             let rates = &plan.faults.clock_rate_ppm;
@@ -543,12 +544,18 @@ impl Simulator {
                 offset_ns: join_prng.below(1000 * SECOND),
                 rate_ppm: rate_ppm.max(1),
             };
-            let replica = target.contains(&member).then(|| {
+            let replica = target.contains(&MemberId(member)).then(|| {
                 let kv =
                     Kv::with_ballast(plan.recovery.ballast_pages, plan.recovery.ballast_page_size);
                 let nonce = join_prng.next_u64();
-                Replica::join(config.clone(), member, kv, clock.local(0), nonce)
-                    .unwrap_or_else(|e| panic!("invalid joiner configuration: {e}"))
+                Replica::join(
+                    config.clone(),
+                    vr_core::MemberId(member),
+                    kv,
+                    clock.local(0),
+                    nonce,
+                )
+                .unwrap_or_else(|e| panic!("invalid joiner configuration: {e}"))
             });
             replicas.push(ReplicaNode {
                 started: replica.is_some(),
@@ -644,7 +651,7 @@ impl Simulator {
                 until: plan.workload.safety_duration_ns,
             },
             healed: (0..n).collect(),
-            initial_members: (0..n).collect(),
+            initial_members: (0..n).map(MemberId).collect(),
             epoch: 0,
             epoch_config: config.clone(),
             admin,

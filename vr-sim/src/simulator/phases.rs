@@ -68,7 +68,7 @@ impl Simulator {
         // others to recover from. Recovering replicas are always healed.
         let mut alive: Vec<u8> = members
             .iter()
-            .copied()
+            .map(|m| m.0)
             .filter(|&i| !self.failed(usize::from(i)))
             .collect();
         // Fisher-Yates with the nemesis stream: a random majority.
@@ -94,7 +94,7 @@ impl Simulator {
         // the latest epoch (removed or joining ones), are healed.
         for i in 0..self.replicas.len() as u8 {
             let up = self.replicas[usize::from(i)].replica.is_some();
-            if up && (self.recovering(usize::from(i)) || !members.contains(&i)) {
+            if up && (self.recovering(usize::from(i)) || !members.contains(&MemberId(i))) {
                 self.healed.insert(i);
             }
         }
@@ -140,7 +140,10 @@ impl Simulator {
         let f = (n.max(1) - 1) / 2;
         let failed = (0..n).filter(|&i| self.failed(i)).count();
         let mut full: Vec<(u64, u8)> = (0..n as u8)
-            .filter(|&i| !self.failed(usize::from(i)) && !self.plan.config.is_witness(i))
+            .filter(|&i| {
+                !self.failed(usize::from(i))
+                    && !self.plan.config.is_witness(vr_core::ReplicaIndex(i))
+            })
             .filter_map(|i| {
                 let replica = self.replicas[usize::from(i)].replica.as_ref()?;
                 Some((replica.commit_number(), i))
@@ -313,7 +316,7 @@ impl Simulator {
         let healed: Vec<&Replica<Kv>> = self
             .healed
             .iter()
-            .filter(|i| members.contains(i))
+            .filter(|&&i| members.contains(&MemberId(i)))
             .filter_map(|&i| self.replicas[usize::from(i)].replica.as_ref())
             .collect();
         let view = healed.iter().map(|r| r.view()).max().unwrap_or(0);

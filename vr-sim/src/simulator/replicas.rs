@@ -99,7 +99,7 @@ impl Simulator {
         }
         self.replica_step(i, |replica, now| {
             for (message, epoch) in messages {
-                replica.handle_message_in_epoch(now, epoch, message);
+                replica.handle_message(now, epoch, message);
             }
         });
     }
@@ -186,8 +186,15 @@ impl Simulator {
         // later checkpoint replaces them) and whether the replica had left
         // `Recovering` (its recovery is then on disk once it is durable).
         let mut persists = VecDeque::new();
-        while let Some(action) = replica.poll_action() {
-            if let Action::Persist(persist) = &action {
+        // A pure drain up to the deadline. A timer due now (the batch
+        // timer) is not fired here: it is an event of the simulator's
+        // queue like any other, after the frames due at this instant.
+        loop {
+            let action = match replica.poll_output() {
+                Output::Timeout(_) => break,
+                output => output,
+            };
+            if let Output::Persist(persist) = &action {
                 let pages = persist
                     .checkpoint
                     .map(|_| replica.checkpoint_pages().to_vec())
@@ -203,29 +210,25 @@ impl Simulator {
         self.check_primary_crash(i, before);
         for action in outputs {
             match action {
-                Action::Send {
-                    replica: to,
-                    epoch,
-                    message,
-                } => {
+                Output::Send { to, epoch, message } => {
                     if usize::from(to) < self.replicas.len() {
-                        self.send_in_epoch(Addr::Replica(i), Addr::Replica(to), epoch, &message);
+                        self.send_in_epoch(Addr::Replica(i), Addr::Replica(to.0), epoch, &message);
                     } else {
                         let detail = format!("r{i} sent to the unknown member {to}");
                         self.violation(ViolationKind::Codec, detail);
                     }
                 }
-                Action::Persist(persist) => {
+                Output::Persist(persist) => {
                     let (pages, clears_marker) = persists.pop_front().unwrap_or_default();
                     self.disk_write(i, persist, pages, clears_marker);
                 }
-                Action::NewEpoch { client_id, notice } => {
+                Output::NewEpoch { client_id, notice } => {
                     if let Some(&c) = self.client_by_id.get(&client_id) {
                         let message = Message::StartEpoch(notice);
                         self.send_in_epoch(Addr::Replica(i), Addr::Client(c), own_epoch, &message);
                     }
                 }
-                Action::Reply(reply) => match self.client_by_id.get(&reply.client_id) {
+                Output::Reply(reply) => match self.client_by_id.get(&reply.client_id) {
                     Some(&c) => self.send_in_epoch(
                         Addr::Replica(i),
                         Addr::Client(c),
@@ -238,6 +241,7 @@ impl Simulator {
                         self.violation(ViolationKind::Service, detail);
                     }
                 },
+                Output::Timeout(_) => unreachable!("the drain stops at the timeout"),
             }
         }
         self.primary_crash();

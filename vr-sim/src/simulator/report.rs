@@ -400,7 +400,7 @@ impl Simulator {
                     member: i as u8,
                     status: r.status(),
                     epoch: r.epoch(),
-                    epoch_members: r.epoch_members(),
+                    epoch_members: r.epoch_members().iter().map(|m| m.0).collect(),
                     view: r.view(),
                     commit_number: r.commit_number(),
                     may_shut_down: r.may_shut_down(),
