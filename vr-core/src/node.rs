@@ -25,7 +25,7 @@
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 
-use crate::client::{Client, ClientAction, ClientError, Completion};
+use crate::client::{Client, ClientError, ClientOutput, Completion};
 use crate::codec::{self, DecodeError};
 use crate::message::{ClientId, MemberId, Message};
 use crate::replica::{Output, Replica, Status};
@@ -664,7 +664,8 @@ impl ClientNode {
                     used += size;
                     match message {
                         Message::Reply(reply) => {
-                            if let Some(done) = self.client.handle_reply(now, reply) {
+                            self.client.handle_reply(now, reply);
+                            if let (Some(done), _) = self.drain() {
                                 completion = Some(done);
                             }
                         }
@@ -685,9 +686,8 @@ impl ClientNode {
 
     /// Resends on timeout; returns an error when the request was abandoned.
     pub fn handle_timeout(&mut self, now: Instant) -> Option<ClientError> {
-        let error = self.client.handle_timeout(now);
-        self.drain();
-        error
+        self.client.handle_timeout(now);
+        self.drain().1
     }
 
     /// When [`ClientNode::handle_timeout`] must next be called.
@@ -700,16 +700,22 @@ impl ClientNode {
         self.transmits.pop_front()
     }
 
-    fn drain(&mut self) {
-        while let Some(ClientAction::Send {
-            replica,
-            epoch,
-            message,
-        }) = self.client.poll_action()
-        {
-            let mut frame = Vec::with_capacity(codec::encoded_size(&message));
-            codec::encode_in_epoch(&message, self.cluster, epoch, &mut frame);
-            self.transmits.push_back((replica, frame));
+    /// Drains the client's outputs: sends become frames; the completion
+    /// and the failure, if any, are returned (one request is outstanding at
+    /// a time, so an input brings at most one of each).
+    fn drain(&mut self) -> (Option<Completion>, Option<ClientError>) {
+        let (mut completion, mut error) = (None, None);
+        loop {
+            match self.client.poll_output() {
+                ClientOutput::Send { to, epoch, message } => {
+                    let mut frame = Vec::with_capacity(codec::encoded_size(&message));
+                    codec::encode_in_epoch(&message, self.cluster, epoch, &mut frame);
+                    self.transmits.push_back((to, frame));
+                }
+                ClientOutput::Completed(done) => completion = Some(done),
+                ClientOutput::Failed { error: e, .. } => error = Some(e),
+                ClientOutput::Timeout(_) => return (completion, error),
+            }
         }
     }
 }
