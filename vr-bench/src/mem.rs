@@ -43,7 +43,7 @@
 use std::collections::VecDeque;
 
 use hdrhistogram::Histogram;
-use vr_core::{Client, ClientAction, ClientConfig, Config, Instant, Message, Output, Replica};
+use vr_core::{Client, ClientConfig, ClientOutput, Config, Instant, Message, Output, Replica};
 
 use crate::service::{BenchService, READ_MARKER};
 
@@ -350,7 +350,10 @@ impl MemCluster {
                 Output::Reply(reply) => {
                     // Client ids are index + 1 (see `with_spec`).
                     let index = (reply.client_id - 1) as usize;
-                    if clients[index].handle_reply(*now, reply).is_none() {
+                    clients[index].handle_reply(*now, reply);
+                    // A completion, or nothing (a duplicate reply); the
+                    // drain stops at the client's timeout.
+                    if !matches!(clients[index].poll_output(), ClientOutput::Completed(_)) {
                         continue;
                     }
                     *completed += 1;
@@ -441,11 +444,9 @@ fn start(
     client
         .request(now, op.to_vec())
         .expect("an idle client with an op under op_size_max");
-    while let Some(ClientAction::Send {
-        replica, message, ..
-    }) = client.poll_action()
-    {
-        inboxes[usize::from(replica)].push_back(message);
+    // A request's outputs are its first send, to the primary.
+    while let ClientOutput::Send { to, message, .. } = client.poll_output() {
+        inboxes[usize::from(to)].push_back(message);
         *in_flight += 1;
     }
 }

@@ -1,6 +1,12 @@
 //! The client proxy (§4, "client"): a sans-IO state machine that gives each
 //! request a number, sends it to the primary it believes in, retries to all
 //! replicas when no reply comes, and learns the view from replies.
+//!
+//! The contract is the [`crate::Replica`]'s: inputs are `handle_*(now, …)`
+//! and the requests; after every input, drain [`Client::poll_output`]
+//! until it returns [`ClientOutput::Timeout`]`(t)`, and call
+//! [`Client::handle_timeout`] at `t`. Completions and failures are outputs
+//! too.
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
@@ -94,20 +100,34 @@ impl core::fmt::Display for ClientError {
 #[cfg(feature = "std")]
 impl std::error::Error for ClientError {}
 
-/// An output of the client proxy.
+/// An output of the client proxy, drained with [`Client::poll_output`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ClientAction {
-    /// Send `message` to replica `replica`, in the client's epoch `epoch`
-    /// (the frame header's epoch).
+pub enum ClientOutput {
+    /// Send `message` to member `to`, in the client's epoch `epoch` (the
+    /// frame header's epoch).
     Send {
-        /// The destination replica's member id (its index, unless the
-        /// cluster was reconfigured).
-        replica: MemberId,
+        /// The destination's member id (it equals the replica's index
+        /// unless the cluster was reconfigured).
+        to: MemberId,
         /// The client's epoch.
         epoch: u32,
         /// The message (a Request, ReadRequest or Reconfiguration).
         message: Message,
     },
+    /// The outstanding request completed (a reply answered it).
+    Completed(Completion),
+    /// The outstanding request was abandoned after
+    /// [`ClientConfig::request_attempts_max`] attempts; its outcome is
+    /// unknown (it may still execute).
+    Failed {
+        /// The request-number of the abandoned request.
+        request_number: u64,
+        /// Why: [`ClientError::TimedOut`].
+        error: ClientError,
+    },
+    /// Nothing more to carry out now; call [`Client::handle_timeout`] at
+    /// this instant (`None`: no request outstanding, no timer armed).
+    Timeout(Option<Instant>),
 }
 
 /// A finished request: its number and the service's result.
@@ -140,7 +160,10 @@ pub struct Client {
     /// least this (read-your-writes, monotonic reads).
     op_number_seen: u64,
     outstanding: Option<Outstanding>,
-    outbox: VecDeque<ClientAction>,
+    /// Outputs not yet drained; never holds [`ClientOutput::Timeout`].
+    /// Bounded by the embedding's draining: each input adds at most one
+    /// send per replica and one completion or failure.
+    outbox: VecDeque<ClientOutput>,
 }
 
 impl Client {
@@ -306,8 +329,8 @@ impl Client {
             }
             let message = outstanding.message.clone();
             let primary = self.primary();
-            self.outbox.push_back(ClientAction::Send {
-                replica: self.member_id(primary),
+            self.outbox.push_back(ClientOutput::Send {
+                to: self.member_id(primary),
                 epoch: self.config.epoch,
                 message,
             });
@@ -326,8 +349,8 @@ impl Client {
         request_number: u64,
         message: Message,
     ) {
-        self.outbox.push_back(ClientAction::Send {
-            replica: self.member_id(to),
+        self.outbox.push_back(ClientOutput::Send {
+            to: self.member_id(to),
             epoch: self.config.epoch,
             message: message.clone(),
         });
@@ -412,12 +435,19 @@ impl Client {
         Ok(self.request_number)
     }
 
-    /// Takes in a reply. Returns the completion when it answers the
-    /// outstanding request; replies to older requests (duplicates) are
-    /// dropped. For a recovering client the completion has request-number 0
-    /// and the recovery's fence (`u64` little-endian, then the nonce) as its
-    /// result; the client then continues above it.
-    pub fn handle_reply(&mut self, _now: Instant, reply: Reply) -> Option<Completion> {
+    /// Takes in a reply. When it answers the outstanding request, queues
+    /// [`ClientOutput::Completed`]; replies to older requests (duplicates)
+    /// are dropped. For a recovering client the completion has
+    /// request-number 0 and the recovery's fence (`u64` little-endian,
+    /// then the nonce) as its result; the client then continues above it.
+    pub fn handle_reply(&mut self, _now: Instant, reply: Reply) {
+        if let Some(completion) = self.complete(reply) {
+            self.outbox.push_back(ClientOutput::Completed(completion));
+        }
+    }
+
+    /// The completion `reply` brings, if it answers the outstanding request.
+    fn complete(&mut self, reply: Reply) -> Option<Completion> {
         if reply.client_id != self.config.client_id || !reply_in_range(&reply) {
             return None;
         }
@@ -448,17 +478,24 @@ impl Client {
 
     /// Resends the outstanding request to every replica when its deadline
     /// passed: the primary may have changed (§4.1, "the client re-sends").
-    /// Returns the error when the request was abandoned.
-    pub fn handle_timeout(&mut self, now: Instant) -> Option<ClientError> {
-        let outstanding = self.outstanding.as_mut()?;
+    /// Queues [`ClientOutput::Failed`] when the request is abandoned.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let Some(outstanding) = self.outstanding.as_mut() else {
+            return;
+        };
         if outstanding.deadline > now {
-            return None;
+            return;
         }
         if self.config.request_attempts_max != 0
             && outstanding.attempts >= self.config.request_attempts_max
         {
+            let request_number = outstanding.request_number;
             self.outstanding = None;
-            return Some(ClientError::TimedOut);
+            self.outbox.push_back(ClientOutput::Failed {
+                request_number,
+                error: ClientError::TimedOut,
+            });
+            return;
         }
         outstanding.attempts += 1;
         outstanding.deadline = now + self.config.request_timeout_ns;
@@ -468,13 +505,12 @@ impl Client {
         }
         let message = outstanding.message.clone();
         for member in self.members() {
-            self.outbox.push_back(ClientAction::Send {
-                replica: member,
+            self.outbox.push_back(ClientOutput::Send {
+                to: member,
                 epoch: self.config.epoch,
                 message: message.clone(),
             });
         }
-        None
     }
 
     /// Gives up on the outstanding request, whose outcome is then unknown (it
@@ -485,12 +521,23 @@ impl Client {
         self.outstanding.take().map(|o| o.request_number)
     }
 
-    /// The next message to send, if any.
-    pub fn poll_action(&mut self) -> Option<ClientAction> {
-        self.outbox.pop_front()
+    /// The next output to carry out; [`ClientOutput::Timeout`] once there
+    /// is none. A pure drain: it changes no state.
+    pub fn poll_output(&mut self) -> ClientOutput {
+        match self.outbox.pop_front() {
+            Some(output) => {
+                debug_assert!(
+                    !matches!(output, ClientOutput::Timeout(_)),
+                    "the outbox holds no Timeout"
+                );
+                output
+            }
+            None => ClientOutput::Timeout(self.poll_timeout()),
+        }
     }
 
-    /// When [`Client::handle_timeout`] must next be called.
+    /// When [`Client::handle_timeout`] must next be called (a getter; the
+    /// instant [`ClientOutput::Timeout`] carries).
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.outstanding.as_ref().map(|o| o.deadline)
     }
@@ -527,6 +574,25 @@ mod tests {
         }
     }
 
+    /// Every output up to the timeout that ends them, and the timeout.
+    fn drain(client: &mut Client) -> (Vec<ClientOutput>, Option<Instant>) {
+        let mut outputs = Vec::new();
+        loop {
+            match client.poll_output() {
+                ClientOutput::Timeout(t) => return (outputs, t),
+                output => outputs.push(output),
+            }
+        }
+    }
+
+    fn completed(client: &mut Client) -> Option<u64> {
+        let (outputs, _) = drain(client);
+        outputs.iter().find_map(|o| match o {
+            ClientOutput::Completed(c) => Some(c.request_number),
+            _ => None,
+        })
+    }
+
     #[test]
     fn one_request_at_a_time_and_late_replies_ignored() {
         let config = Config::new(1, 3);
@@ -536,17 +602,17 @@ mod tests {
         assert_eq!(client.request(now, vec![2]), Err(ClientError::Busy));
         assert_eq!(client.abandon(), Some(1));
         assert_eq!(client.request(now, vec![2]), Ok(2));
+        drain(&mut client);
+        client.handle_reply(now, reply(0, 1));
         assert_eq!(
-            client.handle_reply(now, reply(0, 1)),
+            completed(&mut client),
             None,
             "reply to the abandoned request"
         );
-        assert_eq!(
-            client
-                .handle_reply(now, reply(4, 2))
-                .map(|c| c.request_number),
-            Some(2)
-        );
+        client.handle_reply(now, reply(4, 2));
+        assert_eq!(completed(&mut client), Some(2));
+        client.handle_reply(now, reply(4, 2));
+        assert_eq!(completed(&mut client), None, "a duplicate reply");
         assert_eq!(client.view(), 4, "learned the view from replies");
     }
 
@@ -558,20 +624,26 @@ mod tests {
         let timeout = client_config.request_timeout_ns;
         let mut client = Client::new(client_config, 0);
         client.request(Instant::ZERO, vec![1]).unwrap();
-        assert_eq!(
-            core::iter::from_fn(|| client.poll_action()).count(),
-            1,
-            "first try: the primary"
+        let (sent, deadline) = drain(&mut client);
+        assert_eq!(sent.len(), 1, "first try: the primary");
+        assert_eq!(deadline, Some(Instant::from_nanos(timeout)));
+        client.handle_timeout(Instant::from_nanos(timeout));
+        let (sent, _) = drain(&mut client);
+        assert!(
+            sent.len() == 3 && sent.iter().all(|o| matches!(o, ClientOutput::Send { .. })),
+            "retry: every replica, no failure yet: {sent:?}"
         );
-        assert_eq!(client.handle_timeout(Instant::from_nanos(timeout)), None);
+        client.handle_timeout(Instant::from_nanos(2 * timeout));
         assert_eq!(
-            core::iter::from_fn(|| client.poll_action()).count(),
-            3,
-            "retry: every replica"
-        );
-        assert_eq!(
-            client.handle_timeout(Instant::from_nanos(2 * timeout)),
-            Some(ClientError::TimedOut)
+            drain(&mut client),
+            (
+                vec![ClientOutput::Failed {
+                    request_number: 1,
+                    error: ClientError::TimedOut
+                }],
+                None
+            ),
+            "abandoned: a failure output, and no timer left"
         );
         assert_eq!(client.outstanding(), None);
     }

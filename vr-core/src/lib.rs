@@ -33,14 +33,17 @@
 //! [`Service`]: its [`Service::execute`] upcall runs once per committed
 //! operation, in op-number order, on every replica.
 //!
-//! The [`Client`] proxy is a state machine of the same shape. [`codec`] turns
+//! The [`Client`] proxy is a state machine of the same shape: it drains
+//! with [`Client::poll_output`] into [`ClientOutput`]s (sends,
+//! completions, failures, and the deadline last). [`codec`] turns
 //! messages into frames and back.
 //!
 //! # A drive loop
 //!
 //! ```
 //! use std::collections::VecDeque;
-//! use vr_core::{Client, ClientConfig, Config, Instant, MemberId, Message, Output, Replica};
+//! use vr_core::{Client, ClientConfig, ClientOutput, Config, Instant, MemberId, Message, Output};
+//! use vr_core::Replica;
 //! use vr_core::{ReplicaIndex, Service};
 //!
 //! /// A counter: every operation adds its first byte and returns the total.
@@ -75,9 +78,15 @@
 //! let mut to_replicas: VecDeque<(MemberId, u32, Message)> = VecDeque::new();
 //! let mut result = None;
 //! while result.is_none() {
-//!     while let Some(action) = client.poll_action() {
-//!         let vr_core::ClientAction::Send { replica, message, .. } = action;
-//!         to_replicas.push_back((replica, 0, message));
+//!     // The client's outputs, drained the same way.
+//!     loop {
+//!         match client.poll_output() {
+//!             ClientOutput::Send { to, epoch, message } => to_replicas.push_back((to, epoch, message)),
+//!             ClientOutput::Completed(done) => result = Some(done),
+//!             // Abandoned after `request_attempts_max` attempts.
+//!             ClientOutput::Failed { error, .. } => panic!("{error}"),
+//!             ClientOutput::Timeout(_) => break,
+//!         }
 //!     }
 //!     let Some((to, epoch, message)) = to_replicas.pop_front() else { break };
 //!     // Sends name members; replicas are stored by index.
@@ -89,7 +98,7 @@
 //!     loop {
 //!         match replica.poll_output() {
 //!             Output::Send { to, epoch, message } => to_replicas.push_back((to, epoch, message)),
-//!             Output::Reply(reply) => result = client.handle_reply(now, reply),
+//!             Output::Reply(reply) => client.handle_reply(now, reply),
 //!             // Only after a reconfiguration (§7): tell the client.
 //!             Output::NewEpoch { .. } => {}
 //!             // Only with `Durability::Disk`: write it, sync, then call
@@ -120,7 +129,7 @@ pub mod prng;
 pub mod replica;
 pub mod time;
 
-pub use client::{Client, ClientAction, ClientConfig, ClientError, Completion};
+pub use client::{Client, ClientConfig, ClientError, ClientOutput, Completion};
 pub use config::Durability;
 pub use config::InjectedBug;
 pub use config::{Config, ConfigError};

@@ -20,7 +20,7 @@
 use std::collections::{BTreeSet, VecDeque};
 
 use vr_core::{
-    Client, ClientAction, ClientConfig, Config as CoreConfig, Durability, Instant, Message, Output,
+    Client, ClientConfig, ClientOutput, Config as CoreConfig, Durability, Instant, Message, Output,
     Persist, Replica, Service, Status,
 };
 use vr_storage::replica::{self, RecoverFromPeers, Start};
@@ -227,18 +227,28 @@ impl Cluster {
         self.drain_client(c);
     }
 
+    /// Carries out client `c`'s outputs: sends go out; a completion
+    /// acknowledges its write; an abandoned write's outcome is unknown, not
+    /// acknowledged.
     fn drain_client(&mut self, c: usize) {
-        while let Some(ClientAction::Send {
-            replica,
-            epoch,
-            message,
-        }) = self.clients[c].poll_action()
-        {
-            self.queue.push_back(Envelope {
-                to: To::Replica(replica.0),
-                epoch,
-                message,
-            });
+        loop {
+            match self.clients[c].poll_output() {
+                ClientOutput::Send { to, epoch, message } => self.queue.push_back(Envelope {
+                    to: To::Replica(to.0),
+                    epoch,
+                    message,
+                }),
+                ClientOutput::Completed(_) => {
+                    let op = self.outstanding[c].take().expect("a reply to a request");
+                    self.acknowledged.push(op);
+                    self.next_write[c] = Some(self.now + THINK_NS);
+                }
+                ClientOutput::Failed { .. } => {
+                    self.outstanding[c] = None;
+                    self.next_write[c] = Some(self.now + THINK_NS);
+                }
+                ClientOutput::Timeout(_) => break,
+            }
         }
     }
 
@@ -384,11 +394,8 @@ impl Cluster {
             }
             To::Client(c) => {
                 if let Message::Reply(reply) = envelope.message {
-                    if self.clients[c].handle_reply(self.now, reply).is_some() {
-                        let op = self.outstanding[c].take().expect("a reply to a request");
-                        self.acknowledged.push(op);
-                        self.next_write[c] = Some(self.now + THINK_NS);
-                    }
+                    self.clients[c].handle_reply(self.now, reply);
+                    self.drain_client(c);
                 }
             }
         }
@@ -430,11 +437,7 @@ impl Cluster {
                 .poll_timeout()
                 .is_some_and(|t| t <= self.now)
             {
-                if self.clients[c].handle_timeout(self.now).is_some() {
-                    // Abandoned: its outcome is unknown, not acknowledged.
-                    self.outstanding[c] = None;
-                    self.next_write[c] = Some(self.now + THINK_NS);
-                }
+                self.clients[c].handle_timeout(self.now);
                 self.drain_client(c);
             }
         }

@@ -6,7 +6,7 @@
 
 use vr_core::prng::Prng;
 use vr_core::{
-    Client, ClientAction, ClientConfig, Completion, Config, Instant, Message, Output, Replica,
+    Client, ClientConfig, ClientOutput, Completion, Config, Instant, Message, Output, Replica,
     Service,
 };
 
@@ -322,19 +322,18 @@ impl<S: Service> Cluster<S> {
         number
     }
 
+    /// Carries out client `client`'s outputs: sends, and completions
+    /// (recorded in `completions`); an abandoned request is dropped.
     pub fn drain_client(&mut self, client: usize) {
-        while let Some(ClientAction::Send {
-            replica,
-            epoch,
-            message,
-        }) = self.clients[client].poll_action()
-        {
-            self.push(
-                Node::Client(client),
-                Node::Replica(replica.0),
-                epoch,
-                message,
-            );
+        loop {
+            match self.clients[client].poll_output() {
+                ClientOutput::Send { to, epoch, message } => {
+                    self.push(Node::Client(client), Node::Replica(to.0), epoch, message)
+                }
+                ClientOutput::Completed(completion) => self.completions.push((client, completion)),
+                ClientOutput::Failed { .. } => {}
+                ClientOutput::Timeout(_) => break,
+            }
         }
     }
 
@@ -493,9 +492,8 @@ impl<S: Service> Cluster<S> {
             }
             Node::Client(c) => match envelope.message {
                 Message::Reply(reply) => {
-                    if let Some(completion) = self.clients[c].handle_reply(self.now, reply) {
-                        self.completions.push((c, completion));
-                    }
+                    self.clients[c].handle_reply(self.now, reply);
+                    self.drain_client(c);
                 }
                 Message::StartEpoch(notice) => {
                     self.clients[c].handle_start_epoch(self.now, notice);

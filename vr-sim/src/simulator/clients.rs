@@ -9,8 +9,8 @@ impl Simulator {
     pub(super) fn client_timeout(&mut self, c: u8) {
         let now = Instant::from_nanos(self.now);
         let node = &mut self.clients[usize::from(c)];
-        // With unlimited attempts the client never gives up (no error).
-        let _ = node.client.handle_timeout(now);
+        // With unlimited attempts the client never gives up (no Failed).
+        node.client.handle_timeout(now);
         self.trace.record(
             self.now,
             TraceKind::Timeout,
@@ -30,19 +30,35 @@ impl Simulator {
         &mut self.clients[usize::from(c)].client
     }
 
+    /// Carries out client `c`'s outputs: its sends, and its completion
+    /// (checked and recorded in the history).
     pub(super) fn drain_client(&mut self, c: u8) {
         let mut outputs = Vec::new();
-        while let Some(action) = self.client_mut(c).poll_action() {
-            outputs.push(action);
+        loop {
+            match self.client_mut(c).poll_output() {
+                ClientOutput::Timeout(_) => break,
+                output => outputs.push(output),
+            }
         }
-        for ClientAction::Send {
-            replica,
-            epoch,
-            message,
-        } in outputs
-        {
-            if usize::from(replica) < self.replicas.len() {
-                self.send_in_epoch(Addr::Client(c), Addr::Replica(replica.0), epoch, &message);
+        let admin = c == self.admin_index() && self.admin.is_some();
+        for output in outputs {
+            match output {
+                ClientOutput::Send { to, epoch, message } => {
+                    if usize::from(to) < self.replicas.len() {
+                        self.send_in_epoch(Addr::Client(c), Addr::Replica(to.0), epoch, &message);
+                    }
+                }
+                ClientOutput::Completed(completion) if admin => self.admin_complete(&completion),
+                ClientOutput::Completed(completion) => self.complete(c, &completion),
+                ClientOutput::Failed {
+                    request_number,
+                    error,
+                } => {
+                    // Clients here retry for ever: giving up is a bug.
+                    let detail = format!("c{c} abandoned request {request_number}: {error}");
+                    self.violation(ViolationKind::Service, detail);
+                }
+                ClientOutput::Timeout(_) => {}
             }
         }
     }

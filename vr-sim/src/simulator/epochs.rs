@@ -166,7 +166,7 @@ impl Simulator {
     pub(super) fn admin_timeout(&mut self) {
         let now = Instant::from_nanos(self.now);
         if let Some(admin) = self.admin.as_mut() {
-            let _ = admin.client.handle_timeout(now);
+            admin.client.handle_timeout(now);
         }
         let a = self.admin_index();
         self.trace.record(

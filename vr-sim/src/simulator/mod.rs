@@ -55,7 +55,7 @@ use vr_core::codec::{self, DecodeError};
 use vr_core::message::Command;
 use vr_core::prng::Prng;
 use vr_core::{
-    Client, ClientAction, ClientConfig, ClientId, Completion, Config, EntryKind, InjectedBug,
+    Client, ClientConfig, ClientId, ClientOutput, Completion, Config, EntryKind, InjectedBug,
     Instant, MemberId, Message, Output, Replica, Service, Stats, Status,
 };
 

@@ -120,20 +120,11 @@ impl Simulator {
                     || format!("{from} -> c{c}: {}", describe(&message)),
                 );
                 let now = Instant::from_nanos(self.now);
-                let admin = c == self.admin_index() && self.admin.is_some();
                 match message {
-                    Message::Reply(reply) if admin => {
-                        let admin = self.admin.as_mut().expect("the admin");
-                        if let Some(completion) = admin.client.handle_reply(now, reply) {
-                            self.admin_complete(&completion);
-                        }
-                    }
                     Message::Reply(reply) => {
-                        if let Some(completion) =
-                            self.clients[usize::from(c)].client.handle_reply(now, reply)
-                        {
-                            self.complete(c, &completion);
-                        }
+                        // Completions are outputs, carried out by the drain.
+                        self.client_mut(c).handle_reply(now, reply);
+                        self.drain_client(c);
                     }
                     Message::StartEpoch(notice) => {
                         // §7.3: the client follows the new epoch's members
