@@ -14,7 +14,9 @@ use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant as StdInstant};
 
-use vr_core::node::{ClientEvent, ClientNode, ClientOptions, ConnectionId, Output, ReplicaNode, ReplicaOptions};
+use vr_core::node::{
+    ClientEvent, ClientNode, ClientOptions, ConnectionId, Output, ReplicaNode, ReplicaOptions,
+};
 use vr_core::{Client, ClientConfig, Config, Instant, MemberId, Service};
 
 /// The replicated service: a running sum of the bytes of every operation.
@@ -46,14 +48,21 @@ struct Endpoint {
 
 impl Endpoint {
     fn new(socket: UdpSocket) -> Endpoint {
-        Endpoint { socket, to: HashMap::new(), from: HashMap::new() }
+        Endpoint {
+            socket,
+            to: HashMap::new(),
+            from: HashMap::new(),
+        }
     }
 
     /// Carries out one output of a node, and says what is left for the
     /// caller to do.
     fn carry_out<E>(&mut self, output: Output<E>, frames: &[u8]) -> std::io::Result<Step<E>> {
         match output {
-            Output::Connect { connection, address } => {
+            Output::Connect {
+                connection,
+                address,
+            } => {
                 self.to.insert(connection, address);
                 self.from.insert(address, connection);
                 // A datagram "connection" is open at once.
@@ -61,7 +70,8 @@ impl Endpoint {
             }
             Output::Transmit { connection, len } => {
                 if let Some(address) = self.to.get(&connection) {
-                    self.socket.send_to(&frames[frames.len() - len..], address)?;
+                    self.socket
+                        .send_to(&frames[frames.len() - len..], address)?;
                 }
             }
             Output::Close { connection } => drop(self.to.remove(&connection)),
@@ -97,14 +107,22 @@ fn main() -> std::io::Result<()> {
         socket.set_nonblocking(true)?;
         let options = ReplicaOptions::new(config.clone(), addresses.clone(), MemberId(i as u8));
         let replica = options.build_replica(Sum(0), now()).expect("valid config");
-        replicas.push((ReplicaNode::new(replica, &options, now()), Endpoint::new(socket)));
+        replicas.push((
+            ReplicaNode::new(replica, &options, now()),
+            Endpoint::new(socket),
+        ));
     }
 
     let client_socket = UdpSocket::bind("127.0.0.1:0")?;
     client_socket.set_nonblocking(true)?;
     let client = Client::new(ClientConfig::new(&config, 0xC0FFEE), 0);
     let options = ClientOptions::new(addresses.clone());
-    let mut client = ClientNode::new(client, config.cluster, config.message_size_max as usize, &options);
+    let mut client = ClientNode::new(
+        client,
+        config.cluster,
+        config.message_size_max as usize,
+        &options,
+    );
     let mut client_end = Endpoint::new(client_socket);
 
     let (mut buffer, mut frames) = (vec![0u8; 65536], Vec::new());
@@ -127,7 +145,10 @@ fn main() -> std::io::Result<()> {
             match client_end.carry_out(output, &frames)? {
                 Step::Event(ClientEvent::Completed(done)) => {
                     let total = u64::from_le_bytes(done.result.try_into().expect("8 bytes"));
-                    println!("request {} committed, sum is now {total}", done.request_number);
+                    println!(
+                        "request {} committed, sum is now {total}",
+                        done.request_number
+                    );
                     committed += 1;
                 }
                 Step::Event(_) | Step::Next => {}

@@ -74,7 +74,11 @@ pub struct Client {
 impl Client {
     /// A client of the cluster `cluster` whose replica `i` listens on
     /// `addresses[i]`. No connection is opened until the first request.
-    pub fn connect(addresses: Vec<SocketAddr>, config: ClientConfig, cluster: u64) -> io::Result<Client> {
+    pub fn connect(
+        addresses: Vec<SocketAddr>,
+        config: ClientConfig,
+        cluster: u64,
+    ) -> io::Result<Client> {
         if addresses.len() != usize::from(config.replica_count) {
             let why = "addresses.len() must equal replica_count";
             return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
@@ -115,7 +119,11 @@ impl Client {
     /// `request_attempts_max` attempts, or never when unlimited). A request
     /// sent for an epoch that has ended is answered with the new epoch's
     /// members, and sent again for it.
-    pub fn reconfigure(&mut self, members: Vec<MemberId>, addresses: Vec<SocketAddr>) -> Result<u32, ClientError> {
+    pub fn reconfigure(
+        &mut self,
+        members: Vec<MemberId>,
+        addresses: Vec<SocketAddr>,
+    ) -> Result<u32, ClientError> {
         let now = self.clock.now();
         (self.node.reconfigure(now, members, &addresses)).map_err(ClientError::Request)?;
         match self.wait()? {
@@ -150,7 +158,9 @@ impl Client {
                     return Err(e.into());
                 }
             }
-            let ready: Vec<(Token, bool)> = (self.events.iter()).map(|e| (e.token(), e.is_writable())).collect();
+            let ready: Vec<(Token, bool)> = (self.events.iter())
+                .map(|e| (e.token(), e.is_writable()))
+                .collect();
             // Every event is handled: an edge not acted on (an EOF, say)
             // would not be reported again.
             for (token, writable) in ready {
@@ -173,13 +183,24 @@ impl Client {
                     }
                     self.flush(Token(connection.0 as usize));
                 }
-                Output::Connect { connection, address } => self.open(connection, address),
-                Output::Close { connection } => drop(self.conns.remove(&Token(connection.0 as usize))),
-                Output::Event(ClientEvent::Completed(completion)) => done = Some(Ok(Done::Result(completion.result))),
-                Output::Event(ClientEvent::Reconfigured { epoch, .. }) => done = Some(Ok(Done::Epoch(epoch))),
+                Output::Connect {
+                    connection,
+                    address,
+                } => self.open(connection, address),
+                Output::Close { connection } => {
+                    drop(self.conns.remove(&Token(connection.0 as usize)))
+                }
+                Output::Event(ClientEvent::Completed(completion)) => {
+                    done = Some(Ok(Done::Result(completion.result)))
+                }
+                Output::Event(ClientEvent::Reconfigured { epoch, .. }) => {
+                    done = Some(Ok(Done::Epoch(epoch)))
+                }
                 Output::Event(ClientEvent::Failed { error, .. }) => done = Some(Err(error)),
                 Output::Event(event) => info!(?event, "client"),
-                Output::Timeout(Some(t)) if t <= self.clock.now() => self.node.handle_timeout(self.clock.now()),
+                Output::Timeout(Some(t)) if t <= self.clock.now() => {
+                    self.node.handle_timeout(self.clock.now())
+                }
                 Output::Timeout(_) => return done,
             }
         }
@@ -189,14 +210,17 @@ impl Client {
         let token = Token(id.0 as usize);
         let opened = TcpStream::connect(address).and_then(|mut stream| {
             let interest = Interest::READABLE | Interest::WRITABLE;
-            self.poll.registry().register(&mut stream, token, interest)?;
+            self.poll
+                .registry()
+                .register(&mut stream, token, interest)?;
             Ok(stream)
         });
         match opened {
             Ok(stream) => drop(self.conns.insert(token, Conn::new(id, stream, false))),
             Err(e) => {
                 debug!(%address, %e, "connect failed");
-                self.node.handle_closed(self.clock.now(), id, Closed::Failed);
+                self.node
+                    .handle_closed(self.clock.now(), id, Closed::Failed);
             }
         }
     }

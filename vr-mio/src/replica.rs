@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Instant as StdInstant;
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -324,11 +323,19 @@ impl<S: Service> Loop<S> {
     fn register(&mut self, id: ConnectionId, mut stream: TcpStream, connected: bool) {
         // Edge-triggered: register both once, never re-register.
         let interest = Interest::READABLE | Interest::WRITABLE;
-        match self.poll.registry().register(&mut stream, token(id), interest) {
-            Ok(()) => drop(self.conns.insert(token(id), Conn::new(id, stream, connected))),
+        match self
+            .poll
+            .registry()
+            .register(&mut stream, token(id), interest)
+        {
+            Ok(()) => drop(
+                self.conns
+                    .insert(token(id), Conn::new(id, stream, connected)),
+            ),
             Err(e) => {
                 warn!(replica = %self.me, %e, "register failed");
-                self.node.handle_closed(self.clock.now(), id, Closed::Failed);
+                self.node
+                    .handle_closed(self.clock.now(), id, Closed::Failed);
             }
         }
     }
@@ -400,7 +407,9 @@ impl<S: Service> Loop<S> {
         let (me, id) = (self.me, conn.id);
         match (how, error) {
             (_, Some(e)) => info!(replica = %me, connection = %id, %e, "connection failed"),
-            (Closed::EofMidFrame, None) => warn!(replica = %me, connection = %id, "closed in the middle of a frame"),
+            (Closed::EofMidFrame, None) => {
+                warn!(replica = %me, connection = %id, "closed in the middle of a frame")
+            }
             _ => debug!(replica = %me, connection = %id, ?how, "connection closed"),
         }
     }
@@ -421,11 +430,15 @@ impl<S: Service> Loop<S> {
                         conn.queue(&self.frames[self.frames.len() - len..]);
                     }
                 }
-                Output::Connect { connection, address } => match TcpStream::connect(address) {
+                Output::Connect {
+                    connection,
+                    address,
+                } => match TcpStream::connect(address) {
                     Ok(stream) => self.register(connection, stream, false),
                     Err(e) => {
                         info!(replica = %self.me, %address, %e, "connect failed");
-                        self.node.handle_closed(self.clock.now(), connection, Closed::Failed);
+                        self.node
+                            .handle_closed(self.clock.now(), connection, Closed::Failed);
                     }
                 },
                 Output::Close { connection } => {

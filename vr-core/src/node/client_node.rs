@@ -106,7 +106,12 @@ pub struct ClientNode {
 impl ClientNode {
     /// Wraps `client` for the cluster `cluster`; replies larger than
     /// `frame_size_max` are rejected.
-    pub fn new(client: Client, cluster: u64, frame_size_max: usize, options: &ClientOptions) -> ClientNode {
+    pub fn new(
+        client: Client,
+        cluster: u64,
+        frame_size_max: usize,
+        options: &ClientOptions,
+    ) -> ClientNode {
         let limits = LinkLimits {
             queue_bytes_max: options.queue_bytes_max,
             backoff_min_ns: duration_ns(options.reconnect_backoff_min),
@@ -164,7 +169,9 @@ impl ClientNode {
     ) -> Result<u64, ClientError> {
         self.links.set_now(now);
         let addresses = addresses.iter().map(|a| format_address(*a)).collect();
-        let number = self.client.reconfigure_with_addresses(now, members, addresses)?;
+        let number = self
+            .client
+            .reconfigure_with_addresses(now, members, addresses)?;
         self.reconfiguration = Some(number);
         Ok(number)
     }
@@ -267,7 +274,9 @@ impl ClientNode {
                     let links = self.links.deadline();
                     return Output::Timeout(deadline.into_iter().chain(links).min());
                 }
-                ClientOutput::Completed(done) if Some(done.request_number) == self.reconfiguration => {
+                ClientOutput::Completed(done)
+                    if Some(done.request_number) == self.reconfiguration =>
+                {
                     self.reconfiguration = None;
                     // The primary answers a reconfiguration with the new
                     // epoch-number (§7.1).
@@ -278,12 +287,20 @@ impl ClientNode {
                         epoch,
                     });
                 }
-                ClientOutput::Completed(done) => return Output::Event(ClientEvent::Completed(done)),
-                ClientOutput::Failed { request_number, error } => {
+                ClientOutput::Completed(done) => {
+                    return Output::Event(ClientEvent::Completed(done))
+                }
+                ClientOutput::Failed {
+                    request_number,
+                    error,
+                } => {
                     if Some(request_number) == self.reconfiguration {
                         self.reconfiguration = None;
                     }
-                    return Output::Event(ClientEvent::Failed { request_number, error });
+                    return Output::Event(ClientEvent::Failed {
+                        request_number,
+                        error,
+                    });
                 }
                 ClientOutput::Send { to, epoch, message } => match self.links.route(to) {
                     Route::Open(connection) => {
@@ -293,7 +310,10 @@ impl ClientNode {
                     }
                     Route::Connect(connection, address) => {
                         self.after_connect = Some((connection, epoch, message));
-                        return Output::Connect { connection, address };
+                        return Output::Connect {
+                            connection,
+                            address,
+                        };
                     }
                     Route::Unreachable => self.links.stats.frames_dropped_disconnected += 1,
                 },
@@ -307,7 +327,13 @@ impl ClientNode {
         self.client.poll_timeout().into_iter().chain(links).min()
     }
 
-    fn encode(&mut self, connection: ConnectionId, epoch: u32, message: &Message, buffer: &mut Vec<u8>) -> Option<usize> {
+    fn encode(
+        &mut self,
+        connection: ConnectionId,
+        epoch: u32,
+        message: &Message,
+        buffer: &mut Vec<u8>,
+    ) -> Option<usize> {
         let len = codec::encoded_size(message);
         if !self.links.admit(connection, len) {
             return None;
@@ -326,11 +352,17 @@ impl ClientNode {
         self.last_epoch = epoch;
         let members = self.client.members();
         for (member, address) in members.iter().zip(self.client.addresses()) {
-            let Some(address) = parse_address(address) else { continue };
+            let Some(address) = parse_address(address) else {
+                continue;
+            };
             if self.links.learn(now, *member, address) {
-                self.events.push_back(ClientEvent::AddressLearned { member: *member, address });
+                self.events.push_back(ClientEvent::AddressLearned {
+                    member: *member,
+                    address,
+                });
             }
         }
-        self.events.push_back(ClientEvent::EpochChanged { epoch, members });
+        self.events
+            .push_back(ClientEvent::EpochChanged { epoch, members });
     }
 }

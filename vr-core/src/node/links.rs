@@ -10,7 +10,7 @@ use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 
-use super::{ConnectionId, ConnectionStats, LinkStats, Closed};
+use super::{Closed, ConnectionId, ConnectionStats, LinkStats};
 use crate::message::MemberId;
 use crate::time::Instant;
 
@@ -119,7 +119,9 @@ impl Links {
     /// connection closed (it pointed at the old one) and is tried again at
     /// once. Returns whether anything changed.
     pub(crate) fn learn(&mut self, now: Instant, member: MemberId, address: SocketAddr) -> bool {
-        if Some(member) == self.me || (!self.peers.contains_key(&member) && self.peers.len() >= PEERS_MAX) {
+        if Some(member) == self.me
+            || (!self.peers.contains_key(&member) && self.peers.len() >= PEERS_MAX)
+        {
             return false;
         }
         let backoff_ns = self.limits.backoff_min_ns;
@@ -146,7 +148,9 @@ impl Links {
 
     /// The address book: every member with a known address.
     pub(crate) fn addresses(&self) -> impl Iterator<Item = (MemberId, SocketAddr)> + '_ {
-        self.peers.iter().filter_map(|(m, p)| Some((*m, p.address?)))
+        self.peers
+            .iter()
+            .filter_map(|(m, p)| Some((*m, p.address?)))
     }
 
     /// The connection a frame for `member` goes on, opening one if the
@@ -223,7 +227,12 @@ impl Links {
 
     /// An inbound connection arrived: its id, or `None` when
     /// `inbound_max` are open (the adapter closes it).
-    pub(crate) fn accepted(&mut self, now: Instant, remote: Option<SocketAddr>) -> Option<ConnectionId> {
+    pub(crate) fn accepted(
+        &mut self,
+        now: Instant,
+        remote: Option<SocketAddr>,
+    ) -> Option<ConnectionId> {
+        self.set_now(now);
         if self.inbound >= self.limits.inbound_max {
             self.stats.connections_refused += 1;
             return None;
@@ -293,7 +302,8 @@ impl Links {
                         peer.link = None;
                         peer.failed_at = now;
                         peer.retry_at = now + peer.backoff_ns;
-                        peer.backoff_ns = (peer.backoff_ns.saturating_mul(2)).min(self.limits.backoff_max_ns);
+                        peer.backoff_ns =
+                            (peer.backoff_ns.saturating_mul(2)).min(self.limits.backoff_max_ns);
                     }
                 }
             }
@@ -322,10 +332,6 @@ impl Links {
     /// The earliest connect deadline.
     pub(crate) fn deadline(&self) -> Option<Instant> {
         self.links.values().filter_map(|l| l.connect_deadline).min()
-    }
-
-    pub(crate) fn is_open(&self, id: ConnectionId) -> bool {
-        self.links.contains_key(&id)
     }
 
     pub(crate) fn snapshot(&self) -> LinkStats {
@@ -379,16 +385,35 @@ mod tests {
         let mut links = Links::new(limits(), Some(MemberId(0)));
         let t = Instant::ZERO;
         links.learn(t, M1, address(7001));
-        let Route::Connect(id, _) = links.route_at(t, M1) else { panic!("connects at once") };
-        assert_eq!(links.route_at(t, M1), Route::Open(id), "one connection at a time");
+        let Route::Connect(id, _) = links.route_at(t, M1) else {
+            panic!("connects at once")
+        };
+        assert_eq!(
+            links.route_at(t, M1),
+            Route::Open(id),
+            "one connection at a time"
+        );
         links.closed(t, id, Closed::Failed);
-        assert_eq!(links.route_at(t + 9, M1), Route::Unreachable, "backing off 10 ns");
-        let Route::Connect(id, _) = links.route_at(t + 10, M1) else { panic!("retried") };
+        assert_eq!(
+            links.route_at(t + 9, M1),
+            Route::Unreachable,
+            "backing off 10 ns"
+        );
+        let Route::Connect(id, _) = links.route_at(t + 10, M1) else {
+            panic!("retried")
+        };
         links.closed(t + 10, id, Closed::Failed);
-        assert_eq!(links.route_at(t + 29, M1), Route::Unreachable, "backing off 20 ns");
+        assert_eq!(
+            links.route_at(t + 29, M1),
+            Route::Unreachable,
+            "backing off 20 ns"
+        );
         assert!(matches!(links.route_at(t + 30, M1), Route::Connect(..)));
         let stats = links.snapshot();
-        assert_eq!((stats.connects, stats.reconnects, stats.connect_failures), (3, 2, 2));
+        assert_eq!(
+            (stats.connects, stats.reconnects, stats.connect_failures),
+            (3, 2, 2)
+        );
     }
 
     #[test]
@@ -397,13 +422,22 @@ mod tests {
         let t = Instant::ZERO;
         links.learn(t, M1, address(7001));
         for _ in 0..4 {
-            let Route::Connect(id, _) = links.route_at(links.peers[&M1].retry_at, M1) else { panic!() };
+            let Route::Connect(id, _) = links.route_at(links.peers[&M1].retry_at, M1) else {
+                panic!()
+            };
             links.closed(links.peers[&M1].retry_at, id, Closed::Failed);
         }
         let failed_at = links.peers[&M1].failed_at;
-        assert_eq!(links.route_at(failed_at + 10, M1), Route::Unreachable, "a long backoff");
+        assert_eq!(
+            links.route_at(failed_at + 10, M1),
+            Route::Unreachable,
+            "a long backoff"
+        );
         links.accepted(failed_at + 10, None).unwrap();
-        assert!(matches!(links.route_at(failed_at + 10, M1), Route::Connect(..)), "the peer may be back");
+        assert!(
+            matches!(links.route_at(failed_at + 10, M1), Route::Connect(..)),
+            "the peer may be back"
+        );
     }
 
     #[test]
@@ -411,7 +445,9 @@ mod tests {
         let mut links = Links::new(limits(), None);
         let t = Instant::ZERO;
         links.learn(t, M1, address(7001));
-        let Route::Connect(id, _) = links.route_at(t, M1) else { panic!() };
+        let Route::Connect(id, _) = links.route_at(t, M1) else {
+            panic!()
+        };
         assert_eq!(links.deadline(), Some(t + 1_000));
         links.expire(t + 999);
         assert_eq!(links.poll_close(), None);
@@ -451,8 +487,13 @@ mod tests {
         let mut links = Links::new(limits(), None);
         let t = Instant::ZERO;
         links.learn(t, M1, address(7001));
-        let Route::Connect(old, _) = links.route_at(t, M1) else { panic!() };
-        assert!(!links.learn(t, M1, address(7001)), "same address: nothing to do");
+        let Route::Connect(old, _) = links.route_at(t, M1) else {
+            panic!()
+        };
+        assert!(
+            !links.learn(t, M1, address(7001)),
+            "same address: nothing to do"
+        );
         assert!(links.learn(t, M1, address(8001)));
         assert_eq!(links.poll_close(), Some(old));
         assert!(matches!(links.route_at(t, M1), Route::Connect(_, a) if a == address(8001)));

@@ -69,8 +69,15 @@ impl core::fmt::Display for NodeEvent {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             NodeEvent::Persist(p) => write!(f, "persist {}", p.sequence),
-            NodeEvent::StatusChanged { view, status, primary } => {
-                write!(f, "status changed: view {view}, {status:?}, primary {primary}")
+            NodeEvent::StatusChanged {
+                view,
+                status,
+                primary,
+            } => {
+                write!(
+                    f,
+                    "status changed: view {view}, {status:?}, primary {primary}"
+                )
             }
             NodeEvent::EpochChanged { epoch, members } => {
                 write!(f, "epoch changed: epoch {epoch}, members {members:?}")
@@ -85,7 +92,10 @@ impl core::fmt::Display for NodeEvent {
                  replicas were down or recovering at once)"
             ),
             NodeEvent::FrameRejected { connection, error } => {
-                write!(f, "rejected a frame from {connection} ({error:?}); closing it")
+                write!(
+                    f,
+                    "rejected a frame from {connection} ({error:?}); closing it"
+                )
             }
         }
     }
@@ -148,7 +158,11 @@ impl<S: Service> ReplicaNode<S> {
 
     /// An inbound connection was accepted from `remote`: its id, or `None`
     /// when the inbound cap is reached (close it; counted).
-    pub fn handle_accepted(&mut self, now: Instant, remote: Option<SocketAddr>) -> Option<ConnectionId> {
+    pub fn handle_accepted(
+        &mut self,
+        now: Instant,
+        remote: Option<SocketAddr>,
+    ) -> Option<ConnectionId> {
         self.links.set_now(now);
         self.links.accepted(now, remote)
     }
@@ -263,34 +277,45 @@ impl<S: Service> ReplicaNode<S> {
                     let links = self.links.deadline();
                     return Output::Timeout(deadline.into_iter().chain(links).min());
                 }
-                ReplicaOutput::Persist(persist) => return Output::Event(NodeEvent::Persist(persist)),
-                ReplicaOutput::Send { to, epoch, message } => {
-                    match self.links.route(to) {
-                        Route::Open(connection) => (connection, epoch, message),
-                        Route::Connect(connection, address) => {
-                            self.after_connect = Some((connection, epoch, message));
-                            return Output::Connect { connection, address };
-                        }
-                        Route::Unreachable => {
-                            self.links.stats.frames_dropped_disconnected += 1;
+                ReplicaOutput::Persist(persist) => {
+                    return Output::Event(NodeEvent::Persist(persist))
+                }
+                ReplicaOutput::Send { to, epoch, message } => match self.links.route(to) {
+                    Route::Open(connection) => (connection, epoch, message),
+                    Route::Connect(connection, address) => {
+                        self.after_connect = Some((connection, epoch, message));
+                        return Output::Connect {
+                            connection,
+                            address,
+                        };
+                    }
+                    Route::Unreachable => {
+                        self.links.stats.frames_dropped_disconnected += 1;
+                        continue;
+                    }
+                },
+                ReplicaOutput::Reply(reply) => match self.routes.get(&reply.client_id) {
+                    Some(&(connection, _)) => {
+                        (connection, self.replica.epoch(), Message::Reply(reply))
+                    }
+                    None => {
+                        self.stats.replies_unroutable += 1;
+                        continue;
+                    }
+                },
+                ReplicaOutput::NewEpoch { client_id, notice } => {
+                    match self.routes.get(&client_id) {
+                        Some(&(connection, _)) => (
+                            connection,
+                            self.replica.epoch(),
+                            Message::StartEpoch(notice),
+                        ),
+                        None => {
+                            self.stats.replies_unroutable += 1;
                             continue;
                         }
                     }
                 }
-                ReplicaOutput::Reply(reply) => match self.routes.get(&reply.client_id) {
-                    Some(&(connection, _)) => (connection, self.replica.epoch(), Message::Reply(reply)),
-                    None => {
-                        self.stats.replies_unroutable += 1;
-                        continue;
-                    }
-                },
-                ReplicaOutput::NewEpoch { client_id, notice } => match self.routes.get(&client_id) {
-                    Some(&(connection, _)) => (connection, self.replica.epoch(), Message::StartEpoch(notice)),
-                    None => {
-                        self.stats.replies_unroutable += 1;
-                        continue;
-                    }
-                },
             };
             if let Some(len) = self.encode(connection, epoch, &message, buffer) {
                 return Output::Transmit { connection, len };
@@ -323,7 +348,13 @@ impl<S: Service> ReplicaNode<S> {
 
     /// Encodes `message` onto `buffer` for `connection` if its queue has
     /// room; the frame's length, or `None` (dropped, counted).
-    fn encode(&mut self, connection: ConnectionId, epoch: u32, message: &Message, buffer: &mut Vec<u8>) -> Option<usize> {
+    fn encode(
+        &mut self,
+        connection: ConnectionId,
+        epoch: u32,
+        message: &Message,
+        buffer: &mut Vec<u8>,
+    ) -> Option<usize> {
         let len = codec::encoded_size(message);
         if !self.links.admit(connection, len) {
             return None;
@@ -346,12 +377,15 @@ impl<S: Service> ReplicaNode<S> {
         if !self.routes.contains_key(&client_id) && self.routes.len() >= self.routes_max {
             // Evict the least recently used route. Linear, but only on
             // overflow, and bounded by routes_max.
-            let oldest = (self.routes.iter()).min_by_key(|(_, (_, t))| *t).map(|(c, _)| *c);
+            let oldest = (self.routes.iter())
+                .min_by_key(|(_, (_, t))| *t)
+                .map(|(c, _)| *c);
             if let Some(oldest) = oldest {
                 self.routes.remove(&oldest);
             }
         }
-        self.routes.insert(client_id, (connection, self.route_clock));
+        self.routes
+            .insert(client_id, (connection, self.route_clock));
     }
 
     /// Turns changes of the replica's epoch, formation and status into
@@ -366,13 +400,19 @@ impl<S: Service> ReplicaNode<S> {
             let addresses = self.replica.epoch_addresses().to_vec();
             let now = self.links.now();
             for (member, address) in members.iter().zip(&addresses) {
-                let Some(address) = parse_address(address) else { continue };
+                let Some(address) = parse_address(address) else {
+                    continue;
+                };
                 if self.links.learn(now, *member, address) {
-                    self.events.push_back(NodeEvent::AddressLearned { member: *member, address });
+                    self.events.push_back(NodeEvent::AddressLearned {
+                        member: *member,
+                        address,
+                    });
                 }
             }
             if !first || epoch != 0 {
-                self.events.push_back(NodeEvent::EpochChanged { epoch, members });
+                self.events
+                    .push_back(NodeEvent::EpochChanged { epoch, members });
             }
         }
         let formed = self.replica.stats().clusters_formed;
@@ -382,7 +422,11 @@ impl<S: Service> ReplicaNode<S> {
                 view: self.replica.view(),
             });
         }
-        let status = (self.replica.view(), self.replica.status(), self.replica.is_primary());
+        let status = (
+            self.replica.view(),
+            self.replica.status(),
+            self.replica.is_primary(),
+        );
         if status != self.last_status {
             self.last_status = status;
             self.events.push_back(NodeEvent::StatusChanged {
@@ -415,20 +459,29 @@ mod tests {
     }
 
     fn addresses(n: u16) -> Vec<SocketAddr> {
-        (0..n).map(|i| SocketAddr::from(([127, 0, 0, 1], 7000 + i))).collect()
+        (0..n)
+            .map(|i| SocketAddr::from(([127, 0, 0, 1], 7000 + i)))
+            .collect()
     }
 
     fn node(n: u8, me: u8, routes_max: usize) -> ReplicaNode<Echo> {
+        node_with(n, me, |o| o.client_routes_max = routes_max)
+    }
+
+    fn node_with(n: u8, me: u8, tune: impl FnOnce(&mut ReplicaOptions)) -> ReplicaNode<Echo> {
         let config = Config::new(3, n);
         let mut options = ReplicaOptions::new(config, addresses(u16::from(n)), MemberId(me));
-        options.client_routes_max = routes_max;
+        tune(&mut options);
         let replica = options.build_replica(Echo, Instant::ZERO).unwrap();
         ReplicaNode::new(replica, &options, Instant::ZERO)
     }
 
     /// Drains `node` until it waits, firing timers due at `now` (the
     /// batch); the frames, each with its connection, and the events.
-    fn drain(node: &mut ReplicaNode<Echo>, now: Instant) -> (Vec<(ConnectionId, Vec<u8>)>, Vec<NodeEvent>) {
+    fn drain(
+        node: &mut ReplicaNode<Echo>,
+        now: Instant,
+    ) -> (Vec<(ConnectionId, Vec<u8>)>, Vec<NodeEvent>) {
         let (mut frames, mut events, mut buffer) = (Vec::new(), Vec::new(), Vec::new());
         loop {
             match node.poll_output(&mut buffer) {
@@ -461,27 +514,52 @@ mod tests {
         let mut replica = node(1, 0, 16);
         let config = Config::new(3, 1);
         let options = ClientOptions::new(addresses(1));
-        let mut client = ClientNode::new(Client::new(ClientConfig::new(&config, 9), 0), 3, 1 << 20, &options);
+        let mut client = ClientNode::new(
+            Client::new(ClientConfig::new(&config, 9), 0),
+            3,
+            1 << 20,
+            &options,
+        );
         client.request(now, b"hi".to_vec()).unwrap();
         let mut buffer = Vec::new();
-        let Output::Connect { connection: to_replica, address } = client.poll_output(&mut buffer) else {
+        let Output::Connect {
+            connection: to_replica,
+            address,
+        } = client.poll_output(&mut buffer)
+        else {
             panic!("the client connects first")
         };
         assert_eq!(address, addresses(1)[0]);
-        let Output::Transmit { connection, len } = client.poll_output(&mut buffer) else { panic!() };
+        let Output::Transmit { connection, len } = client.poll_output(&mut buffer) else {
+            panic!()
+        };
         assert_eq!((connection, len), (to_replica, buffer.len()));
-        assert!(matches!(client.poll_output(&mut buffer), Output::Timeout(Some(_))));
+        assert!(matches!(
+            client.poll_output(&mut buffer),
+            Output::Timeout(Some(_))
+        ));
         client.handle_connected(now, to_replica);
 
         let inbound = replica.handle_accepted(now, None).unwrap();
         // In two pieces: the first is an incomplete frame.
         assert_eq!(replica.handle_bytes(now, inbound, &buffer[..10]), Ok(0));
-        assert_eq!(replica.handle_bytes(now, inbound, &buffer), Ok(buffer.len()));
+        assert_eq!(
+            replica.handle_bytes(now, inbound, &buffer),
+            Ok(buffer.len())
+        );
         let (frames, _) = drain(&mut replica, now);
         assert_eq!(frames.len(), 1);
-        assert_eq!(frames[0].0, inbound, "the reply goes back on the request's connection");
-        assert_eq!(client.handle_bytes(now, to_replica, &frames[0].1), Ok(frames[0].1.len()));
-        let Output::Event(ClientEvent::Completed(done)) = client.poll_output(&mut buffer) else { panic!() };
+        assert_eq!(
+            frames[0].0, inbound,
+            "the reply goes back on the request's connection"
+        );
+        assert_eq!(
+            client.handle_bytes(now, to_replica, &frames[0].1),
+            Ok(frames[0].1.len())
+        );
+        let Output::Event(ClientEvent::Completed(done)) = client.poll_output(&mut buffer) else {
+            panic!()
+        };
         assert_eq!(done.result, b"hi");
         assert_eq!(replica.stats().frames_to_clients, 1);
     }
@@ -491,18 +569,38 @@ mod tests {
         let now = Instant::ZERO;
         let mut node = node(1, 0, 16);
         let bad = node.handle_accepted(now, None).unwrap();
-        assert_eq!(node.handle_bytes(now, bad, &[0xFF; 64]), Err(DecodeError::BadMagic));
+        assert_eq!(
+            node.handle_bytes(now, bad, &[0xFF; 64]),
+            Err(DecodeError::BadMagic)
+        );
         let stats = node.stats();
         assert_eq!(stats.rejected.foreign, 1);
         assert_eq!(stats.links.connections_closed_bad_input, 1);
-        assert!(stats.links.connections.is_empty(), "the connection is forgotten");
+        assert!(
+            stats.links.connections.is_empty(),
+            "the connection is forgotten"
+        );
         let (_, events) = drain(&mut node, now);
-        assert!(events.contains(&NodeEvent::FrameRejected { connection: bad, error: DecodeError::BadMagic }));
+        assert!(events.contains(&NodeEvent::FrameRejected {
+            connection: bad,
+            error: DecodeError::BadMagic
+        }));
         // Another cluster's frame.
         let other = node.handle_accepted(now, None).unwrap();
         let mut frame = Vec::new();
-        codec::encode(&Message::Request(crate::message::Request { client_id: 1, request_number: 1, op: Vec::new() }), 4, &mut frame);
-        assert!(matches!(node.handle_bytes(now, other, &frame), Err(DecodeError::WrongCluster { .. })));
+        codec::encode(
+            &Message::Request(crate::message::Request {
+                client_id: 1,
+                request_number: 1,
+                op: Vec::new(),
+            }),
+            4,
+            &mut frame,
+        );
+        assert!(matches!(
+            node.handle_bytes(now, other, &frame),
+            Err(DecodeError::WrongCluster { .. })
+        ));
         assert_eq!(node.stats().rejected.wrong_cluster, 1);
         assert_eq!(node.replica().op_number(), 0, "nothing reached the replica");
     }
@@ -534,8 +632,15 @@ mod tests {
             assert_eq!(node.handle_bytes(now, c, &frame), Ok(frame.len()));
         }
         let mut buffer = Vec::new();
-        assert_eq!(node.poll_output(&mut buffer), Output::Timeout(Some(now)), "the batch is due now");
-        assert!(buffer.is_empty(), "draining sent nothing: it changes no state");
+        assert_eq!(
+            node.poll_output(&mut buffer),
+            Output::Timeout(Some(now)),
+            "the batch is due now"
+        );
+        assert!(
+            buffer.is_empty(),
+            "draining sent nothing: it changes no state"
+        );
         let (frames, _) = drain(&mut node, now);
         assert_eq!(frames.len(), 2, "one Prepare per backup");
         let stats = node.stats().replica;
@@ -553,7 +658,9 @@ mod tests {
     #[test]
     fn frames_to_a_peer_open_a_connection_first_and_respect_its_queue() {
         let now = Instant::ZERO;
-        let mut node = node(3, 0, 16);
+        // A queue bound of one byte: a queue takes one frame until it is
+        // reported written.
+        let mut node = node_with(3, 0, |o| o.peer_queue_bytes_max = 1);
         let c = node.handle_accepted(now, None).unwrap();
         node.handle_bytes(now, c, &request_frame(1)).unwrap();
         node.handle_timeout(now);
@@ -563,22 +670,28 @@ mod tests {
         loop {
             match node.poll_output(&mut buffer) {
                 Output::Connect { connection, address } => connects.push((connection, address)),
-                Output::Transmit { connection, .. } => transmits.push(connection),
+                Output::Transmit { connection, len } => transmits.push((connection, len)),
                 Output::Timeout(_) => break,
                 _ => {}
             }
         }
         assert_eq!(connects.iter().map(|c| c.1).collect::<Vec<_>>(), addresses(3)[1..].to_vec());
-        assert_eq!(transmits, connects.iter().map(|c| c.0).collect::<Vec<_>>(), "each Prepare follows its Connect");
-        // Nothing was reported written: the next Prepare exceeds no bound
-        // yet (4 frames), but a flood does.
-        let links = node.stats().links;
-        assert_eq!(links.connects, 2);
-        for client in 2..200u128 {
-            node.handle_bytes(now, c, &request_frame(client)).unwrap();
-            drain(&mut node, now);
+        let to: Vec<_> = transmits.iter().map(|t| t.0).collect();
+        assert_eq!(to, connects.iter().map(|c| c.0).collect::<Vec<_>>(), "each Prepare follows its Connect");
+        assert_eq!(node.stats().links.connects, 2);
+        // The next Prepare finds the queues full.
+        node.handle_bytes(now, c, &request_frame(2)).unwrap();
+        let (frames, _) = drain(&mut node, now);
+        assert!(frames.is_empty());
+        assert_eq!(node.stats().links.frames_dropped_queue_full, 2);
+        // Reported written: the queue takes frames again.
+        for (connection, len) in transmits {
+            node.handle_written(connection, len);
         }
-        assert!(node.stats().links.frames_dropped_queue_full > 0, "unwritten queues are bounded");
+        node.handle_bytes(now, c, &request_frame(3)).unwrap();
+        let (frames, _) = drain(&mut node, now);
+        assert_eq!(frames.len(), 2);
+        assert_eq!(node.stats().links.writes, 2);
     }
 
     #[test]
@@ -587,11 +700,16 @@ mod tests {
         let mut node = node(1, 0, 2);
         for client_id in 0..5u128 {
             let c = node.handle_accepted(now, None).unwrap();
-            node.handle_bytes(now, c, &request_frame(client_id)).unwrap();
+            node.handle_bytes(now, c, &request_frame(client_id))
+                .unwrap();
             drain(&mut node, now);
         }
         assert_eq!(node.routes.len(), 2);
-        assert_eq!(node.stats().replies_unroutable, 0, "each reply went out before its route was evicted");
+        assert_eq!(
+            node.stats().replies_unroutable,
+            0,
+            "each reply went out before its route was evicted"
+        );
     }
 
     #[test]
@@ -600,6 +718,13 @@ mod tests {
         // reconfigurations told it.
         let node = node(3, 1, 16);
         let book: Vec<_> = node.links.addresses().collect();
-        assert_eq!(book, vec![(MemberId(0), addresses(3)[0]), (MemberId(2), addresses(3)[2])], "never itself");
+        assert_eq!(
+            book,
+            vec![
+                (MemberId(0), addresses(3)[0]),
+                (MemberId(2), addresses(3)[2])
+            ],
+            "never itself"
+        );
     }
 }
