@@ -35,7 +35,10 @@ impl Service for Recorder {
         lock(&self.0).len() as u64
     }
     fn read_page(&self, index: u64, out: &mut Vec<u8>) {
-        if let Some(op) = usize::try_from(index).ok().and_then(|i| lock(&self.0).get(i).cloned()) {
+        if let Some(op) = usize::try_from(index)
+            .ok()
+            .and_then(|i| lock(&self.0).get(i).cloned())
+        {
             out.extend_from_slice(&op);
         }
     }
@@ -152,7 +155,11 @@ impl<R: Runtime> TestClient<R> {
 
     /// The client's epoch and its members.
     pub fn epoch(&self) -> (u32, Vec<MemberId>) {
-        R::epoch(self.client.as_ref().expect("no call of this client timed out"))
+        R::epoch(
+            self.client
+                .as_ref()
+                .expect("no call of this client timed out"),
+        )
     }
 
     fn call<T: Send + 'static>(
@@ -221,7 +228,11 @@ impl<R: Runtime> Cluster<R> {
             let log = Executed::default();
             let replica = R::start_replica(options, Some(listener), Recorder(log.clone()))
                 .unwrap_or_else(|e| panic!("{}: replica {i} starts: {e}", R::NAME));
-            assert_eq!(R::local_addr(&replica), addresses[i], "it listens where told");
+            assert_eq!(
+                R::local_addr(&replica),
+                addresses[i],
+                "it listens where told"
+            );
             replicas.push(Some(replica));
             executed.push(log);
         }
@@ -239,11 +250,19 @@ impl<R: Runtime> Cluster<R> {
     }
 
     /// A client of epoch 0's members with `adjust`ed configuration.
-    pub fn client_with(&self, client_id: u128, adjust: impl Fn(&mut ClientConfig)) -> TestClient<R> {
+    pub fn client_with(
+        &self,
+        client_id: u128,
+        adjust: impl Fn(&mut ClientConfig),
+    ) -> TestClient<R> {
         let mut config = ClientConfig::new(&self.config, client_id);
         adjust(&mut config);
         let members = usize::from(self.config.replica_count);
-        TestClient::connect(self.addresses[..members].to_vec(), config, self.config.cluster)
+        TestClient::connect(
+            self.addresses[..members].to_vec(),
+            config,
+            self.config.cluster,
+        )
     }
 
     /// Replica `i`, which must still run.

@@ -69,7 +69,9 @@ fn send_and_expect_close(address: SocketAddr, bytes: &[u8], close_write: bool) {
 
 /// Polls replica 0's counters until `condition` holds.
 fn wait_for<R: Runtime>(cluster: &Cluster<R>, what: &str, condition: impl Fn(&Stats) -> bool) {
-    wait_until(Duration::from_secs(5), what, || condition(&cluster.stats(0)));
+    wait_until(Duration::from_secs(5), what, || {
+        condition(&cluster.stats(0))
+    });
 }
 
 /// Five kinds of bad input, each on its own connection to the primary:
@@ -140,9 +142,11 @@ pub fn bad_frames_close_their_connection_and_are_counted<R: Runtime>() {
     assert_eq!(client.submit(b"after"), Ok(b"after".to_vec()));
     let mut late = cluster.client(6);
     assert_eq!(late.submit(b"late"), Ok(b"late".to_vec()));
-    wait_until(Duration::from_secs(5), "every replica executed 3 ops", || {
-        (0..3).all(|i| cluster.executed(i).len() == 3)
-    });
+    wait_until(
+        Duration::from_secs(5),
+        "every replica executed 3 ops",
+        || (0..3).all(|i| cluster.executed(i).len() == 3),
+    );
     let node = cluster.stats(0).node;
     assert!(node.commit_number > op_number_before);
     assert_eq!(node.view, 0, "no view change needed");
@@ -162,9 +166,11 @@ pub fn inbound_connections_beyond_the_cap_are_refused<R: Runtime>() {
     assert_eq!(first.submit(b"a"), Ok(b"a".to_vec()));
     // A bare connection holds the other.
     let held = TcpStream::connect(address).expect("connect");
-    wait_until(Duration::from_secs(5), "two connections are accepted", || {
-        cluster.stats(0).connections_accepted == 2
-    });
+    wait_until(
+        Duration::from_secs(5),
+        "two connections are accepted",
+        || cluster.stats(0).connections_accepted == 2,
+    );
     // A third is accepted by the kernel and closed by the replica at once.
     send_and_expect_close(address, &request_frame(CLUSTER + 2), false);
     let stats = cluster.stats(0);
@@ -183,9 +189,11 @@ pub fn inbound_connections_beyond_the_cap_are_refused<R: Runtime>() {
 
     // A slot frees up when a connection closes.
     drop(held);
-    wait_until(Duration::from_secs(5), "the replica notices the close", || {
-        cluster.stats(0).inbound.len() == 1
-    });
+    wait_until(
+        Duration::from_secs(5),
+        "the replica notices the close",
+        || cluster.stats(0).inbound.len() == 1,
+    );
     let mut second = cluster.client(2);
     assert_eq!(second.submit(b"b"), Ok(b"b".to_vec()));
     let stats = cluster.stats(0);
@@ -197,5 +205,8 @@ pub fn inbound_connections_beyond_the_cap_are_refused<R: Runtime>() {
     drop((first, second));
     let mut cluster = cluster;
     R::stop(cluster.replicas[0].take().expect("runs"));
-    assert_eq!(lock(&cluster.executed[0]).as_slice(), [b"a".to_vec(), b"b".to_vec()]);
+    assert_eq!(
+        lock(&cluster.executed[0]).as_slice(),
+        [b"a".to_vec(), b"b".to_vec()]
+    );
 }

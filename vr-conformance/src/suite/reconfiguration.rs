@@ -54,12 +54,16 @@ pub fn grow_to_five_then_shrink_while_a_client_writes<R: Runtime>() {
         Ok(1),
         "grows"
     );
-    wait_until(Duration::from_secs(5), "the joiners caught up in epoch 1", || {
-        (3..5).all(|i| {
-            let node = cluster.stats(i).node;
-            node.epoch == 1 && node.status == Some(Status::Normal)
-        })
-    });
+    wait_until(
+        Duration::from_secs(5),
+        "the joiners caught up in epoch 1",
+        || {
+            (3..5).all(|i| {
+                let node = cluster.stats(i).node;
+                node.epoch == 1 && node.status == Some(Status::Normal)
+            })
+        },
+    );
     // The admin learns epoch 1 from its next request's StartEpoch notice: a
     // reconfiguration must name the current epoch.
     assert_eq!(admin.submit(b"admin"), Ok(b"admin".to_vec()));
@@ -68,12 +72,14 @@ pub fn grow_to_five_then_shrink_while_a_client_writes<R: Runtime>() {
     assert_eq!(admin.reconfigure(vec![0, 1, 3], kept), Ok(2), "shrinks");
 
     stop.store(true, Ordering::Relaxed);
-    let writer_epoch = within(Duration::from_secs(10), "the writer finishes", move || {
-        match worker.join() {
+    let writer_epoch = within(
+        Duration::from_secs(10),
+        "the writer finishes",
+        move || match worker.join() {
             Ok(epoch) => epoch,
             Err(panic) => std::panic::resume_unwind(panic),
-        }
-    });
+        },
+    );
     assert_eq!(
         writer_epoch,
         (2, vec![0, 1, 3]),

@@ -60,7 +60,9 @@ pub fn a_peer_that_connects_is_connected_to_at_once<R: Runtime>() {
     );
     // Peer 1 restarts and connects to the replica.
     let restarted = TcpListener::bind(addresses[1]).expect("peer 1's port is free");
-    restarted.set_nonblocking(true).expect("a non-blocking listener");
+    restarted
+        .set_nonblocking(true)
+        .expect("a non-blocking listener");
     let _hello = TcpStream::connect(addresses[0]).expect("the replica accepts");
     let connected = Instant::now();
     loop {

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use vr_core::node::ReplicaOptions;
 use vr_core::{ClientConfig, ClientError};
 
-use crate::harness::{alone, shared, test_config, wait_until, Cluster, Executed, Recorder, TestClient};
+use crate::harness::{
+    alone, shared, test_config, wait_until, Cluster, Executed, Recorder, TestClient,
+};
 use crate::Runtime;
 
 /// This process's threads whose names start with `prefix`, by thread id.
@@ -20,9 +22,16 @@ fn threads_named(prefix: &str) -> Vec<String> {
         .filter_map(|task| {
             let task = task.ok()?;
             let name = std::fs::read_to_string(task.path().join("comm")).ok()?;
-            Some(format!("{} {}", task.file_name().to_string_lossy(), name.trim()))
+            Some(format!(
+                "{} {}",
+                task.file_name().to_string_lossy(),
+                name.trim()
+            ))
         })
-        .filter(|line| line.split_once(' ').is_some_and(|(_, name)| name.starts_with(prefix)))
+        .filter(|line| {
+            line.split_once(' ')
+                .is_some_and(|(_, name)| name.starts_with(prefix))
+        })
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect()

@@ -127,7 +127,10 @@ pub fn cluster_survives_primary_stop_under_load<R: Runtime>() {
     let stats = cluster.stats(1);
     assert!(stats.node.frames_in > 0 && stats.connections_accepted > 0);
     assert!(
-        stats.inbound.iter().any(|c| c.bytes_in > 0 && c.frames_in != Some(0)),
+        stats
+            .inbound
+            .iter()
+            .any(|c| c.bytes_in > 0 && c.frames_in != Some(0)),
         "traffic is counted per connection: {stats:?}"
     );
     assert_eq!(stats.connections_closed_bad_input, 0);
@@ -145,9 +148,10 @@ pub fn cluster_survives_primary_stop_under_load<R: Runtime>() {
         stats.node.replica.prepare_batches,
         stats.node.replica.prepare_batch_entries,
     );
-    let coalesced_write = stats.outbound.iter().flatten().any(|c| {
-        c.member == 2 && matches!((c.frames_out, c.writes), (Some(f), Some(w)) if f > w)
-    });
+    let coalesced_write =
+        stats.outbound.iter().flatten().any(|c| {
+            c.member == 2 && matches!((c.frames_out, c.writes), (Some(f), Some(w)) if f > w)
+        });
     assert!(
         entries > batches || coalesced_write,
         "no Prepare carried two requests ({entries} entries in {batches} Prepares) \
