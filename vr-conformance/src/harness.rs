@@ -2,6 +2,7 @@
 //! loopback listeners, clients whose every call has a deadline, polling
 //! with deadlines, and a lock that lets one test run alone.
 
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -57,16 +58,66 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// counts the process's threads, which must run alone.
 static EXCLUSIVE: RwLock<()> = RwLock::new(());
 
+/// How long one test may run before its binary is ended: far beyond what
+/// any test takes on a loaded machine (about a second).
+const TEST_DEADLINE: Duration = Duration::from_secs(90);
+
+/// What a test holds while it runs: its place beside the others (or alone),
+/// and a watchdog.
+pub(crate) struct Running<G> {
+    _lock: G,
+    _watchdog: Watchdog,
+}
+
+/// Ends the process if dropped later than [`TEST_DEADLINE`] after it was
+/// made. Some adapter calls block without a deadline (a stats snapshot, a
+/// stop); a lost wake-up there would hang the run for ever rather than
+/// fail the test.
+struct Watchdog {
+    _cancel: mpsc::SyncSender<()>,
+}
+
+impl Watchdog {
+    fn start() -> Watchdog {
+        let test = std::thread::current()
+            .name()
+            .unwrap_or("a conformance test")
+            .to_owned();
+        let (cancel, cancelled) = mpsc::sync_channel::<()>(0);
+        std::thread::spawn(move || {
+            // Disconnected: the test ended and dropped its watchdog.
+            if let Err(mpsc::RecvTimeoutError::Timeout) = cancelled.recv_timeout(TEST_DEADLINE) {
+                // Not `eprintln!`: the test harness captures that, and
+                // `exit` would drop it unseen.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "{test}: still running after {TEST_DEADLINE:?}: stuck; ending the run"
+                );
+                std::process::exit(101);
+            }
+        });
+        Watchdog { _cancel: cancel }
+    }
+}
+
 /// Lets other tests run beside this one.
-pub(crate) fn shared() -> RwLockReadGuard<'static, ()> {
+pub(crate) fn shared() -> Running<RwLockReadGuard<'static, ()>> {
     init_tracing();
-    EXCLUSIVE.read().unwrap_or_else(PoisonError::into_inner)
+    let lock = EXCLUSIVE.read().unwrap_or_else(PoisonError::into_inner);
+    Running {
+        _lock: lock,
+        _watchdog: Watchdog::start(),
+    }
 }
 
 /// Waits until no other test of this binary runs, and keeps them out.
-pub(crate) fn alone() -> RwLockWriteGuard<'static, ()> {
+pub(crate) fn alone() -> Running<RwLockWriteGuard<'static, ()>> {
     init_tracing();
-    EXCLUSIVE.write().unwrap_or_else(PoisonError::into_inner)
+    let lock = EXCLUSIVE.write().unwrap_or_else(PoisonError::into_inner);
+    Running {
+        _lock: lock,
+        _watchdog: Watchdog::start(),
+    }
 }
 
 /// Logs to the test's output as `RUST_LOG` says (warnings by default).

@@ -55,11 +55,23 @@ pub fn cluster_survives_primary_stop_under_load<R: Runtime>() {
         let left = deadline.saturating_duration_since(Instant::now());
         match acked.recv_timeout(left) {
             Ok(op) => acknowledged.push(op),
-            Err(error) => panic!(
-                "{}: {} of {total} acknowledged: {error}",
-                R::NAME,
-                acknowledged.len()
-            ),
+            Err(error) => {
+                // Where each replica that runs stands, for the diagnosis.
+                let standing: Vec<_> = (0..3)
+                    .filter(|&i| cluster.replicas[i].is_some())
+                    .map(|i| {
+                        let node = cluster.stats(i).node;
+                        let at = (node.view, node.status, node.op_number, node.commit_number);
+                        (i, at, cluster.executed(i).len())
+                    })
+                    .collect();
+                panic!(
+                    "{}: {} of {total} acknowledged: {error}; replica, \
+                     (view, status, op, commit), executed: {standing:?}",
+                    R::NAME,
+                    acknowledged.len()
+                )
+            }
         }
         if acknowledged.len() == ACKS_BEFORE_STOP {
             let before = cluster.stats(0);
