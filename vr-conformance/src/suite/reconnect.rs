@@ -2,14 +2,18 @@
 //! connects again as soon as a peer that restarted connects to it, rather
 //! than after the backoff it grew while they were down (issue 18, item 8:
 //! recovery speed). A restarted peer always connects first: it sends its
-//! recovery, or its view-change vote, or asks its primary for state.
+//! recovery (§4.3), or its view-change vote (§4.2), or asks its primary for
+//! state (§5.2).
 
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use vr_core::{Config, Service};
-use vr_tokio::{start_replica_with_listener, ReplicaOptions};
+use vr_core::node::ReplicaOptions;
+use vr_core::Service;
+
+use crate::harness::{shared, test_config, wait_until};
+use crate::Runtime;
 
 /// No state: the test is about connections.
 struct Nothing;
@@ -25,18 +29,21 @@ impl Service for Nothing {
     fn install_pages(&mut self, _pages: &[&[u8]]) {}
 }
 
-#[test]
-fn a_peer_that_connects_is_connected_to_at_once() {
+/// See the module's doc.
+pub fn a_peer_that_connects_is_connected_to_at_once<R: Runtime>() {
+    let _shared = shared();
     let listeners: Vec<TcpListener> = (0..3)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a loopback port"))
         .collect();
-    let addresses: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+    let addresses: Vec<SocketAddr> = listeners
+        .iter()
+        .map(|l| l.local_addr().expect("a bound listener's address"))
+        .collect();
     let mut listeners = listeners.into_iter();
-    let own = listeners.next().unwrap();
+    let own = listeners.next();
     // Peers 1 and 2 are down: nothing listens at their addresses.
     drop(listeners);
-    let mut options =
-        ReplicaOptions::new(Config::new(7, 3), addresses.clone(), vr_core::MemberId(0));
+    let mut options = ReplicaOptions::new(test_config(7, 3), addresses.clone(), vr_core::MemberId(0));
     // Backoff from 2 ms, doubling without a practical bound: 2 + 4 + ...
     // + 512 ms of waiting makes ten failed connects to a peer, and its
     // next attempt is due a second after the last.
@@ -45,24 +52,24 @@ fn a_peer_that_connects_is_connected_to_at_once() {
     // The primary of view 0 heartbeats to both peers (and, when it gives
     // up on them, votes for a view change): frames to send, and connects
     // that fail.
-    let replica = start_replica_with_listener(options, own, Nothing).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while replica.stats().connect_failures < 20 {
-        assert!(
-            Instant::now() < deadline,
-            "connects to the peers were attempted"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let replica = R::start_replica(options, own, Nothing).expect("the replica starts");
+    wait_until(
+        Duration::from_secs(10),
+        "connects to the peers were attempted 20 times",
+        || R::stats(&replica).connect_failures >= 20,
+    );
     // Peer 1 restarts and connects to the replica.
-    let restarted = TcpListener::bind(addresses[1]).unwrap();
-    restarted.set_nonblocking(true).unwrap();
-    let _hello = TcpStream::connect(addresses[0]).unwrap();
+    let restarted = TcpListener::bind(addresses[1]).expect("peer 1's port is free");
+    restarted
+        .set_nonblocking(true)
+        .expect("a non-blocking listener");
+    let _hello = TcpStream::connect(addresses[0]).expect("the replica accepts");
     let connected = Instant::now();
     loop {
         match restarted.accept() {
             Ok(_) => break,
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                // Well under the second of backoff the replica grew.
                 assert!(
                     connected.elapsed() < Duration::from_millis(400),
                     "the replica connected to its restarted peer without waiting out its backoff"
@@ -72,5 +79,5 @@ fn a_peer_that_connects_is_connected_to_at_once() {
             Err(e) => panic!("accept: {e}"),
         }
     }
-    replica.stop();
+    R::stop(replica);
 }

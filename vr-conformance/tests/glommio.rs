@@ -1,0 +1,94 @@
+//! The conformance suite on vr-glommio. The only glommio-specific code: the
+//! suite's view of the adapter.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+
+use vr_conformance::{conformance_tests, Inbound, Outbound, Runtime, Stats};
+use vr_core::message::MemberId;
+use vr_core::node::ReplicaOptions;
+use vr_core::{ClientConfig, ClientError, Service};
+
+/// vr-glommio under test.
+struct Glommio;
+
+impl Runtime for Glommio {
+    const NAME: &'static str = "glommio";
+    // Executors "vr-replica-N" and "vr-client-ID", and glommio's helper
+    // threads, named after their executor.
+    const THREAD_PREFIX: &'static str = "vr-";
+    type Replica = vr_glommio::ReplicaHandle;
+    type Client = vr_glommio::BlockingClient;
+
+    fn start_replica<S: Service + Send + 'static>(
+        options: ReplicaOptions,
+        listener: Option<TcpListener>,
+        service: S,
+    ) -> io::Result<Self::Replica> {
+        match listener {
+            Some(listener) => vr_glommio::start_replica_with_listener(options, listener, service),
+            None => vr_glommio::start_replica(options, service),
+        }
+    }
+    fn local_addr(replica: &Self::Replica) -> SocketAddr {
+        replica.local_addr()
+    }
+    fn is_running(replica: &Self::Replica) -> bool {
+        replica.is_running()
+    }
+    fn stats(replica: &Self::Replica) -> Stats {
+        let s = replica.stats();
+        Stats {
+            connections_accepted: s.connections_accepted,
+            connections_refused: s.connections_refused,
+            connections_closed_bad_input: s.connections_closed_bad_input,
+            connections_closed_mid_frame: s.connections_closed_mid_frame,
+            connect_failures: s.connect_failures,
+            inbound: (s.connections.iter())
+                .filter(|c| c.peer.is_none())
+                .map(|c| Inbound {
+                    bytes_in: c.bytes_in,
+                    frames_in: None,
+                })
+                .collect(),
+            outbound: Some(
+                (s.connections.iter())
+                    .filter_map(|c| {
+                        Some(Outbound {
+                            member: c.peer?,
+                            frames_out: Some(c.frames_out),
+                            writes: Some(c.writes),
+                        })
+                    })
+                    .collect(),
+            ),
+            node: s.node,
+        }
+    }
+    fn stop(replica: Self::Replica) {
+        replica.stop()
+    }
+
+    fn connect(
+        addresses: Vec<SocketAddr>,
+        config: ClientConfig,
+        cluster: u64,
+    ) -> io::Result<Self::Client> {
+        vr_glommio::BlockingClient::connect(addresses, config, cluster)
+    }
+    fn submit(client: &mut Self::Client, op: Vec<u8>) -> Result<Vec<u8>, ClientError> {
+        client.submit(op)
+    }
+    fn reconfigure(
+        client: &mut Self::Client,
+        members: Vec<MemberId>,
+        addresses: Vec<SocketAddr>,
+    ) -> Result<u32, ClientError> {
+        client.reconfigure(members, addresses)
+    }
+    fn epoch(client: &Self::Client) -> (u32, Vec<MemberId>) {
+        client.epoch()
+    }
+}
+
+conformance_tests!(Glommio);

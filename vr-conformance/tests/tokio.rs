@@ -1,0 +1,93 @@
+//! The conformance suite on vr-tokio. The only tokio-specific code: the
+//! suite's view of the adapter.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+
+use vr_conformance::{conformance_tests, Inbound, Runtime, Stats};
+use vr_core::message::MemberId;
+use vr_core::node::ReplicaOptions;
+use vr_core::{ClientConfig, ClientError, Service};
+
+/// vr-tokio under test.
+struct Tokio;
+
+/// vr-tokio's async client, driven by a current-thread runtime of its own.
+struct BlockingClient {
+    // Dropped before the runtime: its link tasks belong to it.
+    client: vr_tokio::Client,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Runtime for Tokio {
+    const NAME: &'static str = "tokio";
+    const THREAD_PREFIX: &'static str = "vr-replica-";
+    type Replica = vr_tokio::ReplicaHandle;
+    type Client = BlockingClient;
+
+    fn start_replica<S: Service + Send + 'static>(
+        options: ReplicaOptions,
+        listener: Option<TcpListener>,
+        service: S,
+    ) -> io::Result<Self::Replica> {
+        match listener {
+            Some(listener) => vr_tokio::start_replica_with_listener(options, listener, service),
+            None => vr_tokio::start_replica(options, service),
+        }
+    }
+    fn local_addr(replica: &Self::Replica) -> SocketAddr {
+        replica.local_addr()
+    }
+    fn is_running(replica: &Self::Replica) -> bool {
+        replica.is_running()
+    }
+    fn stats(replica: &Self::Replica) -> Stats {
+        let s = replica.stats();
+        Stats {
+            connections_accepted: s.connections_accepted,
+            connections_refused: s.connections_refused,
+            connections_closed_bad_input: s.connections_closed_bad_input,
+            connections_closed_mid_frame: s.connections_closed_mid_frame,
+            connect_failures: s.connect_failures,
+            inbound: (s.inbound.iter())
+                .map(|c| Inbound {
+                    bytes_in: c.bytes_in,
+                    frames_in: Some(c.frames_in),
+                })
+                .collect(),
+            // vr-tokio reports no outbound connections.
+            outbound: None,
+            node: s.node,
+        }
+    }
+    fn stop(replica: Self::Replica) {
+        replica.stop()
+    }
+
+    fn connect(
+        addresses: Vec<SocketAddr>,
+        config: ClientConfig,
+        cluster: u64,
+    ) -> io::Result<Self::Client> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let client = runtime.block_on(vr_tokio::Client::connect(addresses, config, cluster))?;
+        Ok(BlockingClient { client, runtime })
+    }
+    fn submit(client: &mut Self::Client, op: Vec<u8>) -> Result<Vec<u8>, ClientError> {
+        client.runtime.block_on(client.client.submit(op))
+    }
+    fn reconfigure(
+        client: &mut Self::Client,
+        members: Vec<MemberId>,
+        addresses: Vec<SocketAddr>,
+    ) -> Result<u32, ClientError> {
+        (client.runtime).block_on(client.client.reconfigure(members, addresses))
+    }
+    fn epoch(client: &Self::Client) -> (u32, Vec<MemberId>) {
+        (client.client.epoch(), client.client.members())
+    }
+}
+
+conformance_tests!(Tokio);
