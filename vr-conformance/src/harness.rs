@@ -273,7 +273,7 @@ impl<R: Runtime> Cluster<R> {
                 &addresses[..]
             };
             let index = u8::try_from(i).expect("at most 255 replicas");
-            let mut options = ReplicaOptions::new(config.clone(), known.to_vec(), index);
+            let mut options = ReplicaOptions::new(config.clone(), known.to_vec(), MemberId(index));
             options.join = i >= members;
             adjust(&mut options);
             let log = Executed::default();
@@ -323,7 +323,7 @@ impl<R: Runtime> Cluster<R> {
 
     /// Replica `i`'s counters.
     pub fn stats(&self, i: usize) -> Stats {
-        R::stats(self.replica(i))
+        Stats::from(R::stats(self.replica(i)))
     }
 
     /// What replica `i` executed so far.

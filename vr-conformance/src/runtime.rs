@@ -4,7 +4,7 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 
-use vr_core::message::{MemberId, ReplicaIndex};
+use vr_core::message::MemberId;
 use vr_core::node::{NodeStats, ReplicaOptions};
 use vr_core::{ClientConfig, ClientError, Service};
 
@@ -39,8 +39,9 @@ pub trait Runtime: 'static {
     fn local_addr(replica: &Self::Replica) -> SocketAddr;
     /// Whether the replica's loop still runs.
     fn is_running(replica: &Self::Replica) -> bool;
-    /// A snapshot of the replica's counters.
-    fn stats(replica: &Self::Replica) -> Stats;
+    /// A snapshot of the replica's counters (the one stats type of every
+    /// adapter).
+    fn stats(replica: &Self::Replica) -> NodeStats;
     /// Stops the replica and returns once its threads have been joined.
     fn stop(replica: Self::Replica);
 
@@ -104,9 +105,42 @@ pub struct Inbound {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Outbound {
     /// The member it leads to.
-    pub member: ReplicaIndex,
+    pub member: MemberId,
     /// Frames written to it, if the adapter counts them per connection.
     pub frames_out: Option<u64>,
     /// Write calls that carried those frames, if counted per connection.
     pub writes: Option<u64>,
+}
+
+impl From<NodeStats> for Stats {
+    fn from(node: NodeStats) -> Stats {
+        let links = &node.links;
+        let (outbound, inbound): (Vec<_>, Vec<_>) =
+            links.connections.iter().partition(|c| c.member.is_some());
+        Stats {
+            connections_accepted: links.connections_accepted,
+            connections_refused: links.connections_refused,
+            connections_closed_bad_input: links.connections_closed_bad_input,
+            connections_closed_mid_frame: links.connections_closed_mid_frame,
+            connect_failures: links.connect_failures,
+            inbound: (inbound.iter())
+                .map(|c| Inbound {
+                    bytes_in: c.bytes_in,
+                    frames_in: Some(c.frames_in),
+                })
+                .collect(),
+            outbound: Some(
+                (outbound.iter())
+                    .filter_map(|c| {
+                        Some(Outbound {
+                            member: c.member?,
+                            frames_out: Some(c.frames_out),
+                            writes: Some(c.writes),
+                        })
+                    })
+                    .collect(),
+            ),
+            node,
+        }
+    }
 }

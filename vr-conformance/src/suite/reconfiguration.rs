@@ -50,7 +50,7 @@ pub fn grow_to_five_then_shrink_while_a_client_writes<R: Runtime>() {
 
     let mut admin = cluster.client(7002);
     assert_eq!(
-        admin.reconfigure(vec![0, 1, 2, 3, 4], addresses.clone()),
+        admin.reconfigure(members(&[0, 1, 2, 3, 4]), addresses.clone()),
         Ok(1),
         "grows"
     );
@@ -69,7 +69,11 @@ pub fn grow_to_five_then_shrink_while_a_client_writes<R: Runtime>() {
     assert_eq!(admin.submit(b"admin"), Ok(b"admin".to_vec()));
     assert_eq!(admin.epoch().0, 1);
     let kept = vec![addresses[0], addresses[1], addresses[3]];
-    assert_eq!(admin.reconfigure(vec![0, 1, 3], kept), Ok(2), "shrinks");
+    assert_eq!(
+        admin.reconfigure(members(&[0, 1, 3]), kept),
+        Ok(2),
+        "shrinks"
+    );
 
     stop.store(true, Ordering::Relaxed);
     let writer_epoch = within(
@@ -82,7 +86,7 @@ pub fn grow_to_five_then_shrink_while_a_client_writes<R: Runtime>() {
     );
     assert_eq!(
         writer_epoch,
-        (2, vec![0, 1, 3]),
+        (2, members(&[0, 1, 3])),
         "the writer followed both epochs"
     );
 
@@ -124,11 +128,11 @@ pub fn a_client_reaches_a_new_primary_at_the_address_the_notice_carried<R: Runti
     assert_eq!(client.submit(b"before"), Ok(b"before".to_vec()));
     // Member 3 first: the primary of view 0 in epoch 1.
     let at = vec![addresses[3], addresses[0], addresses[1]];
-    assert_eq!(client.reconfigure(vec![3, 0, 1], at), Ok(1));
+    assert_eq!(client.reconfigure(members(&[3, 0, 1]), at), Ok(1));
     // Replica 2 retired: the client's request goes to a retired replica or
     // a member of epoch 1, either of which tells it of the new epoch.
     assert_eq!(client.submit(b"after"), Ok(b"after".to_vec()));
-    assert_eq!(client.epoch(), (1, vec![3, 0, 1]));
+    assert_eq!(client.epoch(), (1, members(&[3, 0, 1])));
     // Only the primary answers a write, and member 3 led epoch 1 throughout.
     let primary = cluster.stats(3).node;
     assert_eq!(
@@ -136,4 +140,9 @@ pub fn a_client_reaches_a_new_primary_at_the_address_the_notice_carried<R: Runti
         (1, 0, Some(Status::Normal))
     );
     assert!(cluster.executed(3).contains(&b"after".to_vec()));
+}
+
+/// Member ids from their numbers.
+fn members(ids: &[u8]) -> Vec<vr_core::MemberId> {
+    ids.iter().map(|&m| vr_core::MemberId(m)).collect()
 }

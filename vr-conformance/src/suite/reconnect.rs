@@ -43,7 +43,8 @@ pub fn a_peer_that_connects_is_connected_to_at_once<R: Runtime>() {
     let own = listeners.next();
     // Peers 1 and 2 are down: nothing listens at their addresses.
     drop(listeners);
-    let mut options = ReplicaOptions::new(test_config(7, 3), addresses.clone(), vr_core::MemberId(0));
+    let mut options =
+        ReplicaOptions::new(test_config(7, 3), addresses.clone(), vr_core::MemberId(0));
     // Backoff from 2 ms, doubling without a practical bound: 2 + 4 + ...
     // + 512 ms of waiting makes ten failed connects to a peer, and its
     // next attempt is due a second after the last.
@@ -56,7 +57,7 @@ pub fn a_peer_that_connects_is_connected_to_at_once<R: Runtime>() {
     wait_until(
         Duration::from_secs(10),
         "connects to the peers were attempted 20 times",
-        || R::stats(&replica).connect_failures >= 20,
+        || R::stats(&replica).links.connect_failures >= 20,
     );
     // Peer 1 restarts and connects to the replica.
     let restarted = TcpListener::bind(addresses[1]).expect("peer 1's port is free");

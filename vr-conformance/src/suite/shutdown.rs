@@ -105,7 +105,7 @@ pub fn dropping_the_handle_stops_the_replica<R: Runtime>() {
         .and_then(|l| l.local_addr())
         .expect("a free loopback port");
     let config = test_config(32, 1);
-    let options = ReplicaOptions::new(config.clone(), vec![address], 0);
+    let options = ReplicaOptions::new(config.clone(), vec![address], vr_core::MemberId(0));
     let replica = R::start_replica(options, None, Recorder(Executed::default()))
         .expect("the replica binds its address");
     assert_eq!(R::local_addr(&replica), address);

@@ -148,7 +148,7 @@ pub fn cluster_survives_primary_stop_under_load<R: Runtime>() {
     assert_eq!(stats.connections_closed_bad_input, 0);
     if let Some(outbound) = &stats.outbound {
         assert!(
-            outbound.iter().any(|c| c.member == 2),
+            outbound.iter().any(|c| c.member == vr_core::MemberId(2)),
             "the new primary holds a connection to its backup: {outbound:?}"
         );
     }
@@ -160,10 +160,10 @@ pub fn cluster_survives_primary_stop_under_load<R: Runtime>() {
         stats.node.replica.prepare_batches,
         stats.node.replica.prepare_batch_entries,
     );
-    let coalesced_write =
-        stats.outbound.iter().flatten().any(|c| {
-            c.member == 2 && matches!((c.frames_out, c.writes), (Some(f), Some(w)) if f > w)
-        });
+    let coalesced_write = stats.outbound.iter().flatten().any(|c| {
+        c.member == vr_core::MemberId(2)
+            && matches!((c.frames_out, c.writes), (Some(f), Some(w)) if f > w)
+    });
     assert!(
         entries > batches || coalesced_write,
         "no Prepare carried two requests ({entries} entries in {batches} Prepares) \

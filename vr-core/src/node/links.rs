@@ -38,6 +38,7 @@ struct Link {
     bytes_in: u64,
     frames_out: u64,
     bytes_out: u64,
+    writes: u64,
 }
 
 /// What the node knows of one member's listener.
@@ -189,6 +190,7 @@ impl Links {
                 bytes_in: 0,
                 frames_out: 0,
                 bytes_out: 0,
+                writes: 0,
             },
         );
         Route::Connect(id, address)
@@ -215,6 +217,7 @@ impl Links {
         self.stats.writes += 1;
         if let Some(link) = self.links.get_mut(&id) {
             link.queued_bytes = link.queued_bytes.saturating_sub(bytes);
+            link.writes += 1;
         }
     }
 
@@ -264,6 +267,7 @@ impl Links {
                 bytes_in: 0,
                 frames_out: 0,
                 bytes_out: 0,
+                writes: 0,
             },
         );
         Some(id)
@@ -346,6 +350,7 @@ impl Links {
                 bytes_in: l.bytes_in,
                 frames_out: l.frames_out,
                 bytes_out: l.bytes_out,
+                writes: l.writes,
                 queued_bytes: l.queued_bytes,
             })
             .collect();

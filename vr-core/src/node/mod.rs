@@ -179,6 +179,9 @@ pub struct ConnectionStats {
     pub frames_out: u64,
     /// Bytes of those frames.
     pub bytes_out: u64,
+    /// Writes reported on it: fewer than `frames_out` when frames queued
+    /// together left together.
+    pub writes: u64,
     /// Bytes queued and not yet reported written.
     pub queued_bytes: usize,
 }

@@ -669,15 +669,25 @@ mod tests {
         let mut transmits = Vec::new();
         loop {
             match node.poll_output(&mut buffer) {
-                Output::Connect { connection, address } => connects.push((connection, address)),
+                Output::Connect {
+                    connection,
+                    address,
+                } => connects.push((connection, address)),
                 Output::Transmit { connection, len } => transmits.push((connection, len)),
                 Output::Timeout(_) => break,
                 _ => {}
             }
         }
-        assert_eq!(connects.iter().map(|c| c.1).collect::<Vec<_>>(), addresses(3)[1..].to_vec());
+        assert_eq!(
+            connects.iter().map(|c| c.1).collect::<Vec<_>>(),
+            addresses(3)[1..].to_vec()
+        );
         let to: Vec<_> = transmits.iter().map(|t| t.0).collect();
-        assert_eq!(to, connects.iter().map(|c| c.0).collect::<Vec<_>>(), "each Prepare follows its Connect");
+        assert_eq!(
+            to,
+            connects.iter().map(|c| c.0).collect::<Vec<_>>(),
+            "each Prepare follows its Connect"
+        );
         assert_eq!(node.stats().links.connects, 2);
         // The next Prepare finds the queues full.
         node.handle_bytes(now, c, &request_frame(2)).unwrap();
