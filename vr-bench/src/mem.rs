@@ -14,8 +14,8 @@
 //! Each replica has an inbox. The cluster takes the replicas in turn and
 //! hands each one everything in its inbox, then drains its outputs once:
 //! what an adapter does with the connections that were ready in one turn
-//! of its loop (`vr_core::node::ReplicaNode::feed_bytes` for each, then
-//! `flush`). So the primary's Prepare batching (`Config::batch_ops_max`,
+//! of its loop (`vr_core::node::ReplicaNode::handle_bytes` for each, then
+//! the due timers, the batch timer among them). So the primary's Prepare batching (`Config::batch_ops_max`,
 //! [`MemSpec::batch_ops_max`]) works here as it does in the adapters when
 //! every request that reached the primary since its last turn was ready
 //! at that turn: requests answered together come back

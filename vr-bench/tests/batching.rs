@@ -1,12 +1,13 @@
 //! Batching across connections, on every runtime, with `Config`'s defaults
-//! (`batch_ops_max` 64, `batch_delay_ns` 0: no batching timer).
+//! (`batch_ops_max` 64, `batch_delay_ns` 0: the batch timer is due at once).
 //!
 //! Each client has its own connection and one request outstanding, so a
 //! Prepare carries more than one entry only if the adapter feeds the
-//! primary the requests of several connections before it drains the
-//! node's outputs (`ReplicaNode::feed_bytes`, then `flush` once per turn).
-//! An adapter that drains after each connection's read (`handle_bytes`)
-//! sends exactly one entry per Prepare here: this test then fails.
+//! primary the requests of several connections before it fires the node's
+//! batch timer (`ReplicaNode::handle_bytes` for each, then
+//! `handle_timeout` once per turn; `vr_core::node`, "The contract"). An
+//! adapter that fires timers after each connection's read sends exactly
+//! one entry per Prepare here: this test then fails.
 //!
 //! Not a timed test: it counts entries per Prepare, never how fast.
 

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant as StdInstant};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
-use vr_core::node::ClientNode;
+use vr_core::node::{ClientEvent, ClientNode, ClientOptions, Closed, ConnectionId, Output};
 use vr_core::Instant;
 
 use super::{FrontEnd, Shared, ERR_MAX_CLIENTS};
@@ -48,16 +48,9 @@ const READS_PER_TURN_MAX: usize = 16;
 /// reading; frames beyond it are dropped and resent on the proxy's timer.
 const LINK_QUEUE_FRAMES_MAX: usize = 4;
 
-/// A connect to a replica still pending after this is abandoned, and tried
-/// again with the next frame for that replica.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// How long accepting pauses after `accept` fails (out of file descriptors,
 /// say), so that the loop does not spin on a full backlog.
 const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(10);
-
-/// Link slots per proxy at most: one per member id.
-const LINK_SLOTS_MAX: usize = 1 << u8::BITS;
 
 /// Events taken per `poll` call.
 const EVENTS_CAPACITY: usize = 256;
@@ -112,8 +105,8 @@ struct Sockets {
     poll: Poll,
     next_token: usize,
     /// For each link's token: the client connection whose proxy owns it,
-    /// and the replica it leads to.
-    links: HashMap<Token, (Token, usize)>,
+    /// and the proxy's id for the link.
+    links: HashMap<Token, (Token, ConnectionId)>,
 }
 
 impl Sockets {
@@ -127,36 +120,22 @@ impl Sockets {
         self.poll.registry()
     }
 
-    /// Starts a non-blocking connect to replica `replica` for the proxy of
+    /// Starts a non-blocking connect for link `id` of the proxy of
     /// connection `owner`.
-    fn open_link(&mut self, owner: Token, replica: usize, address: SocketAddr) -> Option<Link> {
+    fn open_link(&mut self, owner: Token, id: ConnectionId, address: SocketAddr) -> io::Result<Link> {
         let token = self.token();
-        let opened = TcpStream::connect(address).and_then(|mut stream| {
-            self.registry().register(
-                &mut stream,
-                token,
-                Interest::READABLE | Interest::WRITABLE,
-            )?;
-            Ok(stream)
-        });
-        match opened {
-            Ok(stream) => {
-                self.links.insert(token, (owner, replica));
-                Some(Link {
-                    stream,
-                    token,
-                    connected: false,
-                    opened: StdInstant::now(),
-                    outbox: Vec::new(),
-                    written: 0,
-                    inbox: Vec::new(),
-                })
-            }
-            Err(error) => {
-                tracing::debug!(replica, %address, %error, "cannot connect to replica");
-                None
-            }
-        }
+        let mut stream = TcpStream::connect(address)?;
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        self.registry().register(&mut stream, token, interest)?;
+        self.links.insert(token, (owner, id));
+        Ok(Link {
+            stream,
+            token,
+            connected: false,
+            outbox: Vec::new(),
+            written: 0,
+            inbox: Vec::new(),
+        })
     }
 
     fn close_link(&mut self, mut link: Link) {
@@ -171,8 +150,8 @@ struct Link {
     token: Token,
     /// Whether the non-blocking connect has completed.
     connected: bool,
-    opened: StdInstant,
-    /// Frames to send; `outbox[..written]` are sent already.
+    /// Frames to send; `outbox[..written]` are sent already. The proxy's
+    /// node bounds what is queued (it is told of every write).
     outbox: Vec<u8>,
     written: usize,
     /// Received bytes not yet consumed as whole frames: less than one frame
@@ -182,14 +161,7 @@ struct Link {
 }
 
 impl Link {
-    /// Queues `frame` unless more than `bytes_max` would be waiting (an
-    /// empty queue takes any frame).
-    fn queue(&mut self, frame: &[u8], bytes_max: usize) {
-        let waiting = self.outbox.len() - self.written;
-        if waiting > 0 && waiting + frame.len() > bytes_max {
-            // The proxy resends on its timer; nothing is lost but time.
-            return;
-        }
+    fn queue(&mut self, frame: &[u8]) {
         self.outbox.drain(..self.written);
         self.written = 0;
         self.outbox.extend_from_slice(frame);
@@ -214,82 +186,36 @@ impl Link {
     }
 
     /// Writes what is queued until done or the socket would block (the
-    /// next writable event resumes).
-    fn flush(&mut self) -> io::Result<()> {
+    /// next writable event resumes); the bytes written.
+    fn flush(&mut self) -> io::Result<usize> {
+        let start = self.written;
         while self.connected && self.written < self.outbox.len() {
             match self.stream.write(&self.outbox[self.written..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => self.written += n,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => return Err(error),
             }
         }
+        let sent = self.written - start;
         if self.written == self.outbox.len() {
             self.outbox.clear();
             self.written = 0;
         }
-        Ok(())
+        Ok(sent)
     }
 }
 
-/// A client connection's VR client proxy.
+/// A client connection's VR client proxy: its node decides connects,
+/// backoff, queue bounds and the addresses of new epochs (§7.3); this
+/// holds its links' sockets.
 struct Proxy {
     node: ClientNode,
-    /// By member id (the replica index unless the cluster was
-    /// reconfigured); opened when the proxy first sends there.
-    links: Vec<Option<Link>>,
-    /// Each member's address, by member id: the configured replicas', then
-    /// what `StartEpoch` notices carried (§7.3).
-    addresses: Vec<Option<SocketAddr>>,
-    /// The epoch whose members' addresses are in `addresses`.
-    epoch: u32,
+    links: HashMap<ConnectionId, Link>,
     /// The deadline this proxy has in `Loop::timers`.
     armed: Option<Instant>,
-}
-
-impl Proxy {
-    /// Records member `member`'s address, growing the tables; a link to an
-    /// old address is closed (the next frame opens one to the new).
-    fn learn(&mut self, member: vr_core::MemberId, address: SocketAddr) -> Option<Link> {
-        let i = usize::from(member);
-        if i >= LINK_SLOTS_MAX {
-            return None;
-        }
-        if self.addresses.len() <= i {
-            self.addresses.resize(i + 1, None);
-            self.links.resize_with(i + 1, || None);
-        }
-        if self.addresses[i] == Some(address) {
-            return None;
-        }
-        self.addresses[i] = Some(address);
-        self.links[i].take()
-    }
-
-    /// After a `StartEpoch` notice (§7.3): learns the new members'
-    /// addresses, keeping the links to the members that stay. Returns
-    /// whether the epoch changed.
-    fn follow_epoch(&mut self, sockets: &mut Sockets) -> bool {
-        let client = self.node.client();
-        if client.epoch() == self.epoch {
-            return false;
-        }
-        self.epoch = client.epoch();
-        let learned: Vec<(vr_core::MemberId, SocketAddr)> = client
-            .members()
-            .into_iter()
-            .zip(client.addresses())
-            .filter_map(|(m, a)| Some((m, std::str::from_utf8(a).ok()?.parse().ok()?)))
-            .collect();
-        tracing::info!(epoch = self.epoch, "client proxy follows a new epoch");
-        for (member, address) in learned {
-            if let Some(link) = self.learn(member, address) {
-                sockets.close_link(link);
-            }
-        }
-        true
-    }
+    frames: Vec<u8>,
 }
 
 /// One RESP client connection.
@@ -442,8 +368,8 @@ impl Loop {
             }
             // Writable or readable: `drive` writes and reads what it can.
             self.drive(token);
-        } else if let Some(&(owner, replica)) = self.sockets.links.get(&token) {
-            self.on_link_event(owner, replica);
+        } else if let Some(&(owner, id)) = self.sockets.links.get(&token) {
+            self.on_link_event(owner, id);
         }
     }
 
@@ -530,70 +456,83 @@ impl Loop {
         let proxy = conn.proxy.get_or_insert_with(|| {
             let config = shared.client_config();
             let frame_size_max = config.message_size_max as usize;
-            let node = ClientNode::new(
-                vr_core::Client::new(config, 0),
-                shared.cluster(),
-                frame_size_max,
-            );
-            let mut proxy = Proxy {
-                epoch: node.client().epoch(),
-                links: Vec::new(),
-                addresses: Vec::new(),
+            let mut options = ClientOptions::new(shared.replicas.clone());
+            options.queue_bytes_max = LINK_QUEUE_FRAMES_MAX * frame_size_max;
+            let client = vr_core::Client::new(config, 0);
+            Proxy {
+                node: ClientNode::new(client, shared.cluster(), frame_size_max, &options),
+                links: HashMap::new(),
                 armed: None,
-                node,
-            };
-            let members = proxy.node.client().members();
-            for (member, &address) in members.into_iter().zip(&shared.replicas) {
-                proxy.learn(member, address);
+                frames: Vec::new(),
             }
-            proxy
         });
         if let Err(error) = proxy.node.request(now, op) {
             conn.session.complete(Err(SubmitError::Client(error)));
             return;
         }
-        self.dispatch(token);
-        self.arm(token);
+        self.drain(token);
     }
 
-    /// Sends the frames connection `token`'s proxy has produced, opening
-    /// links as needed.
-    fn dispatch(&mut self, token: Token) {
+    /// Carries out connection `token`'s proxy's outputs until it waits,
+    /// firing its timer if due; hands a finished batch to the session.
+    fn drain(&mut self, token: Token) {
+        let now = self.now();
         let Some(proxy) = self.conns.get_mut(&token).and_then(|c| c.proxy.as_mut()) else {
             return;
         };
-        let queue_bytes_max =
-            LINK_QUEUE_FRAMES_MAX * self.shared.view.config().message_size_max as usize;
-        while let Some((replica, frame)) = proxy.node.poll_transmit() {
-            let i = usize::from(replica);
-            let (Some(slot), Some(&Some(address))) =
-                (proxy.links.get_mut(i), proxy.addresses.get(i))
-            else {
-                // A member whose address is unknown: dropped (resent on the timer).
-                continue;
-            };
-            let stale = slot
-                .as_ref()
-                .is_some_and(|link| !link.connected && link.opened.elapsed() > CONNECT_TIMEOUT);
-            if stale {
-                if let Some(link) = slot.take() {
-                    self.sockets.close_link(link);
+        let mut outcome = None;
+        loop {
+            proxy.frames.clear();
+            match proxy.node.poll_output(&mut proxy.frames) {
+                Output::Connect { connection, address } => {
+                    match self.sockets.open_link(token, connection, address) {
+                        Ok(link) => drop(proxy.links.insert(connection, link)),
+                        Err(error) => {
+                            tracing::debug!(%address, %error, "cannot connect to replica");
+                            proxy.node.handle_closed(now, connection, Closed::Failed);
+                        }
+                    }
                 }
-            }
-            if slot.is_none() {
-                *slot = self.sockets.open_link(token, i, address);
-            }
-            let Some(link) = slot.as_mut() else {
-                // Unreachable now; the proxy resends on its timer.
-                continue;
-            };
-            link.queue(&frame, queue_bytes_max);
-            if let Err(error) = link.flush() {
-                tracing::debug!(%replica, %error, "link to replica failed");
-                if let Some(link) = slot.take() {
-                    self.sockets.close_link(link);
+                Output::Transmit { connection, len } => {
+                    let Some(link) = proxy.links.get_mut(&connection) else {
+                        continue;
+                    };
+                    link.queue(&proxy.frames[proxy.frames.len() - len..]);
+                    match link.flush() {
+                        Ok(0) => {}
+                        Ok(n) => proxy.node.handle_written(connection, n),
+                        Err(error) => {
+                            tracing::debug!(%error, "link to replica failed");
+                            if let Some(link) = proxy.links.remove(&connection) {
+                                self.sockets.close_link(link);
+                            }
+                            proxy.node.handle_closed(now, connection, Closed::Failed);
+                        }
+                    }
                 }
+                Output::Close { connection } => {
+                    if let Some(link) = proxy.links.remove(&connection) {
+                        self.sockets.close_link(link);
+                    }
+                }
+                Output::Event(ClientEvent::Completed(done)) => outcome = Some(Ok(done.result)),
+                Output::Event(ClientEvent::Failed { error, .. }) => {
+                    outcome = Some(Err(SubmitError::Client(error)))
+                }
+                Output::Event(ClientEvent::EpochChanged { epoch, .. }) => {
+                    tracing::info!(epoch, "client proxy follows a new epoch")
+                }
+                Output::Event(ClientEvent::FrameRejected { error, .. }) => {
+                    tracing::warn!(?error, "bad frame from replica; closing")
+                }
+                Output::Event(_) => {}
+                Output::Timeout(Some(t)) if t <= now => proxy.node.handle_timeout(now),
+                Output::Timeout(_) => break,
             }
+        }
+        self.arm(token);
+        if let Some(outcome) = outcome {
+            self.finish(token, outcome);
         }
     }
 
@@ -615,7 +554,8 @@ impl Loop {
         proxy.armed = deadline;
     }
 
-    /// Runs the proxies whose deadline has passed: they resend, or give up.
+    /// Runs the proxies whose deadline has passed: they resend, give up,
+    /// or drop a connect that takes too long.
     fn fire_timers(&mut self) {
         let now = self.now();
         while let Some(&(deadline, token)) = self.timers.first() {
@@ -623,15 +563,9 @@ impl Loop {
                 return;
             }
             self.timers.pop_first();
-            let Some(proxy) = self.conns.get_mut(&token).and_then(|c| c.proxy.as_mut()) else {
-                continue;
-            };
-            proxy.armed = None;
-            let error = proxy.node.handle_timeout(now);
-            self.dispatch(token);
-            self.arm(token);
-            if let Some(error) = error {
-                self.finish(token, Err(SubmitError::Client(error)));
+            if let Some(proxy) = self.conns.get_mut(&token).and_then(|c| c.proxy.as_mut()) {
+                proxy.armed = None;
+                self.drain(token);
             }
         }
     }
@@ -647,78 +581,66 @@ impl Loop {
         self.drive(token);
     }
 
-    /// A link of connection `owner`'s proxy is ready: finish its connect,
-    /// write what it has queued, and read replies.
-    fn on_link_event(&mut self, owner: Token, replica: usize) {
+    /// Link `id` of connection `owner`'s proxy is ready: finish its
+    /// connect, write what it has queued, and read replies.
+    fn on_link_event(&mut self, owner: Token, id: ConnectionId) {
         let now = self.now();
         let Some(proxy) = self.conns.get_mut(&owner).and_then(|c| c.proxy.as_mut()) else {
             return;
         };
-        let Some(slot) = proxy.links.get_mut(replica) else {
+        let Some(link) = proxy.links.get_mut(&id) else {
             return;
         };
-        let Some(link) = slot.as_mut() else {
-            return;
-        };
-        let mut completion = None;
-        let mut failed = false;
+        let mut closed = None;
         if !link.connected {
             match link.finish_connect() {
-                Ok(true) => {}
+                Ok(true) => proxy.node.handle_connected(now, id),
                 Ok(false) => return,
                 Err(error) => {
-                    tracing::debug!(replica, %error, "cannot connect to replica");
-                    failed = true;
+                    tracing::debug!(%error, "cannot connect to replica");
+                    closed = Some(Closed::Failed);
                 }
             }
         }
-        if !failed {
-            if let Err(error) = link.flush() {
-                tracing::debug!(replica, %error, "link to replica failed");
-                failed = true;
+        if closed.is_none() {
+            match link.flush() {
+                Ok(0) => {}
+                Ok(n) => proxy.node.handle_written(id, n),
+                Err(error) => {
+                    tracing::debug!(%error, "link to replica failed");
+                    closed = Some(Closed::Failed);
+                }
             }
         }
         // Read until the socket would block: the edge is reported once.
-        while !failed {
+        while closed.is_none() {
             match link.stream.read(&mut self.chunk) {
-                Ok(0) => failed = true,
+                Ok(0) if link.inbox.is_empty() => closed = Some(Closed::Eof),
+                Ok(0) => closed = Some(Closed::EofMidFrame),
                 Ok(n) => {
                     link.inbox.extend_from_slice(&self.chunk[..n]);
-                    match proxy.node.handle_bytes(now, &link.inbox) {
-                        Ok((used, done)) => {
-                            link.inbox.drain(..used);
-                            if let Some(done) = done {
-                                completion = Some(done.result);
-                            }
-                        }
-                        Err(error) => {
-                            tracing::warn!(replica, %error, "bad frame from replica; closing");
-                            failed = true;
-                        }
+                    match proxy.node.handle_bytes(now, id, &link.inbox) {
+                        Ok(used) => drop(link.inbox.drain(..used)),
+                        Err(_) => closed = Some(Closed::Rejected),
                     }
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
-                    tracing::debug!(replica, %error, "link to replica failed");
-                    failed = true;
+                    tracing::debug!(%error, "link to replica failed");
+                    closed = Some(Closed::Failed);
                 }
             }
         }
-        if failed {
-            // The next frame for this replica opens a new link.
-            if let Some(link) = slot.take() {
+        if let Some(how) = closed {
+            // The node backs off; its next frame for the replica opens a
+            // new link.
+            if let Some(link) = proxy.links.remove(&id) {
                 self.sockets.close_link(link);
             }
+            proxy.node.handle_closed(now, id, how);
         }
-        if proxy.follow_epoch(&mut self.sockets) {
-            // A StartEpoch notice made the proxy resend to the new epoch.
-            self.dispatch(owner);
-            self.arm(owner);
-        }
-        if let Some(result) = completion {
-            self.finish(owner, Ok(result));
-        }
+        self.drain(owner);
     }
 
     /// Closes client connection `token` and its proxy's links.
@@ -731,7 +653,7 @@ impl Loop {
             if let Some(deadline) = proxy.armed {
                 self.timers.remove(&(deadline, token));
             }
-            for link in proxy.links.into_iter().flatten() {
+            for link in proxy.links.into_values() {
                 self.sockets.close_link(link);
             }
         }
