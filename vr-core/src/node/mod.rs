@@ -32,19 +32,83 @@
 //!   all of them in one Prepare (§6, "batching"); one that calls it after
 //!   each read sends one Prepare per request. Both are correct.
 //!
-//! ```text
-//! loop {
-//!     for each ready socket: read → node.handle_bytes(now, id, &buf)
-//!     loop match node.poll_output(&mut scratch) {
-//!         Connect { connection, address } => open it; later handle_connected / handle_closed
-//!         Transmit { connection, len }    => queue scratch[scratch.len() - len..] on it
-//!         Close { connection }            => drop the socket
-//!         Event(e)                        => act on it (Persist) or log it
-//!         Timeout(Some(t)) if t <= now    => node.handle_timeout(now)
-//!         Timeout(deadline)               => sleep until it or the next input; break
+//! A whole embedding, in memory: one replica, one client, and "sockets"
+//! that are queues of bytes (`vr-core/examples/udp_loop.rs` does the same
+//! over UDP with three replicas; the adapters over TCP):
+//!
+//! ```
+//! use std::collections::VecDeque;
+//! use vr_core::node::{ClientEvent, ClientNode, ClientOptions, ConnectionId, Output};
+//! use vr_core::node::{ReplicaNode, ReplicaOptions};
+//! use vr_core::{Client, ClientConfig, Config, Instant, MemberId, Service};
+//!
+//! struct Echo;
+//! impl Service for Echo {
+//!     fn execute(&mut self, _op_number: u64, op: &[u8]) -> Vec<u8> {
+//!         op.to_vec()
 //!     }
-//!     write queued bytes; node.handle_written(id, n) for each write
+//!     fn page_count(&self) -> u64 {
+//!         0
+//!     }
+//!     fn read_page(&self, _index: u64, _out: &mut Vec<u8>) {}
+//!     fn install_pages(&mut self, _pages: &[&[u8]]) {}
 //! }
+//!
+//! let config = Config::new(7, 1);
+//! let address = "127.0.0.1:7000".parse().unwrap();
+//! let now = Instant::ZERO;
+//! let options = ReplicaOptions::new(config.clone(), vec![address], MemberId(0));
+//! let mut replica = ReplicaNode::new(options.build_replica(Echo, now).unwrap(), &options, now);
+//! let client = Client::new(ClientConfig::new(&config, 1), 0);
+//! let mut client = ClientNode::new(client, 7, 1 << 20, &ClientOptions::new(vec![address]));
+//!
+//! // One connection, as the two ends name it, and the bytes in flight.
+//! let (mut at_client, mut at_replica): (Option<ConnectionId>, Option<ConnectionId>) = (None, None);
+//! let (mut to_replica, mut to_client) = (VecDeque::new(), VecDeque::new());
+//! let mut buffer = Vec::new();
+//! client.request(now, b"hello".to_vec()).unwrap();
+//! let result = 'run: loop {
+//!     // The client's outputs, drained until it waits.
+//!     loop {
+//!         buffer.clear();
+//!         match client.poll_output(&mut buffer) {
+//!             Output::Connect { connection, .. } => {
+//!                 // "connect": the replica accepts; the client hears it is open.
+//!                 at_client = Some(connection);
+//!                 at_replica = replica.handle_accepted(now, None);
+//!                 client.handle_connected(now, connection);
+//!             }
+//!             Output::Transmit { connection, len } => {
+//!                 to_replica.extend(&buffer[buffer.len() - len..]);
+//!                 client.handle_written(connection, len);
+//!             }
+//!             Output::Event(ClientEvent::Completed(done)) => break 'run done.result,
+//!             Output::Timeout(Some(t)) if t <= now => client.handle_timeout(now),
+//!             Output::Timeout(_) => break,
+//!             _ => {}
+//!         }
+//!     }
+//!     // The replica: every input of the turn first, then its outputs, with
+//!     // the timers due (the batch timer among them) fired on the way.
+//!     let bytes: Vec<u8> = to_replica.drain(..).collect();
+//!     let used = replica.handle_bytes(now, at_replica.unwrap(), &bytes).unwrap();
+//!     assert_eq!(used, bytes.len(), "whole frames");
+//!     loop {
+//!         buffer.clear();
+//!         match replica.poll_output(&mut buffer) {
+//!             Output::Transmit { connection, len } => {
+//!                 to_client.extend(&buffer[buffer.len() - len..]);
+//!                 replica.handle_written(connection, len);
+//!             }
+//!             Output::Timeout(Some(t)) if t <= now => replica.handle_timeout(now),
+//!             Output::Timeout(_) => break,
+//!             _ => {}
+//!         }
+//!     }
+//!     let bytes: Vec<u8> = to_client.drain(..).collect();
+//!     client.handle_bytes(now, at_client.unwrap(), &bytes).unwrap();
+//! };
+//! assert_eq!(result, b"hello");
 //! ```
 //!
 //! A [`DecodeError`](crate::codec::DecodeError) from `handle_bytes` other
