@@ -38,6 +38,14 @@
 //! completions, failures, and the deadline last). [`codec`] turns
 //! messages into frames and back.
 //!
+//! Most embeddings use [`node`] instead: [`node::ReplicaNode`] and
+//! [`node::ClientNode`] put the codec, a connection table, the member →
+//! address book, reconnect backoff, queue bounds and reply routing around
+//! a replica or a client, with the same contract (`handle_*(now, …)` in,
+//! `poll_output(&mut buffer)` out, drained until `Timeout`). An adapter
+//! on them keeps only sockets, timers and buffers; the `node` module docs
+//! have a complete drive loop.
+//!
 //! # A drive loop
 //!
 //! ```
