@@ -170,7 +170,7 @@ pub(crate) fn within<T: Send + 'static>(
     }
 }
 
-/// A client of runtime `R` whose every call is bounded by [`CALL_TIMEOUT`],
+/// A client of runtime `R` whose every call is bounded (10 s),
 /// so that a stuck adapter fails its test instead of hanging the run.
 pub struct TestClient<R: Runtime> {
     /// `None` only after a call timed out (and the test failed).
