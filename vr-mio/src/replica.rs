@@ -449,7 +449,7 @@ impl<S: Service> Loop<S> {
                 Output::Event(NodeEvent::Persist(persist)) => {
                     let job = PersistJob::new(self.node.replica(), persist);
                     // The job comes back in the error: only whether it went matters.
-                    if !self.disk.as_ref().is_some_and(|d| d.jobs.send(job).is_ok()) {
+                    if self.disk.as_ref().is_none_or(|d| d.jobs.send(job).is_err()) {
                         // The thread ended after a failure it reported.
                         error!(replica = %self.me, "persist not carried out: no disk thread");
                     }
