@@ -70,7 +70,7 @@ impl Adapter {
     }
 }
 
-const QUEUE_BYTES_MAX: usize = 4096;
+const QUEUE_BYTES_MAX: usize = 300;
 const INBOUND_MAX: usize = 3;
 
 fn drain(node: &mut ReplicaNode<Echo>, adapter: &mut Adapter, now: Instant) {
