@@ -629,7 +629,7 @@ pub fn decode(
 }
 
 /// [`decode`], returning also the sender's epoch from the header (§7), for
-/// [`crate::Replica::handle_message_in_epoch`].
+/// [`crate::Replica::handle_message`].
 pub fn decode_in_epoch(
     bytes: &[u8],
     cluster: u64,

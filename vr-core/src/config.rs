@@ -117,10 +117,12 @@ pub struct Config {
     /// Batching: the most bytes of entries one Prepare carries (also cut to
     /// fit `message_size_max`).
     pub batch_bytes_max: u32,
-    /// Batching: how long the primary may hold a batch that is not full. `0`
-    /// (the default) holds it only until the embedding drains the outputs
-    /// of the current input, so a lone request is never delayed and requests
-    /// that arrive together (one socket read) share a Prepare.
+    /// Batching: how long the primary may hold a batch that is not full: the
+    /// first request of a batch arms the batch timer this far ahead. `0`
+    /// (the default) makes it due at once: the batch leaves when the
+    /// embedding fires its due timers after feeding the inputs ready now,
+    /// so a lone request is never delayed and requests that arrive together
+    /// (one socket read) share a Prepare (see [`crate::Replica`]).
     pub batch_delay_ns: u64,
     /// Leased reads at the primary (§6): how long a backup promises, after
     /// hearing from the primary, not to start or join a view change, and so

@@ -472,9 +472,10 @@ impl ReconfigurationPlan {
         } else {
             ""
         };
+        // Numbers, as the summary always printed them.
+        let members: Vec<u8> = self.members.iter().map(|m| m.0).collect();
         format!(
-            " reconfigure-to={:?}@{}ms{crash}{restart}",
-            self.members,
+            " reconfigure-to={members:?}@{}ms{crash}{restart}",
             self.at_ns / MS
         )
     }
@@ -1238,7 +1239,8 @@ impl SeedPlan {
             out += " backup-reads=off";
         }
         if !c.witnesses.is_empty() {
-            out += &format!(" witnesses={:?}", c.witnesses);
+            let witnesses: Vec<u8> = c.witnesses.iter().map(|w| w.0).collect();
+            out += &format!(" witnesses={witnesses:?}");
         }
         out
     }

@@ -193,11 +193,15 @@ pub fn describe(message: &Message) -> String {
             short_id(m.client_id),
             m.request_number,
             m.epoch,
-            m.members
+            numbers(&m.members)
         ),
         Message::StartEpoch(m) => format!(
             "StartEpoch e{} after op {} members {:?} from m{} (v{})",
-            m.epoch, m.op_number, m.members, m.sender, m.view
+            m.epoch,
+            m.op_number,
+            numbers(&m.members),
+            m.sender,
+            m.view
         ),
         Message::EpochStarted(m) => format!("EpochStarted e{} from m{}", m.epoch, m.member),
         Message::Request(m) => format!(
@@ -304,6 +308,11 @@ pub fn describe(message: &Message) -> String {
 /// a trace.
 fn short_id(client_id: u128) -> u16 {
     (client_id & 0xFFFF) as u16
+}
+
+/// Member ids as the numbers a trace line shows.
+fn numbers(members: &[vr_core::MemberId]) -> Vec<u8> {
+    members.iter().map(|m| m.0).collect()
 }
 
 #[cfg(test)]

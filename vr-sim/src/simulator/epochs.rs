@@ -125,7 +125,8 @@ impl Simulator {
         }
         let members = replica.epoch_members();
         let Some(config) = self.config.with_members(&members) else {
-            let detail = format!("r{i} entered epoch {epoch} of invalid members {members:?}");
+            let numbers: Vec<u8> = members.iter().map(|m| m.0).collect();
+            let detail = format!("r{i} entered epoch {epoch} of invalid members {numbers:?}");
             self.violation(ViolationKind::Convergence, detail);
             return;
         };
@@ -134,6 +135,7 @@ impl Simulator {
         self.stats.epoch_max = epoch;
         self.trace
             .record(self.now, TraceKind::Phase, &[4, u64::from(epoch)], || {
+                let members: Vec<u8> = members.iter().map(|m| m.0).collect();
                 format!("r{i} began epoch {epoch}: members {members:?}")
             });
     }
@@ -158,6 +160,7 @@ impl Simulator {
         let a = self.admin_index();
         self.trace
             .record(now, TraceKind::Invoke, &[u64::from(a), 0], || {
+                let members: Vec<u8> = members.iter().map(|m| m.0).collect();
                 format!("c{a} (admin): reconfigure to {members:?}")
             });
         self.drain_client(a);
@@ -291,10 +294,12 @@ impl Simulator {
             Some(_) => {}
         }
         if self.current_members() != target {
+            let numbers = |m: &[MemberId]| m.iter().map(|m| m.0).collect::<Vec<u8>>();
             problems.push(format!(
-                "the latest epoch {} has members {:?}, not {target:?}",
+                "the latest epoch {} has members {:?}, not {:?}",
                 self.epoch,
-                self.current_members()
+                numbers(&self.current_members()),
+                numbers(&target)
             ));
         }
         for i in self.removed_members() {
