@@ -209,7 +209,8 @@ impl Conns {
                         .map(|used| conn.inbox.extend_from_slice(&bytes[used..]))
                 } else {
                     conn.inbox.extend_from_slice(&bytes);
-                    (node.handle_bytes(now, id, &conn.inbox)).map(|used| drop(conn.inbox.drain(..used)))
+                    (node.handle_bytes(now, id, &conn.inbox))
+                        .map(|used| drop(conn.inbox.drain(..used)))
                 };
                 // Rejected: the node counted it, reports it and forgot the
                 // connection.
@@ -226,7 +227,9 @@ impl Conns {
                     how => how,
                 };
                 match (how, &error) {
-                    (_, Some(e)) => tracing::info!(%owner, connection = %id, %e, "connection failed"),
+                    (_, Some(e)) => {
+                        tracing::info!(%owner, connection = %id, %e, "connection failed")
+                    }
                     (Closed::EofMidFrame, None) => {
                         tracing::warn!(%owner, connection = %id, "closed in the middle of a frame")
                     }
@@ -292,7 +295,11 @@ async fn read_loop(
             Ok(0) => return (Closed::Eof, None),
             Ok(n) => {
                 // Only what was read travels: a queued event holds no slack.
-                if events.send(LinkEvent::Data(id, chunk[..n].to_vec())).await.is_err() {
+                if events
+                    .send(LinkEvent::Data(id, chunk[..n].to_vec()))
+                    .await
+                    .is_err()
+                {
                     return (Closed::Eof, None);
                 }
             }
@@ -318,7 +325,11 @@ async fn write_loop(
         if let Err(e) = writer.write_all(&bytes).await {
             return (Closed::Failed, Some(e));
         }
-        if events.send(LinkEvent::Written(id, bytes.len())).await.is_err() {
+        if events
+            .send(LinkEvent::Written(id, bytes.len()))
+            .await
+            .is_err()
+        {
             break;
         }
     }

@@ -343,7 +343,9 @@ impl<S: Service> Loop<S> {
                     next: Some(Box::new(job)),
                 });
             }
-            None => tracing::error!(replica = %self.me, "a persist from a replica without a data directory"),
+            None => {
+                tracing::error!(replica = %self.me, "a persist from a replica without a data directory")
+            }
         }
     }
 
