@@ -336,3 +336,119 @@ async fn write_loop(
     // The owner is gone (shutdown): nothing to report to.
     (Closed::Eof, None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node whose frames are 4 bytes; a frame starting with 0xFF is
+    /// rejected. Records what it was told.
+    #[derive(Default)]
+    struct Fake {
+        fed: Vec<Vec<u8>>,
+        connected: Vec<ConnectionId>,
+        written: Vec<(ConnectionId, usize)>,
+        closed: Vec<(ConnectionId, Closed)>,
+    }
+
+    impl Node for Fake {
+        fn handle_bytes(
+            &mut self,
+            _now: Instant,
+            _id: ConnectionId,
+            bytes: &[u8],
+        ) -> Result<usize, DecodeError> {
+            if bytes.first() == Some(&0xFF) {
+                return Err(DecodeError::BadMagic);
+            }
+            self.fed.push(bytes.to_vec());
+            Ok(bytes.len() / 4 * 4)
+        }
+        fn handle_connected(&mut self, _now: Instant, id: ConnectionId) {
+            self.connected.push(id);
+        }
+        fn handle_written(&mut self, id: ConnectionId, bytes: usize) {
+            self.written.push((id, bytes));
+        }
+        fn handle_closed(&mut self, _now: Instant, id: ConnectionId, how: Closed) {
+            self.closed.push((id, how));
+        }
+    }
+
+    /// A table with one accepted connection `C`, and the other end of it.
+    async fn one_accepted() -> (Conns, mpsc::Receiver<LinkEvent>, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let other = TcpStream::connect(listener.local_addr().unwrap());
+        let (other, accepted) = tokio::join!(other, listener.accept());
+        let (events_tx, events) = mpsc::channel(16);
+        let mut conns = Conns::new(events_tx, "test".to_string());
+        conns.accepted(C, accepted.unwrap().0);
+        (conns, events, other.unwrap())
+    }
+
+    const C: ConnectionId = ConnectionId(7);
+
+    /// `future`, or a failure after a second instead of a hang.
+    async fn soon<T>(future: impl std::future::Future<Output = T>) -> T {
+        let limit = std::time::Duration::from_secs(1);
+        tokio::time::timeout(limit, future).await.expect("in time")
+    }
+    const NOW: Instant = Instant::ZERO;
+
+    #[tokio::test]
+    async fn a_frame_split_across_reads_is_fed_whole_and_an_eof_inside_one_is_told() {
+        let (mut conns, _events, _other) = one_accepted().await;
+        let mut node = Fake::default();
+        conns.handle(&mut node, NOW, LinkEvent::Data(C, vec![1, 2, 3, 4, 5, 6]));
+        conns.handle(&mut node, NOW, LinkEvent::Data(C, vec![7, 8, 9]));
+        assert_eq!(node.fed, vec![vec![1, 2, 3, 4, 5, 6], vec![5, 6, 7, 8, 9]]);
+        conns.handle(&mut node, NOW, LinkEvent::Closed(C, Closed::Eof, None));
+        assert_eq!(
+            node.closed,
+            vec![(C, Closed::EofMidFrame)],
+            "byte 9 is pending"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rejected_connection_is_closed_and_its_late_events_ignored() {
+        let (mut conns, _events, mut other) = one_accepted().await;
+        let mut node = Fake::default();
+        conns.handle(&mut node, NOW, LinkEvent::Data(C, vec![0xFF; 4]));
+        let mut byte = [0u8; 1];
+        assert_eq!(
+            soon(other.read(&mut byte)).await.unwrap(),
+            0,
+            "the other end sees the close"
+        );
+        conns.handle(&mut node, NOW, LinkEvent::Data(C, vec![1; 4]));
+        conns.handle(&mut node, NOW, LinkEvent::Written(C, 4));
+        conns.handle(&mut node, NOW, LinkEvent::Closed(C, Closed::Eof, None));
+        assert!(node.fed.is_empty() && node.written.is_empty() && node.closed.is_empty());
+    }
+
+    /// The node is told of every write (its queue bound depends on it),
+    /// and what it queued on a connection in one turn leaves in one write.
+    #[tokio::test]
+    async fn frames_queued_in_one_turn_leave_in_one_reported_write() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (events_tx, mut events) = mpsc::channel(16);
+        let mut conns = Conns::new(events_tx, "test".to_string());
+        let mut node = Fake::default();
+        conns.connect(C, listener.local_addr().unwrap());
+        let (mut other, _) = listener.accept().await.unwrap();
+        let event = events.recv().await.unwrap();
+        conns.handle(&mut node, NOW, event);
+        assert_eq!(node.connected, vec![C]);
+        for frame in [b"abc".as_slice(), b"de", b"fghij"] {
+            conns.queue(C, frame);
+        }
+        conns.flush();
+        let mut got = [0u8; 10];
+        soon(other.read_exact(&mut got)).await.unwrap();
+        assert_eq!(&got, b"abcdefghij");
+        let event = soon(events.recv()).await.unwrap();
+        conns.handle(&mut node, NOW, event);
+        assert_eq!(node.written, vec![(C, 10)]);
+    }
+}
