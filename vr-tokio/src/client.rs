@@ -164,6 +164,8 @@ impl Client {
     /// it came, and the node's deadline.
     fn drain(&mut self) -> (Option<Result<Done, ClientError>>, Option<vr_core::Instant>) {
         let mut done = None;
+        // The queue accounting the outputs are admitted against.
+        self.conns.report_writes(&mut self.node);
         let deadline = loop {
             self.frames.clear();
             match self.node.poll_output(&mut self.frames) {

@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{ReadHalf, WriteHalf};
@@ -36,11 +37,17 @@ pub(crate) enum LinkEvent {
     Connected(ConnectionId),
     /// Bytes read, in arrival order.
     Data(ConnectionId, Vec<u8>),
-    /// Bytes of the connection's queue the kernel took.
-    Written(ConnectionId, usize),
     /// The connection ended (a failed connect included); its task is done.
     Closed(ConnectionId, Closed, Option<io::Error>),
 }
+
+/// Writes the connection tasks made and the node has not been told of: a
+/// log rather than an event, so that a write does not wake the node's
+/// task. The node is told at its next turn, before it queues anything
+/// ([`Conns::report_writes`]), which is the only time its queue accounting
+/// matters. Bounded: a connection's task writes only what a turn handed
+/// it, so each turn adds at most one entry per connection.
+type WriteLog = Arc<Mutex<Vec<(ConnectionId, usize)>>>;
 
 /// The inputs a connection feeds to a node: the same for both nodes.
 pub(crate) trait Node {
@@ -121,6 +128,9 @@ pub(crate) struct Conns {
     /// Connections with frames queued this turn.
     dirty: Vec<ConnectionId>,
     events: mpsc::Sender<LinkEvent>,
+    writes: WriteLog,
+    /// The log's entries being reported; kept for its allocation.
+    reporting: Vec<(ConnectionId, usize)>,
     /// Who owns them, for the logs.
     owner: String,
 }
@@ -132,6 +142,8 @@ impl Conns {
             conns: HashMap::new(),
             dirty: Vec::new(),
             events,
+            writes: WriteLog::default(),
+            reporting: Vec::new(),
             owner,
         }
     }
@@ -148,7 +160,8 @@ impl Conns {
 
     fn spawn(&mut self, id: ConnectionId, target: Target) {
         let (frames, frames_rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(id, target, frames_rx, self.events.clone()));
+        let (events, writes) = (self.events.clone(), self.writes.clone());
+        let task = tokio::spawn(run(id, target, frames_rx, events, writes));
         let conn = Conn {
             frames,
             task,
@@ -186,6 +199,20 @@ impl Conns {
         self.conns.remove(&id);
     }
 
+    /// Tells `node` of the writes made since the last call: call it before
+    /// draining the node's outputs.
+    pub(crate) fn report_writes(&mut self, node: &mut impl Node) {
+        std::mem::swap(
+            &mut *self.writes.lock().unwrap_or_else(PoisonError::into_inner),
+            &mut self.reporting,
+        );
+        for (id, bytes) in self.reporting.drain(..) {
+            if self.conns.contains_key(&id) {
+                node.handle_written(id, bytes);
+            }
+        }
+    }
+
     /// Feeds `event` to `node`. Events of a connection closed since are
     /// stale and ignored.
     pub(crate) fn handle(&mut self, node: &mut impl Node, now: Instant, event: LinkEvent) {
@@ -194,9 +221,6 @@ impl Conns {
             LinkEvent::Connected(id) if self.conns.contains_key(&id) => {
                 tracing::debug!(%owner, connection = %id, "connected");
                 node.handle_connected(now, id);
-            }
-            LinkEvent::Written(id, bytes) if self.conns.contains_key(&id) => {
-                node.handle_written(id, bytes);
             }
             LinkEvent::Data(id, bytes) => {
                 let Some(conn) = self.conns.get_mut(&id) else {
@@ -237,7 +261,7 @@ impl Conns {
                 }
                 node.handle_closed(now, id, how);
             }
-            LinkEvent::Connected(_) | LinkEvent::Written(..) => {}
+            LinkEvent::Connected(_) => {}
         }
     }
 }
@@ -249,6 +273,7 @@ async fn run(
     target: Target,
     mut frames: mpsc::UnboundedReceiver<Vec<u8>>,
     events: mpsc::Sender<LinkEvent>,
+    writes: WriteLog,
 ) {
     let mut stream = match target {
         Target::Accepted(stream) => stream,
@@ -276,7 +301,7 @@ async fn run(
     // round: two peers writing to each other never wait on each other.
     let (how, error) = tokio::select! {
         ended = read_loop(id, &mut reader, &events) => ended,
-        ended = write_loop(id, &mut writer, &mut frames, &events) => ended,
+        ended = write_loop(id, &mut writer, &mut frames, &writes) => ended,
     };
     // The owner is gone only during shutdown.
     let _ = events.send(LinkEvent::Closed(id, how, error)).await;
@@ -310,12 +335,12 @@ async fn read_loop(
 }
 
 /// Writes what the owner hands over, batches queued meanwhile together,
-/// and reports each write.
+/// and logs each write for the node.
 async fn write_loop(
     id: ConnectionId,
     writer: &mut WriteHalf<'_>,
     frames: &mut mpsc::UnboundedReceiver<Vec<u8>>,
-    events: &mpsc::Sender<LinkEvent>,
+    writes: &WriteLog,
 ) -> (Closed, Option<io::Error>) {
     while let Some(mut bytes) = frames.recv().await {
         while bytes.len() < WRITE_BYTES_MAX {
@@ -325,15 +350,10 @@ async fn write_loop(
         if let Err(e) = writer.write_all(&bytes).await {
             return (Closed::Failed, Some(e));
         }
-        if events
-            .send(LinkEvent::Written(id, bytes.len()))
-            .await
-            .is_err()
-        {
-            break;
-        }
+        let mut log = writes.lock().unwrap_or_else(PoisonError::into_inner);
+        log.push((id, bytes.len()));
     }
-    // The owner is gone (shutdown): nothing to report to.
+    // The owner dropped the connection (it aborts the task too).
     (Closed::Eof, None)
 }
 
@@ -422,7 +442,8 @@ mod tests {
             "the other end sees the close"
         );
         conns.handle(&mut node, NOW, LinkEvent::Data(C, vec![1; 4]));
-        conns.handle(&mut node, NOW, LinkEvent::Written(C, 4));
+        conns.writes.lock().unwrap().push((C, 4));
+        conns.report_writes(&mut node);
         conns.handle(&mut node, NOW, LinkEvent::Closed(C, Closed::Eof, None));
         assert!(node.fed.is_empty() && node.written.is_empty() && node.closed.is_empty());
     }
@@ -447,8 +468,14 @@ mod tests {
         let mut got = [0u8; 10];
         soon(other.read_exact(&mut got)).await.unwrap();
         assert_eq!(&got, b"abcdefghij");
-        let event = soon(events.recv()).await.unwrap();
-        conns.handle(&mut node, NOW, event);
+        // The task logs the write once `write` returned: soon after.
+        soon(async {
+            while node.written.is_empty() {
+                tokio::task::yield_now().await;
+                conns.report_writes(&mut node);
+            }
+        })
+        .await;
         assert_eq!(node.written, vec![(C, 10)]);
     }
 }

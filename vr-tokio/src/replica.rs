@@ -296,6 +296,8 @@ impl<S: Service> Loop<S> {
     /// that are due on the way (the batch timer included); frames go to
     /// their connection's queue, handed to its task after the turn.
     fn drain(&mut self) {
+        // The queue accounting the outputs are admitted against.
+        self.conns.report_writes(&mut self.node);
         loop {
             self.frames.clear();
             match self.node.poll_output(&mut self.frames) {
