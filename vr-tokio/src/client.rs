@@ -134,10 +134,10 @@ impl Client {
         let timer = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(timer);
         loop {
-            let deadline = match self.drain() {
-                (Some(done), _) => return done,
-                (None, deadline) => deadline,
-            };
+            let (done, deadline) = self.drain();
+            if let Some(done) = done {
+                return done;
+            }
             // With a request outstanding the proxy always has a deadline;
             // the fallback only bounds the sleep if that ever changes.
             let at = match deadline {

@@ -250,15 +250,9 @@ impl Conns {
                     Closed::Eof if !conn.inbox.is_empty() => Closed::EofMidFrame,
                     how => how,
                 };
-                match (how, &error) {
-                    (_, Some(e)) => {
-                        tracing::info!(%owner, connection = %id, %e, "connection failed")
-                    }
-                    (Closed::EofMidFrame, None) => {
-                        tracing::warn!(%owner, connection = %id, "closed in the middle of a frame")
-                    }
-                    _ => tracing::debug!(%owner, connection = %id, "connection closed"),
-                }
+                // The node counts the ends that matter (mid-frame, failed
+                // connects); the rest is everyday (clients leave).
+                tracing::debug!(%owner, connection = %id, ?how, ?error, "connection closed");
                 node.handle_closed(now, id, how);
             }
             LinkEvent::Connected(_) => {}
@@ -318,13 +312,10 @@ async fn read_loop(
     loop {
         match reader.read(&mut chunk).await {
             Ok(0) => return (Closed::Eof, None),
+            // Only what was read travels: a queued event holds no slack.
             Ok(n) => {
-                // Only what was read travels: a queued event holds no slack.
-                if events
-                    .send(LinkEvent::Data(id, chunk[..n].to_vec()))
-                    .await
-                    .is_err()
-                {
+                let data = LinkEvent::Data(id, chunk[..n].to_vec());
+                if events.send(data).await.is_err() {
                     return (Closed::Eof, None);
                 }
             }

@@ -100,7 +100,7 @@ fn start<S: Service + Send + 'static>(
                 conns: Conns::new(events_tx, format!("replica {me}")),
                 frames: Vec::new(),
                 deadline: None,
-                disk: data_dir.map(|dir| Disk::Idle(Box::new(dir))),
+                disk: data_dir.map(Box::new),
                 persisted_tx,
             };
             runtime.block_on(state.run(listener, commands_rx, events_rx, persisted_rx));
@@ -200,21 +200,13 @@ struct Loop<S: Service> {
     frames: Vec<u8>,
     /// When the node wants `handle_timeout` next.
     deadline: Option<Instant>,
-    /// A durable replica's data directory: idle here, or away on a
-    /// blocking thread carrying out one persist.
-    disk: Option<Disk>,
+    /// A durable replica's data directory; `None` while a blocking thread
+    /// carries out a persist with it (the core emits the next persist only
+    /// after `handle_persisted`). Boxed: it is large (the storage's
+    /// buffers), and moves to that thread and back at every persist.
+    disk: Option<Box<DataDir>>,
     /// Where a blocking thread returns the directory with the outcome.
     persisted_tx: mpsc::UnboundedSender<Persisted>,
-}
-
-/// A durable replica's data directory, as the node's task holds it.
-enum Disk {
-    /// Boxed: the directory is large (the storage's buffers), and moves to
-    /// a blocking thread and back at every persist.
-    Idle(Box<DataDir>),
-    /// On a blocking thread; `next` waits for it (the core emits one
-    /// persist at a time, so at most one does).
-    Busy { next: Option<Box<PersistJob>> },
 }
 
 /// A persist carried out: the directory back, and the outcome.
@@ -271,8 +263,8 @@ impl<S: Service> Loop<S> {
                         tracing::error!(replica = %self.me, %error, "storage failed: stopping the replica");
                         return;
                     }
+                    self.disk = Some(dir);
                     self.node.handle_persisted(self.clock.now(), sequence);
-                    self.disk_done(dir);
                 }
                 // `drain` fires the node's timers; re-arm even if the
                 // deadline is unchanged: this one has fired.
@@ -327,40 +319,23 @@ impl<S: Service> Loop<S> {
         self.conns.flush();
     }
 
-    /// Sends `job` to a blocking thread, or queues it behind the one there.
+    /// Carries out `job` on a blocking thread, which sends the directory
+    /// back with the outcome.
     fn persist(&mut self, job: PersistJob) {
-        match self.disk.take() {
-            Some(Disk::Idle(mut dir)) => {
-                let done = self.persisted_tx.clone();
-                tokio::task::spawn_blocking(move || {
-                    let outcome = dir.persist(&job);
-                    // The loop is gone if this fails: nothing to answer.
-                    let _ = done.send((dir, job.sequence(), outcome));
-                });
-                self.disk = Some(Disk::Busy { next: None });
-            }
-            Some(Disk::Busy { next }) => {
-                debug_assert!(next.is_none(), "the core emits one persist at a time");
-                self.disk = Some(Disk::Busy {
-                    next: Some(Box::new(job)),
-                });
-            }
-            None => {
-                tracing::error!(replica = %self.me, "a persist from a replica without a data directory")
-            }
-        }
-    }
-
-    /// The directory came back from a persist: start the one queued, if any.
-    fn disk_done(&mut self, dir: Box<DataDir>) {
-        let next = match self.disk.take() {
-            Some(Disk::Busy { next }) => next,
-            _ => None,
+        let Some(mut dir) = self.disk.take() else {
+            // The core emits one persist at a time, and only when durable.
+            debug_assert!(
+                false,
+                "a persist while another runs, or without a data directory"
+            );
+            return tracing::error!(replica = %self.me, "persist dropped: no data directory here");
         };
-        self.disk = Some(Disk::Idle(dir));
-        if let Some(job) = next {
-            self.persist(*job);
-        }
+        let done = self.persisted_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let outcome = dir.persist(&job);
+            // The loop is gone if this fails: nothing to answer.
+            let _ = done.send((dir, job.sequence(), outcome));
+        });
     }
 }
 
@@ -369,6 +344,7 @@ async fn accept_loop(listener: TcpListener, accepted: mpsc::Sender<(TcpStream, S
     loop {
         match listener.accept().await {
             Ok(connection) => {
+                // The node's task is gone.
                 if accepted.send(connection).await.is_err() {
                     return;
                 }
