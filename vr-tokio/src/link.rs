@@ -2,11 +2,12 @@
 //! node's owner keeps of them.
 //!
 //! A connection's task owns its socket: it connects (outbound), reads and
-//! forwards what it read, and writes what it is given, reporting each
+//! forwards what it read, and writes what it is given, logging each
 //! write. The owner of the node (the replica's loop or the client) never
 //! touches a socket: it queues frames with [`Conns::queue`], hands them to
-//! the tasks once per turn with [`Conns::flush`], and feeds the tasks'
-//! [`LinkEvent`]s to the node with [`Conns::handle`]. The node decides
+//! the tasks once per turn with [`Conns::flush`], feeds the tasks'
+//! [`LinkEvent`]s to the node with [`Conns::handle`] and their writes with
+//! [`Conns::report_writes`]. The node decides
 //! everything else: which connections to open and close, queue bounds,
 //! backoff (see [`vr_core::node`]).
 
