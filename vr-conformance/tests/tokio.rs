@@ -4,9 +4,9 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 
-use vr_conformance::{conformance_tests, Inbound, Runtime, Stats};
+use vr_conformance::{conformance_tests, Runtime};
 use vr_core::message::MemberId;
-use vr_core::node::ReplicaOptions;
+use vr_core::node::{NodeStats, ReplicaOptions};
 use vr_core::{ClientConfig, ClientError, Service};
 
 /// vr-tokio under test.
@@ -41,24 +41,8 @@ impl Runtime for Tokio {
     fn is_running(replica: &Self::Replica) -> bool {
         replica.is_running()
     }
-    fn stats(replica: &Self::Replica) -> Stats {
-        let s = replica.stats();
-        Stats {
-            connections_accepted: s.connections_accepted,
-            connections_refused: s.connections_refused,
-            connections_closed_bad_input: s.connections_closed_bad_input,
-            connections_closed_mid_frame: s.connections_closed_mid_frame,
-            connect_failures: s.connect_failures,
-            inbound: (s.inbound.iter())
-                .map(|c| Inbound {
-                    bytes_in: c.bytes_in,
-                    frames_in: Some(c.frames_in),
-                })
-                .collect(),
-            // vr-tokio reports no outbound connections.
-            outbound: None,
-            node: s.node,
-        }
+    fn stats(replica: &Self::Replica) -> NodeStats {
+        replica.stats()
     }
     fn stop(replica: Self::Replica) {
         replica.stop()

@@ -1,21 +1,29 @@
 //! Viewstamped Replication over TCP on tokio.
 //!
 //! The protocol lives in `vr-core` ([`vr_core::node::ReplicaNode`] and
-//! [`vr_core::node::ClientNode`]); this crate only moves bytes and time
-//! between them and sockets:
+//! [`vr_core::node::ClientNode`]): they decode, route, decide which
+//! connections to open and close, back off, bound queues and learn the
+//! addresses a reconfiguration carries. This crate only moves bytes and
+//! time between them and sockets:
 //!
 //! - [`start_replica`] runs one replica on its own thread with a
 //!   current-thread tokio runtime and returns a [`ReplicaHandle`] to read
-//!   [`AdapterStats`] and to stop it. One task owns the node; every
-//!   connection has a task of its own that owns the socket, writes queued
-//!   frames in batches and hands what it reads to the node's task.
+//!   its [`NodeStats`] and to stop it. One task owns the node; every
+//!   connection has a task of its own that owns the socket, writes what the
+//!   node queued on it and hands what it reads to the node's task.
+//! - Every connection event that is ready is fed to the node before its
+//!   timers fire, so the requests of many connections share a Prepare (§6,
+//!   batching); what the node queued on one connection in one turn leaves
+//!   in one write.
+//! - A durable replica's persists run on tokio's blocking threads, one at
+//!   a time, off the loop.
 //! - [`Client`] submits operations from the caller's tokio runtime, one at a
 //!   time, connecting to replicas on demand.
 //!
-//! ```no_run
+//! ```
 //! use std::sync::{Arc, Mutex};
-//! use vr_core::{ClientConfig, Config, Service};
-//! use vr_tokio::{start_replica, Client, ReplicaOptions};
+//! use vr_core::{ClientConfig, Config, MemberId, Service};
+//! use vr_tokio::{start_replica_with_listener, Client, ReplicaOptions};
 //!
 //! /// Appends every operation to a shared log and echoes it.
 //! struct Log(Arc<Mutex<Vec<Vec<u8>>>>);
@@ -36,23 +44,22 @@
 //!     }
 //! }
 //!
-//! # async fn example() -> std::io::Result<()> {
-//! let config = Config::new(7, 3);
-//! let addresses: Vec<std::net::SocketAddr> = vec![
-//!     "127.0.0.1:7000".parse().unwrap(),
-//!     "127.0.0.1:7001".parse().unwrap(),
-//!     "127.0.0.1:7002".parse().unwrap(),
-//! ];
-//! let mut replicas = Vec::new();
-//! for i in 0..3 {
-//!     let options = ReplicaOptions::new(config.clone(), addresses.clone(), i);
-//!     replicas.push(start_replica(options, Log(Arc::default()))?);
-//! }
-//! let mut client = Client::connect(addresses, ClientConfig::new(&config, 42), 7).await?;
-//! assert_eq!(client.submit(b"hello".to_vec()).await.unwrap(), b"hello");
-//! for replica in replicas {
-//!     replica.stop();
-//! }
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Config::new(7, 1);
+//! let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+//! let addresses = vec![listener.local_addr()?];
+//! let log = Arc::new(Mutex::new(Vec::new()));
+//! let options = ReplicaOptions::new(config.clone(), addresses.clone(), MemberId(0));
+//! let replica = start_replica_with_listener(options, listener, Log(log.clone()))?;
+//!
+//! let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+//! runtime.block_on(async {
+//!     let mut client = Client::connect(addresses, ClientConfig::new(&config, 42), 7).await?;
+//!     assert_eq!(client.submit(b"hello".to_vec()).await?, b"hello");
+//!     Ok::<_, Box<dyn std::error::Error>>(())
+//! })?;
+//! replica.stop();
+//! assert_eq!(*log.lock().unwrap(), vec![b"hello".to_vec()]);
 //! # Ok(())
 //! # }
 //! ```
@@ -62,56 +69,49 @@ mod client;
 mod link;
 mod replica;
 
-use std::net::SocketAddr;
+use std::time::Duration;
 
-use vr_core::node::{ConnectionId, NodeStats};
+use vr_core::node::NodeEvent;
+use vr_core::MemberId;
 
 pub use client::Client;
 pub use replica::{
     start_durable_replica_with_listener, start_replica, start_replica_with_listener, ReplicaHandle,
 };
+pub use vr_core::node::{NodeStats, ReplicaOptions};
 pub use vr_core::ClientError;
 pub use vr_storage::data_dir::{Boot, DataDir};
 
-pub use vr_core::node::ReplicaOptions;
+/// The core's clock: nanoseconds since the loop started.
+#[derive(Clone, Copy)]
+pub(crate) struct Clock(std::time::Instant);
 
-/// What one inbound connection has delivered so far.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConnectionStats {
-    /// The adapter's id for the connection, as the node sees it.
-    pub connection: ConnectionId,
-    /// The remote address (a peer's or a client's ephemeral port).
-    pub peer: SocketAddr,
-    /// Whole frames accepted from it.
-    pub frames_in: u64,
-    /// Bytes of those frames.
-    pub bytes_in: u64,
+impl Clock {
+    pub(crate) fn new() -> Clock {
+        Clock(std::time::Instant::now())
+    }
+
+    pub(crate) fn now(self) -> vr_core::Instant {
+        let ns = self.0.elapsed().as_nanos();
+        vr_core::Instant::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
+    }
+
+    /// The tokio instant of the core's `at`.
+    pub(crate) fn instant(self, at: vr_core::Instant) -> tokio::time::Instant {
+        // An instant past what the OS clock holds (centuries away) wakes
+        // the loop in a day instead, which then sleeps again.
+        let at = (self.0.checked_add(Duration::from_nanos(at.as_nanos())))
+            .unwrap_or_else(|| std::time::Instant::now() + Duration::from_secs(86_400));
+        tokio::time::Instant::from_std(at)
+    }
 }
 
-/// A snapshot of a replica's counters: the node's and the adapter's own.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct AdapterStats {
-    /// The node: view, status, op and commit numbers, rejected frames by
-    /// reason, traffic out per replica.
-    pub node: NodeStats,
-    /// Inbound connections open now, by id.
-    pub inbound: Vec<ConnectionStats>,
-    /// Inbound connections accepted.
-    pub connections_accepted: u64,
-    /// Inbound connections closed at once because `client_connections_max`
-    /// were open.
-    pub connections_refused: u64,
-    /// Inbound connections closed because they sent a frame the node
-    /// rejected (counted by reason in `node.rejected`).
-    pub connections_closed_bad_input: u64,
-    /// Inbound connections that ended in the middle of a frame.
-    pub connections_closed_mid_frame: u64,
-    /// Frames dropped because their connection's queue was full.
-    pub frames_dropped_queue_full: u64,
-    /// Frames dropped because their connection failed or was gone.
-    pub frames_dropped_disconnected: u64,
-    /// Connections to peers re-opened after a failure.
-    pub reconnects: u64,
-    /// Connect attempts to peers that failed.
-    pub connect_failures: u64,
+/// Logs what the node reported, at the level an operator needs.
+pub(crate) fn log_event(replica: MemberId, event: &NodeEvent) {
+    match event {
+        NodeEvent::ClusterFormed { .. } | NodeEvent::FrameRejected { .. } => {
+            tracing::warn!(replica = %replica, "{event}")
+        }
+        _ => tracing::info!(replica = %replica, "{event}"),
+    }
 }

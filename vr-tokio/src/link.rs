@@ -1,494 +1,473 @@
-//! Byte plumbing shared by replicas and clients: bounded outgoing queues,
-//! batched writes, and connection tasks that forward what they read.
+//! Connections for both nodes: one task per socket, and the table the
+//! node's owner keeps of them.
 //!
-//! Every connection is served by one task that owns the socket. The owner of
-//! the protocol node (the replica loop or the client) never touches a socket:
-//! it pushes whole frames into an [`Outbox`] and receives [`LinkEvent`]s.
+//! A connection's task owns its socket: it connects (outbound), reads and
+//! forwards what it read, and writes what it is given, logging each
+//! write. The owner of the node (the replica's loop or the client) never
+//! touches a socket: it queues frames with [`Conns::queue`], hands them to
+//! the tasks once per turn with [`Conns::flush`], feeds the tasks'
+//! [`LinkEvent`]s to the node with [`Conns::handle`] and their writes with
+//! [`Conns::report_writes`]. The node decides
+//! everything else: which connections to open and close, queue bounds,
+//! backoff (see [`vr_core::node`]).
 
-use std::collections::VecDeque;
-use std::io::{self, IoSlice};
+use std::collections::HashMap;
+use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use vr_core::codec::DecodeError;
+use vr_core::node::{ClientNode, Closed, ConnectionId, ReplicaNode};
+use vr_core::{Instant, Service};
 
-/// Bytes a connection task reads at once, and the most it hands over per event.
-pub(crate) const READ_CHUNK_BYTES: usize = 64 * 1024;
-/// A batch stops growing past this many bytes, so that one slow peer's burst
-/// does not pin a huge write buffer; the rest goes in the next syscall.
-const BATCH_BYTES_MAX: usize = 1024 * 1024;
-/// Slices per `writev`, well under Linux's `IOV_MAX` (1024).
-const BATCH_SLICES_MAX: usize = 64;
-/// A connect that takes longer than this counts as failed: an unreachable
-/// peer must not hold its queue hostage until the kernel gives up (minutes).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Bytes a connection task reads at once.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// A write stops growing past this many bytes, so that a burst does not
+/// pin a huge buffer; the rest goes in the next write.
+const WRITE_BYTES_MAX: usize = 1024 * 1024;
 
-/// What a connection task tells the node's owner. `key` names the
-/// connection (a `ConnectionId` on a replica, a link number on a client).
+/// What a connection's task reports to the node's owner.
 #[derive(Debug)]
 pub(crate) enum LinkEvent {
+    /// An outbound connect succeeded.
+    Connected(ConnectionId),
     /// Bytes read, in arrival order.
-    Data { key: u64, bytes: Vec<u8> },
-    /// The connection ended; bytes read later under the same key belong to a
-    /// new connection, so a partial frame kept for this key must be dropped.
-    Closed { key: u64, error: io::Error },
+    Data(ConnectionId, Vec<u8>),
+    /// The connection ended (a failed connect included); its task is done.
+    Closed(ConnectionId, Closed, Option<io::Error>),
 }
 
-/// The sending side of one connection's queue, bounded in bytes.
-///
-/// The bound covers frames queued and frames being written: the task gives
-/// bytes back only after the kernel took them (or the connection failed).
-pub(crate) struct Outbox {
-    tx: mpsc::UnboundedSender<Vec<u8>>,
-    queued_bytes: Arc<AtomicUsize>,
-    queued_bytes_max: usize,
+/// Writes the connection tasks made and the node has not been told of: a
+/// log rather than an event, so that a write does not wake the node's
+/// task. The node is told at its next turn, before it queues anything
+/// ([`Conns::report_writes`]), which is the only time its queue accounting
+/// matters. Bounded: a connection's task writes only what a turn handed
+/// it, so each turn adds at most one entry per connection.
+type WriteLog = Arc<Mutex<Vec<(ConnectionId, usize)>>>;
+
+/// The inputs a connection feeds to a node: the same for both nodes.
+pub(crate) trait Node {
+    fn handle_bytes(
+        &mut self,
+        now: Instant,
+        id: ConnectionId,
+        bytes: &[u8],
+    ) -> Result<usize, DecodeError>;
+    fn handle_connected(&mut self, now: Instant, id: ConnectionId);
+    fn handle_written(&mut self, id: ConnectionId, bytes: usize);
+    fn handle_closed(&mut self, now: Instant, id: ConnectionId, how: Closed);
 }
 
-/// The receiving side, owned by the connection task.
-pub(crate) struct Inbox {
-    rx: mpsc::UnboundedReceiver<Vec<u8>>,
-    queued_bytes: Arc<AtomicUsize>,
-}
-
-/// A queue bounded to `queued_bytes_max` bytes.
-pub(crate) fn queue(queued_bytes_max: usize) -> (Outbox, Inbox) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let queued_bytes = Arc::new(AtomicUsize::new(0));
-    let outbox = Outbox {
-        tx,
-        queued_bytes: queued_bytes.clone(),
-        queued_bytes_max,
+/// Both nodes have these inputs as inherent methods of the same shape.
+macro_rules! impl_node {
+    ($node:ty) => {
+        fn handle_bytes(
+            &mut self,
+            now: Instant,
+            id: ConnectionId,
+            bytes: &[u8],
+        ) -> Result<usize, DecodeError> {
+            <$node>::handle_bytes(self, now, id, bytes)
+        }
+        fn handle_connected(&mut self, now: Instant, id: ConnectionId) {
+            <$node>::handle_connected(self, now, id)
+        }
+        fn handle_written(&mut self, id: ConnectionId, bytes: usize) {
+            <$node>::handle_written(self, id, bytes)
+        }
+        fn handle_closed(&mut self, now: Instant, id: ConnectionId, how: Closed) {
+            <$node>::handle_closed(self, now, id, how)
+        }
     };
-    (outbox, Inbox { rx, queued_bytes })
 }
 
-/// Why a frame was not queued (and was dropped).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum PushError {
-    /// The queue holds its bound already.
-    Full,
-    /// The connection's task has ended.
-    Closed,
+impl<S: Service> Node for ReplicaNode<S> {
+    impl_node!(ReplicaNode<S>);
 }
 
-impl Outbox {
-    /// Queues `frame`, or drops it if the queue is full or its task has
-    /// ended. An empty queue takes any frame, so a frame larger than the
-    /// bound is still sent rather than starving forever.
-    pub(crate) fn push(&self, frame: Vec<u8>) -> Result<(), PushError> {
-        if self.tx.is_closed() {
-            return Err(PushError::Closed);
-        }
-        let len = frame.len();
-        let queued = self.queued_bytes.load(Ordering::Acquire);
-        if queued != 0 && queued.saturating_add(len) > self.queued_bytes_max {
-            return Err(PushError::Full);
-        }
-        // Only this side adds, so the check above cannot be raced past the
-        // bound; the task only subtracts.
-        self.queued_bytes.fetch_add(len, Ordering::AcqRel);
-        if self.tx.send(frame).is_err() {
-            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-            return Err(PushError::Closed);
-        }
-        Ok(())
+impl Node for ClientNode {
+    impl_node!(ClientNode);
+}
+
+/// What a connection's task starts from.
+enum Target {
+    Accepted(TcpStream),
+    Connect(SocketAddr),
+}
+
+/// One connection as the node's owner keeps it.
+struct Conn {
+    /// Batches of frames for the task to write.
+    frames: mpsc::UnboundedSender<Vec<u8>>,
+    task: JoinHandle<()>,
+    /// Bytes received but not yet consumed: an incomplete frame. Bounded
+    /// by the node, which rejects an oversized frame from its header: at
+    /// most one frame plus one read.
+    inbox: Vec<u8>,
+    /// Frames queued this turn, handed to the task by [`Conns::flush`]:
+    /// whatever the node sent on one connection in one turn leaves in one
+    /// write. The node bounds it (it is told of every write).
+    outbox: Vec<u8>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // Ends the task even in the middle of a connect, and with it the
+        // socket: the other end sees the close.
+        self.task.abort();
     }
 }
 
-impl Inbox {
-    /// Drops everything queued: after a connection failure those frames are
-    /// stale (the protocol resends what still matters). Returns the count.
-    fn discard(&mut self) -> u64 {
-        let mut frames = 0;
-        while let Ok(frame) = self.rx.try_recv() {
-            self.queued_bytes.fetch_sub(frame.len(), Ordering::AcqRel);
-            frames += 1;
-        }
-        frames
-    }
+/// The connections of one node.
+pub(crate) struct Conns {
+    conns: HashMap<ConnectionId, Conn>,
+    /// Connections with frames queued this turn.
+    dirty: Vec<ConnectionId>,
+    events: mpsc::Sender<LinkEvent>,
+    writes: WriteLog,
+    /// The log's entries being reported; kept for its allocation.
+    reporting: Vec<(ConnectionId, usize)>,
+    /// Who owns them, for the logs.
+    owner: String,
 }
 
-/// Writes every frame of `batch` with as few `writev` calls as the kernel
-/// allows, emptying it. On error the unwritten rest stays in `batch`.
-pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(
-    writer: &mut W,
-    batch: &mut VecDeque<Vec<u8>>,
-) -> io::Result<()> {
-    // Bytes of the front frame already written by an earlier partial write.
-    let mut front_written = 0;
-    while let Some(front) = batch.front() {
-        let mut slices = Vec::with_capacity(batch.len().min(BATCH_SLICES_MAX));
-        slices.push(IoSlice::new(&front[front_written..]));
-        slices.extend(
-            batch
-                .iter()
-                .skip(1)
-                .take(BATCH_SLICES_MAX - 1)
-                .map(|f| IoSlice::new(f)),
+impl Conns {
+    /// An empty table whose tasks report to `events`.
+    pub(crate) fn new(events: mpsc::Sender<LinkEvent>, owner: String) -> Conns {
+        Conns {
+            conns: HashMap::new(),
+            dirty: Vec::new(),
+            events,
+            writes: WriteLog::default(),
+            reporting: Vec::new(),
+            owner,
+        }
+    }
+
+    /// Serves `stream`, accepted, as `id`.
+    pub(crate) fn accepted(&mut self, id: ConnectionId, stream: TcpStream) {
+        self.spawn(id, Target::Accepted(stream));
+    }
+
+    /// Opens connection `id` to `address`; the node hears how it went.
+    pub(crate) fn connect(&mut self, id: ConnectionId, address: SocketAddr) {
+        self.spawn(id, Target::Connect(address));
+    }
+
+    fn spawn(&mut self, id: ConnectionId, target: Target) {
+        let (frames, frames_rx) = mpsc::unbounded_channel();
+        let (events, writes) = (self.events.clone(), self.writes.clone());
+        let task = tokio::spawn(run(id, target, frames_rx, events, writes));
+        let conn = Conn {
+            frames,
+            task,
+            inbox: Vec::new(),
+            outbox: Vec::new(),
+        };
+        // The node never reuses an id.
+        debug_assert!(!self.conns.contains_key(&id), "connection {id} reused");
+        self.conns.insert(id, conn);
+    }
+
+    /// Queues a frame on `id` (gone: the node hears of it, or has).
+    pub(crate) fn queue(&mut self, id: ConnectionId, frame: &[u8]) {
+        if let Some(conn) = self.conns.get_mut(&id) {
+            if conn.outbox.is_empty() {
+                self.dirty.push(id);
+            }
+            conn.outbox.extend_from_slice(frame);
+        }
+    }
+
+    /// Hands the frames queued this turn to their connections' tasks.
+    pub(crate) fn flush(&mut self) {
+        for id in self.dirty.drain(..) {
+            if let Some(conn) = self.conns.get_mut(&id) {
+                // A task that ended has reported it, or is about to: the
+                // node then forgets these bytes with the connection.
+                let _ = conn.frames.send(std::mem::take(&mut conn.outbox));
+            }
+        }
+    }
+
+    /// Closes `id`: the node gave up on it, or rejected what it sent.
+    pub(crate) fn close(&mut self, id: ConnectionId) {
+        self.conns.remove(&id);
+    }
+
+    /// Tells `node` of the writes made since the last call: call it before
+    /// draining the node's outputs.
+    pub(crate) fn report_writes(&mut self, node: &mut impl Node) {
+        std::mem::swap(
+            &mut *self.writes.lock().unwrap_or_else(PoisonError::into_inner),
+            &mut self.reporting,
         );
-        let mut written = writer.write_vectored(&slices).await?;
-        debug_assert!(written <= slices.iter().map(|s| s.len()).sum::<usize>());
-        if written == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        while let Some(front) = batch.front() {
-            let rest = front.len() - front_written;
-            if written < rest {
-                front_written += written;
-                break;
-            }
-            written -= rest;
-            front_written = 0;
-            batch.pop_front();
-        }
-    }
-    Ok(())
-}
-
-/// Where a connection task sends what it reads, if anywhere.
-pub(crate) type Events = Option<(mpsc::Sender<LinkEvent>, u64)>;
-
-/// Serves one connected socket until it fails or the outbox is dropped
-/// (`Ok`): writes `first` and then queued frames in batches, and forwards
-/// reads to `events` (or discards them: replicas never answer on a peer's
-/// outbound link).
-pub(crate) async fn pump(
-    stream: &mut TcpStream,
-    inbox: &mut Inbox,
-    first: Option<Vec<u8>>,
-    events: &Events,
-) -> io::Result<()> {
-    let (mut reader, mut writer) = stream.split();
-    let mut chunk = Vec::with_capacity(READ_CHUNK_BYTES);
-    let mut batch = VecDeque::new();
-    if let Some(first) = first {
-        write_batch(&mut writer, inbox, first, &mut batch).await?;
-    }
-    loop {
-        tokio::select! {
-            frame = inbox.rx.recv() => {
-                let Some(frame) = frame else { return Ok(()) };
-                write_batch(&mut writer, inbox, frame, &mut batch).await?;
-            }
-            read = reader.read_buf(&mut chunk) => {
-                if read? == 0 {
-                    return Err(io::ErrorKind::UnexpectedEof.into());
-                }
-                if let Some((tx, key)) = events {
-                    let bytes = std::mem::replace(&mut chunk, Vec::with_capacity(READ_CHUNK_BYTES));
-                    // The owner is gone only during shutdown.
-                    if tx.send(LinkEvent::Data { key: *key, bytes }).await.is_err() {
-                        return Ok(());
-                    }
-                } else {
-                    chunk.clear();
-                }
+        for (id, bytes) in self.reporting.drain(..) {
+            if self.conns.contains_key(&id) {
+                node.handle_written(id, bytes);
             }
         }
     }
-}
 
-/// Writes `first` and whatever else is queued, up to [`BATCH_BYTES_MAX`],
-/// in as few syscalls as the kernel allows. `batch` is scratch space, empty
-/// on entry and on return.
-async fn write_batch<W: AsyncWrite + Unpin>(
-    writer: &mut W,
-    inbox: &mut Inbox,
-    first: Vec<u8>,
-    batch: &mut VecDeque<Vec<u8>>,
-) -> io::Result<()> {
-    debug_assert!(batch.is_empty(), "the scratch batch starts empty");
-    let mut bytes = first.len();
-    batch.push_back(first);
-    while bytes < BATCH_BYTES_MAX {
-        let Ok(frame) = inbox.rx.try_recv() else {
-            break;
-        };
-        bytes += frame.len();
-        batch.push_back(frame);
-    }
-    let result = write_frames(writer, batch).await;
-    // Written or lost with the connection: the bytes leave the bound.
-    inbox.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
-    batch.clear();
-    result
-}
-
-/// Serves an accepted connection until it fails, then reports the failure.
-/// Ends quietly when its outbox is dropped (the node closed it).
-pub(crate) async fn run_inbound(mut stream: TcpStream, mut inbox: Inbox, events: Events) {
-    let Err(error) = pump(&mut stream, &mut inbox, None, &events).await else {
-        return;
-    };
-    if let Some((tx, key)) = events {
-        // The owner is gone only during shutdown.
-        let _ = tx.send(LinkEvent::Closed { key, error }).await;
-    }
-}
-
-/// Counters that outbound link tasks share with their owner.
-#[derive(Debug, Default)]
-pub(crate) struct LinkCounters {
-    /// Connections opened after an earlier one to the same address failed.
-    pub(crate) reconnects: AtomicU64,
-    /// Connect attempts that failed or timed out.
-    pub(crate) connect_failures: AtomicU64,
-    /// Frames discarded because their connection failed.
-    pub(crate) frames_dropped_disconnected: AtomicU64,
-}
-
-/// Exponential backoff between connection attempts to one address.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Backoff {
-    pub(crate) min: Duration,
-    pub(crate) max: Duration,
-}
-
-/// Bumped by a replica each time it accepts a connection: a peer that
-/// restarted connects to the others as soon as it has something to say, so
-/// a link waiting out its backoff to a peer may try again at once. Peers are
-/// not told apart (an accepted connection does not say who opened it), so
-/// every waiting link tries again; [`Backoff::min`] still spaces attempts.
-pub(crate) type Accepted = watch::Receiver<u64>;
-
-/// Waits until `at`, or, sooner, until `accepted` changes and `early` has
-/// come. Returns whether it was woken early.
-async fn wait_retry(at: Instant, early: Instant, accepted: &mut Option<Accepted>) -> bool {
-    let Some(accepted) = accepted else {
-        tokio::time::sleep_until(at).await;
-        return false;
-    };
-    tokio::select! {
-        () = tokio::time::sleep_until(at) => false,
-        // An error means the replica is gone: then only the sleep ends it.
-        Ok(()) = accepted.changed() => {
-            tokio::time::sleep_until(early.min(at)).await;
-            true
-        }
-    }
-}
-
-/// An outbound connection to `address`, opened when the first frame is
-/// queued and re-opened after a failure, no sooner than the backoff allows,
-/// or than [`Backoff::min`] after the failure once `accepted` changes.
-/// Ends when the outbox is dropped.
-pub(crate) async fn run_outbound(
-    address: SocketAddr,
-    mut inbox: Inbox,
-    events: Events,
-    backoff: Backoff,
-    counters: Arc<LinkCounters>,
-    mut accepted: Option<Accepted>,
-) {
-    let mut delay = backoff.min;
-    // When to try again, and when to at the earliest if woken.
-    let mut retry_at: Option<(Instant, Instant)> = None;
-    loop {
-        // On demand: wait for something to send before connecting.
-        let Some(first) = inbox.rx.recv().await else {
-            return;
-        };
-        if let Some((at, early)) = retry_at {
-            if wait_retry(at, early, &mut accepted).await {
-                // The peer may be back: start the backoff over.
-                delay = backoff.min;
+    /// Feeds `event` to `node`. Events of a connection closed since are
+    /// stale and ignored.
+    pub(crate) fn handle(&mut self, node: &mut impl Node, now: Instant, event: LinkEvent) {
+        let owner = &self.owner;
+        match event {
+            LinkEvent::Connected(id) if self.conns.contains_key(&id) => {
+                tracing::debug!(%owner, connection = %id, "connected");
+                node.handle_connected(now, id);
             }
-        }
-        let error = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await {
-            Ok(Ok(mut stream)) => {
-                if retry_at.is_some() {
-                    counters.reconnects.fetch_add(1, Ordering::Relaxed);
-                }
-                let connected_at = Instant::now();
-                // Frames are small and latency-bound; batching is ours to do.
-                if let Err(error) = stream.set_nodelay(true) {
-                    tracing::debug!(%address, %error, "set_nodelay failed");
-                }
-                match pump(&mut stream, &mut inbox, Some(first), &events).await {
-                    Ok(()) => return,
-                    Err(error) => {
-                        // A connection that lived a while was healthy: start
-                        // the backoff over. One that dies at once (a peer
-                        // refusing connections) keeps backing off.
-                        if connected_at.elapsed() >= backoff.max {
-                            delay = backoff.min;
-                        }
-                        tracing::info!(%address, %error, "connection lost");
-                        error
-                    }
-                }
-            }
-            failed => {
-                // The frame that asked for the connection goes down with it.
-                inbox.queued_bytes.fetch_sub(first.len(), Ordering::AcqRel);
-                counters.connect_failures.fetch_add(1, Ordering::Relaxed);
-                counters
-                    .frames_dropped_disconnected
-                    .fetch_add(1, Ordering::Relaxed);
-                let error = match failed {
-                    Ok(Err(error)) => error,
-                    _ => io::ErrorKind::TimedOut.into(),
+            LinkEvent::Data(id, bytes) => {
+                let Some(conn) = self.conns.get_mut(&id) else {
+                    return;
                 };
-                tracing::info!(%address, %error, "connect failed");
-                error
+                // Straight from the read when nothing is pending (the
+                // common case); only an incomplete tail is kept.
+                let fed = if conn.inbox.is_empty() {
+                    (node.handle_bytes(now, id, &bytes))
+                        .map(|used| conn.inbox.extend_from_slice(&bytes[used..]))
+                } else {
+                    conn.inbox.extend_from_slice(&bytes);
+                    (node.handle_bytes(now, id, &conn.inbox))
+                        .map(|used| drop(conn.inbox.drain(..used)))
+                };
+                // Rejected: the node counted it, reports it and forgot the
+                // connection.
+                if fed.is_err() {
+                    self.close(id);
+                }
             }
-        };
-        let dropped = inbox.discard();
-        counters
-            .frames_dropped_disconnected
-            .fetch_add(dropped, Ordering::Relaxed);
-        if let Some((tx, key)) = &events {
-            if tx
-                .send(LinkEvent::Closed { key: *key, error })
-                .await
-                .is_err()
-            {
+            LinkEvent::Closed(id, how, error) => {
+                let Some(conn) = self.conns.remove(&id) else {
+                    return;
+                };
+                let how = match how {
+                    Closed::Eof if !conn.inbox.is_empty() => Closed::EofMidFrame,
+                    how => how,
+                };
+                // The node counts the ends that matter (mid-frame, failed
+                // connects); the rest is everyday (clients leave).
+                tracing::debug!(%owner, connection = %id, ?how, ?error, "connection closed");
+                node.handle_closed(now, id, how);
+            }
+            LinkEvent::Connected(_) => {}
+        }
+    }
+}
+
+/// A connection's task: connects if `target` is an address, then reads and
+/// writes until the connection ends, and reports the end.
+async fn run(
+    id: ConnectionId,
+    target: Target,
+    mut frames: mpsc::UnboundedReceiver<Vec<u8>>,
+    events: mpsc::Sender<LinkEvent>,
+    writes: WriteLog,
+) {
+    let mut stream = match target {
+        Target::Accepted(stream) => stream,
+        // No timeout here: the node gives up on a slow connect and drops
+        // this task.
+        Target::Connect(address) => match TcpStream::connect(address).await {
+            Ok(stream) => {
+                if events.send(LinkEvent::Connected(id)).await.is_err() {
+                    return;
+                }
+                stream
+            }
+            Err(error) => {
+                let _ = (events.send(LinkEvent::Closed(id, Closed::Failed, Some(error)))).await;
                 return;
             }
-        }
-        // Connections accepted before this failure say nothing of the peer.
-        if let Some(accepted) = &mut accepted {
-            accepted.borrow_and_update();
-        }
-        let now = Instant::now();
-        retry_at = Some((now + delay, now + backoff.min));
-        delay = (delay * 2).min(backoff.max);
+        },
+    };
+    // Frames are small and latency-bound; batching is done above.
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(connection = %id, %error, "set_nodelay failed");
     }
+    let (mut reader, mut writer) = stream.split();
+    // Reads go on while a write waits for the other end, and the other way
+    // round: two peers writing to each other never wait on each other.
+    let (how, error) = tokio::select! {
+        ended = read_loop(id, &mut reader, &events) => ended,
+        ended = write_loop(id, &mut writer, &mut frames, &writes) => ended,
+    };
+    // The owner is gone only during shutdown.
+    let _ = events.send(LinkEvent::Closed(id, how, error)).await;
+}
+
+/// Forwards what `reader` reads until it ends. A full event channel makes
+/// this wait, which stops the reads: the node's owner sets the pace.
+async fn read_loop(
+    id: ConnectionId,
+    reader: &mut ReadHalf<'_>,
+    events: &mpsc::Sender<LinkEvent>,
+) -> (Closed, Option<io::Error>) {
+    let mut chunk = vec![0; READ_CHUNK_BYTES];
+    loop {
+        match reader.read(&mut chunk).await {
+            Ok(0) => return (Closed::Eof, None),
+            // Only what was read travels: a queued event holds no slack.
+            Ok(n) => {
+                let data = LinkEvent::Data(id, chunk[..n].to_vec());
+                if events.send(data).await.is_err() {
+                    return (Closed::Eof, None);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (Closed::Failed, Some(e)),
+        }
+    }
+}
+
+/// Writes what the owner hands over, batches queued meanwhile together,
+/// and logs each write for the node.
+async fn write_loop(
+    id: ConnectionId,
+    writer: &mut WriteHalf<'_>,
+    frames: &mut mpsc::UnboundedReceiver<Vec<u8>>,
+    writes: &WriteLog,
+) -> (Closed, Option<io::Error>) {
+    while let Some(mut bytes) = frames.recv().await {
+        while bytes.len() < WRITE_BYTES_MAX {
+            let Ok(more) = frames.try_recv() else { break };
+            bytes.extend_from_slice(&more);
+        }
+        if let Err(e) = writer.write_all(&bytes).await {
+            return (Closed::Failed, Some(e));
+        }
+        let mut log = writes.lock().unwrap_or_else(PoisonError::into_inner);
+        log.push((id, bytes.len()));
+    }
+    // The owner dropped the connection (it aborts the task too).
+    (Closed::Eof, None)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn outbox_drops_frames_beyond_the_bound() {
-        let (outbox, mut inbox) = queue(100);
-        assert_eq!(outbox.push(vec![0; 60]), Ok(()));
-        assert_eq!(
-            outbox.push(vec![0; 60]),
-            Err(PushError::Full),
-            "60 + 60 > 100"
-        );
-        assert_eq!(outbox.push(vec![0; 40]), Ok(()));
-        assert_eq!(inbox.discard(), 2);
-        assert_eq!(inbox.queued_bytes.load(Ordering::Acquire), 0);
-        assert_eq!(
-            outbox.push(vec![0; 500]),
-            Ok(()),
-            "an empty queue takes any frame"
-        );
-        drop(inbox);
-        assert_eq!(outbox.push(vec![0; 1]), Err(PushError::Closed));
+    /// A node whose frames are 4 bytes; a frame starting with 0xFF is
+    /// rejected. Records what it was told.
+    #[derive(Default)]
+    struct Fake {
+        fed: Vec<Vec<u8>>,
+        connected: Vec<ConnectionId>,
+        written: Vec<(ConnectionId, usize)>,
+        closed: Vec<(ConnectionId, Closed)>,
     }
 
-    /// Opened on demand, re-opened after a failure once the backoff allows.
-    #[tokio::test]
-    async fn outbound_link_reconnects_after_a_failure() {
-        let address = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap();
-        let (outbox, inbox) = queue(1 << 20);
-        let counters = Arc::new(LinkCounters::default());
-        let backoff = Backoff {
-            min: Duration::from_millis(5),
-            max: Duration::from_millis(20),
-        };
-        tokio::spawn(run_outbound(
-            address,
-            inbox,
-            None,
-            backoff,
-            counters.clone(),
-            None,
-        ));
-        // Nothing listens yet: the connect fails and the frame is dropped.
-        outbox.push(b"lost".to_vec()).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while counters.connect_failures.load(Ordering::Relaxed) == 0 {
-            assert!(Instant::now() < deadline, "the connect was attempted");
-            tokio::time::sleep(Duration::from_millis(1)).await;
+    impl Node for Fake {
+        fn handle_bytes(
+            &mut self,
+            _now: Instant,
+            _id: ConnectionId,
+            bytes: &[u8],
+        ) -> Result<usize, DecodeError> {
+            if bytes.first() == Some(&0xFF) {
+                return Err(DecodeError::BadMagic);
+            }
+            self.fed.push(bytes.to_vec());
+            Ok(bytes.len() / 4 * 4)
         }
-        let listener = tokio::net::TcpListener::bind(address).await.unwrap();
-        outbox.push(b"found".to_vec()).unwrap();
-        let (mut stream, _) = tokio::time::timeout(Duration::from_secs(2), listener.accept())
-            .await
-            .expect("the link reconnects")
-            .unwrap();
-        let mut got = [0u8; 5];
-        stream.read_exact(&mut got).await.unwrap();
-        assert_eq!(&got, b"found");
-        assert_eq!(counters.reconnects.load(Ordering::Relaxed), 1);
-        assert_eq!(
-            counters.frames_dropped_disconnected.load(Ordering::Relaxed),
-            1
-        );
-    }
-
-    /// A link backing off from a peer that is down tries again as soon as
-    /// the replica accepts a connection (the restarted peer connecting to
-    /// it), instead of waiting out a backoff grown to a second (issue 18,
-    /// item 8).
-    #[tokio::test]
-    async fn an_accepted_connection_cuts_the_backoff_short() {
-        let address = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap();
-        let (outbox, inbox) = queue(1 << 20);
-        let counters = Arc::new(LinkCounters::default());
-        let backoff = Backoff {
-            min: Duration::from_millis(2),
-            max: Duration::from_secs(60),
-        };
-        let (accepted_tx, accepted_rx) = watch::channel(0u64);
-        tokio::spawn(run_outbound(
-            address,
-            inbox,
-            None,
-            backoff,
-            counters.clone(),
-            Some(accepted_rx),
-        ));
-        // Ten failed connects: 2 + 4 + ... + 512 ms of waiting between
-        // them, and the next attempt is due 1024 ms after the last.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while counters.connect_failures.load(Ordering::Relaxed) < 10 {
-            assert!(Instant::now() < deadline, "the connects were attempted");
-            let _ = outbox.push(b"lost".to_vec());
-            tokio::time::sleep(Duration::from_millis(1)).await;
+        fn handle_connected(&mut self, _now: Instant, id: ConnectionId) {
+            self.connected.push(id);
         }
-        let listener = tokio::net::TcpListener::bind(address).await.unwrap();
-        outbox.push(b"found".to_vec()).unwrap();
-        accepted_tx.send_modify(|n| *n += 1);
-        let (mut stream, _) = tokio::time::timeout(Duration::from_millis(400), listener.accept())
-            .await
-            .expect("the link reconnects without waiting out its backoff")
-            .unwrap();
-        let mut got = [0u8; 5];
-        stream.read_exact(&mut got).await.unwrap();
-        assert_eq!(&got, b"found");
+        fn handle_written(&mut self, id: ConnectionId, bytes: usize) {
+            self.written.push((id, bytes));
+        }
+        fn handle_closed(&mut self, _now: Instant, id: ConnectionId, how: Closed) {
+            self.closed.push((id, how));
+        }
+    }
+
+    /// A table with one accepted connection `C`, and the other end of it.
+    async fn one_accepted() -> (Conns, mpsc::Receiver<LinkEvent>, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let other = TcpStream::connect(listener.local_addr().unwrap());
+        let (other, accepted) = tokio::join!(other, listener.accept());
+        let (events_tx, events) = mpsc::channel(16);
+        let mut conns = Conns::new(events_tx, "test".to_string());
+        conns.accepted(C, accepted.unwrap().0);
+        (conns, events, other.unwrap())
+    }
+
+    const C: ConnectionId = ConnectionId(7);
+
+    /// `future`, or a failure after a second instead of a hang.
+    async fn soon<T>(future: impl std::future::Future<Output = T>) -> T {
+        let limit = std::time::Duration::from_secs(1);
+        tokio::time::timeout(limit, future).await.expect("in time")
+    }
+    const NOW: Instant = Instant::ZERO;
+
+    #[tokio::test]
+    async fn a_frame_split_across_reads_is_fed_whole_and_an_eof_inside_one_is_told() {
+        let (mut conns, _events, _other) = one_accepted().await;
+        let mut node = Fake::default();
+        conns.handle(&mut node, NOW, LinkEvent::Data(C, vec![1, 2, 3, 4, 5, 6]));
+        conns.handle(&mut node, NOW, LinkEvent::Data(C, vec![7, 8, 9]));
+        assert_eq!(node.fed, vec![vec![1, 2, 3, 4, 5, 6], vec![5, 6, 7, 8, 9]]);
+        conns.handle(&mut node, NOW, LinkEvent::Closed(C, Closed::Eof, None));
+        assert_eq!(
+            node.closed,
+            vec![(C, Closed::EofMidFrame)],
+            "byte 9 is pending"
+        );
     }
 
     #[tokio::test]
-    async fn write_frames_survives_partial_writes() {
-        // A 7-byte pipe forces many partial writes that split frames.
-        let (mut a, mut b) = tokio::io::duplex(7);
-        let frames: Vec<Vec<u8>> = (0u8..20).map(|i| vec![i; usize::from(i) + 1]).collect();
-        let expected: Vec<u8> = frames.concat();
-        let mut batch: VecDeque<_> = frames.into_iter().collect();
-        let reader = tokio::spawn(async move {
-            let mut got = vec![0; expected.len()];
-            b.read_exact(&mut got).await.map(|_| got == expected)
-        });
-        write_frames(&mut a, &mut batch).await.unwrap();
-        assert!(batch.is_empty());
-        assert!(
-            reader.await.unwrap().unwrap(),
-            "bytes arrive whole and in order"
+    async fn a_rejected_connection_is_closed_and_its_late_events_ignored() {
+        let (mut conns, _events, mut other) = one_accepted().await;
+        let mut node = Fake::default();
+        conns.handle(&mut node, NOW, LinkEvent::Data(C, vec![0xFF; 4]));
+        let mut byte = [0u8; 1];
+        assert_eq!(
+            soon(other.read(&mut byte)).await.unwrap(),
+            0,
+            "the other end sees the close"
         );
+        conns.handle(&mut node, NOW, LinkEvent::Data(C, vec![1; 4]));
+        conns.writes.lock().unwrap().push((C, 4));
+        conns.report_writes(&mut node);
+        conns.handle(&mut node, NOW, LinkEvent::Closed(C, Closed::Eof, None));
+        assert!(node.fed.is_empty() && node.written.is_empty() && node.closed.is_empty());
+    }
+
+    /// The node is told of every write (its queue bound depends on it),
+    /// and what it queued on a connection in one turn leaves in one write.
+    #[tokio::test]
+    async fn frames_queued_in_one_turn_leave_in_one_reported_write() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (events_tx, mut events) = mpsc::channel(16);
+        let mut conns = Conns::new(events_tx, "test".to_string());
+        let mut node = Fake::default();
+        conns.connect(C, listener.local_addr().unwrap());
+        let (mut other, _) = listener.accept().await.unwrap();
+        let event = events.recv().await.unwrap();
+        conns.handle(&mut node, NOW, event);
+        assert_eq!(node.connected, vec![C]);
+        for frame in [b"abc".as_slice(), b"de", b"fghij"] {
+            conns.queue(C, frame);
+        }
+        conns.flush();
+        let mut got = [0u8; 10];
+        soon(other.read_exact(&mut got)).await.unwrap();
+        assert_eq!(&got, b"abcdefghij");
+        // The task logs the write once `write` returned: soon after.
+        soon(async {
+            while node.written.is_empty() {
+                tokio::task::yield_now().await;
+                conns.report_writes(&mut node);
+            }
+        })
+        .await;
+        assert_eq!(node.written, vec![(C, 10)]);
     }
 }

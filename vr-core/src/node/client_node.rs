@@ -16,7 +16,9 @@ use crate::time::Instant;
 /// How a client node reaches the cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientOptions {
-    /// Member `i` of the client's first epoch listens on `addresses[i]`.
+    /// Replica `i` of the client's first epoch (member id
+    /// `ClientConfig::members[i]`, or `i` when that is empty) listens on
+    /// `addresses[i]`.
     pub addresses: Vec<SocketAddr>,
     /// Bound on each connection's queue of unsent frames, in bytes; an
     /// empty queue takes one frame of any size.
@@ -120,9 +122,10 @@ impl ClientNode {
             inbound_max: 0,
         };
         let mut links = Links::new(limits, None);
-        for (i, address) in options.addresses.iter().enumerate() {
-            let Ok(member) = u8::try_from(i) else { break };
-            links.learn(Instant::ZERO, MemberId(member), *address);
+        // The configuration names each replica's member id (after a
+        // reconfiguration, not its index).
+        for (member, address) in client.members().into_iter().zip(&options.addresses) {
+            links.learn(Instant::ZERO, member, *address);
         }
         ClientNode {
             last_epoch: client.epoch(),
@@ -364,5 +367,41 @@ impl ClientNode {
         }
         self.events
             .push_back(ClientEvent::EpochChanged { epoch, members });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::ClientConfig;
+    use crate::config::Config;
+
+    fn address(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    /// §7: after a reconfiguration a replica's member id is not its index.
+    /// A client built for such a configuration knows replica `i` at
+    /// `addresses[i]` under the member id the configuration gives it, so
+    /// that its sends to that member go there.
+    #[test]
+    fn addresses_are_booked_under_the_configurations_member_ids() {
+        let mut config = ClientConfig::new(&Config::new(3, 3), 9);
+        config.members = vec![MemberId(0), MemberId(2), MemberId(5)];
+        let addresses = vec![address(7000), address(7002), address(7005)];
+        let node = ClientNode::new(
+            Client::new(config, 0),
+            3,
+            1 << 20,
+            &ClientOptions::new(addresses.clone()),
+        );
+        assert_eq!(
+            node.addresses(),
+            vec![
+                (MemberId(0), addresses[0]),
+                (MemberId(2), addresses[1]),
+                (MemberId(5), addresses[2])
+            ]
+        );
     }
 }
