@@ -52,7 +52,7 @@
 //! let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
 //! let addresses = vec![listener.local_addr()?];
 //! let executed = Arc::new(Mutex::new(Vec::new()));
-//! let options = ReplicaOptions::new(config.clone(), addresses.clone(), 0);
+//! let options = ReplicaOptions::new(config.clone(), addresses.clone(), vr_core::MemberId(0));
 //! let replica = start_replica_with_listener(options, listener, Recorder(executed.clone()))?;
 //!
 //! let mut client = Client::connect(addresses, ClientConfig::new(&config, 1), config.cluster)?;

@@ -45,7 +45,7 @@
 //! ];
 //! let mut replicas = Vec::new();
 //! for i in 0..3 {
-//!     let options = ReplicaOptions::new(config.clone(), addresses.clone(), i);
+//!     let options = ReplicaOptions::new(config.clone(), addresses.clone(), vr_core::MemberId(i));
 //!     replicas.push(start_replica(options, Log(Arc::default()))?);
 //! }
 //! let mut client = Client::connect(addresses, ClientConfig::new(&config, 42), 7).await?;
