@@ -34,7 +34,7 @@
 //! let listener = TcpListener::bind("127.0.0.1:0")?;
 //! let config = Config::new(7, 1);
 //! let addresses = vec![listener.local_addr()?];
-//! let options = ReplicaOptions::new(config.clone(), addresses.clone(), 0);
+//! let options = ReplicaOptions::new(config.clone(), addresses.clone(), vr_core::MemberId(0));
 //! let replica = start_replica_with_listener(options, listener, Echo)?;
 //!
 //! let mut client = BlockingClient::connect(addresses, ClientConfig::new(&config, 1), 7)?;
