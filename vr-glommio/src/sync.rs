@@ -28,11 +28,6 @@ impl Notify {
         }
     }
 
-    /// Forgets a notification not yet taken: only later ones count.
-    pub(crate) fn clear(&self) {
-        self.notified.set(false);
-    }
-
     /// Returns once [`Notify::notify`] has been called since the last return.
     pub(crate) async fn notified(&self) {
         poll_fn(|cx| {
