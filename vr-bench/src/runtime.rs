@@ -186,9 +186,9 @@ impl Cluster {
         self.replicas
             .iter()
             .map(|r| match r {
-                ReplicaHandle::Mio(h) => h.stats().node.view,
-                ReplicaHandle::Tokio(h) => h.stats().node.view,
-                ReplicaHandle::Glommio(h) => h.stats().node.view,
+                ReplicaHandle::Mio(h) => h.stats().view,
+                ReplicaHandle::Tokio(h) => h.stats().view,
+                ReplicaHandle::Glommio(h) => h.stats().view,
             })
             .collect()
     }
@@ -207,9 +207,9 @@ impl Cluster {
     /// The node counters of replica `i` (view, status, op numbers, ...).
     pub fn node_stats(&self, i: usize) -> vr_core::node::NodeStats {
         match &self.replicas[i] {
-            ReplicaHandle::Mio(h) => h.stats().node,
-            ReplicaHandle::Tokio(h) => h.stats().node,
-            ReplicaHandle::Glommio(h) => h.stats().node,
+            ReplicaHandle::Mio(h) => h.stats(),
+            ReplicaHandle::Tokio(h) => h.stats(),
+            ReplicaHandle::Glommio(h) => h.stats(),
         }
     }
 

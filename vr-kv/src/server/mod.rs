@@ -255,9 +255,9 @@ impl RunningReplica {
     /// blocks until it answers).
     fn node_stats(&self) -> NodeStats {
         match self {
-            RunningReplica::Tokio(replica) => replica.stats().node,
-            RunningReplica::Mio(replica) => replica.stats().node,
-            RunningReplica::Glommio(replica) => replica.stats().node,
+            RunningReplica::Tokio(replica) => replica.stats(),
+            RunningReplica::Mio(replica) => replica.stats(),
+            RunningReplica::Glommio(replica) => replica.stats(),
         }
     }
 
