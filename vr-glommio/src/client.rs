@@ -2,11 +2,12 @@
 //! a glommio executor, and [`BlockingClient`] for everyone else.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::mpsc::{sync_channel, SyncSender};
-use std::sync::Arc;
+use std::sync::mpsc::sync_channel;
 
 use futures_lite::future;
 use glommio::ExecutorJoinHandle;
@@ -16,7 +17,7 @@ use vr_core::node::{ClientEvent, ClientNode, ClientOptions, Closed, ConnectionId
 use vr_core::{ClientConfig, ClientError, MemberId};
 
 use crate::conn::{Conns, Endpoint};
-use crate::sync::{CloseOnDrop, Mailbox, Notify};
+use crate::sync::Notify;
 use crate::{invalid_input, spawn_executor, Clock};
 
 /// How the outstanding request ended.
@@ -118,10 +119,12 @@ impl ClientShared {
         start: impl FnOnce(&mut ClientNode) -> Result<u64, ClientError>,
     ) -> Result<Done, ClientError> {
         self.done.take();
-        let mut node = self.node.borrow_mut();
-        node.abandon();
-        self.request_number.set(start(&mut node)?);
-        drop(node);
+        let number = {
+            let mut node = self.node.borrow_mut();
+            node.abandon();
+            start(&mut node)?
+        };
+        self.request_number.set(number);
         self.wait().await
     }
 }
@@ -257,26 +260,14 @@ fn check_addresses(addresses: &[SocketAddr], config: &ClientConfig) -> io::Resul
     Ok(())
 }
 
-/// A request from a [`BlockingClient`] to its executor thread.
-enum Job {
-    Submit {
-        op: Vec<u8>,
-        reply: SyncSender<Result<Vec<u8>, ClientError>>,
-    },
-    Reconfigure {
-        members: Vec<MemberId>,
-        addresses: Vec<SocketAddr>,
-        reply: SyncSender<Result<u32, ClientError>>,
-    },
-    Epoch {
-        reply: SyncSender<(u32, Vec<MemberId>)>,
-    },
-}
+/// A call from a [`BlockingClient`], run on its executor thread.
+type Job = Box<dyn for<'a> FnOnce(&'a mut Client) -> Pin<Box<dyn Future<Output = ()> + 'a>> + Send>;
 
 /// A [`Client`] on its own thread and glommio executor, for callers that
 /// are not inside one (tests, other runtimes).
 pub struct BlockingClient {
-    jobs: Arc<Mailbox<Job>>,
+    /// Dropped to stop the client.
+    jobs: Option<flume::Sender<Job>>,
     thread: Option<ExecutorJoinHandle<()>>,
 }
 
@@ -288,52 +279,49 @@ impl BlockingClient {
         cluster: u64,
     ) -> io::Result<BlockingClient> {
         check_addresses(&addresses, &config)?;
-        let jobs = Arc::new(Mailbox::<Job>::new());
+        let (jobs, calls) = flume::unbounded::<Job>();
         let name = format!("vr-client-{:x}", config.client_id);
-        let thread = spawn_executor(&name, {
-            let jobs = jobs.clone();
-            move || async move {
-                let _release_waiters = CloseOnDrop(&jobs);
-                // The addresses were checked above, the only reason to fail.
-                let Ok(mut client) = Client::connect(addresses, config, cluster).await else {
-                    return;
-                };
-                // The caller waits for each answer; if it is gone, so be it.
-                while let Some(job) = jobs.recv().await {
-                    match job {
-                        Job::Submit { op, reply } => {
-                            let _ = reply.send(client.submit(op).await);
-                        }
-                        Job::Reconfigure {
-                            members,
-                            addresses,
-                            reply,
-                        } => {
-                            let _ = reply.send(client.reconfigure(members, addresses).await);
-                        }
-                        Job::Epoch { reply } => {
-                            let _ = reply.send((client.epoch(), client.members()));
-                        }
-                    }
-                }
-                client.close().await;
+        let thread = spawn_executor(&name, move || async move {
+            // The addresses were checked above, the only reason to fail.
+            let Ok(mut client) = Client::connect(addresses, config, cluster).await else {
+                return;
+            };
+            while let Ok(job) = calls.recv_async().await {
+                job(&mut client).await;
             }
+            client.close().await;
         })?;
         Ok(BlockingClient {
-            jobs,
+            jobs: Some(jobs),
             thread: Some(thread),
         })
+    }
+
+    /// Runs `call` on the client's thread and returns its outcome; `None`
+    /// if that thread has ended (a bug).
+    fn call<T: Send + 'static>(
+        &self,
+        call: impl for<'a> FnOnce(&'a mut Client) -> Pin<Box<dyn Future<Output = T> + 'a>>
+            + Send
+            + 'static,
+    ) -> Option<T> {
+        let (reply, answer) = sync_channel(1);
+        let job: Job = Box::new(move |client| {
+            Box::pin(async move {
+                // The caller waits for the answer; if it is gone, so be it.
+                let _ = reply.send(call(client).await);
+            })
+        });
+        self.jobs.as_ref()?.send(job).ok()?;
+        answer.recv().ok()
     }
 
     /// Submits `op` and blocks until its result; see [`Client::submit`]. If
     /// the client's thread has died (a bug) the outcome is unknown:
     /// [`ClientError::TimedOut`].
     pub fn submit(&mut self, op: Vec<u8>) -> Result<Vec<u8>, ClientError> {
-        let (reply, answer) = sync_channel(1);
-        if self.jobs.send(Job::Submit { op, reply }).is_err() {
-            return Err(ClientError::TimedOut);
-        }
-        answer.recv().unwrap_or(Err(ClientError::TimedOut))
+        let outcome = self.call(move |client| Box::pin(client.submit(op)));
+        outcome.unwrap_or(Err(ClientError::TimedOut))
     }
 
     /// Moves the cluster to a new configuration and blocks until it
@@ -343,32 +331,22 @@ impl BlockingClient {
         members: Vec<MemberId>,
         addresses: Vec<SocketAddr>,
     ) -> Result<u32, ClientError> {
-        let (reply, answer) = sync_channel(1);
-        let job = Job::Reconfigure {
-            members,
-            addresses,
-            reply,
-        };
-        if self.jobs.send(job).is_err() {
-            return Err(ClientError::TimedOut);
-        }
-        answer.recv().unwrap_or(Err(ClientError::TimedOut))
+        let outcome = self.call(move |client| Box::pin(client.reconfigure(members, addresses)));
+        outcome.unwrap_or(Err(ClientError::TimedOut))
     }
 
     /// The epoch the client believes current and its members, in index
     /// order; `(0, [])` if the client's thread has died.
     pub fn epoch(&self) -> (u32, Vec<MemberId>) {
-        let (reply, answer) = sync_channel(1);
-        if self.jobs.send(Job::Epoch { reply }).is_err() {
-            return (0, Vec::new());
-        }
-        answer.recv().unwrap_or_default()
+        let call = |client: &mut Client| (client.epoch(), client.members());
+        let outcome = self.call(move |client| Box::pin(std::future::ready(call(client))));
+        outcome.unwrap_or_default()
     }
 }
 
 impl Drop for BlockingClient {
     fn drop(&mut self) {
-        self.jobs.close();
+        self.jobs = None;
         if let Some(thread) = self.thread.take() {
             if let Err(error) = thread.join() {
                 warn!(%error, "client thread failed");

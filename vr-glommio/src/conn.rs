@@ -66,7 +66,8 @@ impl Conns {
         address: Option<SocketAddr>,
     ) {
         let outbox = Rc::new(Outbox::default());
-        let task = glommio::spawn_local(serve(endpoint.clone(), id, stream, address, outbox.clone()));
+        let task =
+            glommio::spawn_local(serve(endpoint.clone(), id, stream, address, outbox.clone()));
         let task = task.detach();
         self.conns.insert(id, Conn { outbox, task });
     }
@@ -195,5 +196,114 @@ async fn run<E: Endpoint>(
         // sends without pause would keep this task running and starve the
         // others (glommio is cooperative): go to the back of the queue.
         future::yield_now().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// What a connection task reported, in order.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    enum Report {
+        Connected,
+        Received(usize),
+        Written(usize),
+        Closed(Closed),
+    }
+
+    #[derive(Clone, Default)]
+    struct Recorder(Rc<RefCell<Vec<Report>>>);
+
+    impl Endpoint for Recorder {
+        fn connected(&self, _id: ConnectionId) {
+            self.0.borrow_mut().push(Report::Connected);
+        }
+        fn received(&self, _id: ConnectionId, bytes: &[u8]) -> Result<usize, DecodeError> {
+            self.0.borrow_mut().push(Report::Received(bytes.len()));
+            Ok(bytes.len())
+        }
+        fn written(&self, _id: ConnectionId, bytes: usize) {
+            self.0.borrow_mut().push(Report::Written(bytes));
+        }
+        fn closed(&self, _id: ConnectionId, how: Closed, _error: Option<io::Error>) {
+            self.0.borrow_mut().push(Report::Closed(how));
+        }
+    }
+
+    fn run_in_executor(test: impl std::future::Future<Output = ()> + 'static) {
+        let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(64 * 1024)
+            .make()
+            .expect("a glommio executor");
+        executor.run(test);
+    }
+
+    /// Frames the node queued before the task got to write leave in one
+    /// write, and that write is reported with its size: the node's queue
+    /// accounting (and the Prepares and replies of one drain sharing a
+    /// send) rest on it.
+    #[test]
+    fn frames_queued_together_leave_in_one_reported_write() {
+        run_in_executor(async {
+            let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let address = listener.local_addr().unwrap();
+            let recorder = Recorder::default();
+            let mut conns = Conns::default();
+            let id = ConnectionId(1);
+            conns.open(&recorder, id, None, Some(address));
+            for frame in 0..3u8 {
+                conns.queue(id, &[frame; 100]);
+            }
+            let mut peer = listener.accept().await.unwrap();
+            let mut received = vec![0; 300];
+            peer.read_exact(&mut received).await.unwrap();
+            assert_eq!(&received[200..], &[2; 100][..]);
+            peer.write_all(&[7; 10]).await.unwrap();
+            drop(peer);
+            while !matches!(recorder.0.borrow().last(), Some(Report::Closed(_))) {
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
+            assert_eq!(
+                *recorder.0.borrow(),
+                [
+                    Report::Connected,
+                    Report::Written(300),
+                    Report::Received(10),
+                    Report::Closed(Closed::Eof)
+                ]
+            );
+        });
+    }
+
+    /// A connection the node closed is dropped at once, and the node is
+    /// not told of it again.
+    #[test]
+    fn a_connection_the_node_closes_is_dropped_silently() {
+        run_in_executor(async {
+            let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let address = listener.local_addr().unwrap();
+            let recorder = Recorder::default();
+            let mut conns = Conns::default();
+            let id = ConnectionId(1);
+            conns.open(&recorder, id, None, Some(address));
+            let mut peer = listener.accept().await.unwrap();
+            conns.close(id);
+            let mut byte = [0];
+            let read = future::or(async { Some(peer.read(&mut byte).await.unwrap()) }, async {
+                glommio::timer::sleep(Duration::from_secs(5)).await;
+                None
+            });
+            assert_eq!(read.await, Some(0), "the peer sees EOF");
+            // Whether the task saw its connect finish before the cancel is
+            // a race; that it never reports the close is not.
+            let reports = recorder.0.borrow();
+            assert!(
+                !reports.iter().any(|r| matches!(r, Report::Closed(_))),
+                "{reports:?}"
+            );
+        });
     }
 }

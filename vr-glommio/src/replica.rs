@@ -7,12 +7,12 @@
 //!   starts its task;
 //! - one task per connection ([`crate::conn`]), inbound or opened when the
 //!   node says [`Output::Connect`];
-//! - the flusher, which drains the node's outputs once after the
-//!   connection tasks that were ready together have fed it their bytes;
-//! - the timer task, which sleeps until the node's next deadline;
+//! - the driver, which drains the node's outputs once after the
+//!   connection tasks that were ready together have fed it their bytes,
+//!   and when the node's next deadline comes;
 //! - for a durable replica, the persist task;
 //! - the root task, which answers [`ReplicaHandle::stats`] and stops
-//!   everything when the handle closes its mailbox.
+//!   everything when the handle goes (or storage fails).
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -21,7 +21,6 @@ use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::sync::mpsc::{sync_channel, SyncSender};
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_lite::future;
@@ -34,7 +33,7 @@ use vr_core::{Instant, MemberId, Service};
 use vr_storage::data_dir::{Boot, DataDir, PersistJob};
 
 use crate::conn::{Conns, Endpoint};
-use crate::sync::{CloseOnDrop, Mailbox, Notify};
+use crate::sync::Notify;
 use crate::{invalid_input, spawn_executor, Clock, ReplicaOptions};
 
 /// How long the acceptor pauses after `accept` fails (e.g. out of file
@@ -53,7 +52,8 @@ enum Control {
 /// A running replica. Dropping it stops the replica, like
 /// [`ReplicaHandle::stop`].
 pub struct ReplicaHandle {
-    control: Arc<Mailbox<Control>>,
+    /// Dropped to stop the replica.
+    control: Option<flume::Sender<Control>>,
     thread: Option<ExecutorJoinHandle<()>>,
     local_addr: SocketAddr,
 }
@@ -67,17 +67,18 @@ impl ReplicaHandle {
     /// Whether the replica still runs: `false` once its loop ended (a
     /// storage error stops a durable replica; see the log).
     pub fn is_running(&self) -> bool {
-        !self.control.is_closed()
+        self.control.as_ref().is_some_and(|c| !c.is_disconnected())
     }
 
     /// A snapshot of the replica's counters, taken on its thread. Empty if
     /// the replica's thread has ended.
     pub fn stats(&self) -> NodeStats {
         let (reply, answer) = sync_channel(1);
-        if self.control.send(Control::Stats(reply)).is_err() {
-            return NodeStats::default();
-        }
-        answer.recv().unwrap_or_default()
+        let sent = (self.control.as_ref()).is_some_and(|c| c.send(Control::Stats(reply)).is_ok());
+        // A request the loop never answers is dropped when it ends.
+        sent.then(|| answer.recv().ok())
+            .flatten()
+            .unwrap_or_default()
     }
 
     /// Stops the replica: closes the listener and every connection, drops
@@ -98,7 +99,7 @@ impl ReplicaHandle {
     }
 
     fn shutdown(&mut self) -> glommio::Result<(), ()> {
-        self.control.close();
+        self.control = None;
         match self.thread.take() {
             Some(thread) => thread.join(),
             None => Ok(()),
@@ -168,14 +169,13 @@ fn start<S: Service + Send + 'static>(
     let node = ReplicaNode::new(replica, &options, clock.now());
     listener.set_nonblocking(true)?;
     let local_addr = listener.local_addr()?;
-    let control = Arc::new(Mailbox::new());
+    let (control, requests) = flume::unbounded();
     let me = options.replica;
-    let thread = spawn_executor(&format!("vr-replica-{me}"), {
-        let control = control.clone();
-        move || run(me, node, clock, listener, control, data_dir)
+    let thread = spawn_executor(&format!("vr-replica-{me}"), move || {
+        run(me, node, clock, listener, requests, data_dir)
     })?;
     Ok(ReplicaHandle {
-        control,
+        control: Some(control),
         thread: Some(thread),
         local_addr,
     })
@@ -191,9 +191,7 @@ struct Shared<S: Service> {
     frames: Vec<u8>,
     /// The node's next deadline, as the last drain left it.
     deadline: Option<Instant>,
-    /// Wakes the timer task when the deadline moved.
-    timer: Rc<Notify>,
-    /// Wakes the flusher after an input.
+    /// Wakes the driver after an input.
     flush: Rc<Notify>,
     /// A durable replica's persists waiting for the [`persist`] task (the
     /// core emits one at a time, so at most one waits).
@@ -206,16 +204,15 @@ struct Shared<S: Service> {
 type Replica<S> = Rc<RefCell<Shared<S>>>;
 
 /// The root task: starts the others, answers the handle, and cancels
-/// everything once the handle closes the mailbox.
+/// everything once the handle is gone or storage failed.
 async fn run<S: Service + 'static>(
     me: MemberId,
     node: ReplicaNode<S>,
     clock: Clock,
     listener: std::net::TcpListener,
-    control: Arc<Mailbox<Control>>,
+    requests: flume::Receiver<Control>,
     data_dir: Option<DataDir>,
 ) {
-    let _release_waiters = CloseOnDrop(&control);
     // SAFETY: the descriptor comes from a bound, listening listener that we
     // own, and `into_raw_fd` hands its ownership over exactly once.
     let listener = Rc::new(unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) });
@@ -226,26 +223,33 @@ async fn run<S: Service + 'static>(
         conns: Conns::default(),
         frames: Vec::new(),
         deadline: None,
-        timer: Rc::default(),
         flush: Rc::default(),
         persists: VecDeque::new(),
         persist_ready: Rc::default(),
     }));
-    // The first drain: a recovering replica has its Recovery to send.
-    shared.borrow().flush.notify();
+    let failed = Rc::new(Notify::default());
     let mut tasks = vec![
         spawn_local(accept(shared.clone(), listener.clone())).detach(),
-        spawn_local(fire_timers(shared.clone())).detach(),
-        spawn_local(flush_outputs(shared.clone())).detach(),
+        spawn_local(drive(shared.clone())).detach(),
     ];
     if let Some(dir) = data_dir {
-        tasks.push(spawn_local(persist(shared.clone(), dir, control.clone())).detach());
+        tasks.push(spawn_local(persist(shared.clone(), dir, failed.clone())).detach());
     }
     info!(replica = %me, "replica started");
-    while let Some(Control::Stats(reply)) = control.recv().await {
+    // Ends when the handle drops its sender, or storage fails.
+    loop {
+        let stopped = async {
+            failed.notified().await;
+            Err(flume::RecvError::Disconnected)
+        };
+        let Ok(Control::Stats(reply)) = future::or(requests.recv_async(), stopped).await else {
+            break;
+        };
         // The handle may have given up waiting; nothing to do then.
         let _ = reply.send(shared.borrow().node.stats());
     }
+    // The handle sees the replica stopped, and its requests fail from now.
+    drop(requests);
     tasks.iter().for_each(|task| task.cancel());
     tasks.extend(shared.borrow_mut().conns.cancel_all());
     for task in tasks {
@@ -326,13 +330,7 @@ fn drain<S: Service + 'static>(shared: &Replica<S>) {
             Output::Timeout(Some(t)) if t <= state.clock.now() => {
                 state.node.handle_timeout(state.clock.now());
             }
-            Output::Timeout(deadline) => {
-                if deadline != state.deadline {
-                    state.deadline = deadline;
-                    state.timer.notify();
-                }
-                return;
-            }
+            Output::Timeout(deadline) => return state.deadline = deadline,
         }
     }
 }
@@ -358,46 +356,28 @@ async fn accept<S: Service + 'static>(shared: Replica<S>, listener: Rc<TcpListen
     }
 }
 
-/// Drains the node once per wake-up by an input: after the connection
-/// tasks that were ready before it have all fed their reads.
-async fn flush_outputs<S: Service + 'static>(shared: Replica<S>) {
-    let flush = shared.borrow().flush.clone();
+/// Drains the node after inputs and when its deadline comes. Woken by an
+/// input, it runs after every connection task woken in the same round of
+/// the reactor, so their requests share one Prepare (§6).
+async fn drive<S: Service + 'static>(shared: Replica<S>) {
+    let input = shared.borrow().flush.clone();
     loop {
-        flush.notified().await;
         drain(&shared);
-    }
-}
-
-/// Sleeps until the node's next deadline, or until a drain moves it, and
-/// drains (firing the node's timers) when it is due.
-async fn fire_timers<S: Service + 'static>(shared: Replica<S>) {
-    let moved = shared.borrow().timer.clone();
-    loop {
         let wait = {
             let state = shared.borrow();
             state.deadline.map(|deadline| state.clock.until(deadline))
         };
         match wait {
-            Some(wait) if wait.is_zero() => {
-                drain(&shared);
-                // Let the other tasks run before looking again, so that
-                // even a deadline that failed to move cannot starve them.
-                future::yield_now().await;
-            }
-            Some(wait) => future::or(moved.notified(), glommio::timer::sleep(wait)).await,
-            None => moved.notified().await,
+            Some(wait) => future::or(input.notified(), glommio::timer::sleep(wait)).await,
+            None => input.notified().await,
         }
     }
 }
 
 /// A durable replica's persists: each carried out on the executor's
-/// blocking thread, then answered to the node. A storage error closes the
-/// control mailbox, which stops the replica.
-async fn persist<S: Service + 'static>(
-    shared: Replica<S>,
-    dir: DataDir,
-    control: Arc<Mailbox<Control>>,
-) {
+/// blocking thread, then answered to the node. A storage error notifies
+/// `failed`, which stops the replica.
+async fn persist<S: Service + 'static>(shared: Replica<S>, dir: DataDir, failed: Rc<Notify>) {
     let ready = shared.borrow().persist_ready.clone();
     let mut dir = Some(dir);
     loop {
@@ -417,15 +397,13 @@ async fn persist<S: Service + 'static>(
             .await;
         if let Err(error) = outcome {
             error!(replica = %shared.borrow().me, %error, "storage failed: stopping the replica");
-            control.close();
+            failed.notify();
             return;
         }
         dir = Some(back);
-        {
-            let mut state = shared.borrow_mut();
-            let now = state.clock.now();
-            state.node.handle_persisted(now, sequence);
-        }
-        drain(&shared);
+        let mut state = shared.borrow_mut();
+        let now = state.clock.now();
+        state.node.handle_persisted(now, sequence);
+        state.flush.notify();
     }
 }
