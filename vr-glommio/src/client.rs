@@ -160,7 +160,8 @@ impl Client {
     ///
     /// # Panics
     ///
-    /// Outside a glommio executor: it spawns its connection tasks there.
+    /// Its requests, outside a glommio executor: they spawn its connection
+    /// tasks there.
     pub async fn connect(
         addresses: Vec<SocketAddr>,
         config: ClientConfig,

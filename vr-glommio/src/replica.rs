@@ -273,7 +273,7 @@ impl<S: Service + 'static> Endpoint for Replica<S> {
     }
 
     /// Feeds what a connection read to the node and leaves the outputs to
-    /// the flusher: every connection task woken in the same round of the
+    /// the driver: every connection task woken in the same round of the
     /// reactor runs before it, so their requests share one Prepare (§6).
     /// A lone request waits for one task switch, no timer.
     fn received(&self, id: ConnectionId, bytes: &[u8]) -> Result<usize, DecodeError> {
