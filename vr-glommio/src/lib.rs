@@ -51,7 +51,7 @@
 //! # Batching
 //!
 //! Requests from different connections share a Prepare (§6): a connection
-//! task feeds the node what it read and wakes one flusher task, which
+//! task feeds the node what it read and wakes one driver task, which
 //! glommio runs after every connection task woken in the same round of its
 //! reactor (its run queue is first in, first out), so the node's outputs,
 //! and its batch timer, are drained once for all of them. Whatever the
