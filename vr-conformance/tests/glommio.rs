@@ -4,9 +4,9 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 
-use vr_conformance::{conformance_tests, Inbound, Outbound, Runtime, Stats};
+use vr_conformance::{conformance_tests, Runtime};
 use vr_core::message::MemberId;
-use vr_core::node::ReplicaOptions;
+use vr_core::node::{NodeStats, ReplicaOptions};
 use vr_core::{ClientConfig, ClientError, Service};
 
 /// vr-glommio under test.
@@ -36,34 +36,8 @@ impl Runtime for Glommio {
     fn is_running(replica: &Self::Replica) -> bool {
         replica.is_running()
     }
-    fn stats(replica: &Self::Replica) -> Stats {
-        let s = replica.stats();
-        Stats {
-            connections_accepted: s.connections_accepted,
-            connections_refused: s.connections_refused,
-            connections_closed_bad_input: s.connections_closed_bad_input,
-            connections_closed_mid_frame: s.connections_closed_mid_frame,
-            connect_failures: s.connect_failures,
-            inbound: (s.connections.iter())
-                .filter(|c| c.peer.is_none())
-                .map(|c| Inbound {
-                    bytes_in: c.bytes_in,
-                    frames_in: None,
-                })
-                .collect(),
-            outbound: Some(
-                (s.connections.iter())
-                    .filter_map(|c| {
-                        Some(Outbound {
-                            member: c.peer?,
-                            frames_out: Some(c.frames_out),
-                            writes: Some(c.writes),
-                        })
-                    })
-                    .collect(),
-            ),
-            node: s.node,
-        }
+    fn stats(replica: &Self::Replica) -> NodeStats {
+        replica.stats()
     }
     fn stop(replica: Self::Replica) {
         replica.stop()

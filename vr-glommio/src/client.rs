@@ -1,179 +1,154 @@
-//! The client: a [`ClientNode`] with one connection task per replica, for
-//! use inside a glommio executor, and [`BlockingClient`] for everyone else.
+//! The client: a [`ClientNode`] with a task per connection, for use inside
+//! a glommio executor, and [`BlockingClient`] for everyone else.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::mpsc::{sync_channel, SyncSender};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::mpsc::sync_channel;
 
 use futures_lite::future;
-use glommio::net::TcpStream;
-use glommio::task::JoinHandle;
-use glommio::{spawn_local, ExecutorJoinHandle};
+use glommio::ExecutorJoinHandle;
 use tracing::{debug, info, warn};
 use vr_core::codec::DecodeError;
-use vr_core::node::ClientNode;
-use vr_core::{ClientConfig, ClientError, Completion, Instant, MemberId};
+use vr_core::node::{ClientEvent, ClientNode, ClientOptions, Closed, ConnectionId, Output};
+use vr_core::{ClientConfig, ClientError, MemberId};
 
-use crate::connection::{run_connection, Closed, Outbox};
-use crate::sync::{CloseOnDrop, Mailbox, Notify};
-use crate::{invalid_input, spawn_executor, CONNECT_TIMEOUT};
+use crate::conn::{Conns, Endpoint};
+use crate::sync::Notify;
+use crate::{invalid_input, spawn_executor, Clock};
 
-/// Bound on the bytes queued for one replica, in frames of the cluster's
-/// `message_size_max`. The client has one request outstanding and sends it
-/// at most once per replica per timeout, so this is never reached unless a
-/// replica stops reading.
-const CLIENT_QUEUE_FRAMES_MAX: usize = 4;
-
-/// Connection slots at most: one per member id.
-const SLOTS_MAX: usize = 1 << u8::BITS;
+/// How the outstanding request ended.
+enum Done {
+    Result(Vec<u8>),
+    Epoch(u32),
+}
 
 /// A client of a VR cluster, for use inside a glommio executor. It opens a
 /// connection to a replica when it first has something to send there, and
-/// opens it again when it has failed.
+/// opens it again after a failure.
 pub struct Client {
     shared: Rc<ClientShared>,
 }
 
 struct ClientShared {
     node: RefCell<ClientNode>,
-    /// The configuration it started with.
-    config: ClientConfig,
-    /// The highest request-number used so far.
+    clock: Clock,
+    conns: RefCell<Conns>,
+    /// The node writes frames here; each is copied to its connection.
+    frames: RefCell<Vec<u8>>,
+    /// The request-number of the request being waited for.
     request_number: Cell<u64>,
-    /// The epoch whose members' addresses are in `addresses`.
-    epoch: Cell<u32>,
-    origin: std::time::Instant,
-    /// Each member's queue, by member id (`None`: address unknown).
-    outboxes: RefCell<Vec<Option<Rc<Outbox>>>>,
-    /// Each member's address, by member id; read at every connect.
-    addresses: RefCell<Vec<Option<SocketAddr>>>,
-    /// The connection tasks, one per member with an address.
-    tasks: RefCell<Vec<JoinHandle<()>>>,
-    completion: RefCell<Option<Completion>>,
-    completed: Notify,
+    done: RefCell<Option<Result<Done, ClientError>>>,
+    /// Wakes the waiting request when `done` is set.
+    finished: Notify,
 }
 
 impl ClientShared {
-    fn now(&self) -> Instant {
-        // u64 nanoseconds last 584 years.
-        Instant::from_nanos(self.origin.elapsed().as_nanos() as u64)
-    }
-
-    /// Queues the node's frames on their members' connections.
-    fn flush(&self) {
-        let mut node = self.node.borrow_mut();
-        let outboxes = self.outboxes.borrow();
-        while let Some((replica, frame)) = node.poll_transmit() {
-            // A dropped request is resent on the client's timer.
-            let queued = outboxes
-                .get(usize::from(replica))
-                .and_then(Option::as_ref)
-                .is_some_and(|outbox| outbox.push(frame));
-            if !queued {
-                debug!(%replica, "request frame dropped: queue full or no address");
-            }
-        }
-    }
-
-    fn on_bytes(self: &Rc<Self>, bytes: &[u8]) -> Result<usize, DecodeError> {
-        let now = self.now();
-        let (used, completion) = self.node.borrow_mut().handle_bytes(now, bytes)?;
-        if let Some(completion) = completion {
-            *self.completion.borrow_mut() = Some(completion);
-            self.completed.notify();
-        }
-        // A StartEpoch notice (§7.3) resent the request to the new epoch's
-        // members, which may be new to this client.
-        self.follow_epoch();
-        self.flush();
-        Ok(used)
-    }
-
-    /// Gives member `member` at `address` a queue and a connection task,
-    /// or, if it has one, the new address for its next connect.
-    fn add_member(self: &Rc<Self>, member: MemberId, address: SocketAddr) {
-        let index = usize::from(member);
-        if index >= SLOTS_MAX {
-            return;
-        }
-        {
-            let mut addresses = self.addresses.borrow_mut();
-            if addresses.len() <= index {
-                addresses.resize(index + 1, None);
-            }
-            addresses[index] = Some(address);
-        }
-        let mut outboxes = self.outboxes.borrow_mut();
-        if outboxes.len() <= index {
-            outboxes.resize_with(index + 1, || None);
-        }
-        if outboxes[index].is_some() {
-            return;
-        }
-        let frame_size_max = self.config.message_size_max as usize;
-        outboxes[index] = Some(Rc::new(Outbox::new(
-            CLIENT_QUEUE_FRAMES_MAX * frame_size_max,
-        )));
-        drop(outboxes);
-        let task = spawn_local(connect_replica(self.clone(), member)).detach();
-        self.tasks.borrow_mut().push(task);
-    }
-
-    /// After a `StartEpoch` notice: learns the new members' addresses,
-    /// keeping the connections to the members that stay.
-    fn follow_epoch(self: &Rc<Self>) {
-        let (epoch, learned) = {
-            let node = self.node.borrow();
-            let client = node.client();
-            if client.epoch() == self.epoch.get() {
-                return;
-            }
-            let learned: Vec<(MemberId, SocketAddr)> = client
-                .members()
-                .into_iter()
-                .zip(client.addresses())
-                .filter_map(|(m, a)| Some((m, crate::parse_address(a)?)))
-                .collect();
-            (client.epoch(), learned)
-        };
-        self.epoch.set(epoch);
-        let members: Vec<MemberId> = learned.iter().map(|(m, _)| *m).collect();
-        info!(epoch, ?members, "following a new epoch");
-        for (member, address) in learned {
-            self.add_member(member, address);
-        }
-    }
-
-    /// Runs the outstanding request to its completion.
-    async fn wait(&self) -> Result<Completion, ClientError> {
-        self.flush();
+    /// Carries out the node's outputs until it waits, firing its timer
+    /// (a resend, or giving up) when due.
+    fn drain(self: &Rc<Self>) {
         loop {
-            if let Some(completion) = self.completion.take() {
-                return Ok(completion);
-            }
-            let now = self.now();
-            let deadline = self.node.borrow().poll_timeout();
-            match deadline {
-                Some(deadline) if deadline <= now => {
-                    let error = self.node.borrow_mut().handle_timeout(now);
-                    self.flush();
-                    if let Some(error) = error {
-                        return Err(error);
-                    }
+            let output = {
+                let mut frames = self.frames.borrow_mut();
+                frames.clear();
+                self.node.borrow_mut().poll_output(&mut frames)
+            };
+            match output {
+                Output::Transmit { connection, len } => {
+                    let frames = self.frames.borrow();
+                    let frame = &frames[frames.len() - len..];
+                    self.conns.borrow().queue(connection, frame);
                 }
-                Some(deadline) => {
-                    let wait = Duration::from_nanos(deadline.saturating_since(now));
-                    future::or(self.completed.notified(), glommio::timer::sleep(wait)).await;
+                Output::Connect {
+                    connection,
+                    address,
+                } => (self.conns.borrow_mut()).open(self, connection, None, Some(address)),
+                Output::Close { connection } => self.conns.borrow_mut().close(connection),
+                Output::Event(ClientEvent::Completed(completion)) => {
+                    let result = Done::Result(completion.result);
+                    self.finish(completion.request_number, Ok(result));
                 }
-                // No deadline means no request outstanding, and no
-                // completion came: the client gave the request up.
-                None => return Err(ClientError::TimedOut),
+                Output::Event(ClientEvent::Reconfigured {
+                    request_number,
+                    epoch,
+                }) => self.finish(request_number, Ok(Done::Epoch(epoch))),
+                Output::Event(ClientEvent::Failed {
+                    request_number,
+                    error,
+                }) => self.finish(request_number, Err(error)),
+                Output::Event(event) => info!(?event, "client"),
+                Output::Timeout(Some(t)) if t <= self.clock.now() => {
+                    self.node.borrow_mut().handle_timeout(self.clock.now());
+                }
+                Output::Timeout(_) => return,
             }
         }
+    }
+
+    fn finish(&self, request_number: u64, outcome: Result<Done, ClientError>) {
+        // An abandoned request's end is of no interest any more.
+        if request_number == self.request_number.get() {
+            *self.done.borrow_mut() = Some(outcome);
+            self.finished.notify();
+        }
+    }
+
+    /// Runs the outstanding request to its end.
+    async fn wait(self: &Rc<Self>) -> Result<Done, ClientError> {
+        loop {
+            self.drain();
+            if let Some(done) = self.done.take() {
+                return done;
+            }
+            // No deadline: the node has nothing outstanding, yet reported
+            // no end; the outcome is unknown.
+            let Some(deadline) = self.node.borrow().poll_timeout() else {
+                return Err(ClientError::TimedOut);
+            };
+            let wait = self.clock.until(deadline);
+            future::or(self.finished.notified(), glommio::timer::sleep(wait)).await;
+        }
+    }
+
+    /// Starts a request with `start` after giving up on any earlier one.
+    async fn run(
+        self: &Rc<Self>,
+        start: impl FnOnce(&mut ClientNode) -> Result<u64, ClientError>,
+    ) -> Result<Done, ClientError> {
+        self.done.take();
+        let number = {
+            let mut node = self.node.borrow_mut();
+            node.abandon();
+            start(&mut node)?
+        };
+        self.request_number.set(number);
+        self.wait().await
+    }
+}
+
+impl Endpoint for Rc<ClientShared> {
+    fn connected(&self, id: ConnectionId) {
+        (self.node.borrow_mut()).handle_connected(self.clock.now(), id);
+    }
+
+    fn received(&self, id: ConnectionId, bytes: &[u8]) -> Result<usize, DecodeError> {
+        let result = (self.node.borrow_mut()).handle_bytes(self.clock.now(), id, bytes);
+        // A reply ends the request; a StartEpoch notice (§7.3) resends it.
+        self.drain();
+        result
+    }
+
+    fn written(&self, id: ConnectionId, bytes: usize) {
+        self.node.borrow_mut().handle_written(id, bytes);
+    }
+
+    fn closed(&self, id: ConnectionId, how: Closed, error: Option<io::Error>) {
+        self.conns.borrow_mut().remove(id);
+        (self.node.borrow_mut()).handle_closed(self.clock.now(), id, how);
+        debug!(connection = %id, ?how, ?error, "client connection closed");
     }
 }
 
@@ -185,7 +160,8 @@ impl Client {
     ///
     /// # Panics
     ///
-    /// Outside a glommio executor: it spawns its connection tasks there.
+    /// Its requests, outside a glommio executor: they spawn its connection
+    /// tasks there.
     pub async fn connect(
         addresses: Vec<SocketAddr>,
         config: ClientConfig,
@@ -193,28 +169,20 @@ impl Client {
     ) -> io::Result<Client> {
         check_addresses(&addresses, &config)?;
         let frame_size_max = config.message_size_max as usize;
-        let node = ClientNode::new(
-            vr_core::Client::new(config.clone(), 0),
-            cluster,
-            frame_size_max,
-        );
-        // Member ids: the configuration's (epoch 0: replica `i` is member `i`).
-        let members = node.client().members();
+        let mut options = ClientOptions::new(addresses);
+        // One request is outstanding at a time: only its resends queue up
+        // behind a slow connection.
+        options.queue_bytes_max = 4 * frame_size_max;
+        let client = vr_core::Client::new(config, 0);
         let shared = Rc::new(ClientShared {
-            node: RefCell::new(node),
-            epoch: Cell::new(config.epoch),
-            config,
+            node: RefCell::new(ClientNode::new(client, cluster, frame_size_max, &options)),
+            clock: Clock::new(),
+            conns: RefCell::default(),
+            frames: RefCell::default(),
             request_number: Cell::new(0),
-            origin: std::time::Instant::now(),
-            outboxes: RefCell::default(),
-            addresses: RefCell::default(),
-            tasks: RefCell::default(),
-            completion: RefCell::new(None),
-            completed: Notify::default(),
+            done: RefCell::new(None),
+            finished: Notify::default(),
         });
-        for (member, address) in members.into_iter().zip(addresses) {
-            shared.add_member(member, address);
-        }
         Ok(Client { shared })
     }
 
@@ -226,13 +194,12 @@ impl Client {
     /// it may still execute, and the next `submit` starts a new one (the
     /// protocol allows one request at a time).
     pub async fn submit(&mut self, op: Vec<u8>) -> Result<Vec<u8>, ClientError> {
-        let shared = &self.shared;
-        shared.completion.take();
-        shared.node.borrow_mut().abandon();
-        let now = shared.now();
-        let number = shared.node.borrow_mut().request(now, op)?;
-        shared.request_number.set(number);
-        shared.wait().await.map(|completion| completion.result)
+        let now = self.shared.clock.now();
+        match self.shared.run(|node| node.request(now, op)).await? {
+            Done::Result(result) => Ok(result),
+            // Only a reconfiguration ends with an epoch.
+            Done::Epoch(_) => Err(ClientError::TimedOut),
+        }
     }
 
     /// Asks the cluster to move to a new configuration (§7.1): `members`
@@ -249,25 +216,13 @@ impl Client {
         members: Vec<MemberId>,
         addresses: Vec<SocketAddr>,
     ) -> Result<u32, ClientError> {
-        let shared = &self.shared;
-        shared.completion.take();
-        shared.node.borrow_mut().abandon();
-        let addresses = addresses
-            .iter()
-            .map(|a| a.to_string().into_bytes())
-            .collect();
-        let now = shared.now();
-        let number = shared
-            .node
-            .borrow_mut()
-            .reconfigure(now, members, addresses)?;
-        shared.request_number.set(number);
-        let completion = shared.wait().await?;
-        Ok(completion
-            .result
-            .get(..4)
-            .and_then(|b| b.try_into().ok())
-            .map_or(0, u32::from_le_bytes))
+        let now = self.shared.clock.now();
+        let start = |node: &mut ClientNode| node.reconfigure(now, members, &addresses);
+        match self.shared.run(start).await? {
+            Done::Epoch(epoch) => Ok(epoch),
+            // A reconfiguration ends with its epoch.
+            Done::Result(_) => Err(ClientError::TimedOut),
+        }
     }
 
     /// The epoch the client believes current (§7).
@@ -279,17 +234,12 @@ impl Client {
     pub fn members(&self) -> Vec<MemberId> {
         self.shared.node.borrow().client().members()
     }
-}
 
-impl Client {
     /// Closes the client's connections and waits until they are closed.
     /// Dropping the client closes them too, but only once the executor gets
     /// to it.
     pub async fn close(self) {
-        let tasks = std::mem::take(&mut *self.shared.tasks.borrow_mut());
-        for task in &tasks {
-            task.cancel();
-        }
+        let tasks = self.shared.conns.borrow_mut().cancel_all();
         for task in tasks {
             task.await;
         }
@@ -298,11 +248,9 @@ impl Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
-        // The tasks hold the sockets; cancelling them closes the sockets
-        // (and drops their references to the shared state).
-        for task in self.shared.tasks.borrow().iter() {
-            task.cancel();
-        }
+        // The tasks hold the sockets and references to the shared state;
+        // cancelling them closes and drops both.
+        self.shared.conns.borrow_mut().cancel_all();
     }
 }
 
@@ -313,64 +261,14 @@ fn check_addresses(addresses: &[SocketAddr], config: &ClientConfig) -> io::Resul
     Ok(())
 }
 
-/// Keeps the connection to one replica: opens it when a frame is queued and
-/// hands replies to the node. When the replica cannot be reached the queue
-/// is dropped; the client resends on its own timer, so no backoff is needed.
-async fn connect_replica(shared: Rc<ClientShared>, replica: MemberId) {
-    let Some(Some(outbox)) = shared.outboxes.borrow().get(usize::from(replica)).cloned() else {
-        return;
-    };
-    loop {
-        while outbox.is_empty() {
-            outbox.queued.notified().await;
-        }
-        // Read at every connect: a reconfiguration may have moved it.
-        let address = shared.addresses.borrow()[usize::from(replica)];
-        let Some(address) = address else {
-            return;
-        };
-        let mut stream = match TcpStream::connect_timeout(address, CONNECT_TIMEOUT).await {
-            Ok(stream) => stream,
-            Err(error) => {
-                debug!(%replica, %address, %error, "client could not connect");
-                outbox.clear();
-                continue;
-            }
-        };
-        if let Err(error) = stream.set_nodelay(true) {
-            debug!(%replica, %error, "could not set TCP_NODELAY");
-        }
-        let closed = run_connection(&mut stream, &outbox, |bytes| shared.on_bytes(bytes)).await;
-        match closed {
-            Closed::Eof { .. } => debug!(%replica, %address, "replica closed the connection"),
-            Closed::Io(error) => info!(%replica, %address, %error, "connection to replica failed"),
-            Closed::BadInput(error) => {
-                warn!(%replica, %address, %error, "replica sent a bad frame; connection closed");
-            }
-        }
-    }
-}
-
-/// A request from a [`BlockingClient`] to its executor thread.
-enum Job {
-    Submit {
-        op: Vec<u8>,
-        reply: SyncSender<Result<Vec<u8>, ClientError>>,
-    },
-    Reconfigure {
-        members: Vec<MemberId>,
-        addresses: Vec<SocketAddr>,
-        reply: SyncSender<Result<u32, ClientError>>,
-    },
-    Epoch {
-        reply: SyncSender<(u32, Vec<MemberId>)>,
-    },
-}
+/// A call from a [`BlockingClient`], run on its executor thread.
+type Job = Box<dyn for<'a> FnOnce(&'a mut Client) -> Pin<Box<dyn Future<Output = ()> + 'a>> + Send>;
 
 /// A [`Client`] on its own thread and glommio executor, for callers that
 /// are not inside one (tests, other runtimes).
 pub struct BlockingClient {
-    jobs: Arc<Mailbox<Job>>,
+    /// Dropped to stop the client.
+    jobs: Option<flume::Sender<Job>>,
     thread: Option<ExecutorJoinHandle<()>>,
 }
 
@@ -382,52 +280,49 @@ impl BlockingClient {
         cluster: u64,
     ) -> io::Result<BlockingClient> {
         check_addresses(&addresses, &config)?;
-        let jobs = Arc::new(Mailbox::<Job>::new());
+        let (jobs, calls) = flume::unbounded::<Job>();
         let name = format!("vr-client-{:x}", config.client_id);
-        let thread = spawn_executor(&name, {
-            let jobs = jobs.clone();
-            move || async move {
-                let _release_waiters = CloseOnDrop(&jobs);
-                // The addresses were checked above, the only reason to fail.
-                let Ok(mut client) = Client::connect(addresses, config, cluster).await else {
-                    return;
-                };
-                // The caller waits for each answer; if it is gone, so be it.
-                while let Some(job) = jobs.recv().await {
-                    match job {
-                        Job::Submit { op, reply } => {
-                            let _ = reply.send(client.submit(op).await);
-                        }
-                        Job::Reconfigure {
-                            members,
-                            addresses,
-                            reply,
-                        } => {
-                            let _ = reply.send(client.reconfigure(members, addresses).await);
-                        }
-                        Job::Epoch { reply } => {
-                            let _ = reply.send((client.epoch(), client.members()));
-                        }
-                    }
-                }
-                client.close().await;
+        let thread = spawn_executor(&name, move || async move {
+            // The addresses were checked above, the only reason to fail.
+            let Ok(mut client) = Client::connect(addresses, config, cluster).await else {
+                return;
+            };
+            while let Ok(job) = calls.recv_async().await {
+                job(&mut client).await;
             }
+            client.close().await;
         })?;
         Ok(BlockingClient {
-            jobs,
+            jobs: Some(jobs),
             thread: Some(thread),
         })
+    }
+
+    /// Runs `call` on the client's thread and returns its outcome; `None`
+    /// if that thread has ended (a bug).
+    fn call<T: Send + 'static>(
+        &self,
+        call: impl for<'a> FnOnce(&'a mut Client) -> Pin<Box<dyn Future<Output = T> + 'a>>
+            + Send
+            + 'static,
+    ) -> Option<T> {
+        let (reply, answer) = sync_channel(1);
+        let job: Job = Box::new(move |client| {
+            Box::pin(async move {
+                // The caller waits for the answer; if it is gone, so be it.
+                let _ = reply.send(call(client).await);
+            })
+        });
+        self.jobs.as_ref()?.send(job).ok()?;
+        answer.recv().ok()
     }
 
     /// Submits `op` and blocks until its result; see [`Client::submit`]. If
     /// the client's thread has died (a bug) the outcome is unknown:
     /// [`ClientError::TimedOut`].
     pub fn submit(&mut self, op: Vec<u8>) -> Result<Vec<u8>, ClientError> {
-        let (reply, answer) = sync_channel(1);
-        if self.jobs.send(Job::Submit { op, reply }).is_err() {
-            return Err(ClientError::TimedOut);
-        }
-        answer.recv().unwrap_or(Err(ClientError::TimedOut))
+        let outcome = self.call(move |client| Box::pin(client.submit(op)));
+        outcome.unwrap_or(Err(ClientError::TimedOut))
     }
 
     /// Moves the cluster to a new configuration and blocks until it
@@ -437,32 +332,22 @@ impl BlockingClient {
         members: Vec<MemberId>,
         addresses: Vec<SocketAddr>,
     ) -> Result<u32, ClientError> {
-        let (reply, answer) = sync_channel(1);
-        let job = Job::Reconfigure {
-            members,
-            addresses,
-            reply,
-        };
-        if self.jobs.send(job).is_err() {
-            return Err(ClientError::TimedOut);
-        }
-        answer.recv().unwrap_or(Err(ClientError::TimedOut))
+        let outcome = self.call(move |client| Box::pin(client.reconfigure(members, addresses)));
+        outcome.unwrap_or(Err(ClientError::TimedOut))
     }
 
     /// The epoch the client believes current and its members, in index
     /// order; `(0, [])` if the client's thread has died.
     pub fn epoch(&self) -> (u32, Vec<MemberId>) {
-        let (reply, answer) = sync_channel(1);
-        if self.jobs.send(Job::Epoch { reply }).is_err() {
-            return (0, Vec::new());
-        }
-        answer.recv().unwrap_or_default()
+        let call = |client: &mut Client| (client.epoch(), client.members());
+        let outcome = self.call(move |client| Box::pin(std::future::ready(call(client))));
+        outcome.unwrap_or_default()
     }
 }
 
 impl Drop for BlockingClient {
     fn drop(&mut self) {
-        self.jobs.close();
+        self.jobs = None;
         if let Some(thread) = self.thread.take() {
             if let Err(error) = thread.join() {
                 warn!(%error, "client thread failed");

@@ -1,12 +1,16 @@
 //! Runs `vr-core` replicas and clients on glommio, a thread-per-core
 //! executor over io_uring.
 //!
+//! The protocol lives in [`vr_core`]; this crate only moves bytes and time.
 //! Each replica runs on its own thread with its own
-//! [`glommio::LocalExecutor`] (not pinned to a CPU), and moves bytes
-//! between TCP sockets and a [`vr_core::node::ReplicaNode`]; it contains no
-//! protocol logic. [`Client`] is the async client for code already inside a
-//! glommio executor; [`BlockingClient`] runs one on its own thread for
-//! everyone else.
+//! [`glommio::LocalExecutor`] (not pinned to a CPU): a task per connection
+//! feeds what it reads to a [`vr_core::node::ReplicaNode`] and writes what
+//! the node queued for it; the node decides everything else (which
+//! connections to open and close, reconnect backoff, connect timeouts,
+//! queue bounds, addresses learned in a reconfiguration, reply routing; see
+//! [`vr_core::node`]). [`Client`] is the async client for code already
+//! inside a glommio executor; [`BlockingClient`] runs one on its own thread
+//! for everyone else.
 //!
 //! # Example
 //!
@@ -14,7 +18,7 @@
 //!
 //! ```
 //! use std::net::TcpListener;
-//! use vr_core::{ClientConfig, Config, Service};
+//! use vr_core::{ClientConfig, Config, MemberId, Service};
 //! use vr_glommio::{start_replica_with_listener, BlockingClient, ReplicaOptions};
 //!
 //! /// Answers every operation with the operation itself.
@@ -34,29 +38,25 @@
 //! let listener = TcpListener::bind("127.0.0.1:0")?;
 //! let config = Config::new(7, 1);
 //! let addresses = vec![listener.local_addr()?];
-//! let options = ReplicaOptions::new(config.clone(), addresses.clone(), vr_core::MemberId(0));
+//! let options = ReplicaOptions::new(config.clone(), addresses.clone(), MemberId(0));
 //! let replica = start_replica_with_listener(options, listener, Echo)?;
 //!
 //! let mut client = BlockingClient::connect(addresses, ClientConfig::new(&config, 1), 7)?;
 //! assert_eq!(client.submit(b"hello".to_vec()), Ok(b"hello".to_vec()));
+//! assert_eq!(replica.stats().frames_to_clients, 1);
 //! replica.stop();
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
-//! # Batching and bounds
+//! # Batching
 //!
-//! Each connection has one task and one queue of encoded frames, bounded in
-//! bytes ([`ReplicaOptions::peer_queue_bytes_max`]; beyond it frames are
-//! dropped and counted, and VR resends). Whenever the task gets to write,
-//! it writes everything queued with one `write_all`, so frames produced
-//! together leave in one send. Requests from different connections share
-//! a Prepare: each connection task feeds the node what it read and wakes
-//! one flusher task, which glommio runs after the connection tasks woken
-//! with it, so the node's outputs are drained once for all of them
-//! (`ReplicaNode::feed_bytes` and `flush`). Received bytes go to the node, which
-//! consumes whole frames and rejects a header announcing more than
-//! `message_size_max` before the body arrives, which bounds each receive
-//! buffer.
+//! Requests from different connections share a Prepare (§6): a connection
+//! task feeds the node what it read and wakes one driver task, which
+//! glommio runs after every connection task woken in the same round of its
+//! reactor (its run queue is first in, first out), so the node's outputs,
+//! and its batch timer, are drained once for all of them. Whatever the
+//! node queued for a connection by the time its task gets to write leaves
+//! in one `write_all`.
 //!
 //! # Locked memory
 //!
@@ -66,34 +66,35 @@
 //! over all the user's processes; glommio refuses to start below 512 KiB.
 //! glommio's default of 10 MiB per executor cannot be registered under such
 //! a limit at all (glommio then logs a warning and falls back to ordinary
-//! memory). The adapter does no storage IO, so it asks for glommio's
-//! minimum, 64 KiB, which registers fine: measured on Linux 6.18 as an
-//! unprivileged user with an 8 MiB limit, about 37 executors (at about
-//! 220 KiB each, rings included) start at once; a test here runs at most
-//! six. Root with `CAP_IPC_LOCK`, as on this project's machines, is not
-//! limited. The rings keep glommio's default depth of 128 entries; a
-//! smaller depth saves little (about 46 executors at a depth of 32). When
-//! the limit is reached, starting a replica or a [`BlockingClient`] fails
-//! with the `ENOMEM` error instead of panicking.
+//! memory). The adapter does no storage IO on the rings, so it asks for
+//! glommio's minimum, 64 KiB, which registers fine: measured on Linux 6.18
+//! as an unprivileged user with an 8 MiB limit, about 37 executors (at
+//! about 220 KiB each, rings included) start at once. Root with
+//! `CAP_IPC_LOCK`, as on this project's machines, is not limited. When the
+//! limit is reached, starting a replica or a [`BlockingClient`] fails with
+//! the `ENOMEM` error instead of panicking.
 #![warn(missing_docs)]
 
 mod client;
-mod connection;
+mod conn;
 mod replica;
 mod sync;
 
 use std::future::Future;
 use std::io;
 use std::sync::mpsc::sync_channel;
-use std::time::Duration;
+use std::time::{Duration, Instant as StdInstant};
 
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+use tracing::{info, warn};
+use vr_core::node::NodeEvent;
+use vr_core::MemberId;
 
 pub use client::{BlockingClient, Client};
 pub use replica::{
-    start_durable_replica_with_listener, start_replica, start_replica_with_listener, AdapterStats,
-    ConnectionStats, ReplicaHandle, ReplicaOptions,
+    start_durable_replica_with_listener, start_replica, start_replica_with_listener, ReplicaHandle,
 };
+pub use vr_core::node::{NodeStats, ReplicaOptions};
 pub use vr_core::ClientError;
 pub use vr_storage::data_dir::{Boot, DataDir};
 
@@ -106,12 +107,34 @@ const IO_MEMORY_BYTES: usize = 64 * 1024;
 /// would let a busy replica miss its 10 ms heartbeats.
 const PREEMPT_TIMER: Duration = Duration::from_millis(2);
 
-/// How long opening a connection may take before it counts as failed.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// The core's clock: nanoseconds since the replica or client started.
+#[derive(Clone, Copy)]
+pub(crate) struct Clock(StdInstant);
 
-/// A member's address as a reconfiguration carries it: `ip:port` text.
-fn parse_address(bytes: &[u8]) -> Option<std::net::SocketAddr> {
-    std::str::from_utf8(bytes).ok()?.parse().ok()
+impl Clock {
+    pub(crate) fn new() -> Clock {
+        Clock(StdInstant::now())
+    }
+
+    pub(crate) fn now(self) -> vr_core::Instant {
+        let ns = self.0.elapsed().as_nanos();
+        vr_core::Instant::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
+    }
+
+    /// How long until `deadline`: zero if it passed.
+    pub(crate) fn until(self, deadline: vr_core::Instant) -> Duration {
+        Duration::from_nanos(deadline.saturating_since(self.now()))
+    }
+}
+
+/// Logs what the node reported, at the level an operator needs.
+pub(crate) fn log_event(replica: MemberId, event: &NodeEvent) {
+    match event {
+        NodeEvent::ClusterFormed { .. } | NodeEvent::FrameRejected { .. } => {
+            warn!(replica = %replica, "{event}")
+        }
+        _ => info!(replica = %replica, "{event}"),
+    }
 }
 
 fn invalid_input(why: &str) -> io::Error {
