@@ -122,7 +122,12 @@ impl Sockets {
 
     /// Starts a non-blocking connect for link `id` of the proxy of
     /// connection `owner`.
-    fn open_link(&mut self, owner: Token, id: ConnectionId, address: SocketAddr) -> io::Result<Link> {
+    fn open_link(
+        &mut self,
+        owner: Token,
+        id: ConnectionId,
+        address: SocketAddr,
+    ) -> io::Result<Link> {
         let token = self.token();
         let mut stream = TcpStream::connect(address)?;
         let interest = Interest::READABLE | Interest::WRITABLE;
@@ -484,15 +489,16 @@ impl Loop {
         loop {
             proxy.frames.clear();
             match proxy.node.poll_output(&mut proxy.frames) {
-                Output::Connect { connection, address } => {
-                    match self.sockets.open_link(token, connection, address) {
-                        Ok(link) => drop(proxy.links.insert(connection, link)),
-                        Err(error) => {
-                            tracing::debug!(%address, %error, "cannot connect to replica");
-                            proxy.node.handle_closed(now, connection, Closed::Failed);
-                        }
+                Output::Connect {
+                    connection,
+                    address,
+                } => match self.sockets.open_link(token, connection, address) {
+                    Ok(link) => drop(proxy.links.insert(connection, link)),
+                    Err(error) => {
+                        tracing::debug!(%address, %error, "cannot connect to replica");
+                        proxy.node.handle_closed(now, connection, Closed::Failed);
                     }
-                }
+                },
                 Output::Transmit { connection, len } => {
                     let Some(link) = proxy.links.get_mut(&connection) else {
                         continue;
