@@ -39,6 +39,7 @@ macro_rules! conformance_tests {
     ($runtime:ty) => {
         $crate::conformance_tests!(@each $runtime;
             cluster_survives_primary_stop_under_load,
+            an_idle_cluster_keeps_its_view,
             largest_operations_arrive_intact,
             bad_frames_close_their_connection_and_are_counted,
             inbound_connections_beyond_the_cap_are_refused,

@@ -256,6 +256,10 @@ struct Loop<S: Service> {
 impl<S: Service> Loop<S> {
     fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(256);
+        // The replica's timers are armed from its start (a primary's
+        // heartbeat, a backup's view-change timeout): drain before the
+        // first sleep, or the loop sleeps until some input arrives.
+        self.drain();
         loop {
             let timeout = match self.read_again.is_empty() {
                 true => self.deadline.map(|d| self.clock.until(d)),

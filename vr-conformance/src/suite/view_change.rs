@@ -225,3 +225,34 @@ pub fn largest_operations_arrive_intact<R: Runtime>() {
     assert_eq!(cluster.executed(0), cluster.executed(1));
     assert_eq!(cluster.executed(0), cluster.executed(2));
 }
+
+/// §4.1–4.2: while the primary is up, it keeps its backups from starting a
+/// view change, by Prepares under load and by Commit messages when idle —
+/// from its start, before any client has spoken. A cluster that sat idle
+/// for several view-change timeouts, served a request, and sat idle again
+/// is still in view 0 with the same primary.
+pub fn an_idle_cluster_keeps_its_view<R: Runtime>() {
+    let _shared = shared();
+    let cluster = Cluster::<R>::start(test_config(12, 3));
+    // Five view-change timeouts of idleness.
+    let idle = Duration::from_nanos(cluster.config.view_change_timeout_ns * 5);
+    let assert_view_0 = |when: &str| {
+        for i in 0..3 {
+            let stats = cluster.stats(i);
+            assert_eq!(
+                (stats.node.view, stats.node.status),
+                (0, Some(Status::Normal)),
+                "{}: {when}, replica {i} left view 0 though the primary never stopped: {:?}",
+                R::NAME,
+                stats.node.replica
+            );
+        }
+    };
+    std::thread::sleep(idle);
+    assert_view_0("idle from the start");
+    let mut client = cluster.client(1);
+    assert_eq!(client.submit(b"one"), Ok(b"one".to_vec()));
+    std::thread::sleep(idle);
+    assert_eq!(client.submit(b"two"), Ok(b"two".to_vec()));
+    assert_view_0("idle after a request");
+}
