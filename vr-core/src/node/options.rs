@@ -16,7 +16,7 @@ pub struct ReplicaOptions {
     /// replica `i`): as many as `config.replica_count`, or, for a joining
     /// replica, at least up to its own member id. Members added later by a
     /// reconfiguration that carries addresses are learned from it
-    /// ([`NodeEvent::EpochChanged`]).
+    /// (the node does; see [`super::NodeEvent::AddressLearned`]).
     pub addresses: Vec<core::net::SocketAddr>,
     /// This replica's member id: its index in the first configuration, or
     /// the id a reconfiguration gives it when `join` is set.
