@@ -10,7 +10,7 @@ use super::options::duration_ns;
 use super::{format_address, parse_address, Closed, ConnectionId, LinkStats, Output};
 use crate::client::{Client, ClientError, ClientOutput, Completion};
 use crate::codec::{self, DecodeError};
-use crate::message::{MemberId, Message};
+use crate::message::{MemberId, Message, ReplicaIndex};
 use crate::time::Instant;
 
 /// How a client node reaches the cluster.
@@ -160,6 +160,19 @@ impl ClientNode {
     pub fn request(&mut self, now: Instant, op: Vec<u8>) -> Result<u64, ClientError> {
         self.links.set_now(now);
         self.client.request(now, op)
+    }
+
+    /// Starts a read of the read-only `op` at replica `replica` of the
+    /// client's epoch, typically a backup (§6, "reads at backups"); see
+    /// [`Client::read_at`].
+    pub fn read_at(
+        &mut self,
+        now: Instant,
+        replica: ReplicaIndex,
+        op: Vec<u8>,
+    ) -> Result<u64, ClientError> {
+        self.links.set_now(now);
+        self.client.read_at(now, replica, op)
     }
 
     /// Starts a reconfiguration to `members`, listening at `addresses`
