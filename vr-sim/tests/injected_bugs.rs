@@ -326,7 +326,7 @@ fn truncation_on_new_view(seed: u64, bug: Option<InjectedBug>) -> Result<SeedRep
     let (ra, rt, rl) = (Addr::Replica(a), Addr::Replica(t), Addr::Replica(l));
     let mut plan = SeedPlan::quiet(seed, 3, 4, 3);
     plan.config.injected_bug = bug;
-    let mut sim = Simulator::new(plan, &Options::default());
+    let mut sim = Simulator::new(plan, &Options { trace: std::env::var("ZZ").is_ok(), ..Options::default() });
     sim.run_until(SECOND);
     // 1.
     sim.cut(ra, rl);
@@ -355,8 +355,13 @@ fn truncation_on_new_view(seed: u64, bug: Option<InjectedBug>) -> Result<SeedRep
     // 2.
     sim.pause(t, u64::MAX);
     sim.cut(rt, ra);
-    sim.cut(rt, rl);
-    sim.cut(rl, rt);
+    // T and L must not hear each other until step 4, but their links are
+    // held, not cut: through the node layer a connect over a cut link goes
+    // unanswered until the node's connect timeout (2 s), which would keep
+    // T and L apart for all of step 4 (they would form no view before the
+    // heal, and A's log would win).
+    sim.hold(rt, rl, &[]);
+    sim.hold(rl, rt, &[]);
     let all_but_svc: Vec<Command> = (1..=16u8)
         .filter_map(Command::from_u8)
         .filter(|&c| c != Command::StartViewChange)
@@ -386,8 +391,8 @@ fn truncation_on_new_view(seed: u64, bug: Option<InjectedBug>) -> Result<SeedRep
     sim.cut(ra, rl);
     sim.cut(rl, ra);
     sim.discard_held(ra, rl);
-    sim.heal_link(rt, rl);
-    sim.heal_link(rl, rt);
+    sim.discard_held(rt, rl);
+    sim.discard_held(rl, rt);
     sim.run_until(sim.now() + 2 * SECOND);
     sim.heal();
     sim.start_liveness(false);
@@ -476,8 +481,9 @@ fn caught_by_pinned_seed(seed: u64, fingerprint: u64, options: Options, buggy: O
 /// that acknowledge, and a primary that counts itself, before the op is
 /// on disk: a whole-cluster crash aimed at a backup's persist in flight
 /// loses an op the primary had executed, and the replicas restarted from
-/// disk commit another at its number (agreement). Seed 2151, three
-/// replicas.
+/// disk commit another at its number (agreement). Seed 2387, three
+/// replicas (2151 until the simulator drove the node layer, sim-node, and
+/// moved the runs; 4 of seeds 0..3000 catch it there).
 #[test]
 fn ack_before_persist_is_caught_by_a_whole_cluster_crash() {
     let options = durable(Some(3));
@@ -485,16 +491,16 @@ fn ack_before_persist_is_caught_by_a_whole_cluster_crash() {
         injected_bug: Some(InjectedBug::AckBeforePersist),
         ..options.clone()
     };
-    caught_by_pinned_seed(2151, 0xfbfa28940d3f671a, options, buggy);
+    caught_by_pinned_seed(2387, 0x2a1348135bfd41d3, options, buggy);
 }
 
 /// Issue 18, item 3 (Alagappan et al., FAST '18). A recovery scan that
 /// takes a log record whose body fails its checksum as data
 /// (vr-storage's injected bug `TrustUncheckedRecord`): bit rot in an
 /// entry of a fault-prone replica's log, the replica restarts from its
-/// disk and executes the damaged op (agreement). Seed 521 (14, then 296,
-/// before later changes to recovery and to the log's scan moved their
-/// runs).
+/// disk and executes the damaged op (agreement). Seed 160 (14, then 296,
+/// then 521, before later changes to recovery, to the log's scan and the
+/// node layer in the simulator (sim-node) moved their runs).
 #[test]
 fn trust_unchecked_record_is_caught_after_bit_rot_and_a_restart() {
     let options = durable(None);
@@ -502,5 +508,29 @@ fn trust_unchecked_record_is_caught_after_bit_rot_and_a_restart() {
         storage_bug: Some(vr_storage::InjectedBug::TrustUncheckedRecord),
         ..options.clone()
     };
-    caught_by_pinned_seed(521, 0x7d8bd63e30ae9ad4, options, buggy);
+    caught_by_pinned_seed(160, 0x49d62deb21175d7d, options, buggy);
+}
+
+#[test]
+#[ignore]
+fn zz_scan_targeted() {
+    for seed in 0..12 {
+        let c = std::panic::catch_unwind(|| targeted(seed, None).passed());
+        let b = std::panic::catch_unwind(|| {
+            targeted(seed, Some(InjectedBug::ChooseLogByOpNumberOnly))
+                .violations
+                .iter()
+                .any(|v| v.kind == ViolationKind::Agreement)
+        });
+        let t = std::panic::catch_unwind(|| truncation_on_new_view(seed, None).map(|r| r.passed()));
+        let tb = std::panic::catch_unwind(|| truncation_on_new_view(seed, Some(InjectedBug::TruncateLogOnNewView)).map(|r| r.violations.iter().any(|v| v.kind == ViolationKind::Agreement)));
+        println!("SCAN seed {seed}: choose correct {c:?} buggy {b:?}; truncate correct {t:?} buggy {tb:?}");
+    }
+}
+
+#[test]
+#[ignore]
+fn zz_trace_trunc() {
+    let r = truncation_on_new_view(0, Some(InjectedBug::TruncateLogOnNewView)).unwrap();
+    for l in &r.trace_lines { println!("{l}"); }
 }
