@@ -46,13 +46,14 @@ fn commit_without_quorum_is_caught_within_200_seeds() {
 /// Reference: §4.2 step 3. Random seeds catch it too, but rarely (about 0.2
 /// to 0.3% of classic plans, 0.15% of the current ones; see
 /// `docs/testing.md`): it needs a replica with a longer log from an older
-/// view in the quorum of a view change.
+/// view in the quorum of a view change. Through the node layer (sim-node)
+/// the first classic seed that catches it is 366 (it was under 150 before).
 #[test]
-fn choose_log_by_op_number_only_is_caught_by_random_seeds_within_150() {
-    let seed = first_caught_with(InjectedBug::ChooseLogByOpNumberOnly, 150, true);
+fn choose_log_by_op_number_only_is_caught_by_random_seeds_within_400() {
+    let seed = first_caught_with(InjectedBug::ChooseLogByOpNumberOnly, 400, true);
     assert!(
         seed.is_some(),
-        "no seed of 150 caught ChooseLogByOpNumberOnly"
+        "no seed of 400 caught ChooseLogByOpNumberOnly"
     );
 }
 
@@ -110,9 +111,13 @@ fn targeted(seed: u64, bug: Option<InjectedBug>) -> SeedReport {
     sim.finish()
 }
 
+/// Seeds 0, 2, 4 and 6: through the node layer (sim-node) seeds 1, 3 and 5
+/// miss the precondition (asserted in `targeted`): r0 abdicates after
+/// appending as many requests as view 1 has prepared when it first commits
+/// (the clients resend their requests together), so r0's log is not longer.
 #[test]
 fn choose_log_by_op_number_only_is_caught_by_a_targeted_schedule() {
-    for seed in 0..4 {
+    for seed in [0, 2, 4, 6] {
         let correct = targeted(seed, None);
         assert!(
             correct.passed(),
@@ -326,7 +331,7 @@ fn truncation_on_new_view(seed: u64, bug: Option<InjectedBug>) -> Result<SeedRep
     let (ra, rt, rl) = (Addr::Replica(a), Addr::Replica(t), Addr::Replica(l));
     let mut plan = SeedPlan::quiet(seed, 3, 4, 3);
     plan.config.injected_bug = bug;
-    let mut sim = Simulator::new(plan, &Options { trace: std::env::var("ZZ").is_ok(), ..Options::default() });
+    let mut sim = Simulator::new(plan, &Options::default());
     sim.run_until(SECOND);
     // 1.
     sim.cut(ra, rl);
@@ -511,26 +516,3 @@ fn trust_unchecked_record_is_caught_after_bit_rot_and_a_restart() {
     caught_by_pinned_seed(160, 0x49d62deb21175d7d, options, buggy);
 }
 
-#[test]
-#[ignore]
-fn zz_scan_targeted() {
-    for seed in 0..12 {
-        let c = std::panic::catch_unwind(|| targeted(seed, None).passed());
-        let b = std::panic::catch_unwind(|| {
-            targeted(seed, Some(InjectedBug::ChooseLogByOpNumberOnly))
-                .violations
-                .iter()
-                .any(|v| v.kind == ViolationKind::Agreement)
-        });
-        let t = std::panic::catch_unwind(|| truncation_on_new_view(seed, None).map(|r| r.passed()));
-        let tb = std::panic::catch_unwind(|| truncation_on_new_view(seed, Some(InjectedBug::TruncateLogOnNewView)).map(|r| r.violations.iter().any(|v| v.kind == ViolationKind::Agreement)));
-        println!("SCAN seed {seed}: choose correct {c:?} buggy {b:?}; truncate correct {t:?} buggy {tb:?}");
-    }
-}
-
-#[test]
-#[ignore]
-fn zz_trace_trunc() {
-    let r = truncation_on_new_view(0, Some(InjectedBug::TruncateLogOnNewView)).unwrap();
-    for l in &r.trace_lines { println!("{l}"); }
-}
