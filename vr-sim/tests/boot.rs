@@ -238,4 +238,3 @@ fn seed_2016416_a_replica_known_by_a_later_incarnation_moves_above_it() {
         report.violations
     );
 }
-

@@ -515,4 +515,3 @@ fn trust_unchecked_record_is_caught_after_bit_rot_and_a_restart() {
     };
     caught_by_pinned_seed(160, 0x49d62deb21175d7d, options, buggy);
 }
-

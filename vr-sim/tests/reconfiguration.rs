@@ -378,4 +378,3 @@ fn random_seeds_that_found_reconfiguration_bugs_pass() {
         check_new_epoch(&report);
     }
 }
-

@@ -477,7 +477,10 @@ mod tests {
             }
             other => panic!("expected a ReadRequest, got {other:?}"),
         }
-        assert!(matches!(node.poll_output(&mut buffer), Output::Timeout(Some(_))));
+        assert!(matches!(
+            node.poll_output(&mut buffer),
+            Output::Timeout(Some(_))
+        ));
         assert_eq!(
             node.read_at(now, ReplicaIndex(1), b"get k".to_vec()),
             Err(ClientError::Busy)
@@ -520,18 +523,30 @@ mod tests {
             }
         };
         let bare = notice(Vec::new());
-        assert_eq!(node.handle_bytes(now, ConnectionId(0), &bare), Ok(bare.len()));
+        assert_eq!(
+            node.handle_bytes(now, ConnectionId(0), &bare),
+            Ok(bare.len())
+        );
         let events = drain(&mut node);
         assert!(events
             .iter()
             .any(|e| matches!(e, ClientEvent::EpochChanged { epoch: 1, .. })));
         assert_eq!(node.client().epoch(), 1);
-        assert_eq!(node.addresses().len(), 3, "no address for members 3 and 4 yet");
+        assert_eq!(
+            node.addresses().len(),
+            3,
+            "no address for members 3 and 4 yet"
+        );
         let full = notice((7000..7005).map(|p| format_address(address(p))).collect());
-        assert_eq!(node.handle_bytes(now, ConnectionId(0), &full), Ok(full.len()));
+        assert_eq!(
+            node.handle_bytes(now, ConnectionId(0), &full),
+            Ok(full.len())
+        );
         let events = drain(&mut node);
         assert!(
-            !events.iter().any(|e| matches!(e, ClientEvent::EpochChanged { .. })),
+            !events
+                .iter()
+                .any(|e| matches!(e, ClientEvent::EpochChanged { .. })),
             "the same epoch is not announced twice: {events:?}"
         );
         assert_eq!(
