@@ -307,8 +307,21 @@ impl Client {
     /// sends a client still using an older one (§7.3): the client adopts
     /// the new members and resends its outstanding request to the new
     /// epoch's first primary. Returns whether the epoch was new.
+    ///
+    /// A notice of the client's own epoch that carries the members'
+    /// addresses when the client has none (it heard of the epoch first from
+    /// a replica that knew no addresses: one restarted from a configuration
+    /// that named only members) fills them in; that is not a new epoch.
     pub fn handle_start_epoch(&mut self, now: Instant, notice: StartEpoch) -> bool {
         let count = u8::try_from(notice.members.len()).unwrap_or(0);
+        if notice.epoch == self.config.epoch
+            && self.config.addresses.is_empty()
+            && notice.addresses.len() == notice.members.len()
+            && notice.members == self.config.members
+        {
+            self.config.addresses = notice.addresses;
+            return false;
+        }
         if notice.epoch <= self.config.epoch || count == 0 {
             return false;
         }

@@ -2,8 +2,9 @@
 //! message faults (loss, duplication, corruption, delay and reordering) and
 //! directed link cuts (partitions).
 //!
-//! Frames are the bytes of [`vr_core::codec::encode`]; the simulator decodes
-//! them on delivery, so a corrupted frame meets the real decoder.
+//! Frames are the bytes of [`vr_core::codec::encode`], each on a simulated
+//! connection of the node layer; on delivery they go to the receiving node
+//! (`handle_bytes`), so a corrupted frame meets the real decoder.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -48,6 +49,9 @@ pub struct Packet {
     pub from: Addr,
     /// The destination.
     pub to: Addr,
+    /// The simulated connection it travels on (the simulator's id, shared
+    /// by both ends); a frame may outlive its connection.
+    pub pair: u64,
     /// The encoded message, possibly corrupted.
     pub frame: Vec<u8>,
     /// Whether the network changed a byte of it.
@@ -239,7 +243,13 @@ impl Network {
     /// Sends `frame` at `now`: it may be lost, duplicated, corrupted or
     /// delayed. Whether its link is cut is decided on arrival, so frames in
     /// flight when a partition starts are lost too.
-    pub fn send(&mut self, now: u64, from: Addr, to: Addr, frame: Vec<u8>, trace: &mut Trace) {
+    pub fn send(
+        &mut self,
+        now: u64,
+        (from, to, pair): (Addr, Addr, u64),
+        frame: Vec<u8>,
+        trace: &mut Trace,
+    ) {
         self.stats.sent += 1;
         if chance(&mut self.prng, self.faults.loss_ppm) {
             self.stats.lost += 1;
@@ -305,6 +315,7 @@ impl Network {
                 Packet {
                     from,
                     to,
+                    pair,
                     frame,
                     corrupted,
                 },

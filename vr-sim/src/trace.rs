@@ -41,6 +41,8 @@ pub enum TraceKind {
     /// A durable replica's disk: a persist made durable, a crash's loss, a
     /// restart from disk, an injected disk fault.
     Disk = 15,
+    /// A connection of the node layer: a connect, its outcome, a close.
+    Link = 16,
 }
 
 impl TraceKind {
@@ -54,6 +56,7 @@ impl TraceKind {
             TraceKind::Reject => "reject",
             TraceKind::Timeout => "timeout",
             TraceKind::Disk => "disk",
+            TraceKind::Link => "link",
             TraceKind::View => "view",
             TraceKind::Commit => "commit",
             TraceKind::Invoke => "invoke",

@@ -57,14 +57,21 @@ fn seed_1541_answers_of_recovering_replicas_count_after_restarts() {
 
 /// Bug 15 as a directed schedule: three replicas start recovering at once;
 /// r0's answers to r1 and r2 are held, so r0 forms view 0 alone, as
-/// primary, while r1 and r2 still wait for it. Clients send requests to
-/// r0 meanwhile. Unfixed, r0 appends them; once its answers flow, r1 and
-/// r2 see a replica holding ops and never form (liveness). Fixed, r0 holds
-/// no op until f backups answer it, and the cluster forms and serves.
+/// primary, while r1 and r2 still wait for it. The clients' requests are
+/// held until r0 has formed and then reach it while it is primary alone.
+/// Unfixed, r0 appends them; once its answers flow, r1 and r2 see a
+/// replica holding ops and never form (liveness). Fixed, r0 holds no op
+/// until f backups answer it, and the cluster forms and serves.
+///
+/// (Through the node layer r0 forms only after its connects to r1 and r2
+/// complete, after the clients' first requests arrived; their resends
+/// came after r0 had abdicated, so the requests are held and released
+/// once r0 is primary.)
 #[test]
 fn a_primary_that_formed_alone_keeps_its_log_empty_until_others_join() {
+    const CLIENTS: u8 = 4;
     for seed in 0..3u64 {
-        let mut plan = SeedPlan::quiet(300 + seed, 3, 4, 3);
+        let mut plan = SeedPlan::quiet(300 + seed, 3, CLIENTS, 3);
         plan.boot = BootPlan {
             recovering: true,
             start_at_ns: vec![0; 3],
@@ -77,11 +84,23 @@ fn a_primary_that_formed_alone_keeps_its_log_empty_until_others_join() {
                 &[Command::RecoveryResponse],
             );
         }
-        sim.run_until(100 * MS);
+        for c in 0..CLIENTS {
+            sim.hold(Addr::Client(c), Addr::Replica(0), &[Command::Request]);
+        }
+        let mut t = 0;
+        while !sim.replica(0).is_some_and(|r| r.is_primary()) {
+            t += MS;
+            assert!(t < 100 * MS, "seed {seed}: r0 formed view 0 alone");
+            sim.run_until(t);
+        }
+        for c in 0..CLIENTS {
+            sim.release(Addr::Client(c), Addr::Replica(0));
+        }
+        sim.run_until(t + 50 * MS);
         let r0 = sim.replica(0).expect("r0 started");
         assert!(
             r0.is_primary() && r0.view() == 0,
-            "seed {seed}: r0 formed view 0 alone ({:?} in view {})",
+            "seed {seed}: r0 is still primary of view 0 alone ({:?} in view {})",
             r0.status(),
             r0.view()
         );

@@ -46,13 +46,14 @@ fn commit_without_quorum_is_caught_within_200_seeds() {
 /// Reference: §4.2 step 3. Random seeds catch it too, but rarely (about 0.2
 /// to 0.3% of classic plans, 0.15% of the current ones; see
 /// `docs/testing.md`): it needs a replica with a longer log from an older
-/// view in the quorum of a view change.
+/// view in the quorum of a view change. Through the node layer (sim-node)
+/// the first classic seed that catches it is 366 (it was under 150 before).
 #[test]
-fn choose_log_by_op_number_only_is_caught_by_random_seeds_within_150() {
-    let seed = first_caught_with(InjectedBug::ChooseLogByOpNumberOnly, 150, true);
+fn choose_log_by_op_number_only_is_caught_by_random_seeds_within_400() {
+    let seed = first_caught_with(InjectedBug::ChooseLogByOpNumberOnly, 400, true);
     assert!(
         seed.is_some(),
-        "no seed of 150 caught ChooseLogByOpNumberOnly"
+        "no seed of 400 caught ChooseLogByOpNumberOnly"
     );
 }
 
@@ -110,9 +111,13 @@ fn targeted(seed: u64, bug: Option<InjectedBug>) -> SeedReport {
     sim.finish()
 }
 
+/// Seeds 0, 2, 4 and 6: through the node layer (sim-node) seeds 1, 3 and 5
+/// miss the precondition (asserted in `targeted`): r0 abdicates after
+/// appending as many requests as view 1 has prepared when it first commits
+/// (the clients resend their requests together), so r0's log is not longer.
 #[test]
 fn choose_log_by_op_number_only_is_caught_by_a_targeted_schedule() {
-    for seed in 0..4 {
+    for seed in [0, 2, 4, 6] {
         let correct = targeted(seed, None);
         assert!(
             correct.passed(),
@@ -355,8 +360,13 @@ fn truncation_on_new_view(seed: u64, bug: Option<InjectedBug>) -> Result<SeedRep
     // 2.
     sim.pause(t, u64::MAX);
     sim.cut(rt, ra);
-    sim.cut(rt, rl);
-    sim.cut(rl, rt);
+    // T and L must not hear each other until step 4, but their links are
+    // held, not cut: through the node layer a connect over a cut link goes
+    // unanswered until the node's connect timeout (2 s), which would keep
+    // T and L apart for all of step 4 (they would form no view before the
+    // heal, and A's log would win).
+    sim.hold(rt, rl, &[]);
+    sim.hold(rl, rt, &[]);
     let all_but_svc: Vec<Command> = (1..=16u8)
         .filter_map(Command::from_u8)
         .filter(|&c| c != Command::StartViewChange)
@@ -386,8 +396,8 @@ fn truncation_on_new_view(seed: u64, bug: Option<InjectedBug>) -> Result<SeedRep
     sim.cut(ra, rl);
     sim.cut(rl, ra);
     sim.discard_held(ra, rl);
-    sim.heal_link(rt, rl);
-    sim.heal_link(rl, rt);
+    sim.discard_held(rt, rl);
+    sim.discard_held(rl, rt);
     sim.run_until(sim.now() + 2 * SECOND);
     sim.heal();
     sim.start_liveness(false);
@@ -476,8 +486,9 @@ fn caught_by_pinned_seed(seed: u64, fingerprint: u64, options: Options, buggy: O
 /// that acknowledge, and a primary that counts itself, before the op is
 /// on disk: a whole-cluster crash aimed at a backup's persist in flight
 /// loses an op the primary had executed, and the replicas restarted from
-/// disk commit another at its number (agreement). Seed 2151, three
-/// replicas.
+/// disk commit another at its number (agreement). Seed 2387, three
+/// replicas (2151 until the simulator drove the node layer, sim-node, and
+/// moved the runs; 4 of seeds 0..3000 catch it there).
 #[test]
 fn ack_before_persist_is_caught_by_a_whole_cluster_crash() {
     let options = durable(Some(3));
@@ -485,16 +496,16 @@ fn ack_before_persist_is_caught_by_a_whole_cluster_crash() {
         injected_bug: Some(InjectedBug::AckBeforePersist),
         ..options.clone()
     };
-    caught_by_pinned_seed(2151, 0xfbfa28940d3f671a, options, buggy);
+    caught_by_pinned_seed(2387, 0x2a1348135bfd41d3, options, buggy);
 }
 
 /// Issue 18, item 3 (Alagappan et al., FAST '18). A recovery scan that
 /// takes a log record whose body fails its checksum as data
 /// (vr-storage's injected bug `TrustUncheckedRecord`): bit rot in an
 /// entry of a fault-prone replica's log, the replica restarts from its
-/// disk and executes the damaged op (agreement). Seed 521 (14, then 296,
-/// before later changes to recovery and to the log's scan moved their
-/// runs).
+/// disk and executes the damaged op (agreement). Seed 160 (14, then 296,
+/// then 521, before later changes to recovery, to the log's scan and the
+/// node layer in the simulator (sim-node) moved their runs).
 #[test]
 fn trust_unchecked_record_is_caught_after_bit_rot_and_a_restart() {
     let options = durable(None);
@@ -502,5 +513,5 @@ fn trust_unchecked_record_is_caught_after_bit_rot_and_a_restart() {
         storage_bug: Some(vr_storage::InjectedBug::TrustUncheckedRecord),
         ..options.clone()
     };
-    caught_by_pinned_seed(521, 0x7d8bd63e30ae9ad4, options, buggy);
+    caught_by_pinned_seed(160, 0x49d62deb21175d7d, options, buggy);
 }

@@ -111,6 +111,10 @@ const FIXED_AFTER_COMMIT: &[(u64, &str)] = &[
 // without the state; the one other holder isolated at the heal) was a
 // simulator fault-budget error: the heal now isolates no new member until a
 // quorum of them holds the state.
+// Seed 4018, through the node layer (sim-node), failed liveness: the client
+// heard of epoch 1 first from the restarted primary, whose notice carried
+// no addresses, and ignored the later notices that did; it never reached
+// members 3 and 4. Fixed in `Client::handle_start_epoch`/`ClientNode`.
 
 /// The fault plan of `seed` with `n` replicas, kept short (the tests run
 /// in debug builds), and a reconfiguration to `members`.

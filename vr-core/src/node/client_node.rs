@@ -10,7 +10,7 @@ use super::options::duration_ns;
 use super::{format_address, parse_address, Closed, ConnectionId, LinkStats, Output};
 use crate::client::{Client, ClientError, ClientOutput, Completion};
 use crate::codec::{self, DecodeError};
-use crate::message::{MemberId, Message};
+use crate::message::{MemberId, Message, ReplicaIndex};
 use crate::time::Instant;
 
 /// How a client node reaches the cluster.
@@ -103,6 +103,10 @@ pub struct ClientNode {
     /// The request-number of an outstanding reconfiguration.
     reconfiguration: Option<u64>,
     last_epoch: u32,
+    /// Whether the addresses of `last_epoch`'s members were taken into the
+    /// address book (a notice may come without them; a later one of the
+    /// same epoch may bring them).
+    epoch_addresses_learned: bool,
 }
 
 impl ClientNode {
@@ -129,6 +133,7 @@ impl ClientNode {
         }
         ClientNode {
             last_epoch: client.epoch(),
+            epoch_addresses_learned: true,
             client,
             cluster,
             frame_size_max,
@@ -160,6 +165,19 @@ impl ClientNode {
     pub fn request(&mut self, now: Instant, op: Vec<u8>) -> Result<u64, ClientError> {
         self.links.set_now(now);
         self.client.request(now, op)
+    }
+
+    /// Starts a read of the read-only `op` at replica `replica` of the
+    /// client's epoch, typically a backup (§6, "reads at backups"); see
+    /// [`Client::read_at`].
+    pub fn read_at(
+        &mut self,
+        now: Instant,
+        replica: ReplicaIndex,
+        op: Vec<u8>,
+    ) -> Result<u64, ClientError> {
+        self.links.set_now(now);
+        self.client.read_at(now, replica, op)
     }
 
     /// Starts a reconfiguration to `members`, listening at `addresses`
@@ -349,10 +367,13 @@ impl ClientNode {
     /// Learns the addresses of a newer epoch the client now follows.
     fn observe_epoch(&mut self, now: Instant) {
         let epoch = self.client.epoch();
-        if epoch == self.last_epoch {
+        let new_epoch = epoch != self.last_epoch;
+        let addresses_known = !self.client.addresses().is_empty();
+        if !new_epoch && (self.epoch_addresses_learned || !addresses_known) {
             return;
         }
         self.last_epoch = epoch;
+        self.epoch_addresses_learned = addresses_known;
         let members = self.client.members();
         for (member, address) in members.iter().zip(self.client.addresses()) {
             let Some(address) = parse_address(address) else {
@@ -365,8 +386,10 @@ impl ClientNode {
                 });
             }
         }
-        self.events
-            .push_back(ClientEvent::EpochChanged { epoch, members });
+        if new_epoch {
+            self.events
+                .push_back(ClientEvent::EpochChanged { epoch, members });
+        }
     }
 }
 
@@ -402,6 +425,136 @@ mod tests {
                 (MemberId(2), addresses[1]),
                 (MemberId(5), addresses[2])
             ]
+        );
+    }
+
+    /// A client of three replicas at ports 7000..7002, cluster 3.
+    fn three_replica_client() -> ClientNode {
+        let config = ClientConfig::new(&Config::new(3, 3), 9);
+        let addresses = vec![address(7000), address(7001), address(7002)];
+        ClientNode::new(
+            Client::new(config, 0),
+            3,
+            1 << 20,
+            &ClientOptions::new(addresses),
+        )
+    }
+
+    /// §6, reads at backups: `read_at` sends a ReadRequest to the replica
+    /// it names (connecting to that replica's address first), not to the
+    /// primary, carrying the op and the highest op-number seen; a second
+    /// read while one is outstanding is refused.
+    #[test]
+    fn read_at_sends_a_read_request_to_the_named_replica() {
+        let mut node = three_replica_client();
+        let now = Instant::from_nanos(1_000);
+        let number = node
+            .read_at(now, ReplicaIndex(2), b"get k".to_vec())
+            .expect("no request outstanding");
+        let mut buffer = Vec::new();
+        let connection = match node.poll_output(&mut buffer) {
+            Output::Connect {
+                connection,
+                address: to,
+            } => {
+                assert_eq!(to, address(7002));
+                connection
+            }
+            other => panic!("expected a connect to replica 2, got {other:?}"),
+        };
+        node.handle_connected(now, connection);
+        let len = match node.poll_output(&mut buffer) {
+            Output::Transmit { connection: c, len } if c == connection => len,
+            other => panic!("expected the read on the new connection, got {other:?}"),
+        };
+        let frame = &buffer[buffer.len() - len..];
+        let (message, _) = codec::decode(frame, 3, 1 << 20).expect("a valid frame");
+        match message {
+            Message::ReadRequest(read) => {
+                assert_eq!(read.request_number, number);
+                assert_eq!(read.op, b"get k".to_vec());
+                assert_eq!(read.op_number_min, 0);
+            }
+            other => panic!("expected a ReadRequest, got {other:?}"),
+        }
+        assert!(matches!(
+            node.poll_output(&mut buffer),
+            Output::Timeout(Some(_))
+        ));
+        assert_eq!(
+            node.read_at(now, ReplicaIndex(1), b"get k".to_vec()),
+            Err(ClientError::Busy)
+        );
+    }
+
+    /// §7.3: a client may hear of a new epoch first from a replica that
+    /// knows no addresses (one restarted from a configuration naming only
+    /// members). A later notice of the same epoch that carries them must
+    /// still fill in the address book, or the new members stay unreachable
+    /// for good (found by `vr-sim` seed 4018 of `reconfiguration.rs`).
+    #[test]
+    fn a_later_notice_of_the_same_epoch_brings_the_new_members_addresses() {
+        let mut node = three_replica_client();
+        let now = Instant::from_nanos(1_000);
+        let members: Vec<MemberId> = (0..5).map(MemberId).collect();
+        let notice = |addresses: Vec<Vec<u8>>| {
+            let mut frame = Vec::new();
+            let message = Message::StartEpoch(crate::message::StartEpoch {
+                view: 1,
+                epoch: 1,
+                op_number: 50,
+                entry_view: 0,
+                members: members.clone(),
+                addresses,
+                sender: MemberId(0),
+            });
+            codec::encode_in_epoch(&message, 3, 1, &mut frame);
+            frame
+        };
+        let mut buffer = Vec::new();
+        let mut drain = |node: &mut ClientNode| {
+            let mut events = Vec::new();
+            loop {
+                match node.poll_output(&mut buffer) {
+                    Output::Timeout(_) => return events,
+                    Output::Event(event) => events.push(event),
+                    _ => {}
+                }
+            }
+        };
+        let bare = notice(Vec::new());
+        assert_eq!(
+            node.handle_bytes(now, ConnectionId(0), &bare),
+            Ok(bare.len())
+        );
+        let events = drain(&mut node);
+        assert!(events
+            .iter()
+            .any(|e| matches!(e, ClientEvent::EpochChanged { epoch: 1, .. })));
+        assert_eq!(node.client().epoch(), 1);
+        assert_eq!(
+            node.addresses().len(),
+            3,
+            "no address for members 3 and 4 yet"
+        );
+        let full = notice((7000..7005).map(|p| format_address(address(p))).collect());
+        assert_eq!(
+            node.handle_bytes(now, ConnectionId(0), &full),
+            Ok(full.len())
+        );
+        let events = drain(&mut node);
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, ClientEvent::EpochChanged { .. })),
+            "the same epoch is not announced twice: {events:?}"
+        );
+        assert_eq!(
+            node.addresses()
+                .into_iter()
+                .filter(|(m, _)| m.0 >= 3)
+                .collect::<Vec<_>>(),
+            vec![(MemberId(3), address(7003)), (MemberId(4), address(7004))]
         );
     }
 }

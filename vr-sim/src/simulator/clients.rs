@@ -10,47 +10,94 @@ impl Simulator {
         let now = Instant::from_nanos(self.now);
         let node = &mut self.clients[usize::from(c)];
         // With unlimited attempts the client never gives up (no Failed).
-        node.client.handle_timeout(now);
+        node.node.handle_timeout(now);
         self.trace.record(
             self.now,
             TraceKind::Timeout,
             &[Addr::Client(c).code()],
-            || format!("c{c} resends its request to every replica"),
+            || format!("c{c} timer (a resend to every replica, or a connect given up)"),
         );
         self.drain_client(c);
     }
 
-    /// Client `c`'s proxy: a workload client's, or the administrator's.
-    pub(super) fn client_mut(&mut self, c: u8) -> &mut Client {
+    /// Client `c`'s node: a workload client's, or the administrator's.
+    pub(super) fn client_node_mut(&mut self, c: u8) -> &mut vr_core::node::ClientNode {
         if c == self.admin_index() {
             if let Some(admin) = self.admin.as_mut() {
-                return &mut admin.client;
+                return &mut admin.node;
             }
         }
-        &mut self.clients[usize::from(c)].client
+        &mut self.clients[usize::from(c)].node
     }
 
-    /// Carries out client `c`'s outputs: its sends, and its completion
-    /// (checked and recorded in the history).
+    /// Carries out client `c`'s outputs: its connects, frames and closes,
+    /// and its completion (checked and recorded in the history).
     pub(super) fn drain_client(&mut self, c: u8) {
-        let mut outputs = Vec::new();
+        use vr_core::node::{ClientEvent, Output as NodeOutput};
+        let now = self.now;
+        let from = Addr::Client(c);
+        let slots = self.replicas.len();
+        let mut frames = Vec::new();
+        let mut closes = Vec::new();
+        let mut events = Vec::new();
+        let mut buffer = Vec::new();
+        let admin_index = self.admin_index();
+        let node = match self.admin.as_mut().filter(|_| c == admin_index) {
+            Some(admin) => &mut admin.node,
+            None => &mut self.clients[usize::from(c)].node,
+        };
         loop {
-            match self.client_mut(c).poll_output() {
-                ClientOutput::Timeout(_) => break,
-                output => outputs.push(output),
-            }
-        }
-        let admin = c == self.admin_index() && self.admin.is_some();
-        for output in outputs {
-            match output {
-                ClientOutput::Send { to, epoch, message } => {
-                    if usize::from(to) < self.replicas.len() {
-                        self.send_in_epoch(Addr::Client(c), Addr::Replica(to.0), epoch, &message);
+            buffer.clear();
+            match node.poll_output(&mut buffer) {
+                NodeOutput::Timeout(_) => break,
+                NodeOutput::Connect {
+                    connection,
+                    address,
+                } => self
+                    .connections
+                    .connect(now, from, connection, address, slots),
+                NodeOutput::Transmit { connection, len } => {
+                    let frame = &buffer[buffer.len() - len..];
+                    if let Some((pair, to)) = self.connections.transmit(from, connection, frame) {
+                        node.handle_written(connection, len);
+                        frames.push((to, pair, frame.to_vec()));
                     }
                 }
-                ClientOutput::Completed(completion) if admin => self.admin_complete(&completion),
-                ClientOutput::Completed(completion) => self.complete(c, &completion),
-                ClientOutput::Failed {
+                NodeOutput::Close { connection } => closes.push(connection),
+                NodeOutput::Event(ClientEvent::FrameRejected { connection, .. }) => {
+                    closes.push(connection);
+                }
+                NodeOutput::Event(event) => {
+                    if matches!(event, ClientEvent::AddressLearned { .. }) {
+                        self.stats.node.addresses_learned += 1;
+                    }
+                    events.push(event);
+                }
+            }
+        }
+        for connection in closes {
+            self.connections
+                .close(now, from, connection, vr_core::node::Closed::Eof);
+        }
+        for (to, pair, frame) in frames {
+            self.send_frame(from, to, pair, frame);
+        }
+        let admin = c == self.admin_index() && self.admin.is_some();
+        for event in events {
+            match event {
+                ClientEvent::Reconfigured {
+                    request_number,
+                    epoch,
+                } if admin => self.admin_complete(request_number, epoch),
+                ClientEvent::Completed(completion) if admin => {
+                    let detail = format!(
+                        "c{c} (admin) completed request {} as an ordinary request",
+                        completion.request_number
+                    );
+                    self.violation(ViolationKind::Service, detail);
+                }
+                ClientEvent::Completed(completion) => self.complete(c, &completion),
+                ClientEvent::Failed {
                     request_number,
                     error,
                 } => {
@@ -58,7 +105,19 @@ impl Simulator {
                     let detail = format!("c{c} abandoned request {request_number}: {error}");
                     self.violation(ViolationKind::Service, detail);
                 }
-                ClientOutput::Timeout(_) => {}
+                ClientEvent::Reconfigured { request_number, .. } => {
+                    let detail =
+                        format!("c{c} completed request {request_number} as a reconfiguration");
+                    self.violation(ViolationKind::Service, detail);
+                }
+                event @ (ClientEvent::EpochChanged { .. }
+                | ClientEvent::AddressLearned { .. }
+                | ClientEvent::FrameRejected { .. }) => {
+                    self.trace
+                        .record(now, TraceKind::Link, &[6, from.code()], || {
+                            format!("{from}: {event:?}")
+                        });
+                }
             }
         }
     }
@@ -94,19 +153,19 @@ impl Simulator {
             && backup_read_ppm > 0
             && chance(&mut self.workload_prng, backup_read_ppm))
         .then(|| {
-            let count = node.client.members().len().max(1);
+            let count = node.node.client().members().len().max(1);
             self.workload_prng.below(count as u64) as u8
         });
         let seen_mismatch = (backup_read_at.is_some()
-            && node.client.op_number_seen() != node.op_number_seen)
-            .then(|| (node.client.op_number_seen(), node.op_number_seen));
+            && node.node.client().op_number_seen() != node.op_number_seen)
+            .then(|| (node.node.client().op_number_seen(), node.op_number_seen));
         let sent = match backup_read_at {
-            Some(r) => node.client.read_at(
+            Some(r) => node.node.read_at(
                 Instant::from_nanos(now),
                 vr_core::ReplicaIndex(r),
                 op.encode(),
             ),
-            None => node.client.request(Instant::from_nanos(now), op.encode()),
+            None => node.node.request(Instant::from_nanos(now), op.encode()),
         };
         match sent {
             Ok(number) => {

@@ -150,8 +150,7 @@ impl Simulator {
         );
         let backup = self.config.replica_count == 1
             || self.replicas[usize::from(i)]
-                .replica
-                .as_ref()
+                .replica()
                 .is_some_and(|r| !r.is_primary());
         let Some(disk) = self.replicas[usize::from(i)].disk.as_mut() else {
             // The simulated replicas keep their state in memory
@@ -203,7 +202,7 @@ impl Simulator {
     /// time), unless it is crashed or paused.
     pub(super) fn disk_due(&self, i: usize) -> Option<u64> {
         let node = &self.replicas[i];
-        if node.paused_until.is_some() || node.replica.is_none() {
+        if node.paused_until.is_some() || node.node.is_none() {
             return None;
         }
         let due = node.disk.as_ref()?.pending.as_ref()?.due;
@@ -281,9 +280,7 @@ impl Simulator {
         if finished {
             self.stats.disk.recoveries_finished += 1;
         }
-        self.replica_step(i, |replica, local| {
-            replica.handle_persisted(local, sequence)
-        });
+        self.replica_step(i, |node, local| node.handle_persisted(local, sequence));
     }
 
     /// The storage refused or failed: an IO error poisons it (the replica
@@ -649,7 +646,7 @@ impl Simulator {
             });
         self.cluster_crashing = true;
         for i in 0..self.replicas.len() as u8 {
-            if self.replicas[usize::from(i)].replica.is_some() {
+            if self.replicas[usize::from(i)].node.is_some() {
                 self.crash(i, Some(restart_at));
             }
         }

@@ -71,8 +71,7 @@ impl Simulator {
     /// Whether replica `i` left the configuration (as it says).
     pub(super) fn is_retired(&self, i: usize) -> bool {
         self.replicas[i]
-            .replica
-            .as_ref()
+            .replica()
             .is_some_and(|r| r.status() == Status::Retired)
     }
 
@@ -116,7 +115,7 @@ impl Simulator {
     /// Notes the epoch replica `i` is in: the simulator follows the latest
     /// one any replica entered.
     pub(super) fn observe_epoch(&mut self, i: u8) {
-        let Some(replica) = self.replicas[usize::from(i)].replica.as_ref() else {
+        let Some(replica) = self.replicas[usize::from(i)].replica() else {
             return;
         };
         let epoch = replica.epoch();
@@ -150,9 +149,12 @@ impl Simulator {
             return;
         };
         admin.issue_at = None;
+        // The request carries where the members listen: the replicas and
+        // clients of the new epoch learn the new members' addresses from it.
+        let addresses: Vec<_> = members.iter().map(|m| replica_address(m.0)).collect();
         match admin
-            .client
-            .reconfigure(Instant::from_nanos(now), members.clone())
+            .node
+            .reconfigure(Instant::from_nanos(now), members.clone(), &addresses)
         {
             Ok(number) => admin.request = Some(number),
             Err(e) => panic!("the administrator's client refused a reconfiguration: {e}"),
@@ -169,7 +171,7 @@ impl Simulator {
     pub(super) fn admin_timeout(&mut self) {
         let now = Instant::from_nanos(self.now);
         if let Some(admin) = self.admin.as_mut() {
-            admin.client.handle_timeout(now);
+            admin.node.handle_timeout(now);
         }
         let a = self.admin_index();
         self.trace.record(
@@ -181,36 +183,32 @@ impl Simulator {
         self.drain_client(a);
     }
 
-    /// The administrator's request completed: the result is the epoch.
-    pub(super) fn admin_complete(&mut self, completion: &Completion) {
+    /// The administrator's request completed
+    /// (`ClientEvent::Reconfigured`): the cluster runs in `epoch`.
+    pub(super) fn admin_complete(&mut self, request_number: u64, epoch: u32) {
         let now = self.now;
-        let epoch = completion
-            .result
-            .first_chunk::<4>()
-            .map(|b| u32::from_le_bytes(*b));
         let a = self.admin_index();
         let Some(admin) = self.admin.as_mut() else {
             return;
         };
-        if admin.request != Some(completion.request_number) || admin.completed.is_some() {
-            let detail = format!(
-                "c{a} (admin) completed request {} it was not waiting for",
-                completion.request_number
-            );
+        if admin.request != Some(request_number) || admin.completed.is_some() {
+            let detail =
+                format!("c{a} (admin) completed request {request_number} it was not waiting for");
             self.violation(ViolationKind::Service, detail);
             return;
         }
-        let Some(epoch) = epoch.filter(|_| completion.result.len() == 4) else {
-            let detail = format!(
-                "c{a} (admin): a reconfiguration returned {:?}, not an epoch",
-                completion.result
-            );
+        if epoch == 0 {
+            // The node reads the primary's answer as the new epoch-number
+            // (§7.1): 0 means it was not one.
+            let detail = format!("c{a} (admin): a reconfiguration returned no epoch");
             self.violation(ViolationKind::Service, detail);
             return;
-        };
+        }
         admin.completed = Some((now, epoch));
         self.stats.reconfigurations_completed += 1;
-        let op_number = completion.op_number;
+        // Its only request: the highest op-number its replies carried is
+        // the reconfiguration's.
+        let op_number = admin.node.client().op_number_seen();
         self.stats.reconfiguration_op = op_number;
         self.trace.record(
             now,
@@ -229,7 +227,7 @@ impl Simulator {
         if self.primary_crash_done || self.crash_due.is_some() {
             return;
         }
-        let Some(replica) = self.replicas[usize::from(i)].replica.as_ref() else {
+        let Some(replica) = self.replicas[usize::from(i)].replica() else {
             return;
         };
         let due = match plan.crash_primary {
@@ -303,7 +301,7 @@ impl Simulator {
             ));
         }
         for i in self.removed_members() {
-            let Some(r) = self.replicas[usize::from(i)].replica.as_ref() else {
+            let Some(r) = self.replicas[usize::from(i)].replica() else {
                 continue;
             };
             if !self.removed_done(r) {
@@ -337,8 +335,7 @@ impl Simulator {
     pub(super) fn removed_settled(&self) -> bool {
         self.removed_members().iter().all(|&i| {
             self.replicas[usize::from(i)]
-                .replica
-                .as_ref()
+                .replica()
                 .is_none_or(|r| self.removed_done(r))
         })
     }

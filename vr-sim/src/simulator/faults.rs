@@ -66,7 +66,7 @@ impl Simulator {
     /// until [`Simulator::resume_replica`] or global time `until`.
     pub fn pause(&mut self, i: u8, until: u64) {
         let node = &mut self.replicas[usize::from(i)];
-        if node.replica.is_none() {
+        if node.node.is_none() {
             return;
         }
         node.paused_until = Some(until);
@@ -106,14 +106,17 @@ impl Simulator {
     /// nemesis keeps at most f replicas failed, a script must itself.
     pub fn crash(&mut self, i: u8, restart_at: Option<u64>) {
         let node = &mut self.replicas[usize::from(i)];
-        let Some(replica) = node.replica.take() else {
+        let Some(replica) = node.node.take() else {
             return;
         };
-        self.retired.add(replica.stats());
+        self.retired.add(replica.replica().stats());
+        self.retired_links.add(&replica.stats());
         node.paused_until = None;
         node.held.clear();
         node.restart_at = restart_at;
         node.recovering_since = None;
+        // Its connections close: the peers hear EOF a delay later.
+        self.close_all(Addr::Replica(i));
         self.stats.crashes += 1;
         let when = match restart_at {
             Some(t) => format!("restart at {}", crate::trace::Seconds(t)),
@@ -142,7 +145,7 @@ impl Simulator {
     pub fn restart(&mut self, i: u8) {
         let now = self.now;
         let nonce = self.nemesis_prng.next_u64();
-        if self.replicas[usize::from(i)].replica.is_some() {
+        if self.replicas[usize::from(i)].node.is_some() {
             return;
         }
         let local = self.replicas[usize::from(i)].clock.local(now);
@@ -153,8 +156,10 @@ impl Simulator {
         } else {
             self.rebuild(i, local, nonce)
         };
+        // A restarted process is configured with every slot's address.
+        let slots = self.replicas.len() as u8;
         let node = &mut self.replicas[usize::from(i)];
-        node.replica = Some(replica);
+        node.node = Some(replica_node(&self.config, i, slots, replica, local));
         node.restart_at = None;
         node.recovering_since = recovering.then_some(now);
         let first = !std::mem::replace(&mut node.started, true);
@@ -285,11 +290,11 @@ impl Simulator {
     /// A live replica that `eligible` accepts: the current primary half of
     /// the time (faults at the primary exercise view changes), else any.
     /// Retired replicas (§7) are left alone.
-    pub(super) fn victim(&mut self, eligible: impl Fn(u8, &ReplicaNode) -> bool) -> Option<u8> {
+    pub(super) fn victim(&mut self, eligible: impl Fn(u8, &ReplicaSlot) -> bool) -> Option<u8> {
         let candidates: Vec<u8> = (0..self.replicas.len() as u8)
             .filter(|&i| {
                 let node = &self.replicas[usize::from(i)];
-                node.replica.is_some() && !self.is_retired(usize::from(i)) && eligible(i, node)
+                node.node.is_some() && !self.is_retired(usize::from(i)) && eligible(i, node)
             })
             .collect();
         if candidates.is_empty() {
@@ -300,14 +305,12 @@ impl Simulator {
             .copied()
             .filter(|&i| {
                 self.replicas[usize::from(i)]
-                    .replica
-                    .as_ref()
+                    .replica()
                     .is_some_and(|r| r.is_primary())
             })
             .max_by_key(|&i| {
                 self.replicas[usize::from(i)]
-                    .replica
-                    .as_ref()
+                    .replica()
                     .map_or(0, |r| r.view())
             });
         match primary {

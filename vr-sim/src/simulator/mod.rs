@@ -55,8 +55,8 @@ use vr_core::codec::{self, DecodeError};
 use vr_core::message::Command;
 use vr_core::prng::Prng;
 use vr_core::{
-    Client, ClientConfig, ClientId, ClientOutput, Completion, Config, EntryKind, InjectedBug,
-    Instant, MemberId, Message, Output, Replica, Service, Stats, Status,
+    Client, ClientConfig, Completion, Config, EntryKind, InjectedBug, Instant, MemberId, Message,
+    Replica, Service, Stats, Status,
 };
 
 use crate::checks::{Agreement, Violation, ViolationKind};
@@ -158,6 +158,7 @@ impl Default for Options {
 }
 
 mod clients;
+mod connections;
 mod disk;
 mod epochs;
 mod faults;
@@ -165,6 +166,7 @@ mod phases;
 mod replicas;
 mod report;
 
+pub use connections::{replica_address, LinkCounters, NodeCounters};
 pub use report::{
     CoreCounters, DiskCounters, FinalReplica, LinearizabilityVerdict, RunStats, SeedReport,
 };
@@ -290,15 +292,44 @@ fn status_name(normal: bool, recovering: bool) -> &'static str {
     }
 }
 
+/// The node around replica slot `slot`'s `replica`, with the default
+/// options of an adapter; it knows where slots `0..book` listen (the
+/// first configuration, or for a restart every slot: what an operator
+/// configures) and learns the rest from reconfigurations (§7).
+fn replica_node(
+    config: &Config,
+    slot: u8,
+    book: u8,
+    replica: Replica<Kv>,
+    now: Instant,
+) -> vr_core::node::ReplicaNode<Kv> {
+    let addresses = (0..book).map(replica_address).collect();
+    let options = vr_core::node::ReplicaOptions::new(config.clone(), addresses, MemberId(slot));
+    vr_core::node::ReplicaNode::new(replica, &options, now)
+}
+
+/// A client node for `client_config`, knowing where the `n` replicas of
+/// the first configuration listen.
+fn client_node(config: &Config, client_config: ClientConfig, n: u8) -> vr_core::node::ClientNode {
+    let options = vr_core::node::ClientOptions::new((0..n).map(replica_address).collect());
+    vr_core::node::ClientNode::new(
+        Client::new(client_config, 0),
+        config.cluster,
+        config.message_size_max as usize,
+        &options,
+    )
+}
+
 /// Frames a paused replica holds (like a socket buffer); more are dropped.
 const HELD_MAX: usize = 4096;
 
-struct ReplicaNode {
+struct ReplicaSlot {
     /// Whether it has been started (a boot seed starts replicas late).
     started: bool,
-    /// `None` while crashed. A restart builds a fresh one with
-    /// `Replica::recover` and an empty service: memory wiped.
-    replica: Option<Replica<Kv>>,
+    /// The replica behind the node layer; `None` while crashed. A restart
+    /// builds a fresh one with `Replica::recover` and an empty service:
+    /// memory wiped (its connections too).
+    node: Option<vr_core::node::ReplicaNode<Kv>>,
     /// Crashed, and restarted at this global time (`None`, while crashed:
     /// for good).
     restart_at: Option<u64>,
@@ -338,8 +369,16 @@ struct BackupRead {
     completed_at: u64,
 }
 
-struct ClientNode {
-    client: Client,
+impl ReplicaSlot {
+    /// The replica, unless crashed.
+    fn replica(&self) -> Option<&Replica<Kv>> {
+        self.node.as_ref().map(vr_core::node::ReplicaNode::replica)
+    }
+}
+
+struct ClientSlot {
+    /// The client proxy behind the node layer.
+    node: vr_core::node::ClientNode,
     pending: Option<PendingOp>,
     next_invoke_at: Option<u64>,
     liveness_ops_left: u32,
@@ -355,8 +394,8 @@ struct ClientNode {
 /// The administrator's client of a reconfiguration plan (§7): it sends
 /// the request at `issue_at` and retries until it completes. It is client
 /// `client_count` on the network.
-struct AdminNode {
-    client: Client,
+struct AdminSlot {
+    node: vr_core::node::ClientNode,
     /// When to send the request (`None`: sent).
     issue_at: Option<u64>,
     /// The request-number, once sent.
@@ -393,10 +432,11 @@ pub struct Simulator {
     options: Options,
     config: Config,
     now: u64,
-    replicas: Vec<ReplicaNode>,
-    clients: Vec<ClientNode>,
-    client_by_id: BTreeMap<ClientId, u8>,
+    replicas: Vec<ReplicaSlot>,
+    clients: Vec<ClientSlot>,
     network: Network,
+    /// The simulated sockets under the nodes.
+    connections: connections::Connections,
     nemesis_prng: Prng,
     nemesis_next_at: Option<u64>,
     partition: Option<ActivePartition>,
@@ -404,6 +444,8 @@ pub struct Simulator {
     crashes_left: u8,
     /// Counters of crashed replica incarnations.
     retired: CoreCounters,
+    /// Node-layer counters of crashed replica incarnations.
+    retired_links: NodeCounters,
     workload_prng: Prng,
     phase: Phase,
     /// Replicas healed for the liveness phase (all alive ones before it).
@@ -414,7 +456,7 @@ pub struct Simulator {
     epoch: u32,
     epoch_config: Config,
     /// The reconfiguration plan's administrator.
-    admin: Option<AdminNode>,
+    admin: Option<AdminSlot>,
     /// A scripted primary crash (`PrimaryCrash`) due after this step.
     crash_due: Option<u8>,
     /// Whether the scripted primary crash happened (or was skipped).
@@ -479,9 +521,9 @@ impl Simulator {
                 if plan.boot.recovering {
                     // Started later, recovering: down until then.
                     let start_at = plan.boot.start_at_ns.get(usize::from(i)).copied();
-                    return ReplicaNode {
+                    return ReplicaSlot {
                         started: false,
-                        replica: None,
+                        node: None,
                         restart_at: Some(start_at.unwrap_or(0)),
                         recovering_since: None,
                         clock,
@@ -496,9 +538,9 @@ impl Simulator {
                 let replica =
                     Replica::new(config.clone(), vr_core::ReplicaIndex(i), kv, clock.local(0))
                         .unwrap_or_else(|e| panic!("invalid replica configuration: {e}"));
-                ReplicaNode {
+                ReplicaSlot {
                     started: true,
-                    replica: Some(replica),
+                    node: Some(replica_node(&config, i, n, replica, clock.local(0))),
                     restart_at: None,
                     recovering_since: None,
                     clock,
@@ -557,9 +599,11 @@ impl Simulator {
                 )
                 .unwrap_or_else(|e| panic!("invalid joiner configuration: {e}"))
             });
-            replicas.push(ReplicaNode {
+            replicas.push(ReplicaSlot {
                 started: replica.is_some(),
-                replica,
+                // A new member knows where the cluster it joins listens;
+                // the others' addresses come with the new epoch (§7).
+                node: replica.map(|r| replica_node(&config, member, n, r, clock.local(0))),
                 restart_at: None,
                 recovering_since: None,
                 clock,
@@ -570,17 +614,15 @@ impl Simulator {
             });
         }
         let mut workload_prng = Prng::new(seed ^ 0x3052_4B10_AD00);
-        let mut client_by_id = BTreeMap::new();
         let clients = (0..plan.workload.client_count)
-            .map(|c| {
+            .map(|_| {
                 let client_id = (u128::from(workload_prng.next_u64()) << 64)
                     | u128::from(workload_prng.next_u64());
-                client_by_id.insert(client_id, c);
                 let mut client_config = ClientConfig::new(&config, client_id);
                 client_config.request_attempts_max = 0; // retry forever
                 let think = between(&mut workload_prng, 0, plan.workload.think_time_max_ns);
-                ClientNode {
-                    client: Client::new(client_config, 0),
+                ClientSlot {
+                    node: client_node(&config, client_config, n),
                     pending: None,
                     next_invoke_at: Some(think),
                     liveness_ops_left: 0,
@@ -589,15 +631,14 @@ impl Simulator {
                     reads_only: false,
                 }
             })
-            .collect::<Vec<ClientNode>>();
+            .collect::<Vec<ClientSlot>>();
         let admin = plan.reconfiguration.as_ref().map(|r| {
             let client_id =
                 (u128::from(join_prng.next_u64()) << 64) | u128::from(join_prng.next_u64());
-            client_by_id.insert(client_id, plan.workload.client_count);
             let mut client_config = ClientConfig::new(&config, client_id);
             client_config.request_attempts_max = 0; // retry forever
-            AdminNode {
-                client: Client::new(client_config, 0),
+            AdminSlot {
+                node: client_node(&config, client_config, n),
                 issue_at: Some(r.at_ns),
                 request: None,
                 completed: None,
@@ -639,13 +680,21 @@ impl Simulator {
             plan.recovery.long_delay_max_ns,
         );
         network.set_poll_interval(plan.load.poll_interval_ns);
+        let links = &plan.faults.links;
+        let connections = connections::Connections::new(
+            seed ^ 0x11_4C_0E_C7,
+            links.latency_min_ns,
+            links.latency_max_ns,
+        );
         Simulator {
             network,
+            connections,
             nemesis_prng,
             nemesis_next_at,
             partition: None,
             crashes_left: plan.faults.crashes_max,
             retired: CoreCounters::default(),
+            retired_links: NodeCounters::default(),
             workload_prng,
             phase: Phase::Safety {
                 until: plan.workload.safety_duration_ns,
@@ -677,7 +726,6 @@ impl Simulator {
             last_event_at: 0,
             replicas,
             clients,
-            client_by_id,
             config,
             options: options.clone(),
             plan,
@@ -694,9 +742,23 @@ impl Simulator {
 
     /// Replica `i`, unless it crashed.
     pub fn replica(&self, i: u8) -> Option<&Replica<Kv>> {
-        self.replicas
-            .get(usize::from(i))
-            .and_then(|r| r.replica.as_ref())
+        self.replicas.get(usize::from(i)).and_then(|r| r.replica())
+    }
+
+    /// Replica `i`'s node-layer counters, unless it crashed.
+    pub fn replica_node_stats(&self, i: u8) -> Option<vr_core::node::NodeStats> {
+        let slot = self.replicas.get(usize::from(i))?;
+        slot.node.as_ref().map(vr_core::node::ReplicaNode::stats)
+    }
+
+    /// Client `c`'s connection-layer counters (the administrator is client
+    /// `client_count`).
+    pub fn client_link_stats(&self, c: u8) -> Option<vr_core::node::LinkStats> {
+        if let Some(slot) = self.clients.get(usize::from(c)) {
+            return Some(slot.node.stats());
+        }
+        let admin = self.admin.as_ref().filter(|_| c == self.admin_index())?;
+        Some(admin.node.stats())
     }
 
     /// Violations found so far.
@@ -741,7 +803,7 @@ impl Simulator {
     /// Whether replica `i` counts against the fault bound: down, or
     /// recovering (see `recovering`).
     fn failed(&self, i: usize) -> bool {
-        self.replicas[i].replica.is_none() || self.recovering(i)
+        self.replicas[i].node.is_none() || self.recovering(i)
     }
 
     /// Whether replica `i` is restarted and not yet recovered, or
@@ -753,8 +815,7 @@ impl Simulator {
         let node = &self.replicas[i];
         node.recovering_since.is_some()
             || node
-                .replica
-                .as_ref()
+                .replica()
                 .is_some_and(|r| r.status() == Status::Recovering)
     }
 
@@ -823,7 +884,7 @@ impl Simulator {
         if node.paused_until.is_some() {
             return None;
         }
-        let local = node.replica.as_ref()?.poll_timeout()?;
+        let local = node.node.as_ref()?.poll_timeout()?;
         Some(node.clock.global(local).max(self.now))
     }
 
@@ -833,6 +894,7 @@ impl Simulator {
             self.nemesis_next_at,
             self.partition.map(|p| p.heal_at),
             self.network.next_arrival(),
+            self.connections.next_event_at(),
             self.disk_fault_next_at,
             self.cluster_crash_next_at,
         ]
@@ -851,11 +913,11 @@ impl Simulator {
             consider(self.disk_due(i));
         }
         for node in &self.clients {
-            consider(node.client.poll_timeout().map(Instant::as_nanos));
+            consider(node.node.poll_timeout().map(Instant::as_nanos));
             consider(node.next_invoke_at);
         }
         if let Some(admin) = &self.admin {
-            consider(admin.client.poll_timeout().map(Instant::as_nanos));
+            consider(admin.node.poll_timeout().map(Instant::as_nanos));
             consider(admin.issue_at);
         }
         next.map(|t| t.max(self.now))
@@ -899,6 +961,11 @@ impl Simulator {
             self.disk_complete(i as u8);
             return;
         }
+        // Connects and closes before frames: a frame that arrives at the
+        // instant its connection opens finds it open.
+        if self.link_event() {
+            return;
+        }
         if let Some(packet) = self.network.pop_due(now, &mut self.trace) {
             if let (Addr::Replica(i), true) = (packet.to, self.plan.load.poll_interval_ns > 0) {
                 // The replica reads every frame that arrived since its
@@ -924,7 +991,7 @@ impl Simulator {
         }
         if let Some(c) = (0..self.clients.len()).find(|&c| {
             self.clients[c]
-                .client
+                .node
                 .poll_timeout()
                 .is_some_and(|t| t.as_nanos() <= now)
         }) {
@@ -939,7 +1006,7 @@ impl Simulator {
         }
         if let Some(admin) = &self.admin {
             if admin
-                .client
+                .node
                 .poll_timeout()
                 .is_some_and(|t| t.as_nanos() <= now)
             {

@@ -50,13 +50,10 @@ impl Simulator {
             .current_members()
             .iter()
             .filter(|&&i| {
-                self.replicas[usize::from(i)]
-                    .replica
-                    .as_ref()
-                    .is_some_and(|r| {
-                        r.epoch() == self.epoch
-                            && matches!(r.status(), Status::Normal | Status::ViewChange)
-                    })
+                self.replicas[usize::from(i)].replica().is_some_and(|r| {
+                    r.epoch() == self.epoch
+                        && matches!(r.status(), Status::Normal | Status::ViewChange)
+                })
             })
             .count();
         let epoch_pending =
@@ -79,7 +76,7 @@ impl Simulator {
         let quorum = self.epoch_config.quorum();
         let up = members
             .iter()
-            .filter(|&&i| self.replicas[usize::from(i)].replica.is_some())
+            .filter(|&&i| self.replicas[usize::from(i)].node.is_some())
             .count();
         // A cluster that boots recovering may not have formed yet: then
         // every replica is up and recovering, and all are healed.
@@ -93,7 +90,7 @@ impl Simulator {
         // Recovering replicas, and every replica that is not a member of
         // the latest epoch (removed or joining ones), are healed.
         for i in 0..self.replicas.len() as u8 {
-            let up = self.replicas[usize::from(i)].replica.is_some();
+            let up = self.replicas[usize::from(i)].node.is_some();
             if up && (self.recovering(usize::from(i)) || !members.contains(&MemberId(i))) {
                 self.healed.insert(i);
             }
@@ -145,7 +142,7 @@ impl Simulator {
                     && !self.plan.config.is_witness(vr_core::ReplicaIndex(i))
             })
             .filter_map(|i| {
-                let replica = self.replicas[usize::from(i)].replica.as_ref()?;
+                let replica = self.replicas[usize::from(i)].replica()?;
                 Some((replica.commit_number(), i))
             })
             .collect();
@@ -278,7 +275,7 @@ impl Simulator {
             .replicas
             .iter()
             .enumerate()
-            .map(|(i, node)| match &node.replica {
+            .map(|(i, node)| match node.replica() {
                 None if node.restart_at.is_some() => format!("r{i} crashed (restart pending)"),
                 None => format!("r{i} crashed"),
                 Some(r) => format!(
@@ -317,7 +314,7 @@ impl Simulator {
             .healed
             .iter()
             .filter(|&&i| members.contains(&MemberId(i)))
-            .filter_map(|&i| self.replicas[usize::from(i)].replica.as_ref())
+            .filter_map(|&i| self.replicas[usize::from(i)].replica())
             .collect();
         let view = healed.iter().map(|r| r.view()).max().unwrap_or(0);
         let commit = healed.iter().map(|r| r.commit_number()).max().unwrap_or(0);
@@ -336,7 +333,7 @@ impl Simulator {
         let mut by_commit: BTreeMap<u64, (u8, u64, &Replica<Kv>)> = BTreeMap::new();
         let mut diverged = Vec::new();
         for (i, node) in self.replicas.iter().enumerate() {
-            let Some(r) = &node.replica else { continue };
+            let Some(r) = node.replica() else { continue };
             if r.status() == Status::Recovering || r.is_witness() {
                 continue; // It holds no state (yet, or ever).
             }

@@ -1,5 +1,5 @@
-//! Frames to and from replicas: decoding, delivery (one read at a time),
-//! timers, and what the simulator checks after every step of a replica.
+//! Frames to and from replicas' nodes: decoding checks, delivery (one read
+//! at a time), timers, and what the simulator checks after every step of a replica.
 
 use super::*;
 
@@ -56,13 +56,14 @@ impl Simulator {
     }
 
     /// Delivers `packets`, all due now at replica `i`, in one step: each
-    /// is handed to the replica in turn and its outputs are drained once
-    /// at the end, as `vr_core::node` does with the frames of one read.
+    /// is handed to the replica's node in turn (`handle_bytes`) and its
+    /// outputs are drained once at the end, as an adapter feeds the frames
+    /// of one read; the batch timer fires after them, as its own event.
     pub(super) fn deliver_to_replica(&mut self, i: u8, packets: Vec<Packet>) {
-        let mut messages = Vec::with_capacity(packets.len());
+        let mut delivered = false;
         for packet in packets {
             let node = &mut self.replicas[usize::from(i)];
-            if node.replica.is_none() {
+            if node.node.is_none() {
                 self.stats.crash_drops += 1;
                 continue;
             }
@@ -74,69 +75,154 @@ impl Simulator {
                 }
                 continue;
             }
-            let Some((message, epoch)) = self.decode(&packet) else {
-                continue;
-            };
+            let decoded = self.decode(&packet);
             let from = packet.from;
-            let hash = Network::frame_hash(&packet.frame);
-            self.trace.record(
-                self.now,
-                TraceKind::Deliver,
-                &[from.code(), u64::from(i), hash],
-                || {
-                    let in_epoch = if epoch > 0 {
-                        format!(" (epoch {epoch})")
-                    } else {
-                        String::new()
-                    };
-                    format!("{from} -> r{i}: {}{in_epoch}", describe(&message))
-                },
-            );
-            messages.push((message, epoch));
-        }
-        if messages.is_empty() {
-            return;
-        }
-        self.replica_step(i, |replica, now| {
-            for (message, epoch) in messages {
-                replica.handle_message(now, epoch, message);
+            if let Some((message, epoch)) = &decoded {
+                let hash = Network::frame_hash(&packet.frame);
+                self.trace.record(
+                    self.now,
+                    TraceKind::Deliver,
+                    &[from.code(), u64::from(i), hash],
+                    || {
+                        let in_epoch = if *epoch > 0 {
+                            format!(" (epoch {epoch})")
+                        } else {
+                            String::new()
+                        };
+                        format!("{from} -> r{i}: {}{in_epoch}", describe(message))
+                    },
+                );
             }
-        });
+            self.replica_bytes(i, &packet, decoded.is_some());
+            delivered = true;
+        }
+        if delivered {
+            self.replica_step(i, |_, _| {});
+        }
+    }
+
+    /// Hands one frame to replica `i`'s node on the connection it came
+    /// on, or, if that closed at this end, on one accepted for it and
+    /// closed at once (see `connections`). `valid`: the simulator's decode
+    /// accepted it, so the node must too.
+    fn replica_bytes(&mut self, i: u8, packet: &Packet, valid: bool) {
+        let now = self.now;
+        let local = self.replicas[usize::from(i)].clock.local(now);
+        let to = Addr::Replica(i);
+        let open = self.connections.receiver(packet.pair, to);
+        let Some(node) = self.replicas[usize::from(i)].node.as_mut() else {
+            return;
+        };
+        let (connection, stale) = match open {
+            Some(connection) => (connection, false),
+            None => match node.handle_accepted(local, None) {
+                Some(connection) => (connection, true),
+                None => return,
+            },
+        };
+        let result = node.handle_bytes(local, connection, &packet.frame);
+        if stale {
+            self.connections.counters.stale_frames_read += 1;
+            if result.is_ok() {
+                node.handle_closed(local, connection, vr_core::node::Closed::Eof);
+            }
+        }
+        self.check_node_read(to, connection, packet, valid, result, stale);
+    }
+
+    /// What a node's `handle_bytes` made of a frame, against the
+    /// simulator's own decode: a frame the codec accepts must be used
+    /// whole; a rejected one closed the connection at the node (its
+    /// `FrameRejected` event closes the simulated pair); one used in part
+    /// (a corrupted length) leaves the stream out of step, and the
+    /// simulator closes the connection as an IO error.
+    pub(super) fn check_node_read(
+        &mut self,
+        to: Addr,
+        connection: vr_core::node::ConnectionId,
+        packet: &Packet,
+        valid: bool,
+        result: Result<usize, DecodeError>,
+        stale: bool,
+    ) {
+        let from = packet.from;
+        match result {
+            Ok(used) if used == packet.frame.len() => {
+                if !valid && !packet.corrupted {
+                    let detail = format!("{to}'s node took a frame from {from} the codec rejects");
+                    self.violation(ViolationKind::Codec, detail);
+                }
+            }
+            Ok(used) => {
+                if valid {
+                    let detail = format!(
+                        "{to}'s node used {used} of {} bytes of a valid frame from {from}",
+                        packet.frame.len()
+                    );
+                    self.violation(ViolationKind::Codec, detail);
+                }
+                self.connections.counters.streams_broken += 1;
+                let how = vr_core::node::Closed::Failed;
+                match to {
+                    Addr::Replica(i) => {
+                        let local = self.replicas[usize::from(i)].clock.local(self.now);
+                        if let Some(node) = self.replicas[usize::from(i)].node.as_mut() {
+                            node.handle_closed(local, connection, how);
+                        }
+                    }
+                    Addr::Client(c) => {
+                        let now = Instant::from_nanos(self.now);
+                        self.client_node_mut(c).handle_closed(now, connection, how);
+                    }
+                }
+                if !stale {
+                    self.connections.close(self.now, to, connection, how);
+                }
+            }
+            Err(error) => {
+                if valid {
+                    let detail = format!("{to}'s node rejected a valid frame from {from}: {error}");
+                    self.violation(ViolationKind::Codec, detail);
+                }
+            }
+        }
     }
 
     pub(super) fn deliver(&mut self, packet: Packet) {
         match packet.to {
             Addr::Replica(i) => self.deliver_to_replica(i, vec![packet]),
             Addr::Client(c) => {
-                let Some((message, _)) = self.decode(&packet) else {
-                    return;
-                };
+                let decoded = self.decode(&packet);
                 let from = packet.from;
-                let hash = Network::frame_hash(&packet.frame);
-                self.trace.record(
-                    self.now,
-                    TraceKind::Deliver,
-                    &[from.code(), Addr::Client(c).code(), hash],
-                    || format!("{from} -> c{c}: {}", describe(&message)),
-                );
-                let now = Instant::from_nanos(self.now);
-                match message {
-                    Message::Reply(reply) => {
-                        // Completions are outputs, carried out by the drain.
-                        self.client_mut(c).handle_reply(now, reply);
-                        self.drain_client(c);
-                    }
-                    Message::StartEpoch(notice) => {
-                        // §7.3: the client follows the new epoch's members
-                        // and resends its outstanding request there.
-                        self.client_mut(c).handle_start_epoch(now, notice);
-                        self.drain_client(c);
-                    }
-                    other => {
-                        let detail = format!("{from} sent a client {}", describe(&other));
+                if let Some((message, _)) = &decoded {
+                    let hash = Network::frame_hash(&packet.frame);
+                    self.trace.record(
+                        self.now,
+                        TraceKind::Deliver,
+                        &[from.code(), Addr::Client(c).code(), hash],
+                        || format!("{from} -> c{c}: {}", describe(message)),
+                    );
+                    if !matches!(message, Message::Reply(_) | Message::StartEpoch(_)) {
+                        let detail = format!("{from} sent a client {}", describe(message));
                         self.violation(ViolationKind::Codec, detail);
+                        return;
                     }
                 }
+                let Some(connection) = self.connections.receiver(packet.pair, Addr::Client(c))
+                else {
+                    // The connection closed at the client: the frame is lost
+                    // with it (the client retries).
+                    self.connections.counters.stale_frames_dropped += 1;
+                    return;
+                };
+                // Replies complete the request and epoch notices (§7.3) make
+                // the client follow the new epoch and resend there: outputs,
+                // carried out by the drain.
+                let now = Instant::from_nanos(self.now);
+                let result = (self.client_node_mut(c)).handle_bytes(now, connection, &packet.frame);
+                let valid = decoded.is_some();
+                self.check_node_read(Addr::Client(c), connection, &packet, valid, result, false);
+                self.drain_client(c);
             }
         }
     }
@@ -149,10 +235,10 @@ impl Simulator {
             .record(self.now, TraceKind::Timeout, &[u64::from(i)], || {
                 format!("r{i} timer")
             });
-        self.replica_step(i, |replica, now| replica.handle_timeout(now));
+        self.replica_step(i, |node, now| node.handle_timeout(now));
         let local = self.replicas[usize::from(i)].clock.local(self.now);
         let still_due = self.replicas[usize::from(i)]
-            .replica
+            .node
             .as_ref()
             .and_then(|r| r.poll_timeout())
             .is_some_and(|t| t <= local);
@@ -162,78 +248,92 @@ impl Simulator {
         }
     }
 
-    /// Feeds one input to replica `i` at its local time, sends what it
-    /// outputs, and checks what it executed.
-    pub(super) fn replica_step(&mut self, i: u8, input: impl FnOnce(&mut Replica<Kv>, Instant)) {
+    /// Feeds one input to replica `i`'s node at its local time, carries out
+    /// what it outputs (connects, frames, closes, persists, events), and
+    /// checks what the replica executed.
+    pub(super) fn replica_step(
+        &mut self,
+        i: u8,
+        input: impl FnOnce(&mut vr_core::node::ReplicaNode<Kv>, Instant),
+    ) {
+        use vr_core::node::{NodeEvent, Output as NodeOutput};
         let now = self.now;
-        let node = &mut self.replicas[usize::from(i)];
-        let local = node.clock.local(now);
-        let Some(replica) = node.replica.as_mut() else {
+        let from = Addr::Replica(i);
+        let slots = self.replicas.len();
+        let slot = &mut self.replicas[usize::from(i)];
+        let local = slot.clock.local(now);
+        let Some(node) = slot.node.as_mut() else {
             return;
         };
-        input(replica, local);
-        let mut outputs = Vec::new();
-        // Per persist, read as it is drained: the checkpoint's pages (a
-        // later checkpoint replaces them) and whether the replica had left
-        // `Recovering` (its recovery is then on disk once it is durable).
-        let mut persists = VecDeque::new();
+        input(node, local);
+        let mut frames = Vec::new();
+        let mut closes = Vec::new();
+        let mut events = Vec::new();
+        // Per persist, read as it is drained: the persist, the checkpoint's
+        // pages (a later checkpoint replaces them) and whether the replica
+        // had left `Recovering` (its recovery is then on disk once it is
+        // durable).
+        let mut persists = Vec::new();
+        let mut buffer = Vec::new();
         // A pure drain up to the deadline. A timer due now (the batch
         // timer) is not fired here: it is an event of the simulator's
         // queue like any other, after the frames due at this instant.
         loop {
-            let action = match replica.poll_output() {
-                Output::Timeout(_) => break,
-                output => output,
-            };
-            if let Output::Persist(persist) = &action {
-                let pages = persist
-                    .checkpoint
-                    .map(|_| replica.checkpoint_pages().to_vec())
-                    .unwrap_or_default();
-                persists.push_back((pages, replica.status() != Status::Recovering));
+            buffer.clear();
+            match node.poll_output(&mut buffer) {
+                NodeOutput::Timeout(_) => break,
+                NodeOutput::Connect {
+                    connection,
+                    address,
+                } => self
+                    .connections
+                    .connect(now, from, connection, address, slots),
+                NodeOutput::Transmit { connection, len } => {
+                    let frame = &buffer[buffer.len() - len..];
+                    if let Some((pair, to)) = self.connections.transmit(from, connection, frame) {
+                        node.handle_written(connection, len);
+                        frames.push((to, pair, frame.to_vec()));
+                    }
+                }
+                NodeOutput::Close { connection } => closes.push(connection),
+                NodeOutput::Event(NodeEvent::Persist(persist)) => {
+                    let replica = node.replica();
+                    let pages = persist
+                        .checkpoint
+                        .map(|_| replica.checkpoint_pages().to_vec())
+                        .unwrap_or_default();
+                    persists.push((persist, pages, replica.status() != Status::Recovering));
+                }
+                NodeOutput::Event(NodeEvent::FrameRejected { connection, .. }) => {
+                    closes.push(connection);
+                }
+                NodeOutput::Event(event) => {
+                    if matches!(event, NodeEvent::AddressLearned { .. }) {
+                        self.stats.node.addresses_learned += 1;
+                    }
+                    events.push(event);
+                }
             }
-            outputs.push(action);
         }
-        let own_epoch = replica.epoch();
-        let before = node.observed;
+        let before = slot.observed;
+        for event in events {
+            self.trace
+                .record(now, TraceKind::Link, &[5, u64::from(i)], || {
+                    format!("r{i}: {event}")
+                });
+        }
         self.observe_replica(i);
         self.observe_epoch(i);
         self.check_primary_crash(i, before);
-        for action in outputs {
-            match action {
-                Output::Send { to, epoch, message } => {
-                    if usize::from(to) < self.replicas.len() {
-                        self.send_in_epoch(Addr::Replica(i), Addr::Replica(to.0), epoch, &message);
-                    } else {
-                        let detail = format!("r{i} sent to the unknown member {to}");
-                        self.violation(ViolationKind::Codec, detail);
-                    }
-                }
-                Output::Persist(persist) => {
-                    let (pages, clears_marker) = persists.pop_front().unwrap_or_default();
-                    self.disk_write(i, persist, pages, clears_marker);
-                }
-                Output::NewEpoch { client_id, notice } => {
-                    if let Some(&c) = self.client_by_id.get(&client_id) {
-                        let message = Message::StartEpoch(notice);
-                        self.send_in_epoch(Addr::Replica(i), Addr::Client(c), own_epoch, &message);
-                    }
-                }
-                Output::Reply(reply) => match self.client_by_id.get(&reply.client_id) {
-                    Some(&c) => self.send_in_epoch(
-                        Addr::Replica(i),
-                        Addr::Client(c),
-                        own_epoch,
-                        &Message::Reply(reply),
-                    ),
-                    None => {
-                        let detail =
-                            format!("r{i} replied to the unknown client {:x}", reply.client_id);
-                        self.violation(ViolationKind::Service, detail);
-                    }
-                },
-                Output::Timeout(_) => unreachable!("the drain stops at the timeout"),
-            }
+        for connection in closes {
+            self.connections
+                .close(now, from, connection, vr_core::node::Closed::Eof);
+        }
+        for (to, pair, frame) in frames {
+            self.send_frame(from, to, pair, frame);
+        }
+        for (persist, pages, clears_marker) in persists {
+            self.disk_write(i, persist, pages, clears_marker);
         }
         self.primary_crash();
     }
@@ -243,7 +343,7 @@ impl Simulator {
     pub(super) fn observe_replica(&mut self, i: u8) {
         let now = self.now;
         let node = &self.replicas[usize::from(i)];
-        let Some(replica) = node.replica.as_ref() else {
+        let Some(replica) = node.replica() else {
             return;
         };
         let before = node.observed;
@@ -382,7 +482,7 @@ impl Simulator {
             let normal_in_view = self
                 .replicas
                 .iter()
-                .filter_map(|node| node.replica.as_ref())
+                .filter_map(|node| node.replica())
                 .filter(|r| r.status() == Status::Normal && r.view() == after.view)
                 .count();
             if normal_in_view >= self.config.quorum() {
@@ -413,23 +513,5 @@ impl Simulator {
         for (kind, detail) in problems {
             self.violation(kind, detail);
         }
-    }
-
-    /// Sends `message` from `from` to `to`, in the sender's `epoch` (the
-    /// frame header's; the encoding of epoch 0 is the plain one).
-    pub(super) fn send_in_epoch(&mut self, from: Addr, to: Addr, epoch: u32, message: &Message) {
-        if let Message::Prepare(prepare) = message {
-            let entries = prepare.entries.len() as u64;
-            self.stats.prepare_entries_max = self.stats.prepare_entries_max.max(entries);
-        }
-        let mut frame = Vec::with_capacity(codec::encoded_size(message));
-        codec::encode_in_epoch(message, self.config.cluster, epoch, &mut frame);
-        let now = self.now;
-        self.trace
-            .record(now, TraceKind::Send, &[from.code(), to.code()], || {
-                format!("{from} -> {to}: {}", describe(message))
-            });
-        self.network
-            .send(self.now, from, to, frame, &mut self.trace);
     }
 }

@@ -29,6 +29,11 @@ pub struct RunStats {
     pub oversized_do_view_changes: u64,
     /// Frames dropped because their destination had crashed.
     pub crash_drops: u64,
+    /// The simulated sockets under the nodes.
+    pub links: LinkCounters,
+    /// The node layer's counters (`vr_core::node`), over every replica
+    /// incarnation and client.
+    pub node: NodeCounters,
     /// Frames a paused replica could not hold (its buffer was full).
     pub pause_drops: u64,
     /// Partitions started, by shape.
@@ -383,11 +388,27 @@ impl Simulator {
         self.stats.checkpoints_compared = self.agreement.checkpoint_count() as u64;
         let mut core = self.retired.clone();
         for node in &self.replicas {
-            if let Some(replica) = &node.replica {
+            if let Some(replica) = node.replica() {
                 core.add(replica.stats());
             }
         }
         self.stats.core = core;
+        let learned = self.stats.node.addresses_learned;
+        let mut node = self.retired_links.clone();
+        for slot in &self.replicas {
+            if let Some(n) = &slot.node {
+                node.add(&n.stats());
+            }
+        }
+        for client in &self.clients {
+            node.add_links(&client.node.stats());
+        }
+        if let Some(admin) = &self.admin {
+            node.add_links(&admin.node.stats());
+        }
+        node.addresses_learned = learned;
+        self.stats.node = node;
+        self.stats.links = self.connections.counters.clone();
         self.stats.network = self.network.stats().clone();
         self.stats.events = self.trace.event_count();
         let final_replicas = self
@@ -395,7 +416,7 @@ impl Simulator {
             .iter()
             .enumerate()
             .filter_map(|(i, node)| {
-                let r = node.replica.as_ref()?;
+                let r = node.replica()?;
                 Some(FinalReplica {
                     member: i as u8,
                     status: r.status(),
