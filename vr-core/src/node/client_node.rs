@@ -7,7 +7,9 @@ use core::net::SocketAddr;
 
 use super::links::{LinkLimits, Links, Route};
 use super::options::duration_ns;
-use super::{format_address, parse_address, Closed, ConnectionId, LinkStats, Output};
+use super::{
+    decode_frames, format_address, parse_address, Closed, ConnectionId, LinkStats, Output,
+};
 use crate::client::{Client, ClientError, ClientOutput, Completion};
 use crate::codec::{self, DecodeError};
 use crate::message::{MemberId, Message, ReplicaIndex};
@@ -231,29 +233,24 @@ impl ClientNode {
         bytes: &[u8],
     ) -> Result<usize, DecodeError> {
         self.links.set_now(now);
-        let (mut used, mut frames) = (0, 0);
-        let result = loop {
-            if used == bytes.len() {
-                break Ok(used);
-            }
-            match codec::decode(&bytes[used..], self.cluster, self.frame_size_max) {
-                Ok((message, size)) => {
-                    used += size;
-                    frames += 1;
-                    match message {
-                        Message::Reply(reply) => self.client.handle_reply(now, reply),
-                        // A replica of a newer epoch (§7.3): follow it.
-                        Message::StartEpoch(notice) => {
-                            self.client.handle_start_epoch(now, notice);
-                            self.observe_epoch(now);
-                        }
-                        _ => {}
-                    }
-                }
-                Err(DecodeError::Truncated { .. }) => break Ok(used),
-                Err(error) => break Err(error),
-            }
-        };
+        let mut notices = Vec::new();
+        let client = &mut self.client;
+        let (used, frames, result) = decode_frames(
+            bytes,
+            self.cluster,
+            self.frame_size_max,
+            |message, _| match message {
+                Message::Reply(reply) => client.handle_reply(now, reply),
+                // A replica of a newer epoch (§7.3): followed below.
+                Message::StartEpoch(notice) => notices.push(notice),
+                _ => {}
+            },
+        );
+        for notice in notices {
+            self.client.handle_start_epoch(now, notice);
+            self.observe_epoch(now);
+        }
+        let result = result.map(|()| used);
         self.links.received(connection, frames, used as u64);
         if let Err(error) = &result {
             self.links.closed(now, connection, Closed::Rejected);

@@ -127,7 +127,8 @@ pub use client_node::{ClientEvent, ClientNode, ClientOptions};
 pub use options::ReplicaOptions;
 pub use replica_node::{NodeEvent, ReplicaNode};
 
-use crate::message::MemberId;
+use crate::codec::{self, DecodeError};
+use crate::message::{MemberId, Message};
 use crate::time::Instant;
 
 /// The node's name for one connection. The node allocates it: for an
@@ -323,6 +324,31 @@ pub struct NodeStats {
     pub commit_number: u64,
     /// The replica's protocol counters.
     pub replica: crate::replica::Stats,
+}
+
+/// Decodes whole frames from the front of `bytes`, handing each message and
+/// its sender's epoch to `each`: the bytes and frames used, and the error
+/// if a frame is bad (a truncated tail is not an error: it waits for more
+/// bytes).
+pub(crate) fn decode_frames(
+    bytes: &[u8],
+    cluster: u64,
+    frame_size_max: usize,
+    mut each: impl FnMut(Message, u32),
+) -> (usize, u64, Result<(), DecodeError>) {
+    let (mut used, mut frames) = (0, 0);
+    while used < bytes.len() {
+        match codec::decode_in_epoch(&bytes[used..], cluster, frame_size_max) {
+            Ok((message, epoch, size)) => {
+                used += size;
+                frames += 1;
+                each(message, epoch);
+            }
+            Err(DecodeError::Truncated { .. }) => break,
+            Err(error) => return (used, frames, Err(error)),
+        }
+    }
+    (used, frames, Ok(()))
 }
 
 /// A member's address as a reconfiguration carries it: `ip:port` text.

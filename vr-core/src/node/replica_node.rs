@@ -5,7 +5,9 @@ use alloc::vec::Vec;
 use core::net::SocketAddr;
 
 use super::links::{Links, Route};
-use super::{parse_address, Closed, ConnectionId, NodeStats, Output, ReplicaOptions};
+use super::{
+    decode_frames, parse_address, Closed, ConnectionId, NodeStats, Output, ReplicaOptions,
+};
 use crate::codec::{self, DecodeError};
 use crate::message::{ClientId, MemberId, Message};
 use crate::replica::{Output as ReplicaOutput, Persist, Replica, Status};
@@ -101,18 +103,47 @@ impl core::fmt::Display for NodeEvent {
     }
 }
 
+/// The connection each client's latest request came in on. Bounded: on
+/// overflow the least recently used route is forgotten (that client's next
+/// retry re-creates it).
+struct Routes {
+    map: BTreeMap<ClientId, (ConnectionId, u64)>,
+    max: usize,
+    clock: u64,
+}
+
+impl Routes {
+    fn route(&mut self, client_id: ClientId, connection: ConnectionId) {
+        self.clock += 1;
+        if !self.map.contains_key(&client_id) && self.map.len() >= self.max {
+            // Evict the least recently used route. Linear, but only on
+            // overflow, and bounded by `max`.
+            let oldest = (self.map.iter())
+                .min_by_key(|(_, (_, t))| *t)
+                .map(|(c, _)| *c);
+            if let Some(oldest) = oldest {
+                self.map.remove(&oldest);
+            }
+        }
+        self.map.insert(client_id, (connection, self.clock));
+    }
+
+    fn get(&self, client_id: ClientId) -> Option<(ConnectionId, u64)> {
+        self.map.get(&client_id).copied()
+    }
+
+    fn forget(&mut self, connection: ConnectionId) {
+        self.map.retain(|_, (c, _)| *c != connection);
+    }
+}
+
 /// A replica with the codec, the connection layer and client routing
 /// around it. See the [module docs](super) for the contract.
 pub struct ReplicaNode<S: Service> {
     replica: Replica<S>,
     frame_size_max: usize,
     links: Links,
-    /// The connection each client's latest request came in on. Bounded: on
-    /// overflow the least recently used route is forgotten (that client's
-    /// next retry re-creates it).
-    routes: BTreeMap<ClientId, (ConnectionId, u64)>,
-    routes_max: usize,
-    route_clock: u64,
+    routes: Routes,
     /// A message for a connection announced by the last `Connect`.
     after_connect: Option<(ConnectionId, u32, Message)>,
     events: VecDeque<NodeEvent>,
@@ -138,9 +169,11 @@ impl<S: Service> ReplicaNode<S> {
             clusters_formed: replica.stats().clusters_formed,
             replica,
             links,
-            routes: BTreeMap::new(),
-            routes_max: options.client_routes_max.max(1),
-            route_clock: 0,
+            routes: Routes {
+                map: BTreeMap::new(),
+                max: options.client_routes_max.max(1),
+                clock: 0,
+            },
             after_connect: None,
             events: VecDeque::new(),
             last_status,
@@ -184,7 +217,7 @@ impl<S: Service> ReplicaNode<S> {
     pub fn handle_closed(&mut self, now: Instant, connection: ConnectionId, how: Closed) {
         self.links.set_now(now);
         if self.links.closed(now, connection, how) {
-            self.routes.retain(|_, (c, _)| *c != connection);
+            self.routes.forget(connection);
         }
     }
 
@@ -203,27 +236,21 @@ impl<S: Service> ReplicaNode<S> {
     ) -> Result<usize, DecodeError> {
         self.links.set_now(now);
         let cluster = self.replica.config().cluster;
-        let (mut used, mut frames) = (0, 0);
-        let result = loop {
-            if used == bytes.len() {
-                break Ok(used);
-            }
-            match codec::decode_in_epoch(&bytes[used..], cluster, self.frame_size_max) {
-                Ok((message, epoch, size)) => {
-                    used += size;
-                    frames += 1;
-                    match &message {
-                        Message::Request(m) => self.route(m.client_id, connection),
-                        Message::ReadRequest(m) => self.route(m.client_id, connection),
-                        Message::Reconfiguration(m) => self.route(m.client_id, connection),
-                        _ => {}
-                    }
-                    self.replica.handle_message(now, epoch, message);
+        let (replica, routes) = (&mut self.replica, &mut self.routes);
+        let (used, frames, result) =
+            decode_frames(bytes, cluster, self.frame_size_max, |message, epoch| {
+                let client_id = match &message {
+                    Message::Request(m) => Some(m.client_id),
+                    Message::ReadRequest(m) => Some(m.client_id),
+                    Message::Reconfiguration(m) => Some(m.client_id),
+                    _ => None,
+                };
+                if let Some(client_id) = client_id {
+                    routes.route(client_id, connection);
                 }
-                Err(DecodeError::Truncated { .. }) => break Ok(used),
-                Err(error) => break Err(error),
-            }
-        };
+                replica.handle_message(now, epoch, message);
+            });
+        let result = result.map(|()| used);
         self.stats.frames_in += frames;
         self.stats.bytes_in += used as u64;
         self.links.received(connection, frames, used as u64);
@@ -259,7 +286,7 @@ impl<S: Service> ReplicaNode<S> {
     /// [`Output::Timeout`] after every batch of inputs.
     pub fn poll_output(&mut self, buffer: &mut Vec<u8>) -> Output<NodeEvent> {
         if let Some(connection) = self.links.poll_close() {
-            self.routes.retain(|_, (c, _)| *c != connection);
+            self.routes.forget(connection);
             return Output::Close { connection };
         }
         if let Some((connection, epoch, message)) = self.after_connect.take() {
@@ -294,8 +321,8 @@ impl<S: Service> ReplicaNode<S> {
                         continue;
                     }
                 },
-                ReplicaOutput::Reply(reply) => match self.routes.get(&reply.client_id) {
-                    Some(&(connection, _)) => {
+                ReplicaOutput::Reply(reply) => match self.routes.get(reply.client_id) {
+                    Some((connection, _)) => {
                         (connection, self.replica.epoch(), Message::Reply(reply))
                     }
                     None => {
@@ -303,19 +330,17 @@ impl<S: Service> ReplicaNode<S> {
                         continue;
                     }
                 },
-                ReplicaOutput::NewEpoch { client_id, notice } => {
-                    match self.routes.get(&client_id) {
-                        Some(&(connection, _)) => (
-                            connection,
-                            self.replica.epoch(),
-                            Message::StartEpoch(notice),
-                        ),
-                        None => {
-                            self.stats.replies_unroutable += 1;
-                            continue;
-                        }
+                ReplicaOutput::NewEpoch { client_id, notice } => match self.routes.get(client_id) {
+                    Some((connection, _)) => (
+                        connection,
+                        self.replica.epoch(),
+                        Message::StartEpoch(notice),
+                    ),
+                    None => {
+                        self.stats.replies_unroutable += 1;
+                        continue;
                     }
-                }
+                },
             };
             if let Some(len) = self.encode(connection, epoch, &message, buffer) {
                 return Output::Transmit { connection, len };
@@ -370,22 +395,6 @@ impl<S: Service> ReplicaNode<S> {
             self.stats.bytes_to_replicas += len as u64;
         }
         Some(buffer.len() - start)
-    }
-
-    fn route(&mut self, client_id: ClientId, connection: ConnectionId) {
-        self.route_clock += 1;
-        if !self.routes.contains_key(&client_id) && self.routes.len() >= self.routes_max {
-            // Evict the least recently used route. Linear, but only on
-            // overflow, and bounded by routes_max.
-            let oldest = (self.routes.iter())
-                .min_by_key(|(_, (_, t))| *t)
-                .map(|(c, _)| *c);
-            if let Some(oldest) = oldest {
-                self.routes.remove(&oldest);
-            }
-        }
-        self.routes
-            .insert(client_id, (connection, self.route_clock));
     }
 
     /// Turns changes of the replica's epoch, formation and status into
@@ -714,7 +723,7 @@ mod tests {
                 .unwrap();
             drain(&mut node, now);
         }
-        assert_eq!(node.routes.len(), 2);
+        assert_eq!(node.routes.map.len(), 2);
         assert_eq!(
             node.stats().replies_unroutable,
             0,
