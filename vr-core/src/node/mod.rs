@@ -111,7 +111,7 @@
 //! assert_eq!(result, b"hello");
 //! ```
 //!
-//! A [`DecodeError`](crate::codec::DecodeError) from `handle_bytes` other
+//! A [`DecodeError`] from `handle_bytes` other
 //! than truncation means the peer is broken or hostile: the node counted
 //! it and forgot the connection; the adapter closes the socket.
 
