@@ -129,11 +129,10 @@ impl Clock {
 
 /// Logs what the node reported, at the level an operator needs.
 pub(crate) fn log_event(replica: MemberId, event: &NodeEvent) {
-    match event {
-        NodeEvent::ClusterFormed { .. } | NodeEvent::FrameRejected { .. } => {
-            warn!(replica = %replica, "{event}")
-        }
-        _ => info!(replica = %replica, "{event}"),
+    if event.needs_attention() {
+        warn!(replica = %replica, "{event}")
+    } else {
+        info!(replica = %replica, "{event}")
     }
 }
 

@@ -108,10 +108,9 @@ impl Clock {
 
 /// Logs what the node reported, at the level an operator needs.
 pub(crate) fn log_event(replica: MemberId, event: &NodeEvent) {
-    match event {
-        NodeEvent::ClusterFormed { .. } | NodeEvent::FrameRejected { .. } => {
-            tracing::warn!(replica = %replica, "{event}")
-        }
-        _ => tracing::info!(replica = %replica, "{event}"),
+    if event.needs_attention() {
+        tracing::warn!(replica = %replica, "{event}")
+    } else {
+        tracing::info!(replica = %replica, "{event}")
     }
 }

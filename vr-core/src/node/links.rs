@@ -30,9 +30,6 @@ struct Link {
     /// The member this node connected to; `None` for an accepted one.
     member: Option<MemberId>,
     remote: Option<SocketAddr>,
-    connected: bool,
-    /// While connecting: when to give up.
-    connect_deadline: Option<Instant>,
     queued_bytes: usize,
     frames_in: u64,
     bytes_in: u64,
@@ -71,6 +68,10 @@ pub(crate) struct Links {
     limits: LinkLimits,
     next_id: u64,
     links: BTreeMap<ConnectionId, Link>,
+    /// The outbound connections still connecting, and when to give up on
+    /// each: kept apart so that the per-turn deadline and expiry look at
+    /// these few, not at every client connection.
+    connecting: BTreeMap<ConnectionId, Instant>,
     peers: BTreeMap<MemberId, Peer>,
     /// This node's own member id, never connected to.
     me: Option<MemberId>,
@@ -91,6 +92,7 @@ impl Links {
             limits,
             next_id: 1,
             links: BTreeMap::new(),
+            connecting: BTreeMap::new(),
             peers: BTreeMap::new(),
             me,
             inbound: 0,
@@ -142,6 +144,7 @@ impl Links {
         peer.backoff_ns = backoff_ns;
         if let Some(id) = peer.link.take() {
             self.links.remove(&id);
+            self.connecting.remove(&id);
             self.to_close.push_back(id);
         }
         true
@@ -178,13 +181,13 @@ impl Links {
         let id = ConnectionId(self.next_id);
         self.next_id += 1;
         peer.link = Some(id);
+        self.connecting
+            .insert(id, now + self.limits.connect_timeout_ns);
         self.links.insert(
             id,
             Link {
                 member: Some(member),
                 remote: Some(address),
-                connected: false,
-                connect_deadline: Some(now + self.limits.connect_timeout_ns),
                 queued_bytes: 0,
                 frames_in: 0,
                 bytes_in: 0,
@@ -260,8 +263,6 @@ impl Links {
             Link {
                 member: None,
                 remote,
-                connected: true,
-                connect_deadline: None,
                 queued_bytes: 0,
                 frames_in: 0,
                 bytes_in: 0,
@@ -277,8 +278,7 @@ impl Links {
         let Some(link) = self.links.get_mut(&id) else {
             return;
         };
-        link.connected = true;
-        link.connect_deadline = None;
+        self.connecting.remove(&id);
         if let Some(peer) = link.member.and_then(|m| self.peers.get_mut(&m)) {
             peer.backoff_ns = self.limits.backoff_min_ns;
         }
@@ -290,6 +290,7 @@ impl Links {
         let Some(link) = self.links.remove(&id) else {
             return false;
         };
+        let was_connecting = self.connecting.remove(&id).is_some();
         match how {
             Closed::Rejected => self.stats.connections_closed_bad_input += 1,
             Closed::EofMidFrame => self.stats.connections_closed_mid_frame += 1,
@@ -298,7 +299,7 @@ impl Links {
         match link.member {
             None => self.inbound -= 1,
             Some(member) => {
-                if !link.connected {
+                if was_connecting {
                     self.stats.connect_failures += 1;
                 }
                 if let Some(peer) = self.peers.get_mut(&member) {
@@ -318,8 +319,8 @@ impl Links {
     /// Gives up on connects past their deadline: they are closed as
     /// failures, and [`Links::poll_close`] names them.
     pub(crate) fn expire(&mut self, now: Instant) {
-        let expired: Vec<ConnectionId> = (self.links.iter())
-            .filter(|(_, l)| l.connect_deadline.is_some_and(|d| d <= now))
+        let expired: Vec<ConnectionId> = (self.connecting.iter())
+            .filter(|(_, deadline)| **deadline <= now)
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
@@ -335,7 +336,7 @@ impl Links {
 
     /// The earliest connect deadline.
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        self.links.values().filter_map(|l| l.connect_deadline).min()
+        self.connecting.values().min().copied()
     }
 
     pub(crate) fn snapshot(&self) -> LinkStats {
@@ -345,7 +346,7 @@ impl Links {
                 connection: *id,
                 remote: l.remote,
                 member: l.member,
-                connected: l.connected,
+                connected: !self.connecting.contains_key(id),
                 frames_in: l.frames_in,
                 bytes_in: l.bytes_in,
                 frames_out: l.frames_out,

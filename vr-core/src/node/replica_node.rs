@@ -67,6 +67,19 @@ pub enum NodeEvent {
     },
 }
 
+impl NodeEvent {
+    /// Whether an operator must notice it (an adapter logs it as a
+    /// warning): a cluster formed afresh, which loses a diskless cluster's
+    /// state unless it is new, or a connection sending what is not a frame
+    /// of this cluster. The rest is routine.
+    pub fn needs_attention(&self) -> bool {
+        matches!(
+            self,
+            NodeEvent::ClusterFormed { .. } | NodeEvent::FrameRejected { .. }
+        )
+    }
+}
+
 impl core::fmt::Display for NodeEvent {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
