@@ -75,8 +75,10 @@ fn free_addresses(count: usize) -> Vec<SocketAddr> {
 fn node_processes_on_three_runtimes_form_one_cluster() {
     // Replica i runs on RUNTIMES[i]: each runtime's `node` serves, and they
     // speak one protocol.
-    let vr = free_addresses(3);
-    let resp = free_addresses(3);
+    // One call, so that all of them differ (ports released by one call
+    // could come back from the next).
+    let addresses = free_addresses(6);
+    let (vr, resp) = (addresses[..3].to_vec(), addresses[3..].to_vec());
     let cluster = vr
         .iter()
         .map(SocketAddr::to_string)

@@ -26,6 +26,8 @@ const READERS: usize = 2;
 
 struct Node {
     args: Vec<String>,
+    /// The node's stderr, kept so that a failure can show why it died.
+    log: tempfile::NamedTempFile,
     child: Option<Child>,
 }
 
@@ -45,14 +47,23 @@ impl Node {
         let mut child = Command::new(env!("CARGO_BIN_EXE_vr-kv"))
             .args(&self.args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(self.log.path())
+                    .expect("node log"),
+            ))
             .spawn()
             .expect("start vr-kv node");
         // Wait until it listens (it prints its addresses once bound).
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).unwrap();
-        assert!(line.starts_with("replica "), "unexpected output {line:?}");
+        assert!(
+            line.starts_with("replica "),
+            "unexpected output {line:?}; stderr: {}",
+            std::fs::read_to_string(self.log.path()).unwrap_or_default()
+        );
         self.child = Some(child);
     }
 
@@ -261,8 +272,10 @@ struct Run {
 
 impl Run {
     fn start(runtime: &str) -> Run {
-        let vr = free_addresses(3);
-        let resp = free_addresses(3);
+        // One call, so that all of them differ (ports released by one call
+        // could come back from the next).
+        let addresses = free_addresses(6);
+        let (vr, resp) = (addresses[..3].to_vec(), addresses[3..].to_vec());
         let cluster = vr
             .iter()
             .map(ToString::to_string)
@@ -283,6 +296,7 @@ impl Run {
                     "--runtime".into(),
                     runtime.into(),
                 ],
+                log: tempfile::NamedTempFile::new().expect("node log"),
                 child: None,
             })
             .collect();

@@ -151,8 +151,10 @@ fn grow_and_shrink(runtime: &str) {
 }
 
 fn grow_and_shrink_on(runtime: &str, data_dir: Option<&std::path::Path>) {
-    let vr = free_addresses(5);
-    let resp = free_addresses(5);
+    // One call, so that all of them differ (ports released by one call
+    // could come back from the next).
+    let addresses = free_addresses(10);
+    let (vr, resp) = (addresses[..5].to_vec(), addresses[5..].to_vec());
     let node_args = |i: usize, join: bool| {
         let cluster = if join { &vr[..] } else { &vr[..3] };
         let mut args = vec![
