@@ -462,3 +462,51 @@ fn a_wiped_replica_restarted_in_an_older_epoch_recovers_in_the_next_one() {
 fn members(ids: &[u8]) -> Vec<vr_core::MemberId> {
     ids.iter().map(|&m| vr_core::MemberId(m)).collect()
 }
+
+/// §7.2: a replica its embedder booted straight into a later epoch (its
+/// configuration, recovering, without the addresses the reconfiguration
+/// carried) takes them from a notice of the same epoch that has them, so
+/// that it can pass them on to clients and replicas of older epochs.
+#[test]
+fn a_replica_booted_into_an_epoch_takes_its_addresses_from_a_later_notice() {
+    let mut config = Config::new(3, 3)
+        .with_members(&members(&[0, 1, 3]))
+        .unwrap();
+    config.epoch = 1;
+    let now = vr_core::Instant::ZERO;
+    let mut replica = vr_core::Replica::recover(
+        config,
+        vr_core::ReplicaIndex(1),
+        Recorder::default(),
+        now,
+        7,
+    )
+    .unwrap();
+    assert!(replica.epoch_addresses().is_empty());
+    let notice = |addresses: Vec<Vec<u8>>| {
+        Message::StartEpoch(vr_core::message::StartEpoch {
+            view: 0,
+            epoch: 1,
+            op_number: 5,
+            entry_view: 0,
+            members: members(&[0, 1, 3]),
+            addresses,
+            sender: vr_core::MemberId(0),
+        })
+    };
+    // A notice without addresses (from another replica booted so) changes
+    // nothing.
+    replica.handle_message(now, 1, notice(Vec::new()));
+    assert!(replica.epoch_addresses().is_empty());
+    let addresses: Vec<Vec<u8>> = ["10.0.0.1:7000", "10.0.0.2:7000", "10.0.0.4:7000"]
+        .map(|a| a.as_bytes().to_vec())
+        .to_vec();
+    replica.handle_message(now, 1, notice(addresses.clone()));
+    assert_eq!(replica.epoch_addresses(), &addresses[..]);
+    // Known addresses are never replaced by another notice's.
+    let other: Vec<Vec<u8>> = ["10.9.0.1:7000", "10.9.0.2:7000", "10.9.0.4:7000"]
+        .map(|a| a.as_bytes().to_vec())
+        .to_vec();
+    replica.handle_message(now, 1, notice(other));
+    assert_eq!(replica.epoch_addresses(), &addresses[..]);
+}

@@ -173,7 +173,8 @@ fn run(cli: Cli) -> Result<(), String> {
             if cluster.len() > usize::from(u8::MAX) {
                 return Err("at most 255 replicas".to_owned());
             }
-            let mut options = NodeOptions::new(cluster_id, cluster, replica, listen_resp);
+            let mut options =
+                NodeOptions::new(cluster_id, cluster, vr_core::MemberId(replica), listen_resp);
             options.runtime = runtime.into();
             options.config.witnesses = witnesses.into_iter().map(vr_core::ReplicaIndex).collect();
             options

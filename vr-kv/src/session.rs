@@ -41,7 +41,7 @@
 use std::sync::{Arc, Mutex};
 
 use vr_core::node::NodeStats;
-use vr_core::{ClientError, Config, Status};
+use vr_core::{ClientError, Config, MemberId, Status};
 
 use crate::batch::{
     decode_results, encode_op, encoded_entry_len, result_seq, Args, Batch, BatchResult, Entry,
@@ -83,7 +83,7 @@ const INLINE_BYTES_MAX: usize = 64 * 1024;
 pub struct NodeView {
     store: Arc<Mutex<Store>>,
     config: Config,
-    replica: u8,
+    replica: MemberId,
     limits: Limits,
     read_buffer_max: usize,
     status: Box<dyn Fn() -> NodeStats + Send + Sync>,
@@ -113,7 +113,7 @@ impl NodeView {
     pub fn new(
         store: Arc<Mutex<Store>>,
         config: Config,
-        replica: u8,
+        replica: MemberId,
         read_buffer_max: usize,
         status: Box<dyn Fn() -> NodeStats + Send + Sync>,
     ) -> NodeView {
@@ -198,9 +198,16 @@ impl NodeView {
         &self.config
     }
 
-    /// This replica's index.
-    pub fn replica(&self) -> u8 {
+    /// This replica's member id.
+    pub fn replica(&self) -> MemberId {
         self.replica
+    }
+
+    /// Whether this replica is a witness (it holds no service state).
+    /// Witness clusters refuse reconfiguration, so the first configuration
+    /// says.
+    fn is_witness(&self) -> bool {
+        (self.config.index_of_member(self.replica)).is_some_and(|i| self.config.is_witness(i))
     }
 
     /// `VR.STATUS`, or `INFO replication` with its `# Replication` header.
@@ -231,7 +238,7 @@ impl NodeView {
             "role:{}\r\nreplica:{}\r\nreplicas:{}\r\nview:{}\r\nstatus:{}\r\nop_number:{}\r\ncommit_number:{}\r\nepoch:{}\r\n",
             if primary {
                 "primary"
-            } else if self.config.is_witness(vr_core::ReplicaIndex(self.replica)) {
+            } else if self.is_witness() {
                 "witness"
             } else {
                 "backup"
@@ -602,7 +609,7 @@ impl Session {
                 // recovery has installed the state: answer as a Redis
                 // replica still loading its dataset does, rather than with
                 // an empty store.
-                let reply = if node.config.is_witness(vr_core::ReplicaIndex(node.replica)) {
+                let reply = if node.is_witness() {
                     Reply::Error(ERR_WITNESS.to_owned())
                 } else if (node.status)().status == Some(Status::Recovering) {
                     Reply::Error(ERR_LOADING.to_owned())
@@ -826,7 +833,7 @@ mod tests {
         let node = NodeView::new(
             Arc::new(Mutex::new(Store::new())),
             config,
-            1,
+            MemberId(1),
             read_buffer_max,
             Box::new(move || stats.clone()),
         );
@@ -923,7 +930,7 @@ mod tests {
         let node = NodeView::new(
             Arc::new(Mutex::new(Store::new())),
             Config::new(1, 3),
-            1,
+            MemberId(1),
             1 << 20,
             Box::new(|| NodeStats {
                 status: Some(Status::Recovering),

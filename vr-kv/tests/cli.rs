@@ -9,25 +9,29 @@ use std::time::{Duration, Instant};
 const RUNTIMES: [&str; 3] = ["tokio", "mio", "glommio"];
 
 /// Kills the process when dropped, so that a failed assertion leaves no
-/// server behind.
-struct Killed(Child);
+/// server behind; if the test is failing, prints what the process logged.
+struct Killed(Child, tempfile::NamedTempFile);
 
 impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.1.path()).unwrap_or_default();
+            eprintln!("--- stderr of {:?}:\n{log}", self.0.id());
+        }
     }
 }
 
 fn spawn(args: &[&str]) -> Killed {
-    Killed(
-        Command::new(env!("CARGO_BIN_EXE_vr-kv"))
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_vr-kv"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log.reopen().unwrap()))
+        .spawn()
+        .unwrap();
+    Killed(child, log)
 }
 
 /// Sends `command` (inline) on a new connection and reads `want.len()`

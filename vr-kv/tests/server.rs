@@ -450,8 +450,12 @@ fn without_a_majority_a_write_is_uncertain_not_failed(runtime: Runtime) {
 fn start_node_runs_a_single_replica_and_bounds_connections(runtime: Runtime) {
     let replica = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let replicas = vec![replica.local_addr().unwrap()];
-    let mut options =
-        vr_kv::server::NodeOptions::new(9, replicas, 0, "127.0.0.1:0".parse().unwrap());
+    let mut options = vr_kv::server::NodeOptions::new(
+        9,
+        replicas,
+        vr_core::MemberId(0),
+        "127.0.0.1:0".parse().unwrap(),
+    );
     options.replica_listener = Some(replica);
     options.resp_connections_max = 2;
     options.runtime = runtime;

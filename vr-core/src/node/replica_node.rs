@@ -6,7 +6,8 @@ use core::net::SocketAddr;
 
 use super::links::{Links, Route};
 use super::{
-    decode_frames, parse_address, Closed, ConnectionId, NodeStats, Output, ReplicaOptions,
+    decode_frames, format_address, parse_address, Closed, ConnectionId, NodeStats, Output,
+    ReplicaOptions,
 };
 use crate::codec::{self, DecodeError};
 use crate::message::{ClientId, MemberId, Message};
@@ -162,6 +163,9 @@ pub struct ReplicaNode<S: Service> {
     events: VecDeque<NodeEvent>,
     last_status: (u64, Status, bool),
     last_epoch: Option<u32>,
+    /// Whether the addresses of `last_epoch` were there to learn (a
+    /// replica booted into an epoch may come by them later).
+    epoch_addresses_learned: bool,
     /// `Stats::clusters_formed` when last looked at.
     clusters_formed: u64,
     stats: NodeStats,
@@ -171,10 +175,24 @@ impl<S: Service> ReplicaNode<S> {
     /// Wraps `replica`, built from `options` (see
     /// [`ReplicaOptions::build_replica`]): its address book starts from
     /// `options.addresses`, and its limits are the options'.
-    pub fn new(replica: Replica<S>, options: &ReplicaOptions, now: Instant) -> Self {
+    pub fn new(mut replica: Replica<S>, options: &ReplicaOptions, now: Instant) -> Self {
         let mut links = Links::new(options.link_limits(), Some(options.replica));
         for (member, address) in options.address_book() {
             links.learn(now, member, address);
+        }
+        // A replica its embedder built in a later epoch's configuration
+        // lacks the addresses the reconfiguration carried. If the options
+        // know every member's, it passes those on in its StartEpoch
+        // notices, so that clients and replicas of older epochs can reach
+        // members they never knew (§7.2).
+        if replica.epoch() > 0 && replica.epoch_addresses().is_empty() {
+            let book: BTreeMap<MemberId, SocketAddr> = options.address_book().collect();
+            let addresses: Option<Vec<Vec<u8>>> = (replica.epoch_members().iter())
+                .map(|member| book.get(member).copied().map(format_address))
+                .collect();
+            if let Some(addresses) = addresses {
+                replica.restore_epoch_addresses(addresses);
+            }
         }
         let last_status = (replica.view(), replica.status(), replica.is_primary());
         ReplicaNode {
@@ -191,6 +209,7 @@ impl<S: Service> ReplicaNode<S> {
             events: VecDeque::new(),
             last_status,
             last_epoch: None,
+            epoch_addresses_learned: false,
             stats: NodeStats::default(),
         }
     }
@@ -415,9 +434,12 @@ impl<S: Service> ReplicaNode<S> {
     /// sent to its members.
     fn observe(&mut self) {
         let epoch = self.replica.epoch();
-        if self.last_epoch != Some(epoch) {
+        let changed = self.last_epoch != Some(epoch);
+        let has_addresses = !self.replica.epoch_addresses().is_empty();
+        if changed || (has_addresses && !self.epoch_addresses_learned) {
             let first = self.last_epoch.is_none();
             self.last_epoch = Some(epoch);
+            self.epoch_addresses_learned = has_addresses;
             let members = self.replica.epoch_members();
             let addresses = self.replica.epoch_addresses().to_vec();
             let now = self.links.now();
@@ -432,7 +454,7 @@ impl<S: Service> ReplicaNode<S> {
                     });
                 }
             }
-            if !first || epoch != 0 {
+            if changed && (!first || epoch != 0) {
                 self.events
                     .push_back(NodeEvent::EpochChanged { epoch, members });
             }
@@ -757,6 +779,82 @@ mod tests {
                 (MemberId(2), addresses(3)[2])
             ],
             "never itself"
+        );
+    }
+
+    /// A replica built in epoch 1's configuration (members 0, 1 and 3),
+    /// recovering, as an embedder may boot it after a reconfiguration.
+    fn booted_in_epoch_one(known: &[u16]) -> ReplicaNode<Echo> {
+        let members = [MemberId(0), MemberId(1), MemberId(3)];
+        let mut config = Config::new(3, 3).with_members(&members).unwrap();
+        config.epoch = 1;
+        let replica = Replica::recover(
+            config.clone(),
+            crate::ReplicaIndex(1),
+            Echo,
+            Instant::ZERO,
+            9,
+        )
+        .unwrap();
+        let mut options = ReplicaOptions::new(config, addresses(4), MemberId(1));
+        for port in known {
+            options.addresses[usize::from(*port)] = SocketAddr::from(([10, 0, 0, 1], *port));
+        }
+        options.addresses.truncate(known.len().max(3));
+        ReplicaNode::new(replica, &options, Instant::ZERO)
+    }
+
+    #[test]
+    fn a_node_booted_into_an_epoch_passes_on_the_addresses_its_options_know() {
+        // §7.2: its StartEpoch notices carry them, so that clients and
+        // replicas of older epochs can reach members they never knew.
+        let node = booted_in_epoch_one(&[0, 1, 2, 3]);
+        let at = |port| format_address(SocketAddr::from(([10, 0, 0, 1], port)));
+        assert_eq!(node.replica().epoch_addresses(), &[at(0), at(1), at(3)]);
+        // Options that miss a member's address restore none.
+        let node = booted_in_epoch_one(&[0, 1, 2]);
+        assert!(node.replica().epoch_addresses().is_empty());
+    }
+
+    #[test]
+    fn addresses_that_come_later_in_the_same_epoch_are_learned() {
+        let now = Instant::ZERO;
+        let mut node = booted_in_epoch_one(&[0, 1, 2]);
+        drain(&mut node, now);
+        assert!(!node.links.addresses().any(|(m, _)| m == MemberId(3)));
+        let member_3 = SocketAddr::from(([10, 0, 0, 4], 7003));
+        let notice = Message::StartEpoch(crate::message::StartEpoch {
+            view: 0,
+            epoch: 1,
+            op_number: 5,
+            entry_view: 0,
+            members: vec![MemberId(0), MemberId(1), MemberId(3)],
+            addresses: [0, 1]
+                .map(|port| SocketAddr::from(([10, 0, 0, 1], port)))
+                .into_iter()
+                .chain([member_3])
+                .map(format_address)
+                .collect(),
+            sender: MemberId(0),
+        });
+        let mut frame = Vec::new();
+        codec::encode_in_epoch(&notice, 3, 1, &mut frame);
+        let c = node.handle_accepted(now, None).unwrap();
+        node.handle_bytes(now, c, &frame).unwrap();
+        let (_, events) = drain(&mut node, now);
+        assert!(
+            events.contains(&NodeEvent::AddressLearned {
+                member: MemberId(3),
+                address: member_3
+            }),
+            "{events:?}"
+        );
+        assert!(node.links.addresses().any(|a| a == (MemberId(3), member_3)));
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, NodeEvent::EpochChanged { .. })),
+            "the epoch did not change"
         );
     }
 }

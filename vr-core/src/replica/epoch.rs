@@ -518,6 +518,16 @@ impl<S: Service> Replica<S> {
             return;
         }
         if message.epoch == self.epoch {
+            // A replica booted into this epoch by its embedder, without the
+            // addresses the reconfiguration carried, takes them from a
+            // notice that has them, and so passes them on to the clients
+            // and replicas of older epochs it tells of this one (§7.2).
+            if self.epoch_state.addresses.is_empty()
+                && !message.addresses.is_empty()
+                && message.members == self.epoch_members()
+            {
+                self.epoch_state.addresses = message.addresses.clone();
+            }
             if matches!(self.status, Status::Normal | Status::ViewChange) {
                 // Answer, so that the sender stops resending.
                 let started = EpochStarted {

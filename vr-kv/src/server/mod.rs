@@ -33,7 +33,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use vr_core::node::{NodeStats, ReplicaOptions};
-use vr_core::{ClientConfig, Config};
+use vr_core::{ClientConfig, Config, MemberId};
 
 use crate::service::SharedStore;
 use crate::session::NodeView;
@@ -106,8 +106,9 @@ pub struct NodeOptions {
     pub config: Config,
     /// Replica `i` of the cluster listens (VR protocol) on `replicas[i]`.
     pub replicas: Vec<SocketAddr>,
-    /// This node's replica index.
-    pub replica: u8,
+    /// This node's member id: its index in `replicas` (for the cluster's
+    /// first configuration, where member ids are replica indexes).
+    pub replica: MemberId,
     /// Where to listen for RESP clients (ignored if `resp_listener` is set).
     pub listen_resp: SocketAddr,
     /// A listener already bound for the replica (used instead of binding
@@ -151,7 +152,7 @@ impl NodeOptions {
     pub fn new(
         cluster: u64,
         replicas: Vec<SocketAddr>,
-        replica: u8,
+        replica: MemberId,
         listen_resp: SocketAddr,
     ) -> NodeOptions {
         let count = u8::try_from(replicas.len()).unwrap_or(u8::MAX);
@@ -183,7 +184,7 @@ pub fn replica_options(options: &NodeOptions) -> ReplicaOptions {
     let mut replica_options = ReplicaOptions::new(
         options.config.clone(),
         options.replicas.clone(),
-        vr_core::MemberId(options.replica),
+        options.replica,
     );
     replica_options.recovery_nonce = options.recovery_nonce;
     replica_options.join = options.join;
@@ -431,16 +432,16 @@ pub fn start_node(mut options: NodeOptions) -> io::Result<NodeHandle> {
             let (dir, boot) = vr_storage::data_dir::DataDir::open(
                 path,
                 &options.config,
-                vr_core::MemberId(options.replica),
+                options.replica,
                 u128::from(options.config.cluster),
             )
             .map_err(|e| io::Error::other(format!("data directory {}: {e}", path.display())))?;
-            tracing::info!(replica = options.replica, dir = %path.display(), "{}", boot.describe());
+            tracing::info!(replica = %options.replica, dir = %path.display(), "{}", boot.describe());
             Some((dir, boot))
         }
         None => {
             tracing::info!(
-                replica = options.replica,
+                replica = %options.replica,
                 "diskless: state in memory only; it survives while at most f replicas are down or recovering at once"
             );
             None
@@ -469,7 +470,7 @@ pub fn start_node(mut options: NodeOptions) -> io::Result<NodeHandle> {
     let replica_listener = match replica_listener {
         Some(listener) => listener,
         None => {
-            let address = replicas.get(usize::from(replica)).ok_or_else(|| {
+            let address = replicas.get(usize::from(replica.0)).ok_or_else(|| {
                 io::Error::new(io::ErrorKind::InvalidInput, "replica index out of range")
             })?;
             bind_retrying(*address)?
@@ -645,7 +646,8 @@ pub fn start_local_in(
         (0..replicas).zip(replica_listeners.into_iter().zip(resp_listeners))
     {
         let i = usize::from(index);
-        let mut options = NodeOptions::new(cluster, replica_addrs.clone(), index, resp[i]);
+        let mut options =
+            NodeOptions::new(cluster, replica_addrs.clone(), MemberId(index), resp[i]);
         options.config.witnesses = (replicas.saturating_sub(witnesses)..replicas)
             .map(vr_core::ReplicaIndex)
             .collect();

@@ -85,7 +85,7 @@ pub(super) fn start(listener: std::net::TcpListener, shared: Arc<Shared>) -> io:
         .name(format!("vr-kv-resp-{replica}"))
         .spawn(move || {
             if let Err(error) = event_loop.run() {
-                tracing::error!(replica, %error, "RESP event loop failed");
+                tracing::error!(replica = %replica, %error, "RESP event loop failed");
             }
         })?;
     Ok(FrontEnd::new(move || {
@@ -94,7 +94,7 @@ pub(super) fn start(listener: std::net::TcpListener, shared: Arc<Shared>) -> io:
         // returns at once.
         let _ = waker.wake();
         if thread.join().is_err() {
-            tracing::error!(replica, "the RESP front end's thread panicked");
+            tracing::error!(replica = %replica, "the RESP front end's thread panicked");
         }
     }))
 }
