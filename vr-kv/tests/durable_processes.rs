@@ -325,9 +325,16 @@ fn check_acked_on(mut c: redis::Connection, acked: &Acked, scenario: &str) {
     assert!(checked > 0, "{scenario}: nothing was acknowledged");
 }
 
-/// Flips one byte in the body of an entry record in the middle of node's
-/// log (a sector whose record kind, header byte 10, is 2: an entry), so
-/// that the record's checksum fails. Returns the file and offset.
+/// Every `CHECKPOINT_INTERVAL_OPS` committed ops a replica takes a
+/// checkpoint (vr-core's default, which vr-kv keeps); the log's entries at
+/// or below it are no longer needed, so damage there is rightly ignored.
+const CHECKPOINT_INTERVAL_OPS: u64 = 4096;
+
+/// Flips one byte in the body of an entry record of node's log (a sector
+/// whose record kind, header byte 10, is 2: an entry) above the latest
+/// possible checkpoint and followed by other records, so that the
+/// record's checksum fails where the restart needs it. Returns the file
+/// and offset.
 fn flip_a_logged_byte(dir: &Path) -> (PathBuf, u64) {
     let mut segments: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()
@@ -346,15 +353,31 @@ fn flip_a_logged_byte(dir: &Path) -> (PathBuf, u64) {
         .unwrap();
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes).unwrap();
-    let sectors = bytes.len() / 4096;
+    // Entry records that start a sector, with their op (header bytes
+    // 32..40, little-endian).
+    let entries: Vec<(usize, u64)> = (0..bytes.len() / 4096)
+        .filter(|&s| bytes[s * 4096..].starts_with(b"VRSTOR\r\n") && bytes[s * 4096 + 10] == 2)
+        .map(|s| {
+            let op = u64::from_le_bytes(bytes[s * 4096 + 32..s * 4096 + 40].try_into().unwrap());
+            (s, op)
+        })
+        .collect();
+    let head = entries.iter().map(|e| e.1).max().expect("an entry record");
+    // The latest checkpoint is at most the last multiple of the interval
+    // that the log reaches; the last two records are left intact, so that
+    // the damaged one is not taken for a torn tail.
+    let checkpoint_max = head / CHECKPOINT_INTERVAL_OPS * CHECKPOINT_INTERVAL_OPS;
+    let above: Vec<usize> = entries
+        .iter()
+        .filter(|e| e.1 > checkpoint_max)
+        .map(|e| e.0)
+        .collect();
     assert!(
-        sectors >= 8,
-        "log too short to damage its middle: {sectors} sectors"
+        above.len() >= 3,
+        "too few entry records above op {checkpoint_max} to damage one: {}",
+        above.len()
     );
-    // An entry sector in the middle third: a record followed by others.
-    let sector = (sectors / 3..2 * sectors / 3)
-        .find(|&s| bytes[s * 4096 + 10] == 2)
-        .expect("an entry record in the middle of the log");
+    let sector = above[(above.len() - 2) / 2];
     let offset = (sector * 4096 + 96 + 4) as u64;
     file.seek(SeekFrom::Start(offset)).unwrap();
     let mut byte = [0u8];
@@ -482,6 +505,18 @@ fn durable_cluster_survives_every_kill(runtime: &str) {
     // 4. One flipped byte in a log record.
     writers.wait_for_progress(300, "writes before damaging a log");
     let k = 2;
+    // Damage is detected only in an entry the restart needs: above the
+    // latest checkpoint. Kill the node while its log holds many of those.
+    let past_checkpoint = |c: &Cluster| {
+        field(&c.status_of(k), "op_number")
+            .and_then(|op| op.parse::<u64>().ok())
+            .is_some_and(|op| (1024..3584).contains(&(op % CHECKPOINT_INTERVAL_OPS)))
+    };
+    wait_until(
+        "node 2's log to reach well past a checkpoint",
+        Duration::from_secs(60),
+        || past_checkpoint(&cluster),
+    );
     let mut flipped = None;
     writers = repair_then_depend_on_it(&mut cluster, writers, k, "flipped byte", |dir| {
         flipped = Some(flip_a_logged_byte(dir));

@@ -357,6 +357,12 @@ pub struct DiskPlan {
     pub cluster_crash_interval_mean_ns: u64,
     /// The cluster restarts from its disks `1 ms..=` this after the crash.
     pub cluster_crash_pause_max_ns: u64,
+    /// An aimed whole-cluster crash strikes the moment a primary commits
+    /// an op that a backup's persist in flight holds (the backup may have
+    /// acknowledged it: wrongly, if before it was durable), or just before
+    /// that persist completes; otherwise at a random instant while it is in
+    /// flight.
+    pub cluster_crash_at_commit: bool,
 }
 
 impl DiskPlan {
@@ -372,6 +378,7 @@ impl DiskPlan {
             cluster_crashes_max: 0,
             cluster_crash_interval_mean_ns: 0,
             cluster_crash_pause_max_ns: 0,
+            cluster_crash_at_commit: false,
         }
     }
 }
@@ -688,6 +695,9 @@ impl SeedPlan {
         };
         let cluster_crash_interval_mean_ns = between(&mut prng, 100 * MS, 3 * SECOND);
         let cluster_crash_pause_max_ns = between(&mut prng, MS, 2 * SECOND);
+        // Drawn last, so that the draws before it are those of the seeds
+        // that ran before it existed.
+        let cluster_crash_at_commit = prng.below(2) == 0;
         // A replica crashed for good and one whose disk is damaged are
         // both lost to the quorum: together at most f.
         let room = f.saturating_sub(fault_replicas.len() as u8);
@@ -702,6 +712,7 @@ impl SeedPlan {
             cluster_crashes_max,
             cluster_crash_interval_mean_ns,
             cluster_crash_pause_max_ns,
+            cluster_crash_at_commit,
         };
     }
 
@@ -1169,6 +1180,9 @@ impl SeedPlan {
             self.config.durability,
             self.disk
         );
+        // Plans that do not aim crashes at commits replay the runs they had
+        // before the choice existed: they keep their fingerprints.
+        let text = text.replace(", cluster_crash_at_commit: false", "");
         crate::trace::Fnv64::of(text.as_bytes())
     }
 
@@ -1200,6 +1214,9 @@ impl SeedPlan {
                 d.cluster_crash_interval_mean_ns / MS,
                 d.cluster_crash_pause_max_ns / MS
             );
+            if d.cluster_crash_at_commit {
+                out += " aimed-at-commits";
+            }
         }
         out
     }

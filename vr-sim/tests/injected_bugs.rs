@@ -486,9 +486,10 @@ fn caught_by_pinned_seed(seed: u64, fingerprint: u64, options: Options, buggy: O
 /// that acknowledge, and a primary that counts itself, before the op is
 /// on disk: a whole-cluster crash aimed at a backup's persist in flight
 /// loses an op the primary had executed, and the replicas restarted from
-/// disk commit another at its number (agreement). Seed 2387, three
-/// replicas (2151 until the simulator drove the node layer, sim-node, and
-/// moved the runs; 4 of seeds 0..3000 catch it there).
+/// disk commit another at its number (agreement). Seed 32, three
+/// replicas, a plan whose crashes strike at the primary's commit (10 of
+/// seeds 0..3000 catch it so; 2387 with random aims, 4 of 3000, and 2151
+/// before the simulator drove the node layer).
 #[test]
 fn ack_before_persist_is_caught_by_a_whole_cluster_crash() {
     let options = durable(Some(3));
@@ -496,7 +497,7 @@ fn ack_before_persist_is_caught_by_a_whole_cluster_crash() {
         injected_bug: Some(InjectedBug::AckBeforePersist),
         ..options.clone()
     };
-    caught_by_pinned_seed(2387, 0x2a1348135bfd41d3, options, buggy);
+    caught_by_pinned_seed(32, 0x30de78b53e81c14c, options, buggy);
 }
 
 /// Issue 18, item 3 (Alagappan et al., FAST '18). A recovery scan that
@@ -513,5 +514,5 @@ fn trust_unchecked_record_is_caught_after_bit_rot_and_a_restart() {
         storage_bug: Some(vr_storage::InjectedBug::TrustUncheckedRecord),
         ..options.clone()
     };
-    caught_by_pinned_seed(160, 0x49d62deb21175d7d, options, buggy);
+    caught_by_pinned_seed(160, 0x0be0fefcf6d28b1d, options, buggy);
 }

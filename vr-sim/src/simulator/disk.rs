@@ -180,9 +180,18 @@ impl Simulator {
         if entries > 0 && backup && std::mem::take(&mut self.cluster_crash_armed) {
             // An aimed whole-cluster crash strikes while this backup's
             // entries are in flight (not synced yet), and its primary may
-            // have heard its acknowledgement.
+            // have heard its acknowledgement: at once when the primary
+            // commits one of them (`observe_replica`), so that an op
+            // executed on an acknowledgement not yet durable is lost with
+            // it, or at the last instant before the sync; or at random.
             self.cluster_crash_aimed = true;
-            self.cluster_crash_next_at = Some(now + self.disk_prng.below(latency));
+            if self.plan.disk.cluster_crash_at_commit {
+                let first = persist.entries[0].op_number;
+                self.cluster_crash_watch = Some((i, first));
+                self.cluster_crash_next_at = Some(now + latency.max(1) - 1);
+            } else {
+                self.cluster_crash_next_at = Some(now + self.disk_prng.below(latency));
+            }
         }
         disk.pending = Some(PendingPersist {
             persist,
@@ -604,6 +613,7 @@ impl Simulator {
     /// already down with a restart pending restarts at its own time.
     pub(super) fn cluster_crash_act(&mut self) {
         let now = self.now;
+        self.cluster_crash_watch = None;
         let d = &self.plan.disk;
         let (mean, pause_max) = (
             d.cluster_crash_interval_mean_ns,

@@ -475,6 +475,9 @@ pub struct Simulator {
     cluster_crash_armed: bool,
     /// The whole-cluster crash due was aimed at a persist in flight.
     cluster_crash_aimed: bool,
+    /// An aimed crash waiting for a commit (`DiskPlan::cluster_crash_at_commit`):
+    /// the backup whose persist is in flight, and the first op it holds.
+    cluster_crash_watch: Option<(u8, u64)>,
     /// A whole-cluster crash is under way (its crashes are not the
     /// nemesis's single ones).
     cluster_crashing: bool,
@@ -712,6 +715,7 @@ impl Simulator {
             cluster_crashes_left,
             cluster_crash_armed: false,
             cluster_crash_aimed: false,
+            cluster_crash_watch: None,
             cluster_crashing: false,
             agreement: Agreement::new(),
             backup_reads: Vec::new(),

@@ -14,6 +14,7 @@ impl Simulator {
         self.disk_fault_next_at = None;
         self.cluster_crash_next_at = None;
         self.cluster_crash_armed = false;
+        self.cluster_crash_watch = None;
         self.partition = None;
         self.network.heal_all();
         self.network

@@ -358,6 +358,18 @@ impl Simulator {
             epoch: replica.epoch(),
             primary: replica.is_primary(),
         };
+        if let Some((backup, first)) = self.cluster_crash_watch {
+            if after.primary
+                && i != backup
+                && after.commit_number >= first
+                && after.commit_number > before.commit_number
+            {
+                // The aimed crash strikes now (`disk_write`): before the
+                // backup's persist completes.
+                self.cluster_crash_watch = None;
+                self.cluster_crash_next_at = Some(now);
+            }
+        }
         let mut problems = Vec::new();
         if after.commit_number < before.commit_number {
             problems.push((
