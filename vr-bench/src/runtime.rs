@@ -62,11 +62,8 @@ const REQUEST_ATTEMPTS_MAX: u32 = 25;
 /// crate docs ("Locked memory"). The benchmark does no storage IO either.
 pub(crate) const GLOMMIO_IO_MEMORY_BYTES: usize = 64 * 1024;
 
-enum ReplicaHandle {
-    Mio(vr_mio::ReplicaHandle),
-    Tokio(vr_tokio::ReplicaHandle),
-    Glommio(vr_glommio::ReplicaHandle),
-}
+/// Every adapter returns the same handle.
+type ReplicaHandle = vr_host::ReplicaHandle;
 
 /// A 3-replica cluster of one runtime on loopback, replica 0 the primary of
 /// view 0. Dropping it stops the replicas.
@@ -137,34 +134,26 @@ impl Cluster {
                 .map_err(io::Error::other)?;
                 options.recovery_nonce = Some(0x5eed + i as u64);
                 replicas.push(match runtime {
-                    Runtime::Mio => {
-                        ReplicaHandle::Mio(vr_mio::start_durable_replica_with_listener(
-                            options, listener, service, dir, boot,
-                        )?)
-                    }
-                    Runtime::Tokio => {
-                        ReplicaHandle::Tokio(vr_tokio::start_durable_replica_with_listener(
-                            options, listener, service, dir, boot,
-                        )?)
-                    }
-                    Runtime::Glommio => {
-                        ReplicaHandle::Glommio(vr_glommio::start_durable_replica_with_listener(
-                            options, listener, service, dir, boot,
-                        )?)
-                    }
+                    Runtime::Mio => vr_mio::start_durable_replica_with_listener(
+                        options, listener, service, dir, boot,
+                    )?,
+                    Runtime::Tokio => vr_tokio::start_durable_replica_with_listener(
+                        options, listener, service, dir, boot,
+                    )?,
+                    Runtime::Glommio => vr_glommio::start_durable_replica_with_listener(
+                        options, listener, service, dir, boot,
+                    )?,
                 });
                 continue;
             }
             replicas.push(match runtime {
-                Runtime::Mio => ReplicaHandle::Mio(vr_mio::start_replica_with_listener(
-                    options, listener, service,
-                )?),
-                Runtime::Tokio => ReplicaHandle::Tokio(vr_tokio::start_replica_with_listener(
-                    options, listener, service,
-                )?),
-                Runtime::Glommio => ReplicaHandle::Glommio(
-                    vr_glommio::start_replica_with_listener(options, listener, service)?,
-                ),
+                Runtime::Mio => vr_mio::start_replica_with_listener(options, listener, service)?,
+                Runtime::Tokio => {
+                    vr_tokio::start_replica_with_listener(options, listener, service)?
+                }
+                Runtime::Glommio => {
+                    vr_glommio::start_replica_with_listener(options, listener, service)?
+                }
             });
         }
         Ok(Cluster {
@@ -183,14 +172,7 @@ impl Cluster {
     /// The view each replica is in. A benchmark expects 0 throughout: a
     /// view change means the cluster was too starved to keep its heartbeats.
     pub fn views(&self) -> Vec<u64> {
-        self.replicas
-            .iter()
-            .map(|r| match r {
-                ReplicaHandle::Mio(h) => h.stats().view,
-                ReplicaHandle::Tokio(h) => h.stats().view,
-                ReplicaHandle::Glommio(h) => h.stats().view,
-            })
-            .collect()
+        self.replicas.iter().map(|r| r.stats().view).collect()
     }
 
     /// The protocol counters of replica 0, the primary of view 0 (for
@@ -206,11 +188,7 @@ impl Cluster {
 
     /// The node counters of replica `i` (view, status, op numbers, ...).
     pub fn node_stats(&self, i: usize) -> vr_core::node::NodeStats {
-        match &self.replicas[i] {
-            ReplicaHandle::Mio(h) => h.stats(),
-            ReplicaHandle::Tokio(h) => h.stats(),
-            ReplicaHandle::Glommio(h) => h.stats(),
-        }
+        self.replicas[i].stats()
     }
 
     /// What the clients of a run connect to.
@@ -224,11 +202,7 @@ impl Cluster {
     /// Stops every replica and waits for their threads.
     pub fn stop(self) {
         for replica in self.replicas {
-            match replica {
-                ReplicaHandle::Mio(h) => h.stop(),
-                ReplicaHandle::Tokio(h) => h.stop(),
-                ReplicaHandle::Glommio(h) => h.stop(),
-            }
+            replica.stop();
         }
     }
 }

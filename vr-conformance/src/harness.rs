@@ -240,9 +240,11 @@ pub struct Cluster<R: Runtime> {
     /// Every replica's address, joiners included.
     pub addresses: Vec<SocketAddr>,
     /// The running replicas.
-    pub replicas: Vec<Option<R::Replica>>,
+    pub replicas: Vec<Option<vr_host::ReplicaHandle>>,
     /// What each replica executed.
     pub executed: Vec<Executed>,
+    /// The runtime its clients use.
+    runtime: std::marker::PhantomData<R>,
 }
 
 impl<R: Runtime> Cluster<R> {
@@ -279,11 +281,7 @@ impl<R: Runtime> Cluster<R> {
             let log = Executed::default();
             let replica = R::start_replica(options, Some(listener), Recorder(log.clone()))
                 .unwrap_or_else(|e| panic!("{}: replica {i} starts: {e}", R::NAME));
-            assert_eq!(
-                R::local_addr(&replica),
-                addresses[i],
-                "it listens where told"
-            );
+            assert_eq!(replica.local_addr(), addresses[i], "it listens where told");
             replicas.push(Some(replica));
             executed.push(log);
         }
@@ -292,6 +290,7 @@ impl<R: Runtime> Cluster<R> {
             addresses,
             replicas,
             executed,
+            runtime: std::marker::PhantomData,
         }
     }
 
@@ -317,13 +316,13 @@ impl<R: Runtime> Cluster<R> {
     }
 
     /// Replica `i`, which must still run.
-    pub fn replica(&self, i: usize) -> &R::Replica {
+    pub fn replica(&self, i: usize) -> &vr_host::ReplicaHandle {
         self.replicas[i].as_ref().expect("the replica runs")
     }
 
     /// Replica `i`'s counters.
     pub fn stats(&self, i: usize) -> Stats {
-        Stats::from(R::stats(self.replica(i)))
+        Stats::from(self.replica(i).stats())
     }
 
     /// What replica `i` executed so far.

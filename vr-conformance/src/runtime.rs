@@ -7,6 +7,7 @@ use std::net::{SocketAddr, TcpListener};
 use vr_core::message::MemberId;
 use vr_core::node::{NodeStats, ReplicaOptions};
 use vr_core::{ClientConfig, ClientError, Service};
+use vr_host::ReplicaHandle;
 
 /// An adapter under test: how to start and read a replica, and how to drive
 /// a client, all blocking.
@@ -21,29 +22,18 @@ pub trait Runtime: 'static {
     /// keeps 15 bytes of a name).
     const THREAD_PREFIX: &'static str;
 
-    /// A running replica; dropping it stops the replica.
-    type Replica;
     /// A client of a cluster. `Send`, so that the suite can bound every
     /// call with a deadline on a thread of its own.
     type Client: Send + 'static;
 
     /// Starts replica `options.replica` with `service`, on `listener` if
     /// given (bound to its address in `options.addresses`), else binding
-    /// that address itself.
+    /// that address itself. Every adapter returns the one handle type.
     fn start_replica<S: Service + Send + 'static>(
         options: ReplicaOptions,
         listener: Option<TcpListener>,
         service: S,
-    ) -> io::Result<Self::Replica>;
-    /// The address the replica listens on.
-    fn local_addr(replica: &Self::Replica) -> SocketAddr;
-    /// Whether the replica's loop still runs.
-    fn is_running(replica: &Self::Replica) -> bool;
-    /// A snapshot of the replica's counters (the one stats type of every
-    /// adapter).
-    fn stats(replica: &Self::Replica) -> NodeStats;
-    /// Stops the replica and returns once its threads have been joined.
-    fn stop(replica: Self::Replica);
+    ) -> io::Result<ReplicaHandle>;
 
     /// A client of cluster `cluster` whose replica `i` is at `addresses[i]`.
     fn connect(

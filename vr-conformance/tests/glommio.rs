@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpListener};
 
 use vr_conformance::{conformance_tests, Runtime};
 use vr_core::message::MemberId;
-use vr_core::node::{NodeStats, ReplicaOptions};
+use vr_core::node::ReplicaOptions;
 use vr_core::{ClientConfig, ClientError, Service};
 
 /// vr-glommio under test.
@@ -17,30 +17,17 @@ impl Runtime for Glommio {
     // Executors "vr-replica-N" and "vr-client-ID", and glommio's helper
     // threads, named after their executor.
     const THREAD_PREFIX: &'static str = "vr-";
-    type Replica = vr_glommio::ReplicaHandle;
     type Client = vr_glommio::BlockingClient;
 
     fn start_replica<S: Service + Send + 'static>(
         options: ReplicaOptions,
         listener: Option<TcpListener>,
         service: S,
-    ) -> io::Result<Self::Replica> {
+    ) -> io::Result<vr_host::ReplicaHandle> {
         match listener {
             Some(listener) => vr_glommio::start_replica_with_listener(options, listener, service),
             None => vr_glommio::start_replica(options, service),
         }
-    }
-    fn local_addr(replica: &Self::Replica) -> SocketAddr {
-        replica.local_addr()
-    }
-    fn is_running(replica: &Self::Replica) -> bool {
-        replica.is_running()
-    }
-    fn stats(replica: &Self::Replica) -> NodeStats {
-        replica.stats()
-    }
-    fn stop(replica: Self::Replica) {
-        replica.stop()
     }
 
     fn connect(

@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpListener};
 
 use vr_conformance::{conformance_tests, Runtime};
 use vr_core::message::MemberId;
-use vr_core::node::{NodeStats, ReplicaOptions};
+use vr_core::node::ReplicaOptions;
 use vr_core::{ClientConfig, ClientError, Service};
 
 /// vr-mio under test.
@@ -25,30 +25,17 @@ impl Runtime for Mio {
     const NAME: &'static str = "mio";
     // "vr-mio-replica-N" and "vr-mio-disk-N", cut to 15 bytes.
     const THREAD_PREFIX: &'static str = "vr-mio-";
-    type Replica = vr_mio::ReplicaHandle;
     type Client = vr_mio::Client;
 
     fn start_replica<S: Service + Send + 'static>(
         options: ReplicaOptions,
         listener: Option<TcpListener>,
         service: S,
-    ) -> io::Result<Self::Replica> {
+    ) -> io::Result<vr_host::ReplicaHandle> {
         match listener {
             Some(listener) => vr_mio::start_replica_with_listener(options, listener, service),
             None => vr_mio::start_replica(options, service),
         }
-    }
-    fn local_addr(replica: &Self::Replica) -> SocketAddr {
-        replica.local_addr()
-    }
-    fn is_running(replica: &Self::Replica) -> bool {
-        replica.is_running()
-    }
-    fn stats(replica: &Self::Replica) -> NodeStats {
-        replica.stats()
-    }
-    fn stop(replica: Self::Replica) {
-        replica.stop()
     }
 
     fn connect(

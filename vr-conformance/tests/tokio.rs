@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpListener};
 
 use vr_conformance::{conformance_tests, Runtime};
 use vr_core::message::MemberId;
-use vr_core::node::{NodeStats, ReplicaOptions};
+use vr_core::node::ReplicaOptions;
 use vr_core::{ClientConfig, ClientError, Service};
 
 /// vr-tokio under test.
@@ -22,30 +22,17 @@ struct BlockingClient {
 impl Runtime for Tokio {
     const NAME: &'static str = "tokio";
     const THREAD_PREFIX: &'static str = "vr-replica-";
-    type Replica = vr_tokio::ReplicaHandle;
     type Client = BlockingClient;
 
     fn start_replica<S: Service + Send + 'static>(
         options: ReplicaOptions,
         listener: Option<TcpListener>,
         service: S,
-    ) -> io::Result<Self::Replica> {
+    ) -> io::Result<vr_host::ReplicaHandle> {
         match listener {
             Some(listener) => vr_tokio::start_replica_with_listener(options, listener, service),
             None => vr_tokio::start_replica(options, service),
         }
-    }
-    fn local_addr(replica: &Self::Replica) -> SocketAddr {
-        replica.local_addr()
-    }
-    fn is_running(replica: &Self::Replica) -> bool {
-        replica.is_running()
-    }
-    fn stats(replica: &Self::Replica) -> NodeStats {
-        replica.stats()
-    }
-    fn stop(replica: Self::Replica) {
-        replica.stop()
     }
 
     fn connect(

@@ -17,8 +17,9 @@ use vr_core::node::{ClientEvent, ClientNode, ClientOptions, Closed, ConnectionId
 use vr_core::{ClientConfig, ClientError, MemberId};
 
 use crate::conn::{Conns, Endpoint};
+use crate::spawn_executor;
 use crate::sync::Notify;
-use crate::{invalid_input, spawn_executor, Clock};
+use vr_host::{invalid_input, Clock};
 
 /// How the outstanding request ended.
 enum Done {

@@ -83,19 +83,17 @@ mod sync;
 use std::future::Future;
 use std::io;
 use std::sync::mpsc::sync_channel;
-use std::time::{Duration, Instant as StdInstant};
+use std::time::Duration;
 
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
-use tracing::{info, warn};
-use vr_core::node::NodeEvent;
-use vr_core::MemberId;
 
 pub use client::{BlockingClient, Client};
 pub use replica::{
-    start_durable_replica_with_listener, start_replica, start_replica_with_listener, ReplicaHandle,
+    start_durable_replica_with_listener, start_replica, start_replica_with_listener,
 };
 pub use vr_core::node::{NodeStats, ReplicaOptions};
 pub use vr_core::ClientError;
+pub use vr_host::ReplicaHandle;
 pub use vr_storage::data_dir::{Boot, DataDir};
 
 /// glommio's `io_memory` for every executor of this crate: its minimum.
@@ -106,39 +104,6 @@ const IO_MEMORY_BYTES: usize = 64 * 1024;
 /// expired timers again, when tasks stay ready. glommio's default of 100 ms
 /// would let a busy replica miss its 10 ms heartbeats.
 const PREEMPT_TIMER: Duration = Duration::from_millis(2);
-
-/// The core's clock: nanoseconds since the replica or client started.
-#[derive(Clone, Copy)]
-pub(crate) struct Clock(StdInstant);
-
-impl Clock {
-    pub(crate) fn new() -> Clock {
-        Clock(StdInstant::now())
-    }
-
-    pub(crate) fn now(self) -> vr_core::Instant {
-        let ns = self.0.elapsed().as_nanos();
-        vr_core::Instant::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
-    }
-
-    /// How long until `deadline`: zero if it passed.
-    pub(crate) fn until(self, deadline: vr_core::Instant) -> Duration {
-        Duration::from_nanos(deadline.saturating_since(self.now()))
-    }
-}
-
-/// Logs what the node reported, at the level an operator needs.
-pub(crate) fn log_event(replica: MemberId, event: &NodeEvent) {
-    if event.needs_attention() {
-        warn!(replica = %replica, "{event}")
-    } else {
-        info!(replica = %replica, "{event}")
-    }
-}
-
-fn invalid_input(why: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, why.to_owned())
-}
 
 /// Starts a thread running a glommio executor with the root task that
 /// `make_root` makes there, and returns once the executor is up, or with

@@ -17,10 +17,8 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
-use std::sync::mpsc::{sync_channel, SyncSender};
 use std::time::Duration;
 
 use futures_lite::future;
@@ -28,13 +26,14 @@ use glommio::net::TcpListener;
 use glommio::{spawn_local, ExecutorJoinHandle};
 use tracing::{debug, error, info, warn};
 use vr_core::codec::DecodeError;
-use vr_core::node::{Closed, ConnectionId, NodeEvent, NodeStats, Output, ReplicaNode};
+use vr_core::node::{Closed, ConnectionId, NodeEvent, Output, ReplicaNode};
 use vr_core::{Instant, MemberId, Service};
+use vr_host::{Clock, Control, LoopThread, Prepared, ReplicaHandle};
 use vr_storage::data_dir::{Boot, DataDir, PersistJob};
 
 use crate::conn::{Conns, Endpoint};
 use crate::sync::Notify;
-use crate::{invalid_input, spawn_executor, Clock, ReplicaOptions};
+use crate::{spawn_executor, ReplicaOptions};
 
 /// How long the acceptor pauses after `accept` fails (e.g. out of file
 /// descriptors) before trying again, so that it does not spin.
@@ -44,73 +43,28 @@ const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(10);
 /// pending operations to the kernel before the sockets close.
 const CANCEL_FLUSH_DELAY: Duration = Duration::from_millis(1);
 
-/// A request from the handle to the replica's thread.
-enum Control {
-    Stats(SyncSender<NodeStats>),
+/// The replica's executor thread, as its handle sees it.
+struct ExecutorThread {
+    handle: ExecutorJoinHandle<()>,
+    /// Disconnected once the root task has ended.
+    control: flume::Sender<Control>,
 }
 
-/// A running replica. Dropping it stops the replica, like
-/// [`ReplicaHandle::stop`].
-pub struct ReplicaHandle {
-    /// Dropped to stop the replica.
-    control: Option<flume::Sender<Control>>,
-    thread: Option<ExecutorJoinHandle<()>>,
-    local_addr: SocketAddr,
-}
-
-impl ReplicaHandle {
-    /// The address the replica listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+impl LoopThread for ExecutorThread {
+    fn is_finished(&self) -> bool {
+        self.control.is_disconnected()
     }
 
-    /// Whether the replica still runs: `false` once its loop ended (a
-    /// storage error stops a durable replica; see the log).
-    pub fn is_running(&self) -> bool {
-        self.control.as_ref().is_some_and(|c| !c.is_disconnected())
-    }
-
-    /// A snapshot of the replica's counters, taken on its thread. Empty if
-    /// the replica's thread has ended.
-    pub fn stats(&self) -> NodeStats {
-        let (reply, answer) = sync_channel(1);
-        let sent = (self.control.as_ref()).is_some_and(|c| c.send(Control::Stats(reply)).is_ok());
-        // A request the loop never answers is dropped when it ends.
-        sent.then(|| answer.recv().ok())
-            .flatten()
-            .unwrap_or_default()
-    }
-
-    /// Stops the replica: closes the listener and every connection, drops
-    /// the service, and returns once its thread has ended.
-    ///
-    /// # Panics
-    ///
-    /// If the replica's thread panicked, the panic is passed on here.
-    pub fn stop(mut self) {
-        if let Err(error) = self.shutdown() {
-            match error {
-                glommio::GlommioError::BuilderError(glommio::BuilderErrorKind::ThreadPanic(
-                    panic,
-                )) => std::panic::resume_unwind(panic),
-                error => warn!(%error, "replica thread failed"),
+    fn join(self: Box<Self>) -> std::thread::Result<()> {
+        match self.handle.join() {
+            Ok(()) => Ok(()),
+            Err(glommio::GlommioError::BuilderError(glommio::BuilderErrorKind::ThreadPanic(
+                panic,
+            ))) => Err(panic),
+            Err(error) => {
+                warn!(%error, "replica thread failed");
+                Ok(())
             }
-        }
-    }
-
-    fn shutdown(&mut self) -> glommio::Result<(), ()> {
-        self.control = None;
-        match self.thread.take() {
-            Some(thread) => thread.join(),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for ReplicaHandle {
-    fn drop(&mut self) {
-        if let Err(error) = self.shutdown() {
-            warn!(%error, "replica thread failed");
         }
     }
 }
@@ -121,11 +75,7 @@ pub fn start_replica<S: Service + Send + 'static>(
     options: ReplicaOptions,
     service: S,
 ) -> io::Result<ReplicaHandle> {
-    let address = *options
-        .addresses
-        .get(usize::from(options.replica.0))
-        .ok_or_else(|| invalid_input("no address for this replica's member id"))?;
-    let listener = std::net::TcpListener::bind(address)?;
+    let listener = vr_host::bind_own_address(&options)?;
     start_replica_with_listener(options, listener, service)
 }
 
@@ -157,28 +107,32 @@ pub fn start_durable_replica_with_listener<S: Service + Send + 'static>(
 }
 
 fn start<S: Service + Send + 'static>(
-    mut options: ReplicaOptions,
+    options: ReplicaOptions,
     listener: std::net::TcpListener,
     service: S,
     disk: Option<(DataDir, Boot)>,
 ) -> io::Result<ReplicaHandle> {
-    options.validate().map_err(invalid_input)?;
-    let clock = Clock::new();
-    let (replica, data_dir) = vr_storage::data_dir::build_node_replica(&mut options, service, disk)
-        .map_err(|error| invalid_input(&error))?;
-    let node = ReplicaNode::new(replica, &options, clock.now());
+    let Prepared {
+        node,
+        clock,
+        me,
+        data_dir,
+    } = vr_host::prepare(options, service, disk)?;
     listener.set_nonblocking(true)?;
     let local_addr = listener.local_addr()?;
     let (control, requests) = flume::unbounded();
-    let me = options.replica;
-    let thread = spawn_executor(&format!("vr-replica-{me}"), move || {
+    let handle = spawn_executor(&format!("vr-replica-{me}"), move || {
         run(me, node, clock, listener, requests, data_dir)
     })?;
-    Ok(ReplicaHandle {
-        control: Some(control),
-        thread: Some(thread),
+    let thread = ExecutorThread {
+        handle,
+        control: control.clone(),
+    };
+    Ok(ReplicaHandle::new(
         local_addr,
-    })
+        move |request| control.send(request).is_ok(),
+        thread,
+    ))
 }
 
 /// The state every task of one replica shares.
@@ -236,7 +190,7 @@ async fn run<S: Service + 'static>(
         tasks.push(spawn_local(persist(shared.clone(), dir, failed.clone())).detach());
     }
     info!(replica = %me, "replica started");
-    // Ends when the handle drops its sender, or storage fails.
+    // Ends when the handle says stop or is gone, or storage fails.
     loop {
         let stopped = async {
             failed.notified().await;
@@ -326,7 +280,7 @@ fn drain<S: Service + 'static>(shared: &Replica<S>) {
                 state.persists.push_back(job);
                 state.persist_ready.notify();
             }
-            Output::Event(event) => crate::log_event(state.me, &event),
+            Output::Event(event) => vr_host::log_event(state.me, &event),
             Output::Timeout(Some(t)) if t <= state.clock.now() => {
                 state.node.handle_timeout(state.clock.now());
             }

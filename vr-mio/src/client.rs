@@ -13,7 +13,7 @@ use vr_core::node::{ClientEvent, ClientNode, ClientOptions, Closed, ConnectionId
 use vr_core::{ClientConfig, MemberId};
 
 use crate::conn::{Conn, ReadOutcome};
-use crate::Clock;
+use vr_host::Clock;
 
 /// Why [`Client::submit`] failed.
 #[derive(Debug)]

@@ -66,44 +66,10 @@ mod client;
 mod conn;
 mod replica;
 
-use std::time::{Duration, Instant as StdInstant};
-
-use tracing::{info, warn};
-use vr_core::node::NodeEvent;
-use vr_core::MemberId;
-
 pub use client::{Client, ClientError};
 pub use replica::{
-    start_durable_replica_with_listener, start_replica, start_replica_with_listener, ReplicaHandle,
+    start_durable_replica_with_listener, start_replica, start_replica_with_listener,
 };
 pub use vr_core::node::{NodeStats, ReplicaOptions};
+pub use vr_host::ReplicaHandle;
 pub use vr_storage::data_dir::{Boot, DataDir};
-
-/// The core's clock: nanoseconds since the loop started.
-#[derive(Clone, Copy)]
-pub(crate) struct Clock(StdInstant);
-
-impl Clock {
-    pub(crate) fn new() -> Clock {
-        Clock(StdInstant::now())
-    }
-
-    pub(crate) fn now(self) -> vr_core::Instant {
-        let ns = self.0.elapsed().as_nanos();
-        vr_core::Instant::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
-    }
-
-    /// How long until `deadline`: zero if it passed.
-    pub(crate) fn until(self, deadline: vr_core::Instant) -> Duration {
-        Duration::from_nanos(deadline.saturating_since(self.now()))
-    }
-}
-
-/// Logs what the node reported, at the level an operator needs.
-pub(crate) fn log_event(replica: MemberId, event: &NodeEvent) {
-    if event.needs_attention() {
-        warn!(replica = %replica, "{event}")
-    } else {
-        info!(replica = %replica, "{event}")
-    }
-}

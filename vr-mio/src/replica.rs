@@ -3,20 +3,19 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
-use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
+use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::sync::Arc;
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, error, info, warn};
-use vr_core::node::{Closed, ConnectionId, NodeEvent, NodeStats, Output, ReplicaNode};
+use vr_core::node::{Closed, ConnectionId, NodeEvent, Output, ReplicaNode};
 use vr_core::{MemberId, Service};
+use vr_host::{Clock, Control, Persisted, Persister, Prepared, ReplicaHandle};
 use vr_storage::data_dir::{Boot, DataDir, PersistJob};
 
 use crate::conn::{Conn, ReadOutcome};
-use crate::{Clock, ReplicaOptions};
+use crate::ReplicaOptions;
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -32,23 +31,13 @@ fn token(id: ConnectionId) -> Token {
     Token(id.0 as usize + FIRST_CONNECTION)
 }
 
-/// Requests from other threads, delivered through the waker.
-enum Command {
-    Stats(Sender<NodeStats>),
-    Stop,
-}
-
 /// Binds `options.addresses[options.replica]` and starts the replica on a
 /// thread of its own.
 pub fn start_replica<S: Service + Send + 'static>(
     options: ReplicaOptions,
     service: S,
 ) -> io::Result<ReplicaHandle> {
-    let address = *options
-        .addresses
-        .get(usize::from(options.replica.0))
-        .ok_or_else(|| invalid("replica index out of range of addresses"))?;
-    let listener = std::net::TcpListener::bind(address)?;
+    let listener = vr_host::bind_own_address(&options)?;
     start_replica_with_listener(options, listener, service)
 }
 
@@ -79,17 +68,17 @@ pub fn start_durable_replica_with_listener<S: Service + Send + 'static>(
 }
 
 fn start<S: Service + Send + 'static>(
-    mut options: ReplicaOptions,
+    options: ReplicaOptions,
     listener: std::net::TcpListener,
     service: S,
     disk: Option<(DataDir, Boot)>,
 ) -> io::Result<ReplicaHandle> {
-    options.validate().map_err(invalid)?;
-    let clock = Clock::new();
-    let (replica, data_dir) = vr_storage::data_dir::build_node_replica(&mut options, service, disk)
-        .map_err(|error| invalid(&error))?;
-    let node = ReplicaNode::new(replica, &options, clock.now());
-
+    let Prepared {
+        node,
+        clock,
+        me,
+        data_dir,
+    } = vr_host::prepare(options, service, disk)?;
     listener.set_nonblocking(true)?;
     let address = listener.local_addr()?;
     let mut listener = TcpListener::from_std(listener);
@@ -97,10 +86,15 @@ fn start<S: Service + Send + 'static>(
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-    let (commands_tx, commands) = mpsc::channel();
-    let me = options.replica;
+    let (control_tx, commands) = mpsc::channel();
+    let (persisted_tx, persisted) = mpsc::channel();
     let disk = match data_dir {
-        Some(dir) => Some(DiskThread::start(dir, waker.clone(), me)?),
+        Some(dir) => {
+            let waker = waker.clone();
+            // A failed wake means the loop is gone too.
+            let done = move |p| persisted_tx.send(p).is_ok() && waker.wake().is_ok();
+            Some(Persister::start(me, dir, done)?)
+        }
         None => None,
     };
     let mut event_loop = Loop {
@@ -117,6 +111,7 @@ fn start<S: Service + Send + 'static>(
         frames: Vec::new(),
         deadline: None,
         disk,
+        persisted,
     };
     let thread = std::thread::Builder::new()
         .name(format!("vr-mio-replica-{me}"))
@@ -125,112 +120,8 @@ fn start<S: Service + Send + 'static>(
                 error!(replica = %me, %e, "event loop failed");
             }
         })?;
-    Ok(ReplicaHandle {
-        commands: commands_tx,
-        waker,
-        thread: Some(thread),
-        address,
-        last_stats: Mutex::new(NodeStats::default()),
-    })
-}
-
-fn invalid(why: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, why.to_string())
-}
-
-/// A running replica. Dropping it stops the replica, like [`ReplicaHandle::stop`].
-pub struct ReplicaHandle {
-    commands: Sender<Command>,
-    waker: Arc<Waker>,
-    thread: Option<JoinHandle<()>>,
-    address: SocketAddr,
-    /// The last snapshot received, returned if the loop has died.
-    last_stats: Mutex<NodeStats>,
-}
-
-impl ReplicaHandle {
-    /// The address the replica accepts connections on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.address
-    }
-
-    /// Whether the replica still runs: `false` once its loop ended (a
-    /// storage error stops a durable replica; see the log).
-    pub fn is_running(&self) -> bool {
-        self.thread.as_ref().is_some_and(|t| !t.is_finished())
-    }
-
-    /// A snapshot of the replica's counters, taken by its loop between two
-    /// events. If the loop has ended (it failed or panicked), the last
-    /// snapshot taken.
-    pub fn stats(&self) -> NodeStats {
-        let (reply_tx, reply) = mpsc::channel();
-        let mut last = (self.last_stats.lock()).unwrap_or_else(PoisonError::into_inner);
-        if self.commands.send(Command::Stats(reply_tx)).is_ok() && self.waker.wake().is_ok() {
-            // Fails only when the loop ends without answering.
-            if let Ok(stats) = reply.recv() {
-                *last = stats;
-            }
-        }
-        last.clone()
-    }
-
-    /// Stops the replica: closes the listener and every connection, ends the
-    /// thread, and returns once it has ended.
-    pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        let Some(thread) = self.thread.take() else {
-            return;
-        };
-        // If the loop has already ended, both fail and the join returns at once.
-        let _ = self.commands.send(Command::Stop);
-        let _ = self.waker.wake();
-        if thread.join().is_err() {
-            error!(address = %self.address, "replica thread panicked");
-        }
-    }
-}
-
-impl Drop for ReplicaHandle {
-    fn drop(&mut self) {
-        self.shutdown();
-    }
-}
-
-/// A durable replica's data directory, on a thread of its own: persists go
-/// in through `jobs`, outcomes come back through `done`, and the thread
-/// wakes the loop after each.
-struct DiskThread {
-    jobs: Sender<PersistJob>,
-    done: Receiver<(u64, Result<(), vr_storage::Error>)>,
-}
-
-impl DiskThread {
-    fn start(mut dir: DataDir, waker: Arc<Waker>, replica: MemberId) -> io::Result<DiskThread> {
-        let (jobs, job_rx) = mpsc::channel::<PersistJob>();
-        let (done_tx, done) = mpsc::channel();
-        std::thread::Builder::new()
-            .name(format!("vr-mio-disk-{replica}"))
-            .spawn(move || {
-                // Ends when the loop drops `jobs`, or after a failure.
-                while let Ok(job) = job_rx.recv() {
-                    let outcome = dir.persist(&job);
-                    let failed = outcome.is_err();
-                    if done_tx.send((job.sequence(), outcome)).is_err() {
-                        return;
-                    }
-                    // A failed wake means the loop is gone too.
-                    let _ = waker.wake();
-                    if failed {
-                        return;
-                    }
-                }
-            })?;
-        Ok(DiskThread { jobs, done })
-    }
+    let control = move |control| control_tx.send(control).is_ok() && waker.wake().is_ok();
+    Ok(ReplicaHandle::new(address, control, thread))
 }
 
 struct Loop<S: Service> {
@@ -238,7 +129,7 @@ struct Loop<S: Service> {
     me: MemberId,
     poll: Poll,
     listener: TcpListener,
-    commands: Receiver<Command>,
+    commands: Receiver<Control>,
     clock: Clock,
     conns: HashMap<Token, Conn>,
     /// Connections with frames queued since the last write.
@@ -249,8 +140,9 @@ struct Loop<S: Service> {
     /// The node writes frames here; each is copied to its connection.
     frames: Vec<u8>,
     deadline: Option<vr_core::Instant>,
-    /// A durable replica's persist thread.
-    disk: Option<DiskThread>,
+    /// A durable replica's persist thread, and its outcomes.
+    disk: Option<Persister>,
+    persisted: Receiver<Persisted>,
 }
 
 impl<S: Service> Loop<S> {
@@ -299,10 +191,7 @@ impl<S: Service> Loop<S> {
 
     /// Answers the persists the disk thread completed.
     fn handle_persisted(&mut self) -> io::Result<()> {
-        let Some(disk) = &self.disk else {
-            return Ok(());
-        };
-        while let Ok((sequence, outcome)) = disk.done.try_recv() {
+        while let Ok((sequence, outcome)) = self.persisted.try_recv() {
             if let Err(error) = outcome {
                 error!(replica = %self.me, %error, "storage failed: stopping the replica");
                 return Err(io::Error::other(error));
@@ -317,8 +206,8 @@ impl<S: Service> Loop<S> {
         loop {
             match self.commands.try_recv() {
                 // The asker may have given up; nothing to do then.
-                Ok(Command::Stats(reply)) => drop(reply.send(self.node.stats())),
-                Ok(Command::Stop) | Err(TryRecvError::Disconnected) => return true,
+                Ok(Control::Stats(reply)) => drop(reply.send(self.node.stats())),
+                Ok(Control::Stop) | Err(TryRecvError::Disconnected) => return true,
                 Err(TryRecvError::Empty) => return false,
             }
         }
@@ -453,12 +342,12 @@ impl<S: Service> Loop<S> {
                 Output::Event(NodeEvent::Persist(persist)) => {
                     let job = PersistJob::new(self.node.replica(), persist);
                     // The job comes back in the error: only whether it went matters.
-                    if self.disk.as_ref().is_none_or(|d| d.jobs.send(job).is_err()) {
+                    if !self.disk.as_ref().is_some_and(|d| d.submit(job)) {
                         // The thread ended after a failure it reported.
                         error!(replica = %self.me, "persist not carried out: no disk thread");
                     }
                 }
-                Output::Event(event) => crate::log_event(self.me, &event),
+                Output::Event(event) => vr_host::log_event(self.me, &event),
                 Output::Timeout(Some(t)) if t <= self.clock.now() => {
                     self.node.handle_timeout(self.clock.now());
                 }

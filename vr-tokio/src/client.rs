@@ -10,7 +10,7 @@ use vr_core::node::{ClientEvent, ClientNode, ClientOptions, Output};
 use vr_core::{ClientConfig, ClientError, MemberId};
 
 use crate::link::{Conns, LinkEvent};
-use crate::Clock;
+use vr_host::Clock;
 
 /// Connection events waiting for the client; a full channel makes the
 /// connection tasks wait.
@@ -141,7 +141,7 @@ impl Client {
             // With a request outstanding the proxy always has a deadline;
             // the fallback only bounds the sleep if that ever changes.
             let at = match deadline {
-                Some(at) => self.clock.instant(at),
+                Some(at) => self.clock.instant(at).into(),
                 None => tokio::time::Instant::now() + Duration::from_secs(1),
             };
             timer.as_mut().reset(at);

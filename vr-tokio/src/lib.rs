@@ -69,48 +69,11 @@ mod client;
 mod link;
 mod replica;
 
-use std::time::Duration;
-
-use vr_core::node::NodeEvent;
-use vr_core::MemberId;
-
 pub use client::Client;
 pub use replica::{
-    start_durable_replica_with_listener, start_replica, start_replica_with_listener, ReplicaHandle,
+    start_durable_replica_with_listener, start_replica, start_replica_with_listener,
 };
 pub use vr_core::node::{NodeStats, ReplicaOptions};
 pub use vr_core::ClientError;
+pub use vr_host::ReplicaHandle;
 pub use vr_storage::data_dir::{Boot, DataDir};
-
-/// The core's clock: nanoseconds since the loop started.
-#[derive(Clone, Copy)]
-pub(crate) struct Clock(std::time::Instant);
-
-impl Clock {
-    pub(crate) fn new() -> Clock {
-        Clock(std::time::Instant::now())
-    }
-
-    pub(crate) fn now(self) -> vr_core::Instant {
-        let ns = self.0.elapsed().as_nanos();
-        vr_core::Instant::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
-    }
-
-    /// The tokio instant of the core's `at`.
-    pub(crate) fn instant(self, at: vr_core::Instant) -> tokio::time::Instant {
-        // An instant past what the OS clock holds (centuries away) wakes
-        // the loop in a day instead, which then sleeps again.
-        let at = (self.0.checked_add(Duration::from_nanos(at.as_nanos())))
-            .unwrap_or_else(|| std::time::Instant::now() + Duration::from_secs(86_400));
-        tokio::time::Instant::from_std(at)
-    }
-}
-
-/// Logs what the node reported, at the level an operator needs.
-pub(crate) fn log_event(replica: MemberId, event: &NodeEvent) {
-    if event.needs_attention() {
-        tracing::warn!(replica = %replica, "{event}")
-    } else {
-        tracing::info!(replica = %replica, "{event}")
-    }
-}

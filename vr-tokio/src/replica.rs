@@ -3,18 +3,19 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use vr_core::node::{NodeEvent, NodeStats, Output, ReplicaNode};
+use vr_core::node::{NodeEvent, Output, ReplicaNode};
 use vr_core::{Instant, MemberId, Service};
+use vr_host::{Clock, Control, Persisted, Persister, Prepared, ReplicaHandle};
 use vr_storage::data_dir::{Boot, DataDir, PersistJob};
 
-use crate::link::{Conns, LinkEvent};
-use crate::{Clock, ReplicaOptions};
+use crate::link::Conns;
+use crate::link::LinkEvent;
+use crate::ReplicaOptions;
 
 /// Connection events waiting for the node's task; a full channel makes
 /// connection tasks wait, which stops them reading from their sockets.
@@ -31,20 +32,16 @@ pub fn start_replica<S: Service + Send + 'static>(
     options: ReplicaOptions,
     service: S,
 ) -> io::Result<ReplicaHandle> {
-    let address = *options
-        .addresses
-        .get(usize::from(options.replica.0))
-        .ok_or_else(|| invalid_input("replica index out of range of the addresses"))?;
-    let listener = std::net::TcpListener::bind(address)?;
+    let listener = vr_host::bind_own_address(&options)?;
     start_replica_with_listener(options, listener, service)
 }
 
 /// Starts a durable replica ([`vr_core::Durability::Disk`] in
 /// `options.config`) on a listener bound by the caller, with its data
 /// directory opened by [`DataDir::open`] and started as `boot` says. Its
-/// persists run on tokio's blocking threads (`spawn_blocking`), one at a
-/// time; nothing is acknowledged before the persist it rests on returned.
-/// A storage error stops the replica (logged).
+/// persists run on a thread of their own ([`vr_host::Persister`]), one at
+/// a time; nothing is acknowledged before the persist it rests on
+/// returned. A storage error stops the replica (logged).
 pub fn start_durable_replica_with_listener<S: Service + Send + 'static>(
     options: ReplicaOptions,
     listener: std::net::TcpListener,
@@ -66,16 +63,17 @@ pub fn start_replica_with_listener<S: Service + Send + 'static>(
 }
 
 fn start<S: Service + Send + 'static>(
-    mut options: ReplicaOptions,
+    options: ReplicaOptions,
     listener: std::net::TcpListener,
     service: S,
     disk: Option<(DataDir, Boot)>,
 ) -> io::Result<ReplicaHandle> {
-    options.validate().map_err(invalid_input)?;
-    let clock = Clock::new();
-    let (replica, data_dir) = vr_storage::data_dir::build_node_replica(&mut options, service, disk)
-        .map_err(|error| invalid_input(&error))?;
-    let node = ReplicaNode::new(replica, &options, clock.now());
+    let Prepared {
+        node,
+        clock,
+        me,
+        data_dir,
+    } = vr_host::prepare(options, service, disk)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -86,13 +84,18 @@ fn start<S: Service + Send + 'static>(
         let _context = runtime.enter();
         TcpListener::from_std(listener)?
     };
-    let (commands_tx, commands_rx) = mpsc::unbounded_channel();
-    let me = options.replica;
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let (persisted_tx, persisted_rx) = mpsc::unbounded_channel();
+    let disk = match data_dir {
+        Some(dir) => Some(Persister::start(me, dir, move |p| {
+            persisted_tx.send(p).is_ok()
+        })?),
+        None => None,
+    };
     let thread = std::thread::Builder::new()
         .name(format!("vr-replica-{me}"))
         .spawn(move || {
             let (events_tx, events_rx) = mpsc::channel(EVENTS_QUEUED_MAX);
-            let (persisted_tx, persisted_rx) = mpsc::unbounded_channel();
             let state = Loop {
                 node,
                 me,
@@ -100,94 +103,19 @@ fn start<S: Service + Send + 'static>(
                 conns: Conns::new(events_tx, format!("replica {me}")),
                 frames: Vec::new(),
                 deadline: None,
-                disk: data_dir.map(Box::new),
-                persisted_tx,
+                disk,
             };
-            runtime.block_on(state.run(listener, commands_rx, events_rx, persisted_rx));
+            runtime.block_on(state.run(listener, control_rx, events_rx, persisted_rx));
             // Dropping the runtime drops every connection task, and with
             // them every socket.
             drop(runtime);
             tracing::info!(replica = %me, "replica stopped");
         })?;
-    Ok(ReplicaHandle {
+    Ok(ReplicaHandle::new(
         address,
-        commands: commands_tx,
-        thread: Some(thread),
-        stats_last: Mutex::default(),
-    })
-}
-
-fn invalid_input(why: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, why.to_string())
-}
-
-enum Command {
-    Stats(std::sync::mpsc::SyncSender<NodeStats>),
-    Stop,
-}
-
-/// A running replica. Dropping it stops the replica, like [`ReplicaHandle::stop`].
-pub struct ReplicaHandle {
-    address: SocketAddr,
-    commands: mpsc::UnboundedSender<Command>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    /// Returned by `stats` if the loop can no longer answer.
-    stats_last: Mutex<NodeStats>,
-}
-
-impl ReplicaHandle {
-    /// The address the replica listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.address
-    }
-
-    /// Whether the replica still runs: `false` once its loop ended (a
-    /// storage error stops a durable replica; see the log).
-    pub fn is_running(&self) -> bool {
-        self.thread.as_ref().is_some_and(|t| !t.is_finished())
-    }
-
-    /// A snapshot of the node's counters, connections and numbers, taken by
-    /// the replica's own loop between two inputs (so it is consistent). If
-    /// the loop has ended, the last snapshot taken. Callable from any
-    /// thread, including a tokio runtime's: it blocks only until the loop
-    /// answers.
-    pub fn stats(&self) -> NodeStats {
-        let (reply, answer) = std::sync::mpsc::sync_channel(1);
-        let mut last = (self.stats_last.lock()).unwrap_or_else(|p| p.into_inner());
-        // Fails only when the loop has ended, or ends without answering.
-        if self.commands.send(Command::Stats(reply)).is_ok() {
-            if let Ok(stats) = answer.recv() {
-                *last = stats;
-            }
-        }
-        last.clone()
-    }
-
-    /// Stops the replica: closes the listener and every connection, joins
-    /// the thread. A panic of the replica's thread (a bug) is re-raised here.
-    pub fn stop(mut self) {
-        if let Err(panic) = self.shutdown() {
-            std::panic::resume_unwind(panic);
-        }
-    }
-
-    fn shutdown(&mut self) -> std::thread::Result<()> {
-        // Fails only if the loop has already ended.
-        let _ = self.commands.send(Command::Stop);
-        match self.thread.take() {
-            Some(thread) => thread.join(),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for ReplicaHandle {
-    fn drop(&mut self) {
-        if self.shutdown().is_err() {
-            tracing::error!(address = %self.address, "replica thread panicked");
-        }
-    }
+        move |control| control_tx.send(control).is_ok(),
+        thread,
+    ))
 }
 
 /// The node's task: everything the replica owns.
@@ -200,23 +128,15 @@ struct Loop<S: Service> {
     frames: Vec<u8>,
     /// When the node wants `handle_timeout` next.
     deadline: Option<Instant>,
-    /// A durable replica's data directory; `None` while a blocking thread
-    /// carries out a persist with it (the core emits the next persist only
-    /// after `handle_persisted`). Boxed: it is large (the storage's
-    /// buffers), and moves to that thread and back at every persist.
-    disk: Option<Box<DataDir>>,
-    /// Where a blocking thread returns the directory with the outcome.
-    persisted_tx: mpsc::UnboundedSender<Persisted>,
+    /// A durable replica's persist thread.
+    disk: Option<Persister>,
 }
-
-/// A persist carried out: the directory back, and the outcome.
-type Persisted = (Box<DataDir>, u64, Result<(), vr_storage::Error>);
 
 impl<S: Service> Loop<S> {
     async fn run(
         mut self,
         listener: TcpListener,
-        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut commands: mpsc::UnboundedReceiver<Control>,
         mut events: mpsc::Receiver<LinkEvent>,
         mut persisted: mpsc::UnboundedReceiver<Persisted>,
     ) {
@@ -233,15 +153,15 @@ impl<S: Service> Loop<S> {
             self.drain();
             if self.deadline != armed {
                 if let Some(at) = self.deadline {
-                    timer.as_mut().reset(self.clock.instant(at));
+                    timer.as_mut().reset(self.clock.instant(at).into());
                 }
                 armed = self.deadline;
             }
             tokio::select! {
                 command = commands.recv() => match command {
                     // The caller may have given up waiting; nothing to do then.
-                    Some(Command::Stats(reply)) => drop(reply.send(self.node.stats())),
-                    Some(Command::Stop) | None => return,
+                    Some(Control::Stats(reply)) => drop(reply.send(self.node.stats())),
+                    Some(Control::Stop) | None => return,
                 },
                 Some((stream, remote)) = accepted.recv() => self.accept(stream, remote),
                 Some(event) = events.recv() => {
@@ -258,12 +178,11 @@ impl<S: Service> Loop<S> {
                         self.conns.handle(&mut self.node, now, event);
                     }
                 }
-                Some((dir, sequence, outcome)) = persisted.recv() => {
+                Some((sequence, outcome)) = persisted.recv() => {
                     if let Err(error) = outcome {
                         tracing::error!(replica = %self.me, %error, "storage failed: stopping the replica");
                         return;
                     }
-                    self.disk = Some(dir);
                     self.node.handle_persisted(self.clock.now(), sequence);
                 }
                 // `drain` fires the node's timers; re-arm even if the
@@ -304,9 +223,13 @@ impl<S: Service> Loop<S> {
                 Output::Close { connection } => self.conns.close(connection),
                 Output::Event(NodeEvent::Persist(persist)) => {
                     let job = PersistJob::new(self.node.replica(), persist);
-                    self.persist(job);
+                    // The job comes back in the error: only whether it went matters.
+                    if !self.disk.as_ref().is_some_and(|d| d.submit(job)) {
+                        // The thread ended after a failure it reported.
+                        tracing::error!(replica = %self.me, "persist not carried out: no disk thread");
+                    }
                 }
-                Output::Event(event) => crate::log_event(self.me, &event),
+                Output::Event(event) => vr_host::log_event(self.me, &event),
                 Output::Timeout(Some(t)) if t <= self.clock.now() => {
                     self.node.handle_timeout(self.clock.now());
                 }
@@ -317,25 +240,6 @@ impl<S: Service> Loop<S> {
             }
         }
         self.conns.flush();
-    }
-
-    /// Carries out `job` on a blocking thread, which sends the directory
-    /// back with the outcome.
-    fn persist(&mut self, job: PersistJob) {
-        let Some(mut dir) = self.disk.take() else {
-            // The core emits one persist at a time, and only when durable.
-            debug_assert!(
-                false,
-                "a persist while another runs, or without a data directory"
-            );
-            return tracing::error!(replica = %self.me, "persist dropped: no data directory here");
-        };
-        let done = self.persisted_tx.clone();
-        tokio::task::spawn_blocking(move || {
-            let outcome = dir.persist(&job);
-            // The loop is gone if this fails: nothing to answer.
-            let _ = done.send((dir, job.sequence(), outcome));
-        });
     }
 }
 

@@ -204,7 +204,7 @@ pub fn inbound_connections_beyond_the_cap_are_refused<R: Runtime>() {
     );
     drop((first, second));
     let mut cluster = cluster;
-    R::stop(cluster.replicas[0].take().expect("runs"));
+    cluster.replicas[0].take().expect("runs").stop();
     assert_eq!(
         lock(&cluster.executed[0]).as_slice(),
         [b"a".to_vec(), b"b".to_vec()]

@@ -57,7 +57,7 @@ pub fn a_peer_that_connects_is_connected_to_at_once<R: Runtime>() {
     wait_until(
         Duration::from_secs(10),
         "connects to the peers were attempted 20 times",
-        || R::stats(&replica).links.connect_failures >= 20,
+        || replica.stats().links.connect_failures >= 20,
     );
     // Peer 1 restarts and connects to the replica.
     let restarted = TcpListener::bind(addresses[1]).expect("peer 1's port is free");
@@ -80,5 +80,5 @@ pub fn a_peer_that_connects_is_connected_to_at_once<R: Runtime>() {
             Err(e) => panic!("accept: {e}"),
         }
     }
-    R::stop(replica);
+    replica.stop();
 }

@@ -73,9 +73,9 @@ pub fn stop_ends_threads_and_releases_ports<R: Runtime>() {
     );
     for (i, replica) in cluster.replicas.iter_mut().enumerate() {
         let replica = replica.take().expect("runs");
-        assert!(R::is_running(&replica), "replica {i} runs before the stop");
+        assert!(replica.is_running(), "replica {i} runs before the stop");
         let started = Instant::now();
-        R::stop(replica);
+        replica.stop();
         assert!(
             started.elapsed() < Duration::from_secs(2),
             "replica {i} slow to stop: {:?}",
@@ -108,7 +108,7 @@ pub fn dropping_the_handle_stops_the_replica<R: Runtime>() {
     let options = ReplicaOptions::new(config.clone(), vec![address], vr_core::MemberId(0));
     let replica = R::start_replica(options, None, Recorder(Executed::default()))
         .expect("the replica binds its address");
-    assert_eq!(R::local_addr(&replica), address);
+    assert_eq!(replica.local_addr(), address);
     let mut client =
         TestClient::<R>::connect(vec![address], ClientConfig::new(&config, 3), config.cluster);
     assert_eq!(client.submit(b"y"), Ok(b"y".to_vec()));

@@ -82,7 +82,7 @@ pub fn cluster_survives_primary_stop_under_load<R: Runtime>() {
             );
             assert!(before.node.commit_number > 0, "it committed ops");
             let primary = cluster.replicas[0].take().expect("replica 0 runs");
-            R::stop(primary);
+            primary.stop();
             acknowledged_at_stop = acknowledged.len();
         }
     }

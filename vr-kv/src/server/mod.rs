@@ -191,82 +191,32 @@ pub fn replica_options(options: &NodeOptions) -> ReplicaOptions {
     replica_options
 }
 
-/// A replica on one of the adapters.
-enum RunningReplica {
-    Tokio(vr_tokio::ReplicaHandle),
-    Mio(vr_mio::ReplicaHandle),
-    Glommio(vr_glommio::ReplicaHandle),
-}
+/// A replica on one of the adapters: every adapter returns the same
+/// handle.
+type RunningReplica = vr_host::ReplicaHandle;
 
-impl RunningReplica {
-    fn start(
-        runtime: Runtime,
-        options: ReplicaOptions,
-        listener: std::net::TcpListener,
-        service: SharedStore,
-        disk: Option<(vr_storage::data_dir::DataDir, vr_storage::data_dir::Boot)>,
-    ) -> io::Result<RunningReplica> {
-        if let Some((dir, boot)) = disk {
-            return Ok(match runtime {
-                Runtime::Tokio => {
-                    RunningReplica::Tokio(vr_tokio::start_durable_replica_with_listener(
-                        options, listener, service, dir, boot,
-                    )?)
-                }
-                Runtime::Mio => RunningReplica::Mio(vr_mio::start_durable_replica_with_listener(
-                    options, listener, service, dir, boot,
-                )?),
-                Runtime::Glommio => {
-                    RunningReplica::Glommio(vr_glommio::start_durable_replica_with_listener(
-                        options, listener, service, dir, boot,
-                    )?)
-                }
-            });
+/// Starts the replica on `runtime`, durable when `disk` is given.
+fn start_replica(
+    runtime: Runtime,
+    options: ReplicaOptions,
+    listener: std::net::TcpListener,
+    service: SharedStore,
+    disk: Option<(vr_storage::data_dir::DataDir, vr_storage::data_dir::Boot)>,
+) -> io::Result<RunningReplica> {
+    match (runtime, disk) {
+        (Runtime::Tokio, Some((dir, boot))) => {
+            vr_tokio::start_durable_replica_with_listener(options, listener, service, dir, boot)
         }
-        Ok(match runtime {
-            Runtime::Tokio => RunningReplica::Tokio(vr_tokio::start_replica_with_listener(
-                options, listener, service,
-            )?),
-            Runtime::Mio => RunningReplica::Mio(vr_mio::start_replica_with_listener(
-                options, listener, service,
-            )?),
-            Runtime::Glommio => RunningReplica::Glommio(vr_glommio::start_replica_with_listener(
-                options, listener, service,
-            )?),
-        })
-    }
-
-    fn is_running(&self) -> bool {
-        match self {
-            RunningReplica::Tokio(replica) => replica.is_running(),
-            RunningReplica::Mio(replica) => replica.is_running(),
-            RunningReplica::Glommio(replica) => replica.is_running(),
+        (Runtime::Mio, Some((dir, boot))) => {
+            vr_mio::start_durable_replica_with_listener(options, listener, service, dir, boot)
         }
-    }
-
-    fn local_addr(&self) -> SocketAddr {
-        match self {
-            RunningReplica::Tokio(replica) => replica.local_addr(),
-            RunningReplica::Mio(replica) => replica.local_addr(),
-            RunningReplica::Glommio(replica) => replica.local_addr(),
+        (Runtime::Glommio, Some((dir, boot))) => {
+            vr_glommio::start_durable_replica_with_listener(options, listener, service, dir, boot)
         }
-    }
-
-    /// The node's counters, taken by the replica's own loop (the caller
-    /// blocks until it answers).
-    fn node_stats(&self) -> NodeStats {
-        match self {
-            RunningReplica::Tokio(replica) => replica.stats(),
-            RunningReplica::Mio(replica) => replica.stats(),
-            RunningReplica::Glommio(replica) => replica.stats(),
-        }
-    }
-
-    fn stop(self) {
-        match self {
-            RunningReplica::Tokio(replica) => replica.stop(),
-            RunningReplica::Mio(replica) => replica.stop(),
-            RunningReplica::Glommio(replica) => replica.stop(),
+        (Runtime::Tokio, None) => vr_tokio::start_replica_with_listener(options, listener, service),
+        (Runtime::Mio, None) => vr_mio::start_replica_with_listener(options, listener, service),
+        (Runtime::Glommio, None) => {
+            vr_glommio::start_replica_with_listener(options, listener, service)
         }
     }
 }
@@ -376,7 +326,7 @@ impl NodeHandle {
     /// The replica's counters: view, status, op and commit numbers, traffic.
     pub fn stats(&self) -> NodeStats {
         match &self.replica {
-            Some(replica) => replica.node_stats(),
+            Some(replica) => replica.stats(),
             None => NodeStats::default(),
         }
     }
@@ -477,7 +427,7 @@ pub fn start_node(mut options: NodeOptions) -> io::Result<NodeHandle> {
         }
     };
     let store = Arc::new(Mutex::new(Store::new()));
-    let running = RunningReplica::start(
+    let running = start_replica(
         runtime,
         replica_options,
         replica_listener,
@@ -488,11 +438,11 @@ pub fn start_node(mut options: NodeOptions) -> io::Result<NodeHandle> {
     let running = Arc::new(running);
     let status = {
         let running = running.clone();
-        Box::new(move || running.node_stats())
+        Box::new(move || running.stats())
     };
     let is_primary = {
         let running = running.clone();
-        Box::new(move || running.node_stats().primary)
+        Box::new(move || running.stats().primary)
     };
     let sweeper_store = store.clone();
     let shared = Arc::new(Shared {
