@@ -272,6 +272,22 @@ impl Persister {
     }
 }
 
+/// Hands the persist that `node` emitted to `disk`, reading what it needs
+/// from the replica as it is drained ([`PersistJob::new`]). Logs if no
+/// thread takes it: it ended after a failure it reported (the loop stops
+/// on that report), or a diskless replica asked (a bug).
+pub fn submit_persist<S: Service>(
+    disk: Option<&Persister>,
+    node: &ReplicaNode<S>,
+    me: MemberId,
+    persist: vr_core::Persist,
+) {
+    let job = PersistJob::new(node.replica(), persist);
+    if !disk.is_some_and(|d| d.submit(job)) {
+        tracing::error!(replica = %me, "persist not carried out: no disk thread");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

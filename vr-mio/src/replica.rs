@@ -12,7 +12,7 @@ use tracing::{debug, error, info, warn};
 use vr_core::node::{Closed, ConnectionId, NodeEvent, Output, ReplicaNode};
 use vr_core::{MemberId, Service};
 use vr_host::{Clock, Control, Persisted, Persister, Prepared, ReplicaHandle};
-use vr_storage::data_dir::{Boot, DataDir, PersistJob};
+use vr_storage::data_dir::{Boot, DataDir};
 
 use crate::conn::{Conn, ReadOutcome};
 use crate::ReplicaOptions;
@@ -340,12 +340,7 @@ impl<S: Service> Loop<S> {
                     }
                 }
                 Output::Event(NodeEvent::Persist(persist)) => {
-                    let job = PersistJob::new(self.node.replica(), persist);
-                    // The job comes back in the error: only whether it went matters.
-                    if !self.disk.as_ref().is_some_and(|d| d.submit(job)) {
-                        // The thread ended after a failure it reported.
-                        error!(replica = %self.me, "persist not carried out: no disk thread");
-                    }
+                    vr_host::submit_persist(self.disk.as_ref(), &self.node, self.me, persist);
                 }
                 Output::Event(event) => vr_host::log_event(self.me, &event),
                 Output::Timeout(Some(t)) if t <= self.clock.now() => {

@@ -11,10 +11,9 @@ use tokio::sync::mpsc;
 use vr_core::node::{NodeEvent, Output, ReplicaNode};
 use vr_core::{Instant, MemberId, Service};
 use vr_host::{Clock, Control, Persisted, Persister, Prepared, ReplicaHandle};
-use vr_storage::data_dir::{Boot, DataDir, PersistJob};
+use vr_storage::data_dir::{Boot, DataDir};
 
-use crate::link::Conns;
-use crate::link::LinkEvent;
+use crate::link::{Conns, LinkEvent};
 use crate::ReplicaOptions;
 
 /// Connection events waiting for the node's task; a full channel makes
@@ -222,12 +221,7 @@ impl<S: Service> Loop<S> {
                 } => self.conns.connect(connection, address),
                 Output::Close { connection } => self.conns.close(connection),
                 Output::Event(NodeEvent::Persist(persist)) => {
-                    let job = PersistJob::new(self.node.replica(), persist);
-                    // The job comes back in the error: only whether it went matters.
-                    if !self.disk.as_ref().is_some_and(|d| d.submit(job)) {
-                        // The thread ended after a failure it reported.
-                        tracing::error!(replica = %self.me, "persist not carried out: no disk thread");
-                    }
+                    vr_host::submit_persist(self.disk.as_ref(), &self.node, self.me, persist);
                 }
                 Output::Event(event) => vr_host::log_event(self.me, &event),
                 Output::Timeout(Some(t)) if t <= self.clock.now() => {
